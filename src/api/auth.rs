@@ -1,0 +1,97 @@
+//! `x-chroma-token` authentication and per-database authorisation.
+//!
+//! Tokens are kept as SHA-256 digests only. With no token configured the API
+//! is open, but only to clients on loopback: the daemon says so at start, and
+//! a request from any other address gets a 401 explaining why.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+use crate::config::{ApiToken, sha256_hex};
+
+pub struct Authenticator {
+    tokens: Vec<ApiToken>,
+}
+
+/// Who is calling: the databases they may touch (`None` = all).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    databases: Option<Vec<String>>,
+}
+
+impl Principal {
+    pub fn check_database(&self, database: &str) -> Result<(), ApiError> {
+        match &self.databases {
+            Some(allowed) if !allowed.iter().any(|d| d == database) => Err(ApiError::forbidden(
+                format!("this token has no access to database `{database}`"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn may_access(&self, database: &str) -> bool {
+        self.check_database(database).is_ok()
+    }
+}
+
+impl Authenticator {
+    pub fn new(tokens: Vec<ApiToken>) -> Self {
+        Authenticator { tokens }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    fn authenticate(&self, token: Option<&str>, peer: Option<SocketAddr>) -> Result<Principal, ApiError> {
+        if self.tokens.is_empty() {
+            return match peer {
+                Some(peer) if peer.ip().is_loopback() => Ok(Principal { databases: None }),
+                _ => Err(ApiError::unauthorized(
+                    "no API tokens are configured (CHROMA_SYNCD_API_TOKENS), so only loopback \
+                     clients are accepted",
+                )),
+            };
+        }
+        let Some(token) = token else {
+            return Err(ApiError::unauthorized("missing x-chroma-token header"));
+        };
+        let digest = sha256_hex(token.as_bytes());
+        let entry = self
+            .tokens
+            .iter()
+            .find(|t| t.sha256.eq_ignore_ascii_case(&digest))
+            .ok_or_else(|| ApiError::unauthorized("unknown x-chroma-token"))?;
+        let all = entry.databases.iter().any(|d| d == "*");
+        Ok(Principal {
+            databases: (!all).then(|| entry.databases.clone()),
+        })
+    }
+}
+
+pub async fn require_token(
+    State(state): State<AppState>,
+    connect: Option<ConnectInfo<SocketAddr>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get("x-chroma-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match state
+        .auth
+        .authenticate(token.as_deref(), connect.map(|ConnectInfo(addr)| addr))
+    {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}

@@ -1,0 +1,303 @@
+//! Invocations: create (seed 002), get (seed 001), cancel (seed 000), list,
+//! and latest-by-keys.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::auth::Principal;
+use super::error::{ApiJson, ApiPath, ApiQuery};
+use super::sources::{load_source, parse_limit, parse_order, parse_source_type, validate_chroma_name};
+use super::{ApiError, AppState};
+use crate::config::sha256_hex;
+use crate::model::{
+    CancelJobResponse, CreateJobPayload, CreateJobResponse, ErrorResponse, IndexJobMetadata, Job,
+    JobKind, LatestByKeysRequest, S3JobMetadata, SourceType, Trigger,
+};
+use crate::queue::{CancelOutcome, JobFilter, NewJob, SourceRecord};
+use crate::sink::records::validate_user_metadata;
+
+/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
+const MAX_CUSTOM_ID: usize = 120;
+/// S3's own limit on key length.
+const MAX_OBJECT_KEY_BYTES: usize = 1024;
+const MAX_KEYS_PER_LOOKUP: usize = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    /// Only invocations of this source (not with `database_name`).
+    pub source_id: Option<Uuid>,
+    /// Only invocations writing to this database (not with `source_id`).
+    pub database_name: Option<String>,
+    pub source_type: Option<String>,
+    /// `pending`, `processing`, `complete`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+    /// `DESC` (default, newest first) or `ASC`.
+    pub order_by: Option<String>,
+}
+
+/// Checks `payload` against the source and works out the job to enqueue.
+pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJob, ApiError> {
+    let Some(s3) = source.payload.s3.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_source_type",
+            format!(
+                "{} sources are not supported by this version of chroma-syncd yet",
+                source.source_type.as_str()
+            ),
+        ));
+    };
+    if payload.ref_identifier.is_some() {
+        return Err(ApiError::bad_request(
+            "ref_identifier is only allowed for GitHub sources",
+        ));
+    }
+    let Some(object_key) = payload.object_key.as_deref() else {
+        return Err(ApiError::bad_request("object_key is required for S3 sources"));
+    };
+    if object_key.is_empty() || object_key.len() > MAX_OBJECT_KEY_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "object_key must be 1 to {MAX_OBJECT_KEY_BYTES} bytes long"
+        )));
+    }
+    let prefix = s3.path_prefix.as_deref().unwrap_or("");
+    if !object_key.starts_with(prefix) {
+        return Err(ApiError::bad_request(format!(
+            "object_key `{object_key}` is not under the source's path_prefix `{prefix}`"
+        )));
+    }
+    if let Some(custom_id) = &payload.custom_id {
+        if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
+            return Err(ApiError::bad_request(format!(
+                "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
+            )));
+        }
+        if custom_id.len() > MAX_CUSTOM_ID + 4 {
+            return Err(ApiError::bad_request(
+                "custom_id is too long in bytes for Chroma's 128-byte record IDs",
+            ));
+        }
+    }
+    if let Some(metadata) = &payload.metadata {
+        validate_user_metadata(metadata).map_err(ApiError::bad_request)?;
+    }
+    let collection = payload
+        .target_collection_name
+        .clone()
+        .unwrap_or_else(|| s3.collection_name.clone());
+    validate_chroma_name("target_collection_name", &collection)?;
+
+    let metadata = IndexJobMetadata {
+        kind: JobKind::S3(S3JobMetadata {
+            bucket_name: s3.bucket_name.clone(),
+            object_key: Some(object_key.to_string()),
+            custom_id: payload.custom_id.clone(),
+            additional_metadata: payload.metadata.clone(),
+        }),
+        database_name: source.payload.database_name.clone(),
+        collection_name: collection.clone(),
+    };
+    let canonical = serde_json::to_value(&payload)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    Ok(NewJob {
+        source_id: source.id,
+        source_type: SourceType::S3,
+        concurrency_key: format!("s3:{}:{collection}:{object_key}", source.id),
+        dedupe_key: sha256_hex(format!("{}:{collection}:{canonical}", source.id).as_bytes()),
+        payload,
+        metadata,
+        trigger: Trigger::Manual,
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/sources/{source_id}/invocations", tag = "Invocation",
+    operation_id = "create_job", summary = "Create invocation",
+    description = "Creates a new invocation for a source.",
+    params(("source_id" = Uuid, Path, description = "Source ID")),
+    request_body = CreateJobPayload,
+    responses(
+        (status = 201, description = "Invocation creation successful", body = CreateJobResponse),
+        (status = 400, description = "Bad request", body = ErrorResponse),
+        (status = 401, description = "Unauthorized", body = ErrorResponse),
+        (status = 403, description = "Forbidden", body = ErrorResponse),
+        (status = 404, description = "Source not found", body = ErrorResponse),
+        (status = 409, description = "Invocation exists", body = ErrorResponse),
+        (status = 500, description = "Server error", body = ErrorResponse)),
+    security(("x-chroma-token" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(source_id): ApiPath<Uuid>,
+    ApiJson(payload): ApiJson<CreateJobPayload>,
+) -> Result<Response, ApiError> {
+    let source = load_source(&state, &principal, source_id).await?;
+    let job = plan_job(&source, payload)?;
+    let job = state.queue.enqueue(job).await.map_err(|e| match e {
+        crate::queue::QueueError::Duplicate(_) => ApiError::conflict(
+            "an identical invocation is already pending or processing",
+        ),
+        other => other.into(),
+    })?;
+    state.wake.notify_waiters();
+    tracing::info!(job_id = %job.id, %source_id, "invocation created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateJobResponse {
+            invocation_id: job.id,
+        }),
+    )
+        .into_response())
+}
+
+async fn load_job(state: &AppState, principal: &Principal, id: Uuid) -> Result<Job, ApiError> {
+    let job = state
+        .queue
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("invocation {id} not found")))?;
+    principal.check_database(&job.metadata.database_name)?;
+    Ok(job)
+}
+
+#[utoipa::path(get, path = "/api/v1/invocations/{invocation_id}", tag = "Invocation",
+    operation_id = "get_job", summary = "Get invocation",
+    description = "Returns details of an invocation with the provided ID.",
+    params(("invocation_id" = Uuid, Path, description = "Invocation ID")),
+    responses(
+        (status = 200, description = "Found invocation with provided ID", body = Job),
+        (status = 400, description = "Bad request", body = ErrorResponse),
+        (status = 401, description = "Unauthorized", body = ErrorResponse),
+        (status = 403, description = "Forbidden", body = ErrorResponse),
+        (status = 404, description = "Invocation not found", body = ErrorResponse),
+        (status = 500, description = "Server error", body = ErrorResponse)),
+    security(("x-chroma-token" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(load_job(&state, &principal, id).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/invocations/{invocation_id}", tag = "Invocation",
+    operation_id = "cancel_pending_job", summary = "Cancel invocation",
+    description = "Cancels an invocation.",
+    params(("invocation_id" = Uuid, Path, description = "Invocation ID")),
+    responses(
+        (status = 202, description = "Invocation cancellation successful", body = CancelJobResponse),
+        (status = 400, description = "Bad request", body = ErrorResponse),
+        (status = 401, description = "Unauthorized", body = ErrorResponse),
+        (status = 403, description = "Forbidden", body = ErrorResponse),
+        (status = 404, description = "Invocation not found", body = ErrorResponse),
+        (status = 412, description = "Invocation is not in a cancelable state", body = ErrorResponse),
+        (status = 500, description = "Server error", body = ErrorResponse)),
+    security(("x-chroma-token" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    load_job(&state, &principal, id).await?;
+    match state.queue.cancel(id).await? {
+        CancelOutcome::Cancelled | CancelOutcome::Requested => {
+            Ok((StatusCode::ACCEPTED, Json(CancelJobResponse {})).into_response())
+        }
+        CancelOutcome::AlreadyFinished(status) => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "not_cancelable",
+            format!("invocation {id} is already {}", status.name()),
+        )),
+        CancelOutcome::NotFound => Err(ApiError::not_found(format!("invocation {id} not found"))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/invocations", tag = "Invocation", operation_id = "list_jobs",
+    params(ListJobsQuery),
+    responses(
+        (status = 200, description = "Invocations", body = Vec<Job>),
+        (status = 400, description = "Bad request", body = ErrorResponse),
+        (status = 401, description = "Unauthorized", body = ErrorResponse),
+        (status = 403, description = "Forbidden", body = ErrorResponse),
+        (status = 500, description = "Server error", body = ErrorResponse)),
+    security(("x-chroma-token" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiQuery(query): ApiQuery<ListJobsQuery>,
+) -> Result<Json<Vec<Job>>, ApiError> {
+    if query.source_id.is_some() && query.database_name.is_some() {
+        return Err(ApiError::bad_request(
+            "source_id and database_name are mutually exclusive",
+        ));
+    }
+    if let Some(source_id) = query.source_id {
+        load_source(&state, &principal, source_id).await?;
+    }
+    if let Some(database) = &query.database_name {
+        principal.check_database(database)?;
+    }
+    if let Some(status) = &query.status
+        && !["pending", "processing", "complete", "failed", "cancelled"].contains(&status.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "status must be pending, processing, complete, failed or cancelled, not `{status}`"
+        )));
+    }
+    let filter = JobFilter {
+        source_id: query.source_id,
+        database_name: query.database_name.clone(),
+        source_type: parse_source_type(query.source_type.as_deref())?,
+        status: query.status.clone(),
+        limit: parse_limit(query.limit)?,
+        offset: query.offset.unwrap_or(0),
+        ascending: parse_order(query.order_by.as_deref())?,
+    };
+    let jobs = state.queue.list_jobs(&filter).await?;
+    Ok(Json(
+        jobs.into_iter()
+            .filter(|job| principal.may_access(&job.metadata.database_name))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/sources/{source_id}/invocations/latest-by-keys",
+    tag = "Invocation", operation_id = "latest_jobs_by_keys",
+    params(("source_id" = Uuid, Path, description = "Source ID")),
+    request_body = LatestByKeysRequest,
+    responses(
+        (status = 200, description = "Newest invocation per object key that has one", body = BTreeMap<String, Job>),
+        (status = 400, description = "Bad request", body = ErrorResponse),
+        (status = 401, description = "Unauthorized", body = ErrorResponse),
+        (status = 403, description = "Forbidden", body = ErrorResponse),
+        (status = 404, description = "Source not found", body = ErrorResponse),
+        (status = 500, description = "Server error", body = ErrorResponse)),
+    security(("x-chroma-token" = [])))]
+pub async fn latest_by_keys(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(source_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<LatestByKeysRequest>,
+) -> Result<Json<BTreeMap<String, Job>>, ApiError> {
+    load_source(&state, &principal, source_id).await?;
+    if request.object_keys.len() > MAX_KEYS_PER_LOOKUP {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_KEYS_PER_LOOKUP} object_keys per request"
+        )));
+    }
+    let found = state
+        .queue
+        .latest_by_keys(source_id, &request.object_keys)
+        .await?;
+    Ok(Json(found.into_iter().collect()))
+}

@@ -1,0 +1,52 @@
+//! `/openapi.json`, generated from the handlers' and wire types' annotations.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::model::*;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Chroma Sync Service",
+        description = "chroma-syncd: a self-hosted, wire-compatible implementation of Chroma Sync's API.",
+        version = "0.1.0"
+    ),
+    paths(
+        super::sources::create,
+        super::sources::list,
+        super::sources::get,
+        super::sources::delete,
+        super::invocations::create,
+        super::invocations::get,
+        super::invocations::cancel,
+        super::invocations::list,
+        super::invocations::latest_by_keys,
+        super::health,
+    ),
+    components(schemas(
+        ErrorResponse, CreateSourcePayload, CreateSourceResponse, Source, GithubSourceConfig,
+        WebScrapeSourceConfig, S3SourceConfig, AutoSync, ChunkingConfig, EmbeddingConfig,
+        EmbeddingModel, SparseEmbedding, CreateJobPayload, CreateJobResponse, CancelJobResponse,
+        GitRefIdentifier, Job, JobStatus, IndexJobMetadata, JobKind, S3JobMetadata, Progress,
+        JobStats, Trigger, LatestByKeysRequest, HealthResponse,
+    )),
+    modifiers(&TokenScheme),
+)]
+struct ApiDoc;
+
+struct TokenScheme;
+
+impl Modify for TokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "x-chroma-token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-chroma-token"))),
+        );
+    }
+}
+
+pub fn spec() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

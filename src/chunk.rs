@@ -1,0 +1,388 @@
+//! Chunk: extracted text → ordered chunks with line ranges.
+//!
+//! Architecture invariant: pure (no IO) and deterministic — the same text and
+//! settings always give the same chunks, which is what makes chunk IDs stable
+//! across re-syncs.
+//!
+//! Syntax-aware chunks (tree-sitter for code, markdown structure for markdown
+//! and HTML, sentence/word boundaries for plain text) come from
+//! `text-splitter`, sized in model tokens so that no chunk is silently cut by
+//! the embedder's 256-token window, and also bounded in bytes. The `lines`
+//! strategy groups whole lines, as the hosted service's fallback does.
+
+use std::sync::Arc;
+
+use text_splitter::{ChunkConfig, ChunkSizer, CodeSplitter, MarkdownSplitter, TextSplitter};
+use tokenizers::Tokenizer;
+
+use crate::extract::{CodeLanguage, Extracted, TextKind};
+use crate::model::ChunkingConfig;
+
+/// Default bound in bytes for syntax-aware chunks and for line chunks.
+pub const DEFAULT_MAX_SIZE_BYTES: usize = 4096;
+/// Default number of lines per chunk for the `lines` strategy.
+pub const DEFAULT_MAX_LINES: usize = 10;
+
+/// The `chunk_strategy` metadata value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    TreeSitter,
+    Markdown,
+    Lines,
+    Text,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::TreeSitter => "tree_sitter",
+            Strategy::Markdown => "markdown",
+            Strategy::Lines => "lines",
+            Strategy::Text => "text",
+        }
+    }
+}
+
+/// One chunk and where it sits in its document (1-based, inclusive lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub text: String,
+    pub start_line: u32,
+    pub end_line: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunked {
+    pub strategy: Strategy,
+    pub language: Option<CodeLanguage>,
+    pub chunks: Vec<Chunk>,
+}
+
+/// Splits documents; cheap to share between threads.
+#[derive(Clone)]
+pub struct Chunker {
+    /// The embedding model's tokenizer with truncation and padding off, so it
+    /// counts every token. `None` sizes by bytes alone.
+    tokenizer: Option<Arc<Tokenizer>>,
+    /// Tokens per chunk, leaving room for `[CLS]` and `[SEP]`.
+    max_tokens: usize,
+}
+
+impl Chunker {
+    /// `model_max_tokens` is the embedder's window (256 for all-MiniLM-L6-v2).
+    pub fn new(tokenizer: Option<Tokenizer>, model_max_tokens: usize) -> Self {
+        let tokenizer = tokenizer.map(|mut tokenizer| {
+            tokenizer.with_padding(None);
+            // Only fails for invalid truncation params; `None` is always valid.
+            let _ = tokenizer.with_truncation(None);
+            Arc::new(tokenizer)
+        });
+        Chunker {
+            tokenizer,
+            max_tokens: model_max_tokens.saturating_sub(2).max(8),
+        }
+    }
+
+    /// Chunks `doc` following the source's `chunking` setting, or the
+    /// per-kind default when it has none.
+    pub fn chunk(&self, doc: &Extracted, config: Option<&ChunkingConfig>) -> Chunked {
+        let language = match doc.kind {
+            TextKind::Code(language) => Some(language),
+            _ => None,
+        };
+        let (strategy, max_bytes, max_lines) = match (config, doc.kind) {
+            (Some(ChunkingConfig::Lines { max_lines, max_size_bytes }), _) => (
+                Strategy::Lines,
+                max_size_bytes.map_or(DEFAULT_MAX_SIZE_BYTES, |b| b as usize),
+                max_lines.map_or(DEFAULT_MAX_LINES, |l| l as usize),
+            ),
+            (Some(ChunkingConfig::TreeSitter { max_size_bytes }), kind) => (
+                syntax_strategy(kind),
+                max_size_bytes.map_or(DEFAULT_MAX_SIZE_BYTES, |b| b as usize),
+                0,
+            ),
+            (None, TextKind::Plain) => (Strategy::Lines, DEFAULT_MAX_SIZE_BYTES, DEFAULT_MAX_LINES),
+            (None, kind) => (syntax_strategy(kind), DEFAULT_MAX_SIZE_BYTES, 0),
+        };
+        let max_bytes = max_bytes.max(16);
+        let chunks = match strategy {
+            Strategy::Lines => chunk_lines(&doc.text, max_lines.max(1), max_bytes),
+            _ => self.chunk_syntax(&doc.text, strategy, language, max_bytes),
+        };
+        Chunked {
+            strategy,
+            language,
+            chunks,
+        }
+    }
+
+    fn chunk_syntax(
+        &self,
+        text: &str,
+        strategy: Strategy,
+        language: Option<CodeLanguage>,
+        max_bytes: usize,
+    ) -> Vec<Chunk> {
+        let sizer = ModelSizer {
+            tokenizer: self.tokenizer.as_deref(),
+            max_tokens: self.max_tokens,
+            max_bytes,
+        };
+        let config = ChunkConfig::new(self.max_tokens).with_sizer(sizer);
+        let pieces: Vec<(usize, &str)> = match (strategy, language) {
+            (Strategy::TreeSitter, Some(language)) => {
+                match CodeSplitter::new(tree_sitter_language(language), config.clone()) {
+                    Ok(splitter) => splitter.chunk_indices(text).collect(),
+                    Err(_) => TextSplitter::new(config).chunk_indices(text).collect(),
+                }
+            }
+            (Strategy::Markdown, _) => MarkdownSplitter::new(config).chunk_indices(text).collect(),
+            _ => TextSplitter::new(config).chunk_indices(text).collect(),
+        };
+        with_line_numbers(text, pieces)
+    }
+}
+
+fn syntax_strategy(kind: TextKind) -> Strategy {
+    match kind {
+        TextKind::Code(_) => Strategy::TreeSitter,
+        TextKind::Markdown | TextKind::Html => Strategy::Markdown,
+        TextKind::Plain => Strategy::Text,
+    }
+}
+
+fn tree_sitter_language(language: CodeLanguage) -> tree_sitter_language::LanguageFn {
+    match language {
+        CodeLanguage::Rust => tree_sitter_rust::LANGUAGE,
+        CodeLanguage::Python => tree_sitter_python::LANGUAGE,
+        CodeLanguage::JavaScript => tree_sitter_javascript::LANGUAGE,
+        CodeLanguage::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT,
+        CodeLanguage::Tsx => tree_sitter_typescript::LANGUAGE_TSX,
+        CodeLanguage::Go => tree_sitter_go::LANGUAGE,
+        CodeLanguage::Java => tree_sitter_java::LANGUAGE,
+        CodeLanguage::C => tree_sitter_c::LANGUAGE,
+        CodeLanguage::Cpp => tree_sitter_cpp::LANGUAGE,
+    }
+}
+
+/// Sizes a chunk so that both bounds hold at capacity `max_tokens`: its token
+/// count, and its byte length scaled so that `max_bytes` maps to `max_tokens`.
+struct ModelSizer<'a> {
+    tokenizer: Option<&'a Tokenizer>,
+    max_tokens: usize,
+    max_bytes: usize,
+}
+
+impl ChunkSizer for ModelSizer<'_> {
+    fn size(&self, chunk: &str) -> usize {
+        let by_bytes = (chunk.len() * self.max_tokens).div_ceil(self.max_bytes);
+        let by_tokens = self.tokenizer.map_or(0, |tokenizer| {
+            tokenizer
+                .encode_fast(chunk, false)
+                .map(|encoding| encoding.len())
+                // A tokenizer failure must not lose text: fall back to bytes.
+                .unwrap_or(by_bytes)
+        });
+        by_bytes.max(by_tokens)
+    }
+}
+
+/// Turns `(byte offset, text)` pieces (in document order) into chunks with
+/// 1-based line ranges, walking the document once.
+fn with_line_numbers(text: &str, pieces: Vec<(usize, &str)>) -> Vec<Chunk> {
+    let mut line = 1u32;
+    let mut position = 0usize;
+    let mut chunks = Vec::with_capacity(pieces.len());
+    for (offset, piece) in pieces {
+        if piece.trim().is_empty() {
+            continue;
+        }
+        if offset >= position {
+            line += count_newlines(&text[position..offset]);
+            position = offset;
+        }
+        let end_line = line + count_newlines(piece.trim_end_matches('\n'));
+        chunks.push(Chunk {
+            text: piece.to_string(),
+            start_line: line,
+            end_line,
+        });
+    }
+    chunks
+}
+
+fn count_newlines(text: &str) -> u32 {
+    text.bytes().filter(|b| *b == b'\n').count() as u32
+}
+
+/// Groups whole lines: at most `max_lines` lines and `max_bytes` bytes per
+/// chunk. A single line longer than `max_bytes` is cut at character boundaries.
+fn chunk_lines(text: &str, max_lines: usize, max_bytes: usize) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut buffer = String::new();
+    let mut buffer_lines = 0usize;
+    let mut buffer_start = 1u32;
+    let mut flush = |buffer: &mut String, start: u32, end: u32, chunks: &mut Vec<Chunk>| {
+        let trimmed = buffer.trim_end_matches(['\n', '\r']);
+        if !trimmed.trim().is_empty() {
+            chunks.push(Chunk {
+                text: trimmed.to_string(),
+                start_line: start,
+                end_line: end,
+            });
+        }
+        buffer.clear();
+    };
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let line_number = index as u32 + 1;
+        if buffer_lines > 0 && (buffer_lines == max_lines || buffer.len() + line.len() > max_bytes)
+        {
+            flush(&mut buffer, buffer_start, line_number - 1, &mut chunks);
+            buffer_lines = 0;
+        }
+        if buffer_lines == 0 {
+            buffer_start = line_number;
+        }
+        if line.len() > max_bytes {
+            // Too long on its own: emit it in pieces, each its own chunk.
+            let mut rest = line;
+            while !rest.is_empty() {
+                let mut cut = rest.len().min(max_bytes);
+                while !rest.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                buffer.push_str(&rest[..cut]);
+                flush(&mut buffer, line_number, line_number, &mut chunks);
+                rest = &rest[cut..];
+            }
+            buffer_lines = 0;
+            continue;
+        }
+        buffer.push_str(line);
+        buffer_lines += 1;
+    }
+    if buffer_lines > 0 {
+        let last_line = buffer_start + buffer_lines as u32 - 1;
+        flush(&mut buffer, buffer_start, last_line, &mut chunks);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(text: &str, kind: TextKind) -> Extracted {
+        Extracted {
+            text: text.to_string(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn lines_strategy_respects_both_limits() {
+        let text: String = (1..=25).map(|i| format!("line {i}\n")).collect();
+        // (max_lines, max_bytes) → expected (start, end) line ranges
+        let table: &[(u32, u32, &[(u32, u32)])] = &[
+            (10, 4096, &[(1, 10), (11, 20), (21, 25)]),
+            (5, 4096, &[(1, 5), (6, 10), (11, 15), (16, 20), (21, 25)]),
+            // "line N\n" is 7–8 bytes: 20 bytes hold two lines.
+            (10, 20, &[(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)]),
+        ];
+        let chunker = Chunker::new(None, 256);
+        for (max_lines, max_bytes, expected) in table {
+            let config = ChunkingConfig::Lines {
+                max_lines: Some(*max_lines),
+                max_size_bytes: Some(*max_bytes),
+            };
+            let chunked = chunker.chunk(&doc(&text, TextKind::Plain), Some(&config));
+            assert_eq!(chunked.strategy, Strategy::Lines);
+            let ranges: Vec<(u32, u32)> = chunked
+                .chunks
+                .iter()
+                .map(|c| (c.start_line, c.end_line))
+                .collect();
+            assert_eq!(&ranges[..expected.len()], *expected, "{max_lines}/{max_bytes}");
+            for chunk in &chunked.chunks {
+                assert!(chunk.text.len() <= *max_bytes as usize);
+                assert_eq!(chunk.text, text_of_lines(&text, chunk.start_line, chunk.end_line));
+            }
+        }
+    }
+
+    fn text_of_lines(text: &str, start: u32, end: u32) -> String {
+        text.lines()
+            .skip(start as usize - 1)
+            .take((end - start + 1) as usize)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn long_line_is_cut_on_char_boundaries() {
+        let text = "é".repeat(50); // 100 bytes
+        let chunks = chunk_lines(&text, 10, 33);
+        assert!(chunks.iter().all(|c| c.text.len() <= 33));
+        assert_eq!(chunks.iter().map(|c| c.text.as_str()).collect::<String>(), text);
+    }
+
+    #[test]
+    fn default_plain_text_uses_lines_of_ten() {
+        let text: String = (1..=12).map(|i| format!("{i}\n")).collect();
+        let chunked = Chunker::new(None, 256).chunk(&doc(&text, TextKind::Plain), None);
+        assert_eq!(chunked.strategy, Strategy::Lines);
+        assert_eq!(chunked.chunks.len(), 2);
+        assert_eq!(chunked.chunks[1].start_line, 11);
+    }
+
+    #[test]
+    fn code_is_split_at_syntax_boundaries_with_line_ranges() {
+        let function = |i: usize| {
+            format!("fn function_{i}() -> u32 {{\n    let value = {i};\n    value * 2\n}}\n\n")
+        };
+        let text: String = (0..40).map(function).collect();
+        let config = ChunkingConfig::TreeSitter {
+            max_size_bytes: Some(200),
+        };
+        let chunked = Chunker::new(None, 256).chunk(
+            &doc(&text, TextKind::Code(CodeLanguage::Rust)),
+            Some(&config),
+        );
+        assert_eq!(chunked.strategy, Strategy::TreeSitter);
+        assert_eq!(chunked.language, Some(CodeLanguage::Rust));
+        assert!(chunked.chunks.len() > 5);
+        for chunk in &chunked.chunks {
+            assert!(chunk.text.len() <= 200, "{}", chunk.text);
+            // Syntax-aware: every chunk starts at a function boundary.
+            assert!(chunk.text.starts_with("fn function_"), "{}", chunk.text);
+            let lines = text_of_lines(&text, chunk.start_line, chunk.end_line);
+            assert_eq!(lines.trim_end(), chunk.text.trim_end());
+        }
+    }
+
+    #[test]
+    fn markdown_chunks_keep_sections_and_are_deterministic() {
+        let text: String = (0..30)
+            .map(|i| format!("## Section {i}\n\nParagraph {i} with some words in it.\n\n"))
+            .collect();
+        let chunker = Chunker::new(None, 256);
+        let config = ChunkingConfig::TreeSitter {
+            max_size_bytes: Some(120),
+        };
+        let first = chunker.chunk(&doc(&text, TextKind::Markdown), Some(&config));
+        let second = chunker.chunk(&doc(&text, TextKind::Markdown), Some(&config));
+        assert_eq!(first, second);
+        assert_eq!(first.strategy, Strategy::Markdown);
+        assert!(first.chunks.iter().all(|c| c.text.starts_with("## Section")));
+        assert!(first.chunks.iter().all(|c| c.text.len() <= 120));
+    }
+
+    #[test]
+    fn empty_and_blank_documents_have_no_chunks() {
+        let chunker = Chunker::new(None, 256);
+        for kind in [TextKind::Plain, TextKind::Markdown] {
+            assert!(chunker.chunk(&doc("", kind), None).chunks.is_empty());
+            assert!(chunker.chunk(&doc("\n  \n\t\n", kind), None).chunks.is_empty());
+        }
+    }
+}

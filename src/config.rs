@@ -1,0 +1,427 @@
+//! Configuration: one serde struct tree, defaults in code, a documented example
+//! in `config/chroma-syncd.toml`, and `CHROMA_SYNCD_*` / `CHROMA_*` environment
+//! overrides applied last.
+//!
+//! Secrets (API tokens, AWS keys, the Chroma API key) come from the
+//! environment or from files named here, never from the command line, and the
+//! types that hold them print as `***`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Everything the daemon can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP API. Env: `CHROMA_SYNCD_LISTEN`.
+    pub listen: SocketAddr,
+    /// Queue database and other state. Env: `CHROMA_SYNCD_STATE_DIR`.
+    pub state_dir: PathBuf,
+    /// Jobs processed at once by this process. Env: `CHROMA_SYNCD_WORKERS`.
+    pub workers: usize,
+    pub chroma: ChromaConfig,
+    pub embedding: EmbeddingSettings,
+    pub queue: QueueSettings,
+    pub api: ApiSettings,
+    pub s3: S3Settings,
+    /// AWS credentials that S3 sources refer to by `aws_credential_id`.
+    /// Id `0` is reserved for the standard AWS credential chain.
+    pub aws_credentials: BTreeMap<String, AwsCredentialConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChromaConfig {
+    /// Base URL of the Chroma server. Env: `CHROMA_URL`.
+    pub url: String,
+    /// Env: `CHROMA_TENANT`.
+    pub tenant: String,
+    /// Upper bound on records per write, below the server's own limit
+    /// (Chroma Cloud accepts at most 300). The server's pre-flight limit wins
+    /// when it is lower.
+    pub max_batch_size: usize,
+    /// Per-request timeout.
+    pub timeout_seconds: u64,
+    /// Sent as `x-chroma-token` (Chroma Cloud). Env only: `CHROMA_API_KEY`.
+    #[serde(skip)]
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    /// Directory holding `config.json`, `tokenizer.json` and
+    /// `model.safetensors` of all-MiniLM-L6-v2. Env: `CHROMA_SYNCD_MODEL_DIR`.
+    pub model_dir: PathBuf,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// A claimed job is handed to another worker when its lease runs out
+    /// without a heartbeat.
+    pub lease_seconds: u64,
+    /// How often a running job renews its lease and reports progress.
+    pub heartbeat_seconds: u64,
+    /// Attempts before a job that keeps failing transiently is `failed`.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max_seconds`.
+    pub retry_base_seconds: f64,
+    pub retry_max_seconds: f64,
+    /// How often idle workers look for work (the API also wakes them).
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Accepted `x-chroma-token` values, stored as SHA-256 hex digests.
+    /// Tokens from `CHROMA_SYNCD_API_TOKENS` are added with access to every database.
+    pub tokens: Vec<ApiToken>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
+    pub sha256: String,
+    /// Databases this token may use; `["*"]` (the default) means all.
+    #[serde(default = "all_databases")]
+    pub databases: Vec<String>,
+}
+
+fn all_databases() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Settings {
+    /// Objects larger than this are skipped with a recorded reason.
+    pub max_object_bytes: u64,
+    /// Per-request timeout for S3 calls.
+    pub timeout_seconds: u64,
+}
+
+/// Keys for one `aws_credential_id`, each read from an environment variable
+/// or a file (e.g. a systemd credential), never written in the config itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredentialConfig {
+    pub access_key_id_env: Option<String>,
+    pub access_key_id_file: Option<PathBuf>,
+    pub secret_access_key_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub session_token_env: Option<String>,
+}
+
+/// A secret string that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("aws credential {id}: {message}")]
+    Credential { id: String, message: String },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8420".parse().expect("valid default address"),
+            state_dir: default_state_dir(),
+            workers: 2,
+            chroma: ChromaConfig::default(),
+            embedding: EmbeddingSettings::default(),
+            queue: QueueSettings::default(),
+            api: ApiSettings::default(),
+            s3: S3Settings::default(),
+            aws_credentials: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for ChromaConfig {
+    fn default() -> Self {
+        ChromaConfig {
+            url: "http://127.0.0.1:8000".to_string(),
+            tenant: "default_tenant".to_string(),
+            max_batch_size: 300,
+            timeout_seconds: 60,
+            api_key: None,
+        }
+    }
+}
+
+impl Default for EmbeddingSettings {
+    fn default() -> Self {
+        EmbeddingSettings {
+            model_dir: default_model_dir(),
+            batch_size: 32,
+        }
+    }
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            lease_seconds: 45,
+            heartbeat_seconds: 5,
+            max_attempts: 5,
+            retry_base_seconds: 2.0,
+            retry_max_seconds: 300.0,
+            poll_interval_ms: 500,
+        }
+    }
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            max_object_bytes: 64 * 1024 * 1024,
+            timeout_seconds: 60,
+        }
+    }
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `$XDG_STATE_HOME/chroma-syncd`, else `~/.local/state/chroma-syncd`.
+fn default_state_dir() -> PathBuf {
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(dir) => PathBuf::from(dir).join("chroma-syncd"),
+        None => home_dir().join(".local/state/chroma-syncd"),
+    }
+}
+
+/// `$XDG_CACHE_HOME/chroma-syncd/models/all-MiniLM-L6-v2`, else under `~/.cache`:
+/// where `scripts/install-model` unpacks the model.
+fn default_model_dir() -> PathBuf {
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) => PathBuf::from(dir),
+        None => home_dir().join(".cache"),
+    };
+    cache.join("chroma-syncd/models/all-MiniLM-L6-v2")
+}
+
+impl Config {
+    /// Reads `path` (or the embedded defaults when `None`), then applies the
+    /// environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source: Box::new(source),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `CHROMA_SYNCD_*` and `CHROMA_*` overrides read through `get`.
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(listen) = get("CHROMA_SYNCD_LISTEN") {
+            self.listen = listen.parse().map_err(|_| ConfigError::Env {
+                name: "CHROMA_SYNCD_LISTEN",
+                message: format!("`{listen}` is not a host:port socket address"),
+            })?;
+        }
+        if let Some(dir) = get("CHROMA_SYNCD_STATE_DIR") {
+            self.state_dir = PathBuf::from(dir);
+        }
+        if let Some(tokens) = get("CHROMA_SYNCD_API_TOKENS") {
+            for token in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                self.api.tokens.push(ApiToken {
+                    sha256: sha256_hex(token.as_bytes()),
+                    databases: all_databases(),
+                });
+            }
+        }
+        if let Some(url) = get("CHROMA_URL") {
+            self.chroma.url = url;
+        }
+        if let Some(tenant) = get("CHROMA_TENANT") {
+            self.chroma.tenant = tenant;
+        }
+        if let Some(key) = get("CHROMA_API_KEY").filter(|k| !k.is_empty()) {
+            self.chroma.api_key = Some(Secret::new(key));
+        }
+        if let Some(dir) = get("CHROMA_SYNCD_MODEL_DIR") {
+            self.embedding.model_dir = PathBuf::from(dir);
+        }
+        if let Some(workers) = get("CHROMA_SYNCD_WORKERS") {
+            self.workers = workers
+                .parse()
+                .ok()
+                .filter(|n: &usize| *n > 0)
+                .ok_or_else(|| ConfigError::Env {
+                    name: "CHROMA_SYNCD_WORKERS",
+                    message: format!("`{workers}` is not a positive integer"),
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn queue_path(&self) -> PathBuf {
+        self.state_dir.join("queue.sqlite3")
+    }
+}
+
+impl QueueSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds.max(1))
+    }
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_seconds.max(1))
+    }
+    /// Delay before retry number `attempt` (1-based): base·2^(attempt-1), capped.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(30) as i32;
+        let seconds = (self.retry_base_seconds * 2f64.powi(exponent)).min(self.retry_max_seconds);
+        Duration::from_secs_f64(seconds.max(0.0))
+    }
+}
+
+impl AwsCredentialConfig {
+    /// Reads the keys from their env vars or files.
+    pub fn resolve(&self, id: &str) -> Result<(Secret, Secret, Option<Secret>), ConfigError> {
+        let read = |env: &Option<String>, file: &Option<PathBuf>, what: &str| {
+            if let Some(name) = env {
+                return std::env::var(name).map(Secret::new).map_err(|_| {
+                    ConfigError::Credential {
+                        id: id.to_string(),
+                        message: format!("{what}: environment variable {name} is not set"),
+                    }
+                });
+            }
+            if let Some(path) = file {
+                return std::fs::read_to_string(path)
+                    .map(|s| Secret::new(s.trim().to_string()))
+                    .map_err(|e| ConfigError::Credential {
+                        id: id.to_string(),
+                        message: format!("{what}: reading {}: {e}", path.display()),
+                    });
+            }
+            Err(ConfigError::Credential {
+                id: id.to_string(),
+                message: format!("{what}: neither an _env nor a _file setting is given"),
+            })
+        };
+        let access = read(&self.access_key_id_env, &self.access_key_id_file, "access key id")?;
+        let secret = read(
+            &self.secret_access_key_env,
+            &self.secret_access_key_file,
+            "secret access key",
+        )?;
+        let session = self
+            .session_token_env
+            .as_ref()
+            .and_then(|name| std::env::var(name).ok())
+            .map(Secret::new);
+        Ok((access, secret, session))
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_win_over_defaults() {
+        let mut config = Config::default();
+        let env = |name: &'static str| match name {
+            "CHROMA_SYNCD_LISTEN" => Some("0.0.0.0:9999".to_string()),
+            "CHROMA_SYNCD_WORKERS" => Some("7".to_string()),
+            "CHROMA_SYNCD_API_TOKENS" => Some("a, b".to_string()),
+            "CHROMA_API_KEY" => Some("ck-secret".to_string()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.workers, 7);
+        assert_eq!(config.api.tokens.len(), 2);
+        assert_eq!(config.api.tokens[0].sha256, sha256_hex(b"a"));
+        assert_eq!(format!("{:?}", config.chroma.api_key), "Some(***)");
+    }
+
+    #[test]
+    fn bad_worker_count_is_a_clear_error() {
+        let mut config = Config::default();
+        let err = config
+            .apply_env(|name| (name == "CHROMA_SYNCD_WORKERS").then(|| "zero".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("CHROMA_SYNCD_WORKERS"));
+    }
+
+    #[test]
+    fn retry_delay_doubles_and_caps() {
+        let settings = QueueSettings {
+            retry_base_seconds: 1.0,
+            retry_max_seconds: 5.0,
+            ..QueueSettings::default()
+        };
+        assert_eq!(settings.retry_delay(1), Duration::from_secs(1));
+        assert_eq!(settings.retry_delay(2), Duration::from_secs(2));
+        assert_eq!(settings.retry_delay(3), Duration::from_secs(4));
+        assert_eq!(settings.retry_delay(9), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/chroma-syncd.toml");
+        let config = Config::load(Some(&path)).expect("example config parses");
+        assert!(config.workers > 0);
+    }
+}

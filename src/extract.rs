@@ -1,0 +1,255 @@
+//! Extract: raw bytes of a document → text to chunk, or a reason to skip it.
+//!
+//! Architecture invariant: pure functions, no IO. The kind of a document is
+//! decided from its media type and file extension, then confirmed by looking
+//! at the bytes (binary content is never embedded, whatever its name says).
+
+/// Languages we chunk syntax-aware with tree-sitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeLanguage {
+    Rust,
+    Python,
+    JavaScript,
+    TypeScript,
+    Tsx,
+    Go,
+    Java,
+    C,
+    Cpp,
+}
+
+impl CodeLanguage {
+    /// The `language` chunk metadata value.
+    pub fn name(self) -> &'static str {
+        match self {
+            CodeLanguage::Rust => "rust",
+            CodeLanguage::Python => "python",
+            CodeLanguage::JavaScript => "javascript",
+            CodeLanguage::TypeScript => "typescript",
+            CodeLanguage::Tsx => "tsx",
+            CodeLanguage::Go => "go",
+            CodeLanguage::Java => "java",
+            CodeLanguage::C => "c",
+            CodeLanguage::Cpp => "cpp",
+        }
+    }
+
+    fn from_extension(extension: &str) -> Option<Self> {
+        Some(match extension {
+            "rs" => CodeLanguage::Rust,
+            "py" | "pyi" => CodeLanguage::Python,
+            "js" | "mjs" | "cjs" | "jsx" => CodeLanguage::JavaScript,
+            "ts" | "mts" | "cts" => CodeLanguage::TypeScript,
+            "tsx" => CodeLanguage::Tsx,
+            "go" => CodeLanguage::Go,
+            "java" => CodeLanguage::Java,
+            "c" | "h" => CodeLanguage::C,
+            "cc" | "cpp" | "cxx" | "hpp" | "hh" | "hxx" => CodeLanguage::Cpp,
+            _ => return None,
+        })
+    }
+}
+
+/// What kind of text a document holds; decides the chunking strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    Markdown,
+    /// HTML converted to markdown.
+    Html,
+    Code(CodeLanguage),
+    Plain,
+}
+
+/// A document ready to chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extracted {
+    pub text: String,
+    pub kind: TextKind,
+}
+
+/// Why a document was not indexed; recorded in the job's stats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped(pub String);
+
+/// Media types that are text even though they are not `text/*`.
+const TEXTUAL_APPLICATION_TYPES: &[&str] = &[
+    "application/json",
+    "application/xml",
+    "application/yaml",
+    "application/x-yaml",
+    "application/toml",
+    "application/javascript",
+    "application/x-javascript",
+    "application/typescript",
+    "application/x-sh",
+    "application/sql",
+    "application/xhtml+xml",
+    "application/ld+json",
+];
+
+/// Media type prefixes that are never text.
+const BINARY_TYPE_PREFIXES: &[&str] = &["image/", "audio/", "video/", "font/"];
+
+const BINARY_APPLICATION_TYPES: &[&str] = &[
+    "application/pdf",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/x-7z-compressed",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/msword",
+    "application/wasm",
+    "application/x-executable",
+];
+
+const BINARY_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "webp", "bmp", "ico", "tif", "tiff", "pdf", "zip", "gz", "tgz",
+    "bz2", "xz", "zst", "7z", "tar", "jar", "exe", "dll", "so", "dylib", "bin", "wasm", "class",
+    "o", "a", "mp3", "mp4", "wav", "ogg", "mov", "avi", "woff", "woff2", "ttf", "otf", "parquet",
+    "docx", "xlsx", "pptx", "sqlite", "db",
+];
+
+fn extension_of(key: &str) -> String {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+        _ => String::new(),
+    }
+}
+
+/// Media type without parameters, lower-cased (`Text/HTML; charset=utf-8` → `text/html`).
+fn essence(content_type: Option<&str>) -> Option<String> {
+    let value = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+    (!value.is_empty()).then_some(value)
+}
+
+/// Decides what `bytes` (named `key`, served as `content_type`) are and
+/// turns them into text.
+pub fn extract(key: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Extracted, Skipped> {
+    let extension = extension_of(key);
+    let media_type = essence(content_type);
+    if let Some(media) = media_type.as_deref()
+        && (BINARY_TYPE_PREFIXES.iter().any(|p| media.starts_with(p))
+            || BINARY_APPLICATION_TYPES.contains(&media))
+    {
+        return Err(Skipped(format!("binary content ({media})")));
+    }
+    if BINARY_EXTENSIONS.contains(&extension.as_str()) {
+        return Err(Skipped(format!("binary content (.{extension} file)")));
+    }
+    let text = decode_text(bytes)?;
+
+    let kind = match (media_type.as_deref(), extension.as_str()) {
+        (_, "md" | "markdown" | "mdx" | "mkd") | (Some("text/markdown" | "text/x-markdown"), _) => {
+            TextKind::Markdown
+        }
+        (_, "html" | "htm" | "xhtml") | (Some("text/html" | "application/xhtml+xml"), _) => {
+            TextKind::Html
+        }
+        (_, ext) if CodeLanguage::from_extension(ext).is_some() => {
+            TextKind::Code(CodeLanguage::from_extension(ext).expect("checked above"))
+        }
+        (Some(media), _)
+            if media.starts_with("text/")
+                || TEXTUAL_APPLICATION_TYPES.contains(&media)
+                || media == "application/octet-stream"
+                || media == "binary/octet-stream" =>
+        {
+            TextKind::Plain
+        }
+        (Some(media), _) => return Err(Skipped(format!("unsupported media type {media}"))),
+        (None, _) => TextKind::Plain,
+    };
+    let text = match kind {
+        TextKind::Html => html_to_markdown(&text),
+        _ => text,
+    };
+    Ok(Extracted { text, kind })
+}
+
+/// UTF-8 text (BOM stripped), or a skip when the bytes look binary.
+fn decode_text(bytes: &[u8]) -> Result<String, Skipped> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let head = &bytes[..bytes.len().min(8192)];
+    if head.contains(&0) {
+        return Err(Skipped("binary content (NUL bytes)".to_string()));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(text.to_string()),
+        Err(_) => Err(Skipped("binary content (not valid UTF-8)".to_string())),
+    }
+}
+
+/// Main content of an HTML page as markdown: scripts, styles and page chrome
+/// (navigation, header, footer) are dropped; headings, lists, code blocks,
+/// tables and link texts are kept.
+pub fn html_to_markdown(html: &str) -> String {
+    let converter = htmd::HtmlToMarkdown::builder()
+        .skip_tags(vec![
+            "script", "style", "noscript", "head", "nav", "header", "footer", "iframe", "svg",
+            "form", "button",
+        ])
+        .build();
+    // htmd only fails on IO errors of its in-memory reader; fall back to the raw
+    // text rather than lose the document.
+    converter.convert(html).unwrap_or_else(|_| html.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_extension_and_media_type() {
+        let cases: &[(&str, Option<&str>, &[u8], Option<TextKind>)] = &[
+            ("docs/a.md", None, b"# hi", Some(TextKind::Markdown)),
+            ("a.txt", Some("text/markdown"), b"# hi", Some(TextKind::Markdown)),
+            ("src/lib.rs", None, b"fn main() {}", Some(TextKind::Code(CodeLanguage::Rust))),
+            ("x/y.PY", Some("text/x-python"), b"x = 1", Some(TextKind::Code(CodeLanguage::Python))),
+            ("a.tsx", None, b"<A/>", Some(TextKind::Code(CodeLanguage::Tsx))),
+            ("notes", Some("text/plain"), b"plain", Some(TextKind::Plain)),
+            ("data.json", Some("application/json"), b"{}", Some(TextKind::Plain)),
+            ("page.html", None, b"<p>x</p>", Some(TextKind::Html)),
+            ("page", Some("text/html; charset=utf-8"), b"<p>x</p>", Some(TextKind::Html)),
+            ("img.png", None, b"\x89PNG", None),
+            ("x.bin2", Some("image/jpeg"), b"\xff\xd8", None),
+            ("blob", Some("application/octet-stream"), b"ab\0cd", None),
+            ("latin1.txt", None, b"caf\xe9", None),
+            ("file.weird", Some("application/x-msdownload"), b"MZ", None),
+        ];
+        for (key, media, bytes, expected) in cases {
+            let got = extract(key, *media, bytes).ok().map(|e| e.kind);
+            assert_eq!(got, *expected, "{key} {media:?}");
+        }
+    }
+
+    #[test]
+    fn skipped_documents_say_why() {
+        let skipped = extract("a.png", Some("image/png"), b"x").unwrap_err();
+        assert_eq!(skipped.0, "binary content (image/png)");
+        let skipped = extract("blob.dat", None, b"\0\0\0").unwrap_err();
+        assert!(skipped.0.contains("NUL"));
+    }
+
+    #[test]
+    fn html_becomes_markdown_without_chrome() {
+        let html = "<html><head><title>T</title><style>p{}</style></head><body>\
+            <nav><a href='/'>Home</a></nav><h1>Guide</h1><p>Install <code>it</code>.</p>\
+            <ul><li>one</li><li>two</li></ul><script>alert(1)</script>\
+            <footer>(c) us</footer></body></html>";
+        let text = extract("guide.html", None, html.as_bytes()).unwrap().text;
+        assert!(text.contains("# Guide"), "{text}");
+        assert!(text.contains("`it`"), "{text}");
+        assert!(text.contains("one") && text.contains("two"), "{text}");
+        assert!(!text.contains("alert"), "{text}");
+        assert!(!text.contains("Home"), "{text}");
+        assert!(!text.contains("(c) us"), "{text}");
+    }
+
+    #[test]
+    fn bom_is_stripped() {
+        let extracted = extract("a.txt", None, b"\xEF\xBB\xBFhello").unwrap();
+        assert_eq!(extracted.text, "hello");
+    }
+}

@@ -1,0 +1,275 @@
+//! `chroma-syncd`: the binary. `anyhow` lives only here, at the edge.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chroma_syncd::app::Daemon;
+use chroma_syncd::client::ApiClient;
+use chroma_syncd::config::Config;
+use chroma_syncd::model::CreateSourcePayload;
+use clap::{Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "chroma-syncd", version, about = "Keeps Chroma collections in step with S3 buckets (and soon GitHub and websites).")]
+struct Cli {
+    /// TOML config file; without one the daemon runs on its embedded defaults.
+    #[arg(long, global = true, env = "CHROMA_SYNCD_CONFIG")]
+    config: Option<PathBuf>,
+    /// API base URL for the `source` and `invocation` commands.
+    #[arg(long, global = true, env = "CHROMA_SYNCD_API_URL", default_value = "http://127.0.0.1:8420")]
+    api_url: String,
+    /// `x-chroma-token` for the `source` and `invocation` commands (env only, to keep it out of shell history).
+    #[arg(skip)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and workers.
+    Serve,
+    /// Run workers only (they share the queue with a `serve` process).
+    Worker,
+    /// One-shot: sync one S3 object key, or every key under the source's prefix, then exit (non-zero on failure).
+    Run {
+        /// Source JSON (as for `POST /api/v1/sources`), inline or `@file`.
+        #[arg(long)]
+        source: String,
+        /// Object keys to sync; default: every key under the source's `path_prefix`.
+        #[arg(long = "object-key")]
+        object_keys: Vec<String>,
+    },
+    /// Manage sources through the API.
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
+    /// Manage invocations through the API.
+    Invocation {
+        #[command(subcommand)]
+        command: InvocationCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Create a source from JSON (inline or `@file`); prints its id.
+    Create { json: String },
+    List {
+        #[arg(long)]
+        database_name: Option<String>,
+    },
+    Get { id: String },
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum InvocationCommand {
+    /// Create an invocation of a source; prints its id (or, with --wait, the finished job).
+    Create {
+        source_id: String,
+        #[arg(long)]
+        object_key: Option<String>,
+        #[arg(long)]
+        custom_id: Option<String>,
+        /// JSON object merged into every chunk's metadata.
+        #[arg(long)]
+        metadata: Option<String>,
+        #[arg(long)]
+        target_collection_name: Option<String>,
+        /// Follow the invocation to its end; exit non-zero unless it completes.
+        #[arg(long)]
+        wait: bool,
+    },
+    Get {
+        id: String,
+        /// Follow the invocation to its end; exit non-zero unless it completes.
+        #[arg(long)]
+        wait: bool,
+    },
+    List {
+        #[arg(long)]
+        source_id: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    Cancel { id: String },
+}
+
+fn read_json(arg: &str) -> Result<Value> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        None => arg.to_string(),
+    };
+    serde_json::from_str(&text).context("parsing JSON")
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down: no new jobs; in-flight jobs are released");
+        trigger.cancel();
+    });
+    token
+}
+
+fn print(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn job_succeeded(job: &Value) -> bool {
+    job["status"].get("complete").is_some()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    cli.token = std::env::var("CHROMA_SYNCD_TOKEN").ok().filter(|t| !t.is_empty());
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let client = ApiClient::new(&cli.api_url, cli.token.clone());
+    match cli.command {
+        Command::Serve | Command::Worker => {
+            init_tracing();
+            let config = Config::load(cli.config.as_deref())?;
+            let daemon = Daemon::open(config).await?;
+            daemon
+                .serve(matches!(cli.command, Command::Serve), shutdown_token())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { source, object_keys } => {
+            init_tracing();
+            let config = Config::load(cli.config.as_deref())?;
+            let source: CreateSourcePayload =
+                serde_json::from_value(read_json(&source)?).context("the --source JSON is not a valid source")?;
+            let daemon = Daemon::open(config).await?;
+            let summary = daemon.run_once(source, object_keys, shutdown_token()).await?;
+            println!(
+                "synced {} documents ({} chunks), {} failed, {} unfinished",
+                summary.complete,
+                summary.chunks,
+                summary.failed.len(),
+                summary.unfinished
+            );
+            for (key, error) in &summary.failed {
+                println!("failed: {key}: {error}");
+            }
+            Ok(if summary.failed.is_empty() && summary.unfinished == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Source { command } => {
+            match command {
+                SourceCommand::Create { json } => {
+                    print(&client.call(Method::POST, "/api/v1/sources", Some(&read_json(&json)?)).await?)
+                }
+                SourceCommand::List { database_name } => {
+                    let query = database_name.map(|d| format!("?database_name={d}")).unwrap_or_default();
+                    print(&client.call(Method::GET, &format!("/api/v1/sources{query}"), None).await?)
+                }
+                SourceCommand::Get { id } => {
+                    print(&client.call(Method::GET, &format!("/api/v1/sources/{id}"), None).await?)
+                }
+                SourceCommand::Delete { id } => {
+                    client.call(Method::DELETE, &format!("/api/v1/sources/{id}"), None).await?;
+                    println!("deleted {id}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invocation { command } => match command {
+            InvocationCommand::Create {
+                source_id,
+                object_key,
+                custom_id,
+                metadata,
+                target_collection_name,
+                wait,
+            } => {
+                let metadata = metadata.map(|m| read_json(&m)).transpose()?;
+                if metadata.as_ref().is_some_and(|m| !m.is_object()) {
+                    bail!("--metadata must be a JSON object");
+                }
+                let body = json!({
+                    "object_key": object_key,
+                    "custom_id": custom_id,
+                    "metadata": metadata,
+                    "target_collection_name": target_collection_name,
+                });
+                let created = client
+                    .call(Method::POST, &format!("/api/v1/sources/{source_id}/invocations"), Some(&body))
+                    .await?;
+                if !wait {
+                    print(&created);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let id = created["invocation_id"].as_str().unwrap_or_default().to_string();
+                let job = client.wait(&id, Duration::from_millis(500)).await?;
+                print(&job);
+                Ok(if job_succeeded(&job) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            InvocationCommand::Get { id, wait } => {
+                let job = if wait {
+                    client.wait(&id, Duration::from_millis(500)).await?
+                } else {
+                    client.call(Method::GET, &format!("/api/v1/invocations/{id}"), None).await?
+                };
+                print(&job);
+                Ok(if !wait || job_succeeded(&job) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            InvocationCommand::List { source_id, status } => {
+                let mut query = Vec::new();
+                if let Some(source_id) = source_id {
+                    query.push(format!("source_id={source_id}"));
+                }
+                if let Some(status) = status {
+                    query.push(format!("status={status}"));
+                }
+                let path = format!("/api/v1/invocations?{}", query.join("&"));
+                print(&client.call(Method::GET, &path, None).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+            InvocationCommand::Cancel { id } => {
+                print(&client.call(Method::PUT, &format!("/api/v1/invocations/{id}"), None).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+    }
+}

@@ -1,0 +1,393 @@
+//! Wire types: the JSON that crosses the HTTP API.
+//!
+//! These types *are* the API contract. The invocation endpoints follow Chroma
+//! Sync's published OpenAPI documents exactly (`shared/seeds/000…002`); the
+//! source endpoints follow its `sync.openapi.json`. Anything we add is an extra
+//! optional field, never a change to an upstream field, so every upstream
+//! client keeps working.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The default (and, in-process, the only) dense embedding model.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// `{"error": "<machine_code>", "message": "<human text>"}` — every non-2xx body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------- sources
+
+/// Body of `POST /api/v1/sources`: exactly one of `github`, `web_scrape`, `s3`.
+///
+/// The source type is modelled as three optional fields rather than a serde
+/// enum so that "none given" and "two given" produce a precise 400 message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSourcePayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubSourceConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_scrape: Option<WebScrapeSourceConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3SourceConfig>,
+    /// Chroma database the source's collections live in.
+    pub database_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<ChunkingConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingConfig>,
+    /// Older single-model form of `embedding.dense`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<EmbeddingModel>,
+}
+
+/// `POST /api/v1/sources` → 201.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateSourceResponse {
+    pub source_id: Uuid,
+}
+
+/// A GitHub repository source.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSourceConfig {
+    /// `owner/name`.
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_globs: Option<Vec<String>>,
+}
+
+/// A website crawl source.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebScrapeSourceConfig {
+    pub starting_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_path_regexes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_path_regexes: Option<Vec<String>>,
+}
+
+/// An S3 bucket (or S3-compatible store) source.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3SourceConfig {
+    pub bucket_name: String,
+    pub region: String,
+    /// Collection written when an invocation names no `target_collection_name`.
+    pub collection_name: String,
+    /// Names a credential of the daemon's config; `0` means the standard AWS
+    /// credential chain of the daemon's environment. Keys never travel over the API.
+    pub aws_credential_id: i64,
+    /// Every synced object key must start with this prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_sync: Option<AutoSync>,
+    /// Extension: endpoint of an S3-compatible store (MinIO, R2, moto, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Extension: address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoSync {
+    None,
+    Direct,
+    Metadata,
+}
+
+/// How documents are split into chunks.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChunkingConfig {
+    /// Syntax-aware splitting (tree-sitter for code, markdown structure for
+    /// markdown and HTML), each chunk at most `max_size_bytes`.
+    TreeSitter {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_size_bytes: Option<u32>,
+    },
+    /// Consecutive lines, at most `max_lines` and `max_size_bytes` per chunk.
+    Lines {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_lines: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_size_bytes: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingModel {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    pub dense: EmbeddingModel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse: Option<SparseEmbedding>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SparseEmbedding {
+    pub key: String,
+    pub model: String,
+}
+
+/// A stored source, with every optional setting filled with its effective value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Source {
+    pub id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubSourceConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_scrape: Option<WebScrapeSourceConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3SourceConfig>,
+    pub database_name: String,
+    /// `null` means the per-document default (tree-sitter for known code,
+    /// markdown-aware for markdown/HTML, else 10 lines / 4096 bytes).
+    pub chunking: Option<ChunkingConfig>,
+    pub embedding: EmbeddingConfig,
+    pub embedding_model: EmbeddingModel,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `source_type` filter values and the `source_type` chunk metadata.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceType {
+    Github,
+    WebScrape,
+    S3,
+}
+
+impl SourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceType::Github => "github",
+            SourceType::WebScrape => "web_scrape",
+            SourceType::S3 => "s3",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "github" => Some(SourceType::Github),
+            "web_scrape" => Some(SourceType::WebScrape),
+            "s3" => Some(SourceType::S3),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- invocations
+
+/// Body of `POST /api/v1/sources/{source_id}/invocations` (seed 002).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct CreateJobPayload {
+    /// Custom ID for Chroma object IDs (S3 sources only): chunk IDs become
+    /// `custom_id-{chunk}` and each chunk carries `custom_id` metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 120)]
+    pub custom_id: Option<String>,
+    /// Metadata merged into every chunk's metadata (S3 sources only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Full S3 object key, including the source's path prefix (S3 only, required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    /// Git ref for GitHub sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_identifier: Option<GitRefIdentifier>,
+    /// Optional for S3 (defaults to the source's `collection_name`); required otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_collection_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GitRefIdentifier {
+    Sha(String),
+    Branch(String),
+}
+
+/// `POST /api/v1/sources/{source_id}/invocations` → 201.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateJobResponse {
+    pub invocation_id: Uuid,
+}
+
+/// `PUT /api/v1/invocations/{invocation_id}` → 202 `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CancelJobResponse {}
+
+/// Body of `POST /api/v1/sources/{id}/invocations/latest-by-keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LatestByKeysRequest {
+    pub object_keys: Vec<String>,
+}
+
+/// An invocation as seed 001 defines it, plus our optional extensions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    pub status: JobStatus,
+    pub metadata: IndexJobMetadata,
+    pub created_at: DateTime<Utc>,
+    pub source_id: Option<Uuid>,
+    /// Extension: how many times a worker has started this job.
+    pub attempt: u32,
+    /// Extension: when the current (or last) attempt started.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Extension: the worker's last sign of life for the current attempt.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Extension: when a cancel was asked for a job already being processed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Extension: what the worker is doing now.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub progress: Option<Progress>,
+    /// Extension: counters of the work done.
+    #[serde(default)]
+    pub stats: JobStats,
+    /// Extension: the last transient error, while a retry is scheduled.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_error: Option<String>,
+    /// Extension: `manual` (API/CLI) or `scheduled`.
+    pub trigger: Trigger,
+}
+
+/// Exactly the five states of seed 001.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Processing,
+    Complete {
+        finished_at: DateTime<Utc>,
+        duration_ms: i64,
+    },
+    Failed {
+        error: String,
+    },
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self,
+            JobStatus::Complete { .. } | JobStatus::Failed { .. } | JobStatus::Cancelled
+        )
+    }
+
+    /// The `status` query filter's value for this state.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Processing => "processing",
+            JobStatus::Complete { .. } => "complete",
+            JobStatus::Failed { .. } => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Seed 001's `IndexJobMetadata`: the kind merged with database and collection.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct IndexJobMetadata {
+    #[serde(flatten)]
+    pub kind: JobKind,
+    pub database_name: String,
+    pub collection_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    S3(S3JobMetadata),
+    Github {
+        git_ref_identifier: GitRefIdentifier,
+    },
+    /// Serialised as `"web_scrape": null`.
+    WebScrape(()),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct S3JobMetadata {
+    pub bucket_name: String,
+    pub object_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Progress {
+    pub step: u32,
+    pub total_steps: u32,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct JobStats {
+    pub documents: u64,
+    pub skipped: u64,
+    pub chunks_upserted: u64,
+    pub chunks_deleted: u64,
+    pub bytes: u64,
+    /// Why documents were skipped (e.g. `binary content (image/png)`), keyed by document.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped_reasons: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    #[default]
+    Manual,
+    Scheduled,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Scheduled => "scheduled",
+        }
+    }
+}
+
+/// `GET /health` body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    pub status: String,
+    pub queue: String,
+    pub chroma: String,
+}

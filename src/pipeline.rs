@@ -1,0 +1,297 @@
+//! The pipeline of one job: source → extract → chunk → embed → sink.
+//!
+//! Order of writes for a document, chosen so that a crash or retry at any
+//! point converges on the right collection: read what the collection holds
+//! for the document, upsert the new chunks batch by batch (deterministic IDs,
+//! so a repeated upsert is a no-op), and only then delete the chunks the
+//! document no longer has. A retry after a crash repeats the same steps and
+//! repairs whatever the crashed attempt left.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::Chunker;
+use crate::embed::Embedder;
+use crate::extract::extract;
+use crate::model::{ChunkingConfig, CreateSourcePayload, JobStats, Progress, SourceType};
+use crate::queue::{ClaimedJob, Queue};
+use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, EmbeddingSpec};
+use crate::sink::records::{DocumentIdentity, Record, build_records};
+use crate::source::s3::{S3Clients, S3Object};
+use crate::source::{Document, Fetched, Source, SourceError};
+
+/// Why a job did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<SourceError> for JobError {
+    fn from(error: SourceError) -> Self {
+        match error {
+            SourceError::Transient(message) => JobError::Transient(message),
+            SourceError::Permanent(message) => JobError::Permanent(message),
+        }
+    }
+}
+
+impl From<ChromaError> for JobError {
+    fn from(error: ChromaError) -> Self {
+        if error.is_transient() {
+            JobError::Transient(error.to_string())
+        } else {
+            JobError::Permanent(error.to_string())
+        }
+    }
+}
+
+/// Everything a job needs, shared by all workers of a process.
+pub struct Services {
+    pub queue: Arc<dyn Queue>,
+    pub chroma: ChromaClient,
+    pub embedder: Arc<dyn Embedder>,
+    pub chunker: Chunker,
+    pub s3: Arc<S3Clients>,
+    pub max_object_bytes: u64,
+}
+
+/// Live state of a running job, read by its heartbeat.
+#[derive(Default)]
+pub struct JobState {
+    pub stats: Mutex<JobStats>,
+    pub progress: Mutex<Option<Progress>>,
+}
+
+impl JobState {
+    fn set_progress(&self, step: u32, total_steps: u32, message: String) {
+        *self.progress.lock().expect("progress lock") = Some(Progress {
+            step,
+            total_steps,
+            message,
+        });
+    }
+    fn update(&self, change: impl FnOnce(&mut JobStats)) {
+        change(&mut self.stats.lock().expect("stats lock"));
+    }
+}
+
+/// Runs one claimed job to its end (or to the first error).
+pub async fn run_job(
+    services: &Services,
+    claimed: &ClaimedJob,
+    state: &JobState,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    let source_id = claimed
+        .job
+        .source_id
+        .ok_or_else(|| JobError::Permanent("invocation has no source".into()))?;
+    let source = services
+        .queue
+        .get_source(source_id)
+        .await
+        .map_err(|e| JobError::Transient(format!("loading source {source_id}: {e}")))?
+        .ok_or_else(|| JobError::Permanent(format!("source {source_id} was deleted")))?;
+    match claimed.source_type {
+        SourceType::S3 => run_s3_job(services, claimed, &source.payload, state, cancel).await,
+        other => Err(JobError::Permanent(format!(
+            "{} sources are not supported by this version of chroma-syncd",
+            other.as_str()
+        ))),
+    }
+}
+
+async fn run_s3_job(
+    services: &Services,
+    claimed: &ClaimedJob,
+    source: &CreateSourcePayload,
+    state: &JobState,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    let s3 = source
+        .s3
+        .as_ref()
+        .ok_or_else(|| JobError::Permanent("source is not an S3 source".into()))?;
+    let key = claimed
+        .payload
+        .object_key
+        .clone()
+        .ok_or_else(|| JobError::Permanent("invocation has no object_key".into()))?;
+    state.set_progress(1, 3, format!("fetching s3://{}/{key}", s3.bucket_name));
+    let object = S3Object {
+        client: services.s3.client(s3).await?,
+        bucket: s3.bucket_name.clone(),
+        key,
+        max_bytes: services.max_object_bytes,
+    };
+    let collection = services
+        .chroma
+        .ensure_collection(
+            &claimed.job.metadata.database_name,
+            &claimed.job.metadata.collection_name,
+            EmbeddingSpec {
+                model: services.embedder.model_name(),
+                dimension: services.embedder.dimension(),
+            },
+        )
+        .await?;
+    let source_id = claimed.job.source_id.map(|id| id.to_string()).unwrap_or_default();
+    let context = DocumentContext {
+        services,
+        collection: &collection,
+        state,
+        cancel,
+        source_id: &source_id,
+        source_type: SourceType::S3,
+        custom_id: claimed.payload.custom_id.as_deref(),
+        user_metadata: claimed.payload.metadata.as_ref(),
+        chunking: source.chunking.as_ref(),
+    };
+    let mut documents = object.documents();
+    while let Some(fetched) = documents.next().await {
+        if cancel.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        context.process(fetched?).await?;
+    }
+    services.chroma.mark_finished_ingest(&collection).await?;
+    Ok(())
+}
+
+/// What stays the same for every document of a job.
+struct DocumentContext<'a> {
+    services: &'a Services,
+    collection: &'a CollectionHandle,
+    state: &'a JobState,
+    cancel: &'a CancellationToken,
+    source_id: &'a str,
+    source_type: SourceType,
+    custom_id: Option<&'a str>,
+    user_metadata: Option<&'a serde_json::Map<String, Value>>,
+    chunking: Option<&'a ChunkingConfig>,
+}
+
+impl DocumentContext<'_> {
+    async fn process(&self, fetched: Fetched) -> Result<(), JobError> {
+        let document = match fetched {
+            Fetched::Document(document) => document,
+            Fetched::Skipped { key, reason } => return self.skip(&key, reason).await,
+        };
+        self.state.update(|stats| {
+            stats.documents += 1;
+            stats.bytes += document.bytes.len() as u64;
+        });
+        self.state
+            .set_progress(2, 3, format!("chunking {}", document.key));
+        let chunker = self.services.chunker.clone();
+        let chunking = self.chunking.cloned();
+        let Document {
+            key,
+            version,
+            content_type,
+            bytes,
+            metadata: source_fields,
+        } = document;
+        let (key, extracted) = tokio::task::spawn_blocking(move || {
+            let extracted = extract(&key, content_type.as_deref(), &bytes)
+                .map(|text| chunker.chunk(&text, chunking.as_ref()));
+            (key, extracted)
+        })
+        .await
+        .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?;
+        let chunked = match extracted {
+            Ok(chunked) => chunked,
+            Err(skipped) => return self.skip(&key, skipped.0).await,
+        };
+        let identity = DocumentIdentity {
+            source_id: self.source_id,
+            source_type: self.source_type.as_str(),
+            key: &key,
+            version: &version,
+            custom_id: self.custom_id,
+            source_fields: &source_fields,
+            user_metadata: self.user_metadata,
+        };
+        let records = build_records(&identity, &chunked);
+        self.write(&key, records).await
+    }
+
+    /// A skipped document keeps no chunks: whatever an older version left is removed.
+    async fn skip(&self, key: &str, reason: String) -> Result<(), JobError> {
+        tracing::info!(document = key, %reason, "skipping document");
+        self.state.update(|stats| {
+            stats.skipped += 1;
+            stats.skipped_reasons.insert(key.to_string(), reason);
+        });
+        self.write(key, Vec::new()).await
+    }
+
+    /// Makes the collection hold exactly `records` for document `key`.
+    async fn write(&self, key: &str, mut records: Vec<Record>) -> Result<(), JobError> {
+        let chroma = &self.services.chroma;
+        let existing = chroma.records_of_document(self.collection, key).await?;
+        // Chroma merges metadata on upsert: keys an older version had and this
+        // one lacks must be sent as null, or they would linger.
+        for record in &mut records {
+            if let Some((_, old)) = existing.iter().find(|(id, _)| *id == record.id) {
+                for name in old.keys() {
+                    if !record.metadata.contains_key(name) {
+                        record.metadata.insert(name.clone(), Value::Null);
+                    }
+                }
+            }
+        }
+        let batch_size = chroma.batch_size().await?;
+        let total = records.len();
+        for (index, batch) in records.chunks(batch_size).enumerate() {
+            if self.cancel.is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            self.state.set_progress(
+                3,
+                3,
+                format!(
+                    "embedding and upserting {key}: {} of {total} chunks",
+                    index * batch_size
+                ),
+            );
+            let embeddings = self.embed(batch).await?;
+            chroma.upsert(self.collection, batch, &embeddings).await?;
+            self.state
+                .update(|stats| stats.chunks_upserted += batch.len() as u64);
+        }
+        let wanted: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let stale: Vec<String> = existing
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !wanted.contains(id.as_str()))
+            .collect();
+        for batch in stale.chunks(batch_size) {
+            chroma.delete(self.collection, batch).await?;
+            self.state
+                .update(|stats| stats.chunks_deleted += batch.len() as u64);
+        }
+        Ok(())
+    }
+
+    async fn embed(&self, batch: &[Record]) -> Result<Vec<Vec<f32>>, JobError> {
+        let embedder = Arc::clone(&self.services.embedder);
+        let texts: Vec<String> = batch.iter().map(|r| r.document.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed(&texts)
+        })
+        .await
+        .map_err(|e| JobError::Permanent(format!("embedding task failed: {e}")))?
+        .map_err(|e| JobError::Permanent(e.to_string()))
+    }
+}

@@ -1,0 +1,174 @@
+//! The durable queue: the only state the API and the workers share.
+//!
+//! It holds sources and invocations ("jobs"). A worker *claims* a pending job
+//! and receives a lease; it renews the lease with heartbeats while it works.
+//! A job whose lease runs out (its worker died) can be claimed again, and the
+//! claim increments `attempt`. Every write of a job's outcome names the
+//! attempt that produced it, so a worker that lost its lease can never
+//! overwrite a newer attempt's result (fencing).
+//!
+//! `sqlite.rs` is the embedded default; other backends implement [`Queue`].
+
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::{
+    CreateJobPayload, CreateSourcePayload, IndexJobMetadata, Job, JobStats, JobStatus, Progress,
+    SourceType, Trigger,
+};
+
+pub use sqlite::SqliteQueue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("an identical {0} already exists")]
+    Duplicate(&'static str),
+    #[error("queue database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("queue migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("queue holds malformed data: {0}")]
+    Corrupt(String),
+}
+
+/// A stored source as the queue keeps it.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    pub id: Uuid,
+    pub source_type: SourceType,
+    pub payload: CreateSourcePayload,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What the API hands the queue to create a job.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub source_id: Uuid,
+    pub source_type: SourceType,
+    pub payload: CreateJobPayload,
+    pub metadata: IndexJobMetadata,
+    pub trigger: Trigger,
+    /// Jobs with equal keys never run at the same time (same S3 object, or a
+    /// whole-source sync of one collection).
+    pub concurrency_key: String,
+    /// Jobs with equal keys cannot both be pending or processing: a second
+    /// identical invocation is refused with 409.
+    pub dedupe_key: String,
+}
+
+/// A job handed to a worker, with the attempt number that fences its writes.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job: Job,
+    pub payload: CreateJobPayload,
+    pub source_type: SourceType,
+    pub attempt: u32,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub source_id: Option<Uuid>,
+    pub database_name: Option<String>,
+    pub source_type: Option<SourceType>,
+    pub status: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+    pub ascending: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SourceFilter {
+    pub database_name: Option<String>,
+    pub source_type: Option<SourceType>,
+    pub limit: u32,
+    pub offset: u32,
+    pub ascending: bool,
+}
+
+/// Result of a cancel request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// The job was pending and is now `cancelled`.
+    Cancelled,
+    /// The job is processing; its worker will stop at the next check.
+    Requested,
+    /// The job already finished; carries its status.
+    AlreadyFinished(JobStatus),
+    NotFound,
+}
+
+/// What a heartbeat tells the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    Continue,
+    CancelRequested,
+    /// Another attempt owns the job now (our lease expired): stop writing.
+    LeaseLost,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Complete,
+    Failed(String),
+    /// Transient failure: back to `pending` until `after` has passed.
+    Retry { error: String, after: Duration },
+    Cancelled,
+    /// Shutdown: back to `pending` at once, this attempt not counted.
+    Released,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Cheap round trip, for health checks.
+    async fn ping(&self) -> Result<(), QueueError>;
+
+    async fn create_source(
+        &self,
+        source_type: SourceType,
+        payload: &CreateSourcePayload,
+    ) -> Result<SourceRecord, QueueError>;
+    async fn get_source(&self, id: Uuid) -> Result<Option<SourceRecord>, QueueError>;
+    async fn list_sources(&self, filter: &SourceFilter) -> Result<Vec<SourceRecord>, QueueError>;
+    /// Deletes the source and cancels its pending jobs. `false` if unknown.
+    async fn delete_source(&self, id: Uuid) -> Result<bool, QueueError>;
+
+    async fn enqueue(&self, job: NewJob) -> Result<Job, QueueError>;
+    async fn get_job(&self, id: Uuid) -> Result<Option<Job>, QueueError>;
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError>;
+    /// The newest job per S3 object key of a source.
+    async fn latest_by_keys(
+        &self,
+        source_id: Uuid,
+        keys: &[String],
+    ) -> Result<Vec<(String, Job)>, QueueError>;
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError>;
+
+    /// Takes the oldest runnable job: pending and due, or processing with an
+    /// expired lease; never one whose concurrency key is held by a live lease.
+    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, QueueError>;
+    /// Renews the lease and records progress and stats.
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        lease: Duration,
+        progress: Option<&Progress>,
+        stats: &JobStats,
+    ) -> Result<HeartbeatOutcome, QueueError>;
+    /// Records how the attempt ended. `false` when the attempt no longer owns
+    /// the job (fenced out), in which case nothing was written.
+    async fn finish(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        outcome: Outcome,
+        stats: &JobStats,
+    ) -> Result<bool, QueueError>;
+}

@@ -1,0 +1,516 @@
+//! SQLite queue: the embedded default, one file in the state directory.
+//!
+//! WAL mode with `synchronous = FULL`: a job acknowledged with 201 is on disk
+//! before the client hears about it, and survives `kill -9` and power loss.
+//! SQLite serialises writers, so a claim (one `UPDATE … RETURNING`) is atomic
+//! without further locking.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    CancelOutcome, ClaimedJob, HeartbeatOutcome, JobFilter, NewJob, Outcome, Queue, QueueError,
+    SourceFilter, SourceRecord,
+};
+use crate::config::sha256_hex;
+use crate::model::{
+    CreateJobPayload, CreateSourcePayload, Job, JobStats, JobStatus, Progress, SourceType, Trigger,
+};
+
+pub struct SqliteQueue {
+    pool: SqlitePool,
+    max_attempts: u32,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> QueueError {
+    QueueError::Corrupt(format!("{what}: {err}"))
+}
+
+impl SqliteQueue {
+    /// Opens (creating if needed) the queue file and runs migrations.
+    pub async fn open(path: &Path, max_attempts: u32) -> Result<Self, QueueError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                QueueError::Corrupt(format!("creating state dir {}: {e}", parent.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteQueue {
+            pool,
+            max_attempts: max_attempts.max(1),
+        })
+    }
+
+    fn source_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SourceRecord, QueueError> {
+        let id: String = row.try_get("id")?;
+        let source_type: String = row.try_get("source_type")?;
+        let payload: String = row.try_get("payload")?;
+        Ok(SourceRecord {
+            id: Uuid::parse_str(&id).map_err(|e| corrupt("source id", e))?,
+            source_type: SourceType::parse(&source_type)
+                .ok_or_else(|| corrupt("source type", &source_type))?,
+            payload: serde_json::from_str(&payload).map_err(|e| corrupt("source payload", e))?,
+            created_at: to_time(row.try_get("created_at")?),
+        })
+    }
+
+    fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job, QueueError> {
+        let id: String = row.try_get("id")?;
+        let source_id: Option<String> = row.try_get("source_id")?;
+        let state: String = row.try_get("state")?;
+        let metadata: String = row.try_get("metadata")?;
+        let progress: Option<String> = row.try_get("progress")?;
+        let stats: Option<String> = row.try_get("stats")?;
+        let trigger: String = row.try_get("trigger_kind")?;
+        let opt_time = |name: &str| -> Result<Option<DateTime<Utc>>, QueueError> {
+            Ok(row.try_get::<Option<i64>, _>(name)?.map(to_time))
+        };
+        let status = match state.as_str() {
+            "pending" => JobStatus::Pending,
+            "processing" => JobStatus::Processing,
+            "complete" => JobStatus::Complete {
+                finished_at: opt_time("finished_at")?.unwrap_or_else(Utc::now),
+                duration_ms: row.try_get::<Option<i64>, _>("duration_ms")?.unwrap_or(0),
+            },
+            "failed" => JobStatus::Failed {
+                error: row
+                    .try_get::<Option<String>, _>("error")?
+                    .unwrap_or_default(),
+            },
+            "cancelled" => JobStatus::Cancelled,
+            other => return Err(corrupt("job state", other)),
+        };
+        Ok(Job {
+            id: Uuid::parse_str(&id).map_err(|e| corrupt("job id", e))?,
+            status,
+            metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("job metadata", e))?,
+            created_at: to_time(row.try_get("created_at")?),
+            source_id: source_id
+                .map(|s| Uuid::parse_str(&s))
+                .transpose()
+                .map_err(|e| corrupt("job source id", e))?,
+            attempt: row.try_get::<i64, _>("attempt")? as u32,
+            started_at: opt_time("started_at")?,
+            last_heartbeat_at: opt_time("last_heartbeat_at")?,
+            cancel_requested_at: opt_time("cancel_requested_at")?,
+            progress: progress
+                .map(|p| serde_json::from_str::<Progress>(&p))
+                .transpose()
+                .map_err(|e| corrupt("job progress", e))?,
+            stats: stats
+                .map(|s| serde_json::from_str::<JobStats>(&s))
+                .transpose()
+                .map_err(|e| corrupt("job stats", e))?
+                .unwrap_or_default(),
+            last_error: row.try_get("last_error")?,
+            trigger: if trigger == "scheduled" {
+                Trigger::Scheduled
+            } else {
+                Trigger::Manual
+            },
+        })
+    }
+
+    /// Fails jobs whose lease expired after their last allowed attempt, so a
+    /// job that kills its worker every time ends `failed` instead of looping.
+    async fn fail_exhausted_leases(&self, now: i64) -> Result<(), QueueError> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'failed', finished_at = ?1, lease_owner = NULL,
+                 error = 'worker stopped responding (lease expired) on attempt ' || attempt
+                         || ' of ' || max_attempts
+             WHERE state = 'processing' AND lease_expires_at < ?1 AND attempt >= max_attempts",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn ping(&self) -> Result<(), QueueError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_source(
+        &self,
+        source_type: SourceType,
+        payload: &CreateSourcePayload,
+    ) -> Result<SourceRecord, QueueError> {
+        let payload_json = serde_json::to_string(payload).map_err(|e| corrupt("source", e))?;
+        let canonical = serde_json::to_value(payload)
+            .map_err(|e| corrupt("source", e))?
+            .to_string();
+        let record = SourceRecord {
+            id: Uuid::new_v4(),
+            source_type,
+            payload: payload.clone(),
+            created_at: to_time(now_ms()),
+        };
+        let result = sqlx::query(
+            "INSERT INTO sources (id, source_type, database_name, payload, dedupe_key, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.id.to_string())
+        .bind(source_type.as_str())
+        .bind(&payload.database_name)
+        .bind(payload_json)
+        .bind(sha256_hex(canonical.as_bytes()))
+        .bind(record.created_at.timestamp_millis())
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(record),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(QueueError::Duplicate("source"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_source(&self, id: Uuid) -> Result<Option<SourceRecord>, QueueError> {
+        let row = sqlx::query("SELECT * FROM sources WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::source_from_row).transpose()
+    }
+
+    async fn list_sources(&self, filter: &SourceFilter) -> Result<Vec<SourceRecord>, QueueError> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM sources WHERE 1 = 1");
+        if let Some(database) = &filter.database_name {
+            query.push(" AND database_name = ").push_bind(database.clone());
+        }
+        if let Some(source_type) = filter.source_type {
+            query.push(" AND source_type = ").push_bind(source_type.as_str());
+        }
+        let order = if filter.ascending { "ASC" } else { "DESC" };
+        query.push(format!(" ORDER BY created_at {order}, rowid {order} LIMIT "));
+        query.push_bind(filter.limit as i64);
+        query.push(" OFFSET ").push_bind(filter.offset as i64);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::source_from_row).collect()
+    }
+
+    async fn delete_source(&self, id: Uuid) -> Result<bool, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM sources WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE source_id = ? AND state = 'pending'",
+        )
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)
+             WHERE source_id = ? AND state = 'processing'",
+        )
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    async fn enqueue(&self, job: NewJob) -> Result<Job, QueueError> {
+        let id = Uuid::new_v4();
+        let now = now_ms();
+        let payload = serde_json::to_string(&job.payload).map_err(|e| corrupt("payload", e))?;
+        let metadata = serde_json::to_string(&job.metadata).map_err(|e| corrupt("metadata", e))?;
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, source_id, source_type, database_name, object_key, payload,
+                               metadata, trigger_kind, state, concurrency_key, dedupe_key,
+                               created_at, run_after, max_attempts)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(job.source_id.to_string())
+        .bind(job.source_type.as_str())
+        .bind(&job.metadata.database_name)
+        .bind(job.payload.object_key.clone())
+        .bind(payload)
+        .bind(metadata)
+        .bind(job.trigger.as_str())
+        .bind(&job.concurrency_key)
+        .bind(&job.dedupe_key)
+        .bind(now)
+        .bind(now)
+        .bind(self.max_attempts as i64)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(QueueError::Duplicate("invocation"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.get_job(id)
+            .await?
+            .ok_or_else(|| QueueError::Corrupt("job vanished after insert".into()))
+    }
+
+    async fn get_job(&self, id: Uuid) -> Result<Option<Job>, QueueError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM jobs WHERE 1 = 1");
+        if let Some(source_id) = filter.source_id {
+            query.push(" AND source_id = ").push_bind(source_id.to_string());
+        }
+        if let Some(database) = &filter.database_name {
+            query.push(" AND database_name = ").push_bind(database.clone());
+        }
+        if let Some(source_type) = filter.source_type {
+            query.push(" AND source_type = ").push_bind(source_type.as_str());
+        }
+        if let Some(status) = &filter.status {
+            query.push(" AND state = ").push_bind(status.clone());
+        }
+        let order = if filter.ascending { "ASC" } else { "DESC" };
+        query.push(format!(" ORDER BY created_at {order}, rowid {order} LIMIT "));
+        query.push_bind(filter.limit as i64);
+        query.push(" OFFSET ").push_bind(filter.offset as i64);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::job_from_row).collect()
+    }
+
+    async fn latest_by_keys(
+        &self,
+        source_id: Uuid,
+        keys: &[String],
+    ) -> Result<Vec<(String, Job)>, QueueError> {
+        let mut found = Vec::new();
+        for key in keys {
+            let row = sqlx::query(
+                "SELECT * FROM jobs WHERE source_id = ? AND object_key = ?
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            )
+            .bind(source_id.to_string())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                found.push((key.clone(), Self::job_from_row(&row)?));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError> {
+        let now = now_ms();
+        let cancelled = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if cancelled > 0 {
+            return Ok(CancelOutcome::Cancelled);
+        }
+        let requested = sqlx::query(
+            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)
+             WHERE id = ? AND state = 'processing'",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if requested > 0 {
+            return Ok(CancelOutcome::Requested);
+        }
+        Ok(match self.get_job(id).await? {
+            Some(job) => CancelOutcome::AlreadyFinished(job.status),
+            None => CancelOutcome::NotFound,
+        })
+    }
+
+    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, QueueError> {
+        let now = now_ms();
+        self.fail_exhausted_leases(now).await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_owner = ?1,
+                    lease_expires_at = ?2, started_at = ?3, last_heartbeat_at = ?3, progress = NULL
+             WHERE id = (
+                 SELECT j.id FROM jobs j
+                 WHERE ((j.state = 'pending' AND j.run_after <= ?3)
+                        OR (j.state = 'processing' AND j.lease_expires_at < ?3))
+                   AND NOT EXISTS (
+                       SELECT 1 FROM jobs o
+                       WHERE o.concurrency_key = j.concurrency_key AND o.id != j.id
+                         AND o.state = 'processing' AND o.lease_expires_at >= ?3)
+                 ORDER BY j.run_after, j.rowid
+                 LIMIT 1)
+             RETURNING *",
+        )
+        .bind(worker)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let job = Self::job_from_row(&row)?;
+        let payload: String = row.try_get("payload")?;
+        let payload: CreateJobPayload =
+            serde_json::from_str(&payload).map_err(|e| corrupt("job payload", e))?;
+        let source_type: String = row.try_get("source_type")?;
+        let max_attempts: i64 = row.try_get("max_attempts")?;
+        Ok(Some(ClaimedJob {
+            attempt: job.attempt,
+            job,
+            payload,
+            source_type: SourceType::parse(&source_type)
+                .ok_or_else(|| corrupt("job source type", &source_type))?,
+            max_attempts: max_attempts as u32,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        lease: Duration,
+        progress: Option<&Progress>,
+        stats: &JobStats,
+    ) -> Result<HeartbeatOutcome, QueueError> {
+        let now = now_ms();
+        let progress = progress
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| corrupt("progress", e))?;
+        let stats = serde_json::to_string(stats).map_err(|e| corrupt("stats", e))?;
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = ?, last_heartbeat_at = ?,
+                    progress = COALESCE(?, progress), stats = ?
+             WHERE id = ? AND attempt = ? AND state = 'processing'
+             RETURNING cancel_requested_at",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(progress)
+        .bind(stats)
+        .bind(id.to_string())
+        .bind(attempt as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => HeartbeatOutcome::LeaseLost,
+            Some(row) if row.try_get::<Option<i64>, _>("cancel_requested_at")?.is_some() => {
+                HeartbeatOutcome::CancelRequested
+            }
+            Some(_) => HeartbeatOutcome::Continue,
+        })
+    }
+
+    async fn finish(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        outcome: Outcome,
+        stats: &JobStats,
+    ) -> Result<bool, QueueError> {
+        let now = now_ms();
+        let stats = serde_json::to_string(stats).map_err(|e| corrupt("stats", e))?;
+        let (sql, error, delay_ms): (&str, Option<String>, i64) = match outcome {
+            Outcome::Complete => (
+                "UPDATE jobs SET state = 'complete', finished_at = ?1,
+                        duration_ms = MAX(0, ?1 - COALESCE(started_at, ?1)), stats = ?2,
+                        lease_owner = NULL, last_error = NULL,
+                        progress = '{\"step\":1,\"total_steps\":1,\"message\":\"done\"}'
+                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                None,
+                0,
+            ),
+            Outcome::Failed(error) => (
+                "UPDATE jobs SET state = 'failed', finished_at = ?1, stats = ?2, lease_owner = NULL,
+                        error = ?5
+                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                Some(error),
+                0,
+            ),
+            Outcome::Cancelled => (
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?1, stats = ?2, lease_owner = NULL
+                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                None,
+                0,
+            ),
+            Outcome::Retry { error, after } => (
+                "UPDATE jobs SET
+                        state = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE ?1 END,
+                        run_after = ?1 + ?6, stats = ?2, lease_owner = NULL, lease_expires_at = NULL,
+                        last_error = ?5
+                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                Some(error),
+                after.as_millis() as i64,
+            ),
+            Outcome::Released => (
+                "UPDATE jobs SET state = 'pending', attempt = attempt - 1, run_after = ?1, stats = ?2,
+                        lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                None,
+                0,
+            ),
+        };
+        // Every statement numbers its parameters the same way: ?1 now, ?2 stats,
+        // ?3 id, ?4 attempt (the fence), ?5 error, ?6 retry delay.
+        let mut query = sqlx::query(sql)
+            .bind(now)
+            .bind(stats)
+            .bind(id.to_string())
+            .bind(attempt as i64);
+        if sql.contains("?5") {
+            query = query.bind(error);
+        }
+        if sql.contains("?6") {
+            query = query.bind(delay_ms);
+        }
+        let affected = query.execute(&self.pool).await?.rows_affected();
+        Ok(affected > 0)
+    }
+}

@@ -1,0 +1,451 @@
+//! Chroma v2 REST client: the few calls a sync needs.
+//!
+//! Why not the `chromadb` crate (the design's first choice): it cannot pass a
+//! collection `configuration` on create, its `version()` calls the removed v1
+//! API, it binds one database per client while every source names its own,
+//! and its errors do not expose the HTTP status we need to tell a transient
+//! failure (5xx, connection refused) from a permanent one (4xx). Each call
+//! here is one small JSON request; see ARCHITECTURE.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::OnceCell;
+
+use super::records::Record;
+use crate::config::{ChromaConfig, Secret};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChromaError {
+    /// Connection refused, reset or timed out: Chroma may come back.
+    #[error("Chroma unreachable while {doing}: {message}")]
+    Unreachable { doing: String, message: String },
+    /// Chroma answered with an error status.
+    #[error("Chroma answered HTTP {status} while {doing}: {message}")]
+    Status {
+        doing: String,
+        status: u16,
+        message: String,
+    },
+    /// The collection exists with settings we must not write into.
+    #[error("{0}")]
+    Incompatible(String),
+}
+
+impl ChromaError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ChromaError::Unreachable { .. } => true,
+            ChromaError::Status { status, .. } => *status >= 500 || *status == 429,
+            ChromaError::Incompatible(_) => false,
+        }
+    }
+}
+
+/// A collection we write to: its UUID is what record routes take.
+#[derive(Debug, Clone)]
+pub struct CollectionHandle {
+    pub id: String,
+    pub name: String,
+    pub database: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// What the collection must be embedded with.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingSpec<'a> {
+    pub model: &'a str,
+    pub dimension: usize,
+}
+
+#[derive(Clone)]
+pub struct ChromaClient {
+    http: reqwest::Client,
+    base: String,
+    tenant: String,
+    api_key: Option<Secret>,
+    max_batch_size: usize,
+    server_batch_size: Arc<OnceCell<usize>>,
+}
+
+#[derive(Deserialize)]
+struct CollectionJson {
+    id: String,
+    name: String,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    dimension: Option<u64>,
+    #[serde(default)]
+    configuration_json: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GetResult {
+    ids: Vec<String>,
+    #[serde(default)]
+    metadatas: Option<Vec<Option<Map<String, Value>>>>,
+}
+
+/// The embedding-function record Chroma clients read to embed queries:
+/// `default` is Chroma's own all-MiniLM-L6-v2 (ONNX), the same model we run.
+fn embedding_function_config(model: &str) -> Value {
+    if model == crate::model::DEFAULT_EMBEDDING_MODEL {
+        json!({"type": "known", "name": "default", "config": {}})
+    } else {
+        json!({"type": "known", "name": "openai", "config": {"model_name": model}})
+    }
+}
+
+impl ChromaClient {
+    pub fn new(config: &ChromaConfig) -> Result<Self, ChromaError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_seconds.max(1)))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ChromaError::Unreachable {
+                doing: "building the HTTP client".into(),
+                message: e.to_string(),
+            })?;
+        Ok(ChromaClient {
+            http,
+            base: config.url.trim_end_matches('/').to_string(),
+            tenant: config.tenant.clone(),
+            api_key: config.api_key.clone(),
+            max_batch_size: config.max_batch_size.max(1),
+            server_batch_size: Arc::new(OnceCell::new()),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        doing: &str,
+    ) -> Result<(StatusCode, Value), ChromaError> {
+        let url = format!("{}/api/v2{}", self.base, path);
+        let mut request = self.http.request(method, &url);
+        if let Some(key) = &self.api_key {
+            request = request.header("x-chroma-token", key.expose());
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ChromaError::Unreachable {
+                doing: doing.to_string(),
+                message: describe_reqwest(&e),
+            })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| ChromaError::Unreachable {
+            doing: doing.to_string(),
+            message: describe_reqwest(&e),
+        })?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    async fn call_ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        doing: &str,
+    ) -> Result<Value, ChromaError> {
+        let (status, value) = self.call(method, path, body, doing).await?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        Err(status_error(doing, status, &value))
+    }
+
+    fn database_path(&self, database: &str) -> String {
+        format!("/tenants/{}/databases/{}", self.tenant, database)
+    }
+
+    pub async fn heartbeat(&self) -> Result<(), ChromaError> {
+        self.call_ok(Method::GET, "/heartbeat", None, "checking the heartbeat")
+            .await
+            .map(|_| ())
+    }
+
+    /// Records per write: our configured bound, lowered to the server's
+    /// pre-flight `max_batch_size` when that is smaller (asked once).
+    pub async fn batch_size(&self) -> Result<usize, ChromaError> {
+        let server = self
+            .server_batch_size
+            .get_or_try_init(|| async {
+                let value = self
+                    .call_ok(Method::GET, "/pre-flight-checks", None, "asking the max batch size")
+                    .await?;
+                Ok::<usize, ChromaError>(
+                    value
+                        .get("max_batch_size")
+                        .and_then(Value::as_u64)
+                        .map_or(usize::MAX, |n| n as usize),
+                )
+            })
+            .await?;
+        Ok(self.max_batch_size.min(*server).max(1))
+    }
+
+    /// Creates the database if needed; 409 (already there) is success.
+    async fn ensure_database(&self, database: &str) -> Result<(), ChromaError> {
+        let doing = format!("checking database {database}");
+        let (status, value) = self
+            .call(Method::GET, &self.database_path(database), None, &doing)
+            .await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        if status != StatusCode::NOT_FOUND {
+            return Err(status_error(&doing, status, &value));
+        }
+        let doing = format!("creating database {database}");
+        let (status, value) = self
+            .call(
+                Method::POST,
+                &format!("/tenants/{}/databases", self.tenant),
+                Some(&json!({"name": database})),
+                &doing,
+            )
+            .await?;
+        if status.is_success() || status == StatusCode::CONFLICT {
+            return Ok(());
+        }
+        Err(status_error(&doing, status, &value))
+    }
+
+    /// Gets or creates `name` in `database`, recording our embedding function
+    /// on creation. An existing collection embedded with another model or
+    /// dimension is refused, never polluted.
+    pub async fn ensure_collection(
+        &self,
+        database: &str,
+        name: &str,
+        embedding: EmbeddingSpec<'_>,
+    ) -> Result<CollectionHandle, ChromaError> {
+        self.ensure_database(database).await?;
+        let body = json!({
+            "name": name,
+            "get_or_create": true,
+            "configuration": {
+                "hnsw": {"space": "cosine"},
+                "embedding_function": embedding_function_config(embedding.model),
+            },
+        });
+        let doing = format!("opening collection {database}/{name}");
+        let value = self
+            .call_ok(
+                Method::POST,
+                &format!("{}/collections", self.database_path(database)),
+                Some(&body),
+                &doing,
+            )
+            .await?;
+        let collection: CollectionJson =
+            serde_json::from_value(value).map_err(|e| ChromaError::Status {
+                doing: doing.clone(),
+                status: 200,
+                message: format!("unexpected collection JSON: {e}"),
+            })?;
+        if let Some(dimension) = collection.dimension
+            && dimension as usize != embedding.dimension
+        {
+            return Err(ChromaError::Incompatible(format!(
+                "collection {database}/{name} holds {dimension}-dimensional embeddings; \
+                 {} makes {}-dimensional ones",
+                embedding.model, embedding.dimension
+            )));
+        }
+        let recorded = collection
+            .configuration_json
+            .as_ref()
+            .and_then(|c| c.get("embedding_function"))
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str);
+        let expected = embedding_function_config(embedding.model);
+        if let Some(recorded) = recorded
+            && Some(recorded) != expected["name"].as_str()
+            && !(recorded == "sentence_transformer" || recorded == "onnx_mini_lm_l6_v2")
+        {
+            return Err(ChromaError::Incompatible(format!(
+                "collection {database}/{name} is configured for embedding function `{recorded}`, \
+                 not {}",
+                embedding.model
+            )));
+        }
+        Ok(CollectionHandle {
+            id: collection.id,
+            name: collection.name,
+            database: database.to_string(),
+            metadata: collection.metadata.unwrap_or_default(),
+        })
+    }
+
+    fn collection_path(&self, collection: &CollectionHandle) -> String {
+        format!(
+            "{}/collections/{}",
+            self.database_path(&collection.database),
+            collection.id
+        )
+    }
+
+    /// Upserts one batch (the caller keeps batches within [`Self::batch_size`]).
+    pub async fn upsert(
+        &self,
+        collection: &CollectionHandle,
+        records: &[Record],
+        embeddings: &[Vec<f32>],
+    ) -> Result<(), ChromaError> {
+        let body = json!({
+            "ids": records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            "documents": records.iter().map(|r| r.document.as_str()).collect::<Vec<_>>(),
+            "metadatas": records.iter().map(|r| &r.metadata).collect::<Vec<_>>(),
+            "embeddings": embeddings,
+        });
+        let doing = format!(
+            "upserting {} records into {}/{}",
+            records.len(),
+            collection.database,
+            collection.name
+        );
+        self.call_ok(
+            Method::POST,
+            &format!("{}/upsert", self.collection_path(collection)),
+            Some(&body),
+            &doing,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// IDs and metadata of every record whose `document_key` is `key`.
+    pub async fn records_of_document(
+        &self,
+        collection: &CollectionHandle,
+        key: &str,
+    ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
+        let page = 1000usize;
+        let mut found = Vec::new();
+        for offset in (0..).step_by(page) {
+            let body = json!({
+                "where": {"document_key": key},
+                "include": ["metadatas"],
+                "limit": page,
+                "offset": offset,
+            });
+            let doing = format!("listing chunks of {key} in {}", collection.name);
+            let value = self
+                .call_ok(
+                    Method::POST,
+                    &format!("{}/get", self.collection_path(collection)),
+                    Some(&body),
+                    &doing,
+                )
+                .await?;
+            let result: GetResult =
+                serde_json::from_value(value).map_err(|e| ChromaError::Status {
+                    doing: doing.clone(),
+                    status: 200,
+                    message: format!("unexpected get JSON: {e}"),
+                })?;
+            let count = result.ids.len();
+            let metadatas = result.metadatas.unwrap_or_default();
+            for (index, id) in result.ids.into_iter().enumerate() {
+                let metadata = metadatas.get(index).cloned().flatten().unwrap_or_default();
+                found.push((id, metadata));
+            }
+            if count < page {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    pub async fn delete(
+        &self,
+        collection: &CollectionHandle,
+        ids: &[String],
+    ) -> Result<(), ChromaError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let doing = format!("deleting {} stale records from {}", ids.len(), collection.name);
+        self.call_ok(
+            Method::POST,
+            &format!("{}/delete", self.collection_path(collection)),
+            Some(&json!({"ids": ids})),
+            &doing,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sets `finished_ingest: true`, keeping the collection's other metadata
+    /// (Chroma replaces the whole map on update).
+    pub async fn mark_finished_ingest(
+        &self,
+        collection: &CollectionHandle,
+    ) -> Result<(), ChromaError> {
+        if collection.metadata.get("finished_ingest") == Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        let mut metadata = collection.metadata.clone();
+        metadata.insert("finished_ingest".into(), Value::Bool(true));
+        let doing = format!("marking {} as ingested", collection.name);
+        self.call_ok(
+            Method::PUT,
+            &self.collection_path(collection),
+            Some(&json!({"new_metadata": metadata})),
+            &doing,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn status_error(doing: &str, status: StatusCode, body: &Value) -> ChromaError {
+    let message = match body {
+        Value::Object(map) => map
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string()),
+        Value::String(text) => text.chars().take(300).collect(),
+        other => other.to_string(),
+    };
+    ChromaError::Status {
+        doing: doing.to_string(),
+        status: status.as_u16(),
+        message,
+    }
+}
+
+/// reqwest's Display includes the URL; keep the cause, which is what helps.
+fn describe_reqwest(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        cause = inner.to_string();
+        source = inner.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}

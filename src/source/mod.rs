@@ -1,0 +1,54 @@
+//! Sources: where documents come from.
+//!
+//! Architecture invariant: sources never talk to Chroma and know nothing of
+//! chunk IDs; they produce [`Document`]s and classify their own failures as
+//! transient (retry) or permanent (fail now).
+
+pub mod s3;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// One fetched document, before extraction.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Identity within the source: S3 object key, repo path or canonical URL.
+    pub key: String,
+    /// What version of the document this is (ETag, version id, commit sha).
+    pub version: String,
+    pub content_type: Option<String>,
+    pub bytes: Bytes,
+    /// Source-specific chunk metadata (e.g. `bucket`).
+    pub metadata: Vec<(String, serde_json::Value)>,
+}
+
+/// An item of a source's document stream.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    Document(Document),
+    /// The document exists but is not indexed (too large, …); its old chunks
+    /// are removed and the reason is recorded in the job stats.
+    Skipped { key: String, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Worth retrying: timeouts, throttling, 5xx, connection failures.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help: missing object or bucket, access denied, bad config.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SourceError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Transient(_))
+    }
+}
+
+/// A source's view of one job: the documents it names, as a stream, so that
+/// a large source is never held in memory at once.
+pub trait Source: Send + Sync {
+    fn documents(&self) -> BoxStream<'_, Result<Fetched, SourceError>>;
+}

@@ -1,0 +1,229 @@
+//! S3 (and S3-compatible) objects via `aws-sdk-s3`.
+//!
+//! Credentials: `aws_credential_id = 0` uses the standard AWS chain of the
+//! daemon's environment; any other id names `[aws_credentials.<id>]` in the
+//! config, whose keys come from env vars or files. Keys never reach logs,
+//! errors or job JSON: errors carry S3's error code and message only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
+use aws_credential_types::Credentials;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use bytes::BytesMut;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::OnceCell;
+
+use super::{Document, Fetched, Source, SourceError};
+use crate::config::{AwsCredentialConfig, S3Settings, Secret};
+use crate::model::S3SourceConfig;
+
+/// Builds S3 clients for sources; caches the environment's default config.
+pub struct S3Clients {
+    credentials: BTreeMap<String, AwsCredentialConfig>,
+    settings: S3Settings,
+    environment: OnceCell<aws_config::SdkConfig>,
+}
+
+impl S3Clients {
+    pub fn new(credentials: BTreeMap<String, AwsCredentialConfig>, settings: S3Settings) -> Self {
+        S3Clients {
+            credentials,
+            settings,
+            environment: OnceCell::new(),
+        }
+    }
+
+    /// Whether `aws_credential_id` can be used (checked when a source is created).
+    pub fn knows_credential(&self, id: i64) -> bool {
+        id == 0 || self.credentials.contains_key(&id.to_string())
+    }
+
+    /// Every configured secret value, so error text can be scrubbed of them.
+    pub fn secret_values(&self) -> Vec<Secret> {
+        let mut secrets = Vec::new();
+        for (id, credential) in &self.credentials {
+            if let Ok((access, secret, session)) = credential.resolve(id) {
+                secrets.push(access);
+                secrets.push(secret);
+                secrets.extend(session);
+            }
+        }
+        secrets
+    }
+
+    pub async fn client(&self, source: &S3SourceConfig) -> Result<Client, SourceError> {
+        let environment = self
+            .environment
+            .get_or_init(|| async {
+                aws_config::defaults(BehaviorVersion::latest())
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .operation_attempt_timeout(Duration::from_secs(
+                                self.settings.timeout_seconds.max(1),
+                            ))
+                            .connect_timeout(Duration::from_secs(10))
+                            .build(),
+                    )
+                    .load()
+                    .await
+            })
+            .await;
+        let mut builder = aws_sdk_s3::config::Builder::from(environment)
+            .region(Region::new(source.region.clone()))
+            .force_path_style(source.force_path_style.unwrap_or(false));
+        if let Some(endpoint) = &source.endpoint_url {
+            builder = builder.endpoint_url(endpoint);
+        }
+        if source.aws_credential_id != 0 {
+            let id = source.aws_credential_id.to_string();
+            let credential = self.credentials.get(&id).ok_or_else(|| {
+                SourceError::Permanent(format!(
+                    "aws_credential_id {id} is not configured on this daemon"
+                ))
+            })?;
+            let (access, secret, session) = credential
+                .resolve(&id)
+                .map_err(|e| SourceError::Permanent(e.to_string()))?;
+            builder = builder.credentials_provider(Credentials::new(
+                access.expose(),
+                secret.expose(),
+                session.map(|s| s.expose().to_string()),
+                None,
+                "chroma-syncd-config",
+            ));
+        }
+        Ok(Client::from_conf(builder.build()))
+    }
+}
+
+/// One S3 object, fetched with a streamed `GetObject`.
+pub struct S3Object {
+    pub client: Client,
+    pub bucket: String,
+    pub key: String,
+    pub max_bytes: u64,
+}
+
+impl S3Object {
+    async fn fetch(&self) -> Result<Fetched, SourceError> {
+        let location = format!("s3://{}/{}", self.bucket, self.key);
+        let response = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("fetching {location}"), e))?;
+        let size = response.content_length().unwrap_or(0).max(0) as u64;
+        if size > self.max_bytes {
+            return Ok(Fetched::Skipped {
+                key: self.key.clone(),
+                reason: format!(
+                    "object is {size} bytes, above the max_object_bytes limit of {}",
+                    self.max_bytes
+                ),
+            });
+        }
+        let version = response
+            .version_id()
+            .filter(|v| !v.is_empty() && *v != "null")
+            .or(response.e_tag())
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string();
+        let content_type = response.content_type().map(str::to_string);
+        let mut body = response.body;
+        let mut bytes = BytesMut::with_capacity(size as usize);
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|e| {
+                SourceError::Transient(format!("reading body of {location}: {e}"))
+            })?;
+            if (bytes.len() + piece.len()) as u64 > self.max_bytes {
+                return Ok(Fetched::Skipped {
+                    key: self.key.clone(),
+                    reason: format!(
+                        "object is larger than the max_object_bytes limit of {}",
+                        self.max_bytes
+                    ),
+                });
+            }
+            bytes.extend_from_slice(&piece);
+        }
+        Ok(Fetched::Document(Document {
+            key: self.key.clone(),
+            version,
+            content_type,
+            bytes: bytes.freeze(),
+            metadata: vec![("bucket".to_string(), self.bucket.clone().into())],
+        }))
+    }
+}
+
+impl Source for S3Object {
+    fn documents(&self) -> BoxStream<'_, Result<Fetched, SourceError>> {
+        futures::stream::once(self.fetch()).boxed()
+    }
+}
+
+/// Maps an SDK error to transient/permanent with S3's own code and message.
+fn classify<E, R>(doing: &str, error: SdkError<E, R>) -> SourceError
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match &error {
+        SdkError::TimeoutError(_) => SourceError::Transient(format!("{doing}: timed out")),
+        SdkError::DispatchFailure(failure) => {
+            let reason = if failure.is_timeout() {
+                "timed out".to_string()
+            } else if failure.is_io() {
+                "connection failed".to_string()
+            } else {
+                "request could not be sent".to_string()
+            };
+            SourceError::Transient(format!("{doing}: {reason}"))
+        }
+        SdkError::ResponseError(_) => {
+            SourceError::Transient(format!("{doing}: malformed response from S3"))
+        }
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let code = context.err().code().unwrap_or("Unknown").to_string();
+            let message = context.err().message().unwrap_or("").to_string();
+            let text = format!("{doing}: {code} (HTTP {status}) {message}").trim_end().to_string();
+            let throttled = matches!(code.as_str(), "SlowDown" | "Throttling" | "RequestTimeout");
+            if status >= 500 || status == 429 || throttled {
+                SourceError::Transient(text)
+            } else {
+                SourceError::Permanent(text)
+            }
+        }
+        _ => SourceError::Permanent(format!("{doing}: could not build the S3 request")),
+    }
+}
+
+/// Every object key under `prefix`, following `ListObjectsV2` pagination.
+pub async fn list_keys(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, SourceError> {
+    let mut keys = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| classify(&format!("listing s3://{bucket}/{prefix}"), e))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|object| object.key().map(str::to_string))
+                .filter(|key| !key.ends_with('/')),
+        );
+    }
+    Ok(keys)
+}

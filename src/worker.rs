@@ -1,0 +1,232 @@
+//! Workers: claim jobs, keep their leases alive, record how they end.
+//!
+//! Each worker is a loop: claim → run the pipeline while a heartbeat task
+//! renews the lease and reports progress → write the outcome, fenced by the
+//! attempt number. Shutdown (the `shutdown` token) stops claiming and
+//! releases in-flight jobs back to `pending` so another process takes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{QueueSettings, Secret};
+use crate::pipeline::{JobError, JobState, Services, run_job};
+use crate::queue::{ClaimedJob, HeartbeatOutcome, Outcome};
+
+/// Runs `count` workers until `shutdown` is cancelled; returns when all have
+/// stopped (in-flight jobs released).
+pub async fn run_workers(
+    services: Arc<Services>,
+    settings: QueueSettings,
+    secrets: Arc<Vec<Secret>>,
+    count: usize,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let process = format!("{}-{}", hostname(), std::process::id());
+    for index in 0..count.max(1) {
+        let worker = Worker {
+            name: format!("{process}-w{index}"),
+            services: Arc::clone(&services),
+            settings: settings.clone(),
+            secrets: Arc::clone(&secrets),
+            wake: Arc::clone(&wake),
+            shutdown: shutdown.clone(),
+        };
+        tracker.spawn(async move { worker.run().await });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string())
+}
+
+struct Worker {
+    name: String,
+    services: Arc<Services>,
+    settings: QueueSettings,
+    secrets: Arc<Vec<Secret>>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+impl Worker {
+    async fn run(self) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let mut failures = 0u32;
+        while !self.shutdown.is_cancelled() {
+            match self
+                .services
+                .queue
+                .claim(&self.name, self.settings.lease())
+                .await
+            {
+                Ok(Some(claimed)) => {
+                    failures = 0;
+                    let span = tracing::info_span!(
+                        "job",
+                        job_id = %claimed.job.id,
+                        source_id = ?claimed.job.source_id,
+                        attempt = claimed.attempt,
+                    );
+                    self.execute(claimed).instrument(span).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    // The queue itself is failing: back off, capped, and keep trying.
+                    failures = failures.saturating_add(1);
+                    let delay = poll * 2u32.saturating_pow(failures.min(6));
+                    tracing::warn!(%error, ?delay, "claiming a job failed");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    async fn execute(&self, claimed: ClaimedJob) {
+        let id = claimed.job.id;
+        let attempt = claimed.attempt;
+        tracing::info!(object_key = ?claimed.payload.object_key, "job started");
+        let state = Arc::new(JobState::default());
+        let cancel = self.shutdown.child_token();
+        let stop_heartbeat = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            Arc::clone(&self.services),
+            self.settings.clone(),
+            id,
+            attempt,
+            Arc::clone(&state),
+            cancel.clone(),
+            stop_heartbeat.clone(),
+        ));
+        let result = run_job(&self.services, &claimed, &state, &cancel).await;
+        stop_heartbeat.cancel();
+        let signal = heartbeat.await.unwrap_or(HeartbeatOutcome::Continue);
+
+        let outcome = match (result, signal) {
+            (_, HeartbeatOutcome::LeaseLost) => {
+                tracing::warn!("lease lost to another attempt; dropping this attempt's outcome");
+                return;
+            }
+            (Ok(()), _) => Outcome::Complete,
+            (Err(_), HeartbeatOutcome::CancelRequested) => Outcome::Cancelled,
+            (Err(_), _) if self.shutdown.is_cancelled() => Outcome::Released,
+            (Err(JobError::Cancelled), _) => Outcome::Cancelled,
+            (Err(JobError::Transient(message)), _) if attempt < claimed.max_attempts => {
+                Outcome::Retry {
+                    error: redact(&message, &self.secrets),
+                    after: self.settings.retry_delay(attempt),
+                }
+            }
+            (Err(JobError::Transient(message)), _) => Outcome::Failed(format!(
+                "{} (gave up after {attempt} attempts)",
+                redact(&message, &self.secrets)
+            )),
+            (Err(JobError::Permanent(message)), _) => {
+                Outcome::Failed(redact(&message, &self.secrets))
+            }
+        };
+        match &outcome {
+            Outcome::Complete => tracing::info!("job complete"),
+            Outcome::Retry { error, after } => {
+                tracing::warn!(%error, retry_in = ?after, "job failed transiently; will retry")
+            }
+            Outcome::Failed(error) => tracing::error!(%error, "job failed"),
+            Outcome::Cancelled => tracing::info!("job cancelled"),
+            Outcome::Released => tracing::info!("job released for another worker (shutdown)"),
+        }
+        let stats = state.stats.lock().expect("stats lock").clone();
+        match self
+            .services
+            .queue
+            .finish(id, attempt, outcome, &stats)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("outcome not recorded: the job moved on without us"),
+            // The lease will expire and another attempt will redo the job.
+            Err(error) => tracing::error!(%error, "recording the job outcome failed"),
+        }
+    }
+}
+
+/// Renews the lease every heartbeat interval until `stop`; cancels the job
+/// when a cancel is requested or the lease was lost. Returns the last signal.
+async fn heartbeat_loop(
+    services: Arc<Services>,
+    settings: QueueSettings,
+    id: uuid::Uuid,
+    attempt: u32,
+    state: Arc<JobState>,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+) -> HeartbeatOutcome {
+    let mut signal = HeartbeatOutcome::Continue;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return signal,
+            _ = tokio::time::sleep(settings.heartbeat()) => {}
+        }
+        let progress = state.progress.lock().expect("progress lock").clone();
+        let stats = state.stats.lock().expect("stats lock").clone();
+        match services
+            .queue
+            .heartbeat(id, attempt, settings.lease(), progress.as_ref(), &stats)
+            .await
+        {
+            Ok(HeartbeatOutcome::Continue) => {}
+            Ok(other) => {
+                if signal != other {
+                    tracing::info!(signal = ?other, "heartbeat asks the job to stop");
+                }
+                signal = other;
+                cancel.cancel();
+            }
+            Err(error) => tracing::warn!(%error, "heartbeat failed; will retry"),
+        }
+    }
+}
+
+/// Replaces every configured secret value in `text` with `***`.
+pub fn redact(text: &str, secrets: &[Secret]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets {
+        if secret.expose().len() >= 4 {
+            text = text.replace(secret.expose(), "***");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_secrets() {
+        let secrets = vec![Secret::new("AKIAEXAMPLE"), Secret::new("abc")];
+        assert_eq!(
+            redact("key AKIAEXAMPLE rejected; abc stays", &secrets),
+            "key *** rejected; abc stays"
+        );
+    }
+}

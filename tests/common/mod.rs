@@ -1,0 +1,489 @@
+//! Test harness: real servers on loopback ports chosen at run time, torn down
+//! on drop. Chroma and the S3 server (moto) come from the Python venv that
+//! `scripts/test` prepares; the daemon is this crate's binary.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use serde_json::{Value, json};
+
+pub fn home() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+}
+
+/// The venv with `chroma` and `moto_server`.
+pub fn venv() -> PathBuf {
+    std::env::var_os("CHROMA_SYNCD_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/chroma-syncd/venv"))
+}
+
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("CHROMA_SYNCD_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/chroma-syncd/models/all-MiniLM-L6-v2"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn answers(url: &str) -> bool {
+    http().get(url).send().map(|r| r.status().is_success()).unwrap_or(false)
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Guard(pub Option<Child>);
+
+impl Guard {
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .unwrap()
+}
+
+// ------------------------------------------------------------------ Chroma
+
+pub struct Chroma {
+    pub port: u16,
+    pub data: tempfile::TempDir,
+    process: Guard,
+}
+
+impl Chroma {
+    pub fn start() -> Chroma {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut chroma = Chroma {
+            port,
+            data,
+            process: Guard(None),
+        };
+        chroma.restart();
+        chroma
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        let child = Command::new(venv().join("bin/chroma"))
+            .args(["run", "--host", "127.0.0.1", "--port", &self.port.to_string(), "--path"])
+            .arg(self.data.path().join("db"))
+            .env("ANONYMIZED_TELEMETRY", "False")
+            .stdin(Stdio::null())
+            .stdout(log_file(self.data.path(), "chroma.log"))
+            .stderr(log_file(self.data.path(), "chroma.log"))
+            .spawn()
+            .expect("starting chroma (run scripts/test to set up the venv)");
+        self.process = Guard(Some(child));
+        let url = format!("{}/api/v2/heartbeat", self.url());
+        wait_until("chroma to answer", Duration::from_secs(90), || answers(&url).then_some(()));
+    }
+
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    fn database_path(&self, database: &str) -> String {
+        format!("{}/api/v2/tenants/default_tenant/databases/{database}", self.url())
+    }
+
+    /// The collection's JSON, or `None` when it does not exist.
+    pub fn collection(&self, database: &str, name: &str) -> Option<Value> {
+        let response = http()
+            .get(format!("{}/collections/{name}", self.database_path(database)))
+            .send()
+            .unwrap();
+        response.status().is_success().then(|| response.json().unwrap())
+    }
+
+    /// All records: `{ids, documents, metadatas, embeddings}`, sorted by id.
+    pub fn records(&self, database: &str, name: &str) -> Records {
+        let collection = self
+            .collection(database, name)
+            .unwrap_or_else(|| panic!("collection {database}/{name} exists"));
+        let id = collection["id"].as_str().unwrap();
+        let value: Value = http()
+            .post(format!("{}/collections/{id}/get", self.database_path(database)))
+            .json(&json!({"include": ["documents", "metadatas", "embeddings"], "limit": 100000}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let mut rows: Vec<Record> = (0..value["ids"].as_array().unwrap().len())
+            .map(|i| Record {
+                id: value["ids"][i].as_str().unwrap().to_string(),
+                document: value["documents"][i].as_str().unwrap_or_default().to_string(),
+                metadata: value["metadatas"][i].clone(),
+                embedding: value["embeddings"][i]
+                    .as_array()
+                    .map(|v| v.iter().map(|x| x.as_f64().unwrap() as f32).collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        Records { rows, collection }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: String,
+    pub document: String,
+    pub metadata: Value,
+    pub embedding: Vec<f32>,
+}
+
+pub struct Records {
+    pub rows: Vec<Record>,
+    pub collection: Value,
+}
+
+impl Records {
+    pub fn ids(&self) -> Vec<String> {
+        self.rows.iter().map(|r| r.id.clone()).collect()
+    }
+    pub fn of_key(&self, key: &str) -> Vec<&Record> {
+        self.rows.iter().filter(|r| r.metadata["document_key"] == key).collect()
+    }
+}
+
+// ------------------------------------------------------------------ S3 (moto)
+
+pub struct S3 {
+    pub port: u16,
+    pub client: aws_sdk_s3::Client,
+    dir: tempfile::TempDir,
+    _process: Guard,
+}
+
+pub const S3_KEY_ID: &str = "AKIATESTKEYCHROMASYNCD";
+pub const S3_SECRET: &str = "s3cr3t-value-that-must-never-leak";
+
+impl S3 {
+    pub fn start() -> S3 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file(dir.path(), "moto.log"))
+            .stderr(log_file(dir.path(), "moto.log"))
+            .spawn()
+            .expect("starting moto_server (run scripts/test to set up the venv)");
+        let process = Guard(Some(child));
+        let url = format!("http://127.0.0.1:{port}/moto-api/");
+        wait_until("the S3 server to answer", Duration::from_secs(60), || {
+            answers(&url).then_some(())
+        });
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                S3_KEY_ID, S3_SECRET, None, None, "test",
+            ))
+            .build();
+        S3 {
+            port,
+            client: aws_sdk_s3::Client::from_conf(config),
+            dir,
+            _process: process,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        runtime().block_on(async {
+            self.client.create_bucket().bucket(bucket).send().await.unwrap();
+        });
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>, content_type: Option<&str>) {
+        let body: Vec<u8> = body.into();
+        runtime().block_on(async {
+            let mut request = self
+                .client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(body));
+            if let Some(content_type) = content_type {
+                request = request.content_type(content_type);
+            }
+            request.send().await.unwrap();
+        });
+    }
+
+    pub fn delete(&self, bucket: &str, key: &str) {
+        runtime().block_on(async {
+            self.client.delete_object().bucket(bucket).key(key).send().await.unwrap();
+        });
+    }
+}
+
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+// ------------------------------------------------------------------ the daemon
+
+pub struct Daemon {
+    pub port: u16,
+    pub state: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub chroma_url: String,
+    pub extra_env: Vec<(String, String)>,
+    process: Guard,
+}
+
+/// Config for tests: fast heartbeats, short leases, quick retries.
+pub const TEST_CONFIG: &str = r#"
+workers = 2
+[queue]
+lease_seconds = 4
+heartbeat_seconds = 1
+max_attempts = 3
+retry_base_seconds = 0.5
+retry_max_seconds = 2.0
+poll_interval_ms = 100
+[chroma]
+max_batch_size = 50
+timeout_seconds = 10
+[aws_credentials.1]
+access_key_id_env = "TEST_S3_KEY_ID"
+secret_access_key_env = "TEST_S3_SECRET"
+"#;
+
+impl Daemon {
+    pub fn start(chroma_url: &str) -> Daemon {
+        Self::start_with(chroma_url, TEST_CONFIG, &[])
+    }
+
+    pub fn start_with(chroma_url: &str, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let state = tempfile::tempdir().unwrap();
+        let config_path = state.path().join("chroma-syncd.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut daemon = Daemon {
+            port: free_port(),
+            state,
+            config_path,
+            chroma_url: chroma_url.to_string(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            process: Guard(None),
+        };
+        daemon.restart();
+        daemon
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// (Re)starts the binary on the same port, state and config.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chroma-syncd"));
+        command
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home())
+            .env("RUST_LOG", "info")
+            .env("CHROMA_URL", &self.chroma_url)
+            .env("CHROMA_SYNCD_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("CHROMA_SYNCD_STATE_DIR", self.state.path())
+            .env("CHROMA_SYNCD_MODEL_DIR", model_dir())
+            // Credential id 0: the AWS chain of the daemon's environment.
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            // Credential id 1: named in the config, keys from these variables.
+            .env("TEST_S3_KEY_ID", S3_KEY_ID)
+            .env("TEST_S3_SECRET", S3_SECRET)
+            .stdin(Stdio::null())
+            .stdout(log_file(self.state.path(), "daemon.log"))
+            .stderr(log_file(self.state.path(), "daemon.log"));
+        for (key, value) in &self.extra_env {
+            command.env(key, value);
+        }
+        self.process = Guard(Some(command.spawn().expect("starting chroma-syncd")));
+        let url = format!("{}/healthz", self.url());
+        let process = &mut self.process;
+        let log = self.state.path().join("daemon.log");
+        wait_until("the daemon to answer", Duration::from_secs(60), || {
+            if let Some(child) = process.0.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "daemon exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            answers(&url).then_some(())
+        });
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request_with_token(method, path, body, None)
+    }
+
+    pub fn request_with_token(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = http().request(method, format!("{}{path}", self.url()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(token) = token {
+            request = request.header("x-chroma-token", token);
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn create_source(&self, body: Value) -> String {
+        let (status, value) = self.request(reqwest::Method::POST, "/api/v1/sources", Some(body));
+        assert_eq!(status, 201, "{value}");
+        value["source_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn invoke(&self, source_id: &str, body: Value) -> String {
+        let (status, value) = self.request(
+            reqwest::Method::POST,
+            &format!("/api/v1/sources/{source_id}/invocations"),
+            Some(body),
+        );
+        assert_eq!(status, 201, "{value}");
+        value["invocation_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn job(&self, id: &str) -> Value {
+        let (status, job) = self.request(reqwest::Method::GET, &format!("/api/v1/invocations/{id}"), None);
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    /// Polls until the job is complete, failed or cancelled.
+    pub fn wait_finished(&self, id: &str, limit: Duration) -> Value {
+        wait_until(&format!("job {id} to finish"), limit, || {
+            let job = self.job(id);
+            let finished = job["status"].is_object() || job["status"] == "cancelled";
+            finished.then_some(job)
+        })
+    }
+
+    pub fn wait_complete(&self, id: &str) -> Value {
+        let job = self.wait_finished(id, Duration::from_secs(300));
+        assert!(
+            job["status"]["complete"].is_object(),
+            "job did not complete: {job}\n--- daemon log ---\n{}",
+            self.log()
+        );
+        job
+    }
+}
+
+/// An S3 source body for the harness's moto server.
+pub fn s3_source(s3: &S3, bucket: &str, collection: &str, prefix: Option<&str>) -> Value {
+    let mut source = json!({
+        "database_name": "testdb",
+        "s3": {
+            "bucket_name": bucket,
+            "region": "us-east-1",
+            "collection_name": collection,
+            "aws_credential_id": 0,
+            "endpoint_url": s3.endpoint(),
+            "force_path_style": true,
+        }
+    });
+    if let Some(prefix) = prefix {
+        source["s3"]["path_prefix"] = json!(prefix);
+    }
+    source
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
