@@ -1,0 +1,114 @@
+//! Faults end in a retry or a clean `failed` — never a lost job, never a
+//! stuck one, never a half-written collection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A markdown document big enough to take several seconds to sync.
+fn big_markdown(sections: usize) -> String {
+    (0..sections)
+        .map(|i| {
+            let words: String = (0..90).map(|w| format!("word{} ", (i * 7 + w) % 500)).collect();
+            format!("## Section {i}\n\n{words}\n\n")
+        })
+        .collect()
+}
+
+/// Waits until the job is processing and has upserted at least one batch.
+fn wait_mid_job(daemon: &Daemon, id: &str) {
+    wait_until("the job to be part-way through", Duration::from_secs(120), || {
+        let job = daemon.job(id);
+        assert!(!job["status"].is_object(), "job finished before the fault: {job}");
+        (job["status"] == "processing" && job["stats"]["chunks_upserted"].as_u64().unwrap_or(0) > 0)
+            .then_some(())
+    });
+}
+
+/// IDs and documents of a collection, for comparing with a clean run.
+fn contents(chroma: &Chroma, collection: &str) -> Vec<(String, String, Value)> {
+    chroma
+        .records("testdb", collection)
+        .rows
+        .into_iter()
+        .map(|r| {
+            let mut meta = r.metadata.clone();
+            meta.as_object_mut().unwrap().remove("source_id");
+            (r.id, r.document, meta)
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_survives_kill_9_of_the_daemon_and_finishes_after_restart() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let mut daemon = Daemon::start(&chroma.url());
+    s3.create_bucket("b");
+    s3.put("b", "big.md", big_markdown(300), None);
+    let source = daemon.create_source(s3_source(&s3, "b", "crashy", None));
+
+    let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&daemon, &id);
+    daemon.kill9();
+    daemon.restart();
+
+    // The new process re-claims the job once the dead one's lease expires.
+    let job = daemon.wait_complete(&id);
+    assert_eq!(job["attempt"], 2, "{job}");
+
+    // A clean run of the same object into another collection for comparison.
+    let clean = daemon.invoke(&source, json!({"object_key": "big.md", "target_collection_name": "clean"}));
+    daemon.wait_complete(&clean);
+    let crashed = contents(&chroma, "crashy");
+    assert!(crashed.len() > 50);
+    assert_eq!(crashed, contents(&chroma, "clean"), "same IDs, documents and metadata as a clean run");
+}
+
+#[test]
+fn chroma_down_mid_job_retries_and_completes_when_it_returns() {
+    let mut chroma = Chroma::start();
+    let s3 = S3::start();
+    let daemon = Daemon::start(&chroma.url());
+    s3.create_bucket("b");
+    s3.put("b", "big.md", big_markdown(300), None);
+    let source = daemon.create_source(s3_source(&s3, "b", "flaky", None));
+
+    let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&daemon, &id);
+    chroma.stop();
+    // The attempt fails transiently and the job waits for a retry, saying why.
+    let pending = wait_until("a retry to be scheduled", Duration::from_secs(60), || {
+        let job = daemon.job(&id);
+        job["last_error"].as_str().is_some_and(|e| e.contains("Chroma")).then_some(job)
+    });
+    assert!(!pending["status"].is_object(), "not finished yet: {pending}");
+    chroma.restart();
+
+    let job = daemon.wait_complete(&id);
+    assert!(job["attempt"].as_u64().unwrap() >= 2, "{job}");
+    let clean = daemon.invoke(&source, json!({"object_key": "big.md", "target_collection_name": "clean"}));
+    daemon.wait_complete(&clean);
+    assert_eq!(contents(&chroma, "flaky"), contents(&chroma, "clean"));
+}
+
+#[test]
+fn chroma_staying_down_ends_in_a_clean_failure() {
+    let mut chroma = Chroma::start();
+    let s3 = S3::start();
+    let daemon = Daemon::start(&chroma.url());
+    s3.create_bucket("b");
+    s3.put("b", "doc.md", "# Doc\n\nSome text.\n", None);
+    let source = daemon.create_source(s3_source(&s3, "b", "gone", None));
+    chroma.stop();
+
+    let id = daemon.invoke(&source, json!({"object_key": "doc.md"}));
+    let job = daemon.wait_finished(&id, Duration::from_secs(120));
+    let error = job["status"]["failed"]["error"].as_str().unwrap_or_else(|| panic!("{job}"));
+    assert!(error.contains("Chroma unreachable"), "{error}");
+    assert!(error.contains("gave up after 3 attempts"), "{error}");
+    assert_eq!(job["attempt"], 3);
+}
