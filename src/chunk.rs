@@ -128,16 +128,16 @@ impl Chunker {
             max_tokens: self.max_tokens,
             max_bytes,
         };
-        let config = ChunkConfig::new(self.max_tokens).with_sizer(sizer);
+        let config = || ChunkConfig::new(self.max_tokens).with_sizer(&sizer);
         let pieces: Vec<(usize, &str)> = match (strategy, language) {
             (Strategy::TreeSitter, Some(language)) => {
-                match CodeSplitter::new(tree_sitter_language(language), config.clone()) {
+                match CodeSplitter::new(tree_sitter_language(language), config()) {
                     Ok(splitter) => splitter.chunk_indices(text).collect(),
-                    Err(_) => TextSplitter::new(config).chunk_indices(text).collect(),
+                    Err(_) => TextSplitter::new(config()).chunk_indices(text).collect(),
                 }
             }
-            (Strategy::Markdown, _) => MarkdownSplitter::new(config).chunk_indices(text).collect(),
-            _ => TextSplitter::new(config).chunk_indices(text).collect(),
+            (Strategy::Markdown, _) => MarkdownSplitter::new(config()).chunk_indices(text).collect(),
+            _ => TextSplitter::new(config()).chunk_indices(text).collect(),
         };
         with_line_numbers(text, pieces)
     }
@@ -222,7 +222,7 @@ fn chunk_lines(text: &str, max_lines: usize, max_bytes: usize) -> Vec<Chunk> {
     let mut buffer = String::new();
     let mut buffer_lines = 0usize;
     let mut buffer_start = 1u32;
-    let mut flush = |buffer: &mut String, start: u32, end: u32, chunks: &mut Vec<Chunk>| {
+    let flush = |buffer: &mut String, start: u32, end: u32, chunks: &mut Vec<Chunk>| {
         let trimmed = buffer.trim_end_matches(['\n', '\r']);
         if !trimmed.trim().is_empty() {
             chunks.push(Chunk {

@@ -75,10 +75,13 @@ impl Authenticator {
 
 pub async fn require_token(
     State(state): State<AppState>,
-    connect: Option<ConnectInfo<SocketAddr>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
     let token = request
         .headers()
         .get("x-chroma-token")
@@ -86,7 +89,7 @@ pub async fn require_token(
         .map(str::to_string);
     match state
         .auth
-        .authenticate(token.as_deref(), connect.map(|ConnectInfo(addr)| addr))
+        .authenticate(token.as_deref(), peer)
     {
         Ok(principal) => {
             request.extensions_mut().insert(principal);

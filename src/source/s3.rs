@@ -11,6 +11,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -171,10 +172,9 @@ impl Source for S3Object {
 }
 
 /// Maps an SDK error to transient/permanent with S3's own code and message.
-fn classify<E, R>(doing: &str, error: SdkError<E, R>) -> SourceError
+fn classify<E>(doing: &str, error: SdkError<E, HttpResponse>) -> SourceError
 where
     E: ProvideErrorMetadata + std::fmt::Debug,
-    R: std::fmt::Debug,
 {
     match &error {
         SdkError::TimeoutError(_) => SourceError::Transient(format!("{doing}: timed out")),
