@@ -70,7 +70,7 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
     };
 
     // 401: no token, wrong token.
-    assert_error(daemon.request(Method::GET, "/api/v1/sources", None), 401);
+    assert_error(daemon.request_with_token(Method::GET, "/api/v1/sources", None, None), 401);
     assert_error(
         daemon.request_with_token(Method::GET, "/api/v1/sources", None, Some("wrong")),
         401,

@@ -291,6 +291,8 @@ pub struct Daemon {
     pub config_path: PathBuf,
     pub chroma_url: String,
     pub extra_env: Vec<(String, String)>,
+    /// Sent by [`Daemon::request`]: the first of `CHROMA_SYNCD_API_TOKENS`, if given.
+    pub token: Option<String>,
     process: Guard,
 }
 
@@ -327,6 +329,10 @@ impl Daemon {
             config_path,
             chroma_url: chroma_url.to_string(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            token: env
+                .iter()
+                .find(|(k, _)| *k == "CHROMA_SYNCD_API_TOKENS")
+                .map(|(_, v)| v.split(',').next().unwrap().to_string()),
             process: Guard(None),
         };
         daemon.restart();
@@ -392,7 +398,7 @@ impl Daemon {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.request_with_token(method, path, body, None)
+        self.request_with_token(method, path, body, self.token.as_deref())
     }
 
     pub fn request_with_token(
