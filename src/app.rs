@@ -47,7 +47,8 @@ impl Daemon {
     }
 
     pub fn with_queue(config: Config, queue: Arc<dyn Queue>) -> Result<Self, AppError> {
-        let chroma = ChromaClient::new(&config.chroma).map_err(|e| AppError::Setup(e.to_string()))?;
+        let chroma =
+            ChromaClient::new(&config.chroma).map_err(|e| AppError::Setup(e.to_string()))?;
         let s3 = Arc::new(S3Clients::new(
             config.aws_credentials.clone(),
             config.s3.clone(),
@@ -63,8 +64,11 @@ impl Daemon {
 
     /// Loads the model and builds the pipeline's services (slow: do it once).
     pub fn services(&self) -> Result<Arc<Services>, AppError> {
-        let model = MiniLm::load(&self.config.embedding.model_dir, self.config.embedding.batch_size)
-            .map_err(|e| AppError::Setup(e.to_string()))?;
+        let model = MiniLm::load(
+            &self.config.embedding.model_dir,
+            self.config.embedding.batch_size,
+        )
+        .map_err(|e| AppError::Setup(e.to_string()))?;
         let chunker = Chunker::new(Some(model.tokenizer()), model.max_tokens());
         Ok(Arc::new(Services {
             queue: Arc::clone(&self.queue),
@@ -82,7 +86,11 @@ impl Daemon {
         Arc::new(secrets)
     }
 
-    fn workers(&self, services: Arc<Services>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    fn workers(
+        &self,
+        services: Arc<Services>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(run_workers(
             services,
             self.config.queue.clone(),
@@ -106,8 +114,12 @@ impl Daemon {
             }
             let listener = tokio::net::TcpListener::bind(self.config.listen)
                 .await
-                .map_err(|e| AppError::Setup(format!("listening on {}: {e}", self.config.listen)))?;
-            let address = listener.local_addr().map_err(|e| AppError::Setup(e.to_string()))?;
+                .map_err(|e| {
+                    AppError::Setup(format!("listening on {}: {e}", self.config.listen))
+                })?;
+            let address = listener
+                .local_addr()
+                .map_err(|e| AppError::Setup(e.to_string()))?;
             tracing::info!(%address, "API listening");
             Some((listener, auth))
         } else {
@@ -146,8 +158,8 @@ impl Daemon {
         keys: Vec<String>,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, AppError> {
-        let source_type = api::sources::validate(&self.s3, &source)
-            .map_err(|e| AppError::Invalid(e.message))?;
+        let source_type =
+            api::sources::validate(&self.s3, &source).map_err(|e| AppError::Invalid(e.message))?;
         let record = match self.queue.create_source(source_type, &source).await {
             Ok(record) => record,
             Err(QueueError::Duplicate(_)) => self
@@ -168,7 +180,11 @@ impl Daemon {
             .as_ref()
             .ok_or_else(|| AppError::Invalid("run supports S3 sources".into()))?;
         let keys = if keys.is_empty() {
-            let client = self.s3.client(s3).await.map_err(|e| AppError::Setup(e.to_string()))?;
+            let client = self
+                .s3
+                .client(s3)
+                .await
+                .map_err(|e| AppError::Setup(e.to_string()))?;
             let prefix = s3.path_prefix.clone().unwrap_or_default();
             list_keys(&client, &s3.bucket_name, &prefix)
                 .await
@@ -222,7 +238,9 @@ impl Daemon {
         let _ = workers.await;
         let mut summary = RunSummary::default();
         for id in job_ids {
-            let Some(job) = self.queue.get_job(id).await? else { continue };
+            let Some(job) = self.queue.get_job(id).await? else {
+                continue;
+            };
             let key = match &job.metadata.kind {
                 crate::model::JobKind::S3(s3) => s3.object_key.clone().unwrap_or_default(),
                 _ => String::new(),

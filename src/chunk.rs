@@ -91,7 +91,13 @@ impl Chunker {
             _ => None,
         };
         let (strategy, max_bytes, max_lines) = match (config, doc.kind) {
-            (Some(ChunkingConfig::Lines { max_lines, max_size_bytes }), _) => (
+            (
+                Some(ChunkingConfig::Lines {
+                    max_lines,
+                    max_size_bytes,
+                }),
+                _,
+            ) => (
                 Strategy::Lines,
                 max_size_bytes.map_or(DEFAULT_MAX_SIZE_BYTES, |b| b as usize),
                 max_lines.map_or(DEFAULT_MAX_LINES, |l| l as usize),
@@ -136,7 +142,9 @@ impl Chunker {
                     Err(_) => TextSplitter::new(config()).chunk_indices(text).collect(),
                 }
             }
-            (Strategy::Markdown, _) => MarkdownSplitter::new(config()).chunk_indices(text).collect(),
+            (Strategy::Markdown, _) => MarkdownSplitter::new(config())
+                .chunk_indices(text)
+                .collect(),
             _ => TextSplitter::new(config()).chunk_indices(text).collect(),
         };
         with_line_numbers(text, pieces)
@@ -283,7 +291,8 @@ mod tests {
     fn lines_strategy_respects_both_limits() {
         let text: String = (1..=25).map(|i| format!("line {i}\n")).collect();
         // (max_lines, max_bytes) → expected (start, end) line ranges
-        let table: &[(u32, u32, &[(u32, u32)])] = &[
+        type Case<'a> = (u32, u32, &'a [(u32, u32)]);
+        let table: &[Case] = &[
             (10, 4096, &[(1, 10), (11, 20), (21, 25)]),
             (5, 4096, &[(1, 5), (6, 10), (11, 15), (16, 20), (21, 25)]),
             // "line N\n" is 7–8 bytes: 20 bytes hold two lines.
@@ -302,10 +311,17 @@ mod tests {
                 .iter()
                 .map(|c| (c.start_line, c.end_line))
                 .collect();
-            assert_eq!(&ranges[..expected.len()], *expected, "{max_lines}/{max_bytes}");
+            assert_eq!(
+                &ranges[..expected.len()],
+                *expected,
+                "{max_lines}/{max_bytes}"
+            );
             for chunk in &chunked.chunks {
                 assert!(chunk.text.len() <= *max_bytes as usize);
-                assert_eq!(chunk.text, text_of_lines(&text, chunk.start_line, chunk.end_line));
+                assert_eq!(
+                    chunk.text,
+                    text_of_lines(&text, chunk.start_line, chunk.end_line)
+                );
             }
         }
     }
@@ -323,7 +339,10 @@ mod tests {
         let text = "é".repeat(50); // 100 bytes
         let chunks = chunk_lines(&text, 10, 33);
         assert!(chunks.iter().all(|c| c.text.len() <= 33));
-        assert_eq!(chunks.iter().map(|c| c.text.as_str()).collect::<String>(), text);
+        assert_eq!(
+            chunks.iter().map(|c| c.text.as_str()).collect::<String>(),
+            text
+        );
     }
 
     #[test]
@@ -373,7 +392,12 @@ mod tests {
         let second = chunker.chunk(&doc(&text, TextKind::Markdown), Some(&config));
         assert_eq!(first, second);
         assert_eq!(first.strategy, Strategy::Markdown);
-        assert!(first.chunks.iter().all(|c| c.text.starts_with("## Section")));
+        assert!(
+            first
+                .chunks
+                .iter()
+                .all(|c| c.text.starts_with("## Section"))
+        );
         assert!(first.chunks.iter().all(|c| c.text.len() <= 120));
     }
 
@@ -382,7 +406,12 @@ mod tests {
         let chunker = Chunker::new(None, 256);
         for kind in [TextKind::Plain, TextKind::Markdown] {
             assert!(chunker.chunk(&doc("", kind), None).chunks.is_empty());
-            assert!(chunker.chunk(&doc("\n  \n\t\n", kind), None).chunks.is_empty());
+            assert!(
+                chunker
+                    .chunk(&doc("\n  \n\t\n", kind), None)
+                    .chunks
+                    .is_empty()
+            );
         }
     }
 }

@@ -36,7 +36,12 @@ impl ApiClient {
     }
 
     /// Sends a request; a non-2xx answer becomes [`ClientError::Api`].
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
@@ -66,7 +71,9 @@ impl ApiClient {
     pub async fn wait(&self, id: &str, interval: Duration) -> Result<Value, ClientError> {
         let mut last_status = String::new();
         loop {
-            let job = self.call(Method::GET, &format!("/api/v1/invocations/{id}"), None).await?;
+            let job = self
+                .call(Method::GET, &format!("/api/v1/invocations/{id}"), None)
+                .await?;
             let status = &job["status"];
             let name = match status {
                 Value::String(s) => s.clone(),

@@ -335,12 +335,12 @@ impl AwsCredentialConfig {
     pub fn resolve(&self, id: &str) -> Result<(Secret, Secret, Option<Secret>), ConfigError> {
         let read = |env: &Option<String>, file: &Option<PathBuf>, what: &str| {
             if let Some(name) = env {
-                return std::env::var(name).map(Secret::new).map_err(|_| {
-                    ConfigError::Credential {
+                return std::env::var(name)
+                    .map(Secret::new)
+                    .map_err(|_| ConfigError::Credential {
                         id: id.to_string(),
                         message: format!("{what}: environment variable {name} is not set"),
-                    }
-                });
+                    });
             }
             if let Some(path) = file {
                 return std::fs::read_to_string(path)
@@ -355,7 +355,11 @@ impl AwsCredentialConfig {
                 message: format!("{what}: neither an _env nor a _file setting is given"),
             })
         };
-        let access = read(&self.access_key_id_env, &self.access_key_id_file, "access key id")?;
+        let access = read(
+            &self.access_key_id_env,
+            &self.access_key_id_file,
+            "access key id",
+        )?;
         let secret = read(
             &self.secret_access_key_env,
             &self.secret_access_key_file,

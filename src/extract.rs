@@ -202,16 +202,47 @@ mod tests {
 
     #[test]
     fn kinds_follow_extension_and_media_type() {
-        let cases: &[(&str, Option<&str>, &[u8], Option<TextKind>)] = &[
+        type Case<'a> = (&'a str, Option<&'a str>, &'a [u8], Option<TextKind>);
+        let cases: &[Case] = &[
             ("docs/a.md", None, b"# hi", Some(TextKind::Markdown)),
-            ("a.txt", Some("text/markdown"), b"# hi", Some(TextKind::Markdown)),
-            ("src/lib.rs", None, b"fn main() {}", Some(TextKind::Code(CodeLanguage::Rust))),
-            ("x/y.PY", Some("text/x-python"), b"x = 1", Some(TextKind::Code(CodeLanguage::Python))),
-            ("a.tsx", None, b"<A/>", Some(TextKind::Code(CodeLanguage::Tsx))),
+            (
+                "a.txt",
+                Some("text/markdown"),
+                b"# hi",
+                Some(TextKind::Markdown),
+            ),
+            (
+                "src/lib.rs",
+                None,
+                b"fn main() {}",
+                Some(TextKind::Code(CodeLanguage::Rust)),
+            ),
+            (
+                "x/y.PY",
+                Some("text/x-python"),
+                b"x = 1",
+                Some(TextKind::Code(CodeLanguage::Python)),
+            ),
+            (
+                "a.tsx",
+                None,
+                b"<A/>",
+                Some(TextKind::Code(CodeLanguage::Tsx)),
+            ),
             ("notes", Some("text/plain"), b"plain", Some(TextKind::Plain)),
-            ("data.json", Some("application/json"), b"{}", Some(TextKind::Plain)),
+            (
+                "data.json",
+                Some("application/json"),
+                b"{}",
+                Some(TextKind::Plain),
+            ),
             ("page.html", None, b"<p>x</p>", Some(TextKind::Html)),
-            ("page", Some("text/html; charset=utf-8"), b"<p>x</p>", Some(TextKind::Html)),
+            (
+                "page",
+                Some("text/html; charset=utf-8"),
+                b"<p>x</p>",
+                Some(TextKind::Html),
+            ),
             ("img.png", None, b"\x89PNG", None),
             ("x.bin2", Some("image/jpeg"), b"\xff\xd8", None),
             ("blob", Some("application/octet-stream"), b"ab\0cd", None),

@@ -15,13 +15,22 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "chroma-syncd", version, about = "Keeps Chroma collections in step with S3 buckets (and soon GitHub and websites).")]
+#[command(
+    name = "chroma-syncd",
+    version,
+    about = "Keeps Chroma collections in step with S3 buckets (and soon GitHub and websites)."
+)]
 struct Cli {
     /// TOML config file; without one the daemon runs on its embedded defaults.
     #[arg(long, global = true, env = "CHROMA_SYNCD_CONFIG")]
     config: Option<PathBuf>,
     /// API base URL for the `source` and `invocation` commands.
-    #[arg(long, global = true, env = "CHROMA_SYNCD_API_URL", default_value = "http://127.0.0.1:8420")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHROMA_SYNCD_API_URL",
+        default_value = "http://127.0.0.1:8420"
+    )]
     api_url: String,
     /// `x-chroma-token` for the `source` and `invocation` commands (env only, to keep it out of shell history).
     #[arg(skip)]
@@ -60,13 +69,19 @@ enum Command {
 #[derive(Subcommand)]
 enum SourceCommand {
     /// Create a source from JSON (inline or `@file`); prints its id.
-    Create { json: String },
+    Create {
+        json: String,
+    },
     List {
         #[arg(long)]
         database_name: Option<String>,
     },
-    Get { id: String },
-    Delete { id: String },
+    Get {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,7 +114,9 @@ enum InvocationCommand {
         #[arg(long)]
         status: Option<String>,
     },
-    Cancel { id: String },
+    Cancel {
+        id: String,
+    },
 }
 
 fn read_json(arg: &str) -> Result<Value> {
@@ -114,7 +131,9 @@ fn init_tracing() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {
@@ -127,8 +146,9 @@ fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
@@ -140,7 +160,10 @@ fn shutdown_token() -> CancellationToken {
 }
 
 fn print(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn job_succeeded(job: &Value) -> bool {
@@ -150,7 +173,9 @@ fn job_succeeded(job: &Value) -> bool {
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    cli.token = std::env::var("CHROMA_SYNCD_TOKEN").ok().filter(|t| !t.is_empty());
+    cli.token = std::env::var("CHROMA_SYNCD_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {
@@ -172,13 +197,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { source, object_keys } => {
+        Command::Run {
+            source,
+            object_keys,
+        } => {
             init_tracing();
             let config = Config::load(cli.config.as_deref())?;
-            let source: CreateSourcePayload =
-                serde_json::from_value(read_json(&source)?).context("the --source JSON is not a valid source")?;
+            let source: CreateSourcePayload = serde_json::from_value(read_json(&source)?)
+                .context("the --source JSON is not a valid source")?;
             let daemon = Daemon::open(config).await?;
-            let summary = daemon.run_once(source, object_keys, shutdown_token()).await?;
+            let summary = daemon
+                .run_once(source, object_keys, shutdown_token())
+                .await?;
             println!(
                 "synced {} documents ({} chunks), {} failed, {} unfinished",
                 summary.complete,
@@ -197,18 +227,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Source { command } => {
             match command {
-                SourceCommand::Create { json } => {
-                    print(&client.call(Method::POST, "/api/v1/sources", Some(&read_json(&json)?)).await?)
-                }
+                SourceCommand::Create { json } => print(
+                    &client
+                        .call(Method::POST, "/api/v1/sources", Some(&read_json(&json)?))
+                        .await?,
+                ),
                 SourceCommand::List { database_name } => {
-                    let query = database_name.map(|d| format!("?database_name={d}")).unwrap_or_default();
-                    print(&client.call(Method::GET, &format!("/api/v1/sources{query}"), None).await?)
+                    let query = database_name
+                        .map(|d| format!("?database_name={d}"))
+                        .unwrap_or_default();
+                    print(
+                        &client
+                            .call(Method::GET, &format!("/api/v1/sources{query}"), None)
+                            .await?,
+                    )
                 }
-                SourceCommand::Get { id } => {
-                    print(&client.call(Method::GET, &format!("/api/v1/sources/{id}"), None).await?)
-                }
+                SourceCommand::Get { id } => print(
+                    &client
+                        .call(Method::GET, &format!("/api/v1/sources/{id}"), None)
+                        .await?,
+                ),
                 SourceCommand::Delete { id } => {
-                    client.call(Method::DELETE, &format!("/api/v1/sources/{id}"), None).await?;
+                    client
+                        .call(Method::DELETE, &format!("/api/v1/sources/{id}"), None)
+                        .await?;
                     println!("deleted {id}");
                 }
             }
@@ -234,25 +276,42 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "target_collection_name": target_collection_name,
                 });
                 let created = client
-                    .call(Method::POST, &format!("/api/v1/sources/{source_id}/invocations"), Some(&body))
+                    .call(
+                        Method::POST,
+                        &format!("/api/v1/sources/{source_id}/invocations"),
+                        Some(&body),
+                    )
                     .await?;
                 if !wait {
                     print(&created);
                     return Ok(ExitCode::SUCCESS);
                 }
-                let id = created["invocation_id"].as_str().unwrap_or_default().to_string();
+                let id = created["invocation_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let job = client.wait(&id, Duration::from_millis(500)).await?;
                 print(&job);
-                Ok(if job_succeeded(&job) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                Ok(if job_succeeded(&job) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
             InvocationCommand::Get { id, wait } => {
                 let job = if wait {
                     client.wait(&id, Duration::from_millis(500)).await?
                 } else {
-                    client.call(Method::GET, &format!("/api/v1/invocations/{id}"), None).await?
+                    client
+                        .call(Method::GET, &format!("/api/v1/invocations/{id}"), None)
+                        .await?
                 };
                 print(&job);
-                Ok(if !wait || job_succeeded(&job) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                Ok(if !wait || job_succeeded(&job) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
             InvocationCommand::List { source_id, status } => {
                 let mut query = Vec::new();
@@ -267,7 +326,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             InvocationCommand::Cancel { id } => {
-                print(&client.call(Method::PUT, &format!("/api/v1/invocations/{id}"), None).await?);
+                print(
+                    &client
+                        .call(Method::PUT, &format!("/api/v1/invocations/{id}"), None)
+                        .await?,
+                );
                 Ok(ExitCode::SUCCESS)
             }
         },

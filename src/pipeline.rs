@@ -144,7 +144,11 @@ async fn run_s3_job(
             },
         )
         .await?;
-    let source_id = claimed.job.source_id.map(|id| id.to_string()).unwrap_or_default();
+    let source_id = claimed
+        .job
+        .source_id
+        .map(|id| id.to_string())
+        .unwrap_or_default();
     let context = DocumentContext {
         services,
         collection: &collection,

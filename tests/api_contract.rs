@@ -13,7 +13,8 @@ const DOCS_ONLY: &str = "docs-only-token-456";
 
 fn seed_validator(name: &str) -> jsonschema::Validator {
     let mut schema: Value =
-        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/seed-schemas.json").unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/seed-schemas.json").unwrap())
+            .unwrap();
     schema["$ref"] = json!(format!("#/$defs/{name}"));
     jsonschema::options()
         .should_validate_formats(true)
@@ -23,8 +24,14 @@ fn seed_validator(name: &str) -> jsonschema::Validator {
 
 fn assert_matches(name: &str, value: &Value) {
     let validator = seed_validator(name);
-    let errors: Vec<String> = validator.iter_errors(value).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{value} is not a valid {name}: {errors:?}");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{value} is not a valid {name}: {errors:?}"
+    );
 }
 
 /// Asserts status and `{error, message}` body.
@@ -70,7 +77,10 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
     };
 
     // 401: no token, wrong token.
-    assert_error(daemon.request_with_token(Method::GET, "/api/v1/sources", None, None), 401);
+    assert_error(
+        daemon.request_with_token(Method::GET, "/api/v1/sources", None, None),
+        401,
+    );
     assert_error(
         daemon.request_with_token(Method::GET, "/api/v1/sources", None, Some("wrong")),
         401,
@@ -81,7 +91,10 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
     let (status, created) = call(Method::POST, "/api/v1/sources", Some(source.clone()));
     assert_eq!(status, 201, "{created}");
     let source_id = created["source_id"].as_str().unwrap().to_string();
-    assert_error(call(Method::POST, "/api/v1/sources", Some(source.clone())), 409);
+    assert_error(
+        call(Method::POST, "/api/v1/sources", Some(source.clone())),
+        409,
+    );
 
     // 400s for bad sources.
     let mut two_kinds = source.clone();
@@ -90,7 +103,10 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
         (two_kinds, "exactly one"),
         (json!({"database_name": "testdb"}), "exactly one"),
         (json!({"s3": source["s3"].clone()}), "database_name"),
-        (json!({"database_name": "x", "s3": source["s3"].clone()}), "database_name"),
+        (
+            json!({"database_name": "x", "s3": source["s3"].clone()}),
+            "database_name",
+        ),
         (
             {
                 let mut s = source.clone();
@@ -107,7 +123,10 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
             },
             "not available",
         ),
-        (json!({"database_name": "testdb", "github": {"repository": "a/b"}}), "not supported"),
+        (
+            json!({"database_name": "testdb", "github": {"repository": "a/b"}}),
+            "not supported",
+        ),
     ] {
         let error = assert_error(call(Method::POST, "/api/v1/sources", Some(body)), 400);
         assert!(error["message"].as_str().unwrap().contains(hint), "{error}");
@@ -128,28 +147,66 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
     for (body, hint) in [
         (json!({}), "object_key is required"),
         (json!({"object_key": "out/a.md"}), "path_prefix"),
-        (json!({"object_key": "in/a.md", "ref_identifier": {"branch": "main"}}), "ref_identifier"),
-        (json!({"object_key": "in/a.md", "custom_id": "x".repeat(121)}), "custom_id"),
-        (json!({"object_key": "in/a.md", "metadata": {"chroma_x": 1}}), "reserved"),
-        (json!({"object_key": "in/a.md", "metadata": {"nested": {"a": 1}}}), "string, number or boolean"),
-        (json!({"object_key": "in/a.md", "target_collection_name": "a"}), "target_collection_name"),
+        (
+            json!({"object_key": "in/a.md", "ref_identifier": {"branch": "main"}}),
+            "ref_identifier",
+        ),
+        (
+            json!({"object_key": "in/a.md", "custom_id": "x".repeat(121)}),
+            "custom_id",
+        ),
+        (
+            json!({"object_key": "in/a.md", "metadata": {"chroma_x": 1}}),
+            "reserved",
+        ),
+        (
+            json!({"object_key": "in/a.md", "metadata": {"nested": {"a": 1}}}),
+            "string, number or boolean",
+        ),
+        (
+            json!({"object_key": "in/a.md", "target_collection_name": "a"}),
+            "target_collection_name",
+        ),
         (json!({"object_key": 5}), "invalid request body"),
     ] {
         let error = assert_error(call(Method::POST, &invocations, Some(body)), 400);
-        assert!(error["message"].as_str().unwrap().contains(hint), "{hint}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(hint),
+            "{hint}: {error}"
+        );
     }
 
     // 201 and the seed's CreateJobResponse.
-    let (status, created) = call(Method::POST, &invocations, Some(json!({"object_key": "in/a.md"})));
+    let (status, created) = call(
+        Method::POST,
+        &invocations,
+        Some(json!({"object_key": "in/a.md"})),
+    );
     assert_eq!(status, 201, "{created}");
     assert_matches("CreateJobResponse", &created);
     let job_id = created["invocation_id"].as_str().unwrap().to_string();
 
     // 409: the same invocation while the first is pending or processing.
-    let error = assert_error(call(Method::POST, &invocations, Some(json!({"object_key": "in/a.md"}))), 409);
-    assert!(error["message"].as_str().unwrap().contains("already pending or processing"));
+    let error = assert_error(
+        call(
+            Method::POST,
+            &invocations,
+            Some(json!({"object_key": "in/a.md"})),
+        ),
+        409,
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("already pending or processing")
+    );
     // A different key is not a duplicate.
-    let (status, other) = call(Method::POST, &invocations, Some(json!({"object_key": "in/b.md"})));
+    let (status, other) = call(
+        Method::POST,
+        &invocations,
+        Some(json!({"object_key": "in/b.md"})),
+    );
     assert_eq!(status, 201, "{other}");
 
     // GET: the seed's Job, in whichever state it is.
@@ -160,37 +217,81 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
 
     // 404s.
     let unknown = "00000000-0000-4000-8000-000000000000";
-    assert_error(call(Method::GET, &format!("/api/v1/invocations/{unknown}"), None), 404);
-    assert_error(call(Method::PUT, &format!("/api/v1/invocations/{unknown}"), None), 404);
     assert_error(
-        call(Method::POST, &format!("/api/v1/sources/{unknown}/invocations"), Some(json!({"object_key": "in/a"}))),
+        call(Method::GET, &format!("/api/v1/invocations/{unknown}"), None),
         404,
     );
-    assert_error(call(Method::GET, &format!("/api/v1/sources/{unknown}"), None), 404);
-    assert_error(call(Method::DELETE, &format!("/api/v1/sources/{unknown}"), None), 404);
-    // 400 for a malformed id and for exclusive filters.
-    assert_error(call(Method::GET, "/api/v1/invocations/not-a-uuid", None), 400);
     assert_error(
-        call(Method::GET, &format!("/api/v1/invocations?source_id={source_id}&database_name=testdb"), None),
+        call(Method::PUT, &format!("/api/v1/invocations/{unknown}"), None),
+        404,
+    );
+    assert_error(
+        call(
+            Method::POST,
+            &format!("/api/v1/sources/{unknown}/invocations"),
+            Some(json!({"object_key": "in/a"})),
+        ),
+        404,
+    );
+    assert_error(
+        call(Method::GET, &format!("/api/v1/sources/{unknown}"), None),
+        404,
+    );
+    assert_error(
+        call(Method::DELETE, &format!("/api/v1/sources/{unknown}"), None),
+        404,
+    );
+    // 400 for a malformed id and for exclusive filters.
+    assert_error(
+        call(Method::GET, "/api/v1/invocations/not-a-uuid", None),
         400,
     );
-    assert_error(call(Method::GET, "/api/v1/invocations?status=weird", None), 400);
+    assert_error(
+        call(
+            Method::GET,
+            &format!("/api/v1/invocations?source_id={source_id}&database_name=testdb"),
+            None,
+        ),
+        400,
+    );
+    assert_error(
+        call(Method::GET, "/api/v1/invocations?status=weird", None),
+        400,
+    );
 
     // 403: a token limited to database "docs" cannot see or touch "testdb".
     let limited = |method: Method, path: &str, body: Option<Value>| {
         daemon.request_with_token(method, path, body, Some(DOCS_ONLY))
     };
-    assert_error(limited(Method::GET, &format!("/api/v1/invocations/{job_id}"), None), 403);
-    assert_error(limited(Method::PUT, &format!("/api/v1/invocations/{job_id}"), None), 403);
-    assert_error(limited(Method::GET, &format!("/api/v1/sources/{source_id}"), None), 403);
-    assert_error(limited(Method::POST, "/api/v1/sources", Some(source.clone())), 403);
+    assert_error(
+        limited(Method::GET, &format!("/api/v1/invocations/{job_id}"), None),
+        403,
+    );
+    assert_error(
+        limited(Method::PUT, &format!("/api/v1/invocations/{job_id}"), None),
+        403,
+    );
+    assert_error(
+        limited(Method::GET, &format!("/api/v1/sources/{source_id}"), None),
+        403,
+    );
+    assert_error(
+        limited(Method::POST, "/api/v1/sources", Some(source.clone())),
+        403,
+    );
     let mut docs_source = source.clone();
     docs_source["database_name"] = json!("docs");
     let (status, _) = limited(Method::POST, "/api/v1/sources", Some(docs_source));
     assert_eq!(status, 201, "the limited token may use its own database");
     let (status, visible) = limited(Method::GET, "/api/v1/sources", None);
     assert_eq!(status, 200);
-    assert!(visible.as_array().unwrap().iter().all(|s| s["database_name"] == "docs"));
+    assert!(
+        visible
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["database_name"] == "docs")
+    );
 
     // Cancel: 202 `{}` for a pending job, then 412 because it is cancelled.
     let (status, body) = call(Method::PUT, &format!("/api/v1/invocations/{job_id}"), None);
@@ -199,15 +300,26 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
     let job = daemon.wait_finished(&job_id, std::time::Duration::from_secs(30));
     assert_eq!(job["status"], "cancelled");
     assert_matches("Job", &job);
-    let error = assert_error(call(Method::PUT, &format!("/api/v1/invocations/{job_id}"), None), 412);
+    let error = assert_error(
+        call(Method::PUT, &format!("/api/v1/invocations/{job_id}"), None),
+        412,
+    );
     assert!(error["message"].as_str().unwrap().contains("cancelled"));
 
     // With the first one cancelled, the same invocation is accepted again.
-    let (status, _) = call(Method::POST, &invocations, Some(json!({"object_key": "in/a.md"})));
+    let (status, _) = call(
+        Method::POST,
+        &invocations,
+        Some(json!({"object_key": "in/a.md"})),
+    );
     assert_eq!(status, 201);
 
     // Lists validate as arrays of Job.
-    let (status, jobs) = call(Method::GET, &format!("/api/v1/invocations?source_id={source_id}&order_by=ASC"), None);
+    let (status, jobs) = call(
+        Method::GET,
+        &format!("/api/v1/invocations?source_id={source_id}&order_by=ASC"),
+        None,
+    );
     assert_eq!(status, 200);
     let jobs = jobs.as_array().unwrap();
     assert_eq!(jobs.len(), 3);
@@ -222,12 +334,28 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
     // Health: Chroma is unreachable, so 503 naming it.
     let (status, health) = daemon.request(Method::GET, "/health", None);
     assert_eq!(status, 503);
-    assert!(health["chroma"].as_str().unwrap().starts_with("unavailable"));
+    assert!(
+        health["chroma"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable")
+    );
     assert_eq!(health["queue"], "ok");
 
     // Deleting the source: 204, then 404.
-    assert_eq!(call(Method::DELETE, &format!("/api/v1/sources/{source_id}"), None).0, 204);
-    assert_error(call(Method::GET, &format!("/api/v1/sources/{source_id}"), None), 404);
+    assert_eq!(
+        call(
+            Method::DELETE,
+            &format!("/api/v1/sources/{source_id}"),
+            None
+        )
+        .0,
+        204
+    );
+    assert_error(
+        call(Method::GET, &format!("/api/v1/sources/{source_id}"), None),
+        404,
+    );
 }
 
 #[test]
@@ -238,27 +366,62 @@ fn openapi_document_agrees_with_the_seeds() {
     assert_eq!(status, 200);
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     let expectations = [
-        ("/api/v1/sources/{source_id}/invocations", "post", "create_job", vec!["201", "400", "401", "403", "404", "409", "500"]),
-        ("/api/v1/invocations/{invocation_id}", "get", "get_job", vec!["200", "400", "401", "403", "404", "500"]),
-        ("/api/v1/invocations/{invocation_id}", "put", "cancel_pending_job", vec!["202", "400", "401", "403", "404", "412", "500"]),
+        (
+            "/api/v1/sources/{source_id}/invocations",
+            "post",
+            "create_job",
+            vec!["201", "400", "401", "403", "404", "409", "500"],
+        ),
+        (
+            "/api/v1/invocations/{invocation_id}",
+            "get",
+            "get_job",
+            vec!["200", "400", "401", "403", "404", "500"],
+        ),
+        (
+            "/api/v1/invocations/{invocation_id}",
+            "put",
+            "cancel_pending_job",
+            vec!["202", "400", "401", "403", "404", "412", "500"],
+        ),
     ];
     for (path, method, operation_id, codes) in expectations {
         let operation = &spec["paths"][path][method];
         assert_eq!(operation["operationId"], operation_id, "{path} {method}");
-        let mut listed: Vec<&str> = operation["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut listed: Vec<&str> = operation["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         listed.sort();
         assert_eq!(listed, codes, "{path} {method}");
         assert!(operation["security"][0].get("x-chroma-token").is_some());
     }
-    for path in ["/api/v1/sources", "/api/v1/sources/{source_id}", "/api/v1/invocations", "/health",
-                 "/api/v1/sources/{source_id}/invocations/latest-by-keys"] {
+    for path in [
+        "/api/v1/sources",
+        "/api/v1/sources/{source_id}",
+        "/api/v1/invocations",
+        "/health",
+        "/api/v1/sources/{source_id}/invocations/latest-by-keys",
+    ] {
         assert!(spec["paths"].get(path).is_some(), "{path} documented");
     }
     let schemas = &spec["components"]["schemas"];
-    for name in ["Job", "JobStatus", "CreateJobPayload", "CreateJobResponse", "ErrorResponse", "IndexJobMetadata"] {
+    for name in [
+        "Job",
+        "JobStatus",
+        "CreateJobPayload",
+        "CreateJobResponse",
+        "ErrorResponse",
+        "IndexJobMetadata",
+    ] {
         assert!(schemas.get(name).is_some(), "schema {name}");
     }
-    assert_eq!(spec["components"]["securitySchemes"]["x-chroma-token"]["name"], "x-chroma-token");
+    assert_eq!(
+        spec["components"]["securitySchemes"]["x-chroma-token"]["name"],
+        "x-chroma-token"
+    );
 
     // Healthy when Chroma and the queue answer.
     let (status, health) = daemon.request(Method::GET, "/health", None);

@@ -18,7 +18,11 @@ fn reference() -> Vec<(String, Vec<f32>)> {
         .unwrap()
         .iter()
         .map(|s| {
-            let vector = s["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32);
+            let vector = s["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32);
             (s["text"].as_str().unwrap().to_string(), vector.collect())
         })
         .collect()
@@ -26,7 +30,8 @@ fn reference() -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn vectors_match_the_reference_model() {
-    let model = MiniLm::load(&common::model_dir(), 4).expect("model installed by scripts/install-model");
+    let model =
+        MiniLm::load(&common::model_dir(), 4).expect("model installed by scripts/install-model");
     assert_eq!(model.dimension(), 384);
     let sentences = reference();
     assert!(sentences.len() >= 10);
@@ -44,7 +49,9 @@ fn vectors_match_the_reference_model() {
 
     // sentence-transformers' own published values for "hello world".
     let hello = &batched[texts.iter().position(|t| *t == "hello world").unwrap()];
-    let published = [-0.0344773, 0.0310233, 0.0067349, 0.0261089, -0.0393620, -0.1603025];
+    let published = [
+        -0.0344773, 0.0310233, 0.0067349, 0.0261089, -0.0393620, -0.1603025,
+    ];
     for (got, want) in hello.iter().zip(published) {
         assert!((got - want).abs() < 1e-4, "{got} vs {want}");
     }
@@ -53,7 +60,10 @@ fn vectors_match_the_reference_model() {
 #[test]
 fn a_missing_model_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let error = MiniLm::load(dir.path(), 8).err().expect("loading fails").to_string();
+    let error = MiniLm::load(dir.path(), 8)
+        .err()
+        .expect("loading fails")
+        .to_string();
     assert!(error.contains("config.json is missing"), "{error}");
     assert!(error.contains("CHROMA_SYNCD_MODEL_DIR"), "{error}");
 }

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 fn big_markdown(sections: usize) -> String {
     (0..sections)
         .map(|i| {
-            let words: String = (0..90).map(|w| format!("word{} ", (i * 7 + w) % 500)).collect();
+            let words: String = (0..90)
+                .map(|w| format!("word{} ", (i * 7 + w) % 500))
+                .collect();
             format!("## Section {i}\n\n{words}\n\n")
         })
         .collect()
@@ -20,12 +22,20 @@ fn big_markdown(sections: usize) -> String {
 
 /// Waits until the job is processing and has upserted at least one batch.
 fn wait_mid_job(daemon: &Daemon, id: &str) {
-    wait_until("the job to be part-way through", Duration::from_secs(120), || {
-        let job = daemon.job(id);
-        assert!(!job["status"].is_object(), "job finished before the fault: {job}");
-        (job["status"] == "processing" && job["stats"]["chunks_upserted"].as_u64().unwrap_or(0) > 0)
-            .then_some(())
-    });
+    wait_until(
+        "the job to be part-way through",
+        Duration::from_secs(120),
+        || {
+            let job = daemon.job(id);
+            assert!(
+                !job["status"].is_object(),
+                "job finished before the fault: {job}"
+            );
+            (job["status"] == "processing"
+                && job["stats"]["chunks_upserted"].as_u64().unwrap_or(0) > 0)
+                .then_some(())
+        },
+    );
 }
 
 /// IDs and documents of a collection, for comparing with a clean run.
@@ -47,9 +57,9 @@ fn a_job_survives_kill_9_of_the_daemon_and_finishes_after_restart() {
     let chroma = Chroma::start();
     let s3 = S3::start();
     let mut daemon = Daemon::start(&chroma.url());
-    s3.create_bucket("b");
-    s3.put("b", "big.md", big_markdown(300), None);
-    let source = daemon.create_source(s3_source(&s3, "b", "crashy", None));
+    s3.create_bucket("bulk");
+    s3.put("bulk", "big.md", big_markdown(120), None);
+    let source = daemon.create_source(s3_source(&s3, "bulk", "crashy", None));
 
     let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
     wait_mid_job(&daemon, &id);
@@ -61,11 +71,18 @@ fn a_job_survives_kill_9_of_the_daemon_and_finishes_after_restart() {
     assert_eq!(job["attempt"], 2, "{job}");
 
     // A clean run of the same object into another collection for comparison.
-    let clean = daemon.invoke(&source, json!({"object_key": "big.md", "target_collection_name": "clean"}));
+    let clean = daemon.invoke(
+        &source,
+        json!({"object_key": "big.md", "target_collection_name": "clean"}),
+    );
     daemon.wait_complete(&clean);
     let crashed = contents(&chroma, "crashy");
     assert!(crashed.len() > 50);
-    assert_eq!(crashed, contents(&chroma, "clean"), "same IDs, documents and metadata as a clean run");
+    assert_eq!(
+        crashed,
+        contents(&chroma, "clean"),
+        "same IDs, documents and metadata as a clean run"
+    );
 }
 
 #[test]
@@ -73,9 +90,9 @@ fn chroma_down_mid_job_retries_and_completes_when_it_returns() {
     let mut chroma = Chroma::start();
     let s3 = S3::start();
     let daemon = Daemon::start(&chroma.url());
-    s3.create_bucket("b");
-    s3.put("b", "big.md", big_markdown(300), None);
-    let source = daemon.create_source(s3_source(&s3, "b", "flaky", None));
+    s3.create_bucket("bulk");
+    s3.put("bulk", "big.md", big_markdown(120), None);
+    let source = daemon.create_source(s3_source(&s3, "bulk", "flaky", None));
 
     let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
     wait_mid_job(&daemon, &id);
@@ -83,14 +100,23 @@ fn chroma_down_mid_job_retries_and_completes_when_it_returns() {
     // The attempt fails transiently and the job waits for a retry, saying why.
     let pending = wait_until("a retry to be scheduled", Duration::from_secs(60), || {
         let job = daemon.job(&id);
-        job["last_error"].as_str().is_some_and(|e| e.contains("Chroma")).then_some(job)
+        job["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Chroma"))
+            .then_some(job)
     });
-    assert!(!pending["status"].is_object(), "not finished yet: {pending}");
+    assert!(
+        !pending["status"].is_object(),
+        "not finished yet: {pending}"
+    );
     chroma.restart();
 
     let job = daemon.wait_complete(&id);
     assert!(job["attempt"].as_u64().unwrap() >= 2, "{job}");
-    let clean = daemon.invoke(&source, json!({"object_key": "big.md", "target_collection_name": "clean"}));
+    let clean = daemon.invoke(
+        &source,
+        json!({"object_key": "big.md", "target_collection_name": "clean"}),
+    );
     daemon.wait_complete(&clean);
     assert_eq!(contents(&chroma, "flaky"), contents(&chroma, "clean"));
 }
@@ -100,14 +126,16 @@ fn chroma_staying_down_ends_in_a_clean_failure() {
     let mut chroma = Chroma::start();
     let s3 = S3::start();
     let daemon = Daemon::start(&chroma.url());
-    s3.create_bucket("b");
-    s3.put("b", "doc.md", "# Doc\n\nSome text.\n", None);
-    let source = daemon.create_source(s3_source(&s3, "b", "gone", None));
+    s3.create_bucket("bulk");
+    s3.put("bulk", "doc.md", "# Doc\n\nSome text.\n", None);
+    let source = daemon.create_source(s3_source(&s3, "bulk", "gone", None));
     chroma.stop();
 
     let id = daemon.invoke(&source, json!({"object_key": "doc.md"}));
     let job = daemon.wait_finished(&id, Duration::from_secs(120));
-    let error = job["status"]["failed"]["error"].as_str().unwrap_or_else(|| panic!("{job}"));
+    let error = job["status"]["failed"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{job}"));
     assert!(error.contains("Chroma unreachable"), "{error}");
     assert!(error.contains("gave up after 3 attempts"), "{error}");
     assert_eq!(job["attempt"], 3);

@@ -11,7 +11,12 @@ use serde_json::{Value, json};
 /// A guide of several sections, each too long to share a 256-token chunk.
 fn guide_v1() -> String {
     let mut text = String::from("# Install guide\n\n");
-    for (title, topic) in [("Download", "binary"), ("Configure", "config file"), ("Run", "daemon"), ("Troubleshoot", "logs")] {
+    for (title, topic) in [
+        ("Download", "binary"),
+        ("Configure", "config file"),
+        ("Run", "daemon"),
+        ("Troubleshoot", "logs"),
+    ] {
         text.push_str(&format!("## {title}\n\n"));
         for sentence in 0..12 {
             text.push_str(&format!(
@@ -52,7 +57,12 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
 
     s3.create_bucket("team-docs");
     let guide_text = guide_v1();
-    s3.put("team-docs", "docs/guide.md", guide_text.clone(), Some("text/markdown"));
+    s3.put(
+        "team-docs",
+        "docs/guide.md",
+        guide_text.clone(),
+        Some("text/markdown"),
+    );
     s3.put("team-docs", "docs/src/lib.rs", rust_code(), None);
     s3.put(
         "team-docs",
@@ -61,16 +71,30 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
          <nav>Home | About</nav><h1>Release notes</h1><p>Version 2 adds S3 sync.</p></body></html>",
         Some("text/html"),
     );
-    s3.put("team-docs", "docs/hello.txt", "hello world", Some("text/plain"));
-    s3.put("team-docs", "docs/logo.png", vec![0x89, b'P', b'N', b'G', 0, 0, 1, 2], Some("image/png"));
+    s3.put(
+        "team-docs",
+        "docs/hello.txt",
+        "hello world",
+        Some("text/plain"),
+    );
+    s3.put(
+        "team-docs",
+        "docs/logo.png",
+        vec![0x89, b'P', b'N', b'G', 0, 0, 1, 2],
+        Some("image/png"),
+    );
 
     let source_id = daemon.create_source(s3_source(&s3, "team-docs", "knowledge", Some("docs/")));
 
     // The source reads back with its effective defaults filled in.
-    let (status, source) = daemon.request(Method::GET, &format!("/api/v1/sources/{source_id}"), None);
+    let (status, source) =
+        daemon.request(Method::GET, &format!("/api/v1/sources/{source_id}"), None);
     assert_eq!(status, 200);
     assert_eq!(source["s3"]["path_prefix"], "docs/");
-    assert_eq!(source["embedding_model"]["model"], "sentence-transformers/all-MiniLM-L6-v2");
+    assert_eq!(
+        source["embedding_model"]["model"],
+        "sentence-transformers/all-MiniLM-L6-v2"
+    );
 
     let guide = daemon.invoke(
         &source_id,
@@ -86,7 +110,10 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
 
     for id in [&guide, &code, &page, &hello] {
         let job = daemon.wait_complete(id);
-        assert!(job["stats"]["chunks_upserted"].as_u64().unwrap() > 0, "{job}");
+        assert!(
+            job["stats"]["chunks_upserted"].as_u64().unwrap() > 0,
+            "{job}"
+        );
         assert_eq!(job["attempt"], 1);
     }
     let guide_job = daemon.job(&guide);
@@ -94,7 +121,10 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
     assert_eq!(guide_job["metadata"]["s3"]["object_key"], "docs/guide.md");
     assert_eq!(guide_job["metadata"]["collection_name"], "knowledge");
     assert_eq!(guide_job["metadata"]["database_name"], "testdb");
-    assert_eq!(guide_job["metadata"]["s3"]["additional_metadata"]["team"], "search");
+    assert_eq!(
+        guide_job["metadata"]["s3"]["additional_metadata"]["team"],
+        "search"
+    );
 
     // Binary content completes without chunks, and says why.
     let logo_job = daemon.wait_complete(&logo);
@@ -110,20 +140,31 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
     // --- the "knowledge" collection: markdown, html and text, sha256 IDs
     let knowledge = chroma.records("testdb", "knowledge");
     let config = &knowledge.collection["configuration_json"]["embedding_function"];
-    assert_eq!(config["name"], "default", "Chroma clients embed queries with the same model");
+    assert_eq!(
+        config["name"], "default",
+        "Chroma clients embed queries with the same model"
+    );
     assert_eq!(knowledge.collection["metadata"]["finished_ingest"], true);
 
     let guide_sha = sha256_hex("docs/guide.md");
     let guide_chunks = knowledge.of_key("docs/guide.md");
     assert!(guide_chunks.len() >= 2, "markdown split into sections");
-    let expected_ids: Vec<String> = (0..guide_chunks.len()).map(|n| format!("{guide_sha}-{n}")).collect();
+    let expected_ids: Vec<String> = (0..guide_chunks.len())
+        .map(|n| format!("{guide_sha}-{n}"))
+        .collect();
     let mut ids: Vec<String> = guide_chunks.iter().map(|r| r.id.clone()).collect();
     ids.sort();
     let mut expected_sorted = expected_ids.clone();
     expected_sorted.sort();
     assert_eq!(ids, expected_sorted);
     let etag = runtime().block_on(async {
-        s3.client.head_object().bucket("team-docs").key("docs/guide.md").send().await.unwrap()
+        s3.client
+            .head_object()
+            .bucket("team-docs")
+            .key("docs/guide.md")
+            .send()
+            .await
+            .unwrap()
     });
     let etag = etag.e_tag().unwrap().trim_matches('"').to_string();
     for record in &guide_chunks {
@@ -137,8 +178,14 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
         assert_eq!(meta["bucket"], "team-docs");
         assert_eq!(meta["team"], "search");
         assert_eq!(meta["priority"], 2);
-        assert_eq!(meta["content_sha256"], sha256_hex(&record.document).as_str());
-        assert!(guide_text.contains(record.document.trim()), "chunk text comes from the document");
+        assert_eq!(
+            meta["content_sha256"],
+            sha256_hex(&record.document).as_str()
+        );
+        assert!(
+            guide_text.contains(record.document.trim()),
+            "chunk text comes from the document"
+        );
         assert_eq!(record.embedding.len(), 384);
         let norm: f32 = record.embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-3, "vectors are L2-normalised");
@@ -150,13 +197,22 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
             "start_line {start} points at the chunk: {first_line:?} vs {chunk_first_line:?}"
         );
     }
-    assert_eq!(chunk_indices(&guide_chunks), (0..guide_chunks.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        chunk_indices(&guide_chunks),
+        (0..guide_chunks.len() as u64).collect::<Vec<_>>()
+    );
 
     let page_chunks = knowledge.of_key("docs/page.html");
     let page_text: String = page_chunks.iter().map(|r| r.document.clone()).collect();
     assert!(page_text.contains("# Release notes"), "{page_text}");
-    assert!(!page_text.contains('<') && !page_text.contains("secret"), "{page_text}");
-    assert!(!page_text.contains("Home | About"), "navigation dropped: {page_text}");
+    assert!(
+        !page_text.contains('<') && !page_text.contains("secret"),
+        "{page_text}"
+    );
+    assert!(
+        !page_text.contains("Home | About"),
+        "navigation dropped: {page_text}"
+    );
 
     // The vector of a one-chunk document equals the reference model's vector.
     let reference: Value = serde_json::from_str(
@@ -197,7 +253,12 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
     assert_eq!(chunk_indices(&code_chunks), expected);
 
     // --- re-sync after the object shrank, without the extra metadata
-    s3.put("team-docs", "docs/guide.md", GUIDE_V2, Some("text/markdown"));
+    s3.put(
+        "team-docs",
+        "docs/guide.md",
+        GUIDE_V2,
+        Some("text/markdown"),
+    );
     let resync = daemon.invoke(&source_id, json!({"object_key": "docs/guide.md"}));
     let resync_job = daemon.wait_complete(&resync);
     let after = chroma.records("testdb", "knowledge");
@@ -205,7 +266,10 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
     assert_eq!(guide_after.len(), 1, "stale chunks are gone");
     assert_eq!(guide_after[0].id, format!("{guide_sha}-0"));
     assert_eq!(guide_after[0].document.trim(), GUIDE_V2.trim());
-    assert!(guide_after[0].metadata.get("team").is_none(), "old invocation metadata does not linger");
+    assert!(
+        guide_after[0].metadata.get("team").is_none(),
+        "old invocation metadata does not linger"
+    );
     assert_eq!(
         resync_job["stats"]["chunks_deleted"].as_u64().unwrap(),
         guide_chunks.len() as u64 - 1
@@ -229,10 +293,18 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
     assert_eq!(body["error"], "not_cancelable");
 
     // Listing by source shows all six, newest first.
-    let (status, jobs) =
-        daemon.request(Method::GET, &format!("/api/v1/invocations?source_id={source_id}"), None);
+    let (status, jobs) = daemon.request(
+        Method::GET,
+        &format!("/api/v1/invocations?source_id={source_id}"),
+        None,
+    );
     assert_eq!(status, 200);
-    let listed: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed.len(), 6);
     assert_eq!(listed[0], resync);
 
@@ -247,7 +319,12 @@ fn a_configured_credential_is_used_and_a_missing_object_fails_clearly() {
     let s3 = S3::start();
     let daemon = Daemon::start(&chroma.url());
     s3.create_bucket("private");
-    s3.put("private", "notes/a.md", "# Notes\n\nSecret plans for the launch.\n", None);
+    s3.put(
+        "private",
+        "notes/a.md",
+        "# Notes\n\nSecret plans for the launch.\n",
+        None,
+    );
 
     let mut body = s3_source(&s3, "private", "notes", None);
     body["s3"]["aws_credential_id"] = json!(1);
@@ -259,15 +336,22 @@ fn a_configured_credential_is_used_and_a_missing_object_fails_clearly() {
     // A key that does not exist: failed at once (no retries), with S3's reason.
     let missing = daemon.invoke(&source_id, json!({"object_key": "notes/missing.md"}));
     let job = daemon.wait_finished(&missing, std::time::Duration::from_secs(60));
-    let error = job["status"]["failed"]["error"].as_str().unwrap_or_else(|| panic!("{job}"));
-    assert!(error.contains("NoSuchKey") && error.contains("s3://private/notes/missing.md"), "{error}");
+    let error = job["status"]["failed"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{job}"));
+    assert!(
+        error.contains("NoSuchKey") && error.contains("s3://private/notes/missing.md"),
+        "{error}"
+    );
     assert_eq!(job["attempt"], 1, "permanent errors are not retried");
 
     // A bucket that does not exist fails clearly too.
     let nobucket = daemon.create_source(s3_source(&s3, "no-such-bucket", "notes", None));
     let job_id = daemon.invoke(&nobucket, json!({"object_key": "x.md"}));
     let job = daemon.wait_finished(&job_id, std::time::Duration::from_secs(60));
-    let error = job["status"]["failed"]["error"].as_str().unwrap_or_else(|| panic!("{job}"));
+    let error = job["status"]["failed"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{job}"));
     assert!(error.contains("NoSuchBucket"), "{error}");
     assert!(!daemon.log().contains(S3_SECRET));
 }

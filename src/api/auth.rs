@@ -47,7 +47,11 @@ impl Authenticator {
         self.tokens.is_empty()
     }
 
-    fn authenticate(&self, token: Option<&str>, peer: Option<SocketAddr>) -> Result<Principal, ApiError> {
+    fn authenticate(
+        &self,
+        token: Option<&str>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Principal, ApiError> {
         if self.tokens.is_empty() {
             return match peer {
                 Some(peer) if peer.ip().is_loopback() => Ok(Principal { databases: None }),
@@ -87,10 +91,7 @@ pub async fn require_token(
         .get("x-chroma-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    match state
-        .auth
-        .authenticate(token.as_deref(), peer)
-    {
+    match state.auth.authenticate(token.as_deref(), peer) {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await

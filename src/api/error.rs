@@ -88,7 +88,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let message = match &rejection {
         JsonRejection::JsonDataError(e) => format!("invalid request body: {}", e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => format!("request body is not valid JSON: {}", e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => {
+            format!("request body is not valid JSON: {}", e.body_text())
+        }
         JsonRejection::MissingJsonContentType(_) => {
             "request body must be JSON with `Content-Type: application/json`".to_string()
         }

@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use super::auth::Principal;
 use super::error::{ApiJson, ApiPath, ApiQuery};
-use super::sources::{load_source, parse_limit, parse_order, parse_source_type, validate_chroma_name};
+use super::sources::{
+    load_source, parse_limit, parse_order, parse_source_type, validate_chroma_name,
+};
 use super::{ApiError, AppState};
 use crate::config::sha256_hex;
 use crate::model::{
@@ -63,7 +65,9 @@ pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJ
         ));
     }
     let Some(object_key) = payload.object_key.as_deref() else {
-        return Err(ApiError::bad_request("object_key is required for S3 sources"));
+        return Err(ApiError::bad_request(
+            "object_key is required for S3 sources",
+        ));
     };
     if object_key.is_empty() || object_key.len() > MAX_OBJECT_KEY_BYTES {
         return Err(ApiError::bad_request(format!(
@@ -144,9 +148,9 @@ pub async fn create(
     let source = load_source(&state, &principal, source_id).await?;
     let job = plan_job(&source, payload)?;
     let job = state.queue.enqueue(job).await.map_err(|e| match e {
-        crate::queue::QueueError::Duplicate(_) => ApiError::conflict(
-            "an identical invocation is already pending or processing",
-        ),
+        crate::queue::QueueError::Duplicate(_) => {
+            ApiError::conflict("an identical invocation is already pending or processing")
+        }
         other => other.into(),
     })?;
     state.wake.notify_waiters();

@@ -44,8 +44,14 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/sources", post(sources::create).get(sources::list))
-        .route("/sources/{source_id}", get(sources::get).delete(sources::delete))
-        .route("/sources/{source_id}/invocations", post(invocations::create))
+        .route(
+            "/sources/{source_id}",
+            get(sources::get).delete(sources::delete),
+        )
+        .route(
+            "/sources/{source_id}/invocations",
+            post(invocations::create),
+        )
         .route(
             "/sources/{source_id}/invocations/latest-by-keys",
             post(invocations::latest_by_keys),
@@ -63,7 +69,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/health", get(health))
         .route("/readyz", get(health))
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "alive"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "alive"})) }),
+        )
         .route("/openapi.json", get(|| async { Json(openapi::spec()) }))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)

@@ -83,7 +83,10 @@ pub fn parse_source_type(value: Option<&str>) -> Result<Option<SourceType>, ApiE
 }
 
 /// Checks a source completely; returns its type.
-pub fn validate(s3_clients: &S3Clients, payload: &CreateSourcePayload) -> Result<SourceType, ApiError> {
+pub fn validate(
+    s3_clients: &S3Clients,
+    payload: &CreateSourcePayload,
+) -> Result<SourceType, ApiError> {
     let given = [
         payload.github.is_some(),
         payload.web_scrape.is_some(),
@@ -123,7 +126,9 @@ pub fn validate(s3_clients: &S3Clients, payload: &CreateSourcePayload) -> Result
             } => (*max_lines, *max_size_bytes),
         };
         if lines == Some(0) {
-            return Err(ApiError::bad_request("chunking.max_lines must be at least 1"));
+            return Err(ApiError::bad_request(
+                "chunking.max_lines must be at least 1",
+            ));
         }
         if bytes.is_some_and(|b| !(64..=16 * 1024).contains(&b)) {
             return Err(ApiError::bad_request(
@@ -144,7 +149,11 @@ pub fn validate(s3_clients: &S3Clients, payload: &CreateSourcePayload) -> Result
             )));
         }
     }
-    if payload.embedding.as_ref().is_some_and(|e| e.sparse.is_some()) {
+    if payload
+        .embedding
+        .as_ref()
+        .is_some_and(|e| e.sparse.is_some())
+    {
         return Err(ApiError::bad_request(
             "sparse embeddings are not supported by this version of chroma-syncd yet",
         ));

@@ -62,7 +62,11 @@ impl MiniLm {
         // SAFETY: the file is memory-mapped read-only; the daemon never writes
         // model files, and a concurrent external writer is a misconfiguration.
         let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &device)
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &device,
+            )
         }
         .map_err(|e| fail(format!("mapping model.safetensors: {e}")))?;
         let model = BertModel::load(vb, &config)
@@ -108,7 +112,11 @@ impl MiniLm {
             let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
             let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
             let mean = summed.broadcast_div(&counts)?;
-            let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+            let norms = mean
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12f32, f32::MAX)?;
             mean.broadcast_div(&norms)?.to_vec2::<f32>()
         };
         tensors().map_err(|e| fail(e.to_string()))

@@ -118,7 +118,10 @@ pub enum Outcome {
     Complete,
     Failed(String),
     /// Transient failure: back to `pending` until `after` has passed.
-    Retry { error: String, after: Duration },
+    Retry {
+        error: String,
+        after: Duration,
+    },
     Cancelled,
     /// Shutdown: back to `pending` at once, this attempt not counted.
     Released,

@@ -208,13 +208,19 @@ impl Queue for SqliteQueue {
     async fn list_sources(&self, filter: &SourceFilter) -> Result<Vec<SourceRecord>, QueueError> {
         let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM sources WHERE 1 = 1");
         if let Some(database) = &filter.database_name {
-            query.push(" AND database_name = ").push_bind(database.clone());
+            query
+                .push(" AND database_name = ")
+                .push_bind(database.clone());
         }
         if let Some(source_type) = filter.source_type {
-            query.push(" AND source_type = ").push_bind(source_type.as_str());
+            query
+                .push(" AND source_type = ")
+                .push_bind(source_type.as_str());
         }
         let order = if filter.ascending { "ASC" } else { "DESC" };
-        query.push(format!(" ORDER BY created_at {order}, rowid {order} LIMIT "));
+        query.push(format!(
+            " ORDER BY created_at {order}, rowid {order} LIMIT "
+        ));
         query.push_bind(filter.limit as i64);
         query.push(" OFFSET ").push_bind(filter.offset as i64);
         let rows = query.build().fetch_all(&self.pool).await?;
@@ -296,19 +302,27 @@ impl Queue for SqliteQueue {
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError> {
         let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM jobs WHERE 1 = 1");
         if let Some(source_id) = filter.source_id {
-            query.push(" AND source_id = ").push_bind(source_id.to_string());
+            query
+                .push(" AND source_id = ")
+                .push_bind(source_id.to_string());
         }
         if let Some(database) = &filter.database_name {
-            query.push(" AND database_name = ").push_bind(database.clone());
+            query
+                .push(" AND database_name = ")
+                .push_bind(database.clone());
         }
         if let Some(source_type) = filter.source_type {
-            query.push(" AND source_type = ").push_bind(source_type.as_str());
+            query
+                .push(" AND source_type = ")
+                .push_bind(source_type.as_str());
         }
         if let Some(status) = &filter.status {
             query.push(" AND state = ").push_bind(status.clone());
         }
         let order = if filter.ascending { "ASC" } else { "DESC" };
-        query.push(format!(" ORDER BY created_at {order}, rowid {order} LIMIT "));
+        query.push(format!(
+            " ORDER BY created_at {order}, rowid {order} LIMIT "
+        ));
         query.push_bind(filter.limit as i64);
         query.push(" OFFSET ").push_bind(filter.offset as i64);
         let rows = query.build().fetch_all(&self.pool).await?;
@@ -440,7 +454,11 @@ impl Queue for SqliteQueue {
         .await?;
         Ok(match row {
             None => HeartbeatOutcome::LeaseLost,
-            Some(row) if row.try_get::<Option<i64>, _>("cancel_requested_at")?.is_some() => {
+            Some(row)
+                if row
+                    .try_get::<Option<i64>, _>("cancel_requested_at")?
+                    .is_some() =>
+            {
                 HeartbeatOutcome::CancelRequested
             }
             Some(_) => HeartbeatOutcome::Continue,

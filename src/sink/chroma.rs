@@ -135,18 +135,18 @@ impl ChromaClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
+        let response = request.send().await.map_err(|e| ChromaError::Unreachable {
+            doing: doing.to_string(),
+            message: describe_reqwest(&e),
+        })?;
+        let status = response.status();
+        let text = response
+            .text()
             .await
             .map_err(|e| ChromaError::Unreachable {
                 doing: doing.to_string(),
                 message: describe_reqwest(&e),
             })?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| ChromaError::Unreachable {
-            doing: doing.to_string(),
-            message: describe_reqwest(&e),
-        })?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok((status, value))
     }
@@ -182,7 +182,12 @@ impl ChromaClient {
             .server_batch_size
             .get_or_try_init(|| async {
                 let value = self
-                    .call_ok(Method::GET, "/pre-flight-checks", None, "asking the max batch size")
+                    .call_ok(
+                        Method::GET,
+                        "/pre-flight-checks",
+                        None,
+                        "asking the max batch size",
+                    )
                     .await?;
                 Ok::<usize, ChromaError>(
                     value
@@ -377,7 +382,11 @@ impl ChromaClient {
         if ids.is_empty() {
             return Ok(());
         }
-        let doing = format!("deleting {} stale records from {}", ids.len(), collection.name);
+        let doing = format!(
+            "deleting {} stale records from {}",
+            ids.len(),
+            collection.name
+        );
         self.call_ok(
             Method::POST,
             &format!("{}/delete", self.collection_path(collection)),

@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn user_metadata_rules() {
-        let ok: Map<String, Value> = serde_json::from_str(r#"{"a": 1, "b": "x", "c": true, "d": 1.5}"#).unwrap();
+        let ok: Map<String, Value> =
+            serde_json::from_str(r#"{"a": 1, "b": "x", "c": true, "d": 1.5}"#).unwrap();
         assert!(validate_user_metadata(&ok).is_ok());
         for bad in [
             r#"{"chroma_x": 1}"#,

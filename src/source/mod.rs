@@ -28,7 +28,10 @@ pub enum Fetched {
     Document(Document),
     /// The document exists but is not indexed (too large, …); its old chunks
     /// are removed and the reason is recorded in the job stats.
-    Skipped { key: String, reason: String },
+    Skipped {
+        key: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

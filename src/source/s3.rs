@@ -141,9 +141,8 @@ impl S3Object {
         let mut body = response.body;
         let mut bytes = BytesMut::with_capacity(size as usize);
         while let Some(piece) = body.next().await {
-            let piece = piece.map_err(|e| {
-                SourceError::Transient(format!("reading body of {location}: {e}"))
-            })?;
+            let piece = piece
+                .map_err(|e| SourceError::Transient(format!("reading body of {location}: {e}")))?;
             if (bytes.len() + piece.len()) as u64 > self.max_bytes {
                 return Ok(Fetched::Skipped {
                     key: self.key.clone(),
@@ -195,7 +194,9 @@ where
             let status = context.raw().status().as_u16();
             let code = context.err().code().unwrap_or("Unknown").to_string();
             let message = context.err().message().unwrap_or("").to_string();
-            let text = format!("{doing}: {code} (HTTP {status}) {message}").trim_end().to_string();
+            let text = format!("{doing}: {code} (HTTP {status}) {message}")
+                .trim_end()
+                .to_string();
             let throttled = matches!(code.as_str(), "SlowDown" | "Throttling" | "RequestTimeout");
             if status >= 500 || status == 429 || throttled {
                 SourceError::Transient(text)
@@ -208,7 +209,11 @@ where
 }
 
 /// Every object key under `prefix`, following `ListObjectsV2` pagination.
-pub async fn list_keys(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, SourceError> {
+pub async fn list_keys(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, SourceError> {
     let mut keys = Vec::new();
     let mut pages = client
         .list_objects_v2()

@@ -42,7 +42,10 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -55,7 +58,11 @@ pub fn http() -> reqwest::blocking::Client {
 }
 
 fn answers(url: &str) -> bool {
-    http().get(url).send().map(|r| r.status().is_success()).unwrap_or(false)
+    http()
+        .get(url)
+        .send()
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
 }
 
 /// A child process killed (SIGKILL) and reaped on drop.
@@ -113,7 +120,14 @@ impl Chroma {
     pub fn restart(&mut self) {
         self.process.kill();
         let child = Command::new(venv().join("bin/chroma"))
-            .args(["run", "--host", "127.0.0.1", "--port", &self.port.to_string(), "--path"])
+            .args([
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--path",
+            ])
             .arg(self.data.path().join("db"))
             .env("ANONYMIZED_TELEMETRY", "False")
             .stdin(Stdio::null())
@@ -123,7 +137,9 @@ impl Chroma {
             .expect("starting chroma (run scripts/test to set up the venv)");
         self.process = Guard(Some(child));
         let url = format!("{}/api/v2/heartbeat", self.url());
-        wait_until("chroma to answer", Duration::from_secs(90), || answers(&url).then_some(()));
+        wait_until("chroma to answer", Duration::from_secs(90), || {
+            answers(&url).then_some(())
+        });
     }
 
     pub fn stop(&mut self) {
@@ -131,16 +147,25 @@ impl Chroma {
     }
 
     fn database_path(&self, database: &str) -> String {
-        format!("{}/api/v2/tenants/default_tenant/databases/{database}", self.url())
+        format!(
+            "{}/api/v2/tenants/default_tenant/databases/{database}",
+            self.url()
+        )
     }
 
     /// The collection's JSON, or `None` when it does not exist.
     pub fn collection(&self, database: &str, name: &str) -> Option<Value> {
         let response = http()
-            .get(format!("{}/collections/{name}", self.database_path(database)))
+            .get(format!(
+                "{}/collections/{name}",
+                self.database_path(database)
+            ))
             .send()
             .unwrap();
-        response.status().is_success().then(|| response.json().unwrap())
+        response
+            .status()
+            .is_success()
+            .then(|| response.json().unwrap())
     }
 
     /// All records: `{ids, documents, metadatas, embeddings}`, sorted by id.
@@ -150,7 +175,10 @@ impl Chroma {
             .unwrap_or_else(|| panic!("collection {database}/{name} exists"));
         let id = collection["id"].as_str().unwrap();
         let value: Value = http()
-            .post(format!("{}/collections/{id}/get", self.database_path(database)))
+            .post(format!(
+                "{}/collections/{id}/get",
+                self.database_path(database)
+            ))
             .json(&json!({"include": ["documents", "metadatas", "embeddings"], "limit": 100000}))
             .send()
             .unwrap()
@@ -159,7 +187,10 @@ impl Chroma {
         let mut rows: Vec<Record> = (0..value["ids"].as_array().unwrap().len())
             .map(|i| Record {
                 id: value["ids"][i].as_str().unwrap().to_string(),
-                document: value["documents"][i].as_str().unwrap_or_default().to_string(),
+                document: value["documents"][i]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 metadata: value["metadatas"][i].clone(),
                 embedding: value["embeddings"][i]
                     .as_array()
@@ -190,7 +221,10 @@ impl Records {
         self.rows.iter().map(|r| r.id.clone()).collect()
     }
     pub fn of_key(&self, key: &str) -> Vec<&Record> {
-        self.rows.iter().filter(|r| r.metadata["document_key"] == key).collect()
+        self.rows
+            .iter()
+            .filter(|r| r.metadata["document_key"] == key)
+            .collect()
     }
 }
 
@@ -245,11 +279,22 @@ impl S3 {
 
     pub fn create_bucket(&self, bucket: &str) {
         runtime().block_on(async {
-            self.client.create_bucket().bucket(bucket).send().await.unwrap();
+            self.client
+                .create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .unwrap();
         });
     }
 
-    pub fn put(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>, content_type: Option<&str>) {
+    pub fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+    ) {
         let body: Vec<u8> = body.into();
         runtime().block_on(async {
             let mut request = self
@@ -267,7 +312,13 @@ impl S3 {
 
     pub fn delete(&self, bucket: &str, key: &str) {
         runtime().block_on(async {
-            self.client.delete_object().bucket(bucket).key(key).send().await.unwrap();
+            self.client
+                .delete_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
         });
     }
 }
@@ -307,7 +358,7 @@ retry_base_seconds = 0.5
 retry_max_seconds = 2.0
 poll_interval_ms = 100
 [chroma]
-max_batch_size = 50
+max_batch_size = 20
 timeout_seconds = 10
 [aws_credentials.1]
 access_key_id_env = "TEST_S3_KEY_ID"
@@ -328,7 +379,10 @@ impl Daemon {
             state,
             config_path,
             chroma_url: chroma_url.to_string(),
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             token: env
                 .iter()
                 .find(|(k, _)| *k == "CHROMA_SYNCD_API_TOKENS")
@@ -397,7 +451,12 @@ impl Daemon {
         self.process.kill();
     }
 
-    pub fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         self.request_with_token(method, path, body, self.token.as_deref())
     }
 
@@ -438,7 +497,11 @@ impl Daemon {
     }
 
     pub fn job(&self, id: &str) -> Value {
-        let (status, job) = self.request(reqwest::Method::GET, &format!("/api/v1/invocations/{id}"), None);
+        let (status, job) = self.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/invocations/{id}"),
+            None,
+        );
         assert_eq!(status, 200, "{job}");
         job
     }
