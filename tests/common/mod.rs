@@ -404,26 +404,11 @@ impl Daemon {
     /// (Re)starts the binary on the same port, state and config.
     pub fn restart(&mut self) {
         self.process.kill();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chroma-syncd"));
+        let mut command = binary(&self.chroma_url, self.state.path());
         command
             .args(["serve", "--config"])
             .arg(&self.config_path)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home())
-            .env("RUST_LOG", "info")
-            .env("CHROMA_URL", &self.chroma_url)
             .env("CHROMA_SYNCD_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("CHROMA_SYNCD_STATE_DIR", self.state.path())
-            .env("CHROMA_SYNCD_MODEL_DIR", model_dir())
-            // Credential id 0: the AWS chain of the daemon's environment.
-            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            // Credential id 1: named in the config, keys from these variables.
-            .env("TEST_S3_KEY_ID", S3_KEY_ID)
-            .env("TEST_S3_SECRET", S3_SECRET)
-            .stdin(Stdio::null())
             .stdout(log_file(self.state.path(), "daemon.log"))
             .stderr(log_file(self.state.path(), "daemon.log"));
         for (key, value) in &self.extra_env {
@@ -524,6 +509,28 @@ impl Daemon {
         );
         job
     }
+}
+
+/// The daemon binary with a clean environment: Chroma, state and model
+/// locations, and S3 keys both for credential id 0 (the AWS chain) and for
+/// id 1 (named in [`TEST_CONFIG`]).
+pub fn binary(chroma_url: &str, state_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chroma-syncd"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home())
+        .env("RUST_LOG", "info")
+        .env("CHROMA_URL", chroma_url)
+        .env("CHROMA_SYNCD_STATE_DIR", state_dir)
+        .env("CHROMA_SYNCD_MODEL_DIR", model_dir())
+        .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TEST_S3_KEY_ID", S3_KEY_ID)
+        .env("TEST_S3_SECRET", S3_SECRET)
+        .stdin(Stdio::null());
+    command
 }
 
 /// An S3 source body for the harness's moto server.

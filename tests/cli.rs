@@ -1,0 +1,201 @@
+//! The CLI: a one-shot backfill of a whole prefix, the client commands
+//! against a running daemon, and a user querying the result from Python.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn seed_bucket(s3: &S3) {
+    s3.create_bucket("kb-bucket");
+    s3.put(
+        "kb-bucket",
+        "kb/bread.md",
+        "# Baking bread\n\nMix flour, water, salt and yeast. Knead the dough, let it rise, then bake it in a hot oven until the crust is golden.\n",
+        None,
+    );
+    s3.put(
+        "kb-bucket",
+        "kb/stars.md",
+        "# Watching stars\n\nOn a clear night away from city lights, planets and constellations are visible through a small telescope.\n",
+        None,
+    );
+    s3.put(
+        "kb-bucket",
+        "kb/server.py",
+        "def start_server(port):\n    \"\"\"Open a TCP socket and serve HTTP requests.\"\"\"\n    return listen(port)\n",
+        None,
+    );
+    s3.put(
+        "kb-bucket",
+        "elsewhere/ignored.md",
+        "# Not under the prefix\n",
+        None,
+    );
+}
+
+#[test]
+fn run_backfills_a_prefix_and_python_clients_find_the_content() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    seed_bucket(&s3);
+    let state = tempfile::tempdir().unwrap();
+    let source = s3_source(&s3, "kb-bucket", "kb-docs", Some("kb/"));
+    let source_file = state.path().join("source.json");
+    std::fs::write(&source_file, source.to_string()).unwrap();
+
+    let output = binary(&chroma.url(), state.path())
+        .args(["run", "--source"])
+        .arg(format!("@{}", source_file.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("synced 3 documents"),
+        "{}",
+        describe(&output)
+    );
+
+    let records = chroma.records("testdb", "kb-docs");
+    for key in ["kb/bread.md", "kb/stars.md", "kb/server.py"] {
+        assert_eq!(records.of_key(key).len(), 1, "{key}");
+    }
+    assert!(records.of_key("elsewhere/ignored.md").is_empty());
+    assert_eq!(
+        records.of_key("kb/server.py")[0].metadata["language"],
+        "python"
+    );
+
+    // A failed document makes the run exit non-zero, naming it.
+    let output = binary(&chroma.url(), state.path())
+        .args(["run", "--source"])
+        .arg(format!("@{}", source_file.display()))
+        .args(["--object-key", "kb/missing.md"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("failed: kb/missing.md"),
+        "{}",
+        describe(&output)
+    );
+    assert!(!describe(&output).contains(S3_SECRET));
+
+    // A user queries with the official Python client and the same model.
+    let output = std::process::Command::new(venv().join("bin/python"))
+        .arg("tests/reference/query.py")
+        .arg(model_dir())
+        .arg(chroma.port.to_string())
+        .args([
+            "testdb",
+            "kb-docs",
+            "how long should the loaf stay in the oven?",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let answer: Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(answer["embedding_function"], "default");
+    assert_eq!(answer["document_keys"][0], "kb/bread.md", "{answer}");
+}
+
+#[test]
+fn client_commands_drive_a_running_daemon() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    seed_bucket(&s3);
+    let daemon = Daemon::start(&chroma.url());
+    let cli = |args: &[&str]| {
+        binary(&chroma.url(), daemon.state.path())
+            .env("CHROMA_SYNCD_API_URL", daemon.url())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let output = cli(&[
+        "source",
+        "create",
+        &s3_source(&s3, "kb-bucket", "cli", Some("kb/")).to_string(),
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let created: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let source_id = created["source_id"].as_str().unwrap().to_string();
+
+    let output = cli(&["source", "get", &source_id]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(stdout(&output).contains("\"bucket_name\": \"kb-bucket\""));
+
+    let output = cli(&[
+        "invocation",
+        "create",
+        &source_id,
+        "--object-key",
+        "kb/stars.md",
+        "--custom-id",
+        "stars",
+        "--metadata",
+        r#"{"topic": "astronomy"}"#,
+        "--wait",
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let job: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(job["status"]["complete"].is_object(), "{job}");
+    let records = chroma.records("testdb", "cli");
+    assert_eq!(records.ids(), vec!["stars-0".to_string()]);
+    assert_eq!(records.rows[0].metadata["topic"], "astronomy");
+
+    // --wait on a failing invocation exits non-zero.
+    let output = cli(&[
+        "invocation",
+        "create",
+        &source_id,
+        "--object-key",
+        "kb/nope.md",
+        "--wait",
+    ]);
+    assert!(!output.status.success(), "{}", describe(&output));
+
+    let output = cli(&["invocation", "list", "--source-id", &source_id]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let jobs: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 2);
+
+    // Cancelling a finished invocation: the API's 412 reaches the user.
+    let job_id = job["id"].as_str().unwrap();
+    let output = cli(&["invocation", "cancel", job_id]);
+    assert!(!output.status.success());
+    assert!(describe(&output).contains("412"), "{}", describe(&output));
+
+    // Bad input is reported, not sent half-formed.
+    let output = cli(&[
+        "invocation",
+        "create",
+        &source_id,
+        "--object-key",
+        "kb/x.md",
+        "--metadata",
+        "[1]",
+    ]);
+    assert!(!output.status.success());
+    assert!(describe(&output).contains("--metadata must be a JSON object"));
+
+    let output = cli(&["source", "delete", &source_id]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let _ = json!(null);
+}
