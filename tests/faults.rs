@@ -140,3 +140,35 @@ fn chroma_staying_down_ends_in_a_clean_failure() {
     assert!(error.contains("gave up after 3 attempts"), "{error}");
     assert_eq!(job["attempt"], 3);
 }
+
+#[test]
+fn cancel_during_processing_stops_the_job_within_seconds() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let daemon = Daemon::start(&chroma.url());
+    s3.create_bucket("bulk");
+    s3.put("bulk", "big.md", big_markdown(120), None);
+    let source = daemon.create_source(s3_source(&s3, "bulk", "halted", None));
+
+    let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&daemon, &id);
+    let (status, body) = daemon.request(
+        reqwest::Method::PUT,
+        &format!("/api/v1/invocations/{id}"),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    let job = daemon.wait_finished(&id, Duration::from_secs(30));
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(job["cancel_requested_at"].is_string());
+
+    // No writes after the cancel took effect: the count stays put.
+    let written = chroma.records("testdb", "halted").rows.len();
+    assert!(written > 0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(chroma.records("testdb", "halted").rows.len(), written);
+    assert_eq!(
+        job["stats"]["chunks_upserted"].as_u64().unwrap() as usize,
+        written
+    );
+}
