@@ -39,6 +39,16 @@ fn to_time(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
+/// Newest (or oldest) first, then one page.
+fn push_page(query: &mut QueryBuilder<Sqlite>, ascending: bool, limit: u32, offset: u32) {
+    let order = if ascending { "ASC" } else { "DESC" };
+    query.push(format!(
+        " ORDER BY created_at {order}, rowid {order} LIMIT "
+    ));
+    query.push_bind(limit as i64);
+    query.push(" OFFSET ").push_bind(offset as i64);
+}
+
 fn corrupt(what: &str, err: impl std::fmt::Display) -> QueueError {
     QueueError::Corrupt(format!("{what}: {err}"))
 }
@@ -217,12 +227,7 @@ impl Queue for SqliteQueue {
                 .push(" AND source_type = ")
                 .push_bind(source_type.as_str());
         }
-        let order = if filter.ascending { "ASC" } else { "DESC" };
-        query.push(format!(
-            " ORDER BY created_at {order}, rowid {order} LIMIT "
-        ));
-        query.push_bind(filter.limit as i64);
-        query.push(" OFFSET ").push_bind(filter.offset as i64);
+        push_page(&mut query, filter.ascending, filter.limit, filter.offset);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(Self::source_from_row).collect()
     }
@@ -319,12 +324,7 @@ impl Queue for SqliteQueue {
         if let Some(status) = &filter.status {
             query.push(" AND state = ").push_bind(status.clone());
         }
-        let order = if filter.ascending { "ASC" } else { "DESC" };
-        query.push(format!(
-            " ORDER BY created_at {order}, rowid {order} LIMIT "
-        ));
-        query.push_bind(filter.limit as i64);
-        query.push(" OFFSET ").push_bind(filter.offset as i64);
+        push_page(&mut query, filter.ascending, filter.limit, filter.offset);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(Self::job_from_row).collect()
     }
