@@ -89,7 +89,9 @@ fn a_job_survives_kill_9_of_the_daemon_and_finishes_after_restart() {
 fn chroma_down_mid_job_retries_and_completes_when_it_returns() {
     let mut chroma = Chroma::start();
     let s3 = S3::start();
-    let daemon = Daemon::start(&chroma.url());
+    // Enough attempts to outlast Chroma's restart on a slow machine.
+    let config = TEST_CONFIG.replace("max_attempts = 3", "max_attempts = 30");
+    let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
     s3.create_bucket("bulk");
     s3.put("bulk", "big.md", big_markdown(120), None);
     let source = daemon.create_source(s3_source(&s3, "bulk", "flaky", None));
