@@ -7,7 +7,7 @@
 //! document no longer has. A retry after a crash repeats the same steps and
 //! repairs whatever the crashed attempt left.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -242,11 +242,15 @@ impl DocumentContext<'_> {
     /// Makes the collection hold exactly `records` for document `key`.
     async fn write(&self, key: &str, mut records: Vec<Record>) -> Result<(), JobError> {
         let chroma = &self.services.chroma;
-        let existing = chroma.records_of_document(self.collection, key).await?;
+        let existing: HashMap<String, serde_json::Map<String, Value>> = chroma
+            .records_of_document(self.collection, key)
+            .await?
+            .into_iter()
+            .collect();
         // Chroma merges metadata on upsert: keys an older version had and this
         // one lacks must be sent as null, or they would linger.
         for record in &mut records {
-            if let Some((_, old)) = existing.iter().find(|(id, _)| *id == record.id) {
+            if let Some(old) = existing.get(&record.id) {
                 for name in old.keys() {
                     if !record.metadata.contains_key(name) {
                         record.metadata.insert(name.clone(), Value::Null);
@@ -275,8 +279,7 @@ impl DocumentContext<'_> {
         }
         let wanted: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let stale: Vec<String> = existing
-            .into_iter()
-            .map(|(id, _)| id)
+            .into_keys()
             .filter(|id| !wanted.contains(id.as_str()))
             .collect();
         for batch in stale.chunks(batch_size) {
