@@ -16,6 +16,30 @@ use uuid::Uuid;
 /// The default (and, in-process, the only) dense embedding model.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
+/// JSON with every object's keys sorted, so equal values hash equally
+/// whatever key order a client sent (serde_json may preserve insertion order).
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                serde_json::Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(key, value)| (key.clone(), sorted(value)))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(sorted).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
 /// `{"error": "<machine_code>", "message": "<human text>"}` — every non-2xx body.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorResponse {
@@ -390,4 +414,42 @@ pub struct HealthResponse {
     pub status: String,
     pub queue: String,
     pub chroma: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_ignores_key_order() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": 2, "x": [3, {"q": 1, "p": 2}]}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a": {"x": [3, {"p": 2, "q": 1}], "y": 2}, "b": 1}"#).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":[3,{"p":2,"q":1}],"y":2},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn job_status_has_the_seed_shapes() {
+        assert_eq!(serde_json::to_value(JobStatus::Pending).unwrap(), "pending");
+        assert_eq!(
+            serde_json::to_value(JobStatus::Cancelled).unwrap(),
+            "cancelled"
+        );
+        let failed = serde_json::to_value(JobStatus::Failed { error: "x".into() }).unwrap();
+        assert_eq!(failed, serde_json::json!({"failed": {"error": "x"}}));
+        let web = IndexJobMetadata {
+            kind: JobKind::WebScrape(()),
+            database_name: "d".into(),
+            collection_name: "c".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(web).unwrap(),
+            serde_json::json!({"web_scrape": null, "database_name": "d", "collection_name": "c"})
+        );
+    }
 }

@@ -39,7 +39,9 @@ impl From<SourceError> for JobError {
     fn from(error: SourceError) -> Self {
         match error {
             SourceError::Transient(message) => JobError::Transient(message),
-            SourceError::Permanent(message) => JobError::Permanent(message),
+            SourceError::Permanent(message) | SourceError::NotFound(message) => {
+                JobError::Permanent(message)
+            }
         }
     }
 }
@@ -165,7 +167,17 @@ async fn run_s3_job(
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
-        context.process(fetched?).await?;
+        match fetched {
+            // The object is gone: so are its chunks, and the job says so.
+            Err(SourceError::NotFound(message)) => {
+                let removed = context.write(&object.key, Vec::new()).await?;
+                return Err(JobError::Permanent(format!(
+                    "{message}; removed the {removed} chunks it had in collection {}",
+                    collection.name
+                )));
+            }
+            fetched => context.process(fetched?).await?,
+        }
     }
     services.chroma.mark_finished_ingest(&collection).await?;
     Ok(())
@@ -226,7 +238,7 @@ impl DocumentContext<'_> {
             user_metadata: self.user_metadata,
         };
         let records = build_records(&identity, &chunked);
-        self.write(&key, records).await
+        self.write(&key, records).await.map(|_| ())
     }
 
     /// A skipped document keeps no chunks: whatever an older version left is removed.
@@ -236,14 +248,16 @@ impl DocumentContext<'_> {
             stats.skipped += 1;
             stats.skipped_reasons.insert(key.to_string(), reason);
         });
-        self.write(key, Vec::new()).await
+        self.write(key, Vec::new()).await.map(|_| ())
     }
 
-    /// Makes the collection hold exactly `records` for document `key`.
-    async fn write(&self, key: &str, mut records: Vec<Record>) -> Result<(), JobError> {
+    /// Makes the collection hold exactly `records` for document `key` (and
+    /// for the invocation's `custom_id`, whose IDs belong to one document).
+    /// Returns how many stale chunks were deleted.
+    async fn write(&self, key: &str, mut records: Vec<Record>) -> Result<usize, JobError> {
         let chroma = &self.services.chroma;
         let existing: HashMap<String, serde_json::Map<String, Value>> = chroma
-            .records_of_document(self.collection, key)
+            .records_of_document(self.collection, key, self.custom_id)
             .await?
             .into_iter()
             .collect();
@@ -287,7 +301,7 @@ impl DocumentContext<'_> {
             self.state
                 .update(|stats| stats.chunks_deleted += batch.len() as u64);
         }
-        Ok(())
+        Ok(stale.len())
     }
 
     async fn embed(&self, batch: &[Record]) -> Result<Vec<Vec<f32>>, JobError> {

@@ -118,7 +118,18 @@ impl Worker {
             cancel.clone(),
             stop_heartbeat.clone(),
         ));
-        let result = run_job(&self.services, &claimed, &state, &cancel).await;
+        // The job runs in its own task so that a panic inside it ends as a
+        // failed job instead of a worker whose heartbeat renews a dead lease forever.
+        let job_task = tokio::spawn({
+            let services = Arc::clone(&self.services);
+            let claimed = claimed.clone();
+            let state = Arc::clone(&state);
+            let cancel = cancel.clone();
+            async move { run_job(&services, &claimed, &state, &cancel).await }
+        });
+        let result = job_task
+            .await
+            .unwrap_or_else(|e| Err(JobError::Permanent(format!("the job's task failed: {e}"))));
         stop_heartbeat.cancel();
         let signal = heartbeat.await.unwrap_or(HeartbeatOutcome::Continue);
 
@@ -181,6 +192,7 @@ async fn heartbeat_loop(
     stop: CancellationToken,
 ) -> HeartbeatOutcome {
     let mut signal = HeartbeatOutcome::Continue;
+    let mut last_renewed = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return signal,
@@ -193,7 +205,7 @@ async fn heartbeat_loop(
             .heartbeat(id, attempt, settings.lease(), progress.as_ref(), &stats)
             .await
         {
-            Ok(HeartbeatOutcome::Continue) => {}
+            Ok(HeartbeatOutcome::Continue) => last_renewed = std::time::Instant::now(),
             Ok(other) => {
                 if signal != other {
                     tracing::info!(signal = ?other, "heartbeat asks the job to stop");
@@ -201,7 +213,17 @@ async fn heartbeat_loop(
                 signal = other;
                 cancel.cancel();
             }
-            Err(error) => tracing::warn!(%error, "heartbeat failed; will retry"),
+            Err(error) => {
+                tracing::warn!(%error, "heartbeat failed; will retry");
+                // Unrenewed, the lease is about to pass to another worker: stop
+                // writing before two attempts write one document at once.
+                let margin = settings.heartbeat();
+                if last_renewed.elapsed() + margin >= settings.lease() {
+                    tracing::warn!("lease could not be renewed in time; stopping this attempt");
+                    signal = HeartbeatOutcome::LeaseLost;
+                    cancel.cancel();
+                }
+            }
         }
     }
 }

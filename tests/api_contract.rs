@@ -201,6 +201,16 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
             .unwrap()
             .contains("already pending or processing")
     );
+    // Duplicates are found whatever the key order of the metadata.
+    let (status, _) = call(
+        Method::POST,
+        &invocations,
+        Some(json!({"object_key": "in/m.md", "metadata": {"x": 1, "y": 2}})),
+    );
+    assert_eq!(status, 201);
+    let reordered: Value =
+        serde_json::from_str(r#"{"metadata": {"y": 2, "x": 1}, "object_key": "in/m.md"}"#).unwrap();
+    assert_error(call(Method::POST, &invocations, Some(reordered)), 409);
     // A different key is not a duplicate.
     let (status, other) = call(
         Method::POST,
@@ -322,7 +332,7 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
     );
     assert_eq!(status, 200);
     let jobs = jobs.as_array().unwrap();
-    assert_eq!(jobs.len(), 3);
+    assert_eq!(jobs.len(), 4);
     assert_eq!(jobs[0]["id"], job_id.as_str(), "ASC lists oldest first");
     for job in jobs {
         assert_matches("Job", job);

@@ -255,3 +255,40 @@ async fn jobs_survive_reopening_the_queue_file() {
     assert_eq!(claimed.job.id, id);
     assert_eq!(claimed.payload.object_key.as_deref(), Some("a"));
 }
+
+#[tokio::test]
+async fn a_cancel_asked_of_a_running_job_is_never_undone_by_release_or_a_dead_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue(&dir).await;
+    let source = queue
+        .create_source(SourceType::S3, &s3_source())
+        .await
+        .unwrap();
+    let stats = JobStats::default();
+
+    // Shutdown releases a job whose cancel was asked: it ends cancelled, not pending.
+    let a = queue.enqueue(job(source.id, "a", "d-a")).await.unwrap();
+    queue.claim("w", LONG).await.unwrap().unwrap();
+    assert_eq!(queue.cancel(a.id).await.unwrap(), CancelOutcome::Requested);
+    assert!(
+        queue
+            .finish(a.id, 1, Outcome::Released, &stats)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        queue.get_job(a.id).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+
+    // A worker dies after the cancel was asked: the job ends cancelled, never re-runs.
+    let b = queue.enqueue(job(source.id, "b", "d-b")).await.unwrap();
+    queue.claim("w", SHORT).await.unwrap().unwrap();
+    assert_eq!(queue.cancel(b.id).await.unwrap(), CancelOutcome::Requested);
+    tokio::time::sleep(SHORT * 2).await;
+    assert!(queue.claim("w", LONG).await.unwrap().is_none());
+    assert_eq!(
+        queue.get_job(b.id).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+}

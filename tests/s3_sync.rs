@@ -333,6 +333,20 @@ fn a_configured_credential_is_used_and_a_missing_object_fails_clearly() {
     daemon.wait_complete(&ok);
     assert_eq!(chroma.records("testdb", "notes").rows.len(), 1);
 
+    // The object is deleted from the bucket: a new invocation fails with S3's
+    // reason and removes the chunks the object had.
+    s3.delete("private", "notes/a.md");
+    let gone = daemon.invoke(&source_id, json!({"object_key": "notes/a.md"}));
+    let job = daemon.wait_finished(&gone, std::time::Duration::from_secs(60));
+    let error = job["status"]["failed"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{job}"));
+    assert!(
+        error.contains("NoSuchKey") && error.contains("removed the 1 chunks"),
+        "{error}"
+    );
+    assert!(chroma.records("testdb", "notes").rows.is_empty());
+
     // A key that does not exist: failed at once (no retries), with S3's reason.
     let missing = daemon.invoke(&source_id, json!({"object_key": "notes/missing.md"}));
     let job = daemon.wait_finished(&missing, std::time::Duration::from_secs(60));

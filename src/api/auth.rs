@@ -33,8 +33,9 @@ impl Principal {
         }
     }
 
-    pub fn may_access(&self, database: &str) -> bool {
-        self.check_database(database).is_ok()
+    /// The databases this caller is limited to; `None` = all.
+    pub fn databases(&self) -> Option<Vec<String>> {
+        self.databases.clone()
     }
 }
 

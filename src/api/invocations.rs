@@ -20,7 +20,7 @@ use super::{ApiError, AppState};
 use crate::config::sha256_hex;
 use crate::model::{
     CancelJobResponse, CreateJobPayload, CreateJobResponse, ErrorResponse, IndexJobMetadata, Job,
-    JobKind, LatestByKeysRequest, S3JobMetadata, SourceType, Trigger,
+    JobKind, LatestByKeysRequest, S3JobMetadata, SourceType, Trigger, canonical_json,
 };
 use crate::queue::{CancelOutcome, JobFilter, NewJob, SourceRecord};
 use crate::sink::records::validate_user_metadata;
@@ -86,10 +86,11 @@ pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJ
                 "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
             )));
         }
-        if custom_id.len() > MAX_CUSTOM_ID + 4 {
-            return Err(ApiError::bad_request(
-                "custom_id is too long in bytes for Chroma's 128-byte record IDs",
-            ));
+        if custom_id.len() > MAX_CUSTOM_ID {
+            return Err(ApiError::bad_request(format!(
+                "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
+                 within Chroma's 128 bytes"
+            )));
         }
     }
     if let Some(metadata) = &payload.metadata {
@@ -112,7 +113,7 @@ pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJ
         collection_name: collection.clone(),
     };
     let canonical = serde_json::to_value(&payload)
-        .map(|v| v.to_string())
+        .map(|v| canonical_json(&v))
         .unwrap_or_default();
     Ok(NewJob {
         source_id: source.id,
@@ -261,18 +262,14 @@ pub async fn list(
     let filter = JobFilter {
         source_id: query.source_id,
         database_name: query.database_name.clone(),
+        databases: principal.databases(),
         source_type: parse_source_type(query.source_type.as_deref())?,
         status: query.status.clone(),
         limit: parse_limit(query.limit)?,
         offset: query.offset.unwrap_or(0),
         ascending: parse_order(query.order_by.as_deref())?,
     };
-    let jobs = state.queue.list_jobs(&filter).await?;
-    Ok(Json(
-        jobs.into_iter()
-            .filter(|job| principal.may_access(&job.metadata.database_name))
-            .collect(),
-    ))
+    Ok(Json(state.queue.list_jobs(&filter).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/sources/{source_id}/invocations/latest-by-keys",

@@ -289,19 +289,14 @@ pub async fn list(
     }
     let filter = SourceFilter {
         database_name: query.database_name.clone(),
+        databases: principal.databases(),
         source_type: parse_source_type(query.source_type.as_deref())?,
         limit: parse_limit(query.limit)?,
         offset: query.offset.unwrap_or(0),
         ascending: parse_order(query.order_by.as_deref())?,
     };
     let records = state.queue.list_sources(&filter).await?;
-    Ok(Json(
-        records
-            .iter()
-            .filter(|r| principal.may_access(&r.payload.database_name))
-            .map(effective)
-            .collect(),
-    ))
+    Ok(Json(records.iter().map(effective).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/sources/{source_id}", tag = "Source", operation_id = "get_source",

@@ -75,6 +75,8 @@ pub struct ClaimedJob {
 pub struct JobFilter {
     pub source_id: Option<Uuid>,
     pub database_name: Option<String>,
+    /// Only these databases (what the caller may see); `None` = all.
+    pub databases: Option<Vec<String>>,
     pub source_type: Option<SourceType>,
     pub status: Option<String>,
     pub limit: u32,
@@ -85,6 +87,8 @@ pub struct JobFilter {
 #[derive(Debug, Clone, Default)]
 pub struct SourceFilter {
     pub database_name: Option<String>,
+    /// Only these databases (what the caller may see); `None` = all.
+    pub databases: Option<Vec<String>>,
     pub source_type: Option<SourceType>,
     pub limit: u32,
     pub offset: u32,

@@ -22,6 +22,7 @@ use super::{
 use crate::config::sha256_hex;
 use crate::model::{
     CreateJobPayload, CreateSourcePayload, Job, JobStats, JobStatus, Progress, SourceType, Trigger,
+    canonical_json,
 };
 
 pub struct SqliteQueue {
@@ -37,6 +38,21 @@ fn to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+/// `AND database_name IN (…)` when the caller may see only some databases.
+fn push_databases(query: &mut QueryBuilder<Sqlite>, databases: Option<&[String]>) {
+    let Some(databases) = databases else { return };
+    if databases.is_empty() {
+        query.push(" AND 0");
+        return;
+    }
+    query.push(" AND database_name IN (");
+    let mut list = query.separated(", ");
+    for database in databases {
+        list.push_bind(database.clone());
+    }
+    list.push_unseparated(")");
 }
 
 /// Newest (or oldest) first, then one page.
@@ -148,9 +164,50 @@ impl SqliteQueue {
         })
     }
 
-    /// Fails jobs whose lease expired after their last allowed attempt, so a
-    /// job that kills its worker every time ends `failed` instead of looping.
-    async fn fail_exhausted_leases(&self, now: i64) -> Result<(), QueueError> {
+    async fn try_cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError> {
+        let now = now_ms();
+        let cancelled = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if cancelled > 0 {
+            return Ok(CancelOutcome::Cancelled);
+        }
+        let requested = sqlx::query(
+            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)
+             WHERE id = ? AND state = 'processing'",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if requested > 0 {
+            return Ok(CancelOutcome::Requested);
+        }
+        Ok(match self.get_job(id).await? {
+            Some(job) => CancelOutcome::AlreadyFinished(job.status),
+            None => CancelOutcome::NotFound,
+        })
+    }
+
+    /// Settles jobs whose worker died: cancelled if a cancel was asked, failed
+    /// if that was their last allowed attempt (so a job that kills its worker
+    /// every time ends `failed` instead of looping).
+    async fn sweep_expired_leases(&self, now: i64) -> Result<(), QueueError> {
+        // A cancel asked of a job whose worker died is honoured now.
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', finished_at = ?1, lease_owner = NULL
+             WHERE state = 'processing' AND lease_expires_at < ?1
+               AND cancel_requested_at IS NOT NULL",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         sqlx::query(
             "UPDATE jobs SET state = 'failed', finished_at = ?1, lease_owner = NULL,
                  error = 'worker stopped responding (lease expired) on attempt ' || attempt
@@ -177,9 +234,8 @@ impl Queue for SqliteQueue {
         payload: &CreateSourcePayload,
     ) -> Result<SourceRecord, QueueError> {
         let payload_json = serde_json::to_string(payload).map_err(|e| corrupt("source", e))?;
-        let canonical = serde_json::to_value(payload)
-            .map_err(|e| corrupt("source", e))?
-            .to_string();
+        let canonical =
+            canonical_json(&serde_json::to_value(payload).map_err(|e| corrupt("source", e))?);
         let record = SourceRecord {
             id: Uuid::new_v4(),
             source_type,
@@ -227,6 +283,7 @@ impl Queue for SqliteQueue {
                 .push(" AND source_type = ")
                 .push_bind(source_type.as_str());
         }
+        push_databases(&mut query, filter.databases.as_deref());
         push_page(&mut query, filter.ascending, filter.limit, filter.offset);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(Self::source_from_row).collect()
@@ -324,6 +381,7 @@ impl Queue for SqliteQueue {
         if let Some(status) = &filter.status {
             query.push(" AND state = ").push_bind(status.clone());
         }
+        push_databases(&mut query, filter.databases.as_deref());
         push_page(&mut query, filter.ascending, filter.limit, filter.offset);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(Self::job_from_row).collect()
@@ -352,39 +410,20 @@ impl Queue for SqliteQueue {
     }
 
     async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError> {
-        let now = now_ms();
-        let cancelled = sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state = 'pending'",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if cancelled > 0 {
-            return Ok(CancelOutcome::Cancelled);
+        // A job may move between the two updates (processing → pending on a
+        // retry); go round again rather than answer from a stale state.
+        for _ in 0..5 {
+            match self.try_cancel(id).await? {
+                CancelOutcome::AlreadyFinished(status) if !status.is_finished() => continue,
+                outcome => return Ok(outcome),
+            }
         }
-        let requested = sqlx::query(
-            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)
-             WHERE id = ? AND state = 'processing'",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if requested > 0 {
-            return Ok(CancelOutcome::Requested);
-        }
-        Ok(match self.get_job(id).await? {
-            Some(job) => CancelOutcome::AlreadyFinished(job.status),
-            None => CancelOutcome::NotFound,
-        })
+        self.try_cancel(id).await
     }
 
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, QueueError> {
         let now = now_ms();
-        self.fail_exhausted_leases(now).await?;
+        self.sweep_expired_leases(now).await?;
         let row = sqlx::query(
             "UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_owner = ?1,
                     lease_expires_at = ?2, started_at = ?3, last_heartbeat_at = ?3, progress = NULL
@@ -508,8 +547,11 @@ impl Queue for SqliteQueue {
                 after.as_millis() as i64,
             ),
             Outcome::Released => (
-                "UPDATE jobs SET state = 'pending', attempt = attempt - 1, run_after = ?1, stats = ?2,
-                        lease_owner = NULL, lease_expires_at = NULL
+                "UPDATE jobs SET
+                        state = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE ?1 END,
+                        attempt = CASE WHEN cancel_requested_at IS NULL THEN attempt - 1 ELSE attempt END,
+                        run_after = ?1, stats = ?2, lease_owner = NULL, lease_expires_at = NULL
                  WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
                 None,
                 0,

@@ -331,17 +331,23 @@ impl ChromaClient {
         .map(|_| ())
     }
 
-    /// IDs and metadata of every record whose `document_key` is `key`.
+    /// IDs and metadata of every record whose `document_key` is `key` (or
+    /// whose `custom_id` is `custom_id`, when given).
     pub async fn records_of_document(
         &self,
         collection: &CollectionHandle,
         key: &str,
+        custom_id: Option<&str>,
     ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
         let page = 1000usize;
+        let filter = match custom_id {
+            Some(custom_id) => json!({"$or": [{"document_key": key}, {"custom_id": custom_id}]}),
+            None => json!({"document_key": key}),
+        };
         let mut found = Vec::new();
         for offset in (0..).step_by(page) {
             let body = json!({
-                "where": {"document_key": key},
+                "where": filter,
                 "include": ["metadatas"],
                 "limit": page,
                 "offset": offset,

@@ -39,9 +39,12 @@ pub enum SourceError {
     /// Worth retrying: timeouts, throttling, 5xx, connection failures.
     #[error("{0}")]
     Transient(String),
-    /// Retrying cannot help: missing object or bucket, access denied, bad config.
+    /// Retrying cannot help: missing bucket, access denied, bad config.
     #[error("{0}")]
     Permanent(String),
+    /// The document does not exist (any more): its chunks must go.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl SourceError {

@@ -198,7 +198,9 @@ where
                 .trim_end()
                 .to_string();
             let throttled = matches!(code.as_str(), "SlowDown" | "Throttling" | "RequestTimeout");
-            if status >= 500 || status == 429 || throttled {
+            if code == "NoSuchKey" {
+                SourceError::NotFound(text)
+            } else if status >= 500 || status == 429 || throttled {
                 SourceError::Transient(text)
             } else {
                 SourceError::Permanent(text)
