@@ -134,10 +134,7 @@ fn chroma_staying_down_ends_in_a_clean_failure() {
     chroma.stop();
 
     let id = daemon.invoke(&source, json!({"object_key": "doc.md"}));
-    let job = daemon.wait_finished(&id, Duration::from_secs(120));
-    let error = job["status"]["failed"]["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{job}"));
+    let (job, error) = daemon.wait_failed(&id, Duration::from_secs(120));
     assert!(error.contains("Chroma unreachable"), "{error}");
     assert!(error.contains("gave up after 3 attempts"), "{error}");
     assert_eq!(job["attempt"], 3);

@@ -337,10 +337,7 @@ fn a_configured_credential_is_used_and_a_missing_object_fails_clearly() {
     // reason and removes the chunks the object had.
     s3.delete("private", "notes/a.md");
     let gone = daemon.invoke(&source_id, json!({"object_key": "notes/a.md"}));
-    let job = daemon.wait_finished(&gone, std::time::Duration::from_secs(60));
-    let error = job["status"]["failed"]["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{job}"));
+    let (_, error) = daemon.wait_failed(&gone, std::time::Duration::from_secs(60));
     assert!(
         error.contains("NoSuchKey") && error.contains("removed the 1 chunks"),
         "{error}"
@@ -349,10 +346,7 @@ fn a_configured_credential_is_used_and_a_missing_object_fails_clearly() {
 
     // A key that does not exist: failed at once (no retries), with S3's reason.
     let missing = daemon.invoke(&source_id, json!({"object_key": "notes/missing.md"}));
-    let job = daemon.wait_finished(&missing, std::time::Duration::from_secs(60));
-    let error = job["status"]["failed"]["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{job}"));
+    let (job, error) = daemon.wait_failed(&missing, std::time::Duration::from_secs(60));
     assert!(
         error.contains("NoSuchKey") && error.contains("s3://private/notes/missing.md"),
         "{error}"
@@ -362,10 +356,7 @@ fn a_configured_credential_is_used_and_a_missing_object_fails_clearly() {
     // A bucket that does not exist fails clearly too.
     let nobucket = daemon.create_source(s3_source(&s3, "no-such-bucket", "notes", None));
     let job_id = daemon.invoke(&nobucket, json!({"object_key": "x.md"}));
-    let job = daemon.wait_finished(&job_id, std::time::Duration::from_secs(60));
-    let error = job["status"]["failed"]["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{job}"));
+    let (_, error) = daemon.wait_failed(&job_id, std::time::Duration::from_secs(60));
     assert!(error.contains("NoSuchBucket"), "{error}");
     assert!(!daemon.log().contains(S3_SECRET));
 }

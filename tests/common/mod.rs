@@ -500,6 +500,16 @@ impl Daemon {
         })
     }
 
+    /// Waits for the job to end `failed`; returns the job and its error.
+    pub fn wait_failed(&self, id: &str, limit: Duration) -> (Value, String) {
+        let job = self.wait_finished(id, limit);
+        let error = job["status"]["failed"]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("job did not fail: {job}"))
+            .to_string();
+        (job, error)
+    }
+
     pub fn wait_complete(&self, id: &str) -> Value {
         let job = self.wait_finished(id, Duration::from_secs(300));
         assert!(
