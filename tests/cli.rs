@@ -199,3 +199,65 @@ fn client_commands_drive_a_running_daemon() {
     assert!(output.status.success(), "{}", describe(&output));
     let _ = json!(null);
 }
+
+#[test]
+fn worker_mode_runs_jobs_from_the_shared_queue_without_an_api() {
+    use chroma_syncd::api::invocations::plan_job;
+    use chroma_syncd::model::{CreateJobPayload, CreateSourcePayload, JobStatus, SourceType};
+    use chroma_syncd::queue::{Queue, SqliteQueue};
+
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    seed_bucket(&s3);
+    let state = tempfile::tempdir().unwrap();
+    // Another process (here: this test) enqueues into the shared queue file.
+    let queue_path = state.path().join("queue.sqlite3");
+    let job_id = runtime().block_on(async {
+        let queue = SqliteQueue::open(&queue_path, 3).await.unwrap();
+        let payload: CreateSourcePayload =
+            serde_json::from_value(s3_source(&s3, "kb-bucket", "from-worker", Some("kb/")))
+                .unwrap();
+        let source = queue.create_source(SourceType::S3, &payload).await.unwrap();
+        let job = plan_job(
+            &source,
+            CreateJobPayload {
+                object_key: Some("kb/bread.md".into()),
+                ..CreateJobPayload::default()
+            },
+        )
+        .unwrap();
+        queue.enqueue(job).await.unwrap().id
+    });
+
+    let config = state.path().join("worker.toml");
+    std::fs::write(&config, TEST_CONFIG).unwrap();
+    let mut worker = Guard(Some(
+        binary(&chroma.url(), state.path())
+            .args(["worker", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let status = wait_until(
+        "the worker to finish the job",
+        std::time::Duration::from_secs(120),
+        || {
+            runtime().block_on(async {
+                let queue = SqliteQueue::open(&queue_path, 3).await.unwrap();
+                let job = queue.get_job(job_id).await.unwrap().unwrap();
+                job.status.is_finished().then_some(job.status)
+            })
+        },
+    );
+    assert!(matches!(status, JobStatus::Complete { .. }), "{status:?}");
+    assert_eq!(
+        chroma
+            .records("testdb", "from-worker")
+            .of_key("kb/bread.md")
+            .len(),
+        1
+    );
+    worker.kill();
+}
