@@ -38,6 +38,30 @@ fn wait_mid_job(daemon: &Daemon, id: &str) {
     );
 }
 
+/// A bucket holding one big markdown object and a source writing it to `collection`.
+fn big_object_source(daemon: &Daemon, s3: &S3, collection: &str) -> String {
+    s3.create_bucket("bulk");
+    s3.put("bulk", "big.md", big_markdown(120), None);
+    daemon.create_source(s3_source(s3, "bulk", collection, None))
+}
+
+/// Syncs the same object into collection `clean` and asserts that `collection`
+/// holds exactly what that clean run wrote.
+fn assert_same_as_clean_run(daemon: &Daemon, chroma: &Chroma, source: &str, collection: &str) {
+    let clean = daemon.invoke(
+        source,
+        json!({"object_key": "big.md", "target_collection_name": "clean"}),
+    );
+    daemon.wait_complete(&clean);
+    let synced = contents(chroma, collection);
+    assert!(synced.len() > 50);
+    assert_eq!(
+        synced,
+        contents(chroma, "clean"),
+        "same IDs, documents and metadata as a clean run"
+    );
+}
+
 /// IDs and documents of a collection, for comparing with a clean run.
 fn contents(chroma: &Chroma, collection: &str) -> Vec<(String, String, Value)> {
     chroma
@@ -57,9 +81,7 @@ fn a_job_survives_kill_9_of_the_daemon_and_finishes_after_restart() {
     let chroma = Chroma::start();
     let s3 = S3::start();
     let mut daemon = Daemon::start(&chroma.url());
-    s3.create_bucket("bulk");
-    s3.put("bulk", "big.md", big_markdown(120), None);
-    let source = daemon.create_source(s3_source(&s3, "bulk", "crashy", None));
+    let source = big_object_source(&daemon, &s3, "crashy");
 
     let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
     wait_mid_job(&daemon, &id);
@@ -70,19 +92,7 @@ fn a_job_survives_kill_9_of_the_daemon_and_finishes_after_restart() {
     let job = daemon.wait_complete(&id);
     assert_eq!(job["attempt"], 2, "{job}");
 
-    // A clean run of the same object into another collection for comparison.
-    let clean = daemon.invoke(
-        &source,
-        json!({"object_key": "big.md", "target_collection_name": "clean"}),
-    );
-    daemon.wait_complete(&clean);
-    let crashed = contents(&chroma, "crashy");
-    assert!(crashed.len() > 50);
-    assert_eq!(
-        crashed,
-        contents(&chroma, "clean"),
-        "same IDs, documents and metadata as a clean run"
-    );
+    assert_same_as_clean_run(&daemon, &chroma, &source, "crashy");
 }
 
 #[test]
@@ -92,9 +102,7 @@ fn chroma_down_mid_job_retries_and_completes_when_it_returns() {
     // Enough attempts to outlast Chroma's restart on a slow machine.
     let config = TEST_CONFIG.replace("max_attempts = 3", "max_attempts = 30");
     let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
-    s3.create_bucket("bulk");
-    s3.put("bulk", "big.md", big_markdown(120), None);
-    let source = daemon.create_source(s3_source(&s3, "bulk", "flaky", None));
+    let source = big_object_source(&daemon, &s3, "flaky");
 
     let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
     wait_mid_job(&daemon, &id);
@@ -115,12 +123,7 @@ fn chroma_down_mid_job_retries_and_completes_when_it_returns() {
 
     let job = daemon.wait_complete(&id);
     assert!(job["attempt"].as_u64().unwrap() >= 2, "{job}");
-    let clean = daemon.invoke(
-        &source,
-        json!({"object_key": "big.md", "target_collection_name": "clean"}),
-    );
-    daemon.wait_complete(&clean);
-    assert_eq!(contents(&chroma, "flaky"), contents(&chroma, "clean"));
+    assert_same_as_clean_run(&daemon, &chroma, &source, "flaky");
 }
 
 #[test]
@@ -145,9 +148,7 @@ fn cancel_during_processing_stops_the_job_within_seconds() {
     let chroma = Chroma::start();
     let s3 = S3::start();
     let daemon = Daemon::start(&chroma.url());
-    s3.create_bucket("bulk");
-    s3.put("bulk", "big.md", big_markdown(120), None);
-    let source = daemon.create_source(s3_source(&s3, "bulk", "halted", None));
+    let source = big_object_source(&daemon, &s3, "halted");
 
     let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
     wait_mid_job(&daemon, &id);

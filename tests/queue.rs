@@ -8,7 +8,7 @@ use chroma_syncd::model::{
     S3JobMetadata, S3SourceConfig, SourceType, Trigger,
 };
 use chroma_syncd::queue::{
-    CancelOutcome, HeartbeatOutcome, NewJob, Outcome, Queue, QueueError, SqliteQueue,
+    CancelOutcome, HeartbeatOutcome, NewJob, Outcome, Queue, QueueError, SourceRecord, SqliteQueue,
 };
 
 async fn queue(dir: &tempfile::TempDir) -> SqliteQueue {
@@ -62,17 +62,23 @@ fn job(source_id: uuid::Uuid, key: &str, dedupe: &str) -> NewJob {
     }
 }
 
-const SHORT: Duration = Duration::from_millis(200);
-const LONG: Duration = Duration::from_secs(60);
-
-#[tokio::test]
-async fn an_expired_lease_is_reclaimed_and_the_old_attempt_is_fenced_out() {
+/// A fresh queue file holding one S3 source. Keep the directory alive.
+async fn queue_with_source() -> (tempfile::TempDir, SqliteQueue, SourceRecord) {
     let dir = tempfile::tempdir().unwrap();
     let queue = queue(&dir).await;
     let source = queue
         .create_source(SourceType::S3, &s3_source())
         .await
         .unwrap();
+    (dir, queue, source)
+}
+
+const SHORT: Duration = Duration::from_millis(200);
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn an_expired_lease_is_reclaimed_and_the_old_attempt_is_fenced_out() {
+    let (_dir, queue, source) = queue_with_source().await;
     let created = queue.enqueue(job(source.id, "a", "d1")).await.unwrap();
 
     let first = queue.claim("worker-1", SHORT).await.unwrap().unwrap();
@@ -118,12 +124,7 @@ async fn an_expired_lease_is_reclaimed_and_the_old_attempt_is_fenced_out() {
 
 #[tokio::test]
 async fn transient_failures_wait_for_their_backoff_then_exhaust_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = queue(&dir).await;
-    let source = queue
-        .create_source(SourceType::S3, &s3_source())
-        .await
-        .unwrap();
+    let (_dir, queue, source) = queue_with_source().await;
     let created = queue.enqueue(job(source.id, "a", "d1")).await.unwrap();
     let stats = JobStats::default();
 
@@ -175,12 +176,7 @@ async fn transient_failures_wait_for_their_backoff_then_exhaust_attempts() {
 
 #[tokio::test]
 async fn cancel_duplicates_and_per_key_exclusion() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = queue(&dir).await;
-    let source = queue
-        .create_source(SourceType::S3, &s3_source())
-        .await
-        .unwrap();
+    let (_dir, queue, source) = queue_with_source().await;
     assert!(matches!(
         queue.create_source(SourceType::S3, &s3_source()).await,
         Err(QueueError::Duplicate(_))
@@ -258,12 +254,7 @@ async fn jobs_survive_reopening_the_queue_file() {
 
 #[tokio::test]
 async fn a_cancel_asked_of_a_running_job_is_never_undone_by_release_or_a_dead_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = queue(&dir).await;
-    let source = queue
-        .create_source(SourceType::S3, &s3_source())
-        .await
-        .unwrap();
+    let (_dir, queue, source) = queue_with_source().await;
     let stats = JobStats::default();
 
     // Shutdown releases a job whose cancel was asked: it ends cancelled, not pending.
