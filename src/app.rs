@@ -11,10 +11,11 @@ use crate::api::{self, AppState, Authenticator};
 use crate::chunk::Chunker;
 use crate::config::{Config, Secret};
 use crate::embed::{Embedder, MiniLm};
-use crate::model::{CreateJobPayload, CreateSourcePayload, JobStatus};
+use crate::model::{CreateJobPayload, CreateSourcePayload, GitRefIdentifier, JobStatus};
 use crate::pipeline::Services;
 use crate::queue::{JobFilter, Queue, QueueError, SourceFilter, SqliteQueue};
 use crate::sink::chroma::ChromaClient;
+use crate::source::github::GitHubClients;
 use crate::source::s3::{S3Clients, list_keys};
 use crate::worker::run_workers;
 
@@ -34,6 +35,7 @@ pub struct Daemon {
     pub queue: Arc<dyn Queue>,
     pub chroma: ChromaClient,
     pub s3: Arc<S3Clients>,
+    pub github: Arc<GitHubClients>,
     pub wake: Arc<Notify>,
 }
 
@@ -53,11 +55,16 @@ impl Daemon {
             config.aws_credentials.clone(),
             config.s3.clone(),
         ));
+        let github = Arc::new(
+            GitHubClients::new(config.github.clone())
+                .map_err(|e| AppError::Setup(e.to_string()))?,
+        );
         Ok(Daemon {
             config,
             queue,
             chroma,
             s3,
+            github,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -77,11 +84,13 @@ impl Daemon {
             chunker,
             s3: Arc::clone(&self.s3),
             max_object_bytes: self.config.s3.max_object_bytes,
+            github: Arc::clone(&self.github),
         }))
     }
 
     fn secrets(&self) -> Arc<Vec<Secret>> {
         let mut secrets = self.s3.secret_values();
+        secrets.extend(self.github.secret_values());
         secrets.extend(self.config.chroma.api_key.clone());
         Arc::new(secrets)
     }
@@ -138,6 +147,7 @@ impl Daemon {
                 chroma: self.chroma.clone(),
                 auth: Arc::new(auth),
                 s3: Arc::clone(&self.s3),
+                github: Arc::clone(&self.github),
                 wake: Arc::clone(&self.wake),
             };
             let stop = shutdown.clone();
@@ -150,16 +160,16 @@ impl Daemon {
         Ok(())
     }
 
-    /// One-shot sync of `source`: the given keys, or every key under the
-    /// source's `path_prefix`. Returns the number of failed documents.
+    /// One-shot sync of `source`: for S3 the given keys, or every key under
+    /// the source's `path_prefix`; for GitHub the repository at a ref.
     pub async fn run_once(
         self,
         source: CreateSourcePayload,
-        keys: Vec<String>,
+        target: RunTarget,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, AppError> {
-        let source_type =
-            api::sources::validate(&self.s3, &source).map_err(|e| AppError::Invalid(e.message))?;
+        let source_type = api::sources::validate(&self.s3, &self.github, &source)
+            .map_err(|e| AppError::Invalid(e.message))?;
         let record = match self.queue.create_source(source_type, &source).await {
             Ok(record) => record,
             Err(QueueError::Duplicate(_)) => self
@@ -175,32 +185,13 @@ impl Daemon {
                 .ok_or_else(|| AppError::Setup("source exists but cannot be found".into()))?,
             Err(e) => return Err(e.into()),
         };
-        let s3 = source
-            .s3
-            .as_ref()
-            .ok_or_else(|| AppError::Invalid("run supports S3 sources".into()))?;
-        let keys = if keys.is_empty() {
-            let client = self
-                .s3
-                .client(s3)
-                .await
-                .map_err(|e| AppError::Setup(e.to_string()))?;
-            let prefix = s3.path_prefix.clone().unwrap_or_default();
-            list_keys(&client, &s3.bucket_name, &prefix)
-                .await
-                .map_err(|e| AppError::Setup(e.to_string()))?
-        } else {
-            keys
-        };
-        tracing::info!(documents = keys.len(), source_id = %record.id, "one-shot sync starting");
-        let mut job_ids = Vec::with_capacity(keys.len());
-        for key in &keys {
-            let payload = CreateJobPayload {
-                object_key: Some(key.clone()),
-                ..CreateJobPayload::default()
-            };
+        let payloads = self.run_payloads(&record, target).await?;
+        tracing::info!(jobs = payloads.len(), source_id = %record.id, "one-shot sync starting");
+        let mut job_ids = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let what = payload.object_key.clone().unwrap_or_default();
             let job = api::invocations::plan_job(&record, payload)
-                .map_err(|e| AppError::Invalid(format!("{key}: {}", e.message)))?;
+                .map_err(|e| AppError::Invalid(format!("{what}: {}", e.message)))?;
             match self.queue.enqueue(job).await {
                 Ok(job) => job_ids.push(job.id),
                 // Left pending by an interrupted run: it will be picked up now.
@@ -243,7 +234,7 @@ impl Daemon {
             };
             let key = match &job.metadata.kind {
                 crate::model::JobKind::S3(s3) => s3.object_key.clone().unwrap_or_default(),
-                _ => String::new(),
+                _ => job.metadata.collection_name.clone(),
             };
             summary.chunks += job.stats.chunks_upserted;
             match job.status {
@@ -253,6 +244,64 @@ impl Daemon {
             }
         }
         Ok(summary)
+    }
+}
+
+/// What a one-shot `run` syncs of its source.
+#[derive(Debug, Default, Clone)]
+pub struct RunTarget {
+    /// S3: these keys; none means every key under the source's prefix.
+    pub object_keys: Vec<String>,
+    /// GitHub: the collection to write (required).
+    pub collection: Option<String>,
+    /// GitHub: the ref; none means the repository's default branch.
+    pub git_ref: Option<GitRefIdentifier>,
+}
+
+impl Daemon {
+    /// The invocations a one-shot run enqueues.
+    async fn run_payloads(
+        &self,
+        record: &crate::queue::SourceRecord,
+        target: RunTarget,
+    ) -> Result<Vec<CreateJobPayload>, AppError> {
+        if record.payload.github.is_some() {
+            let mut payload = CreateJobPayload {
+                target_collection_name: target.collection,
+                ref_identifier: target.git_ref,
+                ..CreateJobPayload::default()
+            };
+            api::invocations::fill_default_ref(&self.github, record, &mut payload)
+                .await
+                .map_err(|e| AppError::Invalid(e.message))?;
+            return Ok(vec![payload]);
+        }
+        let s3 = record
+            .payload
+            .s3
+            .as_ref()
+            .ok_or_else(|| AppError::Invalid("run supports S3 and GitHub sources".into()))?;
+        let keys = if target.object_keys.is_empty() {
+            let client = self
+                .s3
+                .client(s3)
+                .await
+                .map_err(|e| AppError::Setup(e.to_string()))?;
+            let prefix = s3.path_prefix.clone().unwrap_or_default();
+            list_keys(&client, &s3.bucket_name, &prefix)
+                .await
+                .map_err(|e| AppError::Setup(e.to_string()))?
+        } else {
+            target.object_keys
+        };
+        Ok(keys
+            .into_iter()
+            .map(|key| CreateJobPayload {
+                object_key: Some(key),
+                target_collection_name: target.collection.clone(),
+                ..CreateJobPayload::default()
+            })
+            .collect())
     }
 }
 

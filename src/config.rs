@@ -29,6 +29,7 @@ pub struct Config {
     pub queue: QueueSettings,
     pub api: ApiSettings,
     pub s3: S3Settings,
+    pub github: GitHubSettings,
     /// AWS credentials that S3 sources refer to by `aws_credential_id`.
     /// Id `0` is reserved for the standard AWS credential chain.
     pub aws_credentials: BTreeMap<String, AwsCredentialConfig>,
@@ -110,6 +111,44 @@ pub struct S3Settings {
     pub timeout_seconds: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitHubSettings {
+    /// REST base URL; GitHub Enterprise: `https://HOST/api/v3`.
+    /// Env: `CHROMA_SYNCD_GITHUB_API_URL`.
+    pub api_url: String,
+    /// Token for sources without `app_id`. Env only: `CHROMA_SYNCD_GITHUB_TOKEN`
+    /// (or `token_file`). Without either, public repositories are read anonymously.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+    /// A file holding the token (e.g. a systemd credential).
+    pub token_file: Option<PathBuf>,
+    /// GitHub Apps by app id: sources with that `app_id` authenticate as the
+    /// app's installation on the repository.
+    pub apps: BTreeMap<String, GitHubAppConfig>,
+    /// Files larger than this are skipped with a recorded reason.
+    pub max_file_bytes: u64,
+    /// A repository archive that inflates beyond this fails the job
+    /// (decompression-bomb guard).
+    pub max_archive_bytes: u64,
+    /// An incremental sync fetches changed files one by one up to this many;
+    /// beyond it, streaming the archive once is cheaper.
+    pub max_blob_fetches: usize,
+    /// Longest rate-limit wait taken inside a job; a longer one ends the
+    /// attempt as a transient failure, retried by the queue.
+    pub max_rate_limit_wait_seconds: u64,
+    /// Per-request timeout.
+    pub timeout_seconds: u64,
+}
+
+/// One GitHub App: its private key (PEM) from an env var or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubAppConfig {
+    pub private_key_env: Option<String>,
+    pub private_key_file: Option<PathBuf>,
+}
+
 /// Keys for one `aws_credential_id`, each read from an environment variable
 /// or a file (e.g. a systemd credential), never written in the config itself.
 #[derive(Debug, Clone, Deserialize)]
@@ -155,7 +194,7 @@ pub enum ConfigError {
     },
     #[error("environment variable {name}: {message}")]
     Env { name: &'static str, message: String },
-    #[error("aws credential {id}: {message}")]
+    #[error("{id}: {message}")]
     Credential { id: String, message: String },
 }
 
@@ -170,6 +209,7 @@ impl Default for Config {
             queue: QueueSettings::default(),
             api: ApiSettings::default(),
             s3: S3Settings::default(),
+            github: GitHubSettings::default(),
             aws_credentials: BTreeMap::new(),
         }
     }
@@ -213,6 +253,22 @@ impl Default for S3Settings {
     fn default() -> Self {
         S3Settings {
             max_object_bytes: 64 * 1024 * 1024,
+            timeout_seconds: 60,
+        }
+    }
+}
+
+impl Default for GitHubSettings {
+    fn default() -> Self {
+        GitHubSettings {
+            api_url: "https://api.github.com".to_string(),
+            token: None,
+            token_file: None,
+            apps: BTreeMap::new(),
+            max_file_bytes: 1024 * 1024,
+            max_archive_bytes: 4 * 1024 * 1024 * 1024,
+            max_blob_fetches: 200,
+            max_rate_limit_wait_seconds: 900,
             timeout_seconds: 60,
         }
     }
@@ -297,6 +353,12 @@ impl Config {
         if let Some(dir) = get("CHROMA_SYNCD_MODEL_DIR") {
             self.embedding.model_dir = PathBuf::from(dir);
         }
+        if let Some(url) = get("CHROMA_SYNCD_GITHUB_API_URL").filter(|u| !u.is_empty()) {
+            self.github.api_url = url;
+        }
+        if let Some(token) = get("CHROMA_SYNCD_GITHUB_TOKEN").filter(|t| !t.is_empty()) {
+            self.github.token = Some(Secret::new(token));
+        }
         if let Some(workers) = get("CHROMA_SYNCD_WORKERS") {
             self.workers = workers
                 .parse()
@@ -330,6 +392,51 @@ impl QueueSettings {
     }
 }
 
+impl GitHubSettings {
+    /// The token for sources without an app: env wins over `token_file`.
+    pub fn resolve_token(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(token) = &self.token {
+            return Ok(Some(token.clone()));
+        }
+        match &self.token_file {
+            Some(path) => read_secret_file(path)
+                .map(Some)
+                .map_err(|message| ConfigError::Env {
+                    name: "CHROMA_SYNCD_GITHUB_TOKEN",
+                    message,
+                }),
+            None => Ok(None),
+        }
+    }
+}
+
+impl GitHubAppConfig {
+    /// The app's PEM private key.
+    pub fn resolve_key(&self, app_id: &str) -> Result<Secret, ConfigError> {
+        let error = |message| ConfigError::Credential {
+            id: format!("github app {app_id}"),
+            message,
+        };
+        if let Some(name) = &self.private_key_env {
+            return std::env::var(name)
+                .map(Secret::new)
+                .map_err(|_| error(format!("environment variable {name} is not set")));
+        }
+        match &self.private_key_file {
+            Some(path) => read_secret_file(path).map_err(error),
+            None => Err(error(
+                "neither private_key_env nor private_key_file is given".to_string(),
+            )),
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    std::fs::read_to_string(path)
+        .map(|s| Secret::new(s.trim().to_string()))
+        .map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
 impl AwsCredentialConfig {
     /// Reads the keys from their env vars or files.
     pub fn resolve(&self, id: &str) -> Result<(Secret, Secret, Option<Secret>), ConfigError> {
@@ -338,20 +445,18 @@ impl AwsCredentialConfig {
                 return std::env::var(name)
                     .map(Secret::new)
                     .map_err(|_| ConfigError::Credential {
-                        id: id.to_string(),
+                        id: format!("aws credential {id}"),
                         message: format!("{what}: environment variable {name} is not set"),
                     });
             }
             if let Some(path) = file {
-                return std::fs::read_to_string(path)
-                    .map(|s| Secret::new(s.trim().to_string()))
-                    .map_err(|e| ConfigError::Credential {
-                        id: id.to_string(),
-                        message: format!("{what}: reading {}: {e}", path.display()),
-                    });
+                return read_secret_file(path).map_err(|e| ConfigError::Credential {
+                    id: format!("aws credential {id}"),
+                    message: format!("{what}: {e}"),
+                });
             }
             Err(ConfigError::Credential {
-                id: id.to_string(),
+                id: format!("aws credential {id}"),
                 message: format!("{what}: neither an _env nor a _file setting is given"),
             })
         };

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chroma_syncd::app::Daemon;
+use chroma_syncd::app::{Daemon, RunTarget};
 use chroma_syncd::client::ApiClient;
 use chroma_syncd::config::Config;
-use chroma_syncd::model::CreateSourcePayload;
+use chroma_syncd::model::{CreateSourcePayload, GitRefIdentifier};
 use clap::{Parser, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -45,14 +45,24 @@ enum Command {
     Serve,
     /// Run workers only (they share the queue with a `serve` process).
     Worker,
-    /// One-shot: sync one S3 object key, or every key under the source's prefix, then exit (non-zero on failure).
+    /// One-shot: sync S3 object keys (default: every key under the source's prefix) or a GitHub
+    /// repository at a ref, then exit (non-zero on failure).
     Run {
         /// Source JSON (as for `POST /api/v1/sources`), inline or `@file`.
         #[arg(long)]
         source: String,
-        /// Object keys to sync; default: every key under the source's `path_prefix`.
+        /// S3: object keys to sync; default: every key under the source's `path_prefix`.
         #[arg(long = "object-key")]
         object_keys: Vec<String>,
+        /// Collection to write (required for GitHub; S3 defaults to the source's).
+        #[arg(long)]
+        collection: Option<String>,
+        /// GitHub: branch to sync (default: the repository's default branch).
+        #[arg(long, conflicts_with = "sha")]
+        branch: Option<String>,
+        /// GitHub: commit to sync.
+        #[arg(long)]
+        sha: Option<String>,
     },
     /// Manage sources through the API.
     Source {
@@ -200,6 +210,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run {
             source,
             object_keys,
+            collection,
+            branch,
+            sha,
         } => {
             init_tracing();
             let config = Config::load(cli.config.as_deref())?;
@@ -207,7 +220,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .context("the --source JSON is not a valid source")?;
             let daemon = Daemon::open(config).await?;
             let summary = daemon
-                .run_once(source, object_keys, shutdown_token())
+                .run_once(
+                    source,
+                    RunTarget {
+                        object_keys,
+                        collection,
+                        git_ref: branch
+                            .map(GitRefIdentifier::Branch)
+                            .or(sha.map(GitRefIdentifier::Sha)),
+                    },
+                    shutdown_token(),
+                )
                 .await?;
             println!(
                 "synced {} documents ({} chunks), {} failed, {} unfinished",

@@ -87,8 +87,14 @@ pub struct GithubSourceConfig {
     pub repository: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
+    /// Only paths matching one of these are synced (`src/**/*.rs`; a glob
+    /// without `/` matches file names anywhere, e.g. `*.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_globs: Option<Vec<String>>,
+    /// Extension: paths matching one of these are never synced. With neither
+    /// list given, vendored and generated trees (`node_modules/`, lockfiles, …) are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_globs: Option<Vec<String>>,
 }
 
 /// A website crawl source.
@@ -386,9 +392,31 @@ pub struct JobStats {
     pub chunks_upserted: u64,
     pub chunks_deleted: u64,
     pub bytes: u64,
-    /// Why documents were skipped (e.g. `binary content (image/png)`), keyed by document.
+    /// Why documents were skipped (e.g. `binary content (image/png)`), keyed
+    /// by document; the first [`MAX_SKIPPED_REASONS`] only (`skipped` counts all).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub skipped_reasons: BTreeMap<String, String>,
+    /// Chunks whose metadata was updated in place, without re-embedding
+    /// (an incremental GitHub sync re-stamps unchanged files with the new commit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_restamped: u64,
+    /// GitHub: the commit the job's ref resolved to, the version every chunk names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<String>,
+    /// GitHub: `full` or `incremental` (changes since `base_commit_sha` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_mode: Option<String>,
+    /// GitHub: the commit an incremental sync started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit_sha: Option<String>,
+}
+
+/// Bound on `stats.skipped_reasons`, so a repository of many binaries keeps
+/// job JSON small.
+pub const MAX_SKIPPED_REASONS: usize = 200;
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]

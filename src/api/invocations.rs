@@ -19,11 +19,15 @@ use super::sources::{
 use super::{ApiError, AppState};
 use crate::config::sha256_hex;
 use crate::model::{
-    CancelJobResponse, CreateJobPayload, CreateJobResponse, ErrorResponse, IndexJobMetadata, Job,
-    JobKind, LatestByKeysRequest, S3JobMetadata, SourceType, Trigger, canonical_json,
+    CancelJobResponse, CreateJobPayload, CreateJobResponse, ErrorResponse, GitRefIdentifier,
+    IndexJobMetadata, Job, JobKind, LatestByKeysRequest, S3JobMetadata, SourceType, Trigger,
+    canonical_json,
 };
 use crate::queue::{CancelOutcome, JobFilter, NewJob, SourceRecord};
 use crate::sink::records::validate_user_metadata;
+use crate::source::SourceError;
+use crate::source::github::GitHubClients;
+use tokio_util::sync::CancellationToken;
 
 /// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
 const MAX_CUSTOM_ID: usize = 120;
@@ -48,7 +52,12 @@ pub struct ListJobsQuery {
 }
 
 /// Checks `payload` against the source and works out the job to enqueue.
+/// GitHub invocations must have their `ref_identifier` filled in first
+/// ([`fill_default_ref`]).
 pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJob, ApiError> {
+    if source.payload.github.is_some() {
+        return plan_github_job(source, payload);
+    }
     let Some(s3) = source.payload.s3.as_ref() else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -126,6 +135,112 @@ pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJ
     })
 }
 
+/// Longest branch name we pass on (git allows more, GitHub does not).
+const MAX_REF_BYTES: usize = 255;
+
+fn plan_github_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJob, ApiError> {
+    for (given, name) in [
+        (payload.object_key.is_some(), "object_key"),
+        (payload.custom_id.is_some(), "custom_id"),
+        (payload.metadata.is_some(), "metadata"),
+    ] {
+        if given {
+            return Err(ApiError::bad_request(format!(
+                "{name} is only allowed for S3 sources"
+            )));
+        }
+    }
+    let Some(collection) = payload.target_collection_name.clone() else {
+        return Err(ApiError::bad_request(
+            "target_collection_name is required for GitHub sources",
+        ));
+    };
+    validate_chroma_name("target_collection_name", &collection)?;
+    let git_ref = payload.ref_identifier.clone().ok_or_else(|| {
+        ApiError::bad_request("ref_identifier is required (the default branch was not resolved)")
+    })?;
+    match &git_ref {
+        GitRefIdentifier::Sha(sha) => {
+            if !(4..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ApiError::bad_request(format!(
+                    "ref_identifier.sha `{sha}` is not a hexadecimal commit sha"
+                )));
+            }
+        }
+        GitRefIdentifier::Branch(branch) => {
+            let valid = !branch.is_empty()
+                && branch.len() <= MAX_REF_BYTES
+                && !branch.starts_with('/')
+                && !branch.ends_with('/')
+                && !branch.contains("..")
+                && !branch
+                    .chars()
+                    .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
+            if !valid {
+                return Err(ApiError::bad_request(format!(
+                    "ref_identifier.branch `{branch}` is not a valid branch name"
+                )));
+            }
+        }
+    }
+    let metadata = IndexJobMetadata {
+        kind: JobKind::Github {
+            git_ref_identifier: git_ref,
+        },
+        database_name: source.payload.database_name.clone(),
+        collection_name: collection.clone(),
+    };
+    let canonical = serde_json::to_value(&payload)
+        .map(|v| canonical_json(&v))
+        .unwrap_or_default();
+    let database = &source.payload.database_name;
+    Ok(NewJob {
+        source_id: source.id,
+        source_type: SourceType::Github,
+        // One sync of a source into one collection at a time: each reads the
+        // commit the previous one left.
+        concurrency_key: format!("github:{}:{database}/{collection}", source.id),
+        dedupe_key: sha256_hex(format!("{}:{collection}:{canonical}", source.id).as_bytes()),
+        payload,
+        metadata,
+        trigger: Trigger::Manual,
+    })
+}
+
+/// A GitHub invocation without `ref_identifier` syncs the repository's
+/// default branch: asks GitHub which one that is, so the job records it.
+pub async fn fill_default_ref(
+    github: &GitHubClients,
+    source: &SourceRecord,
+    payload: &mut CreateJobPayload,
+) -> Result<(), ApiError> {
+    let Some(config) = &source.payload.github else {
+        return Ok(());
+    };
+    if payload.ref_identifier.is_some() {
+        return Ok(());
+    }
+    let branch = async {
+        github
+            .repo(config, CancellationToken::new())
+            .await?
+            .default_branch()
+            .await
+    };
+    let branch = branch.await.map_err(|error| match error {
+        SourceError::Transient(message) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "github_unavailable",
+            format!("cannot look up the default branch: {message}"),
+        ),
+        SourceError::NotFound(message) | SourceError::Permanent(message) => {
+            ApiError::bad_request(format!("cannot look up the default branch: {message}"))
+        }
+    })?;
+    payload.ref_identifier = Some(GitRefIdentifier::Branch(branch));
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/api/v1/sources/{source_id}/invocations", tag = "Invocation",
     operation_id = "create_job", summary = "Create invocation",
     description = "Creates a new invocation for a source.",
@@ -147,6 +262,8 @@ pub async fn create(
     ApiJson(payload): ApiJson<CreateJobPayload>,
 ) -> Result<Response, ApiError> {
     let source = load_source(&state, &principal, source_id).await?;
+    let mut payload = payload;
+    fill_default_ref(&state.github, &source, &mut payload).await?;
     let job = plan_job(&source, payload)?;
     let job = state.queue.enqueue(job).await.map_err(|e| match e {
         crate::queue::QueueError::Duplicate(_) => {

@@ -28,6 +28,7 @@ pub use error::ApiError;
 use crate::model::HealthResponse;
 use crate::queue::Queue;
 use crate::sink::chroma::ChromaClient;
+use crate::source::github::GitHubClients;
 use crate::source::s3::S3Clients;
 
 /// Shared by every handler.
@@ -37,6 +38,7 @@ pub struct AppState {
     pub chroma: ChromaClient,
     pub auth: Arc<Authenticator>,
     pub s3: Arc<S3Clients>,
+    pub github: Arc<GitHubClients>,
     /// Wakes idle workers of this process when a job is enqueued.
     pub wake: Arc<Notify>,
 }

@@ -16,9 +16,11 @@ use super::error::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::model::{
     AutoSync, ChunkingConfig, CreateSourcePayload, CreateSourceResponse, DEFAULT_EMBEDDING_MODEL,
-    EmbeddingConfig, EmbeddingModel, ErrorResponse, S3SourceConfig, Source, SourceType,
+    EmbeddingConfig, EmbeddingModel, ErrorResponse, GithubSourceConfig, S3SourceConfig, Source,
+    SourceType,
 };
 use crate::queue::{SourceFilter, SourceRecord};
+use crate::source::github::{GitHubClients, PathFilter, split_repository};
 use crate::source::s3::S3Clients;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -85,6 +87,7 @@ pub fn parse_source_type(value: Option<&str>) -> Result<Option<SourceType>, ApiE
 /// Checks a source completely; returns its type.
 pub fn validate(
     s3_clients: &S3Clients,
+    github_clients: &GitHubClients,
     payload: &CreateSourcePayload,
 ) -> Result<SourceType, ApiError> {
     let given = [
@@ -94,12 +97,12 @@ pub fn validate(
     ];
     let source_type = match given {
         [false, false, true] => SourceType::S3,
-        [true, false, false] | [false, true, false] => {
-            let kind = if given[0] { "github" } else { "web_scrape" };
+        [true, false, false] => SourceType::Github,
+        [false, true, false] => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_source_type",
-                format!("{kind} sources are not supported by this version of chroma-syncd yet"),
+                "web_scrape sources are not supported by this version of chroma-syncd yet",
             ));
         }
         [false, false, false] => {
@@ -116,6 +119,9 @@ pub fn validate(
     validate_chroma_name("database_name", &payload.database_name)?;
     if let Some(s3) = &payload.s3 {
         validate_s3(s3_clients, s3)?;
+    }
+    if let Some(github) = &payload.github {
+        validate_github(github_clients, github)?;
     }
     if let Some(chunking) = &payload.chunking {
         let (lines, bytes) = match chunking {
@@ -159,6 +165,25 @@ pub fn validate(
         ));
     }
     Ok(source_type)
+}
+
+fn validate_github(clients: &GitHubClients, github: &GithubSourceConfig) -> Result<(), ApiError> {
+    if split_repository(&github.repository).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "github.repository `{}` is not of the form owner/name",
+            github.repository
+        )));
+    }
+    PathFilter::from_source(github).map_err(|e| ApiError::bad_request(format!("github: {e}")))?;
+    if let Some(app_id) = &github.app_id
+        && !clients.knows_app(app_id)
+    {
+        return Err(ApiError::bad_request(format!(
+            "github.app_id {app_id} is not configured on this daemon ([github.apps.{app_id}] in \
+             its config, with the app's private key)"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_s3(s3_clients: &S3Clients, s3: &S3SourceConfig) -> Result<(), ApiError> {
@@ -258,7 +283,7 @@ pub async fn create(
     ApiJson(payload): ApiJson<CreateSourcePayload>,
 ) -> Result<Response, ApiError> {
     principal.check_database(&payload.database_name)?;
-    let source_type = validate(&state.s3, &payload)?;
+    let source_type = validate(&state.s3, &state.github, &payload)?;
     let record = state.queue.create_source(source_type, &payload).await?;
     tracing::info!(source_id = %record.id, source_type = source_type.as_str(), "source created");
     Ok((

@@ -7,6 +7,7 @@
 //! failure (5xx, connection refused) from a permanent one (4xx). Each call
 //! here is one small JSON request; see ARCHITECTURE.md.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -339,45 +340,151 @@ impl ChromaClient {
         key: &str,
         custom_id: Option<&str>,
     ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
-        let page = 1000usize;
         let filter = match custom_id {
             Some(custom_id) => json!({"$or": [{"document_key": key}, {"custom_id": custom_id}]}),
             None => json!({"document_key": key}),
         };
+        let doing = format!("listing chunks of {key} in {}", collection.name);
         let mut found = Vec::new();
+        self.scan(collection, &filter, true, &doing, |page| {
+            found.extend(page);
+            true
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// The distinct `document_key`s of one source's records: what a full
+    /// sync compares against to find documents that disappeared.
+    pub async fn document_keys_of_source(
+        &self,
+        collection: &CollectionHandle,
+        source_id: &str,
+    ) -> Result<BTreeSet<String>, ChromaError> {
+        let doing = format!(
+            "listing documents of source {source_id} in {}",
+            collection.name
+        );
+        let mut keys = BTreeSet::new();
+        self.scan(
+            collection,
+            &json!({"source_id": source_id}),
+            true,
+            &doing,
+            |page| {
+                keys.extend(page.into_iter().filter_map(|(_, metadata)| {
+                    metadata
+                        .get("document_key")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                }));
+                true
+            },
+        )
+        .await?;
+        Ok(keys)
+    }
+
+    /// Up to `limit` records matching `filter`, with their metadata.
+    pub async fn find(
+        &self,
+        collection: &CollectionHandle,
+        filter: &Value,
+        limit: usize,
+        doing: &str,
+    ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
+        self.get_page(collection, filter, true, limit, 0, doing)
+            .await
+    }
+
+    /// Pages through every record matching `filter`, handing each page to
+    /// `visit` until it returns false. Memory holds one page at a time.
+    async fn scan(
+        &self,
+        collection: &CollectionHandle,
+        filter: &Value,
+        with_metadata: bool,
+        doing: &str,
+        mut visit: impl FnMut(Vec<(String, Map<String, Value>)>) -> bool,
+    ) -> Result<(), ChromaError> {
+        let page = 1000usize;
         for offset in (0..).step_by(page) {
-            let body = json!({
-                "where": filter,
-                "include": ["metadatas"],
-                "limit": page,
-                "offset": offset,
-            });
-            let doing = format!("listing chunks of {key} in {}", collection.name);
-            let value = self
-                .call_ok(
-                    Method::POST,
-                    &format!("{}/get", self.collection_path(collection)),
-                    Some(&body),
-                    &doing,
-                )
+            let found = self
+                .get_page(collection, filter, with_metadata, page, offset, doing)
                 .await?;
-            let result: GetResult =
-                serde_json::from_value(value).map_err(|e| ChromaError::Status {
-                    doing: doing.clone(),
-                    status: 200,
-                    message: format!("unexpected get JSON: {e}"),
-                })?;
-            let count = result.ids.len();
-            let metadatas = result.metadatas.unwrap_or_default();
-            for (index, id) in result.ids.into_iter().enumerate() {
-                let metadata = metadatas.get(index).cloned().flatten().unwrap_or_default();
-                found.push((id, metadata));
-            }
-            if count < page {
+            let count = found.len();
+            if !visit(found) || count < page {
                 break;
             }
         }
-        Ok(found)
+        Ok(())
+    }
+
+    async fn get_page(
+        &self,
+        collection: &CollectionHandle,
+        filter: &Value,
+        with_metadata: bool,
+        limit: usize,
+        offset: usize,
+        doing: &str,
+    ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
+        let include: &[&str] = if with_metadata { &["metadatas"] } else { &[] };
+        let body = json!({
+            "where": filter,
+            "include": include,
+            "limit": limit,
+            "offset": offset,
+        });
+        let value = self
+            .call_ok(
+                Method::POST,
+                &format!("{}/get", self.collection_path(collection)),
+                Some(&body),
+                doing,
+            )
+            .await?;
+        let result: GetResult = serde_json::from_value(value).map_err(|e| ChromaError::Status {
+            doing: doing.to_string(),
+            status: 200,
+            message: format!("unexpected get JSON: {e}"),
+        })?;
+        let metadatas = result.metadatas.unwrap_or_default();
+        Ok(result
+            .ids
+            .into_iter()
+            .enumerate()
+            .map(|(index, id)| {
+                let metadata = metadatas.get(index).cloned().flatten().unwrap_or_default();
+                (id, metadata)
+            })
+            .collect())
+    }
+
+    /// Merges `metadatas` into existing records' metadata without touching
+    /// their documents or embeddings (nothing is re-embedded).
+    pub async fn update_metadata(
+        &self,
+        collection: &CollectionHandle,
+        ids: &[String],
+        metadatas: &[Map<String, Value>],
+    ) -> Result<(), ChromaError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let doing = format!(
+            "updating metadata of {} records in {}",
+            ids.len(),
+            collection.name
+        );
+        self.call_ok(
+            Method::POST,
+            &format!("{}/update", self.collection_path(collection)),
+            Some(&json!({"ids": ids, "metadatas": metadatas})),
+            &doing,
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn delete(

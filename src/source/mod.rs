@@ -4,6 +4,7 @@
 //! chunk IDs; they produce [`Document`]s and classify their own failures as
 //! transient (retry) or permanent (fail now).
 
+pub mod github;
 pub mod s3;
 
 use bytes::Bytes;

@@ -3,6 +3,8 @@
 //! `scripts/test` prepares; the daemon is this crate's binary.
 #![allow(dead_code)]
 
+pub mod github;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -10,6 +10,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+mod github;
+
 use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -17,10 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::Chunker;
 use crate::embed::Embedder;
 use crate::extract::extract;
-use crate::model::{ChunkingConfig, CreateSourcePayload, JobStats, Progress, SourceType};
+use crate::model::{
+    ChunkingConfig, CreateSourcePayload, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType,
+};
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, EmbeddingSpec};
 use crate::sink::records::{DocumentIdentity, Record, build_records};
+use crate::source::github::GitHubClients;
 use crate::source::s3::{S3Clients, S3Object};
 use crate::source::{Document, Fetched, Source, SourceError};
 
@@ -64,6 +69,7 @@ pub struct Services {
     pub chunker: Chunker,
     pub s3: Arc<S3Clients>,
     pub max_object_bytes: u64,
+    pub github: Arc<GitHubClients>,
 }
 
 /// Live state of a running job, read by its heartbeat.
@@ -105,6 +111,7 @@ pub async fn run_job(
         .ok_or_else(|| JobError::Permanent(format!("source {source_id} was deleted")))?;
     match claimed.source_type {
         SourceType::S3 => run_s3_job(services, claimed, &source.payload, state, cancel).await,
+        SourceType::Github => github::run(services, claimed, &source.payload, state, cancel).await,
         other => Err(JobError::Permanent(format!(
             "{} sources are not supported by this version of chroma-syncd",
             other.as_str()
@@ -135,22 +142,8 @@ async fn run_s3_job(
         key,
         max_bytes: services.max_object_bytes,
     };
-    let collection = services
-        .chroma
-        .ensure_collection(
-            &claimed.job.metadata.database_name,
-            &claimed.job.metadata.collection_name,
-            EmbeddingSpec {
-                model: services.embedder.model_name(),
-                dimension: services.embedder.dimension(),
-            },
-        )
-        .await?;
-    let source_id = claimed
-        .job
-        .source_id
-        .map(|id| id.to_string())
-        .unwrap_or_default();
+    let collection = open_collection(services, claimed).await?;
+    let source_id = source_id_of(claimed);
     let context = DocumentContext {
         services,
         collection: &collection,
@@ -181,6 +174,33 @@ async fn run_s3_job(
     }
     services.chroma.mark_finished_ingest(&collection).await?;
     Ok(())
+}
+
+/// The job's target collection, created with our embedding configuration
+/// when missing.
+async fn open_collection(
+    services: &Services,
+    claimed: &ClaimedJob,
+) -> Result<CollectionHandle, JobError> {
+    Ok(services
+        .chroma
+        .ensure_collection(
+            &claimed.job.metadata.database_name,
+            &claimed.job.metadata.collection_name,
+            EmbeddingSpec {
+                model: services.embedder.model_name(),
+                dimension: services.embedder.dimension(),
+            },
+        )
+        .await?)
+}
+
+fn source_id_of(claimed: &ClaimedJob) -> String {
+    claimed
+        .job
+        .source_id
+        .map(|id| id.to_string())
+        .unwrap_or_default()
 }
 
 /// What stays the same for every document of a job.
@@ -246,7 +266,9 @@ impl DocumentContext<'_> {
         tracing::info!(document = key, %reason, "skipping document");
         self.state.update(|stats| {
             stats.skipped += 1;
-            stats.skipped_reasons.insert(key.to_string(), reason);
+            if stats.skipped_reasons.len() < MAX_SKIPPED_REASONS {
+                stats.skipped_reasons.insert(key.to_string(), reason);
+            }
         });
         self.write(key, Vec::new()).await.map(|_| ())
     }

@@ -1,0 +1,384 @@
+//! A GitHub job: resolve the ref to one commit, sync either everything (full)
+//! or only what changed since the commit the collection already holds
+//! (incremental), then re-stamp unchanged chunks with the new commit.
+//!
+//! Both paths end with the same collection: every chunk of the source names
+//! the synced commit, files that no longer exist (or no longer match the
+//! globs) have no chunks, and unchanged files keep their chunks and
+//! embeddings untouched except for the commit fields of their metadata.
+//!
+//! Which commit the collection holds is read from the job history: the
+//! newest completed job of this source and collection, unless a later job
+//! may have written part of a sync and stopped (failed, cancelled or being
+//! retried). It is then confirmed against the collection itself, so a
+//! collection deleted or emptied behind our back gets a full sync.
+
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{DocumentContext, JobError, JobState, Services, open_collection, source_id_of};
+use crate::config::sha256_hex;
+use crate::model::{CreateSourcePayload, GitRefIdentifier, JobStatus, SourceType};
+use crate::queue::{ClaimedJob, JobFilter};
+use crate::sink::chroma::CollectionHandle;
+use crate::source::github::{DocumentLabels, GitHubRepo, PathFilter, TreeEntry, skip_reason};
+use crate::source::{Fetched, SourceError};
+
+/// Jobs of the source looked at to find the collection's current commit.
+const HISTORY: u32 = 200;
+
+pub(super) async fn run(
+    services: &Services,
+    claimed: &ClaimedJob,
+    source: &CreateSourcePayload,
+    state: &JobState,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    let github = source
+        .github
+        .as_ref()
+        .ok_or_else(|| JobError::Permanent("source is not a GitHub source".into()))?;
+    let git_ref = claimed
+        .payload
+        .ref_identifier
+        .clone()
+        .ok_or_else(|| JobError::Permanent("invocation has no ref_identifier".into()))?;
+    let filter = Arc::new(PathFilter::from_source(github).map_err(JobError::Permanent)?);
+    let repo = services.github.repo(github, cancel.clone()).await?;
+    let label = match &git_ref {
+        GitRefIdentifier::Branch(branch) => branch.clone(),
+        GitRefIdentifier::Sha(sha) => sha.clone(),
+    };
+    state.set_progress(1, 4, format!("resolving `{label}` of {}", repo.full_name()));
+    let sha = repo.resolve(&git_ref).await?;
+    state.update(|stats| stats.commit_sha = Some(sha.clone()));
+    tracing::info!(repository = %repo.full_name(), git_ref = %label, commit = %sha, "resolved");
+
+    let collection = open_collection(services, claimed).await?;
+    let source_id = source_id_of(claimed);
+    let labels = DocumentLabels {
+        repository: repo.full_name(),
+        git_ref: label,
+        commit_sha: sha.clone(),
+    };
+    let context = DocumentContext {
+        services,
+        collection: &collection,
+        state,
+        cancel,
+        source_id: &source_id,
+        source_type: SourceType::Github,
+        custom_id: None,
+        user_metadata: None,
+        chunking: source.chunking.as_ref(),
+    };
+    let sync = Sync {
+        context: &context,
+        repo: &repo,
+        labels: &labels,
+        filter: &filter,
+    };
+
+    let base = previous_commit(services, claimed, &collection, &source_id).await?;
+    let diff = match &base {
+        Some(base) => sync.diff(base).await?,
+        None => None,
+    };
+    match diff {
+        Some(diff) => {
+            state.update(|stats| {
+                stats.sync_mode = Some("incremental".into());
+                stats.base_commit_sha = base.clone();
+            });
+            sync.incremental(diff).await?;
+        }
+        None => {
+            state.update(|stats| stats.sync_mode = Some("full".into()));
+            sync.full().await?;
+        }
+    }
+    state.set_progress(4, 4, "re-stamping unchanged chunks".into());
+    sync.restamp().await?;
+    services.chroma.mark_finished_ingest(&collection).await?;
+    Ok(())
+}
+
+/// The commit the collection holds for this source, when it can be trusted.
+async fn previous_commit(
+    services: &Services,
+    claimed: &ClaimedJob,
+    collection: &CollectionHandle,
+    source_id: &str,
+) -> Result<Option<String>, JobError> {
+    let jobs = services
+        .queue
+        .list_jobs(&JobFilter {
+            source_id: claimed.job.source_id,
+            limit: HISTORY,
+            ..JobFilter::default()
+        })
+        .await
+        .map_err(|e| JobError::Transient(format!("reading the job history: {e}")))?;
+    let target = &claimed.job.metadata;
+    let mut earlier: Vec<_> = jobs
+        .iter()
+        .filter(|job| {
+            job.id != claimed.job.id
+                && job.started_at.is_some()
+                && job.metadata.database_name == target.database_name
+                && job.metadata.collection_name == target.collection_name
+        })
+        .collect();
+    earlier.sort_by_key(|job| Reverse(job.started_at));
+    let mut base = None;
+    for job in earlier {
+        match &job.status {
+            JobStatus::Complete { .. } => {
+                base = job.stats.commit_sha.clone();
+                break;
+            }
+            // Never got past resolving its ref: it wrote nothing.
+            JobStatus::Failed { .. } | JobStatus::Cancelled
+                if job.attempt <= 1 && job.stats.commit_sha.is_none() => {}
+            // May have written part of another commit: only a full sync is safe.
+            _ => {
+                tracing::info!(job = %job.id, "an earlier sync did not finish; syncing in full");
+                return Ok(None);
+            }
+        }
+    }
+    let Some(base) = base else {
+        return Ok(None);
+    };
+    let filter = json!({"$and": [{"source_id": source_id}, {"version_key": base}]});
+    let holds = services
+        .chroma
+        .find(collection, &filter, 1, "checking the collection's commit")
+        .await?;
+    Ok((!holds.is_empty()).then_some(base))
+}
+
+/// What changed between the collection's commit and the new one.
+#[derive(Debug, Default)]
+struct Diff {
+    changed: Vec<TreeEntry>,
+    removed: Vec<String>,
+}
+
+struct Sync<'a> {
+    context: &'a DocumentContext<'a>,
+    repo: &'a GitHubRepo,
+    labels: &'a DocumentLabels,
+    filter: &'a Arc<PathFilter>,
+}
+
+impl Sync<'_> {
+    fn cancel(&self) -> &CancellationToken {
+        self.context.cancel
+    }
+
+    /// Compares the two commits' trees, or `None` when that is impossible
+    /// (base commit gone after a force-push, listing truncated).
+    async fn diff(&self, base: &str) -> Result<Option<Diff>, JobError> {
+        let head = &self.labels.commit_sha;
+        if base == head {
+            return Ok(Some(Diff::default()));
+        }
+        self.context
+            .state
+            .set_progress(2, 4, format!("comparing {base} with {head}"));
+        let listed = |sha: &str| {
+            let sha = sha.to_string();
+            async move {
+                match self.repo.tree(&sha).await {
+                    Ok(tree) => Ok(tree),
+                    Err(SourceError::NotFound(message)) => {
+                        tracing::info!(%message, "base commit unavailable; syncing in full");
+                        Ok(None)
+                    }
+                    Err(error) => Err(JobError::from(error)),
+                }
+            }
+        };
+        let (Some(old), Some(new)) = (listed(base).await?, listed(head).await?) else {
+            return Ok(None);
+        };
+        let old: HashMap<String, (String, String)> = old
+            .into_iter()
+            .filter(|entry| self.filter.accepts(&entry.path))
+            .map(|entry| (entry.path, (entry.sha, entry.mode)))
+            .collect();
+        let mut diff = Diff::default();
+        let mut present = HashSet::new();
+        for entry in new {
+            if !self.filter.accepts(&entry.path) {
+                continue;
+            }
+            present.insert(entry.path.clone());
+            let unchanged = old
+                .get(&entry.path)
+                .is_some_and(|(sha, mode)| *sha == entry.sha && *mode == entry.mode);
+            if !unchanged {
+                diff.changed.push(entry);
+            }
+        }
+        diff.removed = old
+            .into_keys()
+            .filter(|path| !present.contains(path))
+            .collect();
+        diff.removed.sort();
+        tracing::info!(
+            changed = diff.changed.len(),
+            removed = diff.removed.len(),
+            "incremental sync"
+        );
+        Ok(Some(diff))
+    }
+
+    async fn incremental(&self, diff: Diff) -> Result<(), JobError> {
+        let state = self.context.state;
+        for path in &diff.removed {
+            if self.cancel().is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            state.set_progress(3, 4, format!("removing {path}"));
+            self.context.write(path, Vec::new()).await?;
+        }
+        let settings = self.repo_settings();
+        if diff.changed.len() > settings.max_blob_fetches {
+            let only: HashSet<String> = diff.changed.into_iter().map(|e| e.path).collect();
+            self.stream_archive(Some(Arc::new(only))).await?;
+            return Ok(());
+        }
+        for entry in diff.changed {
+            if self.cancel().is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            let reason = skip_reason(
+                entry.is_symlink(),
+                entry.size.unwrap_or(0),
+                settings.max_file_bytes,
+            );
+            let fetched = match reason {
+                Some(reason) => Fetched::Skipped {
+                    key: entry.path,
+                    reason,
+                },
+                None => {
+                    state.set_progress(3, 4, format!("fetching {}", entry.path));
+                    let bytes = self.repo.blob(&entry.sha, &entry.path).await?;
+                    Fetched::Document(self.labels.document(entry.path, bytes))
+                }
+            };
+            self.context.process(fetched).await?;
+        }
+        Ok(())
+    }
+
+    /// Every file of the commit from its archive; then the documents the
+    /// collection holds for this source that the commit no longer has go.
+    async fn full(&self) -> Result<(), JobError> {
+        let seen = self.stream_archive(None).await?;
+        let chroma = &self.context.services.chroma;
+        let stored = chroma
+            .document_keys_of_source(self.context.collection, self.context.source_id)
+            .await?;
+        for key in stored.iter().filter(|key| !seen.contains(*key)) {
+            if self.cancel().is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            self.context
+                .state
+                .set_progress(3, 4, format!("removing {key}"));
+            self.context.write(key, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// Processes the archive's files (only `only`, when given); returns the
+    /// paths it saw.
+    async fn stream_archive(
+        &self,
+        only: Option<Arc<HashSet<String>>>,
+    ) -> Result<HashSet<String>, JobError> {
+        self.context
+            .state
+            .set_progress(3, 4, format!("streaming {}", self.repo.full_name()));
+        let mut files = self.repo.archive(
+            &self.labels.commit_sha,
+            self.labels.clone(),
+            Arc::clone(self.filter),
+            only,
+        );
+        let mut seen = HashSet::new();
+        while let Some(fetched) = files.next().await {
+            if self.cancel().is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            let fetched = fetched?;
+            let key = match &fetched {
+                Fetched::Document(document) => document.key.clone(),
+                Fetched::Skipped { key, .. } => key.clone(),
+            };
+            seen.insert(key);
+            self.context.process(fetched).await?;
+        }
+        Ok(seen)
+    }
+
+    /// Points every chunk of the source that still names another commit at
+    /// the synced one: metadata only, nothing re-embedded.
+    async fn restamp(&self) -> Result<(), JobError> {
+        let chroma = &self.context.services.chroma;
+        let collection = self.context.collection;
+        let sha = &self.labels.commit_sha;
+        let filter = json!({"$and": [
+            {"source_id": self.context.source_id},
+            {"version_key": {"$ne": sha}},
+        ]});
+        let mut fields = Map::new();
+        fields.insert("version_key".into(), Value::from(sha.as_str()));
+        fields.insert(
+            "version_key_sha256".into(),
+            Value::from(sha256_hex(sha.as_bytes())),
+        );
+        for (name, value) in self.labels.commit_fields() {
+            fields.insert(name, value);
+        }
+        let batch = chroma.batch_size().await?;
+        let mut last_first: Option<String> = None;
+        loop {
+            if self.cancel().is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            let page = chroma
+                .find(collection, &filter, batch, "finding chunks to re-stamp")
+                .await?;
+            let Some((first, _)) = page.first() else {
+                return Ok(());
+            };
+            if last_first.as_ref() == Some(first) {
+                return Err(JobError::Transient(format!(
+                    "re-stamping chunks in {} made no progress",
+                    collection.name
+                )));
+            }
+            last_first = Some(first.clone());
+            let ids: Vec<String> = page.into_iter().map(|(id, _)| id).collect();
+            let metadatas = vec![fields.clone(); ids.len()];
+            chroma.update_metadata(collection, &ids, &metadatas).await?;
+            self.context
+                .state
+                .update(|stats| stats.chunks_restamped += ids.len() as u64);
+        }
+    }
+
+    fn repo_settings(&self) -> &crate::config::GitHubSettings {
+        self.context.services.github.settings()
+    }
+}
