@@ -211,28 +211,28 @@ fn unknown_repositories_refs_and_bad_invocations_get_clear_errors() {
     for (body, needle) in [
         (json!({}), "target_collection_name"),
         (
-            json!({"target_collection_name": "c1", "object_key": "x"}),
+            json!({"target_collection_name": "col1", "object_key": "x"}),
             "object_key",
         ),
         (
-            json!({"target_collection_name": "c1", "ref_identifier": {"sha": "not-hex"}}),
+            json!({"target_collection_name": "col1", "ref_identifier": {"sha": "not-hex"}}),
             "sha",
         ),
         (
-            json!({"target_collection_name": "c1", "ref_identifier": {"branch": "a..b"}}),
+            json!({"target_collection_name": "col1", "ref_identifier": {"branch": "a..b"}}),
             "branch",
         ),
     ] {
         let (status, error) = invoke(&real, body);
         assert_eq!(status, 400, "{error}");
-        assert_eq!(error["error"], "bad_request");
+        assert_eq!(error["error"], "invalid_request");
         assert!(
             error["message"].as_str().unwrap().contains(needle),
             "{error}"
         );
     }
     // The default branch of a missing repository cannot be looked up.
-    let (status, error) = invoke(&missing, json!({"target_collection_name": "c1"}));
+    let (status, error) = invoke(&missing, json!({"target_collection_name": "col1"}));
     assert_eq!(status, 400, "{error}");
     assert!(
         error["message"].as_str().unwrap().contains("acme/missing"),
@@ -242,19 +242,19 @@ fn unknown_repositories_refs_and_bad_invocations_get_clear_errors() {
     // With an explicit ref, the job itself fails, saying what is missing.
     let job = daemon.invoke(
         &missing,
-        json!({"target_collection_name": "c1", "ref_identifier": {"branch": "main"}}),
+        json!({"target_collection_name": "col1", "ref_identifier": {"branch": "main"}}),
     );
     let (_, error) = daemon.wait_failed(&job, Duration::from_secs(60));
     assert!(error.contains("not found"), "{error}");
     let job = daemon.invoke(
         &real,
-        json!({"target_collection_name": "c1", "ref_identifier": {"branch": "nope"}}),
+        json!({"target_collection_name": "col1", "ref_identifier": {"branch": "nope"}}),
     );
     let (_, error) = daemon.wait_failed(&job, Duration::from_secs(60));
     assert!(error.contains("branch `nope`"), "{error}");
     let job = daemon.invoke(
         &real,
-        json!({"target_collection_name": "c1", "ref_identifier": {"sha": "0123456789abcdef"}}),
+        json!({"target_collection_name": "col1", "ref_identifier": {"sha": "0123456789abcdef"}}),
     );
     let (job, error) = daemon.wait_failed(&job, Duration::from_secs(60));
     assert!(error.contains("0123456789abcdef"), "{error}");

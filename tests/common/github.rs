@@ -340,7 +340,13 @@ fn route(
         return (
             StatusCode::CREATED,
             [(header::CONTENT_TYPE, "application/json")],
-            json!({"token": token, "expires_at": expires.to_rfc3339()}).to_string(),
+            json!({
+                "token": token,
+                "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "permissions": {"contents": "read", "metadata": "read"},
+                "repository_selection": "all",
+            })
+            .to_string(),
         )
             .into_response();
     }
