@@ -237,6 +237,7 @@ impl Daemon {
                 _ => job.metadata.collection_name.clone(),
             };
             summary.chunks += job.stats.chunks_upserted;
+            summary.documents += job.stats.documents;
             match job.status {
                 JobStatus::Complete { .. } => summary.complete += 1,
                 JobStatus::Failed { error } => summary.failed.push((key, error)),
@@ -307,7 +308,10 @@ impl Daemon {
 
 #[derive(Debug, Default)]
 pub struct RunSummary {
+    /// Jobs complete.
     pub complete: usize,
+    /// Documents synced by them.
+    pub documents: u64,
     pub unfinished: usize,
     pub chunks: u64,
     pub failed: Vec<(String, String)>,

@@ -108,6 +108,12 @@ enum InvocationCommand {
         metadata: Option<String>,
         #[arg(long)]
         target_collection_name: Option<String>,
+        /// GitHub: branch to sync (default: the repository's default branch).
+        #[arg(long, conflicts_with = "sha")]
+        branch: Option<String>,
+        /// GitHub: commit to sync.
+        #[arg(long)]
+        sha: Option<String>,
         /// Follow the invocation to its end; exit non-zero unless it completes.
         #[arg(long)]
         wait: bool,
@@ -234,7 +240,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             println!(
                 "synced {} documents ({} chunks), {} failed, {} unfinished",
-                summary.complete,
+                summary.documents,
                 summary.chunks,
                 summary.failed.len(),
                 summary.unfinished
@@ -286,17 +292,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 custom_id,
                 metadata,
                 target_collection_name,
+                branch,
+                sha,
                 wait,
             } => {
                 let metadata = metadata.map(|m| read_json(&m)).transpose()?;
                 if metadata.as_ref().is_some_and(|m| !m.is_object()) {
                     bail!("--metadata must be a JSON object");
                 }
+                let ref_identifier = match (branch, sha) {
+                    (Some(branch), _) => json!({"branch": branch}),
+                    (None, Some(sha)) => json!({"sha": sha}),
+                    (None, None) => Value::Null,
+                };
                 let body = json!({
                     "object_key": object_key,
                     "custom_id": custom_id,
                     "metadata": metadata,
                     "target_collection_name": target_collection_name,
+                    "ref_identifier": ref_identifier,
                 });
                 let created = client
                     .call(

@@ -11,29 +11,6 @@ use serde_json::{Value, json};
 const ADMIN: &str = "admin-token-123";
 const DOCS_ONLY: &str = "docs-only-token-456";
 
-fn seed_validator(name: &str) -> jsonschema::Validator {
-    let mut schema: Value =
-        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/seed-schemas.json").unwrap())
-            .unwrap();
-    schema["$ref"] = json!(format!("#/$defs/{name}"));
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap()
-}
-
-fn assert_matches(name: &str, value: &Value) {
-    let validator = seed_validator(name);
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{value} is not a valid {name}: {errors:?}"
-    );
-}
-
 /// Asserts status and `{error, message}` body.
 fn assert_error(response: (u16, Value), status: u16) -> Value {
     assert_eq!(response.0, status, "{}", response.1);
@@ -124,8 +101,12 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
             "not available",
         ),
         (
-            json!({"database_name": "testdb", "github": {"repository": "a/b"}}),
+            json!({"database_name": "testdb", "web_scrape": {"starting_url": "https://example.com/"}}),
             "not supported",
+        ),
+        (
+            json!({"database_name": "testdb", "github": {"repository": "not-a-repo"}}),
+            "owner/name",
         ),
     ] {
         let error = assert_error(call(Method::POST, "/api/v1/sources", Some(body)), 400);

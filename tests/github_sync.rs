@@ -90,6 +90,7 @@ fn branches_and_commits_sync_with_code_aware_chunks_and_commit_metadata() {
         done["metadata"]["github"]["git_ref_identifier"],
         json!({"branch": "main"})
     );
+    assert_matches("Job", &done);
     assert_eq!(done["stats"]["commit_sha"], second.as_str());
     assert_eq!(done["stats"]["sync_mode"], "full");
     let reasons = &done["stats"]["skipped_reasons"];
@@ -535,4 +536,40 @@ fn private_repositories_need_a_token_or_an_app_installation_and_secrets_never_le
         !daemon.log().contains(pem_body),
         "the app key reached the log"
     );
+}
+
+#[test]
+fn one_shot_run_syncs_a_repository_and_exits_non_zero_on_failure() {
+    let chroma = Chroma::start();
+    let github = GitHubEmulator::start();
+    let repo = GitRepo::new();
+    repo.write("README.md", markdown("Backfill", 1));
+    repo.write("src/main.rs", rust_source(2, "main"));
+    repo.commit("init");
+    github.add_repo("acme/backfill", &repo);
+    let state = tempfile::tempdir().unwrap();
+    let source = github_source("acme/backfill").to_string();
+    let run = |extra: &[&str]| {
+        binary(&chroma.url(), state.path())
+            .env("CHROMA_SYNCD_GITHUB_API_URL", &github.url)
+            .args(["run", "--source", &source, "--collection", "backfill"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("synced 2 documents"), "{stdout}");
+    assert_eq!(
+        keys(&chroma.records("testdb", "backfill")),
+        BTreeSet::from(["README.md".into(), "src/main.rs".into()])
+    );
+    let output = run(&["--branch", "missing"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("branch `missing`"));
 }

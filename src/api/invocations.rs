@@ -135,6 +135,9 @@ pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJ
     })
 }
 
+/// How long creating an invocation may wait for GitHub to name the default branch.
+const DEFAULT_BRANCH_LOOKUP: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Longest branch name we pass on (git allows more, GitHub does not).
 const MAX_REF_BYTES: usize = 255;
 
@@ -227,7 +230,17 @@ pub async fn fill_default_ref(
             .default_branch()
             .await
     };
-    let branch = branch.await.map_err(|error| match error {
+    // An API request does not sit out a long rate-limit wait the way a job does.
+    let branch = tokio::time::timeout(DEFAULT_BRANCH_LOOKUP, branch)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SourceError::Transient(format!(
+                "GitHub did not answer within {}s (rate limited?); retry later or give \
+                 ref_identifier",
+                DEFAULT_BRANCH_LOOKUP.as_secs()
+            )))
+        });
+    let branch = branch.map_err(|error| match error {
         SourceError::Transient(message) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "github_unavailable",

@@ -399,6 +399,16 @@ impl Daemon {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Peak resident memory of the daemon process so far, in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.process.0.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("daemon.log")).unwrap_or_default()
     }
@@ -574,4 +584,28 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb)
+}
+
+/// A validator for one schema of the seed documents (`tests/fixtures/seed-schemas.json`).
+pub fn seed_validator(name: &str) -> jsonschema::Validator {
+    let mut schema: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/seed-schemas.json").unwrap())
+            .unwrap();
+    schema["$ref"] = json!(format!("#/$defs/{name}"));
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap()
+}
+
+pub fn assert_matches(name: &str, value: &Value) {
+    let validator = seed_validator(name);
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{value} is not a valid {name}: {errors:?}"
+    );
 }
