@@ -85,6 +85,7 @@ impl Daemon {
             s3: Arc::clone(&self.s3),
             max_object_bytes: self.config.s3.max_object_bytes,
             github: Arc::clone(&self.github),
+            web: self.config.web.clone(),
         }))
     }
 
@@ -266,6 +267,12 @@ impl Daemon {
         record: &crate::queue::SourceRecord,
         target: RunTarget,
     ) -> Result<Vec<CreateJobPayload>, AppError> {
+        if record.payload.web_scrape.is_some() {
+            return Ok(vec![CreateJobPayload {
+                target_collection_name: target.collection,
+                ..CreateJobPayload::default()
+            }]);
+        }
         if record.payload.github.is_some() {
             let mut payload = CreateJobPayload {
                 target_collection_name: target.collection,
@@ -281,7 +288,7 @@ impl Daemon {
             .payload
             .s3
             .as_ref()
-            .ok_or_else(|| AppError::Invalid("run supports S3 and GitHub sources".into()))?;
+            .ok_or_else(|| AppError::Invalid("this source type cannot be run".into()))?;
         let keys = if target.object_keys.is_empty() {
             let client = self
                 .s3

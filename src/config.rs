@@ -30,6 +30,7 @@ pub struct Config {
     pub api: ApiSettings,
     pub s3: S3Settings,
     pub github: GitHubSettings,
+    pub web: WebSettings,
     /// AWS credentials that S3 sources refer to by `aws_credential_id`.
     /// Id `0` is reserved for the standard AWS credential chain.
     pub aws_credentials: BTreeMap<String, AwsCredentialConfig>,
@@ -141,6 +142,35 @@ pub struct GitHubSettings {
     pub timeout_seconds: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSettings {
+    /// Sent as `User-Agent` and matched against robots.txt groups.
+    /// Env: `CHROMA_SYNCD_WEB_USER_AGENT`.
+    pub user_agent: String,
+    /// Lets crawls reach loopback, private, link-local and metadata
+    /// addresses. Off by default (SSRF guard).
+    /// Env: `CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS=true`.
+    pub allow_private_networks: bool,
+    /// Pages larger than this are skipped with a recorded reason.
+    pub max_page_bytes: u64,
+    /// Per-request timeout.
+    pub timeout_seconds: u64,
+    /// Requests in flight at once to the crawled host.
+    pub max_concurrency_per_host: usize,
+    /// Requests started per second on the crawled host; a robots.txt
+    /// `Crawl-delay` slows this further, never speeds it up.
+    pub requests_per_second: f64,
+    /// Longest `Retry-After` honoured on 429/503 before the page is given up for this crawl.
+    pub max_retry_after_seconds: u64,
+    /// `max_depth` when a source gives none (the starting page is depth 0).
+    pub default_max_depth: u32,
+    /// `page_limit` when a source gives none.
+    pub default_page_limit: u32,
+    /// URLs taken from sitemaps at most (sitemap indexes included).
+    pub max_sitemap_urls: usize,
+}
+
 /// One GitHub App: its private key (PEM) from an env var or a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +240,7 @@ impl Default for Config {
             api: ApiSettings::default(),
             s3: S3Settings::default(),
             github: GitHubSettings::default(),
+            web: WebSettings::default(),
             aws_credentials: BTreeMap::new(),
         }
     }
@@ -270,6 +301,23 @@ impl Default for GitHubSettings {
             max_blob_fetches: 200,
             max_rate_limit_wait_seconds: 900,
             timeout_seconds: 60,
+        }
+    }
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            user_agent: format!("chroma-syncd/{}", env!("CARGO_PKG_VERSION")),
+            allow_private_networks: false,
+            max_page_bytes: 5 * 1024 * 1024,
+            timeout_seconds: 30,
+            max_concurrency_per_host: 2,
+            requests_per_second: 4.0,
+            max_retry_after_seconds: 60,
+            default_max_depth: 5,
+            default_page_limit: 1000,
+            max_sitemap_urls: 50_000,
         }
     }
 }
@@ -358,6 +406,21 @@ impl Config {
         }
         if let Some(token) = get("CHROMA_SYNCD_GITHUB_TOKEN").filter(|t| !t.is_empty()) {
             self.github.token = Some(Secret::new(token));
+        }
+        if let Some(agent) = get("CHROMA_SYNCD_WEB_USER_AGENT").filter(|a| !a.trim().is_empty()) {
+            self.web.user_agent = agent;
+        }
+        if let Some(allow) = get("CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS") {
+            self.web.allow_private_networks = match allow.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS",
+                        message: format!("`{allow}` is not true or false"),
+                    });
+                }
+            };
         }
         if let Some(workers) = get("CHROMA_SYNCD_WORKERS") {
             self.workers = workers
@@ -495,9 +558,14 @@ mod tests {
             "CHROMA_SYNCD_WORKERS" => Some("7".to_string()),
             "CHROMA_SYNCD_API_TOKENS" => Some("a, b".to_string()),
             "CHROMA_API_KEY" => Some("ck-secret".to_string()),
+            "CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS" => Some("true".to_string()),
+            "CHROMA_SYNCD_WEB_USER_AGENT" => Some("docs-bot/1.0".to_string()),
             _ => None,
         };
+        assert!(!config.web.allow_private_networks, "refused by default");
         config.apply_env(env).unwrap();
+        assert!(config.web.allow_private_networks);
+        assert_eq!(config.web.user_agent, "docs-bot/1.0");
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.workers, 7);
         assert_eq!(config.api.tokens.len(), 2);

@@ -400,6 +400,19 @@ pub struct JobStats {
     /// (an incremental GitHub sync re-stamps unchanged files with the new commit).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub chunks_restamped: u64,
+    /// Documents found unchanged (same version as stored): nothing re-embedded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged: u64,
+    /// Wall time spent waiting for the source (fetching), extracting and
+    /// chunking, embedding, and writing to Chroma, in milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fetch_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub extract_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub embed_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub write_ms: u64,
     /// GitHub: the commit the job's ref resolved to, the version every chunk names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_sha: Option<String>,

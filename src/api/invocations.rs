@@ -55,8 +55,8 @@ pub struct ListJobsQuery {
 /// GitHub invocations must have their `ref_identifier` filled in first
 /// ([`fill_default_ref`]).
 pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJob, ApiError> {
-    if source.payload.github.is_some() {
-        return plan_github_job(source, payload);
+    if source.payload.github.is_some() || source.payload.web_scrape.is_some() {
+        return plan_collection_job(source, payload);
     }
     let Some(s3) = source.payload.s3.as_ref() else {
         return Err(ApiError::new(
@@ -141,7 +141,13 @@ const DEFAULT_BRANCH_LOOKUP: std::time::Duration = std::time::Duration::from_sec
 /// Longest branch name we pass on (git allows more, GitHub does not).
 const MAX_REF_BYTES: usize = 255;
 
-fn plan_github_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJob, ApiError> {
+/// A job that syncs a whole source (a repository at a ref, a crawl) into one collection.
+fn plan_collection_job(
+    source: &SourceRecord,
+    payload: CreateJobPayload,
+) -> Result<NewJob, ApiError> {
+    let github = source.payload.github.is_some();
+    let kind = if github { "GitHub" } else { "web_scrape" };
     for (given, name) in [
         (payload.object_key.is_some(), "object_key"),
         (payload.custom_id.is_some(), "custom_id"),
@@ -154,15 +160,62 @@ fn plan_github_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<N
         }
     }
     let Some(collection) = payload.target_collection_name.clone() else {
-        return Err(ApiError::bad_request(
-            "target_collection_name is required for GitHub sources",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "target_collection_name is required for {kind} sources"
+        )));
     };
     validate_chroma_name("target_collection_name", &collection)?;
-    let git_ref = payload.ref_identifier.clone().ok_or_else(|| {
-        ApiError::bad_request("ref_identifier is required (the default branch was not resolved)")
-    })?;
-    match &git_ref {
+    let kind = if github {
+        let git_ref = payload.ref_identifier.clone().ok_or_else(|| {
+            ApiError::bad_request(
+                "ref_identifier is required (the default branch was not resolved)",
+            )
+        })?;
+        validate_ref(&git_ref)?;
+        JobKind::Github {
+            git_ref_identifier: git_ref,
+        }
+    } else {
+        if payload.ref_identifier.is_some() {
+            return Err(ApiError::bad_request(
+                "ref_identifier is only allowed for GitHub sources",
+            ));
+        }
+        JobKind::WebScrape(())
+    };
+    let source_type = if github {
+        SourceType::Github
+    } else {
+        SourceType::WebScrape
+    };
+    let metadata = IndexJobMetadata {
+        kind,
+        database_name: source.payload.database_name.clone(),
+        collection_name: collection.clone(),
+    };
+    let canonical = serde_json::to_value(&payload)
+        .map(|v| canonical_json(&v))
+        .unwrap_or_default();
+    let database = &source.payload.database_name;
+    Ok(NewJob {
+        source_id: source.id,
+        source_type,
+        // One sync of a source into one collection at a time: each reads
+        // what the previous one left.
+        concurrency_key: format!(
+            "{}:{}:{database}/{collection}",
+            source_type.as_str(),
+            source.id
+        ),
+        dedupe_key: sha256_hex(format!("{}:{collection}:{canonical}", source.id).as_bytes()),
+        payload,
+        metadata,
+        trigger: Trigger::Manual,
+    })
+}
+
+fn validate_ref(git_ref: &GitRefIdentifier) -> Result<(), ApiError> {
+    match git_ref {
         GitRefIdentifier::Sha(sha) => {
             if !(4..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ApiError::bad_request(format!(
@@ -186,28 +239,7 @@ fn plan_github_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<N
             }
         }
     }
-    let metadata = IndexJobMetadata {
-        kind: JobKind::Github {
-            git_ref_identifier: git_ref,
-        },
-        database_name: source.payload.database_name.clone(),
-        collection_name: collection.clone(),
-    };
-    let canonical = serde_json::to_value(&payload)
-        .map(|v| canonical_json(&v))
-        .unwrap_or_default();
-    let database = &source.payload.database_name;
-    Ok(NewJob {
-        source_id: source.id,
-        source_type: SourceType::Github,
-        // One sync of a source into one collection at a time: each reads the
-        // commit the previous one left.
-        concurrency_key: format!("github:{}:{database}/{collection}", source.id),
-        dedupe_key: sha256_hex(format!("{}:{collection}:{canonical}", source.id).as_bytes()),
-        payload,
-        metadata,
-        trigger: Trigger::Manual,
-    })
+    Ok(())
 }
 
 /// A GitHub invocation without `ref_identifier` syncs the repository's

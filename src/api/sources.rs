@@ -17,11 +17,12 @@ use super::{ApiError, AppState};
 use crate::model::{
     AutoSync, ChunkingConfig, CreateSourcePayload, CreateSourceResponse, DEFAULT_EMBEDDING_MODEL,
     EmbeddingConfig, EmbeddingModel, ErrorResponse, GithubSourceConfig, S3SourceConfig, Source,
-    SourceType,
+    SourceType, WebScrapeSourceConfig,
 };
 use crate::queue::{SourceFilter, SourceRecord};
 use crate::source::github::{GitHubClients, PathFilter, split_repository};
 use crate::source::s3::S3Clients;
+use crate::source::web::PathRules;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -98,13 +99,7 @@ pub fn validate(
     let source_type = match given {
         [false, false, true] => SourceType::S3,
         [true, false, false] => SourceType::Github,
-        [false, true, false] => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_source_type",
-                "web_scrape sources are not supported by this version of chroma-syncd yet",
-            ));
-        }
+        [false, true, false] => SourceType::WebScrape,
         [false, false, false] => {
             return Err(ApiError::bad_request(
                 "a source needs exactly one of `github`, `web_scrape` or `s3`",
@@ -122,6 +117,9 @@ pub fn validate(
     }
     if let Some(github) = &payload.github {
         validate_github(github_clients, github)?;
+    }
+    if let Some(web) = &payload.web_scrape {
+        validate_web(web)?;
     }
     if let Some(chunking) = &payload.chunking {
         let (lines, bytes) = match chunking {
@@ -183,6 +181,37 @@ fn validate_github(clients: &GitHubClients, github: &GithubSourceConfig) -> Resu
              its config, with the app's private key)"
         )));
     }
+    Ok(())
+}
+
+/// Deepest crawl and most pages one source may ask for.
+const MAX_CRAWL_DEPTH: u32 = 100;
+const MAX_PAGE_LIMIT: u32 = 1_000_000;
+
+fn validate_web(web: &WebScrapeSourceConfig) -> Result<(), ApiError> {
+    let valid = reqwest::Url::parse(&web.starting_url)
+        .map(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+        .unwrap_or(false);
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "web_scrape.starting_url `{}` is not an http(s) URL",
+            web.starting_url
+        )));
+    }
+    if web.max_depth.is_some_and(|d| d > MAX_CRAWL_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "web_scrape.max_depth must be at most {MAX_CRAWL_DEPTH}"
+        )));
+    }
+    if web
+        .page_limit
+        .is_some_and(|l| !(1..=MAX_PAGE_LIMIT).contains(&l))
+    {
+        return Err(ApiError::bad_request(format!(
+            "web_scrape.page_limit must be between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    PathRules::new(web).map_err(|e| ApiError::bad_request(format!("web_scrape: {e}")))?;
     Ok(())
 }
 

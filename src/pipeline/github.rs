@@ -17,7 +17,6 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -316,16 +315,12 @@ impl Sync<'_> {
             only,
         );
         let mut seen = HashSet::new();
-        while let Some(fetched) = files.next().await {
+        while let Some(fetched) = self.context.next_from(&mut files).await {
             if self.cancel().is_cancelled() {
                 return Err(JobError::Cancelled);
             }
             let fetched = fetched?;
-            let key = match &fetched {
-                Fetched::Document(document) => document.key.clone(),
-                Fetched::Skipped { key, .. } => key.clone(),
-            };
-            seen.insert(key);
+            seen.insert(fetched.key().to_string());
             self.context.process(fetched).await?;
         }
         Ok(seen)

@@ -9,8 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 mod github;
+mod web;
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -70,6 +72,7 @@ pub struct Services {
     pub s3: Arc<S3Clients>,
     pub max_object_bytes: u64,
     pub github: Arc<GitHubClients>,
+    pub web: crate::config::WebSettings,
 }
 
 /// Live state of a running job, read by its heartbeat.
@@ -112,10 +115,7 @@ pub async fn run_job(
     match claimed.source_type {
         SourceType::S3 => run_s3_job(services, claimed, &source.payload, state, cancel).await,
         SourceType::Github => github::run(services, claimed, &source.payload, state, cancel).await,
-        other => Err(JobError::Permanent(format!(
-            "{} sources are not supported by this version of chroma-syncd",
-            other.as_str()
-        ))),
+        SourceType::WebScrape => web::run(services, claimed, &source.payload, state, cancel).await,
     }
 }
 
@@ -156,7 +156,7 @@ async fn run_s3_job(
         chunking: source.chunking.as_ref(),
     };
     let mut documents = object.documents();
-    while let Some(fetched) = documents.next().await {
+    while let Some(fetched) = context.next_from(&mut documents).await {
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
@@ -195,6 +195,10 @@ async fn open_collection(
         .await?)
 }
 
+fn elapsed_ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
 fn source_id_of(claimed: &ClaimedJob) -> String {
     claimed
         .job
@@ -221,6 +225,26 @@ impl DocumentContext<'_> {
         let document = match fetched {
             Fetched::Document(document) => document,
             Fetched::Skipped { key, reason } => return self.skip(&key, reason).await,
+            Fetched::Kept { key, reason } => {
+                self.state.update(|stats| match reason {
+                    None => stats.unchanged += 1,
+                    Some(reason) => {
+                        tracing::warn!(document = key, %reason, "keeping the stored version");
+                        stats.skipped += 1;
+                        if stats.skipped_reasons.len() < MAX_SKIPPED_REASONS {
+                            stats
+                                .skipped_reasons
+                                .insert(key, format!("kept stored version: {reason}"));
+                        }
+                    }
+                });
+                return Ok(());
+            }
+            Fetched::Gone { key, reason } => {
+                tracing::info!(document = key, %reason, "document gone; removing its chunks");
+                self.write(&key, Vec::new()).await?;
+                return Ok(());
+            }
         };
         self.state.update(|stats| {
             stats.documents += 1;
@@ -237,6 +261,7 @@ impl DocumentContext<'_> {
             bytes,
             metadata: source_fields,
         } = document;
+        let started = Instant::now();
         let (key, extracted) = tokio::task::spawn_blocking(move || {
             let extracted = extract(&key, content_type.as_deref(), &bytes)
                 .map(|text| chunker.chunk(&text, chunking.as_ref()));
@@ -244,6 +269,8 @@ impl DocumentContext<'_> {
         })
         .await
         .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?;
+        self.state
+            .update(|stats| stats.extract_ms += elapsed_ms(started));
         let chunked = match extracted {
             Ok(chunked) => chunked,
             Err(skipped) => return self.skip(&key, skipped.0).await,
@@ -308,8 +335,14 @@ impl DocumentContext<'_> {
                     index * batch_size
                 ),
             );
+            let started = Instant::now();
             let embeddings = self.embed(batch).await?;
+            self.state
+                .update(|stats| stats.embed_ms += elapsed_ms(started));
+            let started = Instant::now();
             chroma.upsert(self.collection, batch, &embeddings).await?;
+            self.state
+                .update(|stats| stats.write_ms += elapsed_ms(started));
             self.state
                 .update(|stats| stats.chunks_upserted += batch.len() as u64);
         }
@@ -324,6 +357,18 @@ impl DocumentContext<'_> {
                 .update(|stats| stats.chunks_deleted += batch.len() as u64);
         }
         Ok(stale.len())
+    }
+
+    /// Times how long `next` waits for the source, into `stats.fetch_ms`.
+    async fn next_from<S>(&self, source: &mut S) -> Option<S::Item>
+    where
+        S: futures::Stream + Unpin,
+    {
+        let started = Instant::now();
+        let item = source.next().await;
+        self.state
+            .update(|stats| stats.fetch_ms += elapsed_ms(started));
+        item
     }
 
     async fn embed(&self, batch: &[Record]) -> Result<Vec<Vec<f32>>, JobError> {

@@ -345,13 +345,7 @@ impl ChromaClient {
             None => json!({"document_key": key}),
         };
         let doing = format!("listing chunks of {key} in {}", collection.name);
-        let mut found = Vec::new();
-        self.scan(collection, &filter, true, &doing, |page| {
-            found.extend(page);
-            true
-        })
-        .await?;
-        Ok(found)
+        self.scan_all(collection, &filter, &doing).await
     }
 
     /// The distinct `document_key`s of one source's records: what a full
@@ -383,6 +377,23 @@ impl ChromaClient {
         )
         .await?;
         Ok(keys)
+    }
+
+    /// Every record matching `filter`, with its metadata (for small result
+    /// sets, such as one record per document).
+    pub async fn scan_all(
+        &self,
+        collection: &CollectionHandle,
+        filter: &Value,
+        doing: &str,
+    ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
+        let mut found = Vec::new();
+        self.scan(collection, filter, true, doing, |page| {
+            found.extend(page);
+            true
+        })
+        .await?;
+        Ok(found)
     }
 
     /// Up to `limit` records matching `filter`, with their metadata.

@@ -6,6 +6,7 @@
 
 pub mod github;
 pub mod s3;
+pub mod web;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -33,6 +34,28 @@ pub enum Fetched {
         key: String,
         reason: String,
     },
+    /// The document keeps the chunks it has: unchanged since it was stored
+    /// (`reason` is `None`), or not fetchable this time (`reason` says why).
+    Kept {
+        key: String,
+        reason: Option<String>,
+    },
+    /// The document is gone at the source (404/410): its chunks are removed.
+    Gone {
+        key: String,
+        reason: String,
+    },
+}
+
+impl Fetched {
+    pub fn key(&self) -> &str {
+        match self {
+            Fetched::Document(document) => &document.key,
+            Fetched::Skipped { key, .. }
+            | Fetched::Kept { key, .. }
+            | Fetched::Gone { key, .. } => key,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod github;
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1041 @@
+//! Websites: a polite, bounded, breadth-first crawler (reqwest + scraper).
+//!
+//! - Scope: the starting URL's scheme, host and port. Redirects are followed
+//!   only within it; a page redirecting elsewhere is skipped with a reason.
+//! - Breadth-first by depth (the starting page is depth 0, sitemap pages are
+//!   depth 1), `max_depth` and `page_limit` enforced exactly: at most
+//!   `page_limit` pages end up in the collection, in discovery order.
+//! - URLs are normalised (fragment dropped, default port, trailing slash,
+//!   tracking parameters, sorted query) and a page's `rel=canonical` becomes
+//!   its key, so each page is fetched and stored once.
+//! - Politeness: robots.txt (our user agent's group, `Crawl-delay`), sitemaps,
+//!   a per-host concurrency cap and request rate, `Retry-After` on 429/503,
+//!   timeouts, a response size cap, HTML/text/markdown only.
+//! - SSRF guard: unless allowed by config, every address a request would
+//!   reach — IP literals, DNS answers (on every connection, redirects
+//!   included) — is checked against loopback, private, link-local,
+//!   shared, multicast and metadata ranges.
+//! - Re-crawls: pages already stored are fetched conditionally
+//!   (`If-None-Match` / `If-Modified-Since`) when their links are not needed
+//!   (at `max_depth`), and any page whose version (ETag, else a hash of its
+//!   main content) is unchanged is reported as such: no re-embedding.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use regex::Regex;
+use reqwest::StatusCode;
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
+};
+use reqwest::redirect;
+use scraper::{Html, Selector};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+use url::{Host, Url};
+
+use super::{Document, Fetched, SourceError};
+use crate::config::{WebSettings, sha256_hex};
+use crate::model::WebScrapeSourceConfig;
+
+/// Query parameters that only track visitors: dropped from URLs.
+const TRACKING_PARAMETERS: &[&str] = &["fbclid", "gclid", "msclkid", "mc_cid", "mc_eid", "_ga"];
+/// Sitemap files read at most (indexes included).
+const MAX_SITEMAP_FILES: usize = 20;
+/// Redirects followed at most per request.
+const MAX_REDIRECTS: usize = 10;
+/// Retries of one page after 429/503 with `Retry-After`.
+const MAX_PAGE_RETRIES: u32 = 2;
+
+/// What a crawl already stored of a page (from its chunks' metadata).
+#[derive(Debug, Clone, Default)]
+pub struct KnownPage {
+    pub version: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// Why an address may not be crawled, if it may not.
+pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_v4(v4);
+            }
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("loopback address")
+            } else if v6.is_unspecified() {
+                Some("unspecified address")
+            } else if v6.is_multicast() {
+                Some("multicast address")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("private (unique local) address")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local address")
+            } else if v6.segments()[..6] == [0, 0, 0, 0, 0, 0] {
+                Some("IPv4-compatible address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    if ip == Ipv4Addr::new(169, 254, 169, 254) {
+        Some("cloud metadata address")
+    } else if ip.is_loopback() {
+        Some("loopback address")
+    } else if ip.is_private() {
+        Some("private address")
+    } else if ip.is_link_local() {
+        Some("link-local address")
+    } else if ip.is_unspecified() || a == 0 {
+        Some("unspecified address")
+    } else if ip.is_broadcast() || ip.is_multicast() || a >= 240 {
+        Some("broadcast, multicast or reserved address")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("shared (carrier-grade NAT) address")
+    } else {
+        None
+    }
+}
+
+fn refusal(ip: IpAddr, why: &str) -> String {
+    format!(
+        "refusing to crawl {ip}: {why} (set CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS=true to allow it)"
+    )
+}
+
+/// Checks a URL whose host is an IP literal; domain names are checked by
+/// [`GuardedResolver`] when they are resolved.
+fn check_literal(url: &Url, allow_private: bool) -> Result<(), String> {
+    if allow_private {
+        return Ok(());
+    }
+    let ip = match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
+        _ => return Ok(()),
+    };
+    match forbidden_address(ip) {
+        Some(why) => Err(refusal(ip, why)),
+        None => Ok(()),
+    }
+}
+
+/// DNS resolution that refuses forbidden addresses, on every connection the
+/// client makes (redirects and DNS rebinding included).
+struct GuardedResolver;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some((ip, why)) = addresses
+                .iter()
+                .find_map(|a| forbidden_address(a.ip()).map(|why| (a.ip(), why)))
+            {
+                return Err(
+                    Box::new(Refused(format!("{host} resolves to {}", refusal(ip, why))))
+                        as Box<dyn std::error::Error + Send + Sync>,
+                );
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Scheme, host and port of the starting URL: the crawl never leaves them.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Scope {
+    pub fn of(url: &Url) -> Scope {
+        Scope {
+            scheme: url.scheme().to_string(),
+            host: url.host_str().unwrap_or_default().to_string(),
+            port: url.port_or_known_default(),
+        }
+    }
+    pub fn contains(&self, url: &Url) -> bool {
+        url.scheme() == self.scheme
+            && url.host_str() == Some(self.host.as_str())
+            && url.port_or_known_default() == self.port
+    }
+}
+
+/// The one spelling of a URL we fetch and store: http(s) only, no fragment,
+/// no default port, no trailing slash (except the root), no tracking
+/// parameters, query parameters sorted.
+pub fn normalize(url: &Url) -> Option<Url> {
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return None;
+    }
+    let mut url = url.clone();
+    url.set_fragment(None);
+    // (`Url` already drops a scheme's default port.)
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let path = url.path().to_string();
+    if path.len() > 1 && path.ends_with('/') {
+        url.set_path(path.trim_end_matches('/'));
+    }
+    let mut pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| {
+            !name.starts_with("utm_") && !TRACKING_PARAMETERS.contains(&name.as_ref())
+        })
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    Some(url)
+}
+
+/// Which URL paths are crawled (the starting page is always fetched).
+pub struct PathRules {
+    include: Vec<Regex>,
+    exclude: Vec<Regex>,
+}
+
+impl PathRules {
+    pub fn new(source: &WebScrapeSourceConfig) -> Result<Self, String> {
+        let compile = |patterns: &Option<Vec<String>>| {
+            patterns
+                .iter()
+                .flatten()
+                .map(|p| Regex::new(p).map_err(|e| format!("path regex `{p}` is not valid: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(PathRules {
+            include: compile(&source.include_path_regexes)?,
+            exclude: compile(&source.exclude_path_regexes)?,
+        })
+    }
+
+    pub fn allows(&self, url: &Url) -> bool {
+        let path = url.path();
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(path)))
+            && !self.exclude.iter().any(|r| r.is_match(path))
+    }
+}
+
+/// The parts of an HTML page the crawler and the pipeline need.
+#[derive(Debug, Default)]
+pub struct ParsedPage {
+    pub title: Option<String>,
+    pub canonical: Option<Url>,
+    pub links: Vec<Url>,
+    /// The page's main content (`<main>`, `<article>`, `[role=main]`, else
+    /// `<body>`), still HTML: extraction turns it into markdown.
+    pub content: String,
+    pub noindex: bool,
+    pub nofollow: bool,
+}
+
+/// Parses an HTML page fetched from `url`.
+pub fn parse_page(html: &str, url: &Url) -> ParsedPage {
+    let document = Html::parse_document(html);
+    let select = |css: &str| Selector::parse(css).expect("static selector");
+    let base = document
+        .select(&select("base[href]"))
+        .next()
+        .and_then(|b| b.value().attr("href"))
+        .and_then(|href| url.join(href).ok())
+        .unwrap_or_else(|| url.clone());
+    let title = document
+        .select(&select("title"))
+        .next()
+        .map(|t| t.text().collect::<Vec<_>>().join(" "))
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|t| !t.is_empty());
+    let canonical = document
+        .select(&select("link[rel~=canonical][href]"))
+        .next()
+        .and_then(|l| l.value().attr("href"))
+        .and_then(|href| base.join(href).ok());
+    let robots = document
+        .select(&select("meta[name=robots][content]"))
+        .filter_map(|m| m.value().attr("content"))
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase();
+    let links = document
+        .select(&select("a[href]"))
+        .filter(|a| {
+            !a.value()
+                .attr("rel")
+                .is_some_and(|rel| rel.split_whitespace().any(|r| r == "nofollow"))
+        })
+        .filter_map(|a| a.value().attr("href"))
+        .filter_map(|href| base.join(href.trim()).ok())
+        .collect();
+    let content = ["main", "article", "[role=main]", "body"]
+        .iter()
+        .find_map(|css| document.select(&select(css)).next())
+        .map(|element| element.html())
+        .unwrap_or_else(|| html.to_string());
+    ParsedPage {
+        title,
+        canonical,
+        links,
+        content,
+        noindex: robots.contains("noindex") || robots.contains("none"),
+        nofollow: robots.contains("nofollow") || robots.contains("none"),
+    }
+}
+
+/// Locations listed by a sitemap (`<urlset>`) or sitemap index (`<sitemapindex>`).
+pub fn sitemap_locations(xml: &[u8]) -> (Vec<String>, Vec<String>) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut pages = Vec::new();
+    let mut sitemaps = Vec::new();
+    let mut location: Option<String> = None;
+    let mut in_index = false;
+    let mut buffer = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buffer) {
+            Ok(Event::Start(tag)) => match tag.local_name().into_inner() {
+                "loc" => location = Some(String::new()),
+                "sitemapindex" => in_index = true,
+                _ => {}
+            },
+            Ok(Event::Text(text)) => {
+                if let Some(location) = location.as_mut() {
+                    location.push_str(&text.xml10_content());
+                }
+            }
+            // `&amp;` and friends arrive as their own events.
+            Ok(Event::GeneralRef(reference)) => {
+                if let Some(location) = location.as_mut() {
+                    let entity = format!("&{};", reference.xml10_content());
+                    match quick_xml::escape::unescape(&entity) {
+                        Ok(text) => location.push_str(&text),
+                        Err(_) => location.push_str(&entity),
+                    }
+                }
+            }
+            Ok(Event::End(tag)) if tag.local_name().into_inner() == "loc" => {
+                if let Some(done) = location.take() {
+                    let done = done.trim().to_string();
+                    if in_index {
+                        sitemaps.push(done);
+                    } else {
+                        pages.push(done);
+                    }
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+        buffer.clear();
+    }
+    (pages, sitemaps)
+}
+
+/// Spaces requests to one host: at most one start per interval.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self) {
+        let start = {
+            let mut next = self.next.lock().await;
+            let start = (*next).max(Instant::now());
+            *next = start + self.interval;
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
+}
+
+/// What one fetch produced.
+enum Response {
+    Page {
+        url: Url,
+        body: Bytes,
+        content_type: String,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    NotModified,
+    Gone(String),
+    /// Not a page we index (wrong type, too large, redirected out of scope).
+    Skip(String),
+    /// Could not be fetched this time (timeout, 5xx, long Retry-After).
+    Failed(String),
+}
+
+/// One crawl of one source.
+pub struct Crawl {
+    settings: WebSettings,
+    client: reqwest::Client,
+    start: Url,
+    scope: Scope,
+    rules: PathRules,
+    max_depth: u32,
+    page_limit: usize,
+    known: HashMap<String, KnownPage>,
+    pacer: Pacer,
+    cancel: CancellationToken,
+}
+
+impl Crawl {
+    /// Checks the starting URL (scope, SSRF guard) and builds the client.
+    pub fn new(
+        settings: &WebSettings,
+        source: &WebScrapeSourceConfig,
+        known: HashMap<String, KnownPage>,
+        cancel: CancellationToken,
+    ) -> Result<Crawl, SourceError> {
+        let start = Url::parse(&source.starting_url)
+            .ok()
+            .and_then(|url| normalize(&url))
+            .ok_or_else(|| {
+                SourceError::Permanent(format!(
+                    "starting_url `{}` is not an http(s) URL",
+                    source.starting_url
+                ))
+            })?;
+        check_literal(&start, settings.allow_private_networks).map_err(SourceError::Permanent)?;
+        let scope = Scope::of(&start);
+        let policy_scope = scope.clone();
+        let allow_private = settings.allow_private_networks;
+        let policy = redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            if !policy_scope.contains(attempt.url()) {
+                return attempt.stop();
+            }
+            match check_literal(attempt.url(), allow_private) {
+                Ok(()) => attempt.follow(),
+                Err(refused) => attempt.error(refused),
+            }
+        });
+        let mut builder = reqwest::Client::builder()
+            .user_agent(settings.user_agent.clone())
+            .timeout(Duration::from_secs(settings.timeout_seconds.max(1)))
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(policy);
+        if !settings.allow_private_networks {
+            builder = builder.dns_resolver(GuardedResolver);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| SourceError::Permanent(format!("building the HTTP client: {e}")))?;
+        let rules = PathRules::new(source).map_err(SourceError::Permanent)?;
+        let rate = settings.requests_per_second.max(0.01);
+        Ok(Crawl {
+            settings: settings.clone(),
+            client,
+            scope,
+            rules,
+            max_depth: source.max_depth.unwrap_or(settings.default_max_depth),
+            page_limit: source.page_limit.unwrap_or(settings.default_page_limit) as usize,
+            known,
+            pacer: Pacer {
+                interval: Duration::from_secs_f64(1.0 / rate),
+                next: Mutex::new(Instant::now()),
+            },
+            cancel,
+            start,
+        })
+    }
+
+    /// Runs the crawl in a task; its results arrive in discovery order.
+    pub fn run(self) -> BoxStream<'static, Result<Fetched, SourceError>> {
+        let (sender, receiver) = mpsc::channel(16);
+        tokio::spawn(async move {
+            if let Err(error) = self.crawl(&sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        Box::pin(futures::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+        ))
+    }
+
+    async fn crawl(
+        mut self,
+        sender: &mpsc::Sender<Result<Fetched, SourceError>>,
+    ) -> Result<(), SourceError> {
+        // A first request to the starting URL's host: a refused address is
+        // the job's clear failure, not a skipped page.
+        let robots = self.robots().await?;
+        if let Some(delay) = robots.as_ref().and_then(|r| r.delay) {
+            let delay = Duration::from_secs_f64(f64::from(delay).clamp(0.0, 60.0));
+            self.pacer.interval = self.pacer.interval.max(delay);
+        }
+        let allowed = |url: &Url| robots.as_ref().is_none_or(|r| r.allowed(url.as_str()));
+        if !allowed(&self.start) {
+            return Err(SourceError::Permanent(format!(
+                "robots.txt of {} does not allow user agent `{}` to fetch {}",
+                self.scope.host, self.settings.user_agent, self.start
+            )));
+        }
+
+        let mut visited: HashSet<String> = HashSet::new();
+        let mut stored: HashSet<String> = HashSet::new();
+        let mut level = vec![self.start.clone()];
+        visited.insert(self.start.to_string());
+        // Pages only a sitemap lists join depth 1, after the starting page's links.
+        let mut sitemap = Vec::new();
+        if self.max_depth >= 1 {
+            let sitemap_roots = robots
+                .as_ref()
+                .map(|r| r.sitemaps.clone())
+                .unwrap_or_default();
+            for url in self.sitemap_pages(sitemap_roots).await {
+                if self.rules.allows(&url) && allowed(&url) && visited.insert(url.to_string()) {
+                    sitemap.push(url);
+                }
+            }
+        }
+        let mut depth = 0;
+        while !level.is_empty() && stored.len() < self.page_limit {
+            let mut next_level = Vec::new();
+            let at_max_depth = depth >= self.max_depth;
+            let this = &self;
+            let mut fetches = futures::stream::iter(level.into_iter().map(|url| async move {
+                let response = this.fetch(&url, at_max_depth).await;
+                (url, response)
+            }))
+            .buffered(self.settings.max_concurrency_per_host.max(1));
+            while let Some((url, response)) = fetches.next().await {
+                if self.cancel.is_cancelled() {
+                    return Ok(());
+                }
+                if stored.len() >= self.page_limit {
+                    break;
+                }
+                let key = url.to_string();
+                let item = match response {
+                    Response::NotModified => Some(Fetched::Kept { key, reason: None }),
+                    Response::Gone(reason) => Some(Fetched::Gone { key, reason }),
+                    Response::Skip(reason) => Some(Fetched::Skipped { key, reason }),
+                    Response::Failed(reason) => Some(Fetched::Kept {
+                        key,
+                        reason: Some(reason),
+                    }),
+                    Response::Page {
+                        url: final_url,
+                        body,
+                        content_type,
+                        etag,
+                        last_modified,
+                    } => {
+                        let page = self
+                            .page(&url, final_url, body, &content_type, etag, last_modified)
+                            .await;
+                        if !at_max_depth {
+                            for link in &page.links {
+                                let Some(link) = normalize(link) else {
+                                    continue;
+                                };
+                                if self.scope.contains(&link)
+                                    && self.rules.allows(&link)
+                                    && allowed(&link)
+                                    && visited.insert(link.to_string())
+                                {
+                                    next_level.push(link);
+                                }
+                            }
+                        }
+                        if let Some(canonical) = &page.canonical {
+                            visited.insert(canonical.clone());
+                        }
+                        visited.insert(page.own.clone());
+                        page.item
+                    }
+                };
+                let Some(item) = item else { continue };
+                // What counts against page_limit: pages the collection holds
+                // after this crawl. A second URL of a stored page is dropped.
+                let stores = match &item {
+                    Fetched::Document(document) => Some(document.key.clone()),
+                    Fetched::Kept { key, reason: None } => Some(key.clone()),
+                    _ => None,
+                };
+                if let Some(key) = stores
+                    && !stored.insert(key)
+                {
+                    continue;
+                }
+                if sender.send(Ok(item)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if depth == 0 {
+                next_level.append(&mut sitemap);
+            }
+            level = next_level;
+            depth += 1;
+        }
+        Ok(())
+    }
+
+    /// robots.txt of the host; `None` when there is none (4xx).
+    async fn robots(&self) -> Result<Option<texting_robots::Robot>, SourceError> {
+        let mut url = self.start.clone();
+        url.set_path("/robots.txt");
+        url.set_query(None);
+        self.pacer.wait().await;
+        let response = self.client.get(url.clone()).send().await.map_err(|e| {
+            let message = describe(&e);
+            if message.contains("refusing to crawl") {
+                SourceError::Permanent(message)
+            } else {
+                SourceError::Transient(format!("fetching {url}: {message}"))
+            }
+        })?;
+        let status = response.status();
+        if status.is_client_error() {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(SourceError::Transient(format!(
+                "{url} answered {status}; not crawling without knowing what it allows"
+            )));
+        }
+        let body = read_capped(response, 512 * 1024)
+            .await
+            .map_err(|e| SourceError::Transient(format!("reading {url}: {e}")))?;
+        // An unparsable robots.txt allows everything, as crawlers treat it.
+        Ok(texting_robots::Robot::new(&self.settings.user_agent, &body).ok())
+    }
+
+    /// Pages listed by the host's sitemaps (robots.txt `Sitemap:` lines and
+    /// `/sitemap.xml`), in scope, normalised, in order, bounded.
+    async fn sitemap_pages(&self, mut roots: Vec<String>) -> Vec<Url> {
+        let mut default = self.start.clone();
+        default.set_path("/sitemap.xml");
+        default.set_query(None);
+        roots.push(default.to_string());
+        let mut pending: Vec<String> = roots;
+        let mut read = HashSet::new();
+        let mut pages = Vec::new();
+        while let Some(location) = pending.pop() {
+            if read.len() >= MAX_SITEMAP_FILES || pages.len() >= self.settings.max_sitemap_urls {
+                break;
+            }
+            let Some(url) = Url::parse(&location)
+                .ok()
+                .filter(|u| self.scope.contains(u))
+            else {
+                continue;
+            };
+            if !read.insert(url.to_string()) {
+                continue;
+            }
+            self.pacer.wait().await;
+            let Ok(response) = self.client.get(url.clone()).send().await else {
+                continue;
+            };
+            if !response.status().is_success() {
+                continue;
+            }
+            let Ok(body) = read_capped(response, self.settings.max_page_bytes).await else {
+                continue;
+            };
+            let (locations, indexes) = sitemap_locations(&body);
+            pending.extend(indexes.into_iter().rev());
+            for location in locations {
+                if let Some(page) = Url::parse(&location).ok().and_then(|u| normalize(&u))
+                    && self.scope.contains(&page)
+                {
+                    pages.push(page);
+                }
+            }
+        }
+        pages.truncate(self.settings.max_sitemap_urls);
+        pages
+    }
+
+    async fn fetch(&self, url: &Url, conditional: bool) -> Response {
+        let known = self.known.get(url.as_str());
+        let mut retries = 0;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Response::Failed("cancelled".into());
+            }
+            self.pacer.wait().await;
+            let mut request = self.client.get(url.clone()).header(
+                ACCEPT,
+                "text/html,application/xhtml+xml,text/markdown;q=0.9,text/plain;q=0.8",
+            );
+            if conditional && let Some(known) = known {
+                if let Some(etag) = &known.etag {
+                    request = request.header(IF_NONE_MATCH, etag);
+                }
+                if let Some(modified) = &known.last_modified {
+                    request = request.header(IF_MODIFIED_SINCE, modified);
+                }
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(error) => {
+                    return Response::Failed(format!("fetching {url}: {}", describe(&error)));
+                }
+            };
+            let status = response.status();
+            match status {
+                StatusCode::NOT_MODIFIED => return Response::NotModified,
+                StatusCode::NOT_FOUND | StatusCode::GONE => {
+                    return Response::Gone(format!("{url} answered {status}"));
+                }
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    let wait = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(5);
+                    if retries >= MAX_PAGE_RETRIES || wait > self.settings.max_retry_after_seconds {
+                        return Response::Failed(format!(
+                            "{url} answered {status} (Retry-After {wait}s)"
+                        ));
+                    }
+                    retries += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(wait)) => continue,
+                        _ = self.cancel.cancelled() => return Response::Failed("cancelled".into()),
+                    }
+                }
+                status if status.is_redirection() => {
+                    let target = response
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .unwrap_or("elsewhere")
+                        .to_string();
+                    return Response::Skip(format!("redirects out of scope to {target}"));
+                }
+                status if !status.is_success() => {
+                    return Response::Failed(format!("{url} answered {status}"));
+                }
+                _ => {}
+            }
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("text/html")
+                .to_ascii_lowercase();
+            let essence = content_type
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if !matches!(
+                essence.as_str(),
+                "text/html" | "application/xhtml+xml" | "text/plain" | "text/markdown"
+            ) {
+                return Response::Skip(format!("not a page: content type {essence}"));
+            }
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
+            let final_url = response.url().clone();
+            if !self.scope.contains(&final_url) {
+                return Response::Skip(format!("redirects out of scope to {final_url}"));
+            }
+            return match read_capped(response, self.settings.max_page_bytes).await {
+                Ok(body) => Response::Page {
+                    url: final_url,
+                    body,
+                    content_type: essence,
+                    etag,
+                    last_modified,
+                },
+                Err(ReadError::TooLarge) => Response::Skip(format!(
+                    "page is over the {}-byte limit",
+                    self.settings.max_page_bytes
+                )),
+                Err(ReadError::Http(e)) => Response::Failed(format!("reading {url}: {e}")),
+            };
+        }
+    }
+
+    /// Turns a fetched page into the item to report, and its links.
+    async fn page(
+        &self,
+        requested: &Url,
+        final_url: Url,
+        body: Bytes,
+        content_type: &str,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    ) -> PageOutcome {
+        let html = content_type == "text/html" || content_type == "application/xhtml+xml";
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let parsed = if html {
+            let base = final_url.clone();
+            tokio::task::spawn_blocking(move || parse_page(&text, &base))
+                .await
+                .unwrap_or_default()
+        } else {
+            ParsedPage {
+                content: text,
+                ..ParsedPage::default()
+            }
+        };
+        let own = normalize(&final_url).unwrap_or_else(|| requested.clone());
+        let own_key = own.to_string();
+        let canonical = parsed
+            .canonical
+            .as_ref()
+            .and_then(normalize)
+            .filter(|c| self.scope.contains(c));
+        let key = canonical.clone().unwrap_or(own).to_string();
+        let links = if parsed.nofollow {
+            Vec::new()
+        } else {
+            parsed.links
+        };
+        let canonical = canonical.map(|c| c.to_string());
+        if parsed.noindex {
+            return PageOutcome {
+                item: Some(Fetched::Skipped {
+                    key,
+                    reason: "the page asks not to be indexed (meta robots noindex)".into(),
+                }),
+                links,
+                canonical,
+                own: own_key,
+            };
+        }
+        let version = etag
+            .clone()
+            .unwrap_or_else(|| sha256_hex(parsed.content.as_bytes()));
+        if self.known.get(&key).is_some_and(|k| k.version == version) {
+            return PageOutcome {
+                item: Some(Fetched::Kept { key, reason: None }),
+                links,
+                canonical,
+                own: own_key,
+            };
+        }
+        let title = parsed.title.unwrap_or_else(|| key.clone());
+        let mut metadata = vec![
+            ("url".to_string(), key.clone().into()),
+            ("title".to_string(), title.into()),
+        ];
+        if let Some(etag) = etag {
+            metadata.push(("http_etag".to_string(), etag.into()));
+        }
+        if let Some(modified) = last_modified {
+            metadata.push(("http_last_modified".to_string(), modified.into()));
+        }
+        PageOutcome {
+            item: Some(Fetched::Document(Document {
+                key,
+                version,
+                content_type: Some(if html { "text/html" } else { content_type }.to_string()),
+                bytes: Bytes::from(parsed.content),
+                metadata,
+            })),
+            links,
+            canonical,
+            own: own_key,
+        }
+    }
+}
+
+struct PageOutcome {
+    item: Option<Fetched>,
+    links: Vec<Url>,
+    canonical: Option<String>,
+    /// The normalised URL the page was served from (after redirects).
+    own: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("response over the size limit")]
+    TooLarge,
+    #[error("{0}")]
+    Http(String),
+}
+
+async fn read_capped(response: reqwest::Response, limit: u64) -> Result<Bytes, ReadError> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ReadError::Http(describe(&e)))?;
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > limit {
+            return Err(ReadError::TooLarge);
+        }
+    }
+    Ok(Bytes::from(body))
+}
+
+/// A reqwest error with its causes (where our resolver's refusal lives).
+fn describe(error: &reqwest::Error) -> String {
+    let mut message = if error.is_timeout() {
+        "timed out".to_string()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn urls_normalise_to_one_spelling() {
+        let n = |s: &str| normalize(&url(s)).unwrap().to_string();
+        assert_eq!(
+            n("http://Example.com:80/docs/#intro"),
+            "http://example.com/docs"
+        );
+        assert_eq!(n("https://example.com:443/"), "https://example.com/");
+        assert_eq!(n("http://127.0.0.1:8080/a/"), "http://127.0.0.1:8080/a");
+        assert_eq!(
+            n("https://example.com/a?utm_source=x&b=2&a=1&fbclid=z"),
+            "https://example.com/a?a=1&b=2"
+        );
+        assert_eq!(
+            n("https://example.com/a?utm_medium=y"),
+            "https://example.com/a"
+        );
+        assert!(normalize(&url("mailto:a@example.com")).is_none());
+        assert!(normalize(&url("ftp://example.com/x")).is_none());
+    }
+
+    #[test]
+    fn private_and_metadata_addresses_are_refused() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(forbidden_address(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::"] {
+            assert!(forbidden_address(ip.parse().unwrap()).is_none(), "{ip}");
+        }
+        let refused = check_literal(&url("http://169.254.169.254/latest"), false).unwrap_err();
+        assert!(refused.contains("169.254.169.254") && refused.contains("metadata"));
+        assert!(check_literal(&url("http://127.0.0.1/"), true).is_ok());
+    }
+
+    #[test]
+    fn pages_yield_title_canonical_links_and_main_content() {
+        let html = r#"<html><head><title> Install
+            Guide </title><link rel="canonical" href="/docs/install"></head>
+            <body><nav><a href="/nav">Nav</a></nav><main><h1>Install</h1>
+            <p>Run it. <a href="step2.html#top">Next</a> <a rel="nofollow" href="/ads">x</a></p></main>
+            <footer>(c)</footer></body></html>"#;
+        let page = parse_page(html, &url("https://example.com/docs/install.html"));
+        assert_eq!(page.title.as_deref(), Some("Install Guide"));
+        assert_eq!(
+            page.canonical.unwrap().as_str(),
+            "https://example.com/docs/install"
+        );
+        let links: Vec<String> = page.links.iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            links,
+            vec![
+                "https://example.com/nav",
+                "https://example.com/docs/step2.html#top"
+            ]
+        );
+        assert!(page.content.contains("<h1>Install</h1>"));
+        assert!(!page.content.contains("(c)"));
+        assert!(!page.noindex);
+    }
+
+    #[test]
+    fn sitemaps_and_indexes_list_locations() {
+        let (pages, indexes) = sitemap_locations(
+            br#"<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+            <url><loc> https://example.com/a </loc></url><url><loc>https://example.com/b?x=1&amp;y=2</loc></url></urlset>"#,
+        );
+        assert_eq!(
+            pages,
+            vec!["https://example.com/a", "https://example.com/b?x=1&y=2"]
+        );
+        assert!(indexes.is_empty());
+        let (pages, indexes) = sitemap_locations(
+            br#"<sitemapindex><sitemap><loc>https://example.com/s1.xml</loc></sitemap></sitemapindex>"#,
+        );
+        assert!(pages.is_empty());
+        assert_eq!(indexes, vec!["https://example.com/s1.xml"]);
+    }
+
+    #[test]
+    fn path_rules_filter_on_the_path() {
+        let rules = PathRules::new(&WebScrapeSourceConfig {
+            starting_url: "https://example.com/".into(),
+            max_depth: None,
+            page_limit: None,
+            include_path_regexes: Some(vec!["^/docs/".into()]),
+            exclude_path_regexes: Some(vec!["/internal/".into()]),
+        })
+        .unwrap();
+        assert!(rules.allows(&url("https://example.com/docs/a")));
+        assert!(!rules.allows(&url("https://example.com/blog/a")));
+        assert!(!rules.allows(&url("https://example.com/docs/internal/a")));
+    }
+}
