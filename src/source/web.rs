@@ -472,9 +472,18 @@ impl Crawl {
     pub fn run(self) -> BoxStream<'static, Result<Fetched, SourceError>> {
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
-            if let Err(error) = self.crawl(&sender).await {
-                let _ = sender.send(Err(error)).await;
-            }
+            let crawling = sender.clone();
+            let crawl = tokio::spawn(async move { self.crawl(&crawling).await });
+            // A crawl that ends without saying so must not look finished: the
+            // pipeline would remove every page it did not get to.
+            let error = match crawl.await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(panic) => {
+                    SourceError::Transient(format!("the crawl stopped unexpectedly: {panic}"))
+                }
+            };
+            let _ = sender.send(Err(error)).await;
         });
         Box::pin(futures::stream::unfold(
             receiver,
