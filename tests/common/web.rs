@@ -62,11 +62,13 @@ fn copy_dir(from: &Path, to: &Path) {
 
 impl FixtureSite {
     pub fn start() -> FixtureSite {
+        Self::serve(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site"))
+    }
+
+    /// Serves a copy of `site` (any directory of pages).
+    pub fn serve(site: &Path) -> FixtureSite {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site"),
-            dir.path(),
-        );
+        copy_dir(site, dir.path());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
