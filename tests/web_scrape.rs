@@ -324,3 +324,24 @@ fn bad_web_sources_and_invocations_are_400s() {
         );
     }
 }
+
+#[test]
+fn pages_behind_a_failing_page_are_kept_not_taken_for_gone() {
+    let chroma = Chroma::start();
+    let site = FixtureSite::start();
+    let daemon = start(&chroma);
+    let source = daemon.create_source(web_source(&site, json!({"max_depth": 2})));
+    crawl(&daemon, &source, "keep");
+    let before = pages(&chroma, "keep");
+    assert!(before.contains(&site.url("/docs/api.html")));
+
+    // The docs index (the only way to the API page) fails this time.
+    site.fail("/docs/");
+    let job = crawl(&daemon, &source, "keep");
+    assert_eq!(pages(&chroma, "keep"), before, "{job}");
+    let reasons = &job["stats"]["skipped_reasons"];
+    assert!(
+        reasons[site.url("/docs")].as_str().unwrap().contains("500"),
+        "{reasons}"
+    );
+}

@@ -83,7 +83,14 @@ pub(super) async fn run(
         filter: &filter,
     };
 
-    let base = previous_commit(services, claimed, &collection, &source_id).await?;
+    // A retry (or a job released at shutdown and claimed again) may have
+    // written part of a sync towards another commit: only a full sync is safe.
+    let retried = claimed.attempt > 1 || claimed.job.stats.commit_sha.is_some();
+    let base = if retried {
+        None
+    } else {
+        previous_commit(services, claimed, &collection, &source_id).await?
+    };
     let diff = match &base {
         Some(base) => sync.diff(base).await?,
         None => None,
@@ -248,28 +255,38 @@ impl Sync<'_> {
             state.set_progress(3, 4, format!("removing {path}"));
             self.context.write(path, Vec::new()).await?;
         }
-        let settings = self.repo_settings();
-        if diff.changed.len() > settings.max_blob_fetches {
-            let only: HashSet<String> = diff.changed.into_iter().map(|e| e.path).collect();
-            self.stream_archive(Some(Arc::new(only))).await?;
-            return Ok(());
+        if diff.changed.len() > self.repo_settings().max_blob_fetches {
+            let only: HashSet<String> = diff.changed.iter().map(|e| e.path.clone()).collect();
+            let seen = self.stream_archive(Some(Arc::new(only))).await?;
+            let missing = diff
+                .changed
+                .into_iter()
+                .filter(|entry| !seen.contains(&entry.path))
+                .collect();
+            return self.fetch_blobs(missing).await;
         }
-        for entry in diff.changed {
+        self.fetch_blobs(diff.changed).await
+    }
+
+    /// Syncs files one blob at a time. Also repairs what an archive left out
+    /// (`export-ignore` attributes apply to archives, not to trees): the tree
+    /// is what a sync mirrors, in both modes.
+    async fn fetch_blobs(&self, entries: Vec<TreeEntry>) -> Result<(), JobError> {
+        let max_file_bytes = self.repo_settings().max_file_bytes;
+        for entry in entries {
             if self.cancel().is_cancelled() {
                 return Err(JobError::Cancelled);
             }
-            let reason = skip_reason(
-                entry.is_symlink(),
-                entry.size.unwrap_or(0),
-                settings.max_file_bytes,
-            );
+            let reason = skip_reason(entry.is_symlink(), entry.size.unwrap_or(0), max_file_bytes);
             let fetched = match reason {
                 Some(reason) => Fetched::Skipped {
                     key: entry.path,
                     reason,
                 },
                 None => {
-                    state.set_progress(3, 4, format!("fetching {}", entry.path));
+                    self.context
+                        .state
+                        .set_progress(3, 4, format!("fetching {}", entry.path));
                     let bytes = self.repo.blob(&entry.sha, &entry.path).await?;
                     Fetched::Document(self.labels.document(entry.path, bytes))
                 }
@@ -282,7 +299,15 @@ impl Sync<'_> {
     /// Every file of the commit from its archive; then the documents the
     /// collection holds for this source that the commit no longer has go.
     async fn full(&self) -> Result<(), JobError> {
-        let seen = self.stream_archive(None).await?;
+        let mut seen = self.stream_archive(None).await?;
+        if let Some(tree) = self.repo.tree(&self.labels.commit_sha).await? {
+            let missing: Vec<TreeEntry> = tree
+                .into_iter()
+                .filter(|entry| self.filter.accepts(&entry.path) && !seen.contains(&entry.path))
+                .collect();
+            seen.extend(missing.iter().map(|entry| entry.path.clone()));
+            self.fetch_blobs(missing).await?;
+        }
         let chroma = &self.context.services.chroma;
         let stored = chroma
             .document_keys_of_source(self.context.collection, self.context.source_id)
@@ -332,9 +357,10 @@ impl Sync<'_> {
         let chroma = &self.context.services.chroma;
         let collection = self.context.collection;
         let sha = &self.labels.commit_sha;
+        // Chunks naming another commit, or this commit under another ref label.
         let filter = json!({"$and": [
             {"source_id": self.context.source_id},
-            {"version_key": {"$ne": sha}},
+            {"$or": [{"version_key": {"$ne": sha}}, {"ref": {"$ne": self.labels.git_ref}}]},
         ]});
         let mut fields = Map::new();
         fields.insert("version_key".into(), Value::from(sha.as_str()));

@@ -46,7 +46,7 @@ pub(super) async fn run(
         chunking: source.chunking.as_ref(),
     };
     state.set_progress(2, 3, format!("crawling {}", web.starting_url));
-    let mut pages = crawl.run();
+    let (mut pages, incomplete) = crawl.run();
     let mut seen = HashSet::new();
     while let Some(page) = context.next_from(&mut pages).await {
         if cancel.is_cancelled() {
@@ -61,9 +61,15 @@ pub(super) async fn run(
     if cancel.is_cancelled() {
         return Err(JobError::Cancelled);
     }
-    state.set_progress(3, 3, "removing pages no longer in the crawl".into());
-    for key in known.keys().filter(|key| !seen.contains(*key)) {
-        context.write(key, Vec::new()).await?;
+    if incomplete.load(std::sync::atomic::Ordering::Relaxed) {
+        // Some pages could not be read: what they lead to is unknown, so
+        // nothing is taken for gone this time (404/410 pages still went).
+        tracing::warn!("the crawl could not read every page; keeping pages it did not reach");
+    } else {
+        state.set_progress(3, 3, "removing pages no longer in the crawl".into());
+        for key in known.keys().filter(|key| !seen.contains(*key)) {
+            context.write(key, Vec::new()).await?;
+        }
     }
     services.chroma.mark_finished_ingest(&collection).await?;
     Ok(())

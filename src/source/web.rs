@@ -22,6 +22,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,6 +50,8 @@ const TRACKING_PARAMETERS: &[&str] = &["fbclid", "gclid", "msclkid", "mc_cid", "
 const MAX_SITEMAP_FILES: usize = 20;
 /// Redirects followed at most per request.
 const MAX_REDIRECTS: usize = 10;
+/// Links taken from one page at most.
+const MAX_LINKS_PER_PAGE: usize = 5000;
 /// Retries of one page after 429/503 with `Retry-After`.
 const MAX_PAGE_RETRIES: u32 = 2;
 
@@ -67,7 +71,21 @@ pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return forbidden_v4(v4);
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let embedded =
+                |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+            // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16) carry
+            // an IPv4 address the network may route to.
+            if segments[0] == 0x64 && segments[1] == 0xff9b {
+                return forbidden_v4(embedded(segments[6], segments[7])).or(Some("NAT64 address"));
+            }
+            if segments[0] == 0x2002 {
+                return forbidden_v4(embedded(segments[1], segments[2]));
+            }
+            if segments[0] == 0x2001 && segments[1] == 0 {
+                return Some("Teredo address");
+            }
+            let first = segments[0];
             if v6.is_loopback() {
                 Some("loopback address")
             } else if v6.is_unspecified() {
@@ -403,6 +421,9 @@ pub struct Crawl {
     known: HashMap<String, KnownPage>,
     pacer: Pacer,
     cancel: CancellationToken,
+    /// Set when some part of the site could not be read this time (a page
+    /// whose links were needed, a sitemap): then nothing may be taken for gone.
+    incomplete: Arc<AtomicBool>,
 }
 
 impl Crawl {
@@ -444,7 +465,8 @@ impl Crawl {
             .connect_timeout(Duration::from_secs(10))
             .redirect(policy);
         if !settings.allow_private_networks {
-            builder = builder.dns_resolver(GuardedResolver);
+            // A proxy would resolve and reach the target itself, past our checks.
+            builder = builder.dns_resolver(GuardedResolver).no_proxy();
         }
         let client = builder
             .build()
@@ -465,11 +487,20 @@ impl Crawl {
             },
             cancel,
             start,
+            incomplete: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Runs the crawl in a task; its results arrive in discovery order.
-    pub fn run(self) -> BoxStream<'static, Result<Fetched, SourceError>> {
+    /// Runs the crawl in a task; its results arrive in discovery order. The
+    /// flag, read once the stream has ended, says whether some part of the
+    /// site could not be read (then nothing may be taken for gone).
+    pub fn run(
+        self,
+    ) -> (
+        BoxStream<'static, Result<Fetched, SourceError>>,
+        Arc<AtomicBool>,
+    ) {
+        let incomplete = Arc::clone(&self.incomplete);
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
             let crawling = sender.clone();
@@ -485,10 +516,11 @@ impl Crawl {
             };
             let _ = sender.send(Err(error)).await;
         });
-        Box::pin(futures::stream::unfold(
+        let stream = Box::pin(futures::stream::unfold(
             receiver,
             |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
-        ))
+        ));
+        (stream, incomplete)
     }
 
     async fn crawl(
@@ -528,9 +560,14 @@ impl Crawl {
             }
         }
         let mut depth = 0;
-        while !level.is_empty() && stored.len() < self.page_limit {
+        // Pages that are not stored (404s, duplicates, noindex, …) do not
+        // count against page_limit; this bounds the requests they can cost.
+        let mut budget = self.page_limit.saturating_mul(10).saturating_add(100);
+        while !level.is_empty() && stored.len() < self.page_limit && budget > 0 {
             let mut next_level = Vec::new();
             let at_max_depth = depth >= self.max_depth;
+            level.truncate(budget);
+            budget -= level.len();
             let this = &self;
             let mut fetches = futures::stream::iter(level.into_iter().map(|url| async move {
                 let response = this.fetch(&url, at_max_depth).await;
@@ -549,10 +586,17 @@ impl Crawl {
                     Response::NotModified => Some(Fetched::Kept { key, reason: None }),
                     Response::Gone(reason) => Some(Fetched::Gone { key, reason }),
                     Response::Skip(reason) => Some(Fetched::Skipped { key, reason }),
-                    Response::Failed(reason) => Some(Fetched::Kept {
-                        key,
-                        reason: Some(reason),
-                    }),
+                    Response::Failed(reason) => {
+                        // Its links are unknown this time: what it leads to
+                        // must not be taken for gone.
+                        if !at_max_depth {
+                            self.incomplete.store(true, Ordering::Relaxed);
+                        }
+                        Some(Fetched::Kept {
+                            key,
+                            reason: Some(reason),
+                        })
+                    }
                     Response::Page {
                         url: final_url,
                         body,
@@ -564,8 +608,13 @@ impl Crawl {
                             .page(&url, final_url, body, &content_type, etag, last_modified)
                             .await;
                         if !at_max_depth {
-                            for link in &page.links {
-                                let Some(link) = normalize(link) else {
+                            // A page naming another canonical URL is stored
+                            // there: the canonical page is crawled like a link.
+                            let canonical =
+                                page.canonical.iter().filter_map(|c| Url::parse(c).ok());
+                            let links = page.links.iter().take(MAX_LINKS_PER_PAGE).cloned();
+                            for link in links.chain(canonical) {
+                                let Some(link) = normalize(&link) else {
                                     continue;
                                 };
                                 if self.scope.contains(&link)
@@ -576,9 +625,6 @@ impl Crawl {
                                     next_level.push(link);
                                 }
                             }
-                        }
-                        if let Some(canonical) = &page.canonical {
-                            visited.insert(canonical.clone());
                         }
                         visited.insert(page.own.clone());
                         page.item
@@ -625,7 +671,9 @@ impl Crawl {
             }
         })?;
         let status = response.status();
-        if status.is_client_error() {
+        // RFC 9309: an unavailable robots.txt (4xx) allows everything, but a
+        // rate limit is not an answer.
+        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
             return Ok(None);
         }
         if !status.is_success() {
@@ -665,12 +713,18 @@ impl Crawl {
             }
             self.pacer.wait().await;
             let Ok(response) = self.client.get(url.clone()).send().await else {
+                self.incomplete.store(true, Ordering::Relaxed);
                 continue;
             };
-            if !response.status().is_success() {
+            let status = response.status();
+            if !status.is_success() {
+                if status != StatusCode::NOT_FOUND && status != StatusCode::GONE {
+                    self.incomplete.store(true, Ordering::Relaxed);
+                }
                 continue;
             }
             let Ok(body) = read_capped(response, self.settings.max_page_bytes).await else {
+                self.incomplete.store(true, Ordering::Relaxed);
                 continue;
             };
             let (locations, indexes) = sitemap_locations(&body);
@@ -744,7 +798,16 @@ impl Crawl {
                         .and_then(|l| l.to_str().ok())
                         .unwrap_or("elsewhere")
                         .to_string();
-                    return Response::Skip(format!("redirects out of scope to {target}"));
+                    // Only a permanent move says the page is not ours any more.
+                    if matches!(
+                        status,
+                        StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
+                    ) {
+                        return Response::Skip(format!("redirects out of scope to {target}"));
+                    }
+                    return Response::Failed(format!(
+                        "redirects out of scope for now ({status}) to {target}"
+                    ));
                 }
                 status if !status.is_success() => {
                     return Response::Failed(format!("{url} answered {status}"));
@@ -828,13 +891,24 @@ impl Crawl {
             .as_ref()
             .and_then(normalize)
             .filter(|c| self.scope.contains(c));
-        let key = canonical.clone().unwrap_or(own).to_string();
         let links = if parsed.nofollow {
             Vec::new()
         } else {
             parsed.links
         };
-        let canonical = canonical.map(|c| c.to_string());
+        let canonical = canonical.map(|c| c.to_string()).filter(|c| *c != own_key);
+        if let Some(canonical) = &canonical {
+            return PageOutcome {
+                item: Some(Fetched::Skipped {
+                    key: own_key.clone(),
+                    reason: format!("a copy of its canonical page {canonical}"),
+                }),
+                links,
+                canonical: Some(canonical.clone()),
+                own: own_key,
+            };
+        }
+        let key = own_key.clone();
         if parsed.noindex {
             return PageOutcome {
                 item: Some(Fetched::Skipped {
@@ -978,6 +1052,8 @@ mod tests {
             "fd00:ec2::254",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
         ] {
             assert!(forbidden_address(ip.parse().unwrap()).is_some(), "{ip}");
         }

@@ -31,6 +31,8 @@ struct SiteState {
     base: String,
     other_base: String,
     log: Mutex<Vec<Hit>>,
+    /// Paths answered with 500 (a site having a bad moment).
+    failing: Mutex<Vec<String>>,
 }
 
 pub struct FixtureSite {
@@ -78,6 +80,7 @@ impl FixtureSite {
             // The same server under another host name: out of the crawl's scope.
             other_base: format!("http://localhost:{port}"),
             log: Mutex::new(Vec::new()),
+            failing: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(serve).with_state(Arc::clone(&state));
         let task = runtime().spawn(async move {
@@ -102,6 +105,11 @@ impl FixtureSite {
 
     pub fn delete(&self, path: &str) {
         std::fs::remove_file(self.dir.path().join(path)).unwrap();
+    }
+
+    /// Answers 500 for `path` from now on.
+    pub fn fail(&self, path: &str) {
+        self.state.failing.lock().unwrap().push(path.to_string());
     }
 
     pub fn hits(&self) -> Vec<Hit> {
@@ -142,6 +150,9 @@ fn redirect(status: StatusCode, location: String) -> Response {
 }
 
 async fn respond(state: &SiteState, path: &str, if_none_match: Option<&str>) -> Response {
+    if state.failing.lock().unwrap().iter().any(|p| p == path) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "having a bad moment").into_response();
+    }
     match path {
         "/redirect-in" => {
             return redirect(StatusCode::MOVED_PERMANENTLY, "/docs/guide.html".into());
