@@ -13,11 +13,11 @@ use crate::config::{Config, Secret};
 use crate::embed::{Embedder, MiniLm};
 use crate::model::{CreateJobPayload, CreateSourcePayload, GitRefIdentifier, JobStatus};
 use crate::pipeline::Services;
-use crate::queue::{JobFilter, Queue, QueueError, SourceFilter, SqliteQueue};
+use crate::queue::{JobFilter, PostgresQueue, Queue, QueueError, SourceFilter, SqliteQueue};
 use crate::sink::chroma::ChromaClient;
 use crate::source::github::GitHubClients;
 use crate::source::s3::{S3Clients, list_keys};
-use crate::worker::run_workers;
+use crate::worker::{prune_loop, run_workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -41,11 +41,21 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn open(config: Config) -> Result<Self, AppError> {
-        let queue_path = config.queue_path();
-        let queue = SqliteQueue::open(&queue_path, config.queue.max_attempts)
-            .await
-            .map_err(|e| AppError::Setup(format!("opening queue {}: {e}", queue_path.display())))?;
-        Self::with_queue(config, Arc::new(queue))
+        let max_attempts = config.queue.max_attempts;
+        let queue: Arc<dyn Queue> = match &config.queue.url {
+            Some(url) => Arc::new(
+                PostgresQueue::open(url.expose(), max_attempts)
+                    .await
+                    .map_err(|e| AppError::Setup(format!("opening the PostgreSQL queue: {e}")))?,
+            ),
+            None => {
+                let path = config.queue_path();
+                Arc::new(SqliteQueue::open(&path, max_attempts).await.map_err(|e| {
+                    AppError::Setup(format!("opening queue {}: {e}", path.display()))
+                })?)
+            }
+        };
+        Self::with_queue(config, queue)
     }
 
     pub fn with_queue(config: Config, queue: Arc<dyn Queue>) -> Result<Self, AppError> {
@@ -93,6 +103,15 @@ impl Daemon {
         let mut secrets = self.s3.secret_values();
         secrets.extend(self.github.secret_values());
         secrets.extend(self.config.chroma.api_key.clone());
+        // A queue URL's password, should an error ever quote it.
+        secrets.extend(
+            self.config
+                .queue
+                .url
+                .as_ref()
+                .and_then(|url| url::Url::parse(url.expose()).ok())
+                .and_then(|url| url.password().map(|p| Secret::new(p.to_string()))),
+        );
         Arc::new(secrets)
     }
 
@@ -101,6 +120,11 @@ impl Daemon {
         services: Arc<Services>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(prune_loop(
+            Arc::clone(&self.queue),
+            self.config.queue.retention_days,
+            shutdown.clone(),
+        ));
         tokio::spawn(run_workers(
             services,
             self.config.queue.clone(),
@@ -149,6 +173,7 @@ impl Daemon {
                 auth: Arc::new(auth),
                 s3: Arc::clone(&self.s3),
                 github: Arc::clone(&self.github),
+                max_pending_jobs: self.config.queue.max_pending_jobs,
                 wake: Arc::clone(&self.wake),
             };
             let stop = shutdown.clone();

@@ -79,6 +79,18 @@ pub struct QueueSettings {
     pub retry_max_seconds: f64,
     /// How often idle workers look for work (the API also wakes them).
     pub poll_interval_ms: u64,
+    /// A job running longer than this is stopped and `failed` ("timed out after …").
+    pub job_timeout_seconds: u64,
+    /// Pending jobs at most; beyond, creating an invocation answers 429 with
+    /// `Retry-After` (backpressure instead of an ever-growing queue).
+    pub max_pending_jobs: u64,
+    /// Finished jobs (complete, failed, cancelled) are pruned after this many days.
+    pub retention_days: u64,
+    /// `postgres://…` shares one queue between processes and machines; unset,
+    /// the queue is SQLite in the state directory. Env: `CHROMA_SYNCD_QUEUE_URL`
+    /// (preferred: the URL may hold a password).
+    #[serde(skip)]
+    pub url: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -276,6 +288,10 @@ impl Default for QueueSettings {
             retry_base_seconds: 2.0,
             retry_max_seconds: 300.0,
             poll_interval_ms: 500,
+            job_timeout_seconds: 6 * 3600,
+            max_pending_jobs: 100_000,
+            retention_days: 30,
+            url: None,
         }
     }
 }
@@ -422,6 +438,15 @@ impl Config {
                 }
             };
         }
+        if let Some(url) = get("CHROMA_SYNCD_QUEUE_URL").filter(|u| !u.trim().is_empty()) {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Env {
+                    name: "CHROMA_SYNCD_QUEUE_URL",
+                    message: "only postgres:// URLs are supported (unset it for SQLite)".into(),
+                });
+            }
+            self.queue.url = Some(Secret::new(url));
+        }
         if let Some(workers) = get("CHROMA_SYNCD_WORKERS") {
             self.workers = workers
                 .parse()
@@ -446,6 +471,9 @@ impl QueueSettings {
     }
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_seconds.max(1))
+    }
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job_timeout_seconds.max(1))
     }
     /// Delay before retry number `attempt` (1-based): base·2^(attempt-1), capped.
     pub fn retry_delay(&self, attempt: u32) -> Duration {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::config::{QueueSettings, Secret};
 use crate::pipeline::{JobError, JobState, Services, run_job};
-use crate::queue::{ClaimedJob, HeartbeatOutcome, Outcome};
+use crate::queue::{ClaimedJob, HeartbeatOutcome, Outcome, Queue};
 
 /// Runs `count` workers until `shutdown` is cancelled; returns when all have
 /// stopped (in-flight jobs released).
@@ -127,9 +127,22 @@ impl Worker {
             let cancel = cancel.clone();
             async move { run_job(&services, &claimed, &state, &cancel).await }
         });
-        let result = job_task
-            .await
-            .unwrap_or_else(|e| Err(JobError::Permanent(format!("the job's task failed: {e}"))));
+        // A job that outlives its time limit is stopped (its task aborted,
+        // so it writes nothing more) and fails, saying so.
+        let limit = self.settings.job_timeout();
+        let abort = job_task.abort_handle();
+        let result = match tokio::time::timeout(limit, job_task).await {
+            Ok(joined) => joined.unwrap_or_else(|e| {
+                Err(JobError::Permanent(format!("the job's task failed: {e}")))
+            }),
+            Err(_) => {
+                abort.abort();
+                Err(JobError::TimedOut(format!(
+                    "timed out after {}s (queue.job_timeout_seconds)",
+                    limit.as_secs()
+                )))
+            }
+        };
         stop_heartbeat.cancel();
         let signal = heartbeat.await.unwrap_or(HeartbeatOutcome::Continue);
 
@@ -152,7 +165,7 @@ impl Worker {
                 "{} (gave up after {attempt} attempts)",
                 redact(&message, &self.secrets)
             )),
-            (Err(JobError::Permanent(message)), _) => {
+            (Err(JobError::Permanent(message) | JobError::TimedOut(message)), _) => {
                 Outcome::Failed(redact(&message, &self.secrets))
             }
         };
@@ -237,6 +250,29 @@ pub fn redact(text: &str, secrets: &[Secret]) -> String {
         }
     }
     text
+}
+
+/// How often a process prunes finished jobs past their retention.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Deletes finished jobs older than `retention_days`, at start and hourly,
+/// until `shutdown`. Every process may run it: the deletes are idempotent.
+pub async fn prune_loop(queue: Arc<dyn Queue>, retention_days: u64, shutdown: CancellationToken) {
+    loop {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::days(
+                i64::try_from(retention_days).unwrap_or(i64::MAX / 86_400_000),
+            );
+        match queue.prune_finished(cutoff).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned finished jobs past their retention"),
+            Err(error) => tracing::warn!(%error, "pruning finished jobs failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ fn job(source_id: uuid::Uuid, key: &str, dedupe: &str) -> NewJob {
         trigger: Trigger::Manual,
         concurrency_key: format!("key:{key}"),
         dedupe_key: dedupe.into(),
+        idempotency: None,
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -23,7 +23,7 @@ use crate::model::{
     IndexJobMetadata, Job, JobKind, LatestByKeysRequest, S3JobMetadata, SourceType, Trigger,
     canonical_json,
 };
-use crate::queue::{CancelOutcome, JobFilter, NewJob, SourceRecord};
+use crate::queue::{CancelOutcome, IdempotencyKey, JobFilter, NewJob, SourceRecord};
 use crate::sink::records::validate_user_metadata;
 use crate::source::SourceError;
 use crate::source::github::GitHubClients;
@@ -132,6 +132,7 @@ pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJ
         payload,
         metadata,
         trigger: Trigger::Manual,
+        idempotency: None,
     })
 }
 
@@ -211,6 +212,7 @@ fn plan_collection_job(
         payload,
         metadata,
         trigger: Trigger::Manual,
+        idempotency: None,
     })
 }
 
@@ -304,27 +306,113 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     ApiPath(source_id): ApiPath<Uuid>,
+    headers: HeaderMap,
     ApiJson(payload): ApiJson<CreateJobPayload>,
 ) -> Result<Response, ApiError> {
     let source = load_source(&state, &principal, source_id).await?;
+    let idempotency = idempotency_key(&headers, &payload)?;
+    if let Some(idempotency) = &idempotency
+        && let Some(replayed) = replay(&state, source_id, idempotency).await?
+    {
+        return Ok(replayed);
+    }
+    let pending = state.queue.pending_count().await?;
+    if pending >= state.max_pending_jobs {
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, QUEUE_FULL_RETRY_AFTER)],
+            Json(ErrorResponse {
+                error: "queue_full".into(),
+                message: format!(
+                    "{pending} invocations are waiting (queue.max_pending_jobs); retry later"
+                ),
+            }),
+        )
+            .into_response());
+    }
     let mut payload = payload;
     fill_default_ref(&state.github, &source, &mut payload).await?;
-    let job = plan_job(&source, payload)?;
-    let job = state.queue.enqueue(job).await.map_err(|e| match e {
-        crate::queue::QueueError::Duplicate(_) => {
-            ApiError::conflict("an identical invocation is already pending or processing")
+    let mut job = plan_job(&source, payload)?;
+    job.idempotency = idempotency.clone();
+    let job = match state.queue.enqueue(job).await {
+        Ok(job) => job,
+        Err(crate::queue::QueueError::Duplicate(_)) => {
+            // A concurrent request with the same key may have won the race.
+            if let Some(idempotency) = &idempotency
+                && let Some(replayed) = replay(&state, source_id, idempotency).await?
+            {
+                return Ok(replayed);
+            }
+            return Err(ApiError::conflict(
+                "an identical invocation is already pending or processing",
+            ));
         }
-        other => other.into(),
-    })?;
+        Err(other) => return Err(other.into()),
+    };
     state.wake.notify_waiters();
     tracing::info!(job_id = %job.id, %source_id, "invocation created");
-    Ok((
+    Ok(created(job.id))
+}
+
+/// Seconds a client is asked to wait when the queue is full.
+const QUEUE_FULL_RETRY_AFTER: &str = "5";
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+fn created(id: Uuid) -> Response {
+    (
         StatusCode::CREATED,
-        Json(CreateJobResponse {
-            invocation_id: job.id,
-        }),
+        Json(CreateJobResponse { invocation_id: id }),
     )
-        .into_response())
+        .into_response()
+}
+
+/// The request's `Idempotency-Key` with a hash of the body it came with.
+fn idempotency_key(
+    headers: &HeaderMap,
+    payload: &CreateJobPayload,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ))
+        })?;
+    let body = serde_json::to_value(payload)
+        .map(|v| canonical_json(&v))
+        .unwrap_or_default();
+    Ok(Some(IdempotencyKey {
+        key: key.to_string(),
+        request_sha256: sha256_hex(body.as_bytes()),
+    }))
+}
+
+/// The original invocation of a replayed request, or a 409 when the key was
+/// used with another request.
+async fn replay(
+    state: &AppState,
+    source_id: Uuid,
+    idempotency: &IdempotencyKey,
+) -> Result<Option<Response>, ApiError> {
+    match state
+        .queue
+        .find_idempotent(source_id, &idempotency.key)
+        .await?
+    {
+        Some((job, hash)) if hash == idempotency.request_sha256 => Ok(Some(created(job.id))),
+        Some(_) => Err(ApiError::conflict(format!(
+            "Idempotency-Key `{}` was already used with a different request",
+            idempotency.key
+        ))),
+        None => Ok(None),
+    }
 }
 
 async fn load_job(state: &AppState, principal: &Principal, id: Uuid) -> Result<Job, ApiError> {

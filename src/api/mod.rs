@@ -39,6 +39,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub s3: Arc<S3Clients>,
     pub github: Arc<GitHubClients>,
+    /// Backpressure: creating an invocation beyond this many pending answers 429.
+    pub max_pending_jobs: u64,
     /// Wakes idle workers of this process when a job is enqueued.
     pub wake: Arc<Notify>,
 }

@@ -40,6 +40,9 @@ pub enum JobError {
     Permanent(String),
     #[error("cancelled")]
     Cancelled,
+    /// The job ran past `queue.job_timeout_seconds`.
+    #[error("{0}")]
+    TimedOut(String),
 }
 
 impl From<SourceError> for JobError {

@@ -9,6 +9,8 @@
 //!
 //! `sqlite.rs` is the embedded default; other backends implement [`Queue`].
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -22,6 +24,7 @@ use crate::model::{
     SourceType, Trigger,
 };
 
+pub use postgres::PostgresQueue;
 pub use sqlite::SqliteQueue;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,16 @@ pub struct NewJob {
     /// Jobs with equal keys cannot both be pending or processing: a second
     /// identical invocation is refused with 409.
     pub dedupe_key: String,
+    /// The request's `Idempotency-Key`, if it had one.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// An `Idempotency-Key` and the hash of the request it came with: a replay
+/// with the same request gets the original job, another request a 409.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_sha256: String,
 }
 
 /// A job handed to a worker, with the attempt number that fences its writes.
@@ -147,6 +160,17 @@ pub trait Queue: Send + Sync + 'static {
     async fn delete_source(&self, id: Uuid) -> Result<bool, QueueError>;
 
     async fn enqueue(&self, job: NewJob) -> Result<Job, QueueError>;
+    /// The job created by an earlier request with this `Idempotency-Key`,
+    /// and that request's hash.
+    async fn find_idempotent(
+        &self,
+        source_id: Uuid,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, QueueError>;
+    /// Jobs waiting to run (for backpressure).
+    async fn pending_count(&self) -> Result<u64, QueueError>;
+    /// Deletes finished jobs that finished before `before`; returns how many.
+    async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError>;
     async fn get_job(&self, id: Uuid) -> Result<Option<Job>, QueueError>;
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError>;
     /// The newest job per S3 object key of a source.

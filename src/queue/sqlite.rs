@@ -10,19 +10,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
+use super::rows::{corrupt, job_from_row, source_from_row, to_time};
 use super::{
     CancelOutcome, ClaimedJob, HeartbeatOutcome, JobFilter, NewJob, Outcome, Queue, QueueError,
     SourceFilter, SourceRecord,
 };
 use crate::config::sha256_hex;
 use crate::model::{
-    CreateJobPayload, CreateSourcePayload, Job, JobStats, JobStatus, Progress, SourceType, Trigger,
-    canonical_json,
+    CreateJobPayload, CreateSourcePayload, Job, JobStats, Progress, SourceType, canonical_json,
 };
 
 pub struct SqliteQueue {
@@ -32,12 +32,6 @@ pub struct SqliteQueue {
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
-}
-
-fn to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
 /// `AND database_name IN (…)` when the caller may see only some databases.
@@ -65,10 +59,6 @@ fn push_page(query: &mut QueryBuilder<Sqlite>, ascending: bool, limit: u32, offs
     query.push(" OFFSET ").push_bind(offset as i64);
 }
 
-fn corrupt(what: &str, err: impl std::fmt::Display) -> QueueError {
-    QueueError::Corrupt(format!("{what}: {err}"))
-}
-
 impl SqliteQueue {
     /// Opens (creating if needed) the queue file and runs migrations.
     pub async fn open(path: &Path, max_attempts: u32) -> Result<Self, QueueError> {
@@ -91,76 +81,6 @@ impl SqliteQueue {
         Ok(SqliteQueue {
             pool,
             max_attempts: max_attempts.max(1),
-        })
-    }
-
-    fn source_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SourceRecord, QueueError> {
-        let id: String = row.try_get("id")?;
-        let source_type: String = row.try_get("source_type")?;
-        let payload: String = row.try_get("payload")?;
-        Ok(SourceRecord {
-            id: Uuid::parse_str(&id).map_err(|e| corrupt("source id", e))?,
-            source_type: SourceType::parse(&source_type)
-                .ok_or_else(|| corrupt("source type", &source_type))?,
-            payload: serde_json::from_str(&payload).map_err(|e| corrupt("source payload", e))?,
-            created_at: to_time(row.try_get("created_at")?),
-        })
-    }
-
-    fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job, QueueError> {
-        let id: String = row.try_get("id")?;
-        let source_id: Option<String> = row.try_get("source_id")?;
-        let state: String = row.try_get("state")?;
-        let metadata: String = row.try_get("metadata")?;
-        let progress: Option<String> = row.try_get("progress")?;
-        let stats: Option<String> = row.try_get("stats")?;
-        let trigger: String = row.try_get("trigger_kind")?;
-        let opt_time = |name: &str| -> Result<Option<DateTime<Utc>>, QueueError> {
-            Ok(row.try_get::<Option<i64>, _>(name)?.map(to_time))
-        };
-        let status = match state.as_str() {
-            "pending" => JobStatus::Pending,
-            "processing" => JobStatus::Processing,
-            "complete" => JobStatus::Complete {
-                finished_at: opt_time("finished_at")?.unwrap_or_else(Utc::now),
-                duration_ms: row.try_get::<Option<i64>, _>("duration_ms")?.unwrap_or(0),
-            },
-            "failed" => JobStatus::Failed {
-                error: row
-                    .try_get::<Option<String>, _>("error")?
-                    .unwrap_or_default(),
-            },
-            "cancelled" => JobStatus::Cancelled,
-            other => return Err(corrupt("job state", other)),
-        };
-        Ok(Job {
-            id: Uuid::parse_str(&id).map_err(|e| corrupt("job id", e))?,
-            status,
-            metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("job metadata", e))?,
-            created_at: to_time(row.try_get("created_at")?),
-            source_id: source_id
-                .map(|s| Uuid::parse_str(&s))
-                .transpose()
-                .map_err(|e| corrupt("job source id", e))?,
-            attempt: row.try_get::<i64, _>("attempt")? as u32,
-            started_at: opt_time("started_at")?,
-            last_heartbeat_at: opt_time("last_heartbeat_at")?,
-            cancel_requested_at: opt_time("cancel_requested_at")?,
-            progress: progress
-                .map(|p| serde_json::from_str::<Progress>(&p))
-                .transpose()
-                .map_err(|e| corrupt("job progress", e))?,
-            stats: stats
-                .map(|s| serde_json::from_str::<JobStats>(&s))
-                .transpose()
-                .map_err(|e| corrupt("job stats", e))?
-                .unwrap_or_default(),
-            last_error: row.try_get("last_error")?,
-            trigger: if trigger == "scheduled" {
-                Trigger::Scheduled
-            } else {
-                Trigger::Manual
-            },
         })
     }
 
@@ -268,7 +188,7 @@ impl Queue for SqliteQueue {
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(Self::source_from_row).transpose()
+        row.as_ref().map(source_from_row).transpose()
     }
 
     async fn list_sources(&self, filter: &SourceFilter) -> Result<Vec<SourceRecord>, QueueError> {
@@ -286,7 +206,7 @@ impl Queue for SqliteQueue {
         push_databases(&mut query, filter.databases.as_deref());
         push_page(&mut query, filter.ascending, filter.limit, filter.offset);
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(Self::source_from_row).collect()
+        rows.iter().map(source_from_row).collect()
     }
 
     async fn delete_source(&self, id: Uuid) -> Result<bool, QueueError> {
@@ -323,8 +243,9 @@ impl Queue for SqliteQueue {
         let result = sqlx::query(
             "INSERT INTO jobs (id, source_id, source_type, database_name, object_key, payload,
                                metadata, trigger_kind, state, concurrency_key, dedupe_key,
-                               created_at, run_after, max_attempts)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                               created_at, run_after, max_attempts, idempotency_key,
+                               request_sha256)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.to_string())
         .bind(job.source_id.to_string())
@@ -339,6 +260,8 @@ impl Queue for SqliteQueue {
         .bind(now)
         .bind(now)
         .bind(self.max_attempts as i64)
+        .bind(job.idempotency.as_ref().map(|i| i.key.clone()))
+        .bind(job.idempotency.as_ref().map(|i| i.request_sha256.clone()))
         .execute(&self.pool)
         .await;
         match result {
@@ -353,12 +276,47 @@ impl Queue for SqliteQueue {
             .ok_or_else(|| QueueError::Corrupt("job vanished after insert".into()))
     }
 
+    async fn find_idempotent(
+        &self,
+        source_id: Uuid,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, QueueError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE source_id = ? AND idempotency_key = ?")
+            .bind(source_id.to_string())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let hash: Option<String> = row.try_get("request_sha256")?;
+            Ok((job_from_row(&row)?, hash.unwrap_or_default()))
+        })
+        .transpose()
+    }
+
+    async fn pending_count(&self) -> Result<u64, QueueError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count as u64)
+    }
+
+    async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('complete', 'failed', 'cancelled') AND finished_at < ?",
+        )
+        .bind(before.timestamp_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
     async fn get_job(&self, id: Uuid) -> Result<Option<Job>, QueueError> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(Self::job_from_row).transpose()
+        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError> {
@@ -384,7 +342,7 @@ impl Queue for SqliteQueue {
         push_databases(&mut query, filter.databases.as_deref());
         push_page(&mut query, filter.ascending, filter.limit, filter.offset);
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(Self::job_from_row).collect()
+        rows.iter().map(job_from_row).collect()
     }
 
     async fn latest_by_keys(
@@ -403,7 +361,7 @@ impl Queue for SqliteQueue {
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = row {
-                found.push((key.clone(), Self::job_from_row(&row)?));
+                found.push((key.clone(), job_from_row(&row)?));
             }
         }
         Ok(found)
@@ -447,7 +405,7 @@ impl Queue for SqliteQueue {
         let Some(row) = row else {
             return Ok(None);
         };
-        let job = Self::job_from_row(&row)?;
+        let job = job_from_row(&row)?;
         let payload: String = row.try_get("payload")?;
         let payload: CreateJobPayload =
             serde_json::from_str(&payload).map_err(|e| corrupt("job payload", e))?;

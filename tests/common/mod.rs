@@ -610,3 +610,58 @@ pub fn assert_matches(name: &str, value: &Value) {
         "{value} is not a valid {name}: {errors:?}"
     );
 }
+
+// ------------------------------------------------------------------ PostgreSQL
+
+/// A database of its own on the machine's PostgreSQL (dropped at the end).
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+/// The server the tests use: `CHROMA_SYNCD_TEST_PG_URL`, else the local one.
+pub fn pg_admin_url() -> String {
+    std::env::var("CHROMA_SYNCD_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        use sqlx::Connection;
+        let admin = pg_admin_url();
+        let name = format!("chroma_syncd_{}", uuid::Uuid::new_v4().simple());
+        runtime().block_on(async {
+            let mut connection = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("PostgreSQL at CHROMA_SYNCD_TEST_PG_URL (default 127.0.0.1:5432)");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        });
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        PgDatabase {
+            url: url.to_string(),
+            name,
+            admin,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        runtime().block_on(async move {
+            if let Ok(mut connection) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut connection)
+                .await;
+            }
+        });
+    }
+}
