@@ -172,3 +172,58 @@ fn cancel_during_processing_stops_the_job_within_seconds() {
         written
     );
 }
+
+#[test]
+fn s3_errors_and_slow_responses_end_in_success_after_retry_or_a_clean_failure() {
+    use common::faulty::{Fault, FaultProxy};
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let proxy = FaultProxy::start(&s3.endpoint());
+    s3.create_bucket("flaky");
+    s3.put(
+        "flaky",
+        "doc.md",
+        "# Doc\n\nSome text worth syncing.\n",
+        None,
+    );
+    let config = format!("{TEST_CONFIG}\n[s3]\ntimeout_seconds = 2\n");
+    let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    let mut source = s3_source(&s3, "flaky", "flaky", None);
+    source["s3"]["endpoint_url"] = json!(proxy.url);
+    let source = daemon.create_source(source);
+    let sync = || daemon.invoke(&source, json!({"object_key": "doc.md"}));
+
+    // More 503/500s than the S3 client's own retries absorb, then recovery.
+    let mut faults = vec![Fault::Status(503); 4];
+    faults.extend([Fault::Status(500); 2]);
+    proxy.inject(&faults);
+    let job = daemon.wait_complete(&sync());
+    assert!(job["attempt"].as_u64().unwrap() >= 2, "{job}");
+    let log = proxy.log();
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("fault")).count(),
+        6,
+        "{log:?}"
+    );
+    assert_eq!(chroma.records("testdb", "flaky").rows.len(), 1);
+
+    // Responses slower than the timeout, then recovery.
+    proxy.inject(&[Fault::Delay(Duration::from_secs(5)); 2]);
+    daemon.wait_complete(&sync());
+    assert!(proxy.log().iter().any(|l| l == "delayed"));
+
+    // A store that stays broken: a clean `failed` with the reason, not a stuck job.
+    proxy.inject(&[Fault::Status(500); 100]);
+    let (job, error) = daemon.wait_failed(&sync(), Duration::from_secs(180));
+    assert!(
+        error.contains("InternalError") || error.contains("500"),
+        "{error}"
+    );
+    assert_eq!(job["attempt"], 3);
+    proxy.clear();
+    assert_eq!(
+        chroma.records("testdb", "flaky").rows.len(),
+        1,
+        "nothing lost"
+    );
+}

@@ -3,6 +3,7 @@
 //! `scripts/test` prepares; the daemon is this crate's binary.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod github;
 pub mod web;
 
