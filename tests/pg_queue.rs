@@ -91,14 +91,28 @@ fn workers_on_one_postgres_queue_run_each_job_once_and_survive_kill_9() {
         .iter()
         .map(|key| daemon.invoke(&source, json!({"object_key": key})))
         .collect();
-    wait_until("jobs to be processing", Duration::from_secs(60), || {
-        let processing = ids
-            .iter()
-            .filter(|id| daemon.job(id)["status"] == "processing")
-            .count();
-        (processing >= 3).then_some(())
-    });
-    workers[0].kill();
+    // Kill -9 a worker process while it holds a job.
+    let victim = wait_until(
+        "a worker process to hold a job",
+        Duration::from_secs(120),
+        || {
+            let owners: Vec<String> = runtime().block_on(async {
+            use sqlx::Connection;
+            let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT lease_owner FROM jobs WHERE state = 'processing' AND lease_owner IS NOT NULL",
+            )
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+        });
+            workers.iter().position(|w| {
+                let pid = w.0.as_ref().unwrap().id();
+                owners.iter().any(|o| o.contains(&format!("-{pid}-")))
+            })
+        },
+    );
+    workers[victim].kill();
     let mut retried = 0;
     for id in &ids {
         let job = daemon.wait_finished(id, Duration::from_secs(600));
@@ -112,6 +126,7 @@ fn workers_on_one_postgres_queue_run_each_job_once_and_survive_kill_9() {
         }
     }
     drop(workers);
+    assert!(retried >= 1, "the killed worker's job was leased again");
 
     // The collection holds exactly what a clean run writes: every chunk of
     // every document once, nothing else.
