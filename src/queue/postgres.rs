@@ -1,12 +1,14 @@
 //! PostgreSQL queue: many `serve` / `worker` processes, on many machines,
 //! share one queue (`CHROMA_SYNCD_QUEUE_URL=postgres://…`).
 //!
-//! Claims take a candidate row with `FOR UPDATE SKIP LOCKED`, so concurrent
-//! workers never wait on each other nor take the same job. Jobs that share a
-//! `concurrency_key` (one S3 object, one source's sync of a collection) must
-//! never run at once; PostgreSQL does not serialise writers the way SQLite
-//! does, so the claimer also takes a transaction-scoped advisory lock on the
-//! key and re-checks, in a fresh statement, that no live job holds it.
+//! A claim is one statement: the oldest runnable row is picked with
+//! `FOR UPDATE SKIP LOCKED`, so concurrent workers never wait on each other
+//! nor take the same job. Jobs that share a `concurrency_key` (one S3
+//! object, one source's sync of a collection) must never run at once;
+//! PostgreSQL does not serialise writers the way SQLite does, so a unique
+//! index on the keys of processing jobs enforces it, and a claim that loses
+//! that race simply tries the next job. Expired leases go back to pending in
+//! a sweep (at most once a second per process).
 //! Migrations run at start under sqlx's migration lock, so processes starting
 //! together do not race.
 
@@ -28,8 +30,8 @@ use crate::model::{
     CreateJobPayload, CreateSourcePayload, Job, JobStats, Progress, SourceType, canonical_json,
 };
 
-/// Candidates looked at per claim before giving up for this round.
-const CLAIM_CANDIDATES: i64 = 8;
+/// Claims retried after losing a same-key race, before giving up for this round.
+const CLAIM_ATTEMPTS: usize = 4;
 /// Expired leases are settled at most this often per process.
 const SWEEP_INTERVAL_MS: i64 = 1000;
 
@@ -137,6 +139,16 @@ impl PostgresQueue {
                  error = 'worker stopped responding (lease expired) on attempt ' || attempt
                          || ' of ' || max_attempts
              WHERE state = 'processing' AND lease_expires_at < $1 AND attempt >= max_attempts",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        // The rest go back to pending, to be claimed (attempt + 1) at once;
+        // the dead attempt's heartbeats and outcome are fenced out.
+        sqlx::query(
+            "UPDATE jobs SET state = 'pending', run_after = $1, lease_owner = NULL,
+                 lease_expires_at = NULL
+             WHERE state = 'processing' AND lease_expires_at < $1",
         )
         .bind(now)
         .execute(&self.pool)
@@ -402,67 +414,36 @@ impl Queue for PostgresQueue {
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, QueueError> {
         let now = now_ms();
         self.sweep_expired_leases(now).await?;
-        let mut tx = self.pool.begin().await?;
-        let candidates = sqlx::query(
-            "SELECT j.id, j.concurrency_key FROM jobs j
-             WHERE ((j.state = 'pending' AND j.run_after <= $1)
-                    OR (j.state = 'processing' AND j.lease_expires_at < $1))
-               AND NOT EXISTS (
-                   SELECT 1 FROM jobs o
-                   WHERE o.concurrency_key = j.concurrency_key AND o.id <> j.id
-                     AND o.state = 'processing' AND o.lease_expires_at >= $1)
-             ORDER BY j.run_after, j.seq
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(now)
-        .bind(CLAIM_CANDIDATES)
-        .fetch_all(&mut *tx)
-        .await?;
-        for candidate in candidates {
-            let id: String = candidate.try_get("id")?;
-            let key: String = candidate.try_get("concurrency_key")?;
-            // Held until commit: a concurrent claimer of the same key waits
-            // its turn and then sees this claim in its own re-check.
-            let locked: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if !locked {
-                continue;
-            }
-            let busy: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM jobs
-                    WHERE concurrency_key = $1 AND id <> $2
-                      AND state = 'processing' AND lease_expires_at >= $3)",
-            )
-            .bind(&key)
-            .bind(&id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            if busy {
-                continue;
-            }
-            let row = sqlx::query(
+        for _ in 0..CLAIM_ATTEMPTS {
+            let claimed = sqlx::query(
                 "UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_owner = $1,
                         lease_expires_at = $2, started_at = $3, last_heartbeat_at = $3,
                         progress = NULL
-                 WHERE id = $4
+                 WHERE id = (
+                     SELECT j.id FROM jobs j
+                     WHERE j.state = 'pending' AND j.run_after <= $3
+                       AND NOT EXISTS (
+                           SELECT 1 FROM jobs o
+                           WHERE o.concurrency_key = j.concurrency_key AND o.state = 'processing')
+                     ORDER BY j.run_after, j.seq
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
                  RETURNING *",
             )
             .bind(worker)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let claimed = Self::claimed(&row)?;
-            tx.commit().await?;
-            return Ok(Some(claimed));
+            .fetch_optional(&self.pool)
+            .await;
+            match claimed {
+                Ok(Some(row)) => return Ok(Some(Self::claimed(&row)?)),
+                Ok(None) => return Ok(None),
+                // Another worker claimed a job of the same key a moment
+                // earlier (the unique index on processing keys said no).
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        tx.commit().await?;
         Ok(None)
     }
 
