@@ -101,8 +101,8 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
             "not available",
         ),
         (
-            json!({"database_name": "testdb", "web_scrape": {"starting_url": "https://example.com/"}}),
-            "not supported",
+            json!({"database_name": "testdb", "web_scrape": {"starting_url": "file:///etc/passwd"}}),
+            "http(s)",
         ),
         (
             json!({"database_name": "testdb", "github": {"repository": "not-a-repo"}}),

@@ -53,7 +53,7 @@ fn workers_on_one_postgres_queue_run_each_job_once_and_survive_kill_9() {
     let chroma = Chroma::start();
     let s3 = S3::start();
     s3.create_bucket("shared-queue");
-    let small: Vec<String> = (0..120).map(|i| format!("small/{i:03}.md")).collect();
+    let small: Vec<String> = (0..200).map(|i| format!("small/{i:03}.md")).collect();
     for (i, key) in small.iter().enumerate() {
         s3.put("shared-queue", key, document(i, 1), None);
     }
