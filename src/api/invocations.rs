@@ -291,7 +291,10 @@ pub async fn fill_default_ref(
 #[utoipa::path(post, path = "/api/v1/sources/{source_id}/invocations", tag = "Invocation",
     operation_id = "create_job", summary = "Create invocation",
     description = "Creates a new invocation for a source.",
-    params(("source_id" = Uuid, Path, description = "Source ID")),
+    params(
+        ("source_id" = Uuid, Path, description = "Source ID"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Extension: a replay with the same key and body returns the original invocation; another body is a 409")),
     request_body = CreateJobPayload,
     responses(
         (status = 201, description = "Invocation creation successful", body = CreateJobResponse),
@@ -300,6 +303,7 @@ pub async fn fill_default_ref(
         (status = 403, description = "Forbidden", body = ErrorResponse),
         (status = 404, description = "Source not found", body = ErrorResponse),
         (status = 409, description = "Invocation exists", body = ErrorResponse),
+        (status = 429, description = "Extension: the queue is full; retry after `Retry-After` seconds", body = ErrorResponse),
         (status = 500, description = "Server error", body = ErrorResponse)),
     security(("x-chroma-token" = [])))]
 pub async fn create(
