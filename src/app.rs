@@ -14,6 +14,7 @@ use crate::embed::{Embedder, MiniLm};
 use crate::model::{CreateJobPayload, CreateSourcePayload, GitRefIdentifier, JobStatus};
 use crate::pipeline::Services;
 use crate::queue::{JobFilter, PostgresQueue, Queue, QueueError, SourceFilter, SqliteQueue};
+use crate::service;
 use crate::sink::chroma::ChromaClient;
 use crate::source::github::GitHubClients;
 use crate::source::s3::{S3Clients, list_keys};
@@ -166,6 +167,15 @@ impl Daemon {
             "workers starting"
         );
         let workers = self.workers(services, shutdown.clone());
+        service::spawn_watchdog(Arc::clone(&self.queue), shutdown.clone());
+        service::ready(if with_api { "serving" } else { "working" });
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                service::stopping();
+            }
+        });
         if let Some((listener, auth)) = listener {
             let state = AppState {
                 queue: Arc::clone(&self.queue),

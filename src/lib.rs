@@ -1,21 +1,22 @@
 //! chroma-syncd: keeps Chroma collections in step with content people already
-//! have (S3 buckets today; GitHub repositories and websites next).
+//! have: S3 buckets, GitHub repositories and websites.
 //!
 //! Layout — the tree is the data flow:
 //!
 //! - [`api`]: the HTTP API (axum), wire-compatible with Chroma Sync. Validates
 //!   and enqueues; never runs jobs.
-//! - [`queue`]: the durable queue (SQLite by default) — the only state the API
+//! - [`queue`]: the durable queue (SQLite by default, PostgreSQL to scale out) — the only state the API
 //!   and the workers share. Leases, heartbeats, retries, cancel, fencing.
 //! - [`worker`]: claims jobs, keeps leases alive, records outcomes.
 //! - [`pipeline`]: one job's stages: source → extract → chunk → embed → sink.
-//! - [`source`]: where documents come from (`s3`).
+//! - [`source`]: where documents come from (`s3`, `github`, `web`).
 //! - [`extract`]: bytes → text (HTML → markdown, binary skipped). Pure.
 //! - [`chunk`]: text → chunks with line ranges (text-splitter). Pure.
 //! - [`embed`]: chunks → vectors (all-MiniLM-L6-v2 in-process).
 //! - [`sink`]: chunk IDs and metadata (`records`), Chroma writes (`chroma`).
 //! - [`model`]: the wire types; [`config`]: settings and env overrides;
-//!   [`app`]: wiring for `serve`, `worker` and `run`; [`client`]: the CLI's API client.
+//!   [`app`]: wiring for `serve`, `worker` and `run`; [`client`]: the CLI's API client;
+//!   [`service`]: systemd readiness, watchdog and stopping notifications.
 
 pub mod api;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod extract;
 pub mod model;
 pub mod pipeline;
 pub mod queue;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod worker;

@@ -445,6 +445,21 @@ impl Daemon {
         });
     }
 
+    /// SIGTERM, then waits (bounded) for the process to exit; its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.process.0.as_mut().expect("the daemon runs");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = wait_until("the daemon to exit", Duration::from_secs(60), || {
+            child.try_wait().unwrap()
+        });
+        self.process.0 = None;
+        exited
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         self.process.kill();

@@ -1,0 +1,61 @@
+//! User story: an operator runs the daemon as a `Type=notify` systemd
+//! service with a watchdog. A fake `NOTIFY_SOCKET` stands in for systemd and
+//! receives what the daemon tells it.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Datagrams received on the fake notify socket until `until` matches one, or the limit.
+fn receive_until(socket: &UnixDatagram, limit: Duration, until: &str) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut messages = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..n]).to_string();
+            let done = message.lines().any(|line| line == until);
+            messages.push(message);
+            if done {
+                break;
+            }
+        }
+    }
+    messages
+}
+
+fn has(messages: &[String], line: &str) -> bool {
+    messages.iter().any(|m| m.lines().any(|l| l == line))
+}
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_alive_and_stopping() {
+    let chroma = Chroma::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let mut daemon = Daemon::start_with(
+        &chroma.url(),
+        TEST_CONFIG,
+        &[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "1000000")],
+    );
+
+    let startup = receive_until(&socket, Duration::from_secs(60), "READY=1");
+    assert!(has(&startup, "READY=1"), "{startup:?}");
+    assert!(has(&startup, "STATUS=serving"), "{startup:?}");
+    // A 1 s watchdog is pinged about every half second.
+    let alive = receive_until(&socket, Duration::from_secs(10), "WATCHDOG=1");
+    assert!(has(&alive, "WATCHDOG=1"), "{alive:?}");
+
+    let status = daemon.terminate();
+    let stopping = receive_until(&socket, Duration::from_secs(5), "STOPPING=1");
+    assert!(has(&stopping, "STOPPING=1"), "{stopping:?}");
+    assert!(status.success(), "SIGTERM ends in exit 0: {status:?}");
+}
