@@ -16,7 +16,8 @@
 //! - [`sink`]: chunk IDs and metadata (`records`), Chroma writes (`chroma`).
 //! - [`model`]: the wire types; [`config`]: settings and env overrides;
 //!   [`app`]: wiring for `serve`, `worker` and `run`; [`client`]: the CLI's API client;
-//!   [`service`]: systemd readiness, watchdog and stopping notifications.
+//!   [`service`]: systemd readiness, watchdog and stopping notifications;
+//!   [`metrics`]: Prometheus counters and histograms for `GET /metrics`.
 
 pub mod api;
 pub mod app;
@@ -25,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod embed;
 pub mod extract;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod queue;

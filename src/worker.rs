@@ -107,6 +107,7 @@ impl Worker {
         let attempt = claimed.attempt;
         tracing::info!(object_key = ?claimed.payload.object_key, "job started");
         let state = Arc::new(JobState::default());
+        let started = std::time::Instant::now();
         let cancel = self.shutdown.child_token();
         let stop_heartbeat = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat_loop(
@@ -179,6 +180,19 @@ impl Worker {
             Outcome::Released => tracing::info!("job released for another worker (shutdown)"),
         }
         let stats = state.stats.lock().expect("stats lock").clone();
+        let outcome_name = match &outcome {
+            Outcome::Complete => "complete",
+            Outcome::Failed(_) => "failed",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Released => "released",
+        };
+        crate::metrics::job_finished(
+            claimed.source_type.as_str(),
+            outcome_name,
+            started.elapsed().as_secs_f64(),
+            &stats,
+        );
         match self
             .services
             .queue

@@ -360,3 +360,45 @@ fn a_configured_credential_is_used_and_a_missing_object_fails_clearly() {
     assert!(error.contains("NoSuchBucket"), "{error}");
     assert!(!daemon.log().contains(S3_SECRET));
 }
+
+#[test]
+fn metrics_count_finished_jobs_and_their_work() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("metered");
+    s3.put("metered", "a.md", guide_v1(), None);
+    let daemon = Daemon::start(&chroma.url());
+    let source = daemon.create_source(s3_source(&s3, "metered", "metered", None));
+    let id = daemon.invoke(&source, json!({"object_key": "a.md"}));
+    let job = daemon.wait_complete(&id);
+    let text = http()
+        .get(format!("{}/metrics", daemon.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    assert_eq!(
+        value("chroma_syncd_jobs_finished_total{outcome=\"complete\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("chroma_syncd_chunks_upserted_total{source_type=\"s3\"}"),
+        job["stats"]["chunks_upserted"].as_f64().unwrap()
+    );
+    assert_eq!(
+        value("chroma_syncd_documents_total{source_type=\"s3\"}"),
+        1.0
+    );
+    assert!(
+        value("chroma_syncd_embed_batch_seconds_count") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(value("chroma_syncd_queue_pending_jobs"), 0.0);
+}

@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { Json(serde_json::json!({"status": "alive"})) }),
         )
         .route("/openapi.json", get(|| async { Json(openapi::spec()) }))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
 }
@@ -94,6 +95,20 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// Prometheus text exposition (no token needed, like the health endpoints:
+/// it holds counts, never content or secrets).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let pending = state.queue.pending_count().await.ok();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(pending),
+    )
+        .into_response()
 }
 
 /// 200 when the queue and Chroma both answer, else 503 naming what is down.

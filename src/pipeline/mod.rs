@@ -340,6 +340,7 @@ impl DocumentContext<'_> {
             );
             let started = Instant::now();
             let embeddings = self.embed(batch).await?;
+            crate::metrics::embed_batch(started.elapsed().as_secs_f64());
             self.state
                 .update(|stats| stats.embed_ms += elapsed_ms(started));
             let started = Instant::now();
