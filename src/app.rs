@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::api::{self, AppState, Authenticator};
+use crate::autosync::autosync_loop;
 use crate::chunk::Chunker;
 use crate::config::{Config, Secret};
 use crate::embed::{Embedder, MiniLm};
-use crate::model::{CreateJobPayload, CreateSourcePayload, GitRefIdentifier, JobStatus};
+use crate::model::{CreateJobPayload, CreateSourcePayload, GitRefIdentifier, JobStats, JobStatus};
 use crate::pipeline::Services;
+use crate::progress::{RunObserver, RunSnapshot, add_stats};
 use crate::queue::{JobFilter, PostgresQueue, Queue, QueueError, SourceFilter, SqliteQueue};
+use crate::schedule::{Scheduler, schedule_loop};
 use crate::service;
 use crate::sink::chroma::ChromaClient;
 use crate::source::github::GitHubClients;
@@ -131,6 +135,7 @@ impl Daemon {
             self.config.queue.clone(),
             self.secrets(),
             self.config.workers,
+            self.config.shutdown_grace(),
             Arc::clone(&self.wake),
             shutdown,
         ))
@@ -167,6 +172,22 @@ impl Daemon {
             "workers starting"
         );
         let workers = self.workers(services, shutdown.clone());
+        // Triggers that enqueue on their own: schedules and S3 events.
+        tokio::spawn(autosync_loop(
+            Arc::clone(&self.queue),
+            Arc::clone(&self.s3),
+            Arc::clone(&self.wake),
+            shutdown.clone(),
+        ));
+        tokio::spawn(schedule_loop(
+            Scheduler {
+                queue: Arc::clone(&self.queue),
+                s3: Arc::clone(&self.s3),
+                github: Arc::clone(&self.github),
+                wake: Arc::clone(&self.wake),
+            },
+            shutdown.clone(),
+        ));
         service::spawn_watchdog(Arc::clone(&self.queue), shutdown.clone());
         service::ready(if with_api { "serving" } else { "working" });
         tokio::spawn({
@@ -197,11 +218,16 @@ impl Daemon {
     }
 
     /// One-shot sync of `source`: for S3 the given keys, or every key under
-    /// the source's `path_prefix`; for GitHub the repository at a ref.
+    /// the source's `path_prefix`; for GitHub the repository at a ref; for a
+    /// site, one crawl. Jobs an interrupted run left pending are taken over;
+    /// documents an earlier run finished are found unchanged and not
+    /// re-embedded. Without `keep_going` the first failed job cancels the rest.
     pub async fn run_once(
         self,
         source: CreateSourcePayload,
         target: RunTarget,
+        options: RunOptions,
+        mut observer: Box<dyn RunObserver>,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, AppError> {
         let source_type = api::sources::validate(&self.s3, &self.github, &source)
@@ -221,66 +247,209 @@ impl Daemon {
                 .ok_or_else(|| AppError::Setup("source exists but cannot be found".into()))?,
             Err(e) => return Err(e.into()),
         };
-        let payloads = self.run_payloads(&record, target).await?;
+        let payloads = whole_source_payloads(&self.s3, &self.github, &record, target).await?;
         tracing::info!(jobs = payloads.len(), source_id = %record.id, "one-shot sync starting");
-        let mut job_ids = Vec::with_capacity(payloads.len());
+        let mut jobs: Vec<(String, Uuid)> = Vec::with_capacity(payloads.len());
+        let mut left_pending = Vec::new();
         for payload in payloads {
             let what = payload.object_key.clone().unwrap_or_default();
             let job = api::invocations::plan_job(&record, payload)
                 .map_err(|e| AppError::Invalid(format!("{what}: {}", e.message)))?;
             match self.queue.enqueue(job).await {
-                Ok(job) => job_ids.push(job.id),
-                // Left pending by an interrupted run: it will be picked up now.
-                Err(QueueError::Duplicate(_)) => {}
+                Ok(job) => jobs.push((what, job.id)),
+                // Left pending by an interrupted run: it is taken over below.
+                Err(QueueError::Duplicate(_)) => left_pending.push(what),
                 Err(e) => return Err(e.into()),
             }
         }
+        jobs.extend(self.taken_over(&record, left_pending).await?);
         let services = self.services()?;
         let stop_workers = shutdown.child_token();
         let workers = self.workers(services, stop_workers.clone());
-        let filter = JobFilter {
-            source_id: Some(record.id),
-            limit: 1000,
-            ..JobFilter::default()
-        };
+        let started = std::time::Instant::now();
+        let mut tracker = RunTracker::new(jobs);
         loop {
-            let mut live = 0;
-            for status in ["pending", "processing"] {
-                let filter = JobFilter {
-                    status: Some(status.to_string()),
-                    ..filter.clone()
-                };
-                live += self.queue.list_jobs(&filter).await?.len();
-            }
-            if live == 0 || shutdown.is_cancelled() {
+            tracker.refresh(self.queue.as_ref()).await?;
+            let snapshot = tracker.snapshot(started.elapsed());
+            observer.update(&snapshot);
+            if snapshot.jobs_failed > 0 && !options.keep_going {
+                tracing::warn!("a job failed: cancelling the rest (--keep-going runs them all)");
+                tracker.cancel_open(self.queue.as_ref()).await?;
                 break;
             }
-            tracing::info!(remaining = live, "syncing");
+            if tracker.open.is_empty() || shutdown.is_cancelled() {
+                break;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
         stop_workers.cancel();
         let _ = workers.await;
-        let mut summary = RunSummary::default();
-        for id in job_ids {
-            let Some(job) = self.queue.get_job(id).await? else {
+        // What the workers did while draining counts too.
+        tracker.refresh(self.queue.as_ref()).await?;
+        let snapshot = tracker.snapshot(started.elapsed());
+        observer.finish(&snapshot);
+        Ok(tracker.summary(snapshot))
+    }
+
+    /// The jobs an interrupted run left pending or processing for these keys
+    /// (or, for a repository or site, for the source).
+    async fn taken_over(
+        &self,
+        record: &crate::queue::SourceRecord,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Uuid)>, AppError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live = |job: &crate::model::Job| {
+            matches!(job.status, JobStatus::Pending | JobStatus::Processing)
+        };
+        if record.payload.s3.is_some() {
+            let mut taken = Vec::new();
+            for batch in keys.chunks(500) {
+                for (key, job) in self.queue.latest_by_keys(record.id, batch).await? {
+                    if live(&job) {
+                        taken.push((key, job.id));
+                    }
+                }
+            }
+            return Ok(taken);
+        }
+        let jobs = self
+            .queue
+            .list_jobs(&JobFilter {
+                source_id: Some(record.id),
+                limit: 100,
+                ..JobFilter::default()
+            })
+            .await?;
+        Ok(jobs
+            .into_iter()
+            .filter(live)
+            .map(|job| (job.metadata.collection_name.clone(), job.id))
+            .collect())
+    }
+}
+
+/// How a one-shot run behaves on failure.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Run every job even after one failed (the exit code still says so).
+    pub keep_going: bool,
+}
+
+/// Follows a run's jobs. Finished jobs are read once and dropped from the
+/// open list; of the open ones only the first few pending are read each
+/// round (the queue takes them roughly in order), so a run of a million
+/// objects costs a bounded number of reads per round.
+struct RunTracker {
+    total: usize,
+    /// (what, job id) not yet finished, in enqueue order.
+    open: Vec<(String, Uuid)>,
+    finished: JobStats,
+    /// Stats of the jobs running at the last refresh.
+    running: JobStats,
+    complete: usize,
+    failed: Vec<(String, String)>,
+    cancelled: usize,
+}
+
+/// Pending jobs read per refresh before the rest are assumed still pending.
+const PENDING_READS_PER_REFRESH: usize = 64;
+
+impl RunTracker {
+    fn new(jobs: Vec<(String, Uuid)>) -> Self {
+        RunTracker {
+            total: jobs.len(),
+            open: jobs,
+            finished: JobStats::default(),
+            running: JobStats::default(),
+            complete: 0,
+            failed: Vec::new(),
+            cancelled: 0,
+        }
+    }
+
+    async fn refresh(&mut self, queue: &dyn Queue) -> Result<(), AppError> {
+        let mut still_open = Vec::with_capacity(self.open.len());
+        let mut running = JobStats::default();
+        let mut pending_read = 0;
+        let mut open = std::mem::take(&mut self.open).into_iter();
+        for (what, id) in open.by_ref() {
+            let Some(job) = queue.get_job(id).await? else {
+                self.failed
+                    .push((what, "the job disappeared from the queue".into()));
                 continue;
             };
-            let key = match &job.metadata.kind {
-                crate::model::JobKind::S3(s3) => s3.object_key.clone().unwrap_or_default(),
-                _ => job.metadata.collection_name.clone(),
-            };
-            summary.chunks += job.stats.chunks_upserted;
-            summary.documents += job.stats.documents;
             match job.status {
-                JobStatus::Complete { .. } => summary.complete += 1,
-                JobStatus::Failed { error } => summary.failed.push((key, error)),
-                _ => summary.unfinished += 1,
+                JobStatus::Complete { .. } => {
+                    self.complete += 1;
+                    add_stats(&mut self.finished, &job.stats);
+                }
+                JobStatus::Failed { error } => {
+                    add_stats(&mut self.finished, &job.stats);
+                    self.failed.push((what, error));
+                }
+                JobStatus::Cancelled => {
+                    add_stats(&mut self.finished, &job.stats);
+                    self.cancelled += 1;
+                }
+                JobStatus::Processing => {
+                    add_stats(&mut running, &job.stats);
+                    still_open.push((what, id));
+                }
+                JobStatus::Pending => {
+                    still_open.push((what, id));
+                    pending_read += 1;
+                    if pending_read >= PENDING_READS_PER_REFRESH {
+                        break;
+                    }
+                }
             }
         }
-        Ok(summary)
+        still_open.extend(open);
+        self.open = still_open;
+        self.running = running;
+        Ok(())
+    }
+
+    /// Cancels every job still open (pending ones at once, running ones at
+    /// their next heartbeat).
+    async fn cancel_open(&mut self, queue: &dyn Queue) -> Result<(), AppError> {
+        for (_, id) in &self.open {
+            queue.cancel(*id).await?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, elapsed: Duration) -> RunSnapshot {
+        let mut stats = self.finished.clone();
+        add_stats(&mut stats, &self.running);
+        RunSnapshot {
+            jobs_total: self.total,
+            jobs_finished: self.total - self.open.len(),
+            jobs_failed: self.failed.len(),
+            stats,
+            elapsed,
+        }
+    }
+
+    fn summary(self, snapshot: RunSnapshot) -> RunSummary {
+        RunSummary {
+            complete: self.complete,
+            documents: snapshot.stats.documents,
+            chunks: snapshot.stats.chunks_upserted,
+            chunks_unchanged: snapshot.stats.chunks_unchanged,
+            bytes: snapshot.stats.bytes,
+            unfinished: self.open.len(),
+            cancelled: self.cancelled,
+            failed: self.failed,
+            elapsed: snapshot.elapsed,
+        }
     }
 }
 
@@ -295,66 +464,83 @@ pub struct RunTarget {
     pub git_ref: Option<GitRefIdentifier>,
 }
 
-impl Daemon {
-    /// The invocations a one-shot run enqueues.
-    async fn run_payloads(
-        &self,
-        record: &crate::queue::SourceRecord,
-        target: RunTarget,
-    ) -> Result<Vec<CreateJobPayload>, AppError> {
-        if record.payload.web_scrape.is_some() {
-            return Ok(vec![CreateJobPayload {
-                target_collection_name: target.collection,
-                ..CreateJobPayload::default()
-            }]);
-        }
-        if record.payload.github.is_some() {
-            let mut payload = CreateJobPayload {
-                target_collection_name: target.collection,
-                ref_identifier: target.git_ref,
-                ..CreateJobPayload::default()
-            };
-            api::invocations::fill_default_ref(&self.github, record, &mut payload)
-                .await
-                .map_err(|e| AppError::Invalid(e.message))?;
-            return Ok(vec![payload]);
-        }
-        let s3 = record
-            .payload
-            .s3
-            .as_ref()
-            .ok_or_else(|| AppError::Invalid("this source type cannot be run".into()))?;
-        let keys = if target.object_keys.is_empty() {
-            let client = self
-                .s3
-                .client(s3)
-                .await
-                .map_err(|e| AppError::Setup(e.to_string()))?;
-            let prefix = s3.path_prefix.clone().unwrap_or_default();
-            list_keys(&client, &s3.bucket_name, &prefix)
-                .await
-                .map_err(|e| AppError::Setup(e.to_string()))?
-        } else {
-            target.object_keys
-        };
-        Ok(keys
-            .into_iter()
-            .map(|key| CreateJobPayload {
-                object_key: Some(key),
-                target_collection_name: target.collection.clone(),
-                ..CreateJobPayload::default()
-            })
-            .collect())
+/// The invocations that sync a whole source (a one-shot run, a schedule
+/// slot): one per object for S3 (the given keys, or every key under the
+/// prefix), one for a repository at a ref or for a site.
+pub async fn whole_source_payloads(
+    s3_clients: &S3Clients,
+    github: &GitHubClients,
+    record: &crate::queue::SourceRecord,
+    target: RunTarget,
+) -> Result<Vec<CreateJobPayload>, AppError> {
+    if record.payload.web_scrape.is_some() {
+        return Ok(vec![CreateJobPayload {
+            target_collection_name: target.collection,
+            ..CreateJobPayload::default()
+        }]);
     }
+    if record.payload.github.is_some() {
+        let mut payload = CreateJobPayload {
+            target_collection_name: target.collection,
+            ref_identifier: target.git_ref,
+            ..CreateJobPayload::default()
+        };
+        api::invocations::fill_default_ref(github, record, &mut payload)
+            .await
+            .map_err(|e| AppError::Invalid(e.message))?;
+        return Ok(vec![payload]);
+    }
+    let s3 = record
+        .payload
+        .s3
+        .as_ref()
+        .ok_or_else(|| AppError::Invalid("this source type cannot be run".into()))?;
+    let keys = if target.object_keys.is_empty() {
+        let client = s3_clients
+            .client(s3)
+            .await
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        let prefix = s3.path_prefix.clone().unwrap_or_default();
+        list_keys(&client, &s3.bucket_name, &prefix)
+            .await
+            .map_err(|e| AppError::Setup(e.to_string()))?
+    } else {
+        target.object_keys
+    };
+    Ok(keys
+        .into_iter()
+        .map(|key| CreateJobPayload {
+            object_key: Some(key),
+            target_collection_name: target.collection.clone(),
+            ..CreateJobPayload::default()
+        })
+        .collect())
 }
 
+/// How a one-shot run ended.
 #[derive(Debug, Default)]
 pub struct RunSummary {
     /// Jobs complete.
     pub complete: usize,
-    /// Documents synced by them.
+    /// Documents read by the run's jobs.
     pub documents: u64,
+    /// Jobs neither finished nor cancelled (the run was interrupted).
     pub unfinished: usize,
+    /// Jobs cancelled after another failed (no `--keep-going`).
+    pub cancelled: usize,
+    /// Chunks embedded and upserted.
     pub chunks: u64,
+    /// Chunks already stored as they are: not re-embedded.
+    pub chunks_unchanged: u64,
+    pub bytes: u64,
+    /// (object key or collection, error) of each failed job.
     pub failed: Vec<(String, String)>,
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    /// Every job completed.
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_empty() && self.unfinished == 0 && self.cancelled == 0
+    }
 }

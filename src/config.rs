@@ -24,6 +24,12 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Jobs processed at once by this process. Env: `CHROMA_SYNCD_WORKERS`.
     pub workers: usize,
+    /// On SIGTERM, in-flight jobs get this long to finish before they are
+    /// released to `pending` for another process (no new jobs are claimed
+    /// meanwhile). Keep it below the supervisor's stop timeout (systemd
+    /// `TimeoutStopSec`, Docker's `stop_grace_period`).
+    /// Env: `CHROMA_SYNCD_SHUTDOWN_GRACE_SECONDS`.
+    pub shutdown_grace_seconds: f64,
     pub chroma: ChromaConfig,
     pub embedding: EmbeddingSettings,
     pub queue: QueueSettings,
@@ -246,6 +252,7 @@ impl Default for Config {
             listen: "127.0.0.1:8420".parse().expect("valid default address"),
             state_dir: default_state_dir(),
             workers: 2,
+            shutdown_grace_seconds: 20.0,
             chroma: ChromaConfig::default(),
             embedding: EmbeddingSettings::default(),
             queue: QueueSettings::default(),
@@ -447,6 +454,17 @@ impl Config {
             }
             self.queue.url = Some(Secret::new(url));
         }
+        if let Some(grace) = get("CHROMA_SYNCD_SHUTDOWN_GRACE_SECONDS") {
+            self.shutdown_grace_seconds = grace
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| ConfigError::Env {
+                    name: "CHROMA_SYNCD_SHUTDOWN_GRACE_SECONDS",
+                    message: format!("`{grace}` is not a number of seconds"),
+                })?;
+        }
         if let Some(workers) = get("CHROMA_SYNCD_WORKERS") {
             self.workers = workers
                 .parse()
@@ -458,6 +476,11 @@ impl Config {
                 })?;
         }
         Ok(())
+    }
+
+    /// How long in-flight jobs may run on after a shutdown signal.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.shutdown_grace_seconds).unwrap_or(Duration::ZERO)
     }
 
     pub fn queue_path(&self) -> PathBuf {

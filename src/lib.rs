@@ -17,10 +17,14 @@
 //! - [`model`]: the wire types; [`config`]: settings and env overrides;
 //!   [`app`]: wiring for `serve`, `worker` and `run`; [`client`]: the CLI's API client;
 //!   [`service`]: systemd readiness, watchdog and stopping notifications;
-//!   [`metrics`]: Prometheus counters and histograms for `GET /metrics`.
+//!   [`metrics`]: Prometheus counters and histograms for `GET /metrics`;
+//!   [`progress`]: a one-shot run's progress bar or log lines;
+//!   [`schedule`]: cron schedules of sources (`trigger: scheduled`);
+//!   [`autosync`]: S3 event notifications from SQS (`auto_sync: "direct"`).
 
 pub mod api;
 pub mod app;
+pub mod autosync;
 pub mod chunk;
 pub mod client;
 pub mod config;
@@ -29,7 +33,9 @@ pub mod extract;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 pub mod queue;
+pub mod schedule;
 pub mod service;
 pub mod sink;
 pub mod source;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chroma_syncd::app::{Daemon, RunTarget};
+use chroma_syncd::app::{Daemon, RunOptions, RunTarget};
 use chroma_syncd::client::ApiClient;
 use chroma_syncd::config::Config;
 use chroma_syncd::model::{CreateSourcePayload, GitRefIdentifier};
+use chroma_syncd::progress;
 use clap::{Parser, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -63,6 +64,20 @@ enum Command {
         /// GitHub: commit to sync.
         #[arg(long)]
         sha: Option<String>,
+        /// Run every document even after one failed (default: stop at the
+        /// first failure). The exit code is non-zero either way.
+        #[arg(long)]
+        keep_going: bool,
+        /// Seconds between progress log lines when stderr is not a terminal
+        /// (on a terminal a progress bar is drawn instead).
+        #[arg(long, default_value_t = 10.0)]
+        progress_interval: f64,
+    },
+    /// Health probe for container runtimes without curl: GET the URL, exit
+    /// 0 on a 2xx answer, 1 otherwise (e.g. `probe --url http://127.0.0.1:8420/readyz`).
+    Probe {
+        #[arg(long, default_value = "http://127.0.0.1:8420/readyz")]
+        url: String,
     },
     /// Manage sources through the API.
     Source {
@@ -169,7 +184,7 @@ fn shutdown_token() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
-        tracing::info!("shutting down: no new jobs; in-flight jobs are released");
+        tracing::info!("shutting down: no new jobs are claimed");
         trigger.cancel();
     });
     token
@@ -219,6 +234,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             collection,
             branch,
             sha,
+            keep_going,
+            progress_interval,
         } => {
             init_tracing();
             let config = Config::load(cli.config.as_deref())?;
@@ -235,23 +252,50 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             .map(GitRefIdentifier::Branch)
                             .or(sha.map(GitRefIdentifier::Sha)),
                     },
+                    RunOptions { keep_going },
+                    progress::for_stderr(Duration::from_secs_f64(progress_interval.max(0.1))),
                     shutdown_token(),
                 )
                 .await?;
             println!(
-                "synced {} documents ({} chunks), {} failed, {} unfinished",
+                "synced {} documents in {:.1}s: {} chunks embedded, {} unchanged, {} read; \
+                 of {} jobs {} complete, {} failed, {} cancelled, {} unfinished",
                 summary.documents,
+                summary.elapsed.as_secs_f64(),
                 summary.chunks,
+                summary.chunks_unchanged,
+                indicatif::HumanBytes(summary.bytes),
+                summary.complete + summary.failed.len() + summary.cancelled + summary.unfinished,
+                summary.complete,
                 summary.failed.len(),
+                summary.cancelled,
                 summary.unfinished
             );
             for (key, error) in &summary.failed {
                 println!("failed: {key}: {error}");
             }
-            Ok(if summary.failed.is_empty() && summary.unfinished == 0 {
+            Ok(if summary.succeeded() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
+            })
+        }
+        Command::Probe { url } => {
+            let answer = reqwest::Client::new()
+                .get(&url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            Ok(match answer {
+                Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+                Ok(response) => {
+                    eprintln!("{url}: {}", response.status());
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("{url}: {error}");
+                    ExitCode::FAILURE
+                }
             })
         }
         Command::Source { command } => {

@@ -36,6 +36,16 @@ pub struct Metrics {
     bytes: Family<SourceLabel, Counter>,
     embed_batch: Histogram,
     queue_pending: Gauge,
+    schedule_slots: Family<OutcomeLabel, Counter>,
+    request_errors: Family<RequestErrorLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestErrorLabel {
+    /// `chroma`, `s3`, `github` or `web`.
+    pub service: String,
+    /// `timeout`, `connect`, `throttled`, `status_4xx`, `status_5xx` or `other`.
+    pub kind: String,
 }
 
 fn duration_histogram() -> Histogram {
@@ -85,8 +95,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Jobs waiting in the queue (read when scraped)",
         queue_pending.clone(),
     );
+    let schedule_slots = Family::<OutcomeLabel, Counter>::default();
+    registry.register(
+        "schedule_slots",
+        "Schedule slots this process handled, by outcome (enqueued, skipped, failed)",
+        schedule_slots.clone(),
+    );
+    let request_errors = Family::<RequestErrorLabel, Counter>::default();
+    registry.register(
+        "request_errors",
+        "Failed requests to Chroma, S3, GitHub and websites, by kind",
+        request_errors.clone(),
+    );
     Metrics {
         registry,
+        schedule_slots,
+        request_errors,
         jobs_finished,
         job_duration,
         documents,
@@ -124,6 +148,36 @@ pub fn job_finished(source_type: &str, outcome: &str, seconds: f64, stats: &JobS
         .get_or_create(&source)
         .inc_by(stats.chunks_deleted);
     metrics.bytes.get_or_create(&source).inc_by(stats.bytes);
+}
+
+pub fn schedule_slot(outcome: &str) {
+    METRICS
+        .schedule_slots
+        .get_or_create(&OutcomeLabel {
+            outcome: outcome.to_string(),
+        })
+        .inc();
+}
+
+/// Counts a failed request to `service` (`chroma`, `s3`, `github`, `web`).
+pub fn request_error(service: &str, kind: &str) {
+    METRICS
+        .request_errors
+        .get_or_create(&RequestErrorLabel {
+            service: service.to_string(),
+            kind: kind.to_string(),
+        })
+        .inc();
+}
+
+/// The `kind` label for an HTTP status.
+pub fn status_kind(status: u16) -> &'static str {
+    match status {
+        429 => "throttled",
+        400..=499 => "status_4xx",
+        500..=599 => "status_5xx",
+        _ => "other",
+    }
 }
 
 pub fn embed_batch(seconds: f64) {

@@ -71,6 +71,51 @@ pub struct CreateSourcePayload {
     /// Older single-model form of `embedding.dense`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<EmbeddingModel>,
+    /// Extension (seed 004): invoke this source on a cron schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<SourceSchedule>,
+}
+
+/// When and how a source is invoked on its own (`trigger: scheduled`). A slot
+/// fires once however many daemons share the queue, and is skipped while the
+/// source's previous run is still pending or processing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSchedule {
+    /// Five fields (`*/15 * * * *`, minute granularity), six with seconds
+    /// first, or an alias such as `@hourly`.
+    pub cron: String,
+    /// IANA time zone the cron fields are read in. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Collection the scheduled invocations write: required for GitHub and
+    /// web sources; S3 sources default to their own `collection_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_collection_name: Option<String>,
+    /// GitHub: branch to sync at each slot (default: the default branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+/// One fired (or skipped) slot of a source's schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ScheduleSlot {
+    /// The slot's time (UTC).
+    pub slot: DateTime<Utc>,
+    /// `claimed` (being enqueued), `enqueued`, `skipped` (the previous run
+    /// was still going) or `failed` (with `message`).
+    pub outcome: String,
+    /// Invocations enqueued for the slot.
+    pub jobs: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/sources/{source_id}/schedule/slots` (extension).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleSlots {
+    pub slots: Vec<ScheduleSlot>,
 }
 
 /// `POST /api/v1/sources` → 201.
@@ -134,6 +179,10 @@ pub struct S3SourceConfig {
     /// Extension: address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
+    /// Extension, for `auto_sync: "direct"`: the SQS queue the bucket sends
+    /// its `s3:ObjectCreated:*` and `s3:ObjectRemoved:*` notifications to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs_queue_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -203,6 +252,9 @@ pub struct Source {
     pub embedding: EmbeddingConfig,
     pub embedding_model: EmbeddingModel,
     pub created_at: DateTime<Utc>,
+    /// Extension: the source's schedule, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<SourceSchedule>,
 }
 
 /// `source_type` filter values and the `source_type` chunk metadata.
@@ -308,7 +360,8 @@ pub struct Job {
     /// Extension: the last transient error, while a retry is scheduled.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_error: Option<String>,
-    /// Extension: `manual` (API/CLI) or `scheduled`.
+    /// Extension: `manual` (API/CLI), `scheduled` (a source's schedule) or
+    /// `auto_sync` (an S3 event notification).
     pub trigger: Trigger,
 }
 
@@ -400,6 +453,9 @@ pub struct JobStats {
     /// (an incremental GitHub sync re-stamps unchanged files with the new commit).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub chunks_restamped: u64,
+    /// Chunks stored with the same text and metadata: not re-embedded, not rewritten.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_unchanged: u64,
     /// Documents found unchanged (same version as stored): nothing re-embedded.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unchanged: u64,
@@ -438,6 +494,8 @@ pub enum Trigger {
     #[default]
     Manual,
     Scheduled,
+    /// An S3 event notification (`auto_sync: "direct"`).
+    AutoSync,
 }
 
 impl Trigger {
@@ -445,6 +503,15 @@ impl Trigger {
         match self {
             Trigger::Manual => "manual",
             Trigger::Scheduled => "scheduled",
+            Trigger::AutoSync => "auto_sync",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "scheduled" => Trigger::Scheduled,
+            "auto_sync" => Trigger::AutoSync,
+            _ => Trigger::Manual,
         }
     }
 }

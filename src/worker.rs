@@ -2,8 +2,9 @@
 //!
 //! Each worker is a loop: claim → run the pipeline while a heartbeat task
 //! renews the lease and reports progress → write the outcome, fenced by the
-//! attempt number. Shutdown (the `shutdown` token) stops claiming and
-//! releases in-flight jobs back to `pending` so another process takes them.
+//! attempt number. Shutdown (the `shutdown` token) stops claiming at once;
+//! in-flight jobs get a grace period to finish, then are cancelled and
+//! released back to `pending` so another process takes them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,16 +19,29 @@ use crate::pipeline::{JobError, JobState, Services, run_job};
 use crate::queue::{ClaimedJob, HeartbeatOutcome, Outcome, Queue};
 
 /// Runs `count` workers until `shutdown` is cancelled; returns when all have
-/// stopped (in-flight jobs released).
+/// stopped: their jobs finished within `grace`, or released after it.
 pub async fn run_workers(
     services: Arc<Services>,
     settings: QueueSettings,
     secrets: Arc<Vec<Secret>>,
     count: usize,
+    grace: Duration,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
+    // Cancelled `grace` after `shutdown`: in-flight jobs stop and are released.
+    let abort = CancellationToken::new();
+    let deadline = tokio::spawn({
+        let abort = abort.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!(grace = ?grace, "draining: in-flight jobs may finish within the grace period");
+            tokio::time::sleep(grace).await;
+            abort.cancel();
+        }
+    });
     let process = format!("{}-{}", hostname(), std::process::id());
     for index in 0..count.max(1) {
         let worker = Worker {
@@ -37,11 +51,13 @@ pub async fn run_workers(
             secrets: Arc::clone(&secrets),
             wake: Arc::clone(&wake),
             shutdown: shutdown.clone(),
+            abort: abort.clone(),
         };
         tracker.spawn(async move { worker.run().await });
     }
     tracker.close();
     tracker.wait().await;
+    deadline.abort();
 }
 
 fn hostname() -> String {
@@ -56,7 +72,10 @@ struct Worker {
     settings: QueueSettings,
     secrets: Arc<Vec<Secret>>,
     wake: Arc<Notify>,
+    /// Stop claiming.
     shutdown: CancellationToken,
+    /// Stop the job in hand (the drain grace period is over).
+    abort: CancellationToken,
 }
 
 impl Worker {
@@ -108,7 +127,7 @@ impl Worker {
         tracing::info!(object_key = ?claimed.payload.object_key, "job started");
         let state = Arc::new(JobState::default());
         let started = std::time::Instant::now();
-        let cancel = self.shutdown.child_token();
+        let cancel = self.abort.child_token();
         let stop_heartbeat = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat_loop(
             Arc::clone(&self.services),
@@ -154,7 +173,7 @@ impl Worker {
             }
             (Ok(()), _) => Outcome::Complete,
             (Err(_), HeartbeatOutcome::CancelRequested) => Outcome::Cancelled,
-            (Err(_), _) if self.shutdown.is_cancelled() => Outcome::Released,
+            (Err(_), _) if self.abort.is_cancelled() => Outcome::Released,
             (Err(JobError::Cancelled), _) => Outcome::Cancelled,
             (Err(JobError::Transient(message)), _) if attempt < claimed.max_attempts => {
                 Outcome::Retry {

@@ -261,3 +261,195 @@ fn worker_mode_runs_jobs_from_the_shared_queue_without_an_api() {
     );
     worker.kill();
 }
+
+/// The JSON `progress` log lines a run wrote to stderr (not a terminal here).
+fn progress_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("progress:"))
+        })
+        .collect()
+}
+
+/// `N` in "`N` <what>" of the run's summary line.
+fn summary_count(output: &Output, what: &str) -> u64 {
+    let text = stdout(output);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("synced "))
+        .unwrap_or_else(|| panic!("no summary: {}", describe(output)));
+    let words: Vec<&str> = line.split([' ', ',', ';', ':']).collect();
+    let at = words
+        .windows(2)
+        .position(|w| w[1] == what)
+        .unwrap_or_else(|| panic!("no `{what}` in {line}"));
+    words[at].parse().unwrap()
+}
+
+#[test]
+fn run_logs_progress_off_a_terminal_keeps_going_on_request_and_never_re_embeds() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    seed_bucket(&s3);
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("run.toml");
+    std::fs::write(&config, TEST_CONFIG).unwrap();
+    let source = s3_source(&s3, "kb-bucket", "kb-progress", Some("kb/")).to_string();
+    let run = |extra: &[&str]| {
+        binary(&chroma.url(), state.path())
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--source", &source, "--progress-interval", "0.2"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    let first = run(&[]);
+    assert!(first.status.success(), "{}", describe(&first));
+    let lines = progress_lines(&first);
+    assert!(
+        !lines.is_empty(),
+        "progress is logged: {}",
+        describe(&first)
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(last["jobs_total"], 3, "{last}");
+    assert_eq!(last["jobs_finished"], 3, "{last}");
+    assert_eq!(last["documents"], 3, "{last}");
+    assert!(last["chunks_upserted"].as_u64().unwrap() >= 3, "{last}");
+    assert!(last["bytes"].as_u64().unwrap() > 100, "{last}");
+    let embedded = summary_count(&first, "chunks");
+    assert!(embedded >= 3);
+
+    // Run again: every chunk is found stored as it is; nothing is re-embedded.
+    let again = run(&[]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert_eq!(summary_count(&again, "chunks"), 0, "{}", describe(&again));
+    assert_eq!(summary_count(&again, "unchanged"), embedded);
+
+    // A missing object fails the run; --keep-going still runs the others.
+    s3.put(
+        "kb-bucket",
+        "kb/new.md",
+        "# New\n\nA page added since.\n",
+        None,
+    );
+    let keys = ["kb/missing.md", "kb/new.md", "kb/bread.md"];
+    let mut args = vec!["--keep-going"];
+    for key in keys {
+        args.extend(["--object-key", key]);
+    }
+    let kept_going = run(&args);
+    assert!(!kept_going.status.success(), "{}", describe(&kept_going));
+    assert!(stdout(&kept_going).contains("failed: kb/missing.md"));
+    assert_eq!(
+        summary_count(&kept_going, "complete"),
+        2,
+        "{}",
+        describe(&kept_going)
+    );
+    assert_eq!(
+        chroma
+            .records("testdb", "kb-progress")
+            .of_key("kb/new.md")
+            .len(),
+        1
+    );
+
+    // Without it the run stops at the failure; every job is accounted for.
+    s3.put(
+        "kb-bucket",
+        "kb/newer.md",
+        "# Newer\n\nAnother page.\n",
+        None,
+    );
+    let stopped = run(&[
+        "--object-key",
+        "kb/missing.md",
+        "--object-key",
+        "kb/newer.md",
+    ]);
+    assert!(!stopped.status.success(), "{}", describe(&stopped));
+    assert!(stdout(&stopped).contains("failed: kb/missing.md"));
+    assert_eq!(
+        summary_count(&stopped, "complete") + summary_count(&stopped, "cancelled") + 1,
+        2,
+        "{}",
+        describe(&stopped)
+    );
+    assert_eq!(summary_count(&stopped, "unfinished"), 0);
+}
+
+#[test]
+fn an_interrupted_run_resumes_without_redoing_finished_documents() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("bulk");
+    let total = 12;
+    for i in 0..total {
+        let text: String = (0..40)
+            .map(|p| format!("Paragraph {p} of document {i}: the quick brown fox jumps over the lazy dog.\n\n"))
+            .collect();
+        s3.put("bulk", &format!("docs/{i:02}.md"), text, None);
+    }
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("run.toml");
+    std::fs::write(&config, TEST_CONFIG).unwrap();
+    let source = s3_source(&s3, "bulk", "resumed", Some("docs/")).to_string();
+    let command = || {
+        let mut command = binary(&chroma.url(), state.path());
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--source", &source]);
+        command
+    };
+
+    // Interrupted (killed) once some documents are in the collection.
+    let mut first = Guard(Some(
+        command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_until(
+        "some documents to be synced",
+        std::time::Duration::from_secs(300),
+        || {
+            let records = chroma.records("testdb", "resumed");
+            let keys: std::collections::BTreeSet<String> = records
+                .rows
+                .iter()
+                .map(|r| r.metadata["document_key"].as_str().unwrap().to_string())
+                .collect();
+            (keys.len() >= 2).then_some(())
+        },
+    );
+    first.kill();
+    let before = chroma.records("testdb", "resumed").rows.len() as u64;
+
+    let output = command().output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(summary_count(&output, "documents"), total);
+    // What the first run finished is found unchanged, not embedded again.
+    assert!(before > 0);
+    assert_eq!(
+        summary_count(&output, "unchanged"),
+        before,
+        "{}",
+        describe(&output)
+    );
+    let records = chroma.records("testdb", "resumed");
+    for i in 0..total {
+        assert!(
+            !records.of_key(&format!("docs/{i:02}.md")).is_empty(),
+            "{i}"
+        );
+    }
+}

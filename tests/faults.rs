@@ -226,4 +226,89 @@ fn s3_errors_and_slow_responses_end_in_success_after_retry_or_a_clean_failure() 
         1,
         "nothing lost"
     );
+
+    // The failed requests are counted by service and kind.
+    let metrics = http()
+        .get(format!("{}/metrics", daemon.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let count = |labels: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("chroma_syncd_request_errors_total{") && l.contains(labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("kind=\"status_5xx\"") >= 3.0, "{metrics}");
+    assert!(count("kind=\"timeout\"") >= 1.0, "{metrics}");
+}
+
+/// The job's status as the queue holds it, read straight from the stopped
+/// daemon's SQLite file.
+fn stored_job(daemon: &Daemon, id: &str) -> chroma_syncd::model::Job {
+    runtime().block_on(async {
+        use chroma_syncd::queue::{Queue, SqliteQueue};
+        let queue = SqliteQueue::open(&daemon.state.path().join("queue.sqlite3"), 3)
+            .await
+            .unwrap();
+        queue
+            .get_job(id.parse().unwrap())
+            .await
+            .unwrap()
+            .expect("the job is stored")
+    })
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_job_finish_within_the_grace_period_and_exits_0() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    // Top-level keys precede TOML tables: put it first.
+    let config = format!("shutdown_grace_seconds = 240\n{TEST_CONFIG}");
+    let mut daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    let source = big_object_source(&daemon, &s3, "drained");
+    let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&daemon, &id);
+
+    let status = daemon.terminate();
+    assert!(status.success(), "exit 0 after draining: {status:?}");
+    let job = stored_job(&daemon, &id);
+    assert!(
+        matches!(job.status, chroma_syncd::model::JobStatus::Complete { .. }),
+        "the in-flight job finished before exit: {:?}",
+        job.status
+    );
+    assert_eq!(job.attempt, 1);
+    daemon.restart();
+    assert_same_as_clean_run(&daemon, &chroma, &source, "drained");
+}
+
+#[test]
+fn sigterm_past_the_grace_period_releases_the_job_for_the_next_process() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let config = format!("shutdown_grace_seconds = 0\n{TEST_CONFIG}");
+    let mut daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    let source = big_object_source(&daemon, &s3, "released");
+    let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&daemon, &id);
+
+    let status = daemon.terminate();
+    assert!(status.success(), "exit 0 after releasing: {status:?}");
+    let job = stored_job(&daemon, &id);
+    assert_eq!(
+        job.status,
+        chroma_syncd::model::JobStatus::Pending,
+        "released, not failed"
+    );
+    assert_eq!(job.attempt, 0, "a release does not use up an attempt");
+
+    // The next process takes it at once (no lease to wait out) and finishes it.
+    daemon.restart();
+    let finished = daemon.wait_complete(&id);
+    assert_eq!(finished["attempt"], 1, "{finished}");
+    assert_same_as_clean_run(&daemon, &chroma, &source, "released");
 }

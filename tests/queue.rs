@@ -30,11 +30,13 @@ fn s3_source() -> CreateSourcePayload {
             auto_sync: None,
             endpoint_url: None,
             force_path_style: None,
+            sqs_queue_url: None,
         }),
         database_name: "db1".into(),
         chunking: None,
         embedding: None,
         embedding_model: None,
+        schedule: None,
     }
 }
 

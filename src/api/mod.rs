@@ -53,6 +53,10 @@ pub fn router(state: AppState) -> Router {
             get(sources::get).delete(sources::delete),
         )
         .route(
+            "/sources/{source_id}/schedule/slots",
+            get(sources::schedule_slots),
+        )
+        .route(
             "/sources/{source_id}/invocations",
             post(invocations::create),
         )

@@ -17,6 +17,7 @@ use crate::model::*;
         super::sources::list,
         super::sources::get,
         super::sources::delete,
+        super::sources::schedule_slots,
         super::invocations::create,
         super::invocations::get,
         super::invocations::cancel,
@@ -29,7 +30,8 @@ use crate::model::*;
         WebScrapeSourceConfig, S3SourceConfig, AutoSync, ChunkingConfig, EmbeddingConfig,
         EmbeddingModel, SparseEmbedding, CreateJobPayload, CreateJobResponse, CancelJobResponse,
         GitRefIdentifier, Job, JobStatus, IndexJobMetadata, JobKind, S3JobMetadata, Progress,
-        JobStats, Trigger, LatestByKeysRequest, HealthResponse,
+        JobStats, Trigger, LatestByKeysRequest, HealthResponse, SourceSchedule, ScheduleSlot,
+        ScheduleSlots,
     )),
     modifiers(&TokenScheme),
 )]

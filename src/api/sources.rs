@@ -16,8 +16,8 @@ use super::error::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::model::{
     AutoSync, ChunkingConfig, CreateSourcePayload, CreateSourceResponse, DEFAULT_EMBEDDING_MODEL,
-    EmbeddingConfig, EmbeddingModel, ErrorResponse, GithubSourceConfig, S3SourceConfig, Source,
-    SourceType, WebScrapeSourceConfig,
+    EmbeddingConfig, EmbeddingModel, ErrorResponse, GithubSourceConfig, S3SourceConfig,
+    ScheduleSlots, Source, SourceType, WebScrapeSourceConfig,
 };
 use crate::queue::{SourceFilter, SourceRecord};
 use crate::source::github::{GitHubClients, PathFilter, split_repository};
@@ -120,6 +120,23 @@ pub fn validate(
     }
     if let Some(web) = &payload.web_scrape {
         validate_web(web)?;
+    }
+    if let Some(schedule) = &payload.schedule {
+        crate::schedule::ParsedSchedule::parse(schedule).map_err(ApiError::bad_request)?;
+        match &schedule.target_collection_name {
+            Some(name) => validate_chroma_name("schedule.target_collection_name", name)?,
+            None if source_type != SourceType::S3 => {
+                return Err(ApiError::bad_request(
+                    "schedule.target_collection_name is required for GitHub and web sources",
+                ));
+            }
+            None => {}
+        }
+        if schedule.branch.is_some() && source_type != SourceType::Github {
+            return Err(ApiError::bad_request(
+                "schedule.branch applies to GitHub sources only",
+            ));
+        }
     }
     if let Some(chunking) = &payload.chunking {
         let (lines, bytes) = match chunking {
@@ -239,10 +256,30 @@ fn validate_s3(s3_clients: &S3Clients, s3: &S3SourceConfig) -> Result<(), ApiErr
             )));
         }
     }
-    if matches!(s3.auto_sync, Some(AutoSync::Direct | AutoSync::Metadata)) {
-        return Err(ApiError::bad_request(
-            "s3.auto_sync other than `none` is not supported by this version of chroma-syncd yet",
-        ));
+    match (&s3.auto_sync, &s3.sqs_queue_url) {
+        (Some(AutoSync::Metadata), _) => {
+            return Err(ApiError::bad_request(
+                "s3.auto_sync `metadata` is not supported by this version of chroma-syncd yet",
+            ));
+        }
+        (Some(AutoSync::Direct), None) => {
+            return Err(ApiError::bad_request(
+                "s3.auto_sync `direct` needs s3.sqs_queue_url: the SQS queue the bucket sends \
+                 its event notifications to",
+            ));
+        }
+        (Some(AutoSync::Direct), Some(url)) => {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                ApiError::bad_request(format!("s3.sqs_queue_url `{url}` is not a URL: {e}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.path().len() < 2 {
+                return Err(ApiError::bad_request(format!(
+                    "s3.sqs_queue_url `{url}` is not an SQS queue URL \
+                     (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
+                )));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -278,6 +315,7 @@ pub fn effective(record: &SourceRecord) -> Source {
         }),
         embedding_model: dense,
         created_at: record.created_at,
+        schedule: payload.schedule.clone(),
     }
 }
 
@@ -393,4 +431,25 @@ pub async fn delete(
     } else {
         Err(ApiError::not_found(format!("source {id} not found")))
     }
+}
+
+#[utoipa::path(get, path = "/api/v1/sources/{source_id}/schedule/slots", tag = "Source",
+    operation_id = "list_schedule_slots",
+    params(("source_id" = Uuid, Path, description = "Source ID")),
+    responses(
+        (status = 200, description = "The source's latest schedule slots, newest first (extension)", body = ScheduleSlots),
+        (status = 400, description = "Bad request", body = ErrorResponse),
+        (status = 401, description = "Unauthorized", body = ErrorResponse),
+        (status = 403, description = "Forbidden", body = ErrorResponse),
+        (status = 404, description = "Source not found", body = ErrorResponse),
+        (status = 500, description = "Server error", body = ErrorResponse)),
+    security(("x-chroma-token" = [])))]
+pub async fn schedule_slots(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<ScheduleSlots>, ApiError> {
+    let record = load_source(&state, &principal, id).await?;
+    let slots = state.queue.schedule_slots(record.id, 100).await?;
+    Ok(Json(ScheduleSlots { slots }))
 }

@@ -23,6 +23,7 @@ use crate::embed::Embedder;
 use crate::extract::extract;
 use crate::model::{
     ChunkingConfig, CreateSourcePayload, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType,
+    Trigger,
 };
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, EmbeddingSpec};
@@ -164,9 +165,14 @@ async fn run_s3_job(
             return Err(JobError::Cancelled);
         }
         match fetched {
-            // The object is gone: so are its chunks, and the job says so.
+            // The object is gone: so are its chunks. Asked for by name, that
+            // is an error to report; after an S3 removal event, it is the sync.
             Err(SourceError::NotFound(message)) => {
                 let removed = context.write(&object.key, Vec::new()).await?;
+                if claimed.job.trigger == Trigger::AutoSync {
+                    tracing::info!(key = %object.key, removed, "object removed; its chunks deleted");
+                    break;
+                }
                 return Err(JobError::Permanent(format!(
                     "{message}; removed the {removed} chunks it had in collection {}",
                     collection.name
@@ -325,7 +331,30 @@ impl DocumentContext<'_> {
             }
         }
         let batch_size = chroma.batch_size().await?;
+        let wanted: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        // Content-hash skipping: a chunk stored with the same text
+        // (`content_sha256`) keeps its embedding. If its metadata is the same
+        // too there is nothing to write; otherwise only the metadata changes.
+        let (records, restamp) = split_unchanged(records, &existing);
+        let unchanged_chunks = wanted.len() - records.len() - restamp.len();
+        if unchanged_chunks > 0 || !restamp.is_empty() {
+            self.state.update(|stats| {
+                stats.chunks_unchanged += unchanged_chunks as u64;
+                stats.chunks_restamped += restamp.len() as u64;
+            });
+        }
+        for batch in restamp.chunks(batch_size) {
+            let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+            let metadatas: Vec<_> = batch.iter().map(|r| r.metadata.clone()).collect();
+            chroma
+                .update_metadata(self.collection, &ids, &metadatas)
+                .await?;
+        }
         let total = records.len();
+        // Embedding batch i+1 overlaps the upsert of batch i, so the embedder
+        // (CPU) is not idle while Chroma (network) writes. At most one upsert
+        // is in flight, and they complete in order.
+        let mut in_flight: Option<futures::future::BoxFuture<'_, Result<(), JobError>>> = None;
         for (index, batch) in records.chunks(batch_size).enumerate() {
             if self.cancel.is_cancelled() {
                 return Err(JobError::Cancelled);
@@ -338,22 +367,22 @@ impl DocumentContext<'_> {
                     index * batch_size
                 ),
             );
-            let started = Instant::now();
-            let embeddings = self.embed(batch).await?;
-            crate::metrics::embed_batch(started.elapsed().as_secs_f64());
-            self.state
-                .update(|stats| stats.embed_ms += elapsed_ms(started));
-            let started = Instant::now();
-            chroma.upsert(self.collection, batch, &embeddings).await?;
-            self.state
-                .update(|stats| stats.write_ms += elapsed_ms(started));
-            self.state
-                .update(|stats| stats.chunks_upserted += batch.len() as u64);
+            let embeddings = match in_flight.take() {
+                Some(upsert) => {
+                    let (embedded, written) = tokio::join!(self.embed(batch), upsert);
+                    written?;
+                    embedded?
+                }
+                None => self.embed(batch).await?,
+            };
+            in_flight = Some(Box::pin(self.upsert(batch, embeddings)));
         }
-        let wanted: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        if let Some(upsert) = in_flight {
+            upsert.await?;
+        }
         let stale: Vec<String> = existing
             .into_keys()
-            .filter(|id| !wanted.contains(id.as_str()))
+            .filter(|id| !wanted.contains(id))
             .collect();
         for batch in stale.chunks(batch_size) {
             chroma.delete(self.collection, batch).await?;
@@ -375,15 +404,74 @@ impl DocumentContext<'_> {
         item
     }
 
+    /// Embeds one batch on a blocking thread, timing it into `stats.embed_ms`.
     async fn embed(&self, batch: &[Record]) -> Result<Vec<Vec<f32>>, JobError> {
         let embedder = Arc::clone(&self.services.embedder);
         let texts: Vec<String> = batch.iter().map(|r| r.document.clone()).collect();
-        tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let embedded = tokio::task::spawn_blocking(move || {
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             embedder.embed(&texts)
         })
         .await
         .map_err(|e| JobError::Permanent(format!("embedding task failed: {e}")))?
-        .map_err(|e| JobError::Permanent(e.to_string()))
+        .map_err(|e| JobError::Permanent(e.to_string()))?;
+        crate::metrics::embed_batch(started.elapsed().as_secs_f64());
+        self.state
+            .update(|stats| stats.embed_ms += elapsed_ms(started));
+        Ok(embedded)
     }
+
+    /// Upserts one embedded batch, timing it into `stats.write_ms`.
+    async fn upsert(&self, batch: &[Record], embeddings: Vec<Vec<f32>>) -> Result<(), JobError> {
+        let started = Instant::now();
+        self.services
+            .chroma
+            .upsert(self.collection, batch, &embeddings)
+            .await?;
+        self.state.update(|stats| {
+            stats.write_ms += elapsed_ms(started);
+            stats.chunks_upserted += batch.len() as u64;
+        });
+        Ok(())
+    }
+}
+
+/// Splits `records` into those to embed and upsert, and those whose stored
+/// chunk has the same text but different metadata (to update in place).
+/// Records stored exactly as they are are dropped: nothing to do.
+fn split_unchanged(
+    records: Vec<Record>,
+    existing: &HashMap<String, serde_json::Map<String, Value>>,
+) -> (Vec<Record>, Vec<Record>) {
+    let mut changed = Vec::with_capacity(records.len());
+    let mut restamp = Vec::new();
+    for record in records {
+        let Some(stored) = existing.get(&record.id) else {
+            changed.push(record);
+            continue;
+        };
+        let same_text = stored.get("content_sha256").is_some()
+            && stored.get("content_sha256") == record.metadata.get("content_sha256");
+        if !same_text {
+            changed.push(record);
+        } else if !same_metadata(stored, &record.metadata) {
+            restamp.push(record);
+        }
+    }
+    (changed, restamp)
+}
+
+/// Equal as Chroma holds them: a key set to null on our side is absent there.
+fn same_metadata(
+    stored: &serde_json::Map<String, Value>,
+    new: &serde_json::Map<String, Value>,
+) -> bool {
+    let present = |m: &serde_json::Map<String, Value>| {
+        m.iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    present(stored) == present(new)
 }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::model::{
     CreateJobPayload, CreateSourcePayload, IndexJobMetadata, Job, JobStats, JobStatus, Progress,
-    SourceType, Trigger,
+    ScheduleSlot, SourceType, Trigger,
 };
 
 pub use postgres::PostgresQueue;
@@ -180,6 +180,29 @@ pub trait Queue: Send + Sync + 'static {
         keys: &[String],
     ) -> Result<Vec<(String, Job)>, QueueError>;
     async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError>;
+
+    /// Claims a slot of a source's schedule: `true` for exactly one caller
+    /// per (source, slot), however many daemons ask.
+    async fn claim_schedule_slot(
+        &self,
+        source_id: Uuid,
+        slot: DateTime<Utc>,
+    ) -> Result<bool, QueueError>;
+    /// Records what became of a claimed slot.
+    async fn record_schedule_slot(
+        &self,
+        source_id: Uuid,
+        slot: DateTime<Utc>,
+        outcome: &str,
+        jobs: u32,
+        message: Option<&str>,
+    ) -> Result<(), QueueError>;
+    /// A source's most recent slots, newest first.
+    async fn schedule_slots(
+        &self,
+        source_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<ScheduleSlot>, QueueError>;
 
     /// Takes the oldest runnable job: pending and due, or processing with an
     /// expired lease; never one whose concurrency key is held by a live lease.

@@ -16,18 +16,20 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::rows::{corrupt, job_from_row, source_from_row, to_time};
+use super::rows::{corrupt, job_from_row, slot_from_row, source_from_row, to_time};
 use super::{
     CancelOutcome, ClaimedJob, HeartbeatOutcome, JobFilter, NewJob, Outcome, Queue, QueueError,
     SourceFilter, SourceRecord,
 };
 use crate::config::sha256_hex;
 use crate::model::{
-    CreateJobPayload, CreateSourcePayload, Job, JobStats, Progress, SourceType, canonical_json,
+    CreateJobPayload, CreateSourcePayload, Job, JobStats, Progress, ScheduleSlot, SourceType,
+    canonical_json,
 };
 
 /// Claims retried after losing a same-key race, before giving up for this round.
@@ -324,6 +326,61 @@ impl Queue for PostgresQueue {
         .transpose()
     }
 
+    async fn claim_schedule_slot(
+        &self,
+        source_id: Uuid,
+        slot: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let now = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO schedule_slots (source_id, slot_at, outcome, jobs, recorded_at) VALUES ($1, $2, 'claimed', 0, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(source_id.to_string())
+        .bind(slot.timestamp_millis())
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn record_schedule_slot(
+        &self,
+        source_id: Uuid,
+        slot: DateTime<Utc>,
+        outcome: &str,
+        jobs: u32,
+        message: Option<&str>,
+    ) -> Result<(), QueueError> {
+        sqlx::query(
+            "UPDATE schedule_slots SET outcome = $1, jobs = $2, message = $3, recorded_at = $4 WHERE source_id = $5 AND slot_at = $6",
+        )
+        .bind(outcome)
+        .bind(i32::try_from(jobs).unwrap_or(i32::MAX))
+        .bind(message)
+        .bind(now_ms())
+        .bind(source_id.to_string())
+        .bind(slot.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn schedule_slots(
+        &self,
+        source_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<ScheduleSlot>, QueueError> {
+        let rows = sqlx::query(
+            "SELECT * FROM schedule_slots WHERE source_id = $1 ORDER BY slot_at DESC LIMIT $2",
+        )
+        .bind(source_id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(slot_from_row).collect()
+    }
+
     async fn pending_count(&self) -> Result<u64, QueueError> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'pending'")
             .fetch_one(&self.pool)
@@ -342,6 +399,10 @@ impl Queue for PostgresQueue {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        sqlx::query("DELETE FROM schedule_slots WHERE recorded_at < $1")
+            .bind(before.timestamp_millis())
+            .execute(&self.pool)
+            .await?;
         Ok(deleted)
     }
 

@@ -5,7 +5,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
 use super::{QueueError, SourceRecord};
-use crate::model::{Job, JobStats, JobStatus, Progress, SourceType, Trigger};
+use crate::model::{Job, JobStats, JobStatus, Progress, ScheduleSlot, SourceType, Trigger};
 
 pub(super) fn to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms)
@@ -91,10 +91,25 @@ where
             .map_err(|e| corrupt("job stats", e))?
             .unwrap_or_default(),
         last_error: row.try_get("last_error")?,
-        trigger: if trigger == "scheduled" {
-            Trigger::Scheduled
-        } else {
-            Trigger::Manual
-        },
+        trigger: Trigger::parse(&trigger),
+    })
+}
+
+pub(super) fn slot_from_row<R>(row: &R) -> Result<ScheduleSlot, QueueError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    i32: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    let jobs: i32 = row.try_get("jobs")?;
+    Ok(ScheduleSlot {
+        slot: to_time(row.try_get("slot_at")?),
+        outcome: row.try_get("outcome")?,
+        jobs: u32::try_from(jobs).unwrap_or(0),
+        message: row.try_get("message")?,
+        recorded_at: to_time(row.try_get("recorded_at")?),
     })
 }

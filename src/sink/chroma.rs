@@ -545,6 +545,7 @@ impl ChromaClient {
 }
 
 fn status_error(doing: &str, status: StatusCode, body: &Value) -> ChromaError {
+    crate::metrics::request_error("chroma", crate::metrics::status_kind(status.as_u16()));
     let message = match body {
         Value::Object(map) => map
             .get("message")
@@ -562,14 +563,16 @@ fn status_error(doing: &str, status: StatusCode, body: &Value) -> ChromaError {
 }
 
 /// reqwest's Display includes the URL; keep the cause, which is what helps.
+/// (Only called for failed Chroma requests, which it also counts.)
 fn describe_reqwest(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
+    let (kind, label) = if error.is_timeout() {
+        ("timed out", "timeout")
     } else if error.is_connect() {
-        "connection failed"
+        ("connection failed", "connect")
     } else {
-        "request failed"
+        ("request failed", "other")
     };
+    crate::metrics::request_error("chroma", label);
     let mut cause = String::new();
     let mut source = std::error::Error::source(error);
     while let Some(inner) = source {

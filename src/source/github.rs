@@ -458,6 +458,10 @@ impl GitHubRepo {
                 Ok(Ok(response)) if response.status().is_success() => return Ok(response),
                 Ok(Ok(response)) => {
                     let status = response.status();
+                    crate::metrics::request_error(
+                        "github",
+                        crate::metrics::status_kind(status.as_u16()),
+                    );
                     let headers = response.headers().clone();
                     let body = read_body(response, 64 * 1024).await.unwrap_or_default();
                     let message = github_message(&body);
@@ -483,8 +487,14 @@ impl GitHubRepo {
                     }
                     format!("GitHub answered {status} for {what}: {message}")
                 }
-                Ok(Err(error)) => format!("requesting {what} from GitHub: {error}"),
-                Err(_) => format!("requesting {what} from GitHub timed out after {timeout:?}"),
+                Ok(Err(error)) => {
+                    crate::metrics::request_error("github", "connect");
+                    format!("requesting {what} from GitHub: {error}")
+                }
+                Err(_) => {
+                    crate::metrics::request_error("github", "timeout");
+                    format!("requesting {what} from GitHub timed out after {timeout:?}")
+                }
             };
             server_errors += 1;
             if server_errors > MAX_SERVER_ERRORS {

@@ -56,9 +56,9 @@ impl S3Clients {
         secrets
     }
 
-    pub async fn client(&self, source: &S3SourceConfig) -> Result<Client, SourceError> {
-        let environment = self
-            .environment
+    /// The environment's AWS config (region chain, timeouts), loaded once.
+    async fn environment(&self) -> &aws_config::SdkConfig {
+        self.environment
             .get_or_init(|| async {
                 aws_config::defaults(BehaviorVersion::latest())
                     .timeout_config(
@@ -72,32 +72,67 @@ impl S3Clients {
                     .load()
                     .await
             })
-            .await;
-        let mut builder = aws_sdk_s3::config::Builder::from(environment)
+            .await
+    }
+
+    /// The source's configured keys; `None` for the environment's chain (id 0).
+    fn credentials(&self, source: &S3SourceConfig) -> Result<Option<Credentials>, SourceError> {
+        if source.aws_credential_id == 0 {
+            return Ok(None);
+        }
+        let id = source.aws_credential_id.to_string();
+        let credential = self.credentials.get(&id).ok_or_else(|| {
+            SourceError::Permanent(format!(
+                "aws_credential_id {id} is not configured on this daemon"
+            ))
+        })?;
+        let (access, secret, session) = credential
+            .resolve(&id)
+            .map_err(|e| SourceError::Permanent(e.to_string()))?;
+        Ok(Some(Credentials::new(
+            access.expose(),
+            secret.expose(),
+            session.map(|s| s.expose().to_string()),
+            None,
+            "chroma-syncd-config",
+        )))
+    }
+
+    pub async fn client(&self, source: &S3SourceConfig) -> Result<Client, SourceError> {
+        let mut builder = aws_sdk_s3::config::Builder::from(self.environment().await)
             .region(Region::new(source.region.clone()))
             .force_path_style(source.force_path_style.unwrap_or(false));
         if let Some(endpoint) = &source.endpoint_url {
             builder = builder.endpoint_url(endpoint);
         }
-        if source.aws_credential_id != 0 {
-            let id = source.aws_credential_id.to_string();
-            let credential = self.credentials.get(&id).ok_or_else(|| {
-                SourceError::Permanent(format!(
-                    "aws_credential_id {id} is not configured on this daemon"
-                ))
-            })?;
-            let (access, secret, session) = credential
-                .resolve(&id)
-                .map_err(|e| SourceError::Permanent(e.to_string()))?;
-            builder = builder.credentials_provider(Credentials::new(
-                access.expose(),
-                secret.expose(),
-                session.map(|s| s.expose().to_string()),
-                None,
-                "chroma-syncd-config",
-            ));
+        if let Some(credentials) = self.credentials(source)? {
+            builder = builder.credentials_provider(credentials);
         }
         Ok(Client::from_conf(builder.build()))
+    }
+
+    /// An SQS client for the source's `sqs_queue_url`, with the source's
+    /// region and credentials. A queue URL that is not on amazonaws.com
+    /// (an SQS-compatible server) is also the client's endpoint.
+    pub async fn sqs_client(
+        &self,
+        source: &S3SourceConfig,
+        queue_url: &str,
+    ) -> Result<aws_sdk_sqs::Client, SourceError> {
+        let mut builder = aws_sdk_sqs::config::Builder::from(self.environment().await)
+            .region(Region::new(source.region.clone()));
+        let url = url::Url::parse(queue_url)
+            .map_err(|e| SourceError::Permanent(format!("sqs_queue_url: {e}")))?;
+        if !url
+            .host_str()
+            .is_some_and(|host| host.ends_with(".amazonaws.com"))
+        {
+            builder = builder.endpoint_url(url.origin().ascii_serialization());
+        }
+        if let Some(credentials) = self.credentials(source)? {
+            builder = builder.credentials_provider(credentials);
+        }
+        Ok(aws_sdk_sqs::Client::from_conf(builder.build()))
     }
 }
 
@@ -175,6 +210,19 @@ fn classify<E>(doing: &str, error: SdkError<E, HttpResponse>) -> SourceError
 where
     E: ProvideErrorMetadata + std::fmt::Debug,
 {
+    let kind = match &error {
+        SdkError::TimeoutError(_) => "timeout",
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timeout",
+        SdkError::DispatchFailure(_) => "connect",
+        SdkError::ServiceError(context) => {
+            crate::metrics::status_kind(context.raw().status().as_u16())
+        }
+        _ => "other",
+    };
+    // A missing object is an answer, not a failed request.
+    if !matches!(&error, SdkError::ServiceError(c) if c.err().code() == Some("NoSuchKey")) {
+        crate::metrics::request_error("s3", kind);
+    }
     match &error {
         SdkError::TimeoutError(_) => SourceError::Transient(format!("{doing}: timed out")),
         SdkError::DispatchFailure(failure) => {

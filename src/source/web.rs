@@ -764,10 +764,21 @@ impl Crawl {
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(error) => {
+                    crate::metrics::request_error(
+                        "web",
+                        if error.is_timeout() {
+                            "timeout"
+                        } else {
+                            "connect"
+                        },
+                    );
                     return Response::Failed(format!("fetching {url}: {}", describe(&error)));
                 }
             };
             let status = response.status();
+            if status.is_client_error() || status.is_server_error() {
+                crate::metrics::request_error("web", crate::metrics::status_kind(status.as_u16()));
+            }
             match status {
                 StatusCode::NOT_MODIFIED => return Response::NotModified,
                 StatusCode::NOT_FOUND | StatusCode::GONE => {

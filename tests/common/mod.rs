@@ -87,7 +87,7 @@ impl Drop for Guard {
     }
 }
 
-fn log_file(dir: &Path, name: &str) -> std::fs::File {
+pub fn log_file(dir: &Path, name: &str) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,0 +1,313 @@
+//! S3 auto-sync (`auto_sync: "direct"`): the bucket sends its event
+//! notifications to an SQS queue; we turn each created or removed object
+//! into an invocation (`trigger: auto_sync`). A removed object's job finds
+//! it gone and deletes its chunks.
+//!
+//! Every process runs [`autosync_loop`]; SQS hands each message to one
+//! consumer at a time. A message is deleted only once its invocation is in
+//! our queue, so a crash or a queue outage redelivers it. An event for a key
+//! whose previous job is still pending or running is left for redelivery
+//! after the visibility timeout: that job may have read the object before
+//! this change, and its result must not be the last word.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::model::{AutoSync, CreateJobPayload, S3SourceConfig, Trigger};
+use crate::queue::{Queue, QueueError, SourceFilter, SourceRecord};
+use crate::source::s3::S3Clients;
+
+/// How often the set of auto-synced sources is re-read.
+const REFRESH: Duration = Duration::from_secs(5);
+/// SQS long-poll wait.
+const WAIT_SECONDS: i32 = 5;
+/// A message not deleted (its key was busy, or enqueueing failed) comes back after this.
+const VISIBILITY_SECONDS: i32 = 10;
+
+/// One change to an object, from an S3 event notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    pub bucket: String,
+    pub key: String,
+    pub removed: bool,
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    #[serde(rename = "Records", default)]
+    records: Vec<EventRecord>,
+}
+
+#[derive(Deserialize)]
+struct EventRecord {
+    #[serde(rename = "eventName")]
+    event_name: String,
+    s3: EventS3,
+}
+
+#[derive(Deserialize)]
+struct EventS3 {
+    bucket: EventBucket,
+    object: EventObject,
+}
+
+#[derive(Deserialize)]
+struct EventBucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct EventObject {
+    key: String,
+}
+
+/// The object changes in one SQS message body. S3's test event and other
+/// messages hold none. Keys arrive form-encoded (`+` for a space).
+pub fn parse_events(body: &str) -> Vec<ObjectEvent> {
+    let Ok(notification) = serde_json::from_str::<Notification>(body) else {
+        return Vec::new();
+    };
+    notification
+        .records
+        .into_iter()
+        .filter_map(|record| {
+            let removed = record.event_name.starts_with("ObjectRemoved");
+            if !removed && !record.event_name.starts_with("ObjectCreated") {
+                return None;
+            }
+            let key: String =
+                url::form_urlencoded::parse(format!("k={}", record.s3.object.key).as_bytes())
+                    .next()
+                    .map(|(_, value)| value.into_owned())?;
+            Some(ObjectEvent {
+                bucket: record.s3.bucket.name,
+                key,
+                removed,
+            })
+        })
+        .collect()
+}
+
+/// Consumes the SQS queues of every `auto_sync: "direct"` source until `shutdown`.
+pub async fn autosync_loop(
+    queue: Arc<dyn Queue>,
+    s3: Arc<S3Clients>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut consumers: HashMap<Uuid, (CancellationToken, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        match autosynced_sources(queue.as_ref()).await {
+            Ok(sources) => {
+                let live: Vec<Uuid> = sources.iter().map(|r| r.id).collect();
+                consumers.retain(|id, (stop, _)| {
+                    let keep = live.contains(id);
+                    if !keep {
+                        stop.cancel();
+                    }
+                    keep
+                });
+                for record in sources {
+                    consumers.entry(record.id).or_insert_with(|| {
+                        let stop = shutdown.child_token();
+                        let consumer = Consumer {
+                            queue: Arc::clone(&queue),
+                            s3: Arc::clone(&s3),
+                            wake: Arc::clone(&wake),
+                            record,
+                        };
+                        (stop.clone(), tokio::spawn(consumer.run(stop)))
+                    });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "listing auto-synced sources failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(REFRESH) => {}
+        }
+    }
+    for (_, (_, handle)) in consumers {
+        let _ = handle.await;
+    }
+}
+
+async fn autosynced_sources(queue: &dyn Queue) -> Result<Vec<SourceRecord>, QueueError> {
+    const PAGE: u32 = 500;
+    let mut sources = Vec::new();
+    for page in 0.. {
+        let records = queue
+            .list_sources(&SourceFilter {
+                source_type: Some(crate::model::SourceType::S3),
+                limit: PAGE,
+                offset: page * PAGE,
+                ascending: true,
+                ..SourceFilter::default()
+            })
+            .await?;
+        let last_page = records.len() < PAGE as usize;
+        sources.extend(records.into_iter().filter(|r| {
+            r.payload.s3.as_ref().is_some_and(|s3| {
+                s3.auto_sync == Some(AutoSync::Direct) && s3.sqs_queue_url.is_some()
+            })
+        }));
+        if last_page {
+            break;
+        }
+    }
+    Ok(sources)
+}
+
+struct Consumer {
+    queue: Arc<dyn Queue>,
+    s3: Arc<S3Clients>,
+    wake: Arc<Notify>,
+    record: SourceRecord,
+}
+
+impl Consumer {
+    fn config(&self) -> (&S3SourceConfig, &str) {
+        let s3 = self.record.payload.s3.as_ref().expect("an S3 source");
+        (s3, s3.sqs_queue_url.as_deref().expect("a queue URL"))
+    }
+
+    async fn run(self, stop: CancellationToken) {
+        let (s3, queue_url) = self.config();
+        let client = match self.s3.sqs_client(s3, queue_url).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(source_id = %self.record.id, %error, "cannot consume the SQS queue");
+                return;
+            }
+        };
+        tracing::info!(source_id = %self.record.id, queue_url, "auto-sync: consuming S3 events");
+        let mut failures = 0u32;
+        while !stop.is_cancelled() {
+            let received = tokio::select! {
+                _ = stop.cancelled() => break,
+                received = client
+                    .receive_message()
+                    .queue_url(queue_url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(WAIT_SECONDS)
+                    .visibility_timeout(VISIBILITY_SECONDS)
+                    .send() => received,
+            };
+            let messages = match received {
+                Ok(output) => {
+                    failures = 0;
+                    output.messages.unwrap_or_default()
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    crate::metrics::request_error("sqs", "receive");
+                    let delay = Duration::from_secs(1 << failures.min(5));
+                    tracing::warn!(source_id = %self.record.id, error = %aws_sdk_sqs::error::DisplayErrorContext(&error), ?delay, "receiving S3 events failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            };
+            for message in messages {
+                let events = parse_events(message.body().unwrap_or_default());
+                if !self.enqueue_all(s3, &events).await {
+                    continue; // comes back after the visibility timeout
+                }
+                if let Some(handle) = message.receipt_handle()
+                    && let Err(error) = client
+                        .delete_message()
+                        .queue_url(queue_url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                {
+                    // Redelivered later: a repeat invocation, harmless.
+                    tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "deleting an SQS message failed");
+                }
+            }
+        }
+    }
+
+    /// Enqueues one invocation per event of this source's bucket and prefix;
+    /// `false` when one could not be (the message must come back).
+    async fn enqueue_all(&self, s3: &S3SourceConfig, events: &[ObjectEvent]) -> bool {
+        let prefix = s3.path_prefix.as_deref().unwrap_or_default();
+        let mut all = true;
+        for event in events {
+            if event.bucket != s3.bucket_name || !event.key.starts_with(prefix) {
+                continue;
+            }
+            let payload = CreateJobPayload {
+                object_key: Some(event.key.clone()),
+                ..CreateJobPayload::default()
+            };
+            let mut job = match crate::api::invocations::plan_job(&self.record, payload) {
+                Ok(job) => job,
+                Err(error) => {
+                    tracing::warn!(key = %event.key, error = %error.message, "ignoring an S3 event");
+                    continue;
+                }
+            };
+            job.trigger = Trigger::AutoSync;
+            match self.queue.enqueue(job).await {
+                Ok(job) => {
+                    tracing::info!(key = %event.key, removed = event.removed, job_id = %job.id, "auto-sync invocation");
+                    self.wake.notify_waiters();
+                }
+                Err(QueueError::Duplicate(_)) => all = false,
+                Err(error) => {
+                    tracing::warn!(%error, "enqueueing an auto-sync invocation failed");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_and_removed_objects_are_read_from_a_notification() {
+        let body = r#"{"Records":[
+            {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"docs"},"object":{"key":"guides/getting+started%21.md","size":12}}},
+            {"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"docs"},"object":{"key":"old.md"}}},
+            {"eventName":"ObjectRestore:Completed","s3":{"bucket":{"name":"docs"},"object":{"key":"cold.md"}}}
+        ]}"#;
+        assert_eq!(
+            parse_events(body),
+            vec![
+                ObjectEvent {
+                    bucket: "docs".into(),
+                    key: "guides/getting started!.md".into(),
+                    removed: false
+                },
+                ObjectEvent {
+                    bucket: "docs".into(),
+                    key: "old.md".into(),
+                    removed: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_test_event_and_junk_hold_no_changes() {
+        assert!(
+            parse_events(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"docs"}"#)
+                .is_empty()
+        );
+        assert!(parse_events("not json").is_empty());
+    }
+}

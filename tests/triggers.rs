@@ -1,0 +1,244 @@
+//! Invocations nobody asks for by hand: a cron schedule (seed 004) that
+//! fires once per slot however many daemons share the queue, and S3 event
+//! notifications from SQS (`auto_sync: "direct"`) that sync what was
+//! created and remove what was deleted.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A markdown document that takes a few seconds to embed.
+fn long_document(sections: usize) -> String {
+    (0..sections)
+        .map(|i| {
+            let words: String = (0..90)
+                .map(|w| format!("term{} ", (i * 13 + w) % 700))
+                .collect();
+            format!("## Part {i}\n\n{words}\n\n")
+        })
+        .collect()
+}
+
+fn slots(daemon: &Daemon, source: &str) -> Vec<Value> {
+    let (status, body) = daemon.request(
+        reqwest::Method::GET,
+        &format!("/api/v1/sources/{source}/schedule/slots"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["slots"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_schedule_fires_once_per_slot_across_two_daemons_and_skips_while_a_run_is_going() {
+    let database = PgDatabase::create();
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("nightly");
+    s3.put("nightly", "report.md", long_document(150), None);
+    let env = [("CHROMA_SYNCD_QUEUE_URL", database.url.as_str())];
+    let mut first = Daemon::start_with(&chroma.url(), TEST_CONFIG, &env);
+    let mut second = Daemon::start_with(&chroma.url(), TEST_CONFIG, &env);
+
+    // A bad schedule is refused up front.
+    let mut source = s3_source(&s3, "nightly", "scheduled", None);
+    source["schedule"] = json!({"cron": "*/2 * * * * *", "time_zone": "Atlantis/Nowhere"});
+    let (status, body) = first.request(
+        reqwest::Method::POST,
+        "/api/v1/sources",
+        Some(source.clone()),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("time_zone"),
+        "{body}"
+    );
+
+    // Every two seconds, in a real time zone.
+    source["schedule"] = json!({"cron": "*/2 * * * * *", "time_zone": "Europe/Paris"});
+    let id = first.create_source(source);
+    let (_, got) = second.request(reqwest::Method::GET, &format!("/api/v1/sources/{id}"), None);
+    assert_eq!(got["schedule"]["cron"], "*/2 * * * * *", "{got}");
+
+    // Until a run completed after a slot was skipped for it.
+    wait_until(
+        "a skipped slot and two runs",
+        Duration::from_secs(300),
+        || {
+            let slots = slots(&first, &id);
+            let enqueued = slots.iter().filter(|s| s["outcome"] == "enqueued").count();
+            let skipped = slots.iter().filter(|s| s["outcome"] == "skipped").count();
+            (enqueued >= 2 && skipped >= 1).then_some(())
+        },
+    );
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+    first.restart();
+
+    let slots = slots(&first, &id);
+    let times: BTreeSet<&str> = slots.iter().map(|s| s["slot"].as_str().unwrap()).collect();
+    assert_eq!(
+        times.len(),
+        slots.len(),
+        "no slot recorded twice: {slots:?}"
+    );
+    for slot in &slots {
+        let seconds: u32 = slot["slot"].as_str().unwrap()[17..19].parse().unwrap();
+        assert_eq!(seconds % 2, 0, "slots fall on the schedule: {slot}");
+    }
+    let (_, jobs) = first.request(
+        reqwest::Method::GET,
+        &format!("/api/v1/invocations?source_id={id}&limit=100"),
+        None,
+    );
+    let jobs = jobs.as_array().unwrap();
+    let enqueued: u64 = slots
+        .iter()
+        .filter(|s| s["outcome"] == "enqueued")
+        .map(|s| s["jobs"].as_u64().unwrap())
+        .sum();
+    // A slot claimed as the daemons stopped may hold its job unrecorded.
+    let claimed = slots.iter().filter(|s| s["outcome"] == "claimed").count() as u64;
+    let count = jobs.len() as u64;
+    assert!(
+        enqueued <= count && count <= enqueued + claimed,
+        "one invocation per fired slot: {slots:?} {jobs:?}"
+    );
+    assert!(jobs.iter().all(|j| j["trigger"] == "scheduled"), "{jobs:?}");
+    assert!(
+        jobs.iter().any(|j| j["status"]["complete"].is_object()),
+        "{jobs:?}"
+    );
+    assert!(
+        !chroma
+            .records("testdb", "scheduled")
+            .of_key("report.md")
+            .is_empty()
+    );
+}
+
+#[test]
+fn s3_event_notifications_sync_created_objects_and_remove_deleted_ones() {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("live");
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::new()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(s3.endpoint())
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                S3_KEY_ID, S3_SECRET, None, None, "test",
+            ))
+            .build(),
+    );
+    let queue_url = runtime().block_on(async {
+        let created = sqs
+            .create_queue()
+            .queue_name("live-events")
+            .send()
+            .await
+            .unwrap();
+        let events = [Event::S3ObjectCreated, Event::S3ObjectRemoved];
+        s3.client
+            .put_bucket_notification_configuration()
+            .bucket("live")
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .queue_configurations(
+                        QueueConfiguration::builder()
+                            .queue_arn("arn:aws:sqs:us-east-1:123456789012:live-events")
+                            .set_events(Some(events.to_vec()))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        created.queue_url.unwrap()
+    });
+    let daemon = Daemon::start(&chroma.url());
+
+    // `direct` needs to know where the events go.
+    let mut source = s3_source(&s3, "live", "live-docs", Some("docs/"));
+    source["s3"]["auto_sync"] = json!("direct");
+    let (status, body) = daemon.request(
+        reqwest::Method::POST,
+        "/api/v1/sources",
+        Some(source.clone()),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("sqs_queue_url"),
+        "{body}"
+    );
+    source["s3"]["sqs_queue_url"] = json!(queue_url);
+    let id = daemon.create_source(source);
+
+    s3.put(
+        "live",
+        "docs/hello world.md",
+        "# Hello\n\nCreated after the source.\n",
+        None,
+    );
+    s3.put("live", "docs/keep.md", "# Keep\n\nThis one stays.\n", None);
+    s3.put("live", "elsewhere/skip.md", "# Outside the prefix\n", None);
+    wait_until(
+        "both objects to be synced",
+        Duration::from_secs(120),
+        || {
+            let records = chroma.records("testdb", "live-docs");
+            (!records.of_key("docs/hello world.md").is_empty()
+                && !records.of_key("docs/keep.md").is_empty())
+            .then_some(())
+        },
+    );
+
+    s3.delete("live", "docs/hello world.md");
+    wait_until(
+        "the deleted object's chunks to go",
+        Duration::from_secs(120),
+        || {
+            chroma
+                .records("testdb", "live-docs")
+                .of_key("docs/hello world.md")
+                .is_empty()
+                .then_some(())
+        },
+    );
+    let records = chroma.records("testdb", "live-docs");
+    assert!(!records.of_key("docs/keep.md").is_empty());
+    assert!(records.of_key("elsewhere/skip.md").is_empty());
+
+    let (_, jobs) = daemon.request(
+        reqwest::Method::GET,
+        &format!("/api/v1/invocations?source_id={id}&limit=100"),
+        None,
+    );
+    let jobs = jobs.as_array().unwrap();
+    assert!(jobs.len() >= 3, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j["trigger"] == "auto_sync"), "{jobs:?}");
+    // The removal ends complete, not failed: deleting was the sync.
+    wait_until(
+        "every auto-sync job to finish",
+        Duration::from_secs(60),
+        || {
+            let (_, jobs) = daemon.request(
+                reqwest::Method::GET,
+                &format!("/api/v1/invocations?source_id={id}&limit=100"),
+                None,
+            );
+            let jobs = jobs.as_array().unwrap().clone();
+            jobs.iter()
+                .all(|j| j["status"]["complete"].is_object())
+                .then_some(())
+        },
+    );
+}
