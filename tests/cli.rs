@@ -422,6 +422,7 @@ fn an_interrupted_run_resumes_without_redoing_finished_documents() {
         "some documents to be synced",
         std::time::Duration::from_secs(300),
         || {
+            chroma.collection("testdb", "resumed")?;
             let records = chroma.records("testdb", "resumed");
             let keys: std::collections::BTreeSet<String> = records
                 .rows

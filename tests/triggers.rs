@@ -194,6 +194,7 @@ fn s3_event_notifications_sync_created_objects_and_remove_deleted_ones() {
         "both objects to be synced",
         Duration::from_secs(120),
         || {
+            chroma.collection("testdb", "live-docs")?;
             let records = chroma.records("testdb", "live-docs");
             (!records.of_key("docs/hello world.md").is_empty()
                 && !records.of_key("docs/keep.md").is_empty())
