@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""End-to-end throughput: a corpus in a real S3 server (moto) synced into a
-real Chroma server by `chroma-syncd run`, in one go on this machine.
+"""End-to-end throughput against the Python peer, in one go on this machine:
+a corpus in a real S3 server (moto) synced into a real Chroma server by
+1. `chroma-syncd run` (first sync), 2. `chroma-syncd run` again (re-sync of the
+unchanged corpus: nothing should be embedded), 3. bench/peer.py (boto3 +
+langchain-text-splitters + sentence-transformers + chromadb), each into its
+own collection.
 
-Usage: bench/e2e.py [TOTAL_MB]   (default 10; needs a release build and the
-test venv: scripts/test-venv, cargo build --release)
-Prints documents, chunks, wall time, chunks/s, MB/s and peak RSS of the daemon.
+Usage: bench/e2e.py [TOTAL_MB]   (default 10; needs a release build, the test
+venv (scripts/test-venv) and the bench venv with the peer's packages:
+python3 -m venv ~/.cache/chroma-syncd/bench-venv && \
+~/.cache/chroma-syncd/bench-venv/bin/pip install sentence-transformers \
+    langchain-text-splitters boto3 chromadb==1.5.9)
+Prints documents, chunks, wall time, chunks/s, MB/s, peak RSS of each, the
+ratios ours/peer, and our time by stage.
 """
 
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -24,6 +31,26 @@ HOME = os.path.expanduser("~")
 VENV = os.environ.get("CHROMA_SYNCD_TEST_VENV", f"{HOME}/.cache/chroma-syncd/venv")
 TARGET = os.environ.get("CARGO_TARGET_DIR", f"{HOME}/.cache/chroma-syncd/target")
 BINARY = os.path.join(TARGET, "release", "chroma-syncd")
+BENCH_VENV = os.environ.get("CHROMA_SYNCD_BENCH_VENV", f"{HOME}/.cache/chroma-syncd/bench-venv")
+MODEL_DIR = os.environ.get("CHROMA_SYNCD_MODEL_DIR", f"{HOME}/.cache/chroma-syncd/models/all-MiniLM-L6-v2")
+
+
+def timed(command, env):
+    """Runs `command`; (wall seconds, its own peak RSS in MB, stdout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.time()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
+        # wait4 gives this child's own resource use (RUSAGE_CHILDREN would
+        # be the maximum over every child so far).
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.time() - start
+        out.seek(0)
+        err.seek(0)
+        out, err = out.read(), err.read()
+    rss_mb = round(usage.ru_maxrss / 1024, 1)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{command[0]} failed:\n{out}\n{err[-3000:]}")
+    return wall, rss_mb, out
 
 
 def free_port():
@@ -77,24 +104,39 @@ def main(total_mb="10"):
                "CHROMA_SYNCD_STATE_DIR": os.path.join(work, "state"),
                "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "warn"}
-        start = time.time()
-        run = subprocess.run([BINARY, "run", "--source", json.dumps(source)], env=env,
-                             capture_output=True, text=True)
-        wall = time.time() - start
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        if run.returncode != 0:
-            raise SystemExit(f"run failed:\n{run.stdout}\n{run.stderr[-3000:]}")
         base = f"http://127.0.0.1:{chroma_port}/api/v2/tenants/default_tenant/databases/bench/collections"
-        collection = json.load(urllib.request.urlopen(f"{base}/corpus"))
-        chunks = json.load(urllib.request.urlopen(f"{base}/{collection['id']}/count"))
+
+        def count(name):
+            collection = json.load(urllib.request.urlopen(f"{base}/{name}"))
+            return json.load(urllib.request.urlopen(f"{base}/{collection['id']}/count"))
+
         mb = total_bytes / 1024 / 1024
-        print(json.dumps({
-            "documents": files, "megabytes": round(mb, 2), "chunks": chunks,
-            "wall_seconds": round(wall, 1), "chunks_per_second": round(chunks / wall, 1),
-            "megabytes_per_second": round(mb / wall, 3),
-            "peak_rss_mb_of_children": round(peak_rss_mb, 1),
-            "run_output": run.stdout.strip(),
-        }, indent=2))
+        results = {"documents": files, "megabytes": round(mb, 2)}
+        for label in ("ours_first_sync", "ours_resync"):
+            wall, rss, out = timed([BINARY, "run", "--source", json.dumps(source)], env)
+            results[label] = {"wall_seconds": round(wall, 1), "peak_rss_mb": rss,
+                              "output": out.strip().splitlines()}
+        chunks = count("corpus")
+        first = results["ours_first_sync"]
+        first.update(chunks=chunks, chunks_per_second=round(chunks / first["wall_seconds"], 1),
+                     megabytes_per_second=round(mb / first["wall_seconds"], 3))
+        results["ours_resync"]["fraction_of_first"] = round(
+            results["ours_resync"]["wall_seconds"] / first["wall_seconds"], 3)
+        if os.path.exists(f"{BENCH_VENV}/bin/python"):
+            wall, rss, out = timed([f"{BENCH_VENV}/bin/python", os.path.join(ROOT, "bench/peer.py"),
+                                    f"http://127.0.0.1:{s3_port}", "corpus", str(chroma_port),
+                                    "peer", MODEL_DIR], env)
+            peer = json.loads(out.strip().splitlines()[-1])
+            peer.update(wall_seconds=round(wall, 1), peak_rss_mb=rss,
+                        chunks_per_second=round(peer["chunks"] / wall, 1),
+                        megabytes_per_second=round(mb / wall, 3))
+            results["peer"] = peer
+            results["ratio_ours_over_peer"] = {
+                "chunks_per_second": round(first["chunks_per_second"] / peer["chunks_per_second"], 2),
+                "megabytes_per_second": round(first["megabytes_per_second"] / peer["megabytes_per_second"], 2),
+                "peak_rss": round(first["peak_rss_mb"] / peer["peak_rss_mb"], 2),
+            }
+        print(json.dumps(results, indent=2))
     finally:
         for server in servers:
             server.kill()

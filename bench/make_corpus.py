@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Writes a reproducible corpus of markdown, Rust and Python files.
+"""Writes a reproducible corpus of markdown, HTML, Rust and Python files.
 
 Usage: make_corpus.py OUT_DIR TOTAL_MB [SEED]
-Half the bytes are markdown (sections of prose), a quarter Rust, a quarter
-Python; files are 4-64 KiB. Same arguments, same bytes.
+About 40% of the files are markdown (sections of prose), 20% HTML pages
+(navigation, header and footer around an article), 20% Rust, 20% Python;
+files are 4-64 KiB. Same arguments, same bytes.
 """
 
 import os
@@ -30,6 +31,24 @@ def markdown(rng, size):
         if rng.random() < 0.3:
             out.append("- " + "\n- ".join(prose(rng, 5) for _ in range(4)) + "\n")
     return "".join(out)
+
+
+def html(rng, size):
+    out = ["<!doctype html><html><head><title>" + prose(rng, 4) + "</title></head><body>",
+           "<nav><a href='/'>Home</a> <a href='/docs'>Docs</a> <a href='/blog'>Blog</a></nav>",
+           "<header><h1>" + prose(rng, 5) + "</h1></header><main><article>"]
+    length = sum(map(len, out))
+    while length < size:
+        part = [f"<h2>{prose(rng, 3)}</h2>"]
+        for _ in range(rng.randint(1, 4)):
+            part.append("<p>" + " ".join(prose(rng, rng.randint(8, 20)) for _ in range(rng.randint(2, 5))) + "</p>")
+        if rng.random() < 0.3:
+            part.append("<ul>" + "".join(f"<li>{prose(rng, 5)}</li>" for _ in range(4)) + "</ul>")
+        chunk = "\n".join(part)
+        out.append(chunk)
+        length += len(chunk)
+    out.append("</article></main><footer>&copy; chroma-syncd bench</footer></body></html>")
+    return "\n".join(out)
 
 
 def rust(rng, size):
@@ -62,9 +81,9 @@ def main(out_dir, total_mb, seed=7):
     written = 0
     n = 0
     while written < total:
-        kind = rng.choice(["md", "md", "rs", "py"])
+        kind = rng.choice(["md", "md", "html", "rs", "py"])
         size = rng.randint(4096, 65536)
-        text = {"md": markdown, "rs": rust, "py": python}[kind](rng, size)
+        text = {"md": markdown, "html": html, "rs": rust, "py": python}[kind](rng, size)
         path = os.path.join(out_dir, f"{kind}/{n:05d}.{kind}")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:

@@ -449,6 +449,7 @@ impl RunTracker {
             cancelled: self.cancelled,
             failed: self.failed,
             elapsed: snapshot.elapsed,
+            stats: snapshot.stats,
         }
     }
 }
@@ -536,6 +537,8 @@ pub struct RunSummary {
     /// (object key or collection, error) of each failed job.
     pub failed: Vec<(String, String)>,
     pub elapsed: Duration,
+    /// Every counter, summed over the run's jobs (stage times included).
+    pub stats: JobStats,
 }
 
 impl RunSummary {

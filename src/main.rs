@@ -271,6 +271,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 summary.cancelled,
                 summary.unfinished
             );
+            let seconds = |ms: u64| ms as f64 / 1000.0;
+            println!(
+                "time by stage, summed over jobs: fetch {:.1}s, extract+chunk {:.1}s, \
+                 embed {:.1}s, write {:.1}s",
+                seconds(summary.stats.fetch_ms),
+                seconds(summary.stats.extract_ms),
+                seconds(summary.stats.embed_ms),
+                seconds(summary.stats.write_ms),
+            );
             for (key, error) in &summary.failed {
                 println!("failed: {key}: {error}");
             }
