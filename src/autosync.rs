@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::model::{AutoSync, CreateJobPayload, S3SourceConfig, Trigger};
-use crate::queue::{Queue, QueueError, SourceFilter, SourceRecord};
+use crate::queue::{Queue, QueueError, SourceRecord};
 use crate::source::s3::S3Clients;
 
 /// How often the set of auto-synced sources is re-read.
@@ -140,28 +140,13 @@ pub async fn autosync_loop(
 }
 
 async fn autosynced_sources(queue: &dyn Queue) -> Result<Vec<SourceRecord>, QueueError> {
-    const PAGE: u32 = 500;
-    let mut sources = Vec::new();
-    for page in 0.. {
-        let records = queue
-            .list_sources(&SourceFilter {
-                source_type: Some(crate::model::SourceType::S3),
-                limit: PAGE,
-                offset: page * PAGE,
-                ascending: true,
-                ..SourceFilter::default()
-            })
-            .await?;
-        let last_page = records.len() < PAGE as usize;
-        sources.extend(records.into_iter().filter(|r| {
-            r.payload.s3.as_ref().is_some_and(|s3| {
-                s3.auto_sync == Some(AutoSync::Direct) && s3.sqs_queue_url.is_some()
-            })
-        }));
-        if last_page {
-            break;
-        }
-    }
+    let mut sources = crate::queue::all_sources(queue, Some(crate::model::SourceType::S3)).await?;
+    sources.retain(|r| {
+        r.payload
+            .s3
+            .as_ref()
+            .is_some_and(|s3| s3.auto_sync == Some(AutoSync::Direct) && s3.sqs_queue_url.is_some())
+    });
     Ok(sources)
 }
 

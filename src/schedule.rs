@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{RunTarget, whole_source_payloads};
 use crate::model::{GitRefIdentifier, SourceSchedule, Trigger};
-use crate::queue::{JobFilter, Queue, QueueError, SourceFilter, SourceRecord};
+use crate::queue::{JobFilter, Queue, QueueError, SourceRecord};
 use crate::source::github::GitHubClients;
 use crate::source::s3::S3Clients;
 
@@ -113,25 +113,9 @@ impl Scheduler {
     }
 
     async fn scheduled_sources(&self) -> Result<Vec<SourceRecord>, QueueError> {
-        const PAGE: u32 = 500;
-        let mut scheduled = Vec::new();
-        for page in 0.. {
-            let records = self
-                .queue
-                .list_sources(&SourceFilter {
-                    limit: PAGE,
-                    offset: page * PAGE,
-                    ascending: true,
-                    ..SourceFilter::default()
-                })
-                .await?;
-            let last_page = records.len() < PAGE as usize;
-            scheduled.extend(records.into_iter().filter(|r| r.payload.schedule.is_some()));
-            if last_page {
-                break;
-            }
-        }
-        Ok(scheduled)
+        let mut sources = crate::queue::all_sources(self.queue.as_ref(), None).await?;
+        sources.retain(|r| r.payload.schedule.is_some());
+        Ok(sources)
     }
 
     async fn fire(

@@ -226,3 +226,30 @@ pub trait Queue: Send + Sync + 'static {
         stats: &JobStats,
     ) -> Result<bool, QueueError>;
 }
+
+/// Every source (of `source_type`, if given), read page by page: for the
+/// loops that look at all sources (schedules, auto-sync).
+pub async fn all_sources(
+    queue: &dyn Queue,
+    source_type: Option<SourceType>,
+) -> Result<Vec<SourceRecord>, QueueError> {
+    const PAGE: u32 = 500;
+    let mut sources = Vec::new();
+    for page in 0.. {
+        let records = queue
+            .list_sources(&SourceFilter {
+                source_type,
+                limit: PAGE,
+                offset: page * PAGE,
+                ascending: true,
+                ..SourceFilter::default()
+            })
+            .await?;
+        let last_page = records.len() < PAGE as usize;
+        sources.extend(records);
+        if last_page {
+            break;
+        }
+    }
+    Ok(sources)
+}
