@@ -99,6 +99,7 @@ impl Daemon {
             chunker,
             s3: Arc::clone(&self.s3),
             max_object_bytes: self.config.s3.max_object_bytes,
+            stream_segment_bytes: self.config.s3.stream_segment_bytes,
             github: Arc::clone(&self.github),
             web: self.config.web.clone(),
         }))

@@ -126,6 +126,10 @@ fn all_databases() -> Vec<String> {
 pub struct S3Settings {
     /// Objects larger than this are skipped with a recorded reason.
     pub max_object_bytes: u64,
+    /// Text objects (markdown, code, plain text) larger than this are read,
+    /// chunked and written a segment of about this size at a time, so memory
+    /// does not grow with the object: raise `max_object_bytes` freely.
+    pub stream_segment_bytes: u64,
     /// Per-request timeout for S3 calls.
     pub timeout_seconds: u64,
 }
@@ -307,6 +311,7 @@ impl Default for S3Settings {
     fn default() -> Self {
         S3Settings {
             max_object_bytes: 64 * 1024 * 1024,
+            stream_segment_bytes: 8 * 1024 * 1024,
             timeout_seconds: 60,
         }
     }

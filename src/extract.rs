@@ -127,9 +127,27 @@ fn essence(content_type: Option<&str>) -> Option<String> {
 /// Decides what `bytes` (named `key`, served as `content_type`) are and
 /// turns them into text.
 pub fn extract(key: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Extracted, Skipped> {
+    refuse_binary(key, content_type)?;
+    let text = decode_text(bytes)?;
+    let kind = kind_of(key, content_type)?;
+    let text = match kind {
+        TextKind::Html => html_to_markdown(&text),
+        _ => text,
+    };
+    Ok(Extracted { text, kind })
+}
+
+/// Whether a document can be extracted a segment at a time: text whose
+/// chunks only ever look at nearby lines (markdown, code, plain text). HTML
+/// is converted as a whole, and binary is not extracted at all.
+pub fn streamable(key: &str, content_type: Option<&str>) -> bool {
+    refuse_binary(key, content_type).is_ok()
+        && kind_of(key, content_type).is_ok_and(|kind| kind != TextKind::Html)
+}
+
+fn refuse_binary(key: &str, content_type: Option<&str>) -> Result<(), Skipped> {
     let extension = extension_of(key);
-    let media_type = essence(content_type);
-    if let Some(media) = media_type.as_deref()
+    if let Some(media) = essence(content_type).as_deref()
         && (BINARY_TYPE_PREFIXES.iter().any(|p| media.starts_with(p))
             || BINARY_APPLICATION_TYPES.contains(&media))
     {
@@ -138,9 +156,14 @@ pub fn extract(key: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Ex
     if BINARY_EXTENSIONS.contains(&extension.as_str()) {
         return Err(Skipped(format!("binary content (.{extension} file)")));
     }
-    let text = decode_text(bytes)?;
+    Ok(())
+}
 
-    let kind = match (media_type.as_deref(), extension.as_str()) {
+/// What kind of text a document named `key`, served as `content_type`, is.
+fn kind_of(key: &str, content_type: Option<&str>) -> Result<TextKind, Skipped> {
+    let extension = extension_of(key);
+    let media_type = essence(content_type);
+    Ok(match (media_type.as_deref(), extension.as_str()) {
         (_, "md" | "markdown" | "mdx" | "mkd") | (Some("text/markdown" | "text/x-markdown"), _) => {
             TextKind::Markdown
         }
@@ -160,15 +183,9 @@ pub fn extract(key: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Ex
         }
         (Some(media), _) => return Err(Skipped(format!("unsupported media type {media}"))),
         (None, _) => TextKind::Plain,
-    };
-    let text = match kind {
-        TextKind::Html => html_to_markdown(&text),
-        _ => text,
-    };
-    Ok(Extracted { text, kind })
+    })
 }
 
-/// UTF-8 text (BOM stripped), or a skip when the bytes look binary.
 fn decode_text(bytes: &[u8]) -> Result<String, Skipped> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let head = &bytes[..bytes.len().min(8192)];

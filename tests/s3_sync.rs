@@ -402,3 +402,121 @@ fn metrics_count_finished_jobs_and_their_work() {
     );
     assert_eq!(value("chroma_syncd_queue_pending_jobs"), 0.0);
 }
+
+/// A long markdown runbook: `sections` numbered sections of a few hundred
+/// bytes each, every one different.
+fn runbook(sections: usize, edition: &str) -> String {
+    let mut text = String::from("# Runbook\n\n");
+    for i in 0..sections {
+        text.push_str(&format!("## Step {i} ({edition})\n\n"));
+        for sentence in 0..4 {
+            text.push_str(&format!(
+                "When alert {i} fires, check gauge {sentence} on host {} before paging anyone. ",
+                (i * 7 + sentence) % 31
+            ));
+        }
+        text.push_str("\n\n");
+    }
+    text
+}
+
+#[test]
+fn a_text_object_larger_than_a_segment_is_streamed_and_resynced_in_place() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    // Segments of 16 KiB: the 80-section runbook (about 40 KB) is read,
+    // chunked and written in several pieces, never whole.
+    let config =
+        format!("{TEST_CONFIG}[s3]\nmax_object_bytes = 200000\nstream_segment_bytes = 16384\n");
+    let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    s3.create_bucket("ops");
+    let first = runbook(80, "first");
+    assert!(first.len() > 2 * 16384, "{}", first.len());
+    s3.put("ops", "runbook.md", first.clone(), Some("text/markdown"));
+    let source = daemon.create_source(s3_source(&s3, "ops", "runbook", None));
+    let sync =
+        || daemon.wait_complete(&daemon.invoke(&source, json!({"object_key": "runbook.md"})));
+
+    let job = sync();
+    assert_eq!(job["stats"]["documents"], 1, "{job}");
+    assert_eq!(job["stats"]["bytes"], first.len() as u64, "{job}");
+    let records = chroma.records("testdb", "runbook");
+    let chunks = records.of_key("runbook.md");
+    let count = chunks.len() as u64;
+    // One run of chunk numbers across segments, with the usual IDs.
+    assert_eq!(chunk_indices(&chunks), (0..count).collect::<Vec<_>>());
+    let key_sha = sha256_hex("runbook.md");
+    for chunk in &chunks {
+        let index = chunk.metadata["chunk_index"].as_u64().unwrap();
+        assert_eq!(chunk.id, format!("{key_sha}-{index}"));
+        // Line numbers are the object's, not the segment's.
+        let start = chunk.metadata["start_line"].as_u64().unwrap() as usize;
+        let end = chunk.metadata["end_line"].as_u64().unwrap() as usize;
+        let lines: Vec<&str> = first.lines().collect();
+        let span = lines[start - 1..end].join("\n");
+        assert!(
+            span.contains(chunk.document.trim()),
+            "chunk {index} is not lines {start}-{end}: {:?} vs {span:?}",
+            chunk.document
+        );
+    }
+    // Nothing lost at segment edges: every step is in some chunk.
+    for i in 0..80 {
+        let heading = format!("## Step {i} (first)");
+        assert!(
+            chunks.iter().any(|c| c.document.contains(&heading)),
+            "{heading} is missing"
+        );
+    }
+
+    // The runbook shrinks and its tail changes: the unchanged head keeps its
+    // embeddings, the changed tail is re-embedded, the rest is deleted.
+    let second = format!("{}{}", runbook(50, "first"), runbook(5, "second"));
+    s3.put("ops", "runbook.md", second.clone(), Some("text/markdown"));
+    let job = sync();
+    let stats = &job["stats"];
+    let after = chroma.records("testdb", "runbook");
+    let chunks = after.of_key("runbook.md");
+    let count_after = chunks.len() as u64;
+    assert!(count_after < count, "{count_after} vs {count}");
+    assert_eq!(chunk_indices(&chunks), (0..count_after).collect::<Vec<_>>());
+    assert!(
+        stats["chunks_unchanged"].as_u64().unwrap() + stats["chunks_restamped"].as_u64().unwrap()
+            > 0,
+        "{stats}"
+    );
+    assert!(
+        stats["chunks_upserted"].as_u64().unwrap() < count_after,
+        "{stats}"
+    );
+    assert!(stats["chunks_deleted"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.document.contains("## Step 4 (second)"))
+    );
+    assert!(
+        !chunks
+            .iter()
+            .any(|c| c.document.contains("## Step 60 (first)"))
+    );
+
+    // max_object_bytes still bounds what is indexed at all.
+    s3.put(
+        "ops",
+        "runbook.md",
+        runbook(500, "huge"),
+        Some("text/markdown"),
+    );
+    let job = sync();
+    let reason = job["stats"]["skipped_reasons"]["runbook.md"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("max_object_bytes"), "{job}");
+    assert!(
+        chroma
+            .records("testdb", "runbook")
+            .of_key("runbook.md")
+            .is_empty()
+    );
+}

@@ -24,6 +24,14 @@ use crate::source::github::{GitHubClients, PathFilter, split_repository};
 use crate::source::s3::S3Clients;
 use crate::source::web::PathRules;
 
+/// How many of a source's schedule slots to list (newest first).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ScheduleSlotsQuery {
+    /// 1 to 1000; 100 when absent.
+    pub limit: Option<u32>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListSourcesQuery {
@@ -435,7 +443,7 @@ pub async fn delete(
 
 #[utoipa::path(get, path = "/api/v1/sources/{source_id}/schedule/slots", tag = "Source",
     operation_id = "list_schedule_slots",
-    params(("source_id" = Uuid, Path, description = "Source ID")),
+    params(("source_id" = Uuid, Path, description = "Source ID"), ScheduleSlotsQuery),
     responses(
         (status = 200, description = "The source's latest schedule slots, newest first (extension)", body = ScheduleSlots),
         (status = 400, description = "Bad request", body = ErrorResponse),
@@ -448,8 +456,10 @@ pub async fn schedule_slots(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<ScheduleSlotsQuery>,
 ) -> Result<Json<ScheduleSlots>, ApiError> {
+    let limit = parse_limit(query.limit)?;
     let record = load_source(&state, &principal, id).await?;
-    let slots = state.queue.schedule_slots(record.id, 100).await?;
+    let slots = state.queue.schedule_slots(record.id, limit).await?;
     Ok(Json(ScheduleSlots { slots }))
 }

@@ -27,10 +27,10 @@ use crate::model::{
 };
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, EmbeddingSpec};
-use crate::sink::records::{DocumentIdentity, Record, build_records};
+use crate::sink::records::{DocumentIdentity, Record, build_records, build_segment_records};
 use crate::source::github::GitHubClients;
-use crate::source::s3::{S3Clients, S3Object};
-use crate::source::{Document, Fetched, Source, SourceError};
+use crate::source::s3::{Opened, S3Clients, S3Object, StreamedObject};
+use crate::source::{Document, Fetched, SourceError};
 
 /// Why a job did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,8 @@ pub struct Services {
     pub chunker: Chunker,
     pub s3: Arc<S3Clients>,
     pub max_object_bytes: u64,
+    /// Text objects above this size are read and written a segment at a time.
+    pub stream_segment_bytes: u64,
     pub github: Arc<GitHubClients>,
     pub web: crate::config::WebSettings,
 }
@@ -145,6 +147,7 @@ async fn run_s3_job(
         bucket: s3.bucket_name.clone(),
         key,
         max_bytes: services.max_object_bytes,
+        segment_bytes: services.stream_segment_bytes,
     };
     let collection = open_collection(services, claimed).await?;
     let source_id = source_id_of(claimed);
@@ -159,27 +162,29 @@ async fn run_s3_job(
         user_metadata: claimed.payload.metadata.as_ref(),
         chunking: source.chunking.as_ref(),
     };
-    let mut documents = object.documents();
-    while let Some(fetched) = context.next_from(&mut documents).await {
-        if cancel.is_cancelled() {
-            return Err(JobError::Cancelled);
-        }
-        match fetched {
-            // The object is gone: so are its chunks. Asked for by name, that
-            // is an error to report; after an S3 removal event, it is the sync.
-            Err(SourceError::NotFound(message)) => {
-                let removed = context.write(&object.key, Vec::new()).await?;
-                if claimed.job.trigger == Trigger::AutoSync {
-                    tracing::info!(key = %object.key, removed, "object removed; its chunks deleted");
-                    break;
-                }
+    let started = Instant::now();
+    let opened = object.open().await;
+    state.update(|stats| stats.fetch_ms += elapsed_ms(started));
+    if cancel.is_cancelled() {
+        return Err(JobError::Cancelled);
+    }
+    match opened {
+        // The object is gone: so are its chunks. Asked for by name, that
+        // is an error to report; after an S3 removal event, it is the sync.
+        Err(SourceError::NotFound(message)) => {
+            let removed = context.write(&object.key, Vec::new()).await?;
+            if claimed.job.trigger == Trigger::AutoSync {
+                tracing::info!(key = %object.key, removed, "object removed; its chunks deleted");
+            } else {
                 return Err(JobError::Permanent(format!(
                     "{message}; removed the {removed} chunks it had in collection {}",
                     collection.name
                 )));
             }
-            fetched => context.process(fetched?).await?,
         }
+        Err(error) => return Err(error.into()),
+        Ok(Opened::Whole(fetched)) => context.process(fetched).await?,
+        Ok(Opened::Streamed(object)) => context.process_streamed(object).await?,
     }
     services.chroma.mark_finished_ingest(&collection).await?;
     Ok(())
@@ -312,13 +317,125 @@ impl DocumentContext<'_> {
     /// Makes the collection hold exactly `records` for document `key` (and
     /// for the invocation's `custom_id`, whose IDs belong to one document).
     /// Returns how many stale chunks were deleted.
-    async fn write(&self, key: &str, mut records: Vec<Record>) -> Result<usize, JobError> {
+    async fn write(&self, key: &str, records: Vec<Record>) -> Result<usize, JobError> {
         let chroma = &self.services.chroma;
         let existing: HashMap<String, serde_json::Map<String, Value>> = chroma
             .records_of_document(self.collection, key, self.custom_id)
             .await?
             .into_iter()
             .collect();
+        let wanted: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        self.store(key, records, &existing).await?;
+        let stale: Vec<String> = existing
+            .into_keys()
+            .filter(|id| !wanted.contains(id))
+            .collect();
+        let batch_size = chroma.batch_size().await?;
+        for batch in stale.chunks(batch_size) {
+            chroma.delete(self.collection, batch).await?;
+            self.state
+                .update(|stats| stats.chunks_deleted += batch.len() as u64);
+        }
+        Ok(stale.len())
+    }
+
+    /// A document too large to hold whole, read, chunked and written one
+    /// segment at a time: memory holds one segment and its chunks, never the
+    /// document. Chunk indices and line numbers run on across segments, and
+    /// each segment is compared with what the collection holds under the
+    /// same IDs, so unchanged chunks are not re-embedded. Chunks past the new
+    /// end (the document shrank) are deleted last.
+    async fn process_streamed(&self, mut object: StreamedObject) -> Result<(), JobError> {
+        self.state.update(|stats| stats.documents += 1);
+        let source_fields = vec![("bucket".to_string(), Value::from(object.bucket.clone()))];
+        let mut next_index = 0usize;
+        let mut lines_before = 0u32;
+        let mut segment_number = 0u32;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            let started = Instant::now();
+            let segment = object.next_segment().await?;
+            self.state
+                .update(|stats| stats.fetch_ms += elapsed_ms(started));
+            let Some(segment) = segment else { break };
+            segment_number += 1;
+            self.state
+                .update(|stats| stats.bytes += segment.len() as u64);
+            self.state.set_progress(
+                2,
+                3,
+                format!(
+                    "segment {segment_number} of {} ({} bytes)",
+                    object.key, object.size
+                ),
+            );
+            let chunker = self.services.chunker.clone();
+            let chunking = self.chunking.cloned();
+            let (key, content_type) = (object.key.clone(), object.content_type.clone());
+            let started = Instant::now();
+            let extracted = tokio::task::spawn_blocking(move || {
+                extract(&key, content_type.as_deref(), &segment).map(|text| {
+                    let lines = text.text.bytes().filter(|b| *b == b'\n').count() as u32;
+                    (chunker.chunk(&text, chunking.as_ref()), lines)
+                })
+            })
+            .await
+            .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?;
+            self.state
+                .update(|stats| stats.extract_ms += elapsed_ms(started));
+            let (chunked, lines) = match extracted {
+                Ok(extracted) => extracted,
+                // Binary past the first segment: the document is not text
+                // after all, and keeps no chunks.
+                Err(skipped) => {
+                    let reason = format!("segment {segment_number}: {}", skipped.0);
+                    return self.skip(&object.key, reason).await;
+                }
+            };
+            let identity = DocumentIdentity {
+                source_id: self.source_id,
+                source_type: self.source_type.as_str(),
+                key: &object.key,
+                version: &object.version,
+                custom_id: self.custom_id,
+                source_fields: &source_fields,
+                user_metadata: self.user_metadata,
+            };
+            let records = build_segment_records(&identity, &chunked, next_index, lines_before);
+            next_index += records.len();
+            lines_before += lines;
+            let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+            let existing: HashMap<String, serde_json::Map<String, Value>> = self
+                .services
+                .chroma
+                .records_by_id(self.collection, &ids)
+                .await?
+                .into_iter()
+                .collect();
+            self.store(&object.key, records, &existing).await?;
+        }
+        let removed = self
+            .services
+            .chroma
+            .delete_chunks_from(self.collection, &object.key, self.custom_id, next_index)
+            .await?;
+        self.state
+            .update(|stats| stats.chunks_deleted += removed as u64);
+        Ok(())
+    }
+
+    /// Writes `records` given what the collection `existing`ly holds under
+    /// their IDs: unchanged chunks are left alone, chunks whose text is the
+    /// same get their metadata updated, the rest are embedded and upserted.
+    async fn store(
+        &self,
+        key: &str,
+        mut records: Vec<Record>,
+        existing: &HashMap<String, serde_json::Map<String, Value>>,
+    ) -> Result<(), JobError> {
+        let chroma = &self.services.chroma;
         // Chroma merges metadata on upsert: keys an older version had and this
         // one lacks must be sent as null, or they would linger.
         for record in &mut records {
@@ -331,12 +448,12 @@ impl DocumentContext<'_> {
             }
         }
         let batch_size = chroma.batch_size().await?;
-        let wanted: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        let wanted = records.len();
         // Content-hash skipping: a chunk stored with the same text
         // (`content_sha256`) keeps its embedding. If its metadata is the same
         // too there is nothing to write; otherwise only the metadata changes.
-        let (records, restamp) = split_unchanged(records, &existing);
-        let unchanged_chunks = wanted.len() - records.len() - restamp.len();
+        let (records, restamp) = split_unchanged(records, existing);
+        let unchanged_chunks = wanted - records.len() - restamp.len();
         if unchanged_chunks > 0 || !restamp.is_empty() {
             self.state.update(|stats| {
                 stats.chunks_unchanged += unchanged_chunks as u64;
@@ -380,16 +497,7 @@ impl DocumentContext<'_> {
         if let Some(upsert) = in_flight {
             upsert.await?;
         }
-        let stale: Vec<String> = existing
-            .into_keys()
-            .filter(|id| !wanted.contains(id))
-            .collect();
-        for batch in stale.chunks(batch_size) {
-            chroma.delete(self.collection, batch).await?;
-            self.state
-                .update(|stats| stats.chunks_deleted += batch.len() as u64);
-        }
-        Ok(stale.len())
+        Ok(())
     }
 
     /// Times how long `next` waits for the source, into `stats.fetch_ms`.

@@ -340,12 +340,59 @@ impl ChromaClient {
         key: &str,
         custom_id: Option<&str>,
     ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
-        let filter = match custom_id {
-            Some(custom_id) => json!({"$or": [{"document_key": key}, {"custom_id": custom_id}]}),
-            None => json!({"document_key": key}),
-        };
         let doing = format!("listing chunks of {key} in {}", collection.name);
-        self.scan_all(collection, &filter, &doing).await
+        self.scan_all(collection, &document_filter(key, custom_id), &doing)
+            .await
+    }
+
+    /// IDs and metadata of those of `ids` the collection holds.
+    pub async fn records_by_id(
+        &self,
+        collection: &CollectionHandle,
+        ids: &[String],
+    ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let doing = format!("reading {} records of {}", ids.len(), collection.name);
+        let value = self
+            .call_ok(
+                Method::POST,
+                &format!("{}/get", self.collection_path(collection)),
+                Some(&json!({"ids": ids, "include": ["metadatas"]})),
+                &doing,
+            )
+            .await?;
+        get_result(value, &doing)
+    }
+
+    /// Deletes a document's chunks numbered `from` and up (what is left of
+    /// a longer earlier version); how many there were.
+    pub async fn delete_chunks_from(
+        &self,
+        collection: &CollectionHandle,
+        key: &str,
+        custom_id: Option<&str>,
+        from: usize,
+    ) -> Result<usize, ChromaError> {
+        let filter = json!({"$and": [
+            document_filter(key, custom_id),
+            {"chunk_index": {"$gte": from}},
+        ]});
+        let doing = format!(
+            "deleting chunks of {key} past {from} in {}",
+            collection.name
+        );
+        let mut stale = Vec::new();
+        self.scan(collection, &filter, false, &doing, |page| {
+            stale.extend(page.into_iter().map(|(id, _)| id));
+            true
+        })
+        .await?;
+        for batch in stale.chunks(self.batch_size().await?) {
+            self.delete(collection, batch).await?;
+        }
+        Ok(stale.len())
     }
 
     /// The distinct `document_key`s of one source's records: what a full
@@ -455,21 +502,7 @@ impl ChromaClient {
                 doing,
             )
             .await?;
-        let result: GetResult = serde_json::from_value(value).map_err(|e| ChromaError::Status {
-            doing: doing.to_string(),
-            status: 200,
-            message: format!("unexpected get JSON: {e}"),
-        })?;
-        let metadatas = result.metadatas.unwrap_or_default();
-        Ok(result
-            .ids
-            .into_iter()
-            .enumerate()
-            .map(|(index, id)| {
-                let metadata = metadatas.get(index).cloned().flatten().unwrap_or_default();
-                (id, metadata)
-            })
-            .collect())
+        get_result(value, doing)
     }
 
     /// Merges `metadatas` into existing records' metadata without touching
@@ -584,4 +617,35 @@ fn describe_reqwest(error: &reqwest::Error) -> String {
     } else {
         format!("{kind}: {cause}")
     }
+}
+
+/// The records of one document: its `document_key`, or its invocation's
+/// `custom_id` (whose IDs belong to one document).
+fn document_filter(key: &str, custom_id: Option<&str>) -> Value {
+    match custom_id {
+        Some(custom_id) => json!({"$or": [{"document_key": key}, {"custom_id": custom_id}]}),
+        None => json!({"document_key": key}),
+    }
+}
+
+/// Records as `get` returns them: ID and metadata.
+type IdsAndMetadata = Vec<(String, Map<String, Value>)>;
+
+/// IDs and metadata out of a `get` answer.
+fn get_result(value: Value, doing: &str) -> Result<IdsAndMetadata, ChromaError> {
+    let result: GetResult = serde_json::from_value(value).map_err(|e| ChromaError::Status {
+        doing: doing.to_string(),
+        status: 200,
+        message: format!("unexpected get JSON: {e}"),
+    })?;
+    let metadatas = result.metadatas.unwrap_or_default();
+    Ok(result
+        .ids
+        .into_iter()
+        .enumerate()
+        .map(|(index, id)| {
+            let metadata = metadatas.get(index).cloned().flatten().unwrap_or_default();
+            (id, metadata)
+        })
+        .collect())
 }

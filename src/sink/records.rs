@@ -48,6 +48,18 @@ pub fn chunk_id(key: &str, custom_id: Option<&str>, index: usize) -> String {
 
 /// One record per chunk, in document order.
 pub fn build_records(identity: &DocumentIdentity<'_>, chunked: &Chunked) -> Vec<Record> {
+    build_segment_records(identity, chunked, 0, 0)
+}
+
+/// Records for one segment of a document read a piece at a time: its chunks
+/// are numbered from `first_index`, and its lines follow the `lines_before`
+/// lines of the segments before it.
+pub fn build_segment_records(
+    identity: &DocumentIdentity<'_>,
+    chunked: &Chunked,
+    first_index: usize,
+    lines_before: u32,
+) -> Vec<Record> {
     let key_sha = sha256_hex(identity.key.as_bytes());
     let version_sha = sha256_hex(identity.version.as_bytes());
     chunked
@@ -55,6 +67,7 @@ pub fn build_records(identity: &DocumentIdentity<'_>, chunked: &Chunked) -> Vec<
         .iter()
         .enumerate()
         .map(|(index, chunk)| {
+            let index = first_index + index;
             let mut metadata = identity.user_metadata.cloned().unwrap_or_default();
             for (name, value) in identity.source_fields {
                 metadata.insert(name.clone(), value.clone());
@@ -67,8 +80,8 @@ pub fn build_records(identity: &DocumentIdentity<'_>, chunked: &Chunked) -> Vec<
             put("version_key", identity.version.into());
             put("version_key_sha256", version_sha.clone().into());
             put("chunk_strategy", chunked.strategy.as_str().into());
-            put("start_line", chunk.start_line.into());
-            put("end_line", chunk.end_line.into());
+            put("start_line", (lines_before + chunk.start_line).into());
+            put("end_line", (lines_before + chunk.end_line).into());
             put("source_id", identity.source_id.into());
             put("source_type", identity.source_type.into());
             put("chunk_index", (index as u64).into());

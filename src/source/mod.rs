@@ -9,7 +9,6 @@ pub mod s3;
 pub mod web;
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 
 /// One fetched document, before extraction.
 #[derive(Debug, Clone)]
@@ -75,10 +74,4 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         matches!(self, SourceError::Transient(_))
     }
-}
-
-/// A source's view of one job: the documents it names, as a stream, so that
-/// a large source is never held in memory at once.
-pub trait Source: Send + Sync {
-    fn documents(&self) -> BoxStream<'_, Result<Fetched, SourceError>>;
 }

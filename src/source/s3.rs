@@ -13,12 +13,11 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use bytes::BytesMut;
-use futures::StreamExt;
-use futures::stream::BoxStream;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::OnceCell;
 
-use super::{Document, Fetched, Source, SourceError};
+use super::{Document, Fetched, SourceError};
 use crate::config::{AwsCredentialConfig, S3Settings, Secret};
 use crate::model::S3SourceConfig;
 
@@ -142,10 +141,101 @@ pub struct S3Object {
     pub bucket: String,
     pub key: String,
     pub max_bytes: u64,
+    /// Text objects larger than this are read a segment of about this size
+    /// at a time instead of whole (see [`Opened::Streamed`]).
+    pub segment_bytes: u64,
+}
+
+/// An object as opened: read whole, or to be read in segments.
+pub enum Opened {
+    Whole(Fetched),
+    /// A text object too large to hold whole: memory holds one segment.
+    Streamed(StreamedObject),
+}
+
+/// A large text object's body, handed out in segments that end at a line
+/// break (a paragraph break where one is near), so no chunk spans two
+/// segments and no character is split.
+pub struct StreamedObject {
+    pub bucket: String,
+    pub key: String,
+    pub version: String,
+    pub content_type: Option<String>,
+    pub size: u64,
+    location: String,
+    body: ByteStream,
+    buffer: BytesMut,
+    segment_bytes: usize,
+    max_bytes: u64,
+    read: u64,
+    finished: bool,
+}
+
+impl StreamedObject {
+    /// The next segment, or `None` once the whole body was handed out.
+    pub async fn next_segment(&mut self) -> Result<Option<Bytes>, SourceError> {
+        // Read until more than a segment is buffered (or the body ended), then
+        // cut within the first `segment_bytes`: where segments end depends on
+        // the object alone, never on how the network split the body, so an
+        // unchanged object gives the same chunks (and IDs) every time.
+        while !self.finished && self.buffer.len() <= self.segment_bytes {
+            match self.body.next().await {
+                Some(piece) => {
+                    let piece = piece.map_err(|e| {
+                        SourceError::Transient(format!("reading body of {}: {e}", self.location))
+                    })?;
+                    self.read += piece.len() as u64;
+                    if self.read > self.max_bytes {
+                        return Err(SourceError::Permanent(format!(
+                            "{} grew past the max_object_bytes limit of {} while being read",
+                            self.location, self.max_bytes
+                        )));
+                    }
+                    self.buffer.extend_from_slice(&piece);
+                }
+                None => self.finished = true,
+            }
+        }
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        let cut = if self.buffer.len() > self.segment_bytes {
+            segment_end(&self.buffer[..self.segment_bytes])
+        } else {
+            self.buffer.len()
+        };
+        Ok(Some(self.buffer.split_to(cut).freeze()))
+    }
+}
+
+/// Where a full buffer is cut: after its last paragraph break in the second
+/// half, else after its last line break there, else at the last character
+/// boundary (a single line longer than a segment).
+fn segment_end(buffer: &[u8]) -> usize {
+    let half = buffer.len() / 2;
+    let tail = &buffer[half..];
+    if let Some(at) = tail.windows(2).rposition(|w| w == b"\n\n") {
+        return half + at + 2;
+    }
+    if let Some(at) = tail.iter().rposition(|b| *b == b'\n') {
+        return half + at + 1;
+    }
+    // UTF-8 continuation bytes are 0b10xx_xxxx: back up to a leading byte.
+    let mut end = buffer.len();
+    while end > 1 && buffer[end - 1] & 0b1100_0000 == 0b1000_0000 {
+        end -= 1;
+    }
+    if end > 1 && buffer[end - 1] >= 0b1100_0000 {
+        end - 1
+    } else {
+        buffer.len()
+    }
 }
 
 impl S3Object {
-    async fn fetch(&self) -> Result<Fetched, SourceError> {
+    /// Opens the object: small or non-text objects are read whole (up to
+    /// `max_bytes`); larger text objects are streamed.
+    pub async fn open(&self) -> Result<Opened, SourceError> {
         let location = format!("s3://{}/{}", self.bucket, self.key);
         let response = self
             .client
@@ -157,13 +247,13 @@ impl S3Object {
             .map_err(|e| classify(&format!("fetching {location}"), e))?;
         let size = response.content_length().unwrap_or(0).max(0) as u64;
         if size > self.max_bytes {
-            return Ok(Fetched::Skipped {
+            return Ok(Opened::Whole(Fetched::Skipped {
                 key: self.key.clone(),
                 reason: format!(
                     "object is {size} bytes, above the max_object_bytes limit of {}",
                     self.max_bytes
                 ),
-            });
+            }));
         }
         let version = response
             .version_id()
@@ -173,35 +263,48 @@ impl S3Object {
             .trim_matches('"')
             .to_string();
         let content_type = response.content_type().map(str::to_string);
+        if size > self.segment_bytes.max(4096)
+            && crate::extract::streamable(&self.key, content_type.as_deref())
+        {
+            return Ok(Opened::Streamed(StreamedObject {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                version,
+                content_type,
+                size,
+                location,
+                body: response.body,
+                buffer: BytesMut::new(),
+                // At least a few KiB: a cut must find a line or character boundary.
+                segment_bytes: self.segment_bytes.max(4096) as usize,
+                max_bytes: self.max_bytes,
+                read: 0,
+                finished: false,
+            }));
+        }
         let mut body = response.body;
         let mut bytes = BytesMut::with_capacity(size as usize);
         while let Some(piece) = body.next().await {
             let piece = piece
                 .map_err(|e| SourceError::Transient(format!("reading body of {location}: {e}")))?;
             if (bytes.len() + piece.len()) as u64 > self.max_bytes {
-                return Ok(Fetched::Skipped {
+                return Ok(Opened::Whole(Fetched::Skipped {
                     key: self.key.clone(),
                     reason: format!(
                         "object is larger than the max_object_bytes limit of {}",
                         self.max_bytes
                     ),
-                });
+                }));
             }
             bytes.extend_from_slice(&piece);
         }
-        Ok(Fetched::Document(Document {
+        Ok(Opened::Whole(Fetched::Document(Document {
             key: self.key.clone(),
             version,
             content_type,
             bytes: bytes.freeze(),
             metadata: vec![("bucket".to_string(), self.bucket.clone().into())],
-        }))
-    }
-}
-
-impl Source for S3Object {
-    fn documents(&self) -> BoxStream<'_, Result<Fetched, SourceError>> {
-        futures::stream::once(self.fetch()).boxed()
+        })))
     }
 }
 
@@ -281,4 +384,22 @@ pub async fn list_keys(
         );
     }
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment_end;
+
+    #[test]
+    fn segments_end_at_a_paragraph_then_a_line_then_a_character() {
+        assert_eq!(segment_end(b"aaaa\n\nbbbb\n\ncc\ndd"), 12);
+        assert_eq!(segment_end(b"aaaa\nbbbb\ncc"), 10);
+        // No break in the second half: a paragraph break early on is not used.
+        assert_eq!(segment_end(b"a\n\nbbbbbbbbbbbbbbbbbb"), 21);
+        // One long line: never inside a character (é is 2 bytes, ✓ is 3).
+        let text = "xxxxxxxé✓".as_bytes();
+        assert_eq!(segment_end(text), 9);
+        assert!(std::str::from_utf8(&text[..segment_end(text)]).is_ok());
+        assert!(std::str::from_utf8(&text[..segment_end(&text[..11])]).is_ok());
+    }
 }
