@@ -280,7 +280,7 @@ fn sigterm_lets_the_in_flight_job_finish_within_the_grace_period_and_exits_0() {
     let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
     wait_mid_job(&daemon, &id);
 
-    let status = daemon.terminate();
+    let status = daemon.terminate_within(Duration::from_secs(240));
     assert!(status.success(), "exit 0 after draining: {status:?}");
     let job = stored_job(&daemon, &id);
     assert!(

@@ -424,14 +424,14 @@ fn runbook(sections: usize, edition: &str) -> String {
 fn a_text_object_larger_than_a_segment_is_streamed_and_resynced_in_place() {
     let chroma = Chroma::start();
     let s3 = S3::start();
-    // Segments of 16 KiB: the 80-section runbook (about 40 KB) is read,
+    // Segments of 6 KB: the 80-section runbook (about 23 KB) is read,
     // chunked and written in several pieces, never whole.
     let config =
-        format!("{TEST_CONFIG}[s3]\nmax_object_bytes = 200000\nstream_segment_bytes = 16384\n");
+        format!("{TEST_CONFIG}[s3]\nmax_object_bytes = 200000\nstream_segment_bytes = 6000\n");
     let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
     s3.create_bucket("ops");
     let first = runbook(80, "first");
-    assert!(first.len() > 2 * 16384, "{}", first.len());
+    assert!(first.len() > 3 * 6000, "{}", first.len());
     s3.put("ops", "runbook.md", first.clone(), Some("text/markdown"));
     let source = daemon.create_source(s3_source(&s3, "ops", "runbook", None));
     let sync =
@@ -480,9 +480,10 @@ fn a_text_object_larger_than_a_segment_is_streamed_and_resynced_in_place() {
     let count_after = chunks.len() as u64;
     assert!(count_after < count, "{count_after} vs {count}");
     assert_eq!(chunk_indices(&chunks), (0..count_after).collect::<Vec<_>>());
+    // The head's text is unchanged but its version (ETag) is new: those
+    // chunks get their metadata updated, not a new embedding.
     assert!(
-        stats["chunks_unchanged"].as_u64().unwrap() + stats["chunks_restamped"].as_u64().unwrap()
-            > 0,
+        stats["chunks_restamped"].as_u64().unwrap_or(0) > 0,
         "{stats}"
     );
     assert!(
@@ -502,12 +503,9 @@ fn a_text_object_larger_than_a_segment_is_streamed_and_resynced_in_place() {
     );
 
     // max_object_bytes still bounds what is indexed at all.
-    s3.put(
-        "ops",
-        "runbook.md",
-        runbook(500, "huge"),
-        Some("text/markdown"),
-    );
+    let huge = runbook(800, "huge");
+    assert!(huge.len() > 200_000, "{}", huge.len());
+    s3.put("ops", "runbook.md", huge, Some("text/markdown"));
     let job = sync();
     let reason = job["stats"]["skipped_reasons"]["runbook.md"]
         .as_str()

@@ -87,3 +87,25 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         .collect();
     assert!(ours.is_empty(), "{ours:?}");
 }
+
+#[test]
+fn the_environment_file_example_names_only_variables_the_daemon_reads() {
+    let example = std::fs::read_to_string("systemd/chroma-syncd.env.example").unwrap();
+    let unit = std::fs::read_to_string("systemd/chroma-syncd.service").unwrap();
+    assert!(unit.contains("EnvironmentFile=-/etc/chroma-syncd/env"));
+    let config = std::fs::read_to_string("src/config.rs").unwrap();
+    let names: Vec<&str> = example
+        .lines()
+        .map(|line| line.trim_start_matches('#'))
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(names.len() >= 5, "{names:?}");
+    for name in names {
+        // AWS_* go to the AWS SDK's own credential chain.
+        assert!(
+            name.starts_with("AWS_") || config.contains(&format!("\"{name}\"")),
+            "{name} is not read by the daemon"
+        );
+    }
+}

@@ -447,15 +447,18 @@ impl Daemon {
 
     /// SIGTERM, then waits (bounded) for the process to exit; its status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(60))
+    }
+
+    /// SIGTERM, then wait up to `limit` for the exit (a drain can take a while).
+    pub fn terminate_within(&mut self, limit: Duration) -> std::process::ExitStatus {
         let child = self.process.0.as_mut().expect("the daemon runs");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let exited = wait_until("the daemon to exit", Duration::from_secs(60), || {
-            child.try_wait().unwrap()
-        });
+        let exited = wait_until("the daemon to exit", limit, || child.try_wait().unwrap());
         self.process.0 = None;
         exited
     }
