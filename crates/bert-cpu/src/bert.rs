@@ -406,3 +406,60 @@ impl Bert {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod check {
+    use super::*;
+
+    /// Accuracy and speed on token ids prepared elsewhere (no tokenizer here):
+    /// `BERT_CPU_CHECK=ids.json` with `reference` (id sequences), `expected`
+    /// (their sentence-transformers vectors) and `speed` (id sequences to
+    /// time, batches of 16); `BERT_CPU_MODEL` the model directory.
+    /// `cargo test -p bert-cpu -- --ignored --nocapture model_check`
+    #[test]
+    #[ignore]
+    fn model_check() {
+        let Some(path) = std::env::var_os("BERT_CPU_CHECK") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(std::env::var_os("BERT_CPU_MODEL").expect("BERT_CPU_MODEL"));
+        let model = Bert::load(&dir.join("config.json"), &dir.join("model.safetensors")).unwrap();
+        let data: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let ids = |key: &str| -> Vec<Vec<u32>> {
+            serde_json::from_value(data[key].clone()).unwrap()
+        };
+        let reference = ids("reference");
+        let expected: Vec<Vec<f32>> = serde_json::from_value(data["expected"].clone()).unwrap();
+        let sequences: Vec<&[u32]> = reference.iter().map(Vec::as_slice).collect();
+        let got = model.embed(&sequences, 2).unwrap();
+        let mut worst = f32::MAX;
+        for (g, e) in got.iter().zip(&expected) {
+            let dot: f32 = g.iter().zip(e).map(|(a, b)| a * b).sum();
+            let norm: f32 = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+            worst = worst.min(dot / norm);
+        }
+        println!("min cosine vs reference: {worst:.7}");
+        let speed = ids("speed");
+        let sequences: Vec<&[u32]> = speed.iter().map(Vec::as_slice).collect();
+        let cpu = || -> f64 {
+            let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            fields[11..13].iter().map(|f| f.parse::<f64>().unwrap()).sum::<f64>() / 100.0
+        };
+        for threads in [1, 2] {
+            let cpu_start = cpu();
+            let start = std::time::Instant::now();
+            for batch in sequences.chunks(16) {
+                model.embed(batch, threads).unwrap();
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            println!(
+                "{threads} threads: {:.1} chunks/s wall, {:.1} chunks per CPU-second",
+                sequences.len() as f64 / seconds,
+                sequences.len() as f64 / (cpu() - cpu_start)
+            );
+        }
+    }
+}
