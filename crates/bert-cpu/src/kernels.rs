@@ -391,7 +391,8 @@ fn exp(x: f32) -> f32 {
     // without a libm call, so the loop vectorises on any target.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Cephes expf polynomial on [-ln2/2, ln2/2].
     let p = 1.987_569_2e-4;
@@ -401,7 +402,15 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n straight from the bits of `shifted` (= 0x4B40_0000 + n): no
+    // float-to-int conversion, which compilers scalarise (saturating `as`).
+    let scale = f32::from_bits(
+        shifted
+            .to_bits()
+            .wrapping_sub(0x4B40_0000)
+            .wrapping_add(127)
+            << 23,
+    );
     y * scale
 }
 
