@@ -195,7 +195,17 @@ pub fn gemm_with(
         let accumulate = k0 > 0;
         for i0 in (0..m).step_by(MR) {
             let rows = MR.min(m - i0);
-            pack_a(&a[i0 * lda + k0..], lda, rows, kc, &mut a_tile);
+            // Full tiles of the AVX-512 kernel broadcast straight from A (row
+            // stride `lda`); packing them would cost ~15% of the dense
+            // layers' time. Partial tiles and the portable kernel use the
+            // packed copy.
+            let direct = backend == Backend::Avx512 && rows == MR;
+            let a_block = if direct {
+                &a[i0 * lda + k0..i0 * lda + k0 + (MR - 1) * lda + kc]
+            } else {
+                pack_a(&a[i0 * lda + k0..], lda, rows, kc, &mut a_tile);
+                &a_tile[..kc * MR]
+            };
             for panel in 0..panels {
                 let cols = NR.min(n - panel * NR);
                 let b_slab = &b.data[(panel * k + k0) * NR..(panel * k + k0 + kc) * NR];
@@ -210,7 +220,8 @@ pub fn gemm_with(
                 };
                 let tile = Tile {
                     kc,
-                    a: &a_tile[..kc * MR],
+                    a: a_block,
+                    lda: if direct { lda } else { 0 },
                     b: b_slab,
                     rows,
                     cols,
@@ -221,8 +232,15 @@ pub fn gemm_with(
                     #[cfg(target_arch = "x86_64")]
                     Backend::Avx512 => {
                         // SAFETY: AVX-512F is present (checked above via
-                        // `Backend::detect`), which is all `tile_avx512` needs.
-                        unsafe { tile_avx512(&tile, c_tile) }
+                        // `Backend::detect`), and the slices span the tile as
+                        // `tile_avx512` requires (built just above).
+                        unsafe {
+                            if direct {
+                                tile_avx512::<true>(&tile, c_tile)
+                            } else {
+                                tile_avx512::<false>(&tile, c_tile)
+                            }
+                        }
                     }
                     _ => tile_portable(&tile, c_tile),
                 }
@@ -243,8 +261,10 @@ enum Init<'a> {
 /// One micro-kernel call: `rows × cols` of C from `kc` k-steps.
 struct Tile<'a> {
     kc: usize,
-    /// Packed A: `a[kk * MR + r]`, rows ≥ `rows` are zero.
+    /// Packed A: `a[kk * MR + r]`, rows ≥ `rows` are zero; or, when `lda`
+    /// is non-zero, A itself: `a[r * lda + kk]` for all `MR` rows.
     a: &'a [f32],
+    lda: usize,
     /// Panel slab: `b[kk * NR + j]`, columns ≥ `cols` are zero.
     b: &'a [f32],
     rows: usize,
@@ -294,15 +314,24 @@ fn tile_portable(tile: &Tile, c: &mut [f32]) {
     }
 }
 
+/// `DIRECT`: A is read in place (`tile.a[r * tile.lda + kk]`, all `MR` rows)
+/// instead of from the packed buffer (`tile.a[kk * MR + r]`).
+///
 /// # Safety
 /// The CPU must support AVX-512F. `c` must span the tile
-/// (`(rows - 1) * ldc + cols` floats), `tile.a` `kc * MR` and `tile.b`
-/// `kc * NR` floats — `gemm_with` slices them so.
+/// (`(rows - 1) * ldc + cols` floats), `tile.a` `kc * MR` floats (packed) or
+/// `(MR - 1) * lda + kc` (direct), and `tile.b` `kc * NR` floats —
+/// `gemm_with` slices them so.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512(tile: &Tile, c: &mut [f32]) {
+unsafe fn tile_avx512<const DIRECT: bool>(tile: &Tile, c: &mut [f32]) {
     use std::arch::x86_64::*;
-    debug_assert!(tile.a.len() >= tile.kc * MR && tile.b.len() >= tile.kc * NR);
+    debug_assert!(tile.b.len() >= tile.kc * NR);
+    debug_assert!(if DIRECT {
+        tile.rows == MR && tile.a.len() >= (MR - 1) * tile.lda + tile.kc
+    } else {
+        tile.a.len() >= tile.kc * MR
+    });
     debug_assert!(c.len() >= (tile.rows - 1) * tile.ldc + tile.cols);
     let low: __mmask16 = if tile.cols >= 16 {
         0xffff
@@ -320,7 +349,9 @@ unsafe fn tile_avx512(tile: &Tile, c: &mut [f32]) {
     let b = tile.b.as_ptr();
     let c = c.as_mut_ptr();
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    // SAFETY: every read is inside `tile.a` (kk * MR + r < kc * MR) or
+    let lda = tile.lda;
+    // SAFETY: every read is inside `tile.a` (kk * MR + r < kc * MR, or
+    // r * lda + kk < (MR - 1) * lda + kc) or
     // `tile.b` (kk * NR + 31 < kc * NR); every C access is row r < rows at
     // r * ldc + j with j < cols (masked lanes are neither read nor written,
     // and masked-off lanes never fault), which is inside `c` per the contract.
@@ -328,9 +359,9 @@ unsafe fn tile_avx512(tile: &Tile, c: &mut [f32]) {
         for kk in 0..tile.kc {
             let b0 = _mm512_loadu_ps(b.add(kk * NR));
             let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
-            let a_k = a.add(kk * MR);
             for (r, sums) in acc.iter_mut().enumerate() {
-                let a_r = _mm512_set1_ps(*a_k.add(r));
+                let index = if DIRECT { r * lda + kk } else { kk * MR + r };
+                let a_r = _mm512_set1_ps(*a.add(index));
                 sums[0] = _mm512_fmadd_ps(a_r, b0, sums[0]);
                 sums[1] = _mm512_fmadd_ps(a_r, b1, sums[1]);
             }
