@@ -95,7 +95,11 @@ impl MiniLm {
         let sequences: Vec<&[u32]> = encodings
             .iter()
             .map(|encoding| {
-                let real = encoding.get_attention_mask().iter().filter(|&&m| m != 0).count();
+                let real = encoding
+                    .get_attention_mask()
+                    .iter()
+                    .filter(|&&m| m != 0)
+                    .count();
                 &encoding.get_ids()[..real]
             })
             .collect();

@@ -14,7 +14,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
-use crate::kernels::{PackedB, gemm, gelu, layer_norm, softmax_rows};
+use crate::kernels::{PackedB, gelu, gemm, layer_norm, softmax_rows};
 
 /// What went wrong loading or running the model, as a sentence.
 #[derive(Debug)]
@@ -111,7 +111,10 @@ impl Weights<'_> {
             .tensor(&full)
             .map_err(|e| error(format!("tensor {full}: {e}")))?;
         if view.dtype() != Dtype::F32 {
-            return Err(error(format!("tensor {full}: dtype {:?}, expected F32", view.dtype())));
+            return Err(error(format!(
+                "tensor {full}: dtype {:?}, expected F32",
+                view.dtype()
+            )));
         }
         if view.shape() != shape {
             return Err(error(format!(
@@ -175,18 +178,22 @@ impl Bert {
         }
         let (hidden, heads) = (config.hidden_size, config.num_attention_heads);
         if heads == 0 || !hidden.is_multiple_of(heads) {
-            return Err(error(format!("hidden_size {hidden} is not a multiple of {heads} heads")));
+            return Err(error(format!(
+                "hidden_size {hidden} is not a multiple of {heads} heads"
+            )));
         }
-        let tensors =
-            SafeTensors::deserialize(bytes).map_err(|e| error(format!("reading safetensors: {e}")))?;
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| error(format!("reading safetensors: {e}")))?;
         let prefix = if tensors.names().iter().any(|n| n.starts_with("bert.")) {
             "bert."
         } else {
             ""
         };
         let weights = Weights { tensors, prefix };
-        let word_embeddings =
-            weights.get("embeddings.word_embeddings.weight", &[config.vocab_size, hidden])?;
+        let word_embeddings = weights.get(
+            "embeddings.word_embeddings.weight",
+            &[config.vocab_size, hidden],
+        )?;
         let position_embeddings = weights.get(
             "embeddings.position_embeddings.weight",
             &[config.max_position_embeddings, hidden],
@@ -215,13 +222,18 @@ impl Bert {
                         hidden,
                         hidden,
                     )?,
-                    attention_norm: weights.norm(&format!("{p}.attention.output.LayerNorm"), hidden)?,
+                    attention_norm: weights
+                        .norm(&format!("{p}.attention.output.LayerNorm"), hidden)?,
                     intermediate: weights.linear(
                         &[&format!("{p}.intermediate.dense")],
                         intermediate,
                         hidden,
                     )?,
-                    output: weights.linear(&[&format!("{p}.output.dense")], hidden, intermediate)?,
+                    output: weights.linear(
+                        &[&format!("{p}.output.dense")],
+                        hidden,
+                        intermediate,
+                    )?,
                     output_norm: weights.norm(&format!("{p}.output.LayerNorm"), hidden)?,
                 })
             })
@@ -256,8 +268,13 @@ impl Bert {
                     self.config.max_position_embeddings
                 )));
             }
-            if let Some(id) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-                return Err(error(format!("sequence {i}: token id {id} out of vocabulary")));
+            if let Some(id) = ids
+                .iter()
+                .find(|&&id| id as usize >= self.config.vocab_size)
+            {
+                return Err(error(format!(
+                    "sequence {i}: token id {id} out of vocabulary"
+                )));
             }
         }
         let threads = threads.clamp(1, sequences.len().max(1));
@@ -324,8 +341,11 @@ impl Bert {
                 let row = rows.next().expect("one row per token");
                 let word = &self.word_embeddings[id as usize * hidden..(id as usize + 1) * hidden];
                 let place = &self.position_embeddings[position * hidden..(position + 1) * hidden];
-                for (((value, &w), &p), &t) in
-                    row.iter_mut().zip(word).zip(place).zip(&self.token_type_embedding)
+                for (((value, &w), &p), &t) in row
+                    .iter_mut()
+                    .zip(word)
+                    .zip(place)
+                    .zip(&self.token_type_embedding)
                 {
                     *value = w + p + t;
                 }
@@ -347,7 +367,15 @@ impl Bert {
         let qkv_width = 3 * hidden;
 
         for layer in &self.layers {
-            gemm(tokens, &x, hidden, &layer.qkv.weight, Some(&layer.qkv.bias), &mut qkv, qkv_width);
+            gemm(
+                tokens,
+                &x,
+                hidden,
+                &layer.qkv.weight,
+                Some(&layer.qkv.bias),
+                &mut qkv,
+                qkv_width,
+            );
             let mut start = 0;
             for ids in sequences {
                 let length = ids.len();
@@ -356,7 +384,15 @@ impl Bert {
                 for head in 0..heads {
                     let column = head * head_dim;
                     keys.pack_rows(&block[hidden + column..], length, head_dim, qkv_width);
-                    gemm(length, &block[column..], qkv_width, &keys, None, scores, length);
+                    gemm(
+                        length,
+                        &block[column..],
+                        qkv_width,
+                        &keys,
+                        None,
+                        scores,
+                        length,
+                    );
                     softmax_rows(scores, length, scale);
                     values.pack_cols(&block[2 * hidden + column..], length, head_dim, qkv_width);
                     gemm(
@@ -372,15 +408,39 @@ impl Bert {
                 start += length;
             }
             let dense = &layer.attention_output;
-            gemm(tokens, &context, hidden, &dense.weight, Some(&dense.bias), &mut branch, hidden);
+            gemm(
+                tokens,
+                &context,
+                hidden,
+                &dense.weight,
+                Some(&dense.bias),
+                &mut branch,
+                hidden,
+            );
             let norm = &layer.attention_norm;
             layer_norm(&mut x, Some(&branch), &norm.gamma, &norm.beta, eps);
 
             let up = &layer.intermediate;
-            gemm(tokens, &x, hidden, &up.weight, Some(&up.bias), &mut inner, intermediate);
+            gemm(
+                tokens,
+                &x,
+                hidden,
+                &up.weight,
+                Some(&up.bias),
+                &mut inner,
+                intermediate,
+            );
             gelu(&mut inner);
             let down = &layer.output;
-            gemm(tokens, &inner, intermediate, &down.weight, Some(&down.bias), &mut branch, hidden);
+            gemm(
+                tokens,
+                &inner,
+                intermediate,
+                &down.weight,
+                Some(&down.bias),
+                &mut branch,
+                hidden,
+            );
             let norm = &layer.output_norm;
             layer_norm(&mut x, Some(&branch), &norm.gamma, &norm.beta, eps);
         }
@@ -422,13 +482,13 @@ mod check {
         let Some(path) = std::env::var_os("BERT_CPU_CHECK") else {
             return;
         };
-        let dir = std::path::PathBuf::from(std::env::var_os("BERT_CPU_MODEL").expect("BERT_CPU_MODEL"));
+        let dir =
+            std::path::PathBuf::from(std::env::var_os("BERT_CPU_MODEL").expect("BERT_CPU_MODEL"));
         let model = Bert::load(&dir.join("config.json"), &dir.join("model.safetensors")).unwrap();
         let data: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let ids = |key: &str| -> Vec<Vec<u32>> {
-            serde_json::from_value(data[key].clone()).unwrap()
-        };
+        let ids =
+            |key: &str| -> Vec<Vec<u32>> { serde_json::from_value(data[key].clone()).unwrap() };
         let reference = ids("reference");
         let expected: Vec<Vec<f32>> = serde_json::from_value(data["expected"].clone()).unwrap();
         let sequences: Vec<&[u32]> = reference.iter().map(Vec::as_slice).collect();
@@ -446,7 +506,11 @@ mod check {
             let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
             let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
             let fields: Vec<&str> = after.split_whitespace().collect();
-            fields[11..13].iter().map(|f| f.parse::<f64>().unwrap()).sum::<f64>() / 100.0
+            fields[11..13]
+                .iter()
+                .map(|f| f.parse::<f64>().unwrap())
+                .sum::<f64>()
+                / 100.0
         };
         for threads in [1, 2] {
             let cpu_start = cpu();

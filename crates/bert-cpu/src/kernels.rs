@@ -58,7 +58,8 @@ impl Backend {
     pub fn best() -> Backend {
         static BEST: OnceLock<Backend> = OnceLock::new();
         *BEST.get_or_init(|| {
-            let forced = std::env::var("BERT_CPU_PORTABLE").is_ok_and(|v| !v.is_empty() && v != "0");
+            let forced =
+                std::env::var("BERT_CPU_PORTABLE").is_ok_and(|v| !v.is_empty() && v != "0");
             if forced {
                 Backend::Portable
             } else {
@@ -560,7 +561,11 @@ fn layer_norm_body(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[
                 *lane += (value - mean) * (value - mean);
             }
         }
-        let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum();
         let variance = (lanes.iter().sum::<f32>() + tail) / width as f32;
         let inverse = 1.0 / (variance + eps).sqrt();
         for ((value, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
@@ -571,13 +576,7 @@ fn layer_norm_body(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn layer_norm_avx512(
-    x: &mut [f32],
-    delta: Option<&[f32]>,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-) {
+fn layer_norm_avx512(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
     layer_norm_body(x, delta, gamma, beta, eps)
 }
 
@@ -589,7 +588,11 @@ pub fn layer_norm(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[f
     if let Some(delta) = delta {
         assert_eq!(delta.len(), x.len());
     }
-    dispatch!(layer_norm_avx512, layer_norm_body, (x, delta, gamma, beta, eps))
+    dispatch!(
+        layer_norm_avx512,
+        layer_norm_body,
+        (x, delta, gamma, beta, eps)
+    )
 }
 
 #[cfg(test)]
@@ -610,7 +613,16 @@ mod tests {
     }
 
     /// C = A · Wᵀ + bias, in f64.
-    fn naive(m: usize, n: usize, k: usize, a: &[f32], lda: usize, w: &[f32], ldw: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    fn naive(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        w: &[f32],
+        ldw: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -684,7 +696,16 @@ mod tests {
     fn gemm_with_empty_k_writes_bias() {
         let packed = PackedB::from_rows(&[], 3, 0, 0);
         let mut c = vec![9.0; 6];
-        gemm_with(Backend::Portable, 2, &[], 0, &packed, Some(&[1.0, 2.0, 3.0]), &mut c, 3);
+        gemm_with(
+            Backend::Portable,
+            2,
+            &[],
+            0,
+            &packed,
+            Some(&[1.0, 2.0, 3.0]),
+            &mut c,
+            3,
+        );
         assert_eq!(c, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
     }
 
@@ -710,7 +731,10 @@ mod tests {
             let x = i as f32 / 100.0;
             let want = f64::from(x).exp();
             let got = f64::from(exp(x));
-            assert!(((got - want) / want).abs() < 5e-7, "exp({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() < 5e-7,
+                "exp({x}) = {got}, want {want}"
+            );
         }
         // erf against a high-precision series: erf(x) = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1)).
         for i in -400..=400 {
@@ -728,7 +752,10 @@ mod tests {
 
     #[test]
     fn element_wise_ops_agree_across_backends_and_with_f64() {
-        let x = values(16 * 7 + 5, 4).iter().map(|v| v * 6.0).collect::<Vec<_>>();
+        let x = values(16 * 7 + 5, 4)
+            .iter()
+            .map(|v| v * 6.0)
+            .collect::<Vec<_>>();
         let mut gelu_x = x.clone();
         gelu(&mut gelu_x);
         let mut portable = x.clone();
@@ -744,7 +771,10 @@ mod tests {
         softmax_rows(&mut soft, cols, 0.5);
         for (row, input) in soft.chunks(cols).zip(original.chunks(cols)) {
             let max = input.iter().cloned().fold(f32::MIN, f32::max);
-            let total: f64 = input.iter().map(|&v| (f64::from(v - max) * 0.5).exp()).sum();
+            let total: f64 = input
+                .iter()
+                .map(|&v| (f64::from(v - max) * 0.5).exp())
+                .sum();
             for (&got, &v) in row.iter().zip(input) {
                 let want = (f64::from(v - max) * 0.5).exp() / total;
                 assert!((f64::from(got) - want).abs() < 1e-6);
@@ -765,8 +795,13 @@ mod tests {
             let mean = sum.iter().sum::<f64>() / width as f64;
             let var = sum.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / width as f64;
             for j in 0..width {
-                let want = (sum[j] - mean) / (var + 1e-12).sqrt() * f64::from(gamma[j]) + f64::from(beta[j]);
-                assert!((f64::from(row[j]) - want).abs() < 1e-5, "{} vs {want}", row[j]);
+                let want = (sum[j] - mean) / (var + 1e-12).sqrt() * f64::from(gamma[j])
+                    + f64::from(beta[j]);
+                assert!(
+                    (f64::from(row[j]) - want).abs() < 1e-5,
+                    "{} vs {want}",
+                    row[j]
+                );
             }
         }
     }
