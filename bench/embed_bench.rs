@@ -16,7 +16,6 @@
 //! shares the machine.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;
@@ -197,10 +196,10 @@ fn prose(rng: &mut Lcg, words: usize) -> String {
             text.push_str(word);
         }
         sentence += 1;
-        if sentence > 8 && rng.next() % 5 == 0 || i + 1 == words {
+        if sentence > 8 && rng.next().is_multiple_of(5) || i + 1 == words {
             text.push_str(". ");
             sentence = 0;
-        } else if rng.next() % 11 == 0 {
+        } else if rng.next().is_multiple_of(11) {
             text.push_str(", ");
         } else {
             text.push(' ');

@@ -452,7 +452,7 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^n straight from the bits of `shifted` (= 0x4B40_0000 + n): no
     // float-to-int conversion, which compilers scalarise (saturating `as`).
@@ -633,6 +633,7 @@ mod tests {
     }
 
     /// C = A · Wᵀ + bias, in f64.
+    #[allow(clippy::too_many_arguments)]
     fn naive(
         m: usize,
         n: usize,
