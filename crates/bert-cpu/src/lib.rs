@@ -1,0 +1,22 @@
+//! A BERT encoder (as used by sentence-transformers' all-MiniLM-L6-v2) run on
+//! the CPU with our own kernels.
+//!
+//! - [`kernels`]: a packed, cache-blocked SGEMM (`C = A·B + bias`, B packed
+//!   once into 32-column panels) with an AVX-512 micro-kernel selected at run
+//!   time and a portable fallback; vectorisable GELU, softmax, LayerNorm.
+//! - [`bert`]: weights from safetensors, embeddings, six (or however many)
+//!   encoder layers and mean pooling, on *packed* token sequences: the
+//!   sequences of a batch are concatenated (no padding) so every dense layer
+//!   is one GEMM over all real tokens, and attention runs per sequence.
+//!
+//! This crate is separate from the daemon so that it can be built optimised
+//! even in dev/test profiles (see the workspace `Cargo.toml`): unoptimised
+//! kernels would be ~50× slower and the test suite embeds a lot.
+//!
+//! **Invariant:** no IO beyond reading the weights handed in; no global state
+//! besides the cached CPU feature detection.
+
+pub mod bert;
+pub mod kernels;
+
+pub use bert::{Bert, BertConfig, BertError};
