@@ -12,14 +12,11 @@ bench/e2e.py needs, less the peer's venv)
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 
-import boto3
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import BINARY, VENV, free_port, timed, wait_http  # noqa: E402
+from e2e import BINARY, start_servers, timed  # noqa: E402
 from make_corpus import markdown  # noqa: E402
 
 
@@ -36,19 +33,8 @@ def document(rng, size):
 def main(sizes):
     segment_mb = float(os.environ.get("SEGMENT_MB", "1"))
     work = tempfile.mkdtemp(prefix="chroma-syncd-big-")
-    chroma_port, s3_port = free_port(), free_port()
-    logs = open(os.path.join(work, "servers.log"), "w")
-    servers = [
-        subprocess.Popen([f"{VENV}/bin/chroma", "run", "--host", "127.0.0.1", "--port", str(chroma_port),
-                          "--path", os.path.join(work, "chroma")], stdout=logs, stderr=logs,
-                         env={**os.environ, "ANONYMIZED_TELEMETRY": "False"}),
-        subprocess.Popen([f"{VENV}/bin/moto_server", "-H", "127.0.0.1", "-p", str(s3_port)], stdout=logs, stderr=logs),
-    ]
+    servers, chroma_port, s3_port, s3 = start_servers(work)
     try:
-        wait_http(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat")
-        wait_http(f"http://127.0.0.1:{s3_port}/moto-api/")
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="us-east-1",
-                          aws_access_key_id="bench", aws_secret_access_key="bench")
         s3.create_bucket(Bucket="big")
         rng = random.Random(7)
         runs = []

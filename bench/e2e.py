@@ -70,10 +70,9 @@ def wait_http(url, limit=90):
     raise SystemExit(f"{url} did not answer")
 
 
-def main(total_mb="10"):
-    work = tempfile.mkdtemp(prefix="chroma-syncd-bench-")
-    corpus = os.path.join(work, "corpus")
-    subprocess.run([sys.executable, os.path.join(ROOT, "bench/make_corpus.py"), corpus, total_mb], check=True)
+def start_servers(work):
+    """A Chroma and a moto S3 server on free loopback ports, logging into
+    `work`: (processes to kill, chroma port, s3 port, boto3 S3 client)."""
     chroma_port, s3_port = free_port(), free_port()
     logs = open(os.path.join(work, "servers.log"), "w")
     servers = [
@@ -85,8 +84,21 @@ def main(total_mb="10"):
     try:
         wait_http(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat")
         wait_http(f"http://127.0.0.1:{s3_port}/moto-api/")
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="us-east-1",
-                          aws_access_key_id="bench", aws_secret_access_key="bench")
+    except BaseException:
+        for server in servers:
+            server.kill()
+        raise
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="us-east-1",
+                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    return servers, chroma_port, s3_port, s3
+
+
+def main(total_mb="10"):
+    work = tempfile.mkdtemp(prefix="chroma-syncd-bench-")
+    corpus = os.path.join(work, "corpus")
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench/make_corpus.py"), corpus, total_mb], check=True)
+    servers, chroma_port, s3_port, s3 = start_servers(work)
+    try:
         s3.create_bucket(Bucket="corpus")
         total_bytes = 0
         files = 0
