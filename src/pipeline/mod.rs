@@ -18,9 +18,9 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::Chunker;
+use crate::chunk::{Chunked, Chunker};
 use crate::embed::Embedder;
-use crate::extract::extract;
+use crate::extract::{Skipped, extract};
 use crate::model::{
     ChunkingConfig, CreateSourcePayload, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType,
     Trigger,
@@ -266,8 +266,6 @@ impl DocumentContext<'_> {
         });
         self.state
             .set_progress(2, 3, format!("chunking {}", document.key));
-        let chunker = self.services.chunker.clone();
-        let chunking = self.chunking.cloned();
         let Document {
             key,
             version,
@@ -275,18 +273,8 @@ impl DocumentContext<'_> {
             bytes,
             metadata: source_fields,
         } = document;
-        let started = Instant::now();
-        let (key, extracted) = tokio::task::spawn_blocking(move || {
-            let extracted = extract(&key, content_type.as_deref(), &bytes)
-                .map(|text| chunker.chunk(&text, chunking.as_ref()));
-            (key, extracted)
-        })
-        .await
-        .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?;
-        self.state
-            .update(|stats| stats.extract_ms += elapsed_ms(started));
-        let chunked = match extracted {
-            Ok(chunked) => chunked,
+        let (chunked, _) = match self.extract_and_chunk(&key, content_type, bytes).await? {
+            Ok(extracted) => extracted,
             Err(skipped) => return self.skip(&key, skipped.0).await,
         };
         let identity = DocumentIdentity {
@@ -371,20 +359,9 @@ impl DocumentContext<'_> {
                     object.key, object.size
                 ),
             );
-            let chunker = self.services.chunker.clone();
-            let chunking = self.chunking.cloned();
-            let (key, content_type) = (object.key.clone(), object.content_type.clone());
-            let started = Instant::now();
-            let extracted = tokio::task::spawn_blocking(move || {
-                extract(&key, content_type.as_deref(), &segment).map(|text| {
-                    let lines = text.text.bytes().filter(|b| *b == b'\n').count() as u32;
-                    (chunker.chunk(&text, chunking.as_ref()), lines)
-                })
-            })
-            .await
-            .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?;
-            self.state
-                .update(|stats| stats.extract_ms += elapsed_ms(started));
+            let extracted = self
+                .extract_and_chunk(&object.key, object.content_type.clone(), segment)
+                .await?;
             let (chunked, lines) = match extracted {
                 Ok(extracted) => extracted,
                 // Binary past the first segment: the document is not text
@@ -510,6 +487,32 @@ impl DocumentContext<'_> {
         self.state
             .update(|stats| stats.fetch_ms += elapsed_ms(started));
         item
+    }
+
+    /// Extracts and chunks `bytes` on a blocking thread, timing it into
+    /// `stats.extract_ms`: the chunks and how many lines the text has, or
+    /// why it is not indexed.
+    async fn extract_and_chunk(
+        &self,
+        key: &str,
+        content_type: Option<String>,
+        bytes: bytes::Bytes,
+    ) -> Result<Result<(Chunked, u32), Skipped>, JobError> {
+        let chunker = self.services.chunker.clone();
+        let chunking = self.chunking.cloned();
+        let key = key.to_string();
+        let started = Instant::now();
+        let extracted = tokio::task::spawn_blocking(move || {
+            extract(&key, content_type.as_deref(), &bytes).map(|text| {
+                let lines = text.text.bytes().filter(|b| *b == b'\n').count() as u32;
+                (chunker.chunk(&text, chunking.as_ref()), lines)
+            })
+        })
+        .await
+        .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?;
+        self.state
+            .update(|stats| stats.extract_ms += elapsed_ms(started));
+        Ok(extracted)
     }
 
     /// Embeds one batch on a blocking thread, timing it into `stats.embed_ms`.
