@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::api::{self, AppState, Authenticator};
 use crate::autosync::autosync_loop;
 use crate::chunk::Chunker;
-use crate::config::{Config, Secret};
+use crate::config::{Config, EmbeddingPrecision, Secret};
 use crate::embed::{Embedder, MiniLm};
 use crate::model::{CreateJobPayload, CreateSourcePayload, GitRefIdentifier, JobStats, JobStatus};
 use crate::pipeline::Services;
@@ -23,6 +23,7 @@ use crate::sink::chroma::ChromaClient;
 use crate::source::github::GitHubClients;
 use crate::source::s3::{S3Clients, list_keys};
 use crate::worker::{prune_loop, run_workers};
+use bert_cpu::Precision;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -86,11 +87,19 @@ impl Daemon {
 
     /// Loads the model and builds the pipeline's services (slow: do it once).
     pub fn services(&self) -> Result<Arc<Services>, AppError> {
-        let model = MiniLm::load(
-            &self.config.embedding.model_dir,
-            self.config.embedding.batch_size,
-        )
-        .map_err(|e| AppError::Setup(e.to_string()))?;
+        let settings = &self.config.embedding;
+        let precision = match settings.precision {
+            EmbeddingPrecision::Auto => Precision::best(),
+            EmbeddingPrecision::F32 => Precision::F32,
+            EmbeddingPrecision::Bf16 => Precision::Bf16,
+        };
+        let model = MiniLm::load_in(&settings.model_dir, settings.batch_size, precision)
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        tracing::info!(
+            precision = model.precision().as_str(),
+            batch_size = settings.batch_size,
+            "embedding model loaded"
+        );
         let chunker = Chunker::new(Some(model.tokenizer()), model.max_tokens());
         Ok(Arc::new(Services {
             queue: Arc::clone(&self.queue),

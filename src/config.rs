@@ -68,6 +68,21 @@ pub struct EmbeddingSettings {
     pub model_dir: PathBuf,
     /// Texts per forward pass.
     pub batch_size: usize,
+    /// The forward pass's operand precision. Env:
+    /// `CHROMA_SYNCD_EMBEDDING_PRECISION`.
+    pub precision: EmbeddingPrecision,
+}
+
+/// `auto` runs bf16 GEMMs on CPUs with AVX-512 BF16 (≈3× the f32 speed there,
+/// cosine ≥ 0.9999 to the f32 vectors) and f32 elsewhere; `f32` always
+/// computes the reference way; `bf16` refuses to start without the CPU support.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingPrecision {
+    #[default]
+    Auto,
+    F32,
+    Bf16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -286,6 +301,7 @@ impl Default for EmbeddingSettings {
         EmbeddingSettings {
             model_dir: default_model_dir(),
             batch_size: 32,
+            precision: EmbeddingPrecision::Auto,
         }
     }
 }
@@ -428,6 +444,19 @@ impl Config {
         }
         if let Some(dir) = get("CHROMA_SYNCD_MODEL_DIR") {
             self.embedding.model_dir = PathBuf::from(dir);
+        }
+        if let Some(precision) = get("CHROMA_SYNCD_EMBEDDING_PRECISION") {
+            self.embedding.precision = match precision.trim().to_ascii_lowercase().as_str() {
+                "auto" | "" => EmbeddingPrecision::Auto,
+                "f32" => EmbeddingPrecision::F32,
+                "bf16" => EmbeddingPrecision::Bf16,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "CHROMA_SYNCD_EMBEDDING_PRECISION",
+                        message: format!("`{precision}` is not auto, f32 or bf16"),
+                    });
+                }
+            };
         }
         if let Some(url) = get("CHROMA_SYNCD_GITHUB_API_URL").filter(|u| !u.is_empty()) {
             self.github.api_url = url;

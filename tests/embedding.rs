@@ -5,6 +5,7 @@
 
 mod common;
 
+use bert_cpu::Precision;
 use chroma_syncd::embed::{Embedder, MiniLm};
 use serde_json::Value;
 
@@ -28,19 +29,23 @@ fn reference() -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-#[test]
-fn vectors_match_the_reference_model() {
-    let model =
-        MiniLm::load(&common::model_dir(), 4).expect("model installed by scripts/install-model");
+/// Batched vectors of the reference sentences, checked against the fixture
+/// (cosine ≥ `min_cosine`) and sentence-transformers' published values for
+/// "hello world" (within `published_tolerance` per component).
+fn check_against_reference(
+    model: &MiniLm,
+    min_cosine: f32,
+    published_tolerance: f32,
+) -> Vec<Vec<f32>> {
     assert_eq!(model.dimension(), 384);
     let sentences = reference();
     assert!(sentences.len() >= 10);
     let texts: Vec<&str> = sentences.iter().map(|(t, _)| t.as_str()).collect();
-    // Batched (4 per batch, mixed lengths, padded) must equal one-by-one.
+    // Batched (4 per batch, mixed lengths, packed) must equal one-by-one.
     let batched = model.embed(&texts).unwrap();
     for ((text, expected), got) in sentences.iter().zip(&batched) {
         let similarity = common::cosine(got, expected);
-        assert!(similarity >= 0.999, "{text:?}: cosine {similarity}");
+        assert!(similarity >= min_cosine, "{text:?}: cosine {similarity}");
         let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "{text:?}: norm {norm}");
     }
@@ -53,7 +58,52 @@ fn vectors_match_the_reference_model() {
         -0.0344773, 0.0310233, 0.0067349, 0.0261089, -0.0393620, -0.1603025,
     ];
     for (got, want) in hello.iter().zip(published) {
-        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+        assert!((got - want).abs() < published_tolerance, "{got} vs {want}");
+    }
+    batched
+}
+
+/// The reference computation: f32 throughout, as sentence-transformers.
+#[test]
+fn f32_vectors_match_the_reference_model() {
+    let model = MiniLm::load_in(&common::model_dir(), 4, Precision::F32)
+        .expect("model installed by scripts/install-model");
+    assert_eq!(model.precision(), Precision::F32);
+    check_against_reference(&model, 0.99999, 1e-4);
+}
+
+/// What the daemon runs by default: bf16 GEMMs where the CPU has AVX-512
+/// BF16. The bar is a cosine of 0.999 to the reference; bf16 must
+/// also stay within 0.9999 of the f32 vectors, sentence by sentence.
+#[test]
+fn default_precision_vectors_match_the_reference_model() {
+    let model = MiniLm::load(&common::model_dir(), 4).expect("model installed");
+    assert_eq!(model.precision(), Precision::best());
+    // bf16 rounds operands to 8 mantissa bits: components move by ~2e-4.
+    let tolerance = match model.precision() {
+        Precision::F32 => 1e-4,
+        Precision::Bf16 => 1e-3,
+    };
+    let ours = check_against_reference(&model, 0.999, tolerance);
+    let f32_model = MiniLm::load_in(&common::model_dir(), 4, Precision::F32).unwrap();
+    let texts: Vec<String> = reference().into_iter().map(|(t, _)| t).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let exact = f32_model.embed(&texts).unwrap();
+    for ((text, a), b) in texts.iter().zip(&ours).zip(&exact) {
+        let similarity = common::cosine(a, b);
+        assert!(similarity >= 0.9999, "{text:?}: cosine to f32 {similarity}");
+    }
+}
+
+/// Asking for bf16 on a CPU without it is a clear error, not a crash.
+#[test]
+fn bf16_precision_is_refused_without_cpu_support() {
+    let result = MiniLm::load_in(&common::model_dir(), 4, Precision::Bf16);
+    if bert_cpu::bf16::bf16_supported() {
+        assert_eq!(result.unwrap().precision(), Precision::Bf16);
+    } else {
+        let error = result.err().expect("refused").to_string();
+        assert!(error.contains("AVX-512 BF16"), "{error}");
     }
 }
 

@@ -10,8 +10,9 @@
 //! this replaced candle (≈7× the throughput).
 
 use std::path::Path;
+use std::sync::Mutex;
 
-use bert_cpu::{Bert, BertConfig};
+use bert_cpu::{Bert, BertConfig, Precision};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::{EmbedError, Embedder};
@@ -28,11 +29,27 @@ pub struct MiniLm {
     batch_size: usize,
     /// Threads one batch is split across (the CPUs available at load time).
     threads: usize,
+    /// Held while a forward pass runs. Jobs embed concurrently, and each
+    /// forward pass already spreads over every core: two at once would put
+    /// 2 × `threads` compute threads on `threads` cores, where they evict
+    /// each other's cache blocks. So batches from all jobs take turns on all
+    /// cores, while the other jobs tokenize, fetch, chunk and write.
+    forward_pass: Mutex<()>,
 }
 
 impl MiniLm {
-    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `dir`.
+    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from
+    /// `dir`, in the fastest precision this CPU has.
     pub fn load(dir: &Path, batch_size: usize) -> Result<Self, EmbedError> {
+        MiniLm::load_in(dir, batch_size, Precision::best())
+    }
+
+    /// [`MiniLm::load`] in a chosen precision (bf16 needs AVX-512 BF16).
+    pub fn load_in(
+        dir: &Path,
+        batch_size: usize,
+        precision: Precision,
+    ) -> Result<Self, EmbedError> {
         let fail = |message: String| EmbedError::Load {
             dir: dir.display().to_string(),
             message,
@@ -66,7 +83,7 @@ impl MiniLm {
         let weights = std::fs::read(dir.join("model.safetensors"))
             .map_err(|e| fail(format!("reading model.safetensors: {e}")))?;
         let dimension = config.hidden_size;
-        let model = Bert::from_safetensors(config, &weights)
+        let model = Bert::from_safetensors_in(config, &weights, precision)
             .map_err(|e| fail(format!("building the BERT model: {e}")))?;
         Ok(MiniLm {
             model,
@@ -74,7 +91,13 @@ impl MiniLm {
             dimension,
             batch_size: batch_size.max(1),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            forward_pass: Mutex::new(()),
         })
+    }
+
+    /// The GEMMs' operand precision.
+    pub fn precision(&self) -> Precision {
+        self.model.precision()
     }
 
     /// The tokenizer, for sizing chunks in model tokens.
@@ -103,6 +126,12 @@ impl MiniLm {
                 &encoding.get_ids()[..real]
             })
             .collect();
+        // A panic in another forward pass poisons the lock but leaves nothing
+        // half-written behind it (it guards no data): carry on.
+        let _turn = self
+            .forward_pass
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.model
             .embed(&sequences, self.threads)
             .map_err(|e| fail(e.to_string()))

@@ -14,7 +14,8 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
-use crate::kernels::{PackedB, gelu, gemm, layer_norm, softmax_rows};
+use crate::bf16::{Packed, Precision, bf16_supported};
+use crate::kernels::{gelu, layer_norm, softmax_rows};
 
 /// What went wrong loading or running the model, as a sentence.
 #[derive(Debug)]
@@ -64,9 +65,9 @@ fn default_position_embedding_type() -> String {
     "absolute".to_string()
 }
 
-/// A dense layer with its weight packed for [`gemm`].
+/// A dense layer with its weight packed (bf16 or f32, see [`crate::bf16`]).
 struct Linear {
-    weight: PackedB,
+    weight: Packed,
     bias: Vec<f32>,
 }
 
@@ -95,12 +96,14 @@ pub struct Bert {
     embedding_norm: Norm,
     layers: Vec<Layer>,
     eps: f32,
+    precision: Precision,
 }
 
 /// Reads tensors by name, accepting an optional `bert.` prefix.
 struct Weights<'a> {
     tensors: SafeTensors<'a>,
     prefix: &'static str,
+    precision: Precision,
 }
 
 impl Weights<'_> {
@@ -144,7 +147,7 @@ impl Weights<'_> {
             bias.extend(self.get(&format!("{name}.bias"), &[outputs])?);
         }
         Ok(Linear {
-            weight: PackedB::from_rows(&weight, bias.len(), inputs, inputs),
+            weight: Packed::from_rows(&weight, bias.len(), inputs, inputs, self.precision),
             bias,
         })
     }
@@ -162,8 +165,22 @@ impl Bert {
         Bert::from_safetensors(config, &bytes)
     }
 
-    /// Builds the model from the bytes of a safetensors file.
+    /// Builds the model from the bytes of a safetensors file, in the
+    /// fastest precision this CPU has ([`Precision::best`]).
     pub fn from_safetensors(config: BertConfig, bytes: &[u8]) -> Result<Bert, BertError> {
+        Bert::from_safetensors_in(config, bytes, Precision::best())
+    }
+
+    /// [`Bert::from_safetensors`] in a chosen precision; bf16 needs a CPU
+    /// with AVX-512 BF16.
+    pub fn from_safetensors_in(
+        config: BertConfig,
+        bytes: &[u8],
+        precision: Precision,
+    ) -> Result<Bert, BertError> {
+        if precision == Precision::Bf16 && !bf16_supported() {
+            return Err(error("bf16 precision needs a CPU with AVX-512 BF16"));
+        }
         if config.hidden_act != "gelu" {
             return Err(error(format!(
                 "hidden_act {:?} is not supported (only \"gelu\")",
@@ -189,7 +206,11 @@ impl Bert {
         } else {
             ""
         };
-        let weights = Weights { tensors, prefix };
+        let weights = Weights {
+            tensors,
+            prefix,
+            precision,
+        };
         let word_embeddings = weights.get(
             "embeddings.word_embeddings.weight",
             &[config.vocab_size, hidden],
@@ -246,11 +267,17 @@ impl Bert {
             position_embeddings,
             embedding_norm,
             layers,
+            precision,
         })
     }
 
     pub fn config(&self) -> &BertConfig {
         &self.config
+    }
+
+    /// The precision the GEMMs' operands are in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Mean-pooled (over all tokens of each sequence, special tokens
@@ -361,17 +388,16 @@ impl Bert {
         let mut inner = vec![0.0f32; tokens * intermediate];
         let longest = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut scores = vec![0.0f32; longest * longest];
-        let mut keys = PackedB::default();
-        let mut values = PackedB::default();
+        let mut keys = Packed::new(self.precision);
+        let mut values = Packed::new(self.precision);
         let scale = 1.0 / (head_dim as f32).sqrt();
         let qkv_width = 3 * hidden;
 
         for layer in &self.layers {
-            gemm(
+            layer.qkv.weight.gemm(
                 tokens,
                 &x,
                 hidden,
-                &layer.qkv.weight,
                 Some(&layer.qkv.bias),
                 &mut qkv,
                 qkv_width,
@@ -384,22 +410,13 @@ impl Bert {
                 for head in 0..heads {
                     let column = head * head_dim;
                     keys.pack_rows(&block[hidden + column..], length, head_dim, qkv_width);
-                    gemm(
-                        length,
-                        &block[column..],
-                        qkv_width,
-                        &keys,
-                        None,
-                        scores,
-                        length,
-                    );
+                    keys.gemm(length, &block[column..], qkv_width, None, scores, length);
                     softmax_rows(scores, length, scale);
                     values.pack_cols(&block[2 * hidden + column..], length, head_dim, qkv_width);
-                    gemm(
+                    values.gemm(
                         length,
                         scores,
                         length,
-                        &values,
                         None,
                         &mut context[start * hidden + column..],
                         hidden,
@@ -408,11 +425,10 @@ impl Bert {
                 start += length;
             }
             let dense = &layer.attention_output;
-            gemm(
+            dense.weight.gemm(
                 tokens,
                 &context,
                 hidden,
-                &dense.weight,
                 Some(&dense.bias),
                 &mut branch,
                 hidden,
@@ -421,22 +437,14 @@ impl Bert {
             layer_norm(&mut x, Some(&branch), &norm.gamma, &norm.beta, eps);
 
             let up = &layer.intermediate;
-            gemm(
-                tokens,
-                &x,
-                hidden,
-                &up.weight,
-                Some(&up.bias),
-                &mut inner,
-                intermediate,
-            );
+            up.weight
+                .gemm(tokens, &x, hidden, Some(&up.bias), &mut inner, intermediate);
             gelu(&mut inner);
             let down = &layer.output;
-            gemm(
+            down.weight.gemm(
                 tokens,
                 &inner,
                 intermediate,
-                &down.weight,
                 Some(&down.bias),
                 &mut branch,
                 hidden,

@@ -272,7 +272,7 @@ pub fn gemm_with(
 
 /// How a tile of C starts before the products are added.
 #[derive(Clone, Copy)]
-enum Init<'a> {
+pub(crate) enum Init<'a> {
     Zero,
     Bias(&'a [f32]),
     /// Add to what C holds (k-blocks after the first).
@@ -354,18 +354,6 @@ unsafe fn tile_avx512<const DIRECT: bool>(tile: &Tile, c: &mut [f32]) {
         tile.a.len() >= tile.kc * MR
     });
     debug_assert!(c.len() >= (tile.rows - 1) * tile.ldc + tile.cols);
-    let low: __mmask16 = if tile.cols >= 16 {
-        0xffff
-    } else {
-        ((1u32 << tile.cols) - 1) as u16
-    };
-    let high: __mmask16 = if tile.cols >= 32 {
-        0xffff
-    } else if tile.cols > 16 {
-        ((1u32 << (tile.cols - 16)) - 1) as u16
-    } else {
-        0
-    };
     let a = tile.a.as_ptr();
     let b = tile.b.as_ptr();
     let c = c.as_mut_ptr();
@@ -387,26 +375,64 @@ unsafe fn tile_avx512<const DIRECT: bool>(tile: &Tile, c: &mut [f32]) {
                 sums[1] = _mm512_fmadd_ps(a_r, b1, sums[1]);
             }
         }
-        let (bias0, bias1) = match tile.init {
+        store_tile_avx512(&acc, tile.rows, tile.cols, tile.ldc, tile.init, c);
+    }
+}
+
+/// Writes a micro-tile's accumulators (`acc[r]` = columns 0..16 and 16..32
+/// of row r) to C: rows `< rows`, columns `< cols` (masked), starting from
+/// `init`. Shared by the f32 and bf16 micro-kernels.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `c` must point at the tile's first element
+/// and the tile (`(rows - 1) * ldc + cols` floats) must be inside one
+/// allocation; `init`'s bias must hold `cols` floats.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn store_tile_avx512(
+    acc: &[[std::arch::x86_64::__m512; 2]; MR],
+    rows: usize,
+    cols: usize,
+    ldc: usize,
+    init: Init,
+    c: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let low: __mmask16 = if cols >= 16 {
+        0xffff
+    } else {
+        ((1u32 << cols) - 1) as u16
+    };
+    let high: __mmask16 = if cols >= 32 {
+        0xffff
+    } else if cols > 16 {
+        ((1u32 << (cols - 16)) - 1) as u16
+    } else {
+        0
+    };
+    // SAFETY: masked lanes are neither read nor written (and never fault);
+    // the unmasked ones are rows < rows, columns < cols of the tile, inside
+    // `c` per the contract, and of the bias (cols floats).
+    unsafe {
+        let (bias0, bias1) = match init {
             Init::Bias(bias) => (
                 _mm512_maskz_loadu_ps(low, bias.as_ptr()),
                 _mm512_maskz_loadu_ps(high, bias.as_ptr().add(16)),
             ),
             _ => (_mm512_setzero_ps(), _mm512_setzero_ps()),
         };
-        for (r, sums) in acc.iter().enumerate() {
-            if r < tile.rows {
-                let row = c.add(r * tile.ldc);
-                let (start0, start1) = match tile.init {
-                    Init::Accumulate => (
-                        _mm512_maskz_loadu_ps(low, row),
-                        _mm512_maskz_loadu_ps(high, row.add(16)),
-                    ),
-                    _ => (bias0, bias1),
-                };
-                _mm512_mask_storeu_ps(row, low, _mm512_add_ps(start0, sums[0]));
-                _mm512_mask_storeu_ps(row.add(16), high, _mm512_add_ps(start1, sums[1]));
-            }
+        for (r, sums) in acc.iter().enumerate().take(rows) {
+            let row = c.add(r * ldc);
+            let (start0, start1) = match init {
+                Init::Accumulate => (
+                    _mm512_maskz_loadu_ps(low, row),
+                    _mm512_maskz_loadu_ps(high, row.add(16)),
+                ),
+                _ => (bias0, bias1),
+            };
+            _mm512_mask_storeu_ps(row, low, _mm512_add_ps(start0, sums[0]));
+            _mm512_mask_storeu_ps(row.add(16), high, _mm512_add_ps(start1, sums[1]));
         }
     }
 }
@@ -616,11 +642,11 @@ pub fn layer_norm(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[f
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..len)
             .map(|_| {
@@ -830,12 +856,12 @@ mod tests {
 }
 
 #[cfg(test)]
-mod throughput {
+pub(crate) mod throughput {
     use super::*;
 
     /// Nanoseconds this thread has run on a CPU (Linux), so that other load
     /// on the machine does not distort the figures.
-    fn thread_cpu_ns() -> f64 {
+    pub(crate) fn thread_cpu_ns() -> f64 {
         std::fs::read_to_string("/proc/thread-self/schedstat")
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse().ok())

@@ -4,6 +4,9 @@
 //! - [`kernels`]: a packed, cache-blocked SGEMM (`C = A·B + bias`, B packed
 //!   once into 32-column panels) with an AVX-512 micro-kernel selected at run
 //!   time and a portable fallback; vectorisable GELU, softmax, LayerNorm.
+//! - [`bf16`]: a bf16 GEMM with an AVX-512 BF16 micro-kernel (`vdpbf16ps`,
+//!   twice the multiply-adds of an f32 FMA) and [`bf16::Packed`], the
+//!   operand type the forward pass uses: bf16 where the CPU has it, else f32.
 //! - [`bert`]: weights from safetensors, embeddings, six (or however many)
 //!   encoder layers and mean pooling, on *packed* token sequences: the
 //!   sequences of a batch are concatenated (no padding) so every dense layer
@@ -17,6 +20,8 @@
 //! besides the cached CPU feature detection.
 
 pub mod bert;
+pub mod bf16;
 pub mod kernels;
 
 pub use bert::{Bert, BertConfig, BertError};
+pub use bf16::Precision;
