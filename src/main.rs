@@ -274,11 +274,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let seconds = |ms: u64| ms as f64 / 1000.0;
             println!(
                 "time by stage, summed over jobs: fetch {:.1}s, extract+chunk {:.1}s, \
-                 embed {:.1}s, write {:.1}s",
+                 embed {:.1}s (+{:.1}s waiting for the embedder), write {:.1}s; \
+                 embedding computed {:.0}% of the wall time",
                 seconds(summary.stats.fetch_ms),
                 seconds(summary.stats.extract_ms),
                 seconds(summary.stats.embed_ms),
+                seconds(summary.stats.embed_wait_ms),
                 seconds(summary.stats.write_ms),
+                // Forward passes run one at a time, so their sum is the
+                // embedder's busy time (tokenizing, a few %, runs alongside).
+                100.0 * seconds(summary.stats.embed_ms) / summary.elapsed.as_secs_f64().max(1e-3),
             );
             for (key, error) in &summary.failed {
                 println!("failed: {key}: {error}");

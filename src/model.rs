@@ -467,6 +467,11 @@ pub struct JobStats {
     pub extract_ms: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub embed_ms: u64,
+    /// Time this job's batches waited for the embedder, which runs one
+    /// forward pass at a time across all jobs (high: embedding is the
+    /// bottleneck and more workers will not help).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub embed_wait_ms: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub write_ms: u64,
     /// GitHub: the commit the job's ref resolved to, the version every chunk names.

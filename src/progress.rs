@@ -176,6 +176,7 @@ pub fn add_stats(total: &mut JobStats, job: &JobStats) {
     total.fetch_ms += job.fetch_ms;
     total.extract_ms += job.extract_ms;
     total.embed_ms += job.embed_ms;
+    total.embed_wait_ms += job.embed_wait_ms;
     total.write_ms += job.write_ms;
 }
 

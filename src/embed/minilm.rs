@@ -11,6 +11,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bert_cpu::{Bert, BertConfig, Precision};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
@@ -105,7 +106,14 @@ impl MiniLm {
         self.tokenizer.clone()
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Embeds one batch; adds the time it computed (not the time it waited
+    /// for `forward_pass`) to `computing`.
+    fn embed_batch(
+        &self,
+        texts: &[&str],
+        computing: &mut Duration,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let started = Instant::now();
         let fail = |message: String| EmbedError::Inference {
             batch: texts.len(),
             message,
@@ -128,13 +136,18 @@ impl MiniLm {
             .collect();
         // A panic in another forward pass poisons the lock but leaves nothing
         // half-written behind it (it guards no data): carry on.
+        *computing += started.elapsed();
         let _turn = self
             .forward_pass
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.model
+        let started = Instant::now();
+        let vectors = self
+            .model
             .embed(&sequences, self.threads)
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|e| fail(e.to_string()));
+        *computing += started.elapsed();
+        vectors
     }
 }
 
@@ -154,16 +167,17 @@ impl Embedder for MiniLm {
     /// Batches texts of similar length together (sorted by byte length), then
     /// restores the caller's order. The forward pass packs sequences without
     /// padding; similar lengths keep the threads' shares of a batch even.
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn embed_timed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Duration), EmbedError> {
+        let mut computing = Duration::ZERO;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for group in order.chunks(self.batch_size) {
             let batch: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
-            for (&index, vector) in group.iter().zip(self.embed_batch(&batch)?) {
+            for (&index, vector) in group.iter().zip(self.embed_batch(&batch, &mut computing)?) {
                 vectors[index] = vector;
             }
         }
-        Ok(vectors)
+        Ok((vectors, computing))
     }
 }

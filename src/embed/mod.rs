@@ -5,6 +5,8 @@
 //! clients embed their queries the same way). Embedding is CPU-bound and
 //! blocking: callers run it on `spawn_blocking`, never on the async runtime.
 
+use std::time::Duration;
+
 pub mod minilm;
 
 pub use minilm::MiniLm;
@@ -25,5 +27,12 @@ pub trait Embedder: Send + Sync + 'static {
     /// Longest input in tokens (special tokens included); longer texts are truncated.
     fn max_tokens(&self) -> usize;
     /// One L2-normalised vector per text, in order. Blocking.
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_timed(texts).map(|(vectors, _)| vectors)
+    }
+
+    /// [`Embedder::embed`], also telling how long the call computed, as
+    /// opposed to waiting its turn for a shared embedder (the job's
+    /// `embed_ms` vs `embed_wait_ms`). Blocking.
+    fn embed_timed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Duration), EmbedError>;
 }

@@ -515,21 +515,27 @@ impl DocumentContext<'_> {
         Ok(extracted)
     }
 
-    /// Embeds one batch on a blocking thread, timing it into `stats.embed_ms`.
+    /// Embeds one batch on a blocking thread, timing it into `stats.embed_ms`
+    /// (computing) and `stats.embed_wait_ms` (waiting for the shared
+    /// embedder while other jobs' batches ran).
     async fn embed(&self, batch: &[Record]) -> Result<Vec<Vec<f32>>, JobError> {
         let embedder = Arc::clone(&self.services.embedder);
         let texts: Vec<String> = batch.iter().map(|r| r.document.clone()).collect();
         let started = Instant::now();
-        let embedded = tokio::task::spawn_blocking(move || {
+        let (embedded, computing) = tokio::task::spawn_blocking(move || {
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed(&texts)
+            embedder.embed_timed(&texts)
         })
         .await
         .map_err(|e| JobError::Permanent(format!("embedding task failed: {e}")))?
         .map_err(|e| JobError::Permanent(e.to_string()))?;
-        crate::metrics::embed_batch(started.elapsed().as_secs_f64());
-        self.state
-            .update(|stats| stats.embed_ms += elapsed_ms(started));
+        let elapsed = started.elapsed();
+        crate::metrics::embed_batch(computing.as_secs_f64());
+        let waiting = elapsed.saturating_sub(computing);
+        self.state.update(|stats| {
+            stats.embed_ms += computing.as_millis() as u64;
+            stats.embed_wait_ms += waiting.as_millis() as u64;
+        });
         Ok(embedded)
     }
 
