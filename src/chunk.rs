@@ -66,6 +66,8 @@ pub struct Chunker {
     tokenizer: Option<Arc<Tokenizer>>,
     /// Tokens per chunk, leaving room for `[CLS]` and `[SEP]`.
     max_tokens: usize,
+    /// See [`ModelSizer`]; always on outside tests.
+    shortcut: bool,
 }
 
 impl Chunker {
@@ -80,7 +82,16 @@ impl Chunker {
         Chunker {
             tokenizer,
             max_tokens: model_max_tokens.saturating_sub(2).max(8),
+            shortcut: true,
         }
+    }
+
+    /// The same chunker tokenizing every span text-splitter sizes, for
+    /// checking that skipping spans that cannot fit changes no chunk.
+    #[doc(hidden)]
+    pub fn without_size_shortcut(mut self) -> Self {
+        self.shortcut = false;
+        self
     }
 
     /// Chunks `doc` following the source's `chunking` setting, or the
@@ -133,6 +144,7 @@ impl Chunker {
             tokenizer: self.tokenizer.as_deref(),
             max_tokens: self.max_tokens,
             max_bytes,
+            shortcut: self.shortcut,
         };
         let config = || ChunkConfig::new(self.max_tokens).with_sizer(&sizer);
         let pieces: Vec<(usize, &str)> = match (strategy, language) {
@@ -175,15 +187,34 @@ fn tree_sitter_language(language: CodeLanguage) -> tree_sitter_language::Languag
 
 /// Sizes a chunk so that both bounds hold at capacity `max_tokens`: its token
 /// count, and its byte length scaled so that `max_bytes` maps to `max_tokens`.
+///
+/// Tokenizing is most of chunking's time, and text-splitter sizes many
+/// candidate spans that are far too big. A span whose byte size, or whose
+/// [`token_floor`], is already over capacity cannot fit whatever its exact
+/// token count, so it is not tokenized: text-splitter only compares sizes
+/// with the capacity (and gives up probing sooner on bigger ones), so every
+/// fit decision — and so every chunk — is the same as with exact counts.
 struct ModelSizer<'a> {
     tokenizer: Option<&'a Tokenizer>,
     max_tokens: usize,
     max_bytes: usize,
+    /// Skip tokenizing spans that cannot fit (off only to test that the
+    /// chunks are the same).
+    shortcut: bool,
 }
 
 impl ChunkSizer for ModelSizer<'_> {
     fn size(&self, chunk: &str) -> usize {
         let by_bytes = (chunk.len() * self.max_tokens).div_ceil(self.max_bytes);
+        if self.shortcut && self.tokenizer.is_some() {
+            if by_bytes > self.max_tokens {
+                return by_bytes;
+            }
+            let floor = token_floor(chunk);
+            if floor > self.max_tokens {
+                return floor;
+            }
+        }
         let by_tokens = self.tokenizer.map_or(0, |tokenizer| {
             tokenizer
                 .encode_fast(chunk, false)
@@ -193,6 +224,36 @@ impl ChunkSizer for ModelSizer<'_> {
         });
         by_bytes.max(by_tokens)
     }
+}
+
+/// A lower bound of the BERT (WordPiece) token count of `text`, without
+/// tokenizing: BERT's pre-tokenizer makes every ASCII punctuation character
+/// a token of its own and splits the rest at whitespace, each piece giving
+/// at least one token. Only pieces holding an ASCII letter or digit are
+/// counted, and only space, tab, CR and LF end a piece: the normaliser
+/// deletes other control characters (joining their neighbours), and
+/// non-ASCII characters may normalise to nothing. Monotonic in the prefixes
+/// of `text`.
+pub fn token_floor(text: &str) -> usize {
+    let mut count = 0;
+    let mut counted_piece = false;
+    for byte in text.bytes() {
+        match byte {
+            b' ' | b'\t' | b'\n' | b'\r' => counted_piece = false,
+            _ if byte.is_ascii_punctuation() => {
+                count += 1;
+                counted_piece = false;
+            }
+            _ if byte.is_ascii_alphanumeric() && !counted_piece => {
+                count += 1;
+                counted_piece = true;
+            }
+            // Letters and digits inside a counted piece, other control
+            // characters, and non-ASCII bytes.
+            _ => {}
+        }
+    }
+    count
 }
 
 /// Turns `(byte offset, text)` pieces (in document order) into chunks with

@@ -70,6 +70,19 @@ fn run_backfills_a_prefix_and_python_clients_find_the_content() {
         "{}",
         describe(&output)
     );
+    // The stage breakdown names the embedder's busy share of the run.
+    let stages = stdout(&output)
+        .lines()
+        .find(|l| l.starts_with("time by stage"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no stage line: {}", describe(&output)));
+    assert!(stages.contains("waiting for the embedder"), "{stages}");
+    let share: f64 = stages
+        .rsplit_once("embedding computed ")
+        .and_then(|(_, rest)| rest.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no embedding share in {stages}"));
+    assert!(share > 0.0 && share <= 100.0, "{stages}");
 
     let records = chroma.records("testdb", "kb-docs");
     for key in ["kb/bread.md", "kb/stars.md", "kb/server.py"] {
