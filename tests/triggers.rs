@@ -39,7 +39,10 @@ fn a_schedule_fires_once_per_slot_across_two_daemons_and_skips_while_a_run_is_go
     let chroma = Chroma::start();
     let s3 = S3::start();
     s3.create_bucket("nightly");
-    s3.put("nightly", "report.md", long_document(60), None);
+    // Big enough (~700 chunks) that the first run — the one that embeds —
+    // spans several 2-second slots even with the fastest embedder; later
+    // runs re-embed nothing and are quick.
+    s3.put("nightly", "report.md", long_document(400), None);
     let env = [("CHROMA_SYNCD_QUEUE_URL", database.url.as_str())];
     let mut first = Daemon::start_with(&chroma.url(), TEST_CONFIG, &env);
     let mut second = Daemon::start_with(&chroma.url(), TEST_CONFIG, &env);

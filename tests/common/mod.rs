@@ -177,7 +177,7 @@ impl Chroma {
         let collection = self
             .collection(database, name)
             .unwrap_or_else(|| panic!("collection {database}/{name} exists"));
-        let id = collection["id"].as_str().unwrap();
+        let id = collection["id"].as_str().unwrap().to_string();
         let value: Value = http()
             .post(format!(
                 "{}/collections/{id}/get",
@@ -188,7 +188,21 @@ impl Chroma {
             .unwrap()
             .json()
             .unwrap();
-        let mut rows: Vec<Record> = (0..value["ids"].as_array().unwrap().len())
+        // Chroma 1.5 answers a get that includes embeddings on a collection
+        // nothing was written to yet with this error, not with no rows.
+        if value["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Nothing found on disk"))
+        {
+            return Records {
+                rows: Vec::new(),
+                collection,
+            };
+        }
+        let ids = value["ids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("Chroma's get answered {value}"));
+        let mut rows: Vec<Record> = (0..ids.len())
             .map(|i| Record {
                 id: value["ids"][i].as_str().unwrap().to_string(),
                 document: value["documents"][i]
