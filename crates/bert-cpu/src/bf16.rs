@@ -21,7 +21,7 @@
 
 use std::sync::OnceLock;
 
-use crate::kernels::{Backend, Init, MR, NR, PackedB, gemm, store_tile_avx512};
+use crate::kernels::{Backend, Init, MR, NR, PackedB, gemm, prepare, store_tile_avx512};
 
 /// k-steps per block (pairs: half that). A block's panel slab for the
 /// widest layer (1536 columns) is 768 KiB of bf16, inside a 1 MiB L2.
@@ -260,25 +260,8 @@ pub fn gemm_bf16(
     ldc: usize,
 ) {
     let (n, k) = (b.n, b.k);
-    if m == 0 || n == 0 {
-        return;
-    }
     assert!(bf16_supported(), "this CPU has no AVX-512 BF16");
-    assert!(lda >= k, "lda {lda} < k {k}");
-    assert!(ldc >= n, "ldc {ldc} < n {n}");
-    assert!(a.len() >= (m - 1) * lda + k, "A too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "C too short");
-    if let Some(bias) = bias {
-        assert!(bias.len() >= n, "bias too short");
-    }
-    if k == 0 {
-        for i in 0..m {
-            let row = &mut c[i * ldc..i * ldc + n];
-            match bias {
-                Some(bias) => row.copy_from_slice(&bias[..n]),
-                None => row.fill(0.0),
-            }
-        }
+    if !prepare(m, n, k, a, lda, bias, c, ldc) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -303,11 +286,7 @@ pub fn gemm_bf16(
                         &b_data[(panel * pairs + p0) * 2 * NR..(panel * pairs + p0 + pc) * 2 * NR];
                     let c_offset = i0 * ldc + panel * NR;
                     let c_tile = &mut c[c_offset..c_offset + (rows - 1) * ldc + cols];
-                    let init = match (p0 > 0, bias) {
-                        (true, _) => Init::Accumulate,
-                        (false, Some(bias)) => Init::Bias(&bias[panel * NR..panel * NR + cols]),
-                        (false, None) => Init::Zero,
-                    };
+                    let init = Init::of_block(p0 == 0, bias, panel, cols);
                     let tile = TileBf16 {
                         pairs: pc,
                         a: a_block,

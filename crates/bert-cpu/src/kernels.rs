@@ -183,24 +183,7 @@ pub fn gemm_with(
     ldc: usize,
 ) {
     let (n, k) = (b.n, b.k);
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(lda >= k, "lda {lda} < k {k}");
-    assert!(ldc >= n, "ldc {ldc} < n {n}");
-    assert!(a.len() >= (m - 1) * lda + k, "A too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "C too short");
-    if let Some(bias) = bias {
-        assert!(bias.len() >= n, "bias too short");
-    }
-    if k == 0 {
-        for i in 0..m {
-            let row = &mut c[i * ldc..i * ldc + n];
-            match bias {
-                Some(bias) => row.copy_from_slice(&bias[..n]),
-                None => row.fill(0.0),
-            }
-        }
+    if !prepare(m, n, k, a, lda, bias, c, ldc) {
         return;
     }
     let backend = if backend == Backend::Avx512 && Backend::detect() != Backend::Avx512 {
@@ -234,11 +217,7 @@ pub fn gemm_with(
                 // Rows past the first end at their own column count, so the
                 // tile's extent is (rows - 1) * ldc + cols.
                 let c_tile = &mut c[c_offset..c_offset + (rows - 1) * ldc + cols];
-                let init = match (accumulate, bias) {
-                    (true, _) => Init::Accumulate,
-                    (false, Some(bias)) => Init::Bias(&bias[panel * NR..panel * NR + cols]),
-                    (false, None) => Init::Zero,
-                };
+                let init = Init::of_block(!accumulate, bias, panel, cols);
                 let tile = Tile {
                     kc,
                     a: a_block,
@@ -270,6 +249,47 @@ pub fn gemm_with(
     }
 }
 
+/// Checks the operands of a GEMM (`C[m×n] = A[m×k]·B + bias`, strides `lda`,
+/// `ldc`) and handles the cases without products: returns whether the
+/// caller still has products to add (false when C is empty, or k = 0 and C
+/// has been set to the bias or zero).
+///
+/// # Panics
+/// If a stride is below its extent or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    ldc: usize,
+) -> bool {
+    if m == 0 || n == 0 {
+        return false;
+    }
+    assert!(lda >= k, "lda {lda} < k {k}");
+    assert!(ldc >= n, "ldc {ldc} < n {n}");
+    assert!(a.len() >= (m - 1) * lda + k, "A too short");
+    assert!(c.len() >= (m - 1) * ldc + n, "C too short");
+    if let Some(bias) = bias {
+        assert!(bias.len() >= n, "bias too short");
+    }
+    if k == 0 {
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            match bias {
+                Some(bias) => row.copy_from_slice(&bias[..n]),
+                None => row.fill(0.0),
+            }
+        }
+        return false;
+    }
+    true
+}
+
 /// How a tile of C starts before the products are added.
 #[derive(Clone, Copy)]
 pub(crate) enum Init<'a> {
@@ -277,6 +297,23 @@ pub(crate) enum Init<'a> {
     Bias(&'a [f32]),
     /// Add to what C holds (k-blocks after the first).
     Accumulate,
+}
+
+impl<'a> Init<'a> {
+    /// The start of the tile in columns `panel * NR..+cols`: the bias (or
+    /// zero) in the first k-block, what C holds in later ones.
+    pub(crate) fn of_block(
+        first: bool,
+        bias: Option<&'a [f32]>,
+        panel: usize,
+        cols: usize,
+    ) -> Self {
+        match (first, bias) {
+            (false, _) => Init::Accumulate,
+            (true, Some(bias)) => Init::Bias(&bias[panel * NR..panel * NR + cols]),
+            (true, None) => Init::Zero,
+        }
+    }
 }
 
 /// One micro-kernel call: `rows × cols` of C from `kc` k-steps.
