@@ -21,7 +21,7 @@
 
 use std::sync::OnceLock;
 
-use crate::kernels::{Backend, Init, MR, NR, PackedB, gemm, prepare, store_tile_avx512};
+use crate::kernels::{Aligned, Backend, Init, MR, NR, PackedB, gemm, prepare, store_tile_avx512};
 
 /// k-steps per block (pairs: half that). A block's panel slab for the
 /// widest layer (1536 columns) is 768 KiB of bf16, inside a 1 MiB L2.
@@ -97,9 +97,7 @@ pub fn from_bf16(value: u16) -> f32 {
 pub struct PackedBf16 {
     n: usize,
     k: usize,
-    /// Over-allocated so the panels start on a 64-byte boundary (at `offset`).
-    storage: Vec<u16>,
-    offset: usize,
+    storage: Aligned<u16>,
 }
 
 /// Where B[kk][j] goes in a [`PackedBf16`] of `pairs` k-pairs.
@@ -126,27 +124,18 @@ impl PackedBf16 {
         self.k
     }
 
-    fn len(&self) -> usize {
-        self.n.div_ceil(NR) * self.k.div_ceil(2) * 2 * NR
-    }
-
     fn reset(&mut self, n: usize, k: usize) {
         self.n = n;
         self.k = k;
-        let len = self.len();
-        self.storage.clear();
-        self.storage.resize(len + 32, 0);
-        let misalignment = self.storage.as_ptr() as usize % 64;
-        self.offset = (64 - misalignment) % 64 / std::mem::size_of::<u16>();
+        self.storage.reset(n.div_ceil(NR) * k.div_ceil(2) * 2 * NR);
     }
 
     fn panels(&self) -> &[u16] {
-        &self.storage[self.offset..self.offset + self.len()]
+        self.storage.as_slice()
     }
 
     fn panels_mut(&mut self) -> &mut [u16] {
-        let len = self.len();
-        &mut self.storage[self.offset..self.offset + len]
+        self.storage.as_mut_slice()
     }
 
     /// Re-packs (reusing the allocation) `B = Wᵀ` from a row-major `[n, k]`

@@ -69,17 +69,45 @@ impl Backend {
     }
 }
 
+/// A zero-filled buffer of `len` values starting on a 64-byte boundary:
+/// the packed panels' storage. Unaligned, every 64-byte load of a
+/// micro-kernel would straddle two cache lines (measured ~2× slower).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Aligned<T> {
+    /// Over-allocated by up to 64 bytes; the buffer starts at `offset`.
+    storage: Vec<T>,
+    offset: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    /// Makes the buffer `len` zeros (reusing the allocation).
+    pub(crate) fn reset(&mut self, len: usize) {
+        let size = std::mem::size_of::<T>();
+        self.storage.clear();
+        self.storage.resize(len + 64 / size, T::default());
+        let misalignment = self.storage.as_ptr() as usize % 64;
+        self.offset = (64 - misalignment) % 64 / size;
+        self.len = len;
+    }
+
+    pub(crate) fn as_slice(&self) -> &[T] {
+        &self.storage[self.offset..self.offset + self.len]
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.storage[self.offset..self.offset + self.len]
+    }
+}
+
 /// The right-hand operand of [`gemm`], packed into 32-column panels.
 #[derive(Clone, Debug, Default)]
 pub struct PackedB {
     n: usize,
     k: usize,
     /// `panels()[(panel * k + kk) * NR + j]` = B[kk][panel * NR + j]; zero
-    /// past `n`. Over-allocated so that the panels can start on a 64-byte
-    /// boundary (at `offset`): unaligned, every 64-byte load of the
-    /// micro-kernel would straddle two cache lines (measured ~2× slower).
-    storage: Vec<f32>,
-    offset: usize,
+    /// past `n`.
+    storage: Aligned<f32>,
 }
 
 impl PackedB {
@@ -104,21 +132,15 @@ impl PackedB {
     fn reset(&mut self, n: usize, k: usize) {
         self.n = n;
         self.k = k;
-        let len = n.div_ceil(NR) * NR * k;
-        self.storage.clear();
-        self.storage.resize(len + 16, 0.0);
-        let misalignment = self.storage.as_ptr() as usize % 64;
-        self.offset = (64 - misalignment) % 64 / std::mem::size_of::<f32>();
+        self.storage.reset(n.div_ceil(NR) * NR * k);
     }
 
     fn panels(&self) -> &[f32] {
-        let len = self.n.div_ceil(NR) * NR * self.k;
-        &self.storage[self.offset..self.offset + len]
+        self.storage.as_slice()
     }
 
     fn panels_mut(&mut self) -> &mut [f32] {
-        let len = self.n.div_ceil(NR) * NR * self.k;
-        &mut self.storage[self.offset..self.offset + len]
+        self.storage.as_mut_slice()
     }
 
     /// Re-packs (reusing the allocation) `B = Wᵀ` from a row-major `[n, k]`
