@@ -668,6 +668,31 @@ mod tests {
     }
 
     #[test]
+    fn embedding_precision_comes_from_the_file_or_the_environment() {
+        let config: Config = toml::from_str("[embedding]\nprecision = \"f32\"\n").unwrap();
+        assert_eq!(config.embedding.precision, EmbeddingPrecision::F32);
+        assert!(toml::from_str::<Config>("[embedding]\nprecision = \"fp8\"\n").is_err());
+        let mut config = Config::default();
+        assert_eq!(config.embedding.precision, EmbeddingPrecision::Auto);
+        config
+            .apply_env(|name| {
+                (name == "CHROMA_SYNCD_EMBEDDING_PRECISION").then(|| " BF16 ".to_string())
+            })
+            .unwrap();
+        assert_eq!(config.embedding.precision, EmbeddingPrecision::Bf16);
+        let err = config
+            .apply_env(|name| {
+                (name == "CHROMA_SYNCD_EMBEDDING_PRECISION").then(|| "int4".to_string())
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("CHROMA_SYNCD_EMBEDDING_PRECISION"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("auto, f32 or bf16"), "{err}");
+    }
+
+    #[test]
     fn retry_delay_doubles_and_caps() {
         let settings = QueueSettings {
             retry_base_seconds: 1.0,
