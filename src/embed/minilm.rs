@@ -134,9 +134,9 @@ impl MiniLm {
                 &encoding.get_ids()[..real]
             })
             .collect();
+        *computing += started.elapsed();
         // A panic in another forward pass poisons the lock but leaves nothing
         // half-written behind it (it guards no data): carry on.
-        *computing += started.elapsed();
         let _turn = self
             .forward_pass
             .lock()
