@@ -127,6 +127,7 @@ impl Daemon {
                 .and_then(|url| url::Url::parse(url.expose()).ok())
                 .and_then(|url| url.password().map(|p| Secret::new(p.to_string()))),
         );
+        crate::secrets::register(&secrets);
         Arc::new(secrets)
     }
 
@@ -216,9 +217,15 @@ impl Daemon {
                 github: Arc::clone(&self.github),
                 max_pending_jobs: self.config.queue.max_pending_jobs,
                 wake: Arc::clone(&self.wake),
+                limits: self.config.api.limits(),
             };
-            let stop = shutdown.clone();
-            api::serve(listener, state, async move { stop.cancelled().await })
+            // Requests in flight when stopping get at most a few seconds:
+            // stopping must never wait on a client.
+            let limits = self
+                .config
+                .api
+                .server_limits(std::time::Duration::from_secs(5));
+            api::serve(listener, state, limits, shutdown.clone())
                 .await
                 .map_err(|e| AppError::Setup(format!("serving the API: {e}")))?;
         }
@@ -240,8 +247,9 @@ impl Daemon {
         mut observer: Box<dyn RunObserver>,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, AppError> {
-        let source_type = api::sources::validate(&self.s3, &self.github, &source)
-            .map_err(|e| AppError::Invalid(e.message))?;
+        let source_type =
+            api::sources::validate(&self.s3, &self.github, &self.config.api.limits(), &source)
+                .map_err(|e| AppError::Invalid(e.message))?;
         let record = match self.queue.create_source(source_type, &source).await {
             Ok(record) => record,
             Err(QueueError::Duplicate(_)) => self

@@ -17,6 +17,7 @@ use tokenizers::Tokenizer;
 
 use crate::extract::{CodeLanguage, Extracted, TextKind};
 use crate::model::ChunkingConfig;
+use crate::nesting;
 
 /// Default bound in bytes for syntax-aware chunks and for line chunks.
 pub const DEFAULT_MAX_SIZE_BYTES: usize = 4096;
@@ -122,6 +123,13 @@ impl Chunker {
             (None, kind) => (syntax_strategy(kind), DEFAULT_MAX_SIZE_BYTES, 0),
         };
         let max_bytes = max_bytes.max(16);
+        let strategy = if too_nested(&doc.text, strategy, language) {
+            // See `crate::nesting`: the syntax-aware splitters are
+            // superlinear in nesting depth. The text splitter is not.
+            Strategy::Text
+        } else {
+            strategy
+        };
         let chunks = match strategy {
             Strategy::Lines => chunk_lines(&doc.text, max_lines.max(1), max_bytes),
             _ => self.chunk_syntax(&doc.text, strategy, language, max_bytes),
@@ -160,6 +168,31 @@ impl Chunker {
             _ => TextSplitter::new(config()).chunk_indices(text).collect(),
         };
         with_line_numbers(text, pieces)
+    }
+}
+
+/// Whether `text` nests too deeply for `strategy`'s splitter (the bounds of
+/// [`crate::nesting`]): code by its brackets, then by its syntax tree;
+/// markdown by its quote and list levels.
+fn too_nested(text: &str, strategy: Strategy, language: Option<CodeLanguage>) -> bool {
+    match (strategy, language) {
+        (Strategy::TreeSitter, Some(language)) => {
+            if nesting::bracket_depth(text) > nesting::MAX_CODE_DEPTH {
+                return true;
+            }
+            let mut parser = tree_sitter::Parser::new();
+            if parser
+                .set_language(&tree_sitter_language(language).into())
+                .is_err()
+            {
+                return false; // the splitter falls back to text itself
+            }
+            parser.parse(text, None).is_none_or(|tree| {
+                nesting::tree_depth(&tree, nesting::MAX_CODE_DEPTH) > nesting::MAX_CODE_DEPTH
+            })
+        }
+        (Strategy::Markdown, _) => nesting::markdown_depth(text) > nesting::MAX_MARKDOWN_DEPTH,
+        _ => false,
     }
 }
 

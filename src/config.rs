@@ -114,12 +114,68 @@ pub struct QueueSettings {
     pub url: Option<Secret>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
     /// Accepted `x-chroma-token` values, stored as SHA-256 hex digests.
     /// Tokens from `CHROMA_SYNCD_API_TOKENS` are added with access to every database.
     pub tokens: Vec<ApiToken>,
+    /// A request's headers must arrive within this many seconds of the
+    /// connection opening (or of a later request's first byte).
+    pub header_read_timeout_seconds: f64,
+    /// A request, its body included, must be answered within this; else 408.
+    pub request_timeout_seconds: f64,
+    /// A kept-alive connection with no request in flight is closed after this.
+    pub idle_timeout_seconds: f64,
+    /// Connections served at once; beyond it new ones wait to be accepted.
+    pub max_connections: usize,
+    /// Cron schedules may not fire more often than this (a 400 at creation).
+    pub min_schedule_interval_seconds: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            tokens: Vec::new(),
+            header_read_timeout_seconds: 10.0,
+            request_timeout_seconds: 60.0,
+            idle_timeout_seconds: 60.0,
+            max_connections: 512,
+            min_schedule_interval_seconds: 60,
+        }
+    }
+}
+
+impl ApiSettings {
+    /// What API callers may ask for.
+    pub fn limits(&self) -> crate::api::ApiLimits {
+        crate::api::ApiLimits {
+            request_timeout: seconds(self.request_timeout_seconds),
+            min_schedule_interval: std::time::Duration::from_secs(
+                self.min_schedule_interval_seconds,
+            ),
+        }
+    }
+
+    /// What one connection may hold; `shutdown_timeout` bounds how long
+    /// requests in flight run on once the daemon stops.
+    pub fn server_limits(
+        &self,
+        shutdown_timeout: std::time::Duration,
+    ) -> crate::api::server::ServerLimits {
+        crate::api::server::ServerLimits {
+            header_read_timeout: seconds(self.header_read_timeout_seconds),
+            idle_timeout: seconds(self.idle_timeout_seconds),
+            max_connections: self.max_connections.max(1),
+            shutdown_timeout,
+        }
+    }
+}
+
+/// A duration from a config value in seconds; invalid values (negative, NaN)
+/// become the smallest useful bound rather than a panic.
+fn seconds(value: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(value.max(0.1)).unwrap_or(std::time::Duration::MAX)
 }
 
 #[derive(Debug, Clone, Deserialize)]

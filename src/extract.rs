@@ -4,6 +4,8 @@
 //! decided from its media type and file extension, then confirmed by looking
 //! at the bytes (binary content is never embedded, whatever its name says).
 
+use crate::nesting;
+
 /// Languages we chunk syntax-aware with tree-sitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeLanguage {
@@ -130,11 +132,28 @@ pub fn extract(key: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Ex
     refuse_binary(key, content_type)?;
     let text = decode_text(bytes)?;
     let kind = kind_of(key, content_type)?;
-    let text = match kind {
-        TextKind::Html => html_to_markdown(&text),
-        _ => text,
-    };
-    Ok(Extracted { text, kind })
+    Ok(match kind {
+        TextKind::Html => html_to_markdown_bounded(&text),
+        _ => Extracted { text, kind },
+    })
+}
+
+/// HTML → markdown, or, for a document nested deeper than
+/// [`nesting::MAX_HTML_DEPTH`], its text as plain text: the document still
+/// ends in chunks, and no recursive (or superlinear) converter runs over it.
+/// See [`crate::nesting`] for why.
+fn html_to_markdown_bounded(html: &str) -> Extracted {
+    if nesting::html_depth(html) <= nesting::MAX_HTML_DEPTH {
+        Extracted {
+            text: html_to_markdown(html),
+            kind: TextKind::Html,
+        }
+    } else {
+        Extracted {
+            text: nesting::html_text(html),
+            kind: TextKind::Plain,
+        }
+    }
 }
 
 /// Whether a document can be extracted a segment at a time: text whose

@@ -12,6 +12,8 @@
 //! - [`source`]: where documents come from (`s3`, `github`, `web`).
 //! - [`extract`]: bytes → text (HTML → markdown, binary skipped). Pure.
 //! - [`chunk`]: text → chunks with line ranges (text-splitter). Pure.
+//! - [`nesting`]: linear nesting measures that keep hostile documents away
+//!   from the recursive converters. Pure.
 //! - [`embed`]: chunks → vectors (all-MiniLM-L6-v2 in-process).
 //! - [`sink`]: chunk IDs and metadata (`records`), Chroma writes (`chroma`).
 //! - [`model`]: the wire types; [`config`]: settings and env overrides;
@@ -20,7 +22,8 @@
 //!   [`metrics`]: Prometheus counters and histograms for `GET /metrics`;
 //!   [`progress`]: a one-shot run's progress bar or log lines;
 //!   [`schedule`]: cron schedules of sources (`trigger: scheduled`);
-//!   [`autosync`]: S3 event notifications from SQS (`auto_sync: "direct"`).
+//!   [`autosync`]: S3 event notifications from SQS (`auto_sync: "direct"`);
+//!   [`secrets`]: secrets scrubbed from every log line and stored message.
 
 pub mod api;
 pub mod app;
@@ -32,10 +35,12 @@ pub mod embed;
 pub mod extract;
 pub mod metrics;
 pub mod model;
+pub mod nesting;
 pub mod pipeline;
 pub mod progress;
 pub mod queue;
 pub mod schedule;
+pub mod secrets;
 pub mod service;
 pub mod sink;
 pub mod source;

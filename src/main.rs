@@ -164,7 +164,7 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(chroma_syncd::secrets::scrubbed_stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {

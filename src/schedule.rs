@@ -46,6 +46,19 @@ impl ParsedSchedule {
         Ok(ParsedSchedule { cron, zone })
     }
 
+    /// The shortest gap between consecutive slots among the next
+    /// `firings` after `from`; `None` when fewer than two slots follow.
+    /// Cron gaps are irregular (`0,1 9 * * *` fires twice a minute apart,
+    /// once a day), so every gap is looked at, not just the first.
+    pub fn shortest_interval(&self, from: DateTime<Utc>, firings: usize) -> Option<Duration> {
+        let from = from.with_timezone(&self.zone);
+        let slots: Vec<_> = self.cron.iter_after(from).take(firings).collect();
+        slots
+            .windows(2)
+            .filter_map(|pair| (pair[1] - pair[0]).to_std().ok())
+            .min()
+    }
+
     /// The latest slot in `(after, until]`, if one fell there.
     pub fn latest_due(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let until = until.with_timezone(&self.zone);
@@ -136,7 +149,12 @@ impl Scheduler {
         } else {
             match self.enqueue(record, schedule).await {
                 Ok(jobs) => ("enqueued", jobs, None),
-                Err(error) => ("failed", 0, Some(error)),
+                // Stored and listed over the API: no secret may be quoted.
+                Err(error) => (
+                    "failed",
+                    0,
+                    Some(crate::secrets::scrub(&error).into_owned()),
+                ),
             }
         };
         match outcome {

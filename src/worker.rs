@@ -274,7 +274,8 @@ async fn heartbeat_loop(
     }
 }
 
-/// Replaces every configured secret value in `text` with `***`.
+/// Replaces every configured secret value in `text` with `***`, and hides
+/// URL passwords (see [`crate::secrets::scrub`]).
 pub fn redact(text: &str, secrets: &[Secret]) -> String {
     let mut text = text.to_string();
     for secret in secrets {
@@ -282,7 +283,7 @@ pub fn redact(text: &str, secrets: &[Secret]) -> String {
             text = text.replace(secret.expose(), "***");
         }
     }
-    text
+    crate::secrets::scrub(&text).into_owned()
 }
 
 /// How often a process prunes finished jobs past their retention.

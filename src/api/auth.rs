@@ -48,7 +48,7 @@ impl Authenticator {
         self.tokens.is_empty()
     }
 
-    fn authenticate(
+    pub(crate) fn authenticate(
         &self,
         token: Option<&str>,
         peer: Option<SocketAddr>,

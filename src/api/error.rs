@@ -41,6 +41,16 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
+    /// A fault of the daemon's, not the caller's: logged, and answered
+    /// without the detail.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error while serving a request");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the daemon failed to answer; see its log",
+        )
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -9,18 +9,20 @@ mod auth;
 mod error;
 pub mod invocations;
 pub mod openapi;
+pub mod server;
 pub mod sources;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 pub use auth::Authenticator;
 pub use error::ApiError;
@@ -43,6 +45,27 @@ pub struct AppState {
     pub max_pending_jobs: u64,
     /// Wakes idle workers of this process when a job is enqueued.
     pub wake: Arc<Notify>,
+    /// What callers may ask for (`[api]` in the config).
+    pub limits: ApiLimits,
+}
+
+/// Bounds on what one API caller may ask of the daemon; each is checked
+/// before anything is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// A request (its body included) is answered within this, else 408.
+    pub request_timeout: Duration,
+    /// Cron schedules may not fire more often than this.
+    pub min_schedule_interval: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            request_timeout: Duration::from_secs(60),
+            min_schedule_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -84,21 +107,45 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(|| async { Json(openapi::spec()) }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(
+            state.limits.request_timeout,
+            request_timeout,
+        ))
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Answers 408 when a request, reading its body included, takes longer than
+/// `[api] request_timeout_seconds`: a client trickling its body cannot hold a
+/// handler (and a connection) forever.
+async fn request_timeout(
+    State(limit): State<Duration>,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not completed within {} s ([api] request_timeout_seconds); \
+                 send the body promptly and try again",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, within the
+/// bounds of `limits` (see [`server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: server::ServerLimits,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    server::serve(listener, router(state), limits, shutdown).await
 }
 
 /// Prometheus text exposition (no token needed, like the health endpoints:
@@ -116,16 +163,36 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// 200 when the queue and Chroma both answer, else 503 naming what is down.
+/// Why it is down (the dependency's own error, which can name internal hosts)
+/// is shown only to callers the API would accept; others see `unavailable`,
+/// and the log has the detail.
 #[utoipa::path(get, path = "/health", tag = "System", operation_id = "health",
     responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
-async fn health(State(state): State<AppState>) -> Response {
+async fn health(State(state): State<AppState>, request: Request) -> Response {
+    let token = request
+        .headers()
+        .get("x-chroma-token")
+        .and_then(|value| value.to_str().ok());
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(peer)| *peer);
+    let trusted = state.auth.authenticate(token, peer).is_ok();
+    let describe = |what: &str, error: String| {
+        tracing::warn!(dependency = what, error = %error, "health check failed");
+        if trusted {
+            format!("unavailable: {}", crate::secrets::scrub(&error))
+        } else {
+            "unavailable".to_string()
+        }
+    };
     let queue = match state.queue.ping().await {
         Ok(()) => "ok".to_string(),
-        Err(e) => format!("unavailable: {e}"),
+        Err(e) => describe("queue", e.to_string()),
     };
     let chroma = match state.chroma.heartbeat().await {
         Ok(()) => "ok".to_string(),
-        Err(e) => format!("unavailable: {e}"),
+        Err(e) => describe("chroma", e.to_string()),
     };
     let healthy = queue == "ok" && chroma == "ok";
     let body = HealthResponse {

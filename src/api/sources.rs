@@ -3,6 +3,8 @@
 //! A source is validated completely here, so a bad source is a 400 at
 //! creation rather than a failed job later.
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,7 +15,7 @@ use uuid::Uuid;
 
 use super::auth::Principal;
 use super::error::{ApiJson, ApiPath, ApiQuery};
-use super::{ApiError, AppState};
+use super::{ApiError, ApiLimits, AppState};
 use crate::model::{
     AutoSync, ChunkingConfig, CreateSourcePayload, CreateSourceResponse, DEFAULT_EMBEDDING_MODEL,
     EmbeddingConfig, EmbeddingModel, ErrorResponse, GithubSourceConfig, S3SourceConfig,
@@ -93,10 +95,17 @@ pub fn parse_source_type(value: Option<&str>) -> Result<Option<SourceType>, ApiE
         .transpose()
 }
 
-/// Checks a source completely; returns its type.
+/// How many upcoming slots of a cron schedule are checked against
+/// `[api] min_schedule_interval_seconds` (over a day of a per-minute cron).
+const SCHEDULE_FIRINGS_CHECKED: usize = 1500;
+
+/// Checks a source completely; returns its type. It compiles the source's
+/// path patterns and walks its schedule, which can take milliseconds:
+/// callers on the async runtime run it on a blocking thread.
 pub fn validate(
     s3_clients: &S3Clients,
     github_clients: &GitHubClients,
+    limits: &ApiLimits,
     payload: &CreateSourcePayload,
 ) -> Result<SourceType, ApiError> {
     let given = [
@@ -130,7 +139,21 @@ pub fn validate(
         validate_web(web)?;
     }
     if let Some(schedule) = &payload.schedule {
-        crate::schedule::ParsedSchedule::parse(schedule).map_err(ApiError::bad_request)?;
+        let parsed =
+            crate::schedule::ParsedSchedule::parse(schedule).map_err(ApiError::bad_request)?;
+        let minimum = limits.min_schedule_interval;
+        if let Some(shortest) = parsed
+            .shortest_interval(chrono::Utc::now(), SCHEDULE_FIRINGS_CHECKED)
+            .filter(|shortest| *shortest < minimum)
+        {
+            return Err(ApiError::bad_request(format!(
+                "schedule.cron `{}` fires {} s apart; this daemon runs schedules at most once \
+                 every {} s ([api] min_schedule_interval_seconds)",
+                schedule.cron,
+                shortest.as_secs(),
+                minimum.as_secs()
+            )));
+        }
         match &schedule.target_collection_name {
             Some(name) => validate_chroma_name("schedule.target_collection_name", name)?,
             None if source_type != SourceType::S3 => {
@@ -358,7 +381,16 @@ pub async fn create(
     ApiJson(payload): ApiJson<CreateSourcePayload>,
 ) -> Result<Response, ApiError> {
     principal.check_database(&payload.database_name)?;
-    let source_type = validate(&state.s3, &state.github, &payload)?;
+    let (source_type, payload) = tokio::task::spawn_blocking({
+        let (s3, github, limits) = (
+            Arc::clone(&state.s3),
+            Arc::clone(&state.github),
+            state.limits,
+        );
+        move || validate(&s3, &github, &limits, &payload).map(|source_type| (source_type, payload))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("validating the source failed: {e}")))??;
     let record = state.queue.create_source(source_type, &payload).await?;
     tracing::info!(source_id = %record.id, source_type = source_type.as_str(), "source created");
     Ok((

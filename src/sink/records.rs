@@ -15,6 +15,10 @@ pub const MAX_METADATA_KEYS: usize = 32;
 pub const STANDARD_METADATA_KEYS: usize = 16;
 /// What is left for an invocation's own `metadata`.
 pub const MAX_USER_METADATA_KEYS: usize = MAX_METADATA_KEYS - STANDARD_METADATA_KEYS;
+/// Largest invocation `metadata`, serialized as JSON: the hosted Chroma
+/// Sync's limit. It is copied onto every chunk, so without a bound one
+/// request could multiply into gigabytes of Chroma metadata.
+pub const MAX_USER_METADATA_BYTES: usize = 16 * 1024;
 
 /// A chunk ready to embed and upsert.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +111,13 @@ pub fn validate_user_metadata(metadata: &Map<String, Value>) -> Result<(), Strin
         return Err(format!(
             "metadata has {} keys; at most {MAX_USER_METADATA_KEYS} fit beside the standard chunk metadata",
             metadata.len()
+        ));
+    }
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |json| json.len());
+    if size > MAX_USER_METADATA_BYTES {
+        return Err(format!(
+            "metadata is {size} bytes as JSON; at most {MAX_USER_METADATA_BYTES} bytes (16 KiB) \
+             are accepted, since it is copied onto every chunk"
         ));
     }
     for (key, value) in metadata {

@@ -620,6 +620,8 @@ impl PathFilter {
     /// `/` matches a file name at any depth (`*.md`), as in `.gitignore`.
     /// With no globs at all, [`DEFAULT_EXCLUDE_GLOBS`] apply.
     pub fn new(include: Option<&[String]>, exclude: Option<&[String]>) -> Result<Self, String> {
+        super::check_pattern_list("include_globs", include.unwrap_or(&[]))?;
+        super::check_pattern_list("exclude_globs", exclude.unwrap_or(&[]))?;
         let include = include.filter(|globs| !globs.is_empty());
         let exclude = exclude.filter(|globs| !globs.is_empty());
         let defaults: Vec<String>;

@@ -240,16 +240,23 @@ pub struct PathRules {
 
 impl PathRules {
     pub fn new(source: &WebScrapeSourceConfig) -> Result<Self, String> {
-        let compile = |patterns: &Option<Vec<String>>| {
+        let compile = |what: &str, patterns: &Option<Vec<String>>| {
+            let patterns = patterns.as_deref().unwrap_or(&[]);
+            super::check_pattern_list(what, patterns)?;
             patterns
                 .iter()
-                .flatten()
-                .map(|p| Regex::new(p).map_err(|e| format!("path regex `{p}` is not valid: {e}")))
+                .map(|p| {
+                    regex::RegexBuilder::new(p)
+                        .size_limit(super::MAX_COMPILED_PATTERN_BYTES)
+                        .dfa_size_limit(super::MAX_COMPILED_PATTERN_BYTES)
+                        .build()
+                        .map_err(|e| format!("path regex `{p}` is not valid: {e}"))
+                })
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(PathRules {
-            include: compile(&source.include_path_regexes)?,
-            exclude: compile(&source.exclude_path_regexes)?,
+            include: compile("include_path_regexes", &source.include_path_regexes)?,
+            exclude: compile("exclude_path_regexes", &source.exclude_path_regexes)?,
         })
     }
 
@@ -274,7 +281,16 @@ pub struct ParsedPage {
 }
 
 /// Parses an HTML page fetched from `url`.
+/// A page nested deeper than [`crate::nesting::MAX_HTML_DEPTH`] is not
+/// parsed (the parser is quadratic in depth): its links are not followed,
+/// and its text is indexed as extraction's plain-text fallback gives it.
 pub fn parse_page(html: &str, url: &Url) -> ParsedPage {
+    if crate::nesting::html_depth(html) > crate::nesting::MAX_HTML_DEPTH {
+        return ParsedPage {
+            content: html.to_string(),
+            ..ParsedPage::default()
+        };
+    }
     let document = Html::parse_document(html);
     let select = |css: &str| Selector::parse(css).expect("static selector");
     let base = document

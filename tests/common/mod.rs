@@ -415,6 +415,20 @@ impl Daemon {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The daemon's process id, while it runs: a test that feeds it hostile
+    /// input checks that the same process is still serving afterwards.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.0.as_ref().map(|child| child.id())
+    }
+
+    /// Whether the daemon process is still running (not exited or killed).
+    pub fn is_running(&mut self) -> bool {
+        self.process
+            .0
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
     /// Peak resident memory of the daemon process so far, in KiB (Linux).
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let pid = self.process.0.as_ref()?.id();

@@ -1,0 +1,366 @@
+//! How deeply a document nests, measured in one linear pass without
+//! recursion — and the bounds above which the structure-aware converters are
+//! not run on it.
+//!
+//! Why: the converters we use walk document trees recursively or search
+//! nesting levels superlinearly. HTML → markdown (`htmd`) recurses per
+//! element, so 150,000 nested `<div>`s overflow the thread's stack and abort
+//! the process (a stack overflow is not a panic; nothing can catch it), and
+//! html5ever's tree builder scans its open-element stack per tag (quadratic
+//! in the depth). text-splitter's code and markdown splitters look at every
+//! nesting level for every cut: 4,000 nested brackets in a `.py` file took
+//! 400 s of CPU, a 10,000-term `1 + 1 + …` chain 5 s, 3,000 nested list items
+//! 2.5 s. Real documents nest a few dozen levels; past the bounds below a
+//! document is converted the simple, linear way instead (HTML as its text,
+//! code and markdown with the plain-text splitter), so it still ends in
+//! chunks and no document can hold a worker or take the process down.
+//!
+//! Architecture invariant: every function here is a single loop over the
+//! input (or over a parsed tree with an explicit cursor): linear time,
+//! constant stack.
+
+/// Deepest HTML element nesting converted to markdown (Blink re-parents
+/// elements beyond 512 as well).
+pub const MAX_HTML_DEPTH: usize = 512;
+/// Deepest code nesting (brackets, or syntax-tree depth) split with
+/// tree-sitter; past it, code is split as plain text.
+pub const MAX_CODE_DEPTH: usize = 512;
+/// Deepest markdown nesting (block quotes, list levels) split as markdown.
+pub const MAX_MARKDOWN_DEPTH: usize = 100;
+
+/// Elements that never hold children (or whose end tag is implied by the
+/// next sibling): they do not deepen the estimate.
+const NON_NESTING_TAGS: &[&[u8]] = &[
+    b"area",
+    b"base",
+    b"br",
+    b"col",
+    b"embed",
+    b"hr",
+    b"img",
+    b"input",
+    b"link",
+    b"meta",
+    b"param",
+    b"source",
+    b"track",
+    b"wbr",
+    b"p",
+    b"li",
+    b"dt",
+    b"dd",
+    b"tr",
+    b"td",
+    b"th",
+    b"option",
+    b"thead",
+    b"tbody",
+    b"tfoot",
+    b"!doctype",
+];
+
+/// Elements whose content is raw text (no tags inside).
+const RAW_TEXT_TAGS: &[&[u8]] = &[b"script", b"style", b"textarea", b"title", b"xmp"];
+
+/// An upper estimate of how deeply the elements of `html` nest: start tags
+/// minus end tags, ignoring void elements, elements whose end tag is often
+/// implied, comments and raw text. Mis-nested or unclosed markup can only
+/// make it larger than the parser's tree depth, never smaller, except for
+/// implied-end elements, which nest only one level at a time in a parser.
+pub fn html_depth(html: &str) -> usize {
+    let bytes = html.as_bytes();
+    let (mut position, mut depth, mut deepest) = (0usize, 0usize, 0usize);
+    while let Some(offset) = find(bytes, position, b"<") {
+        position = offset + 1;
+        if bytes[position..].starts_with(b"!--") {
+            position = find(bytes, position + 3, b"-->").map_or(bytes.len(), |end| end + 3);
+            continue;
+        }
+        let closing = bytes.get(position) == Some(&b'/');
+        let name_start = position + usize::from(closing);
+        let name_end = bytes[name_start..]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'!' || *b == b'-'))
+            .map_or(bytes.len(), |n| name_start + n);
+        if name_end == name_start {
+            continue; // a `<` in text
+        }
+        let Some(tag_end) = find(bytes, name_end, b">") else {
+            break;
+        };
+        let name = bytes[name_start..name_end].to_ascii_lowercase();
+        let self_closing = bytes[..tag_end].ends_with(b"/");
+        position = tag_end + 1;
+        if NON_NESTING_TAGS.contains(&name.as_slice()) {
+            continue;
+        }
+        if closing {
+            depth = depth.saturating_sub(1);
+            continue;
+        }
+        if !self_closing {
+            depth += 1;
+            deepest = deepest.max(depth);
+        }
+        if RAW_TEXT_TAGS.contains(&name.as_slice()) {
+            let mut end_tag = b"</".to_vec();
+            end_tag.extend_from_slice(&name);
+            position = find_ignore_case(bytes, position, &end_tag).unwrap_or(bytes.len());
+        }
+    }
+    deepest
+}
+
+/// The text of `html` without any parser: tags dropped, the content of
+/// scripts, styles and other chrome dropped, a line break per block element,
+/// the common entities decoded. For documents too deep to convert.
+pub fn html_text(html: &str) -> String {
+    const DROPPED: &[&[u8]] = &[
+        b"script",
+        b"style",
+        b"noscript",
+        b"template",
+        b"svg",
+        b"head",
+        b"iframe",
+    ];
+    const BLOCKS: &[&[u8]] = &[
+        b"p",
+        b"div",
+        b"br",
+        b"li",
+        b"tr",
+        b"h1",
+        b"h2",
+        b"h3",
+        b"h4",
+        b"h5",
+        b"h6",
+        b"pre",
+        b"section",
+        b"article",
+        b"blockquote",
+        b"table",
+        b"ul",
+        b"ol",
+        b"hr",
+        b"dd",
+        b"dt",
+    ];
+    let bytes = html.as_bytes();
+    let mut text = String::with_capacity(html.len() / 2);
+    let mut position = 0usize;
+    while position < bytes.len() {
+        let Some(open) = find(bytes, position, b"<") else {
+            push_text(&mut text, &html[position..]);
+            break;
+        };
+        push_text(&mut text, &html[position..open]);
+        position = open + 1;
+        if bytes[position..].starts_with(b"!--") {
+            position = find(bytes, position + 3, b"-->").map_or(bytes.len(), |end| end + 3);
+            continue;
+        }
+        let closing = bytes.get(position) == Some(&b'/');
+        let name_start = position + usize::from(closing);
+        let name_end = bytes[name_start..]
+            .iter()
+            .position(|b| !b.is_ascii_alphanumeric())
+            .map_or(bytes.len(), |n| name_start + n);
+        if name_end == name_start {
+            text.push('<');
+            continue;
+        }
+        let name = bytes[name_start..name_end].to_ascii_lowercase();
+        position = find(bytes, name_end, b">").map_or(bytes.len(), |end| end + 1);
+        if !closing && DROPPED.contains(&name.as_slice()) {
+            let mut end_tag = b"</".to_vec();
+            end_tag.extend_from_slice(&name);
+            position = find_ignore_case(bytes, position, &end_tag)
+                .and_then(|end| find(bytes, end, b">"))
+                .map_or(bytes.len(), |end| end + 1);
+            continue;
+        }
+        if BLOCKS.contains(&name.as_slice()) && !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+    }
+    text.truncate(text.trim_end().len());
+    text
+}
+
+/// Appends `raw` (text between tags) with the common entities decoded.
+fn push_text(out: &mut String, raw: &str) {
+    let mut rest = raw;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let entity = [
+            ("&amp;", "&"),
+            ("&lt;", "<"),
+            ("&gt;", ">"),
+            ("&quot;", "\""),
+            ("&#39;", "'"),
+            ("&apos;", "'"),
+            ("&nbsp;", " "),
+        ]
+        .into_iter()
+        .find(|(name, _)| rest.starts_with(name));
+        match entity {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &rest[name.len()..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+}
+
+/// How deeply brackets — `(`, `[`, `{` — nest in `code`, strings and
+/// comments included (an over-estimate only makes code split as text).
+pub fn bracket_depth(code: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for byte in code.bytes() {
+        match byte {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// How deep a parsed syntax tree is, walked with a cursor (no recursion).
+/// Stops counting once past `limit`.
+pub fn tree_depth(tree: &tree_sitter::Tree, limit: usize) -> usize {
+    let mut cursor = tree.walk();
+    let (mut depth, mut deepest) = (1usize, 1usize);
+    loop {
+        if cursor.goto_first_child() {
+            depth += 1;
+            deepest = deepest.max(depth);
+            if deepest > limit {
+                return deepest;
+            }
+            continue;
+        }
+        loop {
+            if cursor.goto_next_sibling() {
+                break;
+            }
+            if !cursor.goto_parent() {
+                return deepest;
+            }
+            depth -= 1;
+        }
+    }
+}
+
+/// An upper estimate of how deeply markdown blocks nest: per line, the
+/// block-quote markers, list markers and indentation (two spaces a level)
+/// that open it, e.g. `> > - - item` is four levels.
+pub fn markdown_depth(markdown: &str) -> usize {
+    let mut deepest = 0usize;
+    for line in markdown.lines() {
+        let bytes = line.as_bytes();
+        let (mut depth, mut spaces, mut index) = (0usize, 0usize, 0usize);
+        while index < bytes.len() {
+            let followed_by_space = bytes.get(index + 1).is_some_and(|b| *b == b' ');
+            match bytes[index] {
+                // A marker's own following space is not indentation.
+                b'>' | b'-' | b'*' | b'+' if followed_by_space => {
+                    depth += 1;
+                    index += 1;
+                }
+                b'>' => depth += 1,
+                b' ' => spaces += 1,
+                b'\t' => spaces += 4,
+                b'0'..=b'9' => {
+                    let digits = bytes[index..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .count();
+                    let after = index + digits;
+                    let marker = matches!(bytes.get(after), Some(b'.' | b')'))
+                        && bytes.get(after + 1).is_none_or(|b| *b == b' ');
+                    if !marker {
+                        break;
+                    }
+                    depth += 1;
+                    index = after + 1;
+                }
+                _ => break,
+            }
+            index += 1;
+        }
+        deepest = deepest.max(depth + spaces / 2);
+    }
+    deepest
+}
+
+fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    if from >= haystack.len() {
+        return None;
+    }
+    haystack[from..]
+        .windows(needle.len())
+        .position(|window| window == needle)
+        .map(|at| from + at)
+}
+
+fn find_ignore_case(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    if from >= haystack.len() {
+        return None;
+    }
+    haystack[from..]
+        .windows(needle.len())
+        .position(|window| window.eq_ignore_ascii_case(needle))
+        .map(|at| from + at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_depth_counts_real_nesting_only() {
+        assert_eq!(
+            html_depth("<html><body><div><p>a<p>b</div></body></html>"),
+            3
+        );
+        assert_eq!(html_depth("<div><br><img src=x><input/></div>"), 1);
+        assert_eq!(
+            html_depth("<!-- <div><div> --><script>if (a<b) {'<div>'}</script>"),
+            1
+        );
+        assert_eq!(html_depth("a < b and c<d"), 0);
+        assert_eq!(html_depth(&"<div>".repeat(1000)), 1000);
+        assert_eq!(html_depth(&"<b><i>".repeat(300)), 600);
+    }
+
+    #[test]
+    fn html_text_keeps_text_and_drops_chrome() {
+        let text = html_text(
+            "<html><head><title>T</title><style>p{}</style></head><body><h1>Guide</h1>\
+             <p>Fish &amp; chips</p><script>alert('<p>x</p>')</script><div>a &lt; b</div></body></html>",
+        );
+        assert_eq!(text, "Guide\nFish & chips\na < b");
+    }
+
+    #[test]
+    fn bracket_and_markdown_depths() {
+        assert_eq!(bracket_depth("f(a[1], {b: (2)})"), 3);
+        assert_eq!(bracket_depth(")))((("), 3);
+        assert_eq!(markdown_depth("# Title\n\n- a\n  - b\n    - c\n"), 3);
+        assert_eq!(markdown_depth("> > - quoted list"), 3);
+        assert_eq!(markdown_depth("1. one\n2) two\n2024 was a year"), 1);
+        assert_eq!(markdown_depth(&">".repeat(500)), 500);
+    }
+}
