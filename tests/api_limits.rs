@@ -48,14 +48,17 @@ fn oversized_and_costly_requests_are_refused_before_anything_is_stored() {
 
     // Invocation metadata is copied onto every chunk: 15 values of 120 KB
     // are refused (16 KiB in all is the limit), and the job is not stored.
-    let source_id = daemon.create_source(web_source(json!({})));
+    // (An AWS bucket: nothing is fetched, the invocations are only planned.)
+    let source_id = daemon.create_source(json!({"database_name": "testdb",
+        "s3": {"bucket_name": "team-docs", "region": "us-east-1",
+               "collection_name": "docs", "aws_credential_id": 0}}));
     let big: serde_json::Map<String, Value> = (0..15)
         .map(|i| (format!("field{i}"), json!("x".repeat(120_000))))
         .collect();
     let (status, body) = daemon.request(
         Method::POST,
         &format!("/api/v1/sources/{source_id}/invocations"),
-        Some(json!({"target_collection_name": "docs", "metadata": big})),
+        Some(json!({"object_key": "a.md", "metadata": big})),
     );
     assert_refused(status, &body, "16 KiB");
     let (_, jobs) = daemon.request(
@@ -68,10 +71,7 @@ fn oversized_and_costly_requests_are_refused_before_anything_is_stored() {
     let small: serde_json::Map<String, Value> = (0..4)
         .map(|i| (format!("field{i}"), json!("y".repeat(2_000))))
         .collect();
-    daemon.invoke(
-        &source_id,
-        json!({"target_collection_name": "docs", "metadata": small}),
-    );
+    daemon.invoke(&source_id, json!({"object_key": "a.md", "metadata": small}));
     let stored = source_count(&daemon);
 
     // A thousand heavy path regexes: refused by count, at once.
