@@ -319,3 +319,45 @@ fn sigterm_past_the_grace_period_releases_the_job_for_the_next_process() {
     assert_eq!(finished["attempt"], 1, "{finished}");
     assert_same_as_clean_run(&daemon, &chroma, &source, "released");
 }
+
+/// A job whose attempts keep ending with the process dying (SIGKILL, an
+/// abort, the OOM killer) ends `failed` with a reason that says so; while
+/// attempts remain it goes back to pending and its `last_error` says why.
+#[test]
+fn a_job_whose_process_keeps_dying_ends_failed_saying_so() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let config = TEST_CONFIG.replace("max_attempts = 3", "max_attempts = 2");
+    let mut daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    let source = big_object_source(&daemon, &s3, "doomed");
+    let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
+
+    wait_mid_job(&daemon, &id);
+    daemon.kill9();
+    daemon.restart();
+    // The dead attempt's lease runs out; the job is retried, saying why.
+    let retried = wait_until(
+        "the second attempt to run",
+        Duration::from_secs(120),
+        || {
+            let job = daemon.job(&id);
+            (job["status"] == "processing" && job["attempt"] == 2).then_some(job)
+        },
+    );
+    let first = retried["last_error"].as_str().unwrap_or_default();
+    assert!(
+        first.contains("attempt 1 of 2 ended without a result")
+            && first.contains("process crashed or was killed"),
+        "{retried}"
+    );
+    daemon.kill9();
+    daemon.restart();
+
+    let (job, error) = daemon.wait_failed(&id, Duration::from_secs(120));
+    assert!(
+        error.contains("attempt 2 of 2 ended without a result: the worker stopped renewing its lease (process crashed or was killed)"),
+        "{error}"
+    );
+    assert!(error.contains("before that: attempt 1 of 2"), "{error}");
+    assert_eq!(job["attempt"], 2, "not retried past max_attempts: {job}");
+}
