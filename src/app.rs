@@ -35,6 +35,19 @@ pub enum AppError {
     Invalid(String),
 }
 
+/// How long open API requests may run on after a shutdown signal.
+const API_DRAIN: Duration = Duration::from_secs(5);
+/// How long after `shutdown_grace_seconds` the workers may take to release
+/// their jobs before `serve` returns regardless (`main` exits the process
+/// at the latest a few seconds later: see `hard_exit_after`).
+pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(6);
+
+/// Resolves `delay` after `shutdown` is cancelled.
+async fn after_signal(shutdown: &CancellationToken, delay: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(delay).await;
+}
+
 /// The parts every mode shares.
 pub struct Daemon {
     pub config: Config,
@@ -207,7 +220,10 @@ impl Daemon {
                 service::stopping();
             }
         });
-        if let Some((listener, auth)) = listener {
+        let api = async {
+            let Some((listener, auth)) = listener else {
+                return Ok(());
+            };
             let state = AppState {
                 queue: Arc::clone(&self.queue),
                 chroma: self.chroma.clone(),
@@ -218,11 +234,31 @@ impl Daemon {
                 wake: Arc::clone(&self.wake),
             };
             let stop = shutdown.clone();
-            api::serve(listener, state, async move { stop.cancelled().await })
-                .await
-                .map_err(|e| AppError::Setup(format!("serving the API: {e}")))?;
+            let serving = api::serve(listener, state, async move { stop.cancelled().await });
+            // Requests still open (a caller waiting on a hung dependency)
+            // get a few seconds after the signal, not forever.
+            tokio::select! {
+                served = serving => served.map_err(|e| AppError::Setup(format!("serving the API: {e}"))),
+                _ = after_signal(&shutdown, API_DRAIN) => {
+                    tracing::warn!(drain = ?API_DRAIN, "API requests still open after the drain; closing them");
+                    Ok(())
+                }
+            }
+        };
+        let stopped = async {
+            let (api, _) = tokio::join!(api, workers);
+            api
+        };
+        // Workers stop within the grace, then release their jobs with
+        // bounded writes; this bounds whatever is left.
+        let grace = self.config.shutdown_grace();
+        tokio::select! {
+            stopped = stopped => stopped?,
+            _ = after_signal(&shutdown, grace + SHUTDOWN_SLACK) => tracing::warn!(
+                slack = ?SHUTDOWN_SLACK,
+                "workers still busy after the grace period and slack; stopping anyway"
+            ),
         }
-        let _ = workers.await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -297,7 +333,10 @@ impl Daemon {
             }
         }
         stop_workers.cancel();
-        let _ = workers.await;
+        let bound = self.config.shutdown_grace() + SHUTDOWN_SLACK;
+        if tokio::time::timeout(bound, workers).await.is_err() {
+            tracing::warn!("workers still busy after the grace period and slack; stopping anyway");
+        }
         // What the workers did while draining counts too.
         tracker.refresh(self.queue.as_ref()).await?;
         let snapshot = tracker.snapshot(started.elapsed());

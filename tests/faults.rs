@@ -361,3 +361,40 @@ fn a_job_whose_process_keeps_dying_ends_failed_saying_so() {
     assert!(error.contains("before that: attempt 1 of 2"), "{error}");
     assert_eq!(job["attempt"], 2, "not retried past max_attempts: {job}");
 }
+
+/// SIGTERM ends the daemon within `shutdown_grace_seconds` + 10 s whatever
+/// Chroma does: here it stops answering mid-job (requests hang, no error),
+/// and in a second daemon it is gone (connections refused). The job in
+/// flight is released for the next process.
+#[test]
+fn sigterm_ends_the_process_within_the_grace_plus_ten_seconds_whatever_chroma_does() {
+    use common::stall::StallProxy;
+    let mut chroma = Chroma::start();
+    let s3 = S3::start();
+    let proxy = StallProxy::start(&format!("127.0.0.1:{}", chroma.port));
+    let grace = 2;
+    // A Chroma client that would wait two minutes for an answer.
+    let config = format!("shutdown_grace_seconds = {grace}\n{TEST_CONFIG}")
+        .replace("timeout_seconds = 10", "timeout_seconds = 120");
+    let bound = Duration::from_secs(grace + 10);
+
+    let mut hung = Daemon::start_with(&format!("http://127.0.0.1:{}", proxy.port), &config, &[]);
+    let source = big_object_source(&hung, &s3, "hung");
+    let id = hung.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&hung, &id);
+    proxy.stall();
+    hung.terminate_within(bound);
+    let job = stored_job(&hung, &id);
+    assert_eq!(
+        job.status,
+        chroma_syncd::model::JobStatus::Pending,
+        "released for the next process"
+    );
+
+    let mut orphaned = Daemon::start_with(&chroma.url(), &config, &[]);
+    let source = orphaned.create_source(s3_source(&s3, "bulk", "orphaned", None));
+    let id = orphaned.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&orphaned, &id);
+    chroma.stop();
+    orphaned.terminate_within(bound);
+}

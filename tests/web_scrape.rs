@@ -369,7 +369,8 @@ fn a_broken_starting_page_removes_nothing_and_fails_saying_why() {
                     <p>We are rebuilding the site; come back soon.</p></main></body></html>";
     let whole_site_count = format!("of the {} pages", stored.len());
 
-    let cases: Vec<(&str, Box<dyn Fn()>, Vec<&str>)> = vec![
+    type Breakage<'a> = (&'a str, Box<dyn Fn() + 'a>, Vec<&'a str>);
+    let cases: Vec<Breakage> = vec![
         (
             "404",
             Box::new(|| site.delete("index.html")),
