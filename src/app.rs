@@ -35,6 +35,19 @@ pub enum AppError {
     Invalid(String),
 }
 
+/// How long open API requests may run on after a shutdown signal.
+const API_DRAIN: Duration = Duration::from_secs(5);
+/// How long after `shutdown_grace_seconds` the workers may take to release
+/// their jobs before `serve` returns regardless (`main` exits the process
+/// at the latest a few seconds later: see `hard_exit_after`).
+pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(6);
+
+/// Resolves `delay` after `shutdown` is cancelled.
+async fn after_signal(shutdown: &CancellationToken, delay: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(delay).await;
+}
+
 /// The parts every mode shares.
 pub struct Daemon {
     pub config: Config,
@@ -208,7 +221,10 @@ impl Daemon {
                 service::stopping();
             }
         });
-        if let Some((listener, auth)) = listener {
+        let api = async {
+            let Some((listener, auth)) = listener else {
+                return Ok(());
+            };
             let state = AppState {
                 queue: Arc::clone(&self.queue),
                 chroma: self.chroma.clone(),
@@ -219,17 +235,27 @@ impl Daemon {
                 wake: Arc::clone(&self.wake),
                 limits: self.config.api.limits(),
             };
-            // Requests in flight when stopping get at most a few seconds:
-            // stopping must never wait on a client.
-            let limits = self
-                .config
-                .api
-                .server_limits(std::time::Duration::from_secs(5));
+            // Requests in flight when stopping get API_DRAIN, then their
+            // connections are dropped: stopping never waits on a client.
+            let limits = self.config.api.server_limits(API_DRAIN);
             api::serve(listener, state, limits, shutdown.clone())
                 .await
-                .map_err(|e| AppError::Setup(format!("serving the API: {e}")))?;
+                .map_err(|e| AppError::Setup(format!("serving the API: {e}")))
+        };
+        let stopped = async {
+            let (api, _) = tokio::join!(api, workers);
+            api
+        };
+        // Workers stop within the grace, then release their jobs with
+        // bounded writes; this bounds whatever is left.
+        let grace = self.config.shutdown_grace();
+        tokio::select! {
+            stopped = stopped => stopped?,
+            _ = after_signal(&shutdown, grace + SHUTDOWN_SLACK) => tracing::warn!(
+                slack = ?SHUTDOWN_SLACK,
+                "workers still busy after the grace period and slack; stopping anyway"
+            ),
         }
-        let _ = workers.await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -305,7 +331,10 @@ impl Daemon {
             }
         }
         stop_workers.cancel();
-        let _ = workers.await;
+        let bound = self.config.shutdown_grace() + SHUTDOWN_SLACK;
+        if tokio::time::timeout(bound, workers).await.is_err() {
+            tracing::warn!("workers still busy after the grace period and slack; stopping anyway");
+        }
         // What the workers did while draining counts too.
         tracker.refresh(self.queue.as_ref()).await?;
         let snapshot = tracker.snapshot(started.elapsed());

@@ -262,6 +262,11 @@ pub struct WebSettings {
     pub default_page_limit: u32,
     /// URLs taken from sitemaps at most (sitemap indexes included).
     pub max_sitemap_urls: usize,
+    /// A re-crawl that would remove more than this fraction of the pages a
+    /// source has stored removes none and fails: a broken site (a start page
+    /// without its links, a half-deployed site) must not wipe a collection.
+    /// `1.0` turns the check off. Env: `CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION`.
+    pub max_removal_fraction: f64,
 }
 
 /// One GitHub App: its private key (PEM) from an env var or a file.
@@ -319,6 +324,8 @@ pub enum ConfigError {
     Env { name: &'static str, message: String },
     #[error("{id}: {message}")]
     Credential { id: String, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
 }
 
 impl Default for Config {
@@ -418,6 +425,7 @@ impl Default for WebSettings {
             default_max_depth: 5,
             default_page_limit: 1000,
             max_sitemap_urls: 50_000,
+            max_removal_fraction: 0.5,
         }
     }
 }
@@ -464,6 +472,7 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(|name| std::env::var(name).ok())?;
+        config.check()?;
         Ok(config)
     }
 
@@ -535,6 +544,17 @@ impl Config {
                 }
             };
         }
+        if let Some(fraction) = get("CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION") {
+            self.web.max_removal_fraction = fraction
+                .trim()
+                .parse()
+                .ok()
+                .filter(|f: &f64| (0.0..=1.0).contains(f))
+                .ok_or_else(|| ConfigError::Env {
+                    name: "CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION",
+                    message: format!("`{fraction}` is not a fraction between 0 and 1"),
+                })?;
+        }
         if let Some(url) = get("CHROMA_SYNCD_QUEUE_URL").filter(|u| !u.trim().is_empty()) {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(ConfigError::Env {
@@ -568,6 +588,18 @@ impl Config {
         Ok(())
     }
 
+    /// Checks values the types alone do not bound.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let fraction = self.web.max_removal_fraction;
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(ConfigError::Invalid {
+                key: "web.max_removal_fraction",
+                message: format!("{fraction} is not a fraction between 0 and 1"),
+            });
+        }
+        Ok(())
+    }
+
     /// How long in-flight jobs may run on after a shutdown signal.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::try_from_secs_f64(self.shutdown_grace_seconds).unwrap_or(Duration::ZERO)
@@ -584,6 +616,19 @@ impl QueueSettings {
     }
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_seconds.max(1))
+    }
+    /// How long before its lease could end a worker that has not renewed it
+    /// stops its attempt: a fifth of the lease, at least a second (a lease of
+    /// a second or less gets half of it).
+    pub fn lease_margin(&self) -> Duration {
+        let lease = self.lease();
+        (lease / 5).max(Duration::from_secs(1)).min(lease / 2)
+    }
+    /// How long one renewal (or outcome write) may take before it is given
+    /// up and tried again: half of what is left of the lease after the
+    /// margin, so at least two tries fit before the worker must stop.
+    pub fn renewal_timeout(&self) -> Duration {
+        (self.lease() - self.lease_margin()) / 2
     }
     pub fn job_timeout(&self) -> Duration {
         Duration::from_secs(self.job_timeout_seconds.max(1))
@@ -746,6 +791,49 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("auto, f32 or bf16"), "{err}");
+    }
+
+    #[test]
+    fn max_removal_fraction_comes_from_the_file_or_the_environment() {
+        assert_eq!(Config::default().web.max_removal_fraction, 0.5);
+        let mut config: Config = toml::from_str("[web]\nmax_removal_fraction = 0.8\n").unwrap();
+        assert_eq!(config.web.max_removal_fraction, 0.8);
+        config
+            .apply_env(|name| {
+                (name == "CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION").then(|| " 0.25 ".to_string())
+            })
+            .unwrap();
+        assert_eq!(config.web.max_removal_fraction, 0.25);
+        let err = config
+            .apply_env(|name| {
+                (name == "CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION").then(|| "half".to_string())
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION"),
+            "{err}"
+        );
+        let config: Config = toml::from_str("[web]\nmax_removal_fraction = 2.0\n").unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("web.max_removal_fraction"), "{err}");
+    }
+
+    #[test]
+    fn a_renewal_times_out_and_the_worker_stops_within_the_lease() {
+        for (lease, heartbeat) in [(1, 1), (4, 1), (10, 1), (45, 5), (600, 30)] {
+            let settings = QueueSettings {
+                lease_seconds: lease,
+                heartbeat_seconds: heartbeat,
+                ..QueueSettings::default()
+            };
+            let (lease, margin) = (settings.lease(), settings.lease_margin());
+            assert!(margin > Duration::ZERO && margin <= lease / 2, "{lease:?}");
+            assert!(
+                settings.renewal_timeout() * 2 + margin <= lease,
+                "{lease:?}"
+            );
+        }
     }
 
     #[test]

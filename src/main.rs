@@ -172,8 +172,11 @@ fn init_tracing() {
     }
 }
 
-/// Cancelled on SIGINT or SIGTERM.
-fn shutdown_token() -> CancellationToken {
+/// Cancelled on SIGINT or SIGTERM. From the signal on, the process has
+/// `grace` + [`HARD_EXIT_SLACK`] to end: past that it exits from a plain
+/// thread, whatever the runtime is stuck on (a hung connection, a blocking
+/// task), so SIGTERM always ends it within `shutdown_grace_seconds` + 10 s.
+fn shutdown_token(grace: Duration) -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
@@ -185,9 +188,28 @@ fn shutdown_token() -> CancellationToken {
             _ = terminate.recv() => {}
         }
         tracing::info!("shutting down: no new jobs are claimed");
+        hard_exit_after(grace + HARD_EXIT_SLACK);
         trigger.cancel();
     });
     token
+}
+
+/// After the grace period: in-flight jobs are stopped and released
+/// ([`chroma_syncd::app::SHUTDOWN_SLACK`] for that), the runtime gets
+/// [`RUNTIME_SHUTDOWN`]; this is the last resort, below the promised 10 s.
+const HARD_EXIT_SLACK: Duration = Duration::from_secs(9);
+/// How long the runtime may wait for blocking tasks once `main` returns.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+fn hard_exit_after(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        tracing::error!(
+            ?limit,
+            "still running after the shutdown grace period and slack; exiting now"
+        );
+        std::process::exit(1);
+    });
 }
 
 fn print(value: &Value) {
@@ -201,19 +223,36 @@ fn job_succeeded(job: &Value) -> bool {
     job["status"].get("complete").is_some()
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let mut cli = Cli::parse();
     cli.token = std::env::var("CHROMA_SYNCD_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    match run(cli).await {
+    // Parsers run on the runtime's blocking threads; their recursion is
+    // bounded by document depth limits sized for this stack (see
+    // `chroma_syncd::nesting`).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(chroma_syncd::nesting::PARSER_STACK_BYTES)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A blocking task still running (a parser, a stalled read) must not
+    // hold the exit: dropping the runtime would wait for it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -222,9 +261,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve | Command::Worker => {
             init_tracing();
             let config = Config::load(cli.config.as_deref())?;
+            let grace = config.shutdown_grace();
             let daemon = Daemon::open(config).await?;
             daemon
-                .serve(matches!(cli.command, Command::Serve), shutdown_token())
+                .serve(matches!(cli.command, Command::Serve), shutdown_token(grace))
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -241,6 +281,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(cli.config.as_deref())?;
             let source: CreateSourcePayload = serde_json::from_value(read_json(&source)?)
                 .context("the --source JSON is not a valid source")?;
+            let grace = config.shutdown_grace();
             let daemon = Daemon::open(config).await?;
             let summary = daemon
                 .run_once(
@@ -254,7 +295,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     },
                     RunOptions { keep_going },
                     progress::for_stderr(Duration::from_secs_f64(progress_interval.max(0.1))),
-                    shutdown_token(),
+                    shutdown_token(grace),
                 )
                 .await?;
             println!(

@@ -3,8 +3,18 @@
 //! Each worker is a loop: claim → run the pipeline while a heartbeat task
 //! renews the lease and reports progress → write the outcome, fenced by the
 //! attempt number. Shutdown (the `shutdown` token) stops claiming at once;
-//! in-flight jobs get a grace period to finish, then are cancelled and
-//! released back to `pending` so another process takes them.
+//! in-flight jobs get a grace period to finish, then are stopped (their
+//! tasks aborted, whatever they wait on) and released back to `pending` so
+//! another process takes them; the release itself is bounded in time.
+//!
+//! Leases run on the queue database's clock. A worker knows only when it
+//! *asked* for a renewal, which is before the database set the new expiry,
+//! so "renewal started + lease" on the worker's monotonic clock is never
+//! later than the real expiry, however the wall clocks differ. A worker that
+//! has not renewed by `lease − margin` after its last successful renewal
+//! started stops its attempt (the job task is aborted: not one more write)
+//! before the lease can pass to another worker. Each renewal has a timeout,
+//! so a hung connection costs one try, not the lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,12 +93,34 @@ impl Worker {
         let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
         let mut failures = 0u32;
         while !self.shutdown.is_cancelled() {
-            match self
-                .services
-                .queue
-                .claim(&self.name, self.settings.lease())
-                .await
-            {
+            // The lease runs from a moment after this: see the module docs.
+            let claim_started = tokio::time::Instant::now();
+            let claim = tokio::time::timeout(
+                self.settings.lease(),
+                self.services.queue.claim(&self.name, self.settings.lease()),
+            );
+            tokio::pin!(claim);
+            let claimed = tokio::select! {
+                claimed = &mut claim => claimed,
+                _ = self.shutdown.cancelled() => {
+                    // The claim may have taken a job already: let it answer
+                    // briefly and hand such a job straight back, so shutdown
+                    // never costs a job an attempt.
+                    let answer = tokio::time::timeout(self.settings.renewal_timeout(), &mut claim);
+                    if let Ok(Ok(Ok(Some(claimed)))) = answer.await {
+                        self.release_unstarted(&claimed).await;
+                    }
+                    break;
+                }
+            };
+            let claimed = match claimed {
+                Ok(claimed) => claimed,
+                Err(_) => {
+                    tracing::warn!("claiming a job timed out; trying again");
+                    continue;
+                }
+            };
+            match claimed {
                 Ok(Some(claimed)) => {
                     failures = 0;
                     let span = tracing::info_span!(
@@ -97,7 +129,7 @@ impl Worker {
                         source_id = ?claimed.job.source_id,
                         attempt = claimed.attempt,
                     );
-                    self.execute(claimed).instrument(span).await;
+                    self.execute(claimed, claim_started).instrument(span).await;
                     continue;
                 }
                 Ok(None) => {}
@@ -121,7 +153,22 @@ impl Worker {
         }
     }
 
-    async fn execute(&self, claimed: ClaimedJob) {
+    /// Releases a job claimed as shutdown began, before it ran.
+    async fn release_unstarted(&self, claimed: &ClaimedJob) {
+        let release = self.services.queue.finish(
+            claimed.job.id,
+            claimed.attempt,
+            Outcome::Released,
+            &claimed.job.stats,
+        );
+        match tokio::time::timeout(self.settings.renewal_timeout(), release).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "releasing a job claimed at shutdown failed"),
+            Err(_) => tracing::warn!("releasing a job claimed at shutdown timed out"),
+        }
+    }
+
+    async fn execute(&self, claimed: ClaimedJob, leased_at: tokio::time::Instant) {
         let id = claimed.job.id;
         let attempt = claimed.attempt;
         tracing::info!(object_key = ?claimed.payload.object_key, "job started");
@@ -129,18 +176,25 @@ impl Worker {
         let started = std::time::Instant::now();
         let cancel = self.abort.child_token();
         let stop_heartbeat = CancellationToken::new();
+        // Cancelled when this attempt no longer holds the lease (or cannot
+        // know that it does): the job must stop writing at once.
+        let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat_loop(
             Arc::clone(&self.services),
             self.settings.clone(),
-            id,
-            attempt,
+            Lease {
+                id,
+                attempt,
+                leased_at,
+            },
             Arc::clone(&state),
             cancel.clone(),
+            lost.clone(),
             stop_heartbeat.clone(),
         ));
         // The job runs in its own task so that a panic inside it ends as a
         // failed job instead of a worker whose heartbeat renews a dead lease forever.
-        let job_task = tokio::spawn({
+        let mut job_task = tokio::spawn({
             let services = Arc::clone(&self.services);
             let claimed = claimed.clone();
             let state = Arc::clone(&state);
@@ -151,16 +205,32 @@ impl Worker {
         // so it writes nothing more) and fails, saying so.
         let limit = self.settings.job_timeout();
         let abort = job_task.abort_handle();
-        let result = match tokio::time::timeout(limit, job_task).await {
-            Ok(joined) => joined.unwrap_or_else(|e| {
-                Err(JobError::Permanent(format!("the job's task failed: {e}")))
-            }),
-            Err(_) => {
+        let result = tokio::select! {
+            biased;
+            joined = tokio::time::timeout(limit, &mut job_task) => match joined {
+                Ok(joined) => joined.unwrap_or_else(|e| {
+                    Err(JobError::Permanent(format!("the job's task failed: {e}")))
+                }),
+                Err(_) => {
+                    abort.abort();
+                    Err(JobError::TimedOut(format!(
+                        "timed out after {}s (queue.job_timeout_seconds)",
+                        limit.as_secs()
+                    )))
+                }
+            },
+            // The lease is lost or could not be renewed in time: not one
+            // more write from this attempt.
+            _ = lost.cancelled() => {
                 abort.abort();
-                Err(JobError::TimedOut(format!(
-                    "timed out after {}s (queue.job_timeout_seconds)",
-                    limit.as_secs()
-                )))
+                Err(JobError::Cancelled)
+            }
+            // The shutdown grace is over: the job stops now, whatever it is
+            // waiting on (a hung Chroma, S3 or GitHub call must not hold the
+            // process); it is released below.
+            _ = self.abort.cancelled() => {
+                abort.abort();
+                Err(JobError::Cancelled)
             }
         };
         stop_heartbeat.cancel();
@@ -168,7 +238,7 @@ impl Worker {
 
         let outcome = match (result, signal) {
             (_, HeartbeatOutcome::LeaseLost) => {
-                tracing::warn!("lease lost to another attempt; dropping this attempt's outcome");
+                tracing::warn!("this attempt no longer holds the lease; dropping its outcome");
                 return;
             }
             (Ok(()), _) => Outcome::Complete,
@@ -212,64 +282,109 @@ impl Worker {
             started.elapsed().as_secs_f64(),
             &stats,
         );
-        match self
-            .services
-            .queue
-            .finish(id, attempt, outcome, &stats)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!("outcome not recorded: the job moved on without us"),
+        // Bounded: past the lease the write is pointless (the job is retried
+        // anyway), and at shutdown a hung queue must not hold the process.
+        let write_limit = if self.abort.is_cancelled() {
+            self.settings.renewal_timeout()
+        } else {
+            self.settings.lease()
+        };
+        let write = self.services.queue.finish(id, attempt, outcome, &stats);
+        match tokio::time::timeout(write_limit, write).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => tracing::warn!("outcome not recorded: the job moved on without us"),
             // The lease will expire and another attempt will redo the job.
-            Err(error) => tracing::error!(%error, "recording the job outcome failed"),
+            Ok(Err(error)) => tracing::error!(%error, "recording the job outcome failed"),
+            Err(_) => tracing::error!(
+                timeout = ?write_limit,
+                "recording the job outcome timed out; the lease will expire and the job be retried"
+            ),
         }
     }
 }
 
+/// The lease an attempt holds.
+struct Lease {
+    id: uuid::Uuid,
+    attempt: u32,
+    /// When the request that granted the lease started (monotonic clock).
+    leased_at: tokio::time::Instant,
+}
+
 /// Renews the lease every heartbeat interval until `stop`; cancels the job
-/// when a cancel is requested or the lease was lost. Returns the last signal.
+/// when a cancel is requested, and cancels `lost` (and the job) when the
+/// lease was lost or could not be renewed before `lease − margin` after the
+/// last successful renewal *started*. Each renewal is given
+/// `renewal_timeout`; the deadline is watched while it runs, so a renewal
+/// that hangs cannot carry the worker past it. Returns the last signal.
+#[allow(clippy::too_many_arguments)]
 async fn heartbeat_loop(
     services: Arc<Services>,
     settings: QueueSettings,
-    id: uuid::Uuid,
-    attempt: u32,
+    lease: Lease,
     state: Arc<JobState>,
     cancel: CancellationToken,
+    lost: CancellationToken,
     stop: CancellationToken,
 ) -> HeartbeatOutcome {
+    let keep = settings.lease() - settings.lease_margin();
+    let mut deadline = lease.leased_at + keep;
     let mut signal = HeartbeatOutcome::Continue;
-    let mut last_renewed = std::time::Instant::now();
+    let give_up = |why: &str| {
+        tracing::warn!(
+            reason = why,
+            "lease could not be renewed in time; stopping this attempt before another worker takes the job"
+        );
+        cancel.cancel();
+        lost.cancel();
+        HeartbeatOutcome::LeaseLost
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return signal,
+            _ = tokio::time::sleep_until(deadline) => return give_up("no renewal succeeded"),
             _ = tokio::time::sleep(settings.heartbeat()) => {}
         }
         let progress = state.progress.lock().expect("progress lock").clone();
         let stats = state.stats.lock().expect("stats lock").clone();
-        match services
-            .queue
-            .heartbeat(id, attempt, settings.lease(), progress.as_ref(), &stats)
-            .await
-        {
-            Ok(HeartbeatOutcome::Continue) => last_renewed = std::time::Instant::now(),
-            Ok(other) => {
+        let started = tokio::time::Instant::now();
+        let renewal = tokio::time::timeout(
+            settings.renewal_timeout(),
+            services.queue.heartbeat(
+                lease.id,
+                lease.attempt,
+                settings.lease(),
+                progress.as_ref(),
+                &stats,
+            ),
+        );
+        let renewed = tokio::select! {
+            _ = stop.cancelled() => return signal,
+            _ = tokio::time::sleep_until(deadline) => return give_up("the renewal did not answer"),
+            renewed = renewal => renewed,
+        };
+        match renewed {
+            Ok(Ok(HeartbeatOutcome::Continue)) => deadline = started + keep,
+            Ok(Ok(HeartbeatOutcome::LeaseLost)) => {
+                tracing::warn!("another attempt owns the job now; stopping this one");
+                cancel.cancel();
+                lost.cancel();
+                return HeartbeatOutcome::LeaseLost;
+            }
+            Ok(Ok(other)) => {
+                // Renewed; the job is asked to stop (cancel requested).
+                deadline = started + keep;
                 if signal != other {
                     tracing::info!(signal = ?other, "heartbeat asks the job to stop");
                 }
                 signal = other;
                 cancel.cancel();
             }
-            Err(error) => {
-                tracing::warn!(%error, "heartbeat failed; will retry");
-                // Unrenewed, the lease is about to pass to another worker: stop
-                // writing before two attempts write one document at once.
-                let margin = settings.heartbeat();
-                if last_renewed.elapsed() + margin >= settings.lease() {
-                    tracing::warn!("lease could not be renewed in time; stopping this attempt");
-                    signal = HeartbeatOutcome::LeaseLost;
-                    cancel.cancel();
-                }
-            }
+            Ok(Err(error)) => tracing::warn!(%error, "renewing the lease failed; will retry"),
+            Err(_) => tracing::warn!(
+                timeout = ?settings.renewal_timeout(),
+                "renewing the lease timed out; will retry"
+            ),
         }
     }
 }

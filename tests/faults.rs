@@ -319,3 +319,82 @@ fn sigterm_past_the_grace_period_releases_the_job_for_the_next_process() {
     assert_eq!(finished["attempt"], 1, "{finished}");
     assert_same_as_clean_run(&daemon, &chroma, &source, "released");
 }
+
+/// A job whose attempts keep ending with the process dying (SIGKILL, an
+/// abort, the OOM killer) ends `failed` with a reason that says so; while
+/// attempts remain it goes back to pending and its `last_error` says why.
+#[test]
+fn a_job_whose_process_keeps_dying_ends_failed_saying_so() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let config = TEST_CONFIG.replace("max_attempts = 3", "max_attempts = 2");
+    let mut daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    let source = big_object_source(&daemon, &s3, "doomed");
+    let id = daemon.invoke(&source, json!({"object_key": "big.md"}));
+
+    wait_mid_job(&daemon, &id);
+    daemon.kill9();
+    daemon.restart();
+    // The dead attempt's lease runs out; the job is retried, saying why.
+    let retried = wait_until(
+        "the second attempt to run",
+        Duration::from_secs(120),
+        || {
+            let job = daemon.job(&id);
+            (job["status"] == "processing" && job["attempt"] == 2).then_some(job)
+        },
+    );
+    let first = retried["last_error"].as_str().unwrap_or_default();
+    assert!(
+        first.contains("attempt 1 of 2 ended without a result")
+            && first.contains("process crashed or was killed"),
+        "{retried}"
+    );
+    daemon.kill9();
+    daemon.restart();
+
+    let (job, error) = daemon.wait_failed(&id, Duration::from_secs(120));
+    assert!(
+        error.contains("attempt 2 of 2 ended without a result: the worker stopped renewing its lease (process crashed or was killed)"),
+        "{error}"
+    );
+    assert!(error.contains("before that: attempt 1 of 2"), "{error}");
+    assert_eq!(job["attempt"], 2, "not retried past max_attempts: {job}");
+}
+
+/// SIGTERM ends the daemon within `shutdown_grace_seconds` + 10 s whatever
+/// Chroma does: here it stops answering mid-job (requests hang, no error),
+/// and in a second daemon it is gone (connections refused). The job in
+/// flight is released for the next process.
+#[test]
+fn sigterm_ends_the_process_within_the_grace_plus_ten_seconds_whatever_chroma_does() {
+    use common::stall::StallProxy;
+    let mut chroma = Chroma::start();
+    let s3 = S3::start();
+    let proxy = StallProxy::start(&format!("127.0.0.1:{}", chroma.port));
+    let grace = 2;
+    // A Chroma client that would wait two minutes for an answer.
+    let config = format!("shutdown_grace_seconds = {grace}\n{TEST_CONFIG}")
+        .replace("timeout_seconds = 10", "timeout_seconds = 120");
+    let bound = Duration::from_secs(grace + 10);
+
+    let mut hung = Daemon::start_with(&format!("http://127.0.0.1:{}", proxy.port), &config, &[]);
+    let source = big_object_source(&hung, &s3, "hung");
+    let id = hung.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&hung, &id);
+    proxy.stall();
+    hung.terminate_within(bound);
+    let job = stored_job(&hung, &id);
+    assert_eq!(
+        job.status,
+        chroma_syncd::model::JobStatus::Pending,
+        "released for the next process"
+    );
+
+    let mut orphaned = Daemon::start_with(&chroma.url(), &config, &[]);
+    let source = orphaned.create_source(s3_source(&s3, "bulk", "orphaned", None));
+    let id = orphaned.invoke(&source, json!({"object_key": "big.md"}));
+    wait_mid_job(&orphaned, &id);
+    chroma.stop();
+    orphaned.terminate_within(bound);
+}

@@ -186,3 +186,242 @@ fn processes_starting_together_share_one_migrated_queue() {
         );
     }
 }
+
+/// The PostgreSQL queue grants, renews and judges leases on the server's
+/// clock (`now()`): a lease live by it is not claimable whatever a worker's
+/// clock says, one that ran out by it is, and the dead attempt says so.
+#[test]
+fn leases_are_granted_and_judged_on_the_servers_clock() {
+    use chroma_syncd::model::{
+        CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, JobStats, S3JobMetadata,
+        SourceType, Trigger,
+    };
+    use chroma_syncd::queue::{HeartbeatOutcome, NewJob, PostgresQueue, Queue};
+    use sqlx::Connection;
+    const DB_NOW: &str = "(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT";
+    const LONG: Duration = Duration::from_secs(60);
+    let database = PgDatabase::create();
+    runtime().block_on(async {
+        let queue = PostgresQueue::open(&database.url, 3).await.unwrap();
+        let source: CreateSourcePayload = serde_json::from_value(json!({
+            "database_name": "db1",
+            "s3": {"bucket_name": "bucket", "region": "us-east-1",
+                   "collection_name": "coll", "aws_credential_id": 0},
+        }))
+        .unwrap();
+        let source = queue.create_source(SourceType::S3, &source).await.unwrap();
+        let created = queue
+            .enqueue(NewJob {
+                source_id: source.id,
+                source_type: SourceType::S3,
+                payload: CreateJobPayload {
+                    object_key: Some("a".into()),
+                    ..CreateJobPayload::default()
+                },
+                metadata: IndexJobMetadata {
+                    kind: JobKind::S3(S3JobMetadata {
+                        bucket_name: "bucket".into(),
+                        object_key: Some("a".into()),
+                        custom_id: None,
+                        additional_metadata: None,
+                    }),
+                    database_name: "db1".into(),
+                    collection_name: "coll".into(),
+                },
+                trigger: Trigger::Manual,
+                concurrency_key: "key:a".into(),
+                dedupe_key: "d1".into(),
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+        queue.claim("worker-1", LONG).await.unwrap().unwrap();
+        let mut db = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        let id = created.id.to_string();
+
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT lease_expires_at - {DB_NOW} FROM jobs WHERE id = $1"
+        )))
+        .bind(&id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        let long = LONG.as_millis() as i64;
+        assert!(left <= long && left > long - 10_000, "{left} ms left");
+
+        let set_lease = |offset_ms: i64| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET lease_expires_at = {DB_NOW} + ({offset_ms}) WHERE id = $1"
+            )))
+            .bind(id.clone())
+        };
+        // Live for three more seconds by the server's clock: not claimable.
+        set_lease(3000).execute(&mut db).await.unwrap();
+        assert!(queue.claim("worker-2", LONG).await.unwrap().is_none());
+        let stats = JobStats::default();
+        assert_eq!(
+            queue
+                .heartbeat(created.id, 1, LONG, None, &stats)
+                .await
+                .unwrap(),
+            HeartbeatOutcome::Continue
+        );
+
+        // Ran out by the server's clock: claimable (the sweep runs at most
+        // once a second per process, so allow it a few rounds).
+        set_lease(-1).execute(&mut db).await.unwrap();
+        let mut second = None;
+        for _ in 0..50 {
+            second = queue.claim("worker-2", LONG).await.unwrap();
+            if second.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(second.expect("claimed again").attempt, 2);
+        let stored = queue.get_job(created.id).await.unwrap().unwrap();
+        assert!(
+            stored
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("attempt 1 of 3 ended without a result")),
+            "{:?}",
+            stored.last_error
+        );
+        assert_eq!(
+            queue
+                .heartbeat(created.id, 1, LONG, None, &stats)
+                .await
+                .unwrap(),
+            HeartbeatOutcome::LeaseLost
+        );
+    });
+}
+
+/// What a PostgreSQL query answers, on a fresh connection.
+fn pg_query<T>(url: &str, sql: &'static str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    runtime().block_on(async {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
+    })
+}
+
+/// A worker whose connection to the queue goes silent mid-job (no error,
+/// no reset: its renewals just hang) stops its attempt while its lease is
+/// still live, so it never writes alongside the worker that takes the job
+/// over; the job's result is written once, by the second attempt, and the
+/// collection holds what a clean run writes.
+#[test]
+fn a_worker_whose_heartbeat_hangs_stops_before_another_takes_its_job() {
+    use common::stall::StallProxy;
+    let database = PgDatabase::create();
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("silent");
+    s3.put("silent", "long.md", document(0, 5000), None);
+    let proxy = StallProxy::start("127.0.0.1:5432");
+    let mut through_proxy = url::Url::parse(&database.url).unwrap();
+    through_proxy.set_port(Some(proxy.port)).unwrap();
+
+    // The first daemon reaches PostgreSQL only through the proxy.
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        &config(),
+        &[("CHROMA_SYNCD_QUEUE_URL", through_proxy.as_str())],
+    );
+    let source = daemon.create_source(s3_source(&s3, "silent", "silent", None));
+    let id = daemon.invoke(&source, json!({"object_key": "long.md"}));
+    let upserted = "SELECT COALESCE(MAX((stats::json->>'chunks_upserted')::BIGINT), 0) \
+                    FROM jobs WHERE state = 'processing'";
+    wait_until(
+        "the job to be part-way through",
+        Duration::from_secs(180),
+        || (pg_query::<i64>(&database.url, upserted) > 0).then_some(()),
+    );
+
+    // A second worker process, on a healthy connection, waits for work.
+    let config_path = daemon.state.path().join("worker.toml");
+    std::fs::write(&config_path, config()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let _second = worker(&chroma, state.path(), &config_path, &database.url);
+
+    proxy.stall();
+    wait_until(
+        "the first worker to stop its attempt",
+        Duration::from_secs(60),
+        || {
+            daemon
+                .log()
+                .contains("lease could not be renewed in time")
+                .then_some(())
+        },
+    );
+    let live: bool = pg_query(
+        &database.url,
+        "SELECT state = 'processing' AND attempt = 1
+                AND lease_expires_at > (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT
+         FROM jobs",
+    );
+    assert!(
+        live,
+        "the first worker stopped while its lease was still live: nobody else could have the job"
+    );
+
+    let finished = wait_until(
+        "the second worker to finish the job",
+        Duration::from_secs(300),
+        || {
+            let state: String = pg_query(&database.url, "SELECT state FROM jobs");
+            (state != "processing" && state != "pending").then_some(state)
+        },
+    );
+    assert_eq!(finished, "complete");
+    let attempt: i64 = pg_query(&database.url, "SELECT attempt::BIGINT FROM jobs");
+    assert_eq!(attempt, 2, "written by the second attempt");
+
+    // The network comes back: the first worker's stale attempt writes nothing.
+    proxy.resume();
+    wait_until(
+        "the first daemon's API to answer again",
+        Duration::from_secs(60),
+        || {
+            let (status, job) = daemon.request(
+                reqwest::Method::GET,
+                &format!("/api/v1/invocations/{id}"),
+                None,
+            );
+            (status == 200 && job["status"]["complete"].is_object()).then_some(())
+        },
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("no longer holds the lease; dropping its outcome"),
+        "{}",
+        daemon.log()
+    );
+    let clean = daemon.invoke(
+        &source,
+        json!({"object_key": "long.md", "target_collection_name": "silent-clean"}),
+    );
+    daemon.wait_complete(&clean);
+    let contents = |collection: &str| -> Vec<(String, String)> {
+        chroma
+            .records("testdb", collection)
+            .rows
+            .into_iter()
+            .map(|r| (r.id, r.document))
+            .collect()
+    };
+    let synced = contents("silent");
+    assert!(synced.len() > 100, "{}", synced.len());
+    assert_eq!(synced, contents("silent-clean"));
+    assert_eq!(daemon.job(&id)["attempt"], 2);
+}

@@ -172,7 +172,11 @@ async fn transient_failures_wait_for_their_backoff_then_exhaust_attempts() {
     assert!(queue.claim("w", LONG).await.unwrap().is_none());
     let failed = queue.get_job(created.id).await.unwrap().unwrap();
     match failed.status {
-        JobStatus::Failed { error } => assert!(error.contains("lease expired"), "{error}"),
+        JobStatus::Failed { error } => assert!(
+            error.contains("attempt 3 of 3 ended without a result")
+                && error.contains("stopped renewing its lease"),
+            "{error}"
+        ),
         other => panic!("expected failed, got {other:?}"),
     }
 }
@@ -284,5 +288,77 @@ async fn a_cancel_asked_of_a_running_job_is_never_undone_by_release_or_a_dead_wo
     assert_eq!(
         queue.get_job(b.id).await.unwrap().unwrap().status,
         JobStatus::Cancelled
+    );
+}
+
+/// Leases are granted, renewed and judged on the database's clock, never on
+/// a time a worker computed: no queue call takes one. A job whose lease is
+/// live by the database's clock is not claimable (a worker whose clock runs
+/// ahead cannot take it early), and one whose lease ran out by it is (a
+/// worker whose clock runs behind cannot hold it past its end).
+#[tokio::test]
+async fn leases_are_granted_and_judged_on_the_database_clock() {
+    use sqlx::Connection;
+    const DB_NOW: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+    let (dir, queue, source) = queue_with_source().await;
+    let created = queue.enqueue(job(source.id, "a", "d1")).await.unwrap();
+    queue.claim("worker-1", LONG).await.unwrap().unwrap();
+    let path = dir.path().join("queue.sqlite3");
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let id = created.id.to_string();
+
+    // The lease ends LONG after the database's now at the claim.
+    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT lease_expires_at - {DB_NOW} FROM jobs WHERE id = ?"
+    )))
+    .bind(&id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let long = LONG.as_millis() as i64;
+    assert!(left <= long && left > long - 10_000, "{left} ms left");
+
+    // Live for three more seconds by the database's clock: not claimable.
+    let set_lease = |offset_ms: i64| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET lease_expires_at = {DB_NOW} + ({offset_ms}) WHERE id = ?"
+        )))
+        .bind(id.clone())
+    };
+    set_lease(3000).execute(&mut db).await.unwrap();
+    assert!(queue.claim("worker-2", LONG).await.unwrap().is_none());
+    let stats = JobStats::default();
+    assert_eq!(
+        queue
+            .heartbeat(created.id, 1, LONG, None, &stats)
+            .await
+            .unwrap(),
+        HeartbeatOutcome::Continue,
+        "the holder renews it"
+    );
+
+    // Ran out a moment ago by the database's clock: claimable at once, and
+    // the attempt that ended without a result says so.
+    set_lease(-1).execute(&mut db).await.unwrap();
+    let second = queue.claim("worker-2", LONG).await.unwrap().unwrap();
+    assert_eq!(second.attempt, 2);
+    let stored = queue.get_job(created.id).await.unwrap().unwrap();
+    assert!(
+        stored
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("attempt 1 of 3 ended without a result")),
+        "{:?}",
+        stored.last_error
+    );
+    assert_eq!(
+        queue
+            .heartbeat(created.id, 1, LONG, None, &stats)
+            .await
+            .unwrap(),
+        HeartbeatOutcome::LeaseLost,
+        "the old attempt is fenced out"
     );
 }

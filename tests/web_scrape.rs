@@ -345,3 +345,76 @@ fn pages_behind_a_failing_page_are_kept_not_taken_for_gone() {
         "{reasons}"
     );
 }
+
+/// Each way a starting page can break, on a site whose pages are stored: the
+/// re-crawl removes nothing and fails saying why; a start page that is fine
+/// but links nowhere would take most of the site for gone, so the removal
+/// limit refuses it with the counts. Every stored page keeps its chunks.
+#[test]
+fn a_broken_starting_page_removes_nothing_and_fails_saying_why() {
+    let chroma = Chroma::start();
+    let site = FixtureSite::start();
+    let daemon = start(&chroma);
+    let source = daemon.create_source(web_source(&site, json!({"max_depth": 2})));
+    crawl(&daemon, &source, "guarded");
+    let stored = pages(&chroma, "guarded");
+    assert_eq!(stored.len(), 7, "{stored:?}");
+    let before = chroma.records("testdb", "guarded");
+    let home = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site/index.html"),
+    )
+    .unwrap();
+    let start_key = site.url("/");
+    let no_links = "<html><head><title>Rebuilding</title></head><body><main>\
+                    <p>We are rebuilding the site; come back soon.</p></main></body></html>";
+    let whole_site_count = format!("of the {} pages", stored.len());
+
+    type Breakage<'a> = (&'a str, Box<dyn Fn() + 'a>, Vec<&'a str>);
+    let cases: Vec<Breakage> = vec![
+        (
+            "404",
+            Box::new(|| site.delete("index.html")),
+            vec!["starting page", "404"],
+        ),
+        (
+            "500",
+            Box::new(|| site.fail("/")),
+            vec!["starting page", "500"],
+        ),
+        (
+            "redirect to another host",
+            Box::new(|| site.move_to("/", &site.other_url("/"))),
+            vec!["starting page", "out of scope", "localhost"],
+        ),
+        (
+            "a page without links",
+            Box::new(|| site.write("index.html", no_links)),
+            vec!["would remove 5", &whole_site_count, "max_removal_fraction"],
+        ),
+    ];
+    for (what, break_start, needles) in cases {
+        break_start();
+        let job = daemon.invoke(&source, json!({"target_collection_name": "guarded"}));
+        let (job, error) = daemon.wait_failed(&job, Duration::from_secs(120));
+        for needle in needles {
+            assert!(error.contains(needle), "{what}: {needle:?} not in {error}");
+        }
+        assert_eq!(pages(&chroma, "guarded"), stored, "{what}: {job}");
+        let after = chroma.records("testdb", "guarded");
+        for key in stored.iter().filter(|key| **key != start_key) {
+            let ids = |records: &Records| -> Vec<String> {
+                records.of_key(key).iter().map(|r| r.id.clone()).collect()
+            };
+            assert_eq!(ids(&after), ids(&before), "{what}: {key} kept its chunks");
+        }
+        if what != "a page without links" {
+            assert_eq!(after.ids(), before.ids(), "{what}: nothing changed");
+        }
+        site.heal();
+        site.write("index.html", &home);
+    }
+
+    // The site is back: the re-crawl completes and the collection is whole.
+    crawl(&daemon, &source, "guarded");
+    assert_eq!(pages(&chroma, "guarded"), stored);
+}

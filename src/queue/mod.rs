@@ -24,6 +24,14 @@ use crate::model::{
     ScheduleSlot, SourceType, Trigger,
 };
 
+/// SQL (for both backends) of the error an attempt leaves when its lease ran
+/// out: its worker stopped renewing it (the process died, or lost the queue)
+/// before recording any outcome. It keeps the previous attempt's error, so a
+/// job whose attempts keep dying says so when it finally fails.
+const LEASE_EXPIRED_ERROR: &str = "'attempt ' || attempt || ' of ' || max_attempts
+    || ' ended without a result: the worker stopped renewing its lease \
+    (process crashed or was killed)' || COALESCE('; before that: ' || last_error, '')";
+
 pub use postgres::PostgresQueue;
 pub use sqlite::SqliteQueue;
 

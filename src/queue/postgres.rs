@@ -34,6 +34,8 @@ use crate::model::{
 
 /// Claims retried after losing a same-key race, before giving up for this round.
 const CLAIM_ATTEMPTS: usize = 4;
+/// Longest wait for a pooled connection (a new one included).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Expired leases are settled at most this often per process.
 const SWEEP_INTERVAL_MS: i64 = 1000;
 
@@ -45,6 +47,26 @@ pub struct PostgresQueue {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The database server's clock in Unix milliseconds (`now()`: one instant
+/// for the whole statement).
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT";
+
+/// `sql` with each `NOW_MS` read from the server's clock: leases are granted,
+/// renewed, compared and settled on the one clock every process shares, never
+/// on a timestamp a worker computed (its clock may be skewed). Only static
+/// text is spliced in.
+fn clocked(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(
+        sql.replace("LEASE_EXPIRED_ERROR", super::LEASE_EXPIRED_ERROR)
+            .replace("NOW_MS", DB_NOW_MS),
+    )
+}
+
+/// A lease length in milliseconds, for adding to the server's clock.
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
 fn push_databases(query: &mut QueryBuilder<Postgres>, databases: Option<&[String]>) {
@@ -71,10 +93,25 @@ fn push_page(query: &mut QueryBuilder<Postgres>, ascending: bool, limit: u32, of
 impl PostgresQueue {
     /// Connects and runs the migrations (safe when several processes start at once).
     pub async fn open(url: &str, max_attempts: u32) -> Result<Self, QueueError> {
-        let options: PgConnectOptions = url.parse()?;
+        // No queue statement may hang: the server cancels one past
+        // `statement_timeout`, ends a session idle inside a transaction, and
+        // probes idle connections with TCP keepalives (a worker that died or
+        // vanished from the network gives up its connections and row locks
+        // in seconds, not at the OS's two hours). Getting a connection from
+        // the pool (connecting included) is bounded too. Workers also put
+        // their own timeouts on renewals and outcome writes (worker.rs):
+        // sqlx offers no client-side keepalive, and a silently dropped
+        // network path is noticed there.
+        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.options([
+            ("statement_timeout", "30s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -117,10 +154,13 @@ impl PostgresQueue {
     }
 
     /// Settles jobs whose worker died (see the SQLite backend): cancelled if
-    /// a cancel was asked, failed after their last allowed attempt.
-    async fn sweep_expired_leases(&self, now: i64) -> Result<(), QueueError> {
+    /// a cancel was asked, failed after their last allowed attempt (saying
+    /// so), else back to pending with the reason recorded. Expiry is judged
+    /// on the server's clock; only how often this runs uses the local one.
+    async fn sweep_expired_leases(&self) -> Result<(), QueueError> {
+        let now = now_ms();
         let last = self.last_sweep.load(Ordering::Relaxed);
-        if now - last < SWEEP_INTERVAL_MS
+        if (now - last).abs() < SWEEP_INTERVAL_MS
             || self
                 .last_sweep
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -128,31 +168,27 @@ impl PostgresQueue {
         {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', finished_at = $1, lease_owner = NULL
-             WHERE state = 'processing' AND lease_expires_at < $1
+        sqlx::query(clocked(
+            "UPDATE jobs SET state = 'cancelled', finished_at = NOW_MS, lease_owner = NULL
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS
                AND cancel_requested_at IS NOT NULL",
-        )
-        .bind(now)
+        ))
         .execute(&self.pool)
         .await?;
-        sqlx::query(
-            "UPDATE jobs SET state = 'failed', finished_at = $1, lease_owner = NULL,
-                 error = 'worker stopped responding (lease expired) on attempt ' || attempt
-                         || ' of ' || max_attempts
-             WHERE state = 'processing' AND lease_expires_at < $1 AND attempt >= max_attempts",
-        )
-        .bind(now)
+        sqlx::query(clocked(
+            "UPDATE jobs SET state = 'failed', finished_at = NOW_MS, lease_owner = NULL,
+                 error = LEASE_EXPIRED_ERROR
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS AND attempt >= max_attempts",
+        ))
         .execute(&self.pool)
         .await?;
         // The rest go back to pending, to be claimed (attempt + 1) at once;
         // the dead attempt's heartbeats and outcome are fenced out.
-        sqlx::query(
-            "UPDATE jobs SET state = 'pending', run_after = $1, lease_owner = NULL,
-                 lease_expires_at = NULL
-             WHERE state = 'processing' AND lease_expires_at < $1",
-        )
-        .bind(now)
+        sqlx::query(clocked(
+            "UPDATE jobs SET state = 'pending', run_after = NOW_MS, lease_owner = NULL,
+                 lease_expires_at = NULL, last_error = LEASE_EXPIRED_ERROR
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS",
+        ))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -276,14 +312,15 @@ impl Queue for PostgresQueue {
         let now = now_ms();
         let payload = serde_json::to_string(&job.payload).map_err(|e| corrupt("payload", e))?;
         let metadata = serde_json::to_string(&job.metadata).map_err(|e| corrupt("metadata", e))?;
-        let result = sqlx::query(
+        // Due from the server's clock, on which claims compare it.
+        let result = sqlx::query(clocked(
             "INSERT INTO jobs (id, source_id, source_type, database_name, object_key, payload,
                                metadata, trigger_kind, state, concurrency_key, dedupe_key,
                                created_at, run_after, max_attempts, idempotency_key,
                                request_sha256)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $11, $12, $13, $14)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, NOW_MS, $12, $13, $14)
              RETURNING *",
-        )
+        ))
         .bind(id.to_string())
         .bind(job.source_id.to_string())
         .bind(job.source_type.as_str())
@@ -473,16 +510,15 @@ impl Queue for PostgresQueue {
     }
 
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, QueueError> {
-        let now = now_ms();
-        self.sweep_expired_leases(now).await?;
+        self.sweep_expired_leases().await?;
         for _ in 0..CLAIM_ATTEMPTS {
-            let claimed = sqlx::query(
+            let claimed = sqlx::query(clocked(
                 "UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_owner = $1,
-                        lease_expires_at = $2, started_at = $3, last_heartbeat_at = $3,
-                        progress = NULL
+                        lease_expires_at = NOW_MS + $2, started_at = NOW_MS,
+                        last_heartbeat_at = NOW_MS, progress = NULL
                  WHERE id = (
                      SELECT j.id FROM jobs j
-                     WHERE j.state = 'pending' AND j.run_after <= $3
+                     WHERE j.state = 'pending' AND j.run_after <= NOW_MS
                        AND NOT EXISTS (
                            SELECT 1 FROM jobs o
                            WHERE o.concurrency_key = j.concurrency_key AND o.state = 'processing')
@@ -490,10 +526,9 @@ impl Queue for PostgresQueue {
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED)
                  RETURNING *",
-            )
+            ))
             .bind(worker)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now)
+            .bind(lease_ms(lease))
             .fetch_optional(&self.pool)
             .await;
             match claimed {
@@ -516,20 +551,18 @@ impl Queue for PostgresQueue {
         progress: Option<&Progress>,
         stats: &JobStats,
     ) -> Result<HeartbeatOutcome, QueueError> {
-        let now = now_ms();
         let progress = progress
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| corrupt("progress", e))?;
         let stats = serde_json::to_string(stats).map_err(|e| corrupt("stats", e))?;
-        let row = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = $1, last_heartbeat_at = $2,
-                    progress = COALESCE($3, progress), stats = $4
-             WHERE id = $5 AND attempt = $6 AND state = 'processing'
+        let row = sqlx::query(clocked(
+            "UPDATE jobs SET lease_expires_at = NOW_MS + $1, last_heartbeat_at = NOW_MS,
+                    progress = COALESCE($2, progress), stats = $3
+             WHERE id = $4 AND attempt = $5 AND state = 'processing'
              RETURNING cancel_requested_at",
-        )
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
+        ))
+        .bind(lease_ms(lease))
         .bind(progress)
         .bind(stats)
         .bind(id.to_string())
@@ -556,64 +589,63 @@ impl Queue for PostgresQueue {
         outcome: Outcome,
         stats: &JobStats,
     ) -> Result<bool, QueueError> {
-        let now = now_ms();
         let stats = serde_json::to_string(stats).map_err(|e| corrupt("stats", e))?;
-        // Parameters: $1 now, $2 stats, $3 id, $4 attempt (the fence), $5
-        // error, $6 retry delay; $5 and $6 are bound where a statement uses them.
+        // Parameters: $1 stats, $2 id, $3 attempt (the fence), $4 error, $5
+        // retry delay ($4 and $5 bound where a statement uses them); the time
+        // is the server's (`NOW_MS`), like the lease's.
         let (sql, error, delay_ms): (&str, Option<String>, i64) = match outcome {
             Outcome::Complete => (
-                "UPDATE jobs SET state = 'complete', finished_at = $1,
-                        duration_ms = GREATEST(0, $1 - COALESCE(started_at, $1)), stats = $2,
+                "UPDATE jobs SET state = 'complete', finished_at = NOW_MS,
+                        duration_ms = GREATEST(0, NOW_MS - COALESCE(started_at, NOW_MS)), stats = $1,
                         lease_owner = NULL, last_error = NULL,
                         progress = '{\"step\":1,\"total_steps\":1,\"message\":\"done\"}'
-                 WHERE id = $3 AND attempt = $4 AND state = 'processing'",
+                 WHERE id = $2 AND attempt = $3 AND state = 'processing'",
                 None,
                 0,
             ),
             Outcome::Failed(error) => (
-                "UPDATE jobs SET state = 'failed', finished_at = $1, stats = $2,
-                        lease_owner = NULL, error = $5
-                 WHERE id = $3 AND attempt = $4 AND state = 'processing'",
+                "UPDATE jobs SET state = 'failed', finished_at = NOW_MS, stats = $1,
+                        lease_owner = NULL, error = $4
+                 WHERE id = $2 AND attempt = $3 AND state = 'processing'",
                 Some(error),
                 0,
             ),
             Outcome::Cancelled => (
-                "UPDATE jobs SET state = 'cancelled', finished_at = $1, stats = $2,
+                "UPDATE jobs SET state = 'cancelled', finished_at = NOW_MS, stats = $1,
                         lease_owner = NULL
-                 WHERE id = $3 AND attempt = $4 AND state = 'processing'",
+                 WHERE id = $2 AND attempt = $3 AND state = 'processing'",
                 None,
                 0,
             ),
             Outcome::Retry { error, after } => (
                 "UPDATE jobs SET
                         state = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
-                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $1 END,
-                        run_after = $1 + $6, stats = $2, lease_owner = NULL,
-                        lease_expires_at = NULL, last_error = $5
-                 WHERE id = $3 AND attempt = $4 AND state = 'processing'",
+                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE NOW_MS END,
+                        run_after = NOW_MS + $5, stats = $1, lease_owner = NULL,
+                        lease_expires_at = NULL, last_error = $4
+                 WHERE id = $2 AND attempt = $3 AND state = 'processing'",
                 Some(error),
                 after.as_millis() as i64,
             ),
             Outcome::Released => (
                 "UPDATE jobs SET
                         state = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
-                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $1 END,
+                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE NOW_MS END,
                         attempt = CASE WHEN cancel_requested_at IS NULL THEN attempt - 1 ELSE attempt END,
-                        run_after = $1, stats = $2, lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $3 AND attempt = $4 AND state = 'processing'",
+                        run_after = NOW_MS, stats = $1, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = $2 AND attempt = $3 AND state = 'processing'",
                 None,
                 0,
             ),
         };
-        let mut query = sqlx::query(sql)
-            .bind(now)
+        let mut query = sqlx::query(clocked(sql))
             .bind(stats)
             .bind(id.to_string())
             .bind(i64::from(attempt));
-        if sql.contains("$5") {
+        if sql.contains("$4") {
             query = query.bind(error);
         }
-        if sql.contains("$6") {
+        if sql.contains("$5") {
             query = query.bind(delay_ms);
         }
         let affected = query.execute(&self.pool).await?.rows_affected();

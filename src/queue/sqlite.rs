@@ -35,6 +35,21 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// The database's clock in Unix milliseconds. SQLite evaluates `'now'` once
+/// per statement step, so every `NOW_MS` of one statement is the same instant.
+const DB_NOW_MS: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+
+/// `sql` with each `NOW_MS` read from the database's clock. Leases are
+/// granted, renewed, compared and settled on this one clock, never on a
+/// timestamp a process computed (its clock may be skewed); only static text
+/// is spliced in.
+fn clocked(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(
+        sql.replace("LEASE_EXPIRED_ERROR", super::LEASE_EXPIRED_ERROR)
+            .replace("NOW_MS", DB_NOW_MS),
+    )
+}
+
 /// `AND database_name IN (…)` when the caller may see only some databases.
 fn push_databases(query: &mut QueryBuilder<Sqlite>, databases: Option<&[String]>) {
     let Some(databases) = databases else { return };
@@ -58,6 +73,11 @@ fn push_page(query: &mut QueryBuilder<Sqlite>, ascending: bool, limit: u32, offs
     ));
     query.push_bind(limit as i64);
     query.push(" OFFSET ").push_bind(offset as i64);
+}
+
+/// A lease length in milliseconds, for adding to the database's clock.
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
 impl SqliteQueue {
@@ -118,24 +138,31 @@ impl SqliteQueue {
 
     /// Settles jobs whose worker died: cancelled if a cancel was asked, failed
     /// if that was their last allowed attempt (so a job that kills its worker
-    /// every time ends `failed` instead of looping).
-    async fn sweep_expired_leases(&self, now: i64) -> Result<(), QueueError> {
+    /// every time ends `failed`, saying so, instead of looping), else back to
+    /// pending with the reason recorded. Expiry is judged on the database's clock.
+    async fn sweep_expired_leases(&self) -> Result<(), QueueError> {
         // A cancel asked of a job whose worker died is honoured now.
-        sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', finished_at = ?1, lease_owner = NULL
-             WHERE state = 'processing' AND lease_expires_at < ?1
+        sqlx::query(clocked(
+            "UPDATE jobs SET state = 'cancelled', finished_at = NOW_MS, lease_owner = NULL
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS
                AND cancel_requested_at IS NOT NULL",
-        )
-        .bind(now)
+        ))
         .execute(&self.pool)
         .await?;
-        sqlx::query(
-            "UPDATE jobs SET state = 'failed', finished_at = ?1, lease_owner = NULL,
-                 error = 'worker stopped responding (lease expired) on attempt ' || attempt
-                         || ' of ' || max_attempts
-             WHERE state = 'processing' AND lease_expires_at < ?1 AND attempt >= max_attempts",
-        )
-        .bind(now)
+        sqlx::query(clocked(
+            "UPDATE jobs SET state = 'failed', finished_at = NOW_MS, lease_owner = NULL,
+                 error = LEASE_EXPIRED_ERROR
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS AND attempt >= max_attempts",
+        ))
+        .execute(&self.pool)
+        .await?;
+        // The rest go back to pending, to be claimed (attempt + 1) at once;
+        // the dead attempt's heartbeats and outcome are fenced out.
+        sqlx::query(clocked(
+            "UPDATE jobs SET state = 'pending', run_after = NOW_MS, lease_owner = NULL,
+                 lease_expires_at = NULL, last_error = LEASE_EXPIRED_ERROR
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS",
+        ))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -241,13 +268,14 @@ impl Queue for SqliteQueue {
         let now = now_ms();
         let payload = serde_json::to_string(&job.payload).map_err(|e| corrupt("payload", e))?;
         let metadata = serde_json::to_string(&job.metadata).map_err(|e| corrupt("metadata", e))?;
-        let result = sqlx::query(
+        // Due from the database's clock, on which claims compare it.
+        let result = sqlx::query(clocked(
             "INSERT INTO jobs (id, source_id, source_type, database_name, object_key, payload,
                                metadata, trigger_kind, state, concurrency_key, dedupe_key,
                                created_at, run_after, max_attempts, idempotency_key,
                                request_sha256)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
-        )
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, NOW_MS, ?, ?, ?)",
+        ))
         .bind(id.to_string())
         .bind(job.source_id.to_string())
         .bind(job.source_type.as_str())
@@ -258,7 +286,6 @@ impl Queue for SqliteQueue {
         .bind(job.trigger.as_str())
         .bind(&job.concurrency_key)
         .bind(&job.dedupe_key)
-        .bind(now)
         .bind(now)
         .bind(self.max_attempts as i64)
         .bind(job.idempotency.as_ref().map(|i| i.key.clone()))
@@ -440,26 +467,25 @@ impl Queue for SqliteQueue {
     }
 
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, QueueError> {
-        let now = now_ms();
-        self.sweep_expired_leases(now).await?;
-        let row = sqlx::query(
+        self.sweep_expired_leases().await?;
+        let row = sqlx::query(clocked(
             "UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_owner = ?1,
-                    lease_expires_at = ?2, started_at = ?3, last_heartbeat_at = ?3, progress = NULL
+                    lease_expires_at = NOW_MS + ?2, started_at = NOW_MS,
+                    last_heartbeat_at = NOW_MS, progress = NULL
              WHERE id = (
                  SELECT j.id FROM jobs j
-                 WHERE ((j.state = 'pending' AND j.run_after <= ?3)
-                        OR (j.state = 'processing' AND j.lease_expires_at < ?3))
+                 WHERE ((j.state = 'pending' AND j.run_after <= NOW_MS)
+                        OR (j.state = 'processing' AND j.lease_expires_at < NOW_MS))
                    AND NOT EXISTS (
                        SELECT 1 FROM jobs o
                        WHERE o.concurrency_key = j.concurrency_key AND o.id != j.id
-                         AND o.state = 'processing' AND o.lease_expires_at >= ?3)
+                         AND o.state = 'processing' AND o.lease_expires_at >= NOW_MS)
                  ORDER BY j.run_after, j.rowid
                  LIMIT 1)
              RETURNING *",
-        )
+        ))
         .bind(worker)
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
+        .bind(lease_ms(lease))
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
@@ -489,20 +515,18 @@ impl Queue for SqliteQueue {
         progress: Option<&Progress>,
         stats: &JobStats,
     ) -> Result<HeartbeatOutcome, QueueError> {
-        let now = now_ms();
         let progress = progress
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| corrupt("progress", e))?;
         let stats = serde_json::to_string(stats).map_err(|e| corrupt("stats", e))?;
-        let row = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = ?, last_heartbeat_at = ?,
-                    progress = COALESCE(?, progress), stats = ?
-             WHERE id = ? AND attempt = ? AND state = 'processing'
+        let row = sqlx::query(clocked(
+            "UPDATE jobs SET lease_expires_at = NOW_MS + ?1, last_heartbeat_at = NOW_MS,
+                    progress = COALESCE(?2, progress), stats = ?3
+             WHERE id = ?4 AND attempt = ?5 AND state = 'processing'
              RETURNING cancel_requested_at",
-        )
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
+        ))
+        .bind(lease_ms(lease))
         .bind(progress)
         .bind(stats)
         .bind(id.to_string())
@@ -529,63 +553,62 @@ impl Queue for SqliteQueue {
         outcome: Outcome,
         stats: &JobStats,
     ) -> Result<bool, QueueError> {
-        let now = now_ms();
         let stats = serde_json::to_string(stats).map_err(|e| corrupt("stats", e))?;
-        let (sql, error, delay_ms): (&str, Option<String>, i64) = match outcome {
+        let (sql, error, delay_ms): (&'static str, Option<String>, i64) = match outcome {
             Outcome::Complete => (
-                "UPDATE jobs SET state = 'complete', finished_at = ?1,
-                        duration_ms = MAX(0, ?1 - COALESCE(started_at, ?1)), stats = ?2,
+                "UPDATE jobs SET state = 'complete', finished_at = NOW_MS,
+                        duration_ms = MAX(0, NOW_MS - COALESCE(started_at, NOW_MS)), stats = ?1,
                         lease_owner = NULL, last_error = NULL,
                         progress = '{\"step\":1,\"total_steps\":1,\"message\":\"done\"}'
-                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                 WHERE id = ?2 AND attempt = ?3 AND state = 'processing'",
                 None,
                 0,
             ),
             Outcome::Failed(error) => (
-                "UPDATE jobs SET state = 'failed', finished_at = ?1, stats = ?2, lease_owner = NULL,
-                        error = ?5
-                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                "UPDATE jobs SET state = 'failed', finished_at = NOW_MS, stats = ?1, lease_owner = NULL,
+                        error = ?4
+                 WHERE id = ?2 AND attempt = ?3 AND state = 'processing'",
                 Some(error),
                 0,
             ),
             Outcome::Cancelled => (
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?1, stats = ?2, lease_owner = NULL
-                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                "UPDATE jobs SET state = 'cancelled', finished_at = NOW_MS, stats = ?1, lease_owner = NULL
+                 WHERE id = ?2 AND attempt = ?3 AND state = 'processing'",
                 None,
                 0,
             ),
             Outcome::Retry { error, after } => (
                 "UPDATE jobs SET
                         state = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
-                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE ?1 END,
-                        run_after = ?1 + ?6, stats = ?2, lease_owner = NULL, lease_expires_at = NULL,
-                        last_error = ?5
-                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE NOW_MS END,
+                        run_after = NOW_MS + ?5, stats = ?1, lease_owner = NULL, lease_expires_at = NULL,
+                        last_error = ?4
+                 WHERE id = ?2 AND attempt = ?3 AND state = 'processing'",
                 Some(error),
                 after.as_millis() as i64,
             ),
             Outcome::Released => (
                 "UPDATE jobs SET
                         state = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
-                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE ?1 END,
+                        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE NOW_MS END,
                         attempt = CASE WHEN cancel_requested_at IS NULL THEN attempt - 1 ELSE attempt END,
-                        run_after = ?1, stats = ?2, lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = ?3 AND attempt = ?4 AND state = 'processing'",
+                        run_after = NOW_MS, stats = ?1, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ?2 AND attempt = ?3 AND state = 'processing'",
                 None,
                 0,
             ),
         };
-        // Every statement numbers its parameters the same way: ?1 now, ?2 stats,
-        // ?3 id, ?4 attempt (the fence), ?5 error, ?6 retry delay.
-        let mut query = sqlx::query(sql)
-            .bind(now)
+        // Every statement numbers its parameters the same way: ?1 stats, ?2 id,
+        // ?3 attempt (the fence), ?4 error, ?5 retry delay; the time is the
+        // database's (`NOW_MS`), like the lease's.
+        let mut query = sqlx::query(clocked(sql))
             .bind(stats)
             .bind(id.to_string())
             .bind(attempt as i64);
-        if sql.contains("?5") {
+        if sql.contains("?4") {
             query = query.bind(error);
         }
-        if sql.contains("?6") {
+        if sql.contains("?5") {
             query = query.bind(delay_ms);
         }
         let affected = query.execute(&self.pool).await?.rows_affected();

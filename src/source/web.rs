@@ -15,6 +15,9 @@
 //!   reach — IP literals, DNS answers (on every connection, redirects
 //!   included) — is checked against loopback, private, link-local,
 //!   shared, multicast and metadata ranges.
+//! - The starting page must answer with a page in scope; a 404, 5xx,
+//!   redirect elsewhere or non-page ends the crawl as an error before
+//!   anything is reported, so nothing is taken for gone.
 //! - Re-crawls: pages already stored are fetched conditionally
 //!   (`If-None-Match` / `If-Modified-Since`) when their links are not needed
 //!   (at `max_depth`), and any page whose version (ETag, else a hash of its
@@ -597,6 +600,11 @@ impl Crawl {
                 if stored.len() >= self.page_limit {
                     break;
                 }
+                if depth == 0
+                    && let Some(error) = self.start_failure(&response)
+                {
+                    return Err(error);
+                }
                 let key = url.to_string();
                 let item = match response {
                     Response::NotModified => Some(Fetched::Kept { key, reason: None }),
@@ -670,6 +678,28 @@ impl Crawl {
             depth += 1;
         }
         Ok(())
+    }
+
+    /// Why the crawl cannot go on from what the starting page answered, if
+    /// it cannot. Anything but a page in scope (gone, an error, a redirect
+    /// elsewhere, not a page) says nothing about the rest of the site, and a
+    /// crawl that went on would reach nothing and take every stored page for
+    /// gone: it ends here, before anything is reported (and so removed).
+    fn start_failure(&self, response: &Response) -> Option<SourceError> {
+        let stopped = "the crawl stopped without removing anything";
+        match response {
+            Response::Page { .. } | Response::NotModified => None,
+            Response::Gone(reason) => Some(SourceError::Permanent(format!(
+                "the starting page did not answer with a page: {reason}; {stopped}"
+            ))),
+            Response::Skip(reason) => Some(SourceError::Permanent(format!(
+                "the starting page {} did not answer with a page in scope: {reason}; {stopped}",
+                self.start
+            ))),
+            Response::Failed(reason) => Some(SourceError::Transient(format!(
+                "the starting page could not be read: {reason}; {stopped}"
+            ))),
+        }
     }
 
     /// robots.txt of the host; `None` when there is none (4xx).

@@ -5,6 +5,7 @@
 
 pub mod faulty;
 pub mod github;
+pub mod stall;
 pub mod web;
 
 use std::net::TcpListener;

@@ -33,6 +33,8 @@ struct SiteState {
     log: Mutex<Vec<Hit>>,
     /// Paths answered with 500 (a site having a bad moment).
     failing: Mutex<Vec<String>>,
+    /// Paths answered with a 301 to the given location.
+    moved: Mutex<Vec<(String, String)>>,
 }
 
 pub struct FixtureSite {
@@ -81,6 +83,7 @@ impl FixtureSite {
             other_base: format!("http://localhost:{port}"),
             log: Mutex::new(Vec::new()),
             failing: Mutex::new(Vec::new()),
+            moved: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(serve).with_state(Arc::clone(&state));
         let task = runtime().spawn(async move {
@@ -110,6 +113,26 @@ impl FixtureSite {
     /// Answers 500 for `path` from now on.
     pub fn fail(&self, path: &str) {
         self.state.failing.lock().unwrap().push(path.to_string());
+    }
+
+    /// Answers `path` with a 301 to `location` from now on.
+    pub fn move_to(&self, path: &str, location: &str) {
+        self.state
+            .moved
+            .lock()
+            .unwrap()
+            .push((path.to_string(), location.to_string()));
+    }
+
+    /// Undoes [`FixtureSite::fail`] and [`FixtureSite::move_to`].
+    pub fn heal(&self) {
+        self.state.failing.lock().unwrap().clear();
+        self.state.moved.lock().unwrap().clear();
+    }
+
+    /// The same server under another host name (`localhost`): out of scope.
+    pub fn other_url(&self, path: &str) -> String {
+        format!("{}{path}", self.state.other_base)
     }
 
     pub fn hits(&self) -> Vec<Hit> {
@@ -152,6 +175,10 @@ fn redirect(status: StatusCode, location: String) -> Response {
 async fn respond(state: &SiteState, path: &str, if_none_match: Option<&str>) -> Response {
     if state.failing.lock().unwrap().iter().any(|p| p == path) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "having a bad moment").into_response();
+    }
+    let moved = state.moved.lock().unwrap().clone();
+    if let Some((_, location)) = moved.into_iter().find(|(p, _)| p == path) {
+        return redirect(StatusCode::MOVED_PERMANENTLY, location);
     }
     match path {
         "/redirect-in" => {
