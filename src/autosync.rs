@@ -165,7 +165,7 @@ impl Consumer {
 
     async fn run(self, stop: CancellationToken) {
         let (s3, queue_url) = self.config();
-        let client = match self.s3.sqs_client(s3, queue_url).await {
+        let client = match self.s3.sqs_client(&self.record.payload.database_name, s3, queue_url).await {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(source_id = %self.record.id, %error, "cannot consume the SQS queue");

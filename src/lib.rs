@@ -32,6 +32,7 @@ pub mod embed;
 pub mod extract;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod pipeline;
 pub mod progress;
 pub mod queue;
