@@ -276,6 +276,9 @@ impl Daemon {
         let source_type =
             api::sources::validate(&self.s3, &self.github, &self.config.api.limits(), &source)
                 .map_err(|e| AppError::Invalid(e.message))?;
+        api::sources::authorize(&self.s3, &self.github, &source)
+            .await
+            .map_err(|e| AppError::Invalid(e.message))?;
         let record = match self.queue.create_source(source_type, &source).await {
             Ok(record) => record,
             Err(QueueError::Duplicate(_)) => self
@@ -545,7 +548,7 @@ pub async fn whole_source_payloads(
         .ok_or_else(|| AppError::Invalid("this source type cannot be run".into()))?;
     let keys = if target.object_keys.is_empty() {
         let client = s3_clients
-            .client(s3)
+            .client(&record.payload.database_name, s3)
             .await
             .map_err(|e| AppError::Setup(e.to_string()))?;
         let prefix = s3.path_prefix.clone().unwrap_or_default();

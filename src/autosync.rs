@@ -4,18 +4,31 @@
 //! it gone and deletes its chunks.
 //!
 //! Every process runs [`autosync_loop`]; SQS hands each message to one
-//! consumer at a time. A message is deleted only once its invocation is in
+//! consumer at a time. A message is deleted only once its invocations are in
 //! our queue, so a crash or a queue outage redelivers it. An event for a key
 //! whose previous job is still pending or running is left for redelivery
 //! after the visibility timeout: that job may have read the object before
 //! this change, and its result must not be the last word.
+//!
+//! Several sources may share one queue (one queue per region is the usual
+//! setup), each with its own consumer. A consumer deletes only what it
+//! handled ([`verdict`]): a message whose records belong to other sources on
+//! the queue and none to it is made visible again at once for their
+//! consumers; one that no live source on the queue wants (S3's test event, a
+//! key under nobody's prefix) is deleted, or it would circulate forever. A
+//! message whose records belong to this source *and* others (S3 itself sends
+//! one record per message, so only batched or forwarded messages do this) is
+//! handled whole by whichever owner receives it: an invocation for every
+//! owning source, each planned from that source's own settings, then one
+//! delete. Releasing it instead would re-run this source's records each time
+//! it came back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -29,6 +42,9 @@ const REFRESH: Duration = Duration::from_secs(5);
 const WAIT_SECONDS: i32 = 5;
 /// A message not deleted (its key was busy, or enqueueing failed) comes back after this.
 const VISIBILITY_SECONDS: i32 = 10;
+/// After a receive that brought only other sources' messages, wait this long
+/// before the next, so their consumers get them rather than us again.
+const RELEASE_PAUSE: Duration = Duration::from_secs(1);
 
 /// One change to an object, from an S3 event notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,9 +119,12 @@ pub async fn autosync_loop(
 ) {
     let mut consumers: HashMap<Uuid, (CancellationToken, tokio::task::JoinHandle<()>)> =
         HashMap::new();
+    // Every consumer sees every auto-synced source, to tell whose a message is.
+    let (live_sources, _) = watch::channel(Arc::new(Vec::<SourceRecord>::new()));
     loop {
         match autosynced_sources(queue.as_ref()).await {
             Ok(sources) => {
+                live_sources.send_replace(Arc::new(sources.clone()));
                 let live: Vec<Uuid> = sources.iter().map(|r| r.id).collect();
                 consumers.retain(|id, (stop, _)| {
                     let keep = live.contains(id);
@@ -122,6 +141,7 @@ pub async fn autosync_loop(
                             s3: Arc::clone(&s3),
                             wake: Arc::clone(&wake),
                             record,
+                            live: live_sources.subscribe(),
                         };
                         (stop.clone(), tokio::spawn(consumer.run(stop)))
                     });
@@ -155,6 +175,51 @@ struct Consumer {
     s3: Arc<S3Clients>,
     wake: Arc<Notify>,
     record: SourceRecord,
+    /// Every auto-synced source, refreshed by [`autosync_loop`].
+    live: watch::Receiver<Arc<Vec<SourceRecord>>>,
+}
+
+/// What a consumer does with one SQS message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Enqueue these (owner index into the sources given, event) and, once
+    /// all are stored, delete the message: every record is this source's,
+    /// or some are and the rest belong to other sources on the queue.
+    Handle(Vec<(usize, ObjectEvent)>),
+    /// Only other sources on the queue want it: make it visible again.
+    Release,
+    /// No source on the queue wants it: delete it.
+    Discard,
+}
+
+/// Whether a source's bucket and prefix cover an event.
+fn covers(source: &S3SourceConfig, event: &ObjectEvent) -> bool {
+    event.bucket == source.bucket_name
+        && event
+            .key
+            .starts_with(source.path_prefix.as_deref().unwrap_or_default())
+}
+
+/// Decides a message's fate for the consumer of `sources[me]`; `sources`
+/// are the live auto-synced sources on the same queue, this one included.
+pub fn verdict(events: &[ObjectEvent], sources: &[&S3SourceConfig], me: usize) -> Verdict {
+    let owned: Vec<(usize, ObjectEvent)> = events
+        .iter()
+        .flat_map(|event| {
+            sources
+                .iter()
+                .enumerate()
+                .filter(|(_, source)| covers(source, event))
+                .map(move |(owner, _)| (owner, event.clone()))
+        })
+        .collect();
+    if owned.is_empty() {
+        Verdict::Discard
+    } else if owned.iter().any(|(owner, _)| *owner == me) {
+        Verdict::Handle(owned)
+    } else {
+        Verdict::Release
+    }
 }
 
 impl Consumer {
@@ -165,7 +230,11 @@ impl Consumer {
 
     async fn run(self, stop: CancellationToken) {
         let (s3, queue_url) = self.config();
-        let client = match self.s3.sqs_client(s3, queue_url).await {
+        let client = match self
+            .s3
+            .sqs_client(&self.record.payload.database_name, s3, queue_url)
+            .await
+        {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(source_id = %self.record.id, %error, "cannot consume the SQS queue");
@@ -202,40 +271,79 @@ impl Consumer {
                     continue;
                 }
             };
+            let mut released = 0usize;
+            let received = messages.len();
             for message in messages {
                 let events = parse_events(message.body().unwrap_or_default());
-                if !self.enqueue_all(s3, &events).await {
-                    continue; // comes back after the visibility timeout
+                let live = Arc::clone(&self.live.borrow());
+                let mut sharing: Vec<&SourceRecord> = live
+                    .iter()
+                    .filter(|r| r.id != self.record.id && queue_of(r) == Some(queue_url))
+                    .collect();
+                sharing.insert(0, &self.record);
+                let configs: Vec<&S3SourceConfig> = sharing
+                    .iter()
+                    .filter_map(|r| r.payload.s3.as_ref())
+                    .collect();
+                let Some(handle) = message.receipt_handle() else {
+                    continue;
+                };
+                match verdict(&events, &configs, 0) {
+                    Verdict::Handle(owned) => {
+                        if !self.enqueue_all(&sharing, &owned).await {
+                            continue; // comes back after the visibility timeout
+                        }
+                    }
+                    Verdict::Release => {
+                        released += 1;
+                        if let Err(error) = client
+                            .change_message_visibility()
+                            .queue_url(queue_url)
+                            .receipt_handle(handle)
+                            .visibility_timeout(0)
+                            .send()
+                            .await
+                        {
+                            // Its owner gets it after the visibility timeout instead.
+                            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "releasing another source's SQS message failed");
+                        }
+                        continue;
+                    }
+                    Verdict::Discard => {
+                        tracing::debug!(source_id = %self.record.id, "deleting an SQS message no source wants");
+                    }
                 }
-                if let Some(handle) = message.receipt_handle()
-                    && let Err(error) = client
-                        .delete_message()
-                        .queue_url(queue_url)
-                        .receipt_handle(handle)
-                        .send()
-                        .await
+                if let Err(error) = client
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
                 {
                     // Redelivered later: a repeat invocation, harmless.
                     tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "deleting an SQS message failed");
                 }
             }
+            if released > 0 && released == received {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(RELEASE_PAUSE) => {}
+                }
+            }
         }
     }
 
-    /// Enqueues one invocation per event of this source's bucket and prefix;
+    /// Enqueues one invocation per owned event, each for its owning source;
     /// `false` when one could not be (the message must come back).
-    async fn enqueue_all(&self, s3: &S3SourceConfig, events: &[ObjectEvent]) -> bool {
-        let prefix = s3.path_prefix.as_deref().unwrap_or_default();
+    async fn enqueue_all(&self, sources: &[&SourceRecord], owned: &[(usize, ObjectEvent)]) -> bool {
         let mut all = true;
-        for event in events {
-            if event.bucket != s3.bucket_name || !event.key.starts_with(prefix) {
-                continue;
-            }
+        for (owner, event) in owned {
+            let record = sources[*owner];
             let payload = CreateJobPayload {
                 object_key: Some(event.key.clone()),
                 ..CreateJobPayload::default()
             };
-            let mut job = match crate::api::invocations::plan_job(&self.record, payload) {
+            let mut job = match crate::api::invocations::plan_job(record, payload) {
                 Ok(job) => job,
                 Err(error) => {
                     tracing::warn!(key = %event.key, error = %error.message, "ignoring an S3 event");
@@ -245,7 +353,7 @@ impl Consumer {
             job.trigger = Trigger::AutoSync;
             match self.queue.enqueue(job).await {
                 Ok(job) => {
-                    tracing::info!(key = %event.key, removed = event.removed, job_id = %job.id, "auto-sync invocation");
+                    tracing::info!(source_id = %record.id, key = %event.key, removed = event.removed, job_id = %job.id, "auto-sync invocation");
                     self.wake.notify_waiters();
                 }
                 Err(QueueError::Duplicate(_)) => all = false,
@@ -257,6 +365,15 @@ impl Consumer {
         }
         all
     }
+}
+
+/// The SQS queue an auto-synced source consumes.
+fn queue_of(record: &SourceRecord) -> Option<&str> {
+    record
+        .payload
+        .s3
+        .as_ref()
+        .and_then(|s3| s3.sqs_queue_url.as_deref())
 }
 
 #[cfg(test)]
@@ -294,5 +411,69 @@ mod tests {
                 .is_empty()
         );
         assert!(parse_events("not json").is_empty());
+    }
+
+    fn source(bucket: &str, prefix: &str) -> S3SourceConfig {
+        serde_json::from_value(serde_json::json!({
+            "bucket_name": bucket,
+            "region": "us-east-1",
+            "collection_name": "c",
+            "aws_credential_id": 0,
+            "path_prefix": prefix,
+        }))
+        .unwrap()
+    }
+
+    fn event(bucket: &str, key: &str) -> ObjectEvent {
+        ObjectEvent {
+            bucket: bucket.into(),
+            key: key.into(),
+            removed: false,
+        }
+    }
+
+    #[test]
+    fn a_consumer_takes_only_messages_with_its_records() {
+        let docs = source("b", "docs/");
+        let blog = source("b", "blog/");
+        let sources = [&docs, &blog];
+        let mine = [event("b", "docs/a.md")];
+        assert_eq!(
+            verdict(&mine, &sources, 0),
+            Verdict::Handle(vec![(0, mine[0].clone())])
+        );
+        // The other source's event is left for it, not deleted.
+        assert_eq!(verdict(&mine, &sources, 1), Verdict::Release);
+        // Nobody's: S3's test event, another bucket, a key outside every prefix.
+        assert_eq!(verdict(&[], &sources, 0), Verdict::Discard);
+        assert_eq!(
+            verdict(
+                &[event("other", "docs/a.md"), event("b", "x.md")],
+                &sources,
+                0
+            ),
+            Verdict::Discard
+        );
+    }
+
+    #[test]
+    fn a_message_for_several_sources_is_handled_whole_for_each_owner() {
+        let docs = source("b", "docs/");
+        let all = source("b", "");
+        let blog = source("b", "blog/");
+        let sources = [&docs, &all, &blog];
+        let events = [event("b", "docs/a.md"), event("b", "blog/p.md")];
+        let expected = vec![
+            (0, events[0].clone()),
+            (1, events[0].clone()),
+            (1, events[1].clone()),
+            (2, events[1].clone()),
+        ];
+        for me in 0..3 {
+            assert_eq!(
+                verdict(&events, &sources, me),
+                Verdict::Handle(expected.clone())
+            );
+        }
     }
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::net::AllowedOrigins;
+
 /// Everything the daemon can be told.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -203,6 +205,14 @@ pub struct S3Settings {
     pub stream_segment_bytes: u64,
     /// Per-request timeout for S3 calls.
     pub timeout_seconds: u64,
+    /// Origins (`http://minio.internal:9000`) a source's `endpoint_url` or
+    /// `sqs_queue_url` may name even though they are internal. Any other
+    /// endpoint must resolve to public addresses only, checked when the
+    /// source is created and on every connection (SSRF guard); sources
+    /// without `endpoint_url` (AWS itself) are unaffected.
+    /// Env: `CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS` (comma-separated; replaces
+    /// the file's list).
+    pub allowed_endpoints: AllowedOrigins,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +227,9 @@ pub struct GitHubSettings {
     pub token: Option<Secret>,
     /// A file holding the token (e.g. a systemd credential).
     pub token_file: Option<PathBuf>,
+    /// Databases whose sources may use the token; absent means every
+    /// database. A source of another database is refused (403).
+    pub token_databases: Option<Vec<String>>,
     /// GitHub Apps by app id: sources with that `app_id` authenticate as the
     /// app's installation on the repository.
     pub apps: BTreeMap<String, GitHubAppConfig>,
@@ -275,6 +288,8 @@ pub struct WebSettings {
 pub struct GitHubAppConfig {
     pub private_key_env: Option<String>,
     pub private_key_file: Option<PathBuf>,
+    /// Databases whose sources may use this app; absent means every database.
+    pub databases: Option<Vec<String>>,
 }
 
 /// Keys for one `aws_credential_id`, each read from an environment variable
@@ -287,6 +302,14 @@ pub struct AwsCredentialConfig {
     pub secret_access_key_env: Option<String>,
     pub secret_access_key_file: Option<PathBuf>,
     pub session_token_env: Option<String>,
+    /// Databases whose sources may use these keys; absent means every database.
+    pub databases: Option<Vec<String>>,
+}
+
+/// Whether a credential bound to `databases` (absent: all; `"*"`: all) may
+/// be used by a source of `database`.
+pub fn binds(databases: Option<&[String]>, database: &str) -> bool {
+    databases.is_none_or(|list| list.iter().any(|d| d == "*" || d == database))
 }
 
 /// A secret string that never prints.
@@ -392,6 +415,7 @@ impl Default for S3Settings {
             max_object_bytes: 64 * 1024 * 1024,
             stream_segment_bytes: 8 * 1024 * 1024,
             timeout_seconds: 60,
+            allowed_endpoints: AllowedOrigins::default(),
         }
     }
 }
@@ -402,6 +426,7 @@ impl Default for GitHubSettings {
             api_url: "https://api.github.com".to_string(),
             token: None,
             token_file: None,
+            token_databases: None,
             apps: BTreeMap::new(),
             max_file_bytes: 1024 * 1024,
             max_archive_bytes: 4 * 1024 * 1024 * 1024,
@@ -528,6 +553,13 @@ impl Config {
         }
         if let Some(token) = get("CHROMA_SYNCD_GITHUB_TOKEN").filter(|t| !t.is_empty()) {
             self.github.token = Some(Secret::new(token));
+        }
+        if let Some(origins) = get("CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS") {
+            self.s3.allowed_endpoints =
+                AllowedOrigins::parse(origins.split(',')).map_err(|message| ConfigError::Env {
+                    name: "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS",
+                    message,
+                })?;
         }
         if let Some(agent) = get("CHROMA_SYNCD_WEB_USER_AGENT").filter(|a| !a.trim().is_empty()) {
             self.web.user_agent = agent;
@@ -834,6 +866,59 @@ mod tests {
                 "{lease:?}"
             );
         }
+    }
+
+    #[test]
+    fn s3_allowed_endpoints_come_from_the_file_or_the_environment() {
+        let config: Config =
+            toml::from_str("[s3]\nallowed_endpoints = [\"http://minio.internal:9000\"]\n").unwrap();
+        let minio = url::Url::parse("http://minio.internal:9000/bucket").unwrap();
+        assert!(config.s3.allowed_endpoints.contains(&minio));
+        let err =
+            toml::from_str::<Config>("[s3]\nallowed_endpoints = [\"minio:9000/x\"]\n").unwrap_err();
+        assert!(err.to_string().contains("origin"), "{err}");
+        let mut config = Config::default();
+        assert!(
+            config.s3.allowed_endpoints.is_empty(),
+            "nothing allowed by default"
+        );
+        config
+            .apply_env(|name| {
+                (name == "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS")
+                    .then(|| "http://127.0.0.1:9000, http://minio.internal:9000".to_string())
+            })
+            .unwrap();
+        assert!(config.s3.allowed_endpoints.contains(&minio));
+        let err = config
+            .apply_env(|name| {
+                (name == "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS").then(|| "http://a/b".to_string())
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn credentials_are_bound_to_databases_when_a_list_is_given() {
+        let config: Config = toml::from_str(
+            "[github]\ntoken_databases = [\"code\"]\n\
+             [github.apps.7]\nprivate_key_env = \"K\"\ndatabases = [\"*\"]\n\
+             [aws_credentials.1]\naccess_key_id_env = \"A\"\nsecret_access_key_env = \"S\"\n\
+             databases = [\"docs\"]\n",
+        )
+        .unwrap();
+        let aws = config.aws_credentials["1"].databases.as_deref();
+        assert!(binds(aws, "docs") && !binds(aws, "code"));
+        let token = config.github.token_databases.as_deref();
+        assert!(binds(token, "code") && !binds(token, "docs"));
+        assert!(binds(
+            config.github.apps["7"].databases.as_deref(),
+            "anything"
+        ));
+        assert!(binds(None, "anything"), "absent means every database");
     }
 
     #[test]

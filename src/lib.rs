@@ -36,6 +36,7 @@ pub mod extract;
 pub mod metrics;
 pub mod model;
 pub mod nesting;
+pub mod net;
 pub mod pipeline;
 pub mod progress;
 pub mod queue;

@@ -257,9 +257,17 @@ pub async fn fill_default_ref(
     if payload.ref_identifier.is_some() {
         return Ok(());
     }
+    // Asking GitHub uses the source's credential: it must still be its database's.
+    github
+        .authorize(&source.payload.database_name, config)
+        .map_err(ApiError::forbidden)?;
     let branch = async {
         github
-            .repo(config, CancellationToken::new())
+            .repo(
+                &source.payload.database_name,
+                config,
+                CancellationToken::new(),
+            )
             .await?
             .default_branch()
             .await

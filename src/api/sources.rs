@@ -213,6 +213,35 @@ pub fn validate(
     Ok(source_type)
 }
 
+/// The checks of a valid source that depend on the daemon's config and the
+/// network: the credential it names may be used by its database (403
+/// otherwise), and its S3 endpoints pass the SSRF guard (400 naming the
+/// address otherwise). Jobs check both again when they connect.
+pub async fn authorize(
+    s3_clients: &S3Clients,
+    github_clients: &GitHubClients,
+    payload: &CreateSourcePayload,
+) -> Result<(), ApiError> {
+    let database = &payload.database_name;
+    if let Some(s3) = &payload.s3 {
+        s3_clients
+            .authorize(database, s3)
+            .map_err(ApiError::forbidden)?;
+    }
+    if let Some(github) = &payload.github {
+        github_clients
+            .authorize(database, github)
+            .map_err(ApiError::forbidden)?;
+    }
+    if let Some(s3) = &payload.s3 {
+        s3_clients
+            .check_endpoints(s3)
+            .await
+            .map_err(ApiError::bad_request)?;
+    }
+    Ok(())
+}
+
 fn validate_github(clients: &GitHubClients, github: &GithubSourceConfig) -> Result<(), ApiError> {
     if split_repository(&github.repository).is_none() {
         return Err(ApiError::bad_request(format!(
@@ -391,6 +420,7 @@ pub async fn create(
     })
     .await
     .map_err(|e| ApiError::internal(format!("validating the source failed: {e}")))??;
+    authorize(&state.s3, &state.github, &payload).await?;
     let record = state.queue.create_source(source_type, &payload).await?;
     tracing::info!(source_id = %record.id, source_type = source_type.as_str(), "source created");
     Ok((

@@ -48,7 +48,10 @@ pub(super) async fn run(
         .clone()
         .ok_or_else(|| JobError::Permanent("invocation has no ref_identifier".into()))?;
     let filter = Arc::new(PathFilter::from_source(github).map_err(JobError::Permanent)?);
-    let repo = services.github.repo(github, cancel.clone()).await?;
+    let repo = services
+        .github
+        .repo(&source.database_name, github, cancel.clone())
+        .await?;
     let label = match &git_ref {
         GitRefIdentifier::Branch(branch) => branch.clone(),
         GitRefIdentifier::Sha(sha) => sha.clone(),

@@ -143,7 +143,7 @@ async fn run_s3_job(
         .ok_or_else(|| JobError::Permanent("invocation has no object_key".into()))?;
     state.set_progress(1, 3, format!("fetching s3://{}/{key}", s3.bucket_name));
     let object = S3Object {
-        client: services.s3.client(s3).await?,
+        client: services.s3.client(&source.database_name, s3).await?,
         bucket: s3.bucket_name.clone(),
         key,
         max_bytes: services.max_object_bytes,

@@ -99,6 +99,36 @@ impl GitHubClients {
         self.settings.apps.contains_key(app_id)
     }
 
+    /// Whether a source of `database` may use the credential it would
+    /// authenticate with: its `app_id`'s app, else the daemon's token (if
+    /// one is configured; anonymous access needs no binding). The refusal
+    /// says which credential and database.
+    pub fn authorize(&self, database: &str, source: &GithubSourceConfig) -> Result<(), String> {
+        let (credential, databases, key) = match &source.app_id {
+            Some(app_id) => match self.settings.apps.get(app_id) {
+                Some(app) => (
+                    format!("GitHub App {app_id}"),
+                    app.databases.as_deref(),
+                    format!("[github.apps.{app_id}] databases"),
+                ),
+                None => return Ok(()), // refused elsewhere as unknown
+            },
+            None if self.token.is_some() => (
+                "the daemon's GitHub token".to_string(),
+                self.settings.token_databases.as_deref(),
+                "[github] token_databases".to_string(),
+            ),
+            None => return Ok(()),
+        };
+        if crate::config::binds(databases, database) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{credential} may not be used by database `{database}`: {key} does not list it"
+            ))
+        }
+    }
+
     /// Every configured secret, so error text can be scrubbed of them.
     pub fn secret_values(&self) -> Vec<Secret> {
         let mut secrets: Vec<Secret> = self.token.iter().cloned().collect();
@@ -134,12 +164,17 @@ impl GitHubClients {
             .map_err(|e| SourceError::Permanent(format!("building the GitHub client: {e}")))
     }
 
-    /// A client for `source`'s repository, authenticated as the source asks.
+    /// A client for `source`'s repository, authenticated as the source asks,
+    /// if its `database` may use that credential (re-checked here: the
+    /// config may have changed since the source was created).
     pub async fn repo(
         &self,
+        database: &str,
         source: &GithubSourceConfig,
         cancel: CancellationToken,
     ) -> Result<GitHubRepo, SourceError> {
+        self.authorize(database, source)
+            .map_err(SourceError::Permanent)?;
         let (owner, name) = split_repository(&source.repository).ok_or_else(|| {
             SourceError::Permanent(format!(
                 "repository `{}` is not of the form owner/name",

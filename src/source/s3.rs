@@ -3,7 +3,17 @@
 //! Credentials: `aws_credential_id = 0` uses the standard AWS chain of the
 //! daemon's environment; any other id names `[aws_credentials.<id>]` in the
 //! config, whose keys come from env vars or files. Keys never reach logs,
-//! errors or job JSON: errors carry S3's error code and message only.
+//! errors or job JSON: errors carry S3's error code and message only. A
+//! configured credential may be bound to databases (`databases = [...]`):
+//! a source of another database cannot use it, checked at creation (403)
+//! and again whenever a client is built for a job.
+//!
+//! SSRF guard: an `endpoint_url` or `sqs_queue_url` whose origin is not in
+//! `[s3] allowed_endpoints` may only reach public addresses. An IP literal is
+//! checked when the client is built (connectors skip DNS for literals); a
+//! host name goes through [`PublicOnlyDns`] on every connection, so a DNS
+//! answer that changes after the source was created is caught too. Such
+//! clients use no proxy (a proxy would resolve the name past our check).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,32 +24,159 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::OnceCell;
+use url::Url;
 
 use super::{Document, Fetched, SourceError};
 use crate::config::{AwsCredentialConfig, S3Settings, Secret};
 use crate::model::S3SourceConfig;
+use crate::net::{ResolveError, forbidden_address, literal_ip, resolve_public};
 
 /// Builds S3 clients for sources; caches the environment's default config.
 pub struct S3Clients {
     credentials: BTreeMap<String, AwsCredentialConfig>,
     settings: S3Settings,
     environment: OnceCell<aws_config::SdkConfig>,
+    /// The HTTP client for endpoints not on the allowlist: DNS through
+    /// [`PublicOnlyDns`], no proxy. One instance, so connections are pooled.
+    guarded_http: SharedHttpClient,
+}
+
+/// The DNS resolver of clients whose endpoint an API user named: refuses an
+/// answer holding any loopback, private, link-local or metadata address.
+#[derive(Debug, Clone)]
+pub struct PublicOnlyDns;
+
+impl ResolveDns for PublicOnlyDns {
+    fn resolve_dns<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
+        DnsFuture::new(async move {
+            resolve_public(name)
+                .await
+                .map(|addresses| addresses.iter().map(|a| a.ip()).collect())
+                .map_err(ResolveDnsError::new)
+        })
+    }
+}
+
+/// What to tell an operator whose endpoint was refused.
+fn allowlist_hint(url: &Url) -> String {
+    format!(
+        "if it is a trusted S3-compatible server, add {} to [s3] allowed_endpoints \
+         (CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS) in the daemon's config",
+        url.origin().ascii_serialization()
+    )
+}
+
+/// The endpoint an `sqs_queue_url` makes the SQS client connect to; `None`
+/// for AWS's own queues, whose endpoint the SDK derives from the region.
+fn sqs_endpoint(queue_url: &Url) -> Option<Url> {
+    let aws = queue_url
+        .host_str()
+        .is_some_and(|host| host.ends_with(".amazonaws.com"));
+    (!aws).then(|| queue_url.clone())
 }
 
 impl S3Clients {
     pub fn new(credentials: BTreeMap<String, AwsCredentialConfig>, settings: S3Settings) -> Self {
+        let guarded_http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_with_resolver(PublicOnlyDns);
         S3Clients {
             credentials,
             settings,
             environment: OnceCell::new(),
+            guarded_http,
         }
     }
 
     /// Whether `aws_credential_id` can be used (checked when a source is created).
     pub fn knows_credential(&self, id: i64) -> bool {
         id == 0 || self.credentials.contains_key(&id.to_string())
+    }
+
+    /// Whether a source of `database` may use its `aws_credential_id`; the
+    /// refusal says which credential and database. Id 0 (the daemon's own
+    /// AWS chain) and unknown ids (refused elsewhere) pass.
+    pub fn authorize(&self, database: &str, source: &S3SourceConfig) -> Result<(), String> {
+        let id = source.aws_credential_id.to_string();
+        match self.credentials.get(&id) {
+            Some(credential)
+                if !crate::config::binds(credential.databases.as_deref(), database) =>
+            {
+                Err(format!(
+                    "aws_credential_id {id} may not be used by database `{database}`: \
+                     [aws_credentials.{id}] databases does not list it"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a new source's `endpoint_url` and `sqs_queue_url` against the
+    /// SSRF guard; the refusal names the address. A name that does not
+    /// resolve now passes: it is checked again on every connection.
+    pub async fn check_endpoints(&self, source: &S3SourceConfig) -> Result<(), String> {
+        let endpoints = [
+            ("s3.endpoint_url", source.endpoint_url.as_deref()),
+            ("s3.sqs_queue_url", source.sqs_queue_url.as_deref()),
+        ];
+        for (field, value) in endpoints {
+            let Some(url) = value.and_then(|v| Url::parse(v).ok()) else {
+                continue;
+            };
+            let url = match field {
+                "s3.sqs_queue_url" => match sqs_endpoint(&url) {
+                    Some(url) => url,
+                    None => continue,
+                },
+                _ => url,
+            };
+            if !self.guarded(field, &url)? {
+                continue;
+            }
+            let Some(host) = url.host_str().filter(|_| literal_ip(&url).is_none()) else {
+                continue;
+            };
+            match resolve_public(host).await {
+                Err(refused @ ResolveError::Forbidden { .. }) => {
+                    return Err(format!(
+                        "{field} {} is refused: {refused}; {}",
+                        url.origin().ascii_serialization(),
+                        allowlist_hint(&url)
+                    ));
+                }
+                Err(ResolveError::Lookup(error)) => {
+                    tracing::debug!(field, %error, "endpoint does not resolve yet");
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the client for `url` must use the guarded HTTP client: `false`
+    /// for an allowlisted origin; an IP literal in a forbidden range is
+    /// refused here, since connectors never ask a resolver about literals.
+    fn guarded(&self, field: &str, url: &Url) -> Result<bool, String> {
+        if self.settings.allowed_endpoints.contains(url) {
+            return Ok(false);
+        }
+        if let Some(ip) = literal_ip(url)
+            && let Some(why) = forbidden_address(ip)
+        {
+            return Err(format!(
+                "{field} {} is refused: {ip} is a {why}; {}",
+                url.origin().ascii_serialization(),
+                allowlist_hint(url)
+            ));
+        }
+        Ok(true)
     }
 
     /// Every configured secret value, so error text can be scrubbed of them.
@@ -75,7 +212,15 @@ impl S3Clients {
     }
 
     /// The source's configured keys; `None` for the environment's chain (id 0).
-    fn credentials(&self, source: &S3SourceConfig) -> Result<Option<Credentials>, SourceError> {
+    /// Re-checks the database binding: the config may have changed since the
+    /// source was created.
+    fn credentials(
+        &self,
+        database: &str,
+        source: &S3SourceConfig,
+    ) -> Result<Option<Credentials>, SourceError> {
+        self.authorize(database, source)
+            .map_err(SourceError::Permanent)?;
         if source.aws_credential_id == 0 {
             return Ok(None);
         }
@@ -97,14 +242,28 @@ impl S3Clients {
         )))
     }
 
-    pub async fn client(&self, source: &S3SourceConfig) -> Result<Client, SourceError> {
+    /// An S3 client for a source of `database`.
+    pub async fn client(
+        &self,
+        database: &str,
+        source: &S3SourceConfig,
+    ) -> Result<Client, SourceError> {
+        let credentials = self.credentials(database, source)?;
         let mut builder = aws_sdk_s3::config::Builder::from(self.environment().await)
             .region(Region::new(source.region.clone()))
             .force_path_style(source.force_path_style.unwrap_or(false));
         if let Some(endpoint) = &source.endpoint_url {
+            let url = Url::parse(endpoint)
+                .map_err(|e| SourceError::Permanent(format!("s3.endpoint_url: {e}")))?;
+            if self
+                .guarded("s3.endpoint_url", &url)
+                .map_err(SourceError::Permanent)?
+            {
+                builder = builder.http_client(self.guarded_http.clone());
+            }
             builder = builder.endpoint_url(endpoint);
         }
-        if let Some(credentials) = self.credentials(source)? {
+        if let Some(credentials) = credentials {
             builder = builder.credentials_provider(credentials);
         }
         Ok(Client::from_conf(builder.build()))
@@ -115,20 +274,25 @@ impl S3Clients {
     /// (an SQS-compatible server) is also the client's endpoint.
     pub async fn sqs_client(
         &self,
+        database: &str,
         source: &S3SourceConfig,
         queue_url: &str,
     ) -> Result<aws_sdk_sqs::Client, SourceError> {
+        let credentials = self.credentials(database, source)?;
         let mut builder = aws_sdk_sqs::config::Builder::from(self.environment().await)
             .region(Region::new(source.region.clone()));
-        let url = url::Url::parse(queue_url)
+        let url = Url::parse(queue_url)
             .map_err(|e| SourceError::Permanent(format!("sqs_queue_url: {e}")))?;
-        if !url
-            .host_str()
-            .is_some_and(|host| host.ends_with(".amazonaws.com"))
-        {
-            builder = builder.endpoint_url(url.origin().ascii_serialization());
+        if let Some(endpoint) = sqs_endpoint(&url) {
+            if self
+                .guarded("s3.sqs_queue_url", &endpoint)
+                .map_err(SourceError::Permanent)?
+            {
+                builder = builder.http_client(self.guarded_http.clone());
+            }
+            builder = builder.endpoint_url(endpoint.origin().ascii_serialization());
         }
-        if let Some(credentials) = self.credentials(source)? {
+        if let Some(credentials) = credentials {
             builder = builder.credentials_provider(credentials);
         }
         Ok(aws_sdk_sqs::Client::from_conf(builder.build()))
@@ -329,6 +493,9 @@ where
     match &error {
         SdkError::TimeoutError(_) => SourceError::Transient(format!("{doing}: timed out")),
         SdkError::DispatchFailure(failure) => {
+            if let Some(refused) = failure.as_connector_error().and_then(|e| refusal(e)) {
+                return SourceError::Permanent(format!("{doing}: {refused}"));
+            }
             let reason = if failure.is_timeout() {
                 "timed out".to_string()
             } else if failure.is_io() {
@@ -361,6 +528,23 @@ where
     }
 }
 
+/// The SSRF guard's refusal somewhere in an error's causes: a connection
+/// refused by [`PublicOnlyDns`] is permanent, and says why.
+pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(refused @ ResolveError::Forbidden { .. }) = error.downcast_ref::<ResolveError>()
+        {
+            return Some(format!(
+                "connection refused by the SSRF guard: {refused} (add the endpoint's origin to \
+                 [s3] allowed_endpoints / CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS if it is trusted)"
+            ));
+        }
+        cause = error.source();
+    }
+    None
+}
+
 /// Every object key under `prefix`, following `ListObjectsV2` pagination.
 pub async fn list_keys(
     client: &Client,
@@ -388,7 +572,19 @@ pub async fn list_keys(
 
 #[cfg(test)]
 mod tests {
-    use super::segment_end;
+    use super::{PublicOnlyDns, ResolveDns, refusal, segment_end};
+
+    #[tokio::test]
+    async fn the_guarded_resolver_refuses_names_that_answer_inside() {
+        let error = PublicOnlyDns.resolve_dns("localhost").await.unwrap_err();
+        // The SDK wraps it; the job's error still says what was refused.
+        let message = refusal(&error).expect("a refusal in the causes");
+        assert!(
+            message.contains("localhost") && message.contains("loopback"),
+            "{message}"
+        );
+        assert!(message.contains("allowed_endpoints"), "{message}");
+    }
 
     #[test]
     fn segments_end_at_a_paragraph_then_a_line_then_a_character() {

@@ -14,7 +14,8 @@
 //! - SSRF guard: unless allowed by config, every address a request would
 //!   reach — IP literals, DNS answers (on every connection, redirects
 //!   included) — is checked against loopback, private, link-local,
-//!   shared, multicast and metadata ranges.
+//!   shared, multicast and metadata ranges (the classification in
+//!   [`crate::net`], shared with the S3/SQS clients).
 //! - The starting page must answer with a page in scope; a 404, 5xx,
 //!   redirect elsewhere or non-page ends the crawl as an error before
 //!   anything is reported, so nothing is taken for gone.
@@ -24,7 +25,7 @@
 //!   main content) is unchanged is reported as such: no re-embedding.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -41,11 +42,12 @@ use reqwest::redirect;
 use scraper::{Html, Selector};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
-use url::{Host, Url};
+use url::Url;
 
 use super::{Document, Fetched, SourceError};
 use crate::config::{WebSettings, sha256_hex};
 use crate::model::WebScrapeSourceConfig;
+use crate::net::{first_forbidden, forbidden_address, literal_ip};
 
 /// Query parameters that only track visitors: dropped from URLs.
 const TRACKING_PARAMETERS: &[&str] = &["fbclid", "gclid", "msclkid", "mc_cid", "mc_eid", "_ga"];
@@ -66,69 +68,6 @@ pub struct KnownPage {
     pub last_modified: Option<String>,
 }
 
-/// Why an address may not be crawled, if it may not.
-pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4);
-            }
-            let segments = v6.segments();
-            let embedded =
-                |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
-            // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16) carry
-            // an IPv4 address the network may route to.
-            if segments[0] == 0x64 && segments[1] == 0xff9b {
-                return forbidden_v4(embedded(segments[6], segments[7])).or(Some("NAT64 address"));
-            }
-            if segments[0] == 0x2002 {
-                return forbidden_v4(embedded(segments[1], segments[2]));
-            }
-            if segments[0] == 0x2001 && segments[1] == 0 {
-                return Some("Teredo address");
-            }
-            let first = segments[0];
-            if v6.is_loopback() {
-                Some("loopback address")
-            } else if v6.is_unspecified() {
-                Some("unspecified address")
-            } else if v6.is_multicast() {
-                Some("multicast address")
-            } else if first & 0xfe00 == 0xfc00 {
-                Some("private (unique local) address")
-            } else if first & 0xffc0 == 0xfe80 {
-                Some("link-local address")
-            } else if v6.segments()[..6] == [0, 0, 0, 0, 0, 0] {
-                Some("IPv4-compatible address")
-            } else {
-                None
-            }
-        }
-    }
-}
-
-fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254) {
-        Some("cloud metadata address")
-    } else if ip.is_loopback() {
-        Some("loopback address")
-    } else if ip.is_private() {
-        Some("private address")
-    } else if ip.is_link_local() {
-        Some("link-local address")
-    } else if ip.is_unspecified() || a == 0 {
-        Some("unspecified address")
-    } else if ip.is_broadcast() || ip.is_multicast() || a >= 240 {
-        Some("broadcast, multicast or reserved address")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared (carrier-grade NAT) address")
-    } else {
-        None
-    }
-}
-
 fn refusal(ip: IpAddr, why: &str) -> String {
     format!(
         "refusing to crawl {ip}: {why} (set CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS=true to allow it)"
@@ -141,10 +80,8 @@ fn check_literal(url: &Url, allow_private: bool) -> Result<(), String> {
     if allow_private {
         return Ok(());
     }
-    let ip = match url.host() {
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
-        _ => return Ok(()),
+    let Some(ip) = literal_ip(url) else {
+        return Ok(());
     };
     match forbidden_address(ip) {
         Some(why) => Err(refusal(ip, why)),
@@ -166,10 +103,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
         Box::pin(async move {
             let addresses: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some((ip, why)) = addresses
-                .iter()
-                .find_map(|a| forbidden_address(a.ip()).map(|why| (a.ip(), why)))
-            {
+            if let Some((ip, why)) = first_forbidden(addresses.iter().map(SocketAddr::ip)) {
                 return Err(
                     Box::new(Refused(format!("{host} resolves to {}", refusal(ip, why))))
                         as Box<dyn std::error::Error + Send + Sync>,
@@ -1095,28 +1029,7 @@ mod tests {
     }
 
     #[test]
-    fn private_and_metadata_addresses_are_refused() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "169.254.1.1",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00:ec2::254",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "64:ff9b::a9fe:a9fe",
-            "2002:7f00:1::",
-        ] {
-            assert!(forbidden_address(ip.parse().unwrap()).is_some(), "{ip}");
-        }
-        for ip in ["93.184.216.34", "2606:2800:220:1::"] {
-            assert!(forbidden_address(ip.parse().unwrap()).is_none(), "{ip}");
-        }
+    fn private_and_metadata_literals_are_refused_unless_allowed() {
         let refused = check_literal(&url("http://169.254.169.254/latest"), false).unwrap_err();
         assert!(refused.contains("169.254.169.254") && refused.contains("metadata"));
         assert!(check_literal(&url("http://127.0.0.1/"), true).is_ok());

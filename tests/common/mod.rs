@@ -249,6 +249,24 @@ impl Records {
 
 // ------------------------------------------------------------------ S3 (moto)
 
+/// Origins of the harness's own S3-compatible servers (moto, fault proxies
+/// in front of servers): every daemon started by [`binary`] allowlists them in
+/// `CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS`, as an operator does for an internal
+/// MinIO. Anything else on loopback stays behind the SSRF guard.
+static TEST_ENDPOINTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+pub fn allow_endpoint(origin: &str) {
+    TEST_ENDPOINTS
+        .lock()
+        .unwrap()
+        .push(origin.trim_end_matches('/').to_string());
+}
+
+/// The allowlist [`binary`] gives daemons: the test servers started so far.
+pub fn allowed_endpoints() -> String {
+    TEST_ENDPOINTS.lock().unwrap().join(",")
+}
+
 pub struct S3 {
     pub port: u16,
     pub client: aws_sdk_s3::Client,
@@ -271,6 +289,7 @@ impl S3 {
             .spawn()
             .expect("starting moto_server (run scripts/test to set up the venv)");
         let process = Guard(Some(child));
+        allow_endpoint(&format!("http://127.0.0.1:{port}"));
         let url = format!("http://127.0.0.1:{port}/moto-api/");
         wait_until("the S3 server to answer", Duration::from_secs(60), || {
             answers(&url).then_some(())
@@ -583,8 +602,8 @@ impl Daemon {
 }
 
 /// The daemon binary with a clean environment: Chroma, state and model
-/// locations, and S3 keys both for credential id 0 (the AWS chain) and for
-/// id 1 (named in [`TEST_CONFIG`]).
+/// locations, S3 keys both for credential id 0 (the AWS chain) and for
+/// id 1 (named in [`TEST_CONFIG`]), and the test S3 servers allowlisted.
 pub fn binary(chroma_url: &str, state_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chroma-syncd"));
     command
@@ -600,6 +619,7 @@ pub fn binary(chroma_url: &str, state_dir: &Path) -> Command {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("TEST_S3_KEY_ID", S3_KEY_ID)
         .env("TEST_S3_SECRET", S3_SECRET)
+        .env("CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS", allowed_endpoints())
         .stdin(Stdio::null());
     command
 }
