@@ -44,8 +44,10 @@ fn a_schedule_fires_once_per_slot_across_two_daemons_and_skips_while_a_run_is_go
     // runs re-embed nothing and are quick.
     s3.put("nightly", "report.md", long_document(400), None);
     let env = [("CHROMA_SYNCD_QUEUE_URL", database.url.as_str())];
-    let mut first = Daemon::start_with(&chroma.url(), TEST_CONFIG, &env);
-    let mut second = Daemon::start_with(&chroma.url(), TEST_CONFIG, &env);
+    // Schedules every two seconds: the operator lowers the one-minute floor.
+    let config = format!("{TEST_CONFIG}\n[api]\nmin_schedule_interval_seconds = 1\n");
+    let mut first = Daemon::start_with(&chroma.url(), &config, &env);
+    let mut second = Daemon::start_with(&chroma.url(), &config, &env);
 
     // A bad schedule is refused up front.
     let mut source = s3_source(&s3, "nightly", "scheduled", None);
