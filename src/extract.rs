@@ -143,7 +143,11 @@ pub fn extract(key: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Ex
 /// ends in chunks, and no recursive (or superlinear) converter runs over it.
 /// See [`crate::nesting`] for why.
 fn html_to_markdown_bounded(html: &str) -> Extracted {
-    if nesting::html_depth(html) <= nesting::MAX_HTML_DEPTH {
+    // The estimate first (it keeps the parser's quadratic cost away), then
+    // the parsed tree itself (what the converter will walk).
+    if nesting::html_depth(html) <= nesting::MAX_HTML_DEPTH
+        && nesting::html_tree_fits(&scraper::Html::parse_document(html))
+    {
         Extracted {
             text: html_to_markdown(html),
             kind: TextKind::Html,

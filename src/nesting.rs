@@ -57,47 +57,118 @@ const RAW_TEXT_TAGS: &[&[u8]] = &[b"script", b"style", b"textarea", b"title", b"
 /// make it larger than the parser's tree depth, never smaller, except for
 /// implied-end elements, which nest only one level at a time in a parser.
 pub fn html_depth(html: &str) -> usize {
-    let bytes = html.as_bytes();
-    let (mut position, mut depth, mut deepest) = (0usize, 0usize, 0usize);
-    while let Some(offset) = find(bytes, position, b"<") {
-        position = offset + 1;
-        if bytes[position..].starts_with(b"!--") {
-            position = find(bytes, position + 3, b"-->").map_or(bytes.len(), |end| end + 3);
+    // Open elements, innermost last, each with whether it is foreign (SVG,
+    // MathML). An end tag closes the nearest open element of its name among
+    // the innermost few (a parser ignores an end tag with no match);
+    // searching only those keeps the pass linear, and what it misses only
+    // makes the estimate larger.
+    const END_TAG_SEARCH: usize = 16;
+    let mut open: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut deepest = 0usize;
+    let mut pieces = Pieces::new(html);
+    while let Some(piece) = pieces.next() {
+        let Piece::Tag(tag) = piece else { continue };
+        if NON_NESTING_TAGS.contains(&tag.name.as_slice()) {
             continue;
         }
-        let closing = bytes.get(position) == Some(&b'/');
-        let name_start = position + usize::from(closing);
-        let name_end = bytes[name_start..]
-            .iter()
-            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'!' || *b == b'-'))
-            .map_or(bytes.len(), |n| name_start + n);
-        if name_end == name_start {
-            continue; // a `<` in text
+        if tag.closing {
+            let searched = open.len().saturating_sub(END_TAG_SEARCH);
+            if let Some(at) = open[searched..]
+                .iter()
+                .rposition(|(name, _)| *name == tag.name)
+            {
+                open.truncate(searched + at);
+            }
+            continue;
         }
-        let Some(tag_end) = find(bytes, name_end, b">") else {
-            break;
+        let in_foreign = |open: &[(Vec<u8>, bool)]| {
+            open.last().is_some_and(|(name, foreign)| {
+                *foreign && !INTEGRATION_POINTS.contains(&name.as_slice())
+            })
         };
-        let name = bytes[name_start..name_end].to_ascii_lowercase();
-        let self_closing = bytes[..tag_end].ends_with(b"/");
-        position = tag_end + 1;
-        if NON_NESTING_TAGS.contains(&name.as_slice()) {
+        // An HTML element inside foreign content ends it, as in a parser.
+        if in_foreign(&open) && BREAKOUT_TAGS.contains(&tag.name.as_slice()) {
+            while open.last().is_some_and(|(_, foreign)| *foreign) {
+                open.pop();
+            }
+        }
+        let foreign = FOREIGN_ROOTS.contains(&tag.name.as_slice()) || in_foreign(&open);
+        // `<div/>` opens a div like `<div>`: only foreign elements close
+        // themselves.
+        if tag.self_closing && foreign {
             continue;
         }
-        if closing {
-            depth = depth.saturating_sub(1);
-            continue;
-        }
-        if !self_closing {
-            depth += 1;
-            deepest = deepest.max(depth);
-        }
-        if RAW_TEXT_TAGS.contains(&name.as_slice()) {
-            let mut end_tag = b"</".to_vec();
-            end_tag.extend_from_slice(&name);
-            position = find_ignore_case(bytes, position, &end_tag).unwrap_or(bytes.len());
+        let raw_text = !foreign && RAW_TEXT_TAGS.contains(&tag.name.as_slice());
+        open.push((tag.name, foreign));
+        deepest = deepest.max(open.len());
+        if raw_text {
+            let (name, _) = open.pop().expect("just pushed");
+            pieces.skip_to_end_tag(&name);
         }
     }
     deepest
+}
+
+/// Roots of foreign content, where `/>` closes an element and `<title>`
+/// or `<style>` are ordinary elements.
+const FOREIGN_ROOTS: &[&[u8]] = &[b"svg", b"math"];
+/// Foreign elements whose children are HTML again.
+const INTEGRATION_POINTS: &[&[u8]] = &[
+    b"foreignobject",
+    b"desc",
+    b"title",
+    b"annotation-xml",
+    b"mi",
+    b"mo",
+    b"mn",
+    b"ms",
+    b"mtext",
+];
+/// HTML start tags that end foreign content (the HTML standard's list).
+#[rustfmt::skip]
+const BREAKOUT_TAGS: &[&[u8]] = &[
+    b"b", b"big", b"blockquote", b"body", b"br", b"center", b"code", b"dd", b"div", b"dl",
+    b"dt", b"em", b"embed", b"h1", b"h2", b"h3", b"h4", b"h5", b"h6", b"head", b"hr", b"i",
+    b"img", b"li", b"listing", b"menu", b"meta", b"nobr", b"ol", b"p", b"pre", b"ruby", b"s",
+    b"small", b"span", b"strong", b"strike", b"sub", b"sup", b"table", b"tt", b"u", b"ul",
+    b"var",
+];
+
+/// Deepest parsed HTML tree handed to the recursive markdown converter.
+pub const MAX_HTML_TREE_DEPTH: usize = 1024;
+/// Most block quotes and lists nested in one another converted to markdown:
+/// the converter re-prefixes every line of their content at every level,
+/// so its output grows with this depth times the content.
+pub const MAX_HTML_BLOCK_NESTING: usize = 32;
+
+/// Whether a parsed page is shallow enough for the recursive converter: its
+/// real tree depth (the estimate of [`html_depth`] only keeps the parser's
+/// cost down) and its nesting of quotes and lists. An iterative walk.
+pub fn html_tree_fits(document: &scraper::Html) -> bool {
+    use ego_tree::iter::Edge;
+    const PREFIXING: &[&str] = &["blockquote", "ul", "ol", "li", "dl", "dd", "menu"];
+    let (mut depth, mut blocks) = (0usize, 0usize);
+    for edge in document.tree.root().traverse() {
+        let prefixing = |node: &ego_tree::NodeRef<'_, scraper::Node>| {
+            node.value()
+                .as_element()
+                .is_some_and(|element| PREFIXING.contains(&element.name()))
+        };
+        match edge {
+            Edge::Open(node) => {
+                depth += 1;
+                blocks += usize::from(prefixing(&node));
+                if depth > MAX_HTML_TREE_DEPTH || blocks > MAX_HTML_BLOCK_NESTING {
+                    return false;
+                }
+            }
+            Edge::Close(node) => {
+                depth -= 1;
+                blocks -= usize::from(prefixing(&node));
+            }
+        }
+    }
+    true
 }
 
 /// The text of `html` without any parser: tags dropped, the content of
@@ -136,46 +207,116 @@ pub fn html_text(html: &str) -> String {
         b"dd",
         b"dt",
     ];
-    let bytes = html.as_bytes();
     let mut text = String::with_capacity(html.len() / 2);
-    let mut position = 0usize;
-    while position < bytes.len() {
-        let Some(open) = find(bytes, position, b"<") else {
-            push_text(&mut text, &html[position..]);
-            break;
-        };
-        push_text(&mut text, &html[position..open]);
-        position = open + 1;
-        if bytes[position..].starts_with(b"!--") {
-            position = find(bytes, position + 3, b"-->").map_or(bytes.len(), |end| end + 3);
-            continue;
-        }
-        let closing = bytes.get(position) == Some(&b'/');
-        let name_start = position + usize::from(closing);
-        let name_end = bytes[name_start..]
-            .iter()
-            .position(|b| !b.is_ascii_alphanumeric())
-            .map_or(bytes.len(), |n| name_start + n);
-        if name_end == name_start {
-            text.push('<');
-            continue;
-        }
-        let name = bytes[name_start..name_end].to_ascii_lowercase();
-        position = find(bytes, name_end, b">").map_or(bytes.len(), |end| end + 1);
-        if !closing && DROPPED.contains(&name.as_slice()) {
-            let mut end_tag = b"</".to_vec();
-            end_tag.extend_from_slice(&name);
-            position = find_ignore_case(bytes, position, &end_tag)
-                .and_then(|end| find(bytes, end, b">"))
-                .map_or(bytes.len(), |end| end + 1);
-            continue;
-        }
-        if BLOCKS.contains(&name.as_slice()) && !text.ends_with('\n') && !text.is_empty() {
-            text.push('\n');
+    let mut pieces = Pieces::new(html);
+    while let Some(piece) = pieces.next() {
+        match piece {
+            Piece::Text(raw) => push_text(&mut text, raw),
+            Piece::Tag(tag) if !tag.closing && DROPPED.contains(&tag.name.as_slice()) => {
+                pieces.skip_to_end_tag(&tag.name);
+            }
+            Piece::Tag(tag) => {
+                if BLOCKS.contains(&tag.name.as_slice())
+                    && !text.ends_with('\n')
+                    && !text.is_empty()
+                {
+                    text.push('\n');
+                }
+            }
         }
     }
     text.truncate(text.trim_end().len());
     text
+}
+
+/// A piece of HTML as the linear scanners see it.
+enum Piece<'a> {
+    Text(&'a str),
+    Tag(Tag),
+}
+
+struct Tag {
+    /// Lower-cased (`div`, `!doctype`).
+    name: Vec<u8>,
+    closing: bool,
+    self_closing: bool,
+}
+
+/// Splits HTML into text and tags in one forward pass, dropping comments.
+/// No tree, no recursion: what the depth estimate and the plain-text
+/// fallback both read.
+struct Pieces<'a> {
+    html: &'a str,
+    position: usize,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(html: &'a str) -> Self {
+        Pieces { html, position: 0 }
+    }
+
+    /// Jumps past the raw-text content of the element `name` just opened
+    /// (a script, a style), to its end tag.
+    fn skip_to_end_tag(&mut self, name: &[u8]) {
+        let mut end_tag = b"</".to_vec();
+        end_tag.extend_from_slice(name);
+        let bytes = self.html.as_bytes();
+        self.position = find_ignore_case(bytes, self.position, &end_tag).unwrap_or(bytes.len());
+    }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Piece<'a>;
+
+    fn next(&mut self) -> Option<Piece<'a>> {
+        let bytes = self.html.as_bytes();
+        loop {
+            let start = self.position;
+            if start >= bytes.len() {
+                return None;
+            }
+            let Some(open) = find(bytes, start, b"<") else {
+                self.position = bytes.len();
+                return Some(Piece::Text(&self.html[start..]));
+            };
+            if open > start {
+                self.position = open;
+                return Some(Piece::Text(&self.html[start..open]));
+            }
+            let after = open + 1;
+            if bytes[after..].starts_with(b"!--") {
+                let body = after + 3;
+                // `<!-->` and `<!--->` are whole (empty) comments.
+                self.position = if bytes[body..].starts_with(b">") {
+                    body + 1
+                } else if bytes[body..].starts_with(b"->") {
+                    body + 2
+                } else {
+                    find(bytes, body, b"-->").map_or(bytes.len(), |end| end + 3)
+                };
+                continue;
+            }
+            let closing = bytes.get(after) == Some(&b'/');
+            let name_start = after + usize::from(closing);
+            let name_end = bytes[name_start..]
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || *b == b'!' || *b == b'-'))
+                .map_or(bytes.len(), |n| name_start + n);
+            if name_end == name_start {
+                // A `<` in text (`a < b`).
+                self.position = after;
+                return Some(Piece::Text(&self.html[open..after]));
+            }
+            // An unterminated tag: nothing after it is markup or text.
+            let tag_end = find(bytes, name_end, b">")?;
+            self.position = tag_end + 1;
+            return Some(Piece::Tag(Tag {
+                name: bytes[name_start..name_end].to_ascii_lowercase(),
+                closing,
+                self_closing: bytes[..tag_end].ends_with(b"/"),
+            }));
+        }
+    }
 }
 
 /// Appends `raw` (text between tags) with the common entities decoded.
@@ -261,7 +402,9 @@ pub fn markdown_depth(markdown: &str) -> usize {
         let bytes = line.as_bytes();
         let (mut depth, mut spaces, mut index) = (0usize, 0usize, 0usize);
         while index < bytes.len() {
-            let followed_by_space = bytes.get(index + 1).is_some_and(|b| *b == b' ');
+            let followed_by_space = bytes
+                .get(index + 1)
+                .is_some_and(|b| matches!(b, b' ' | b'\t'));
             match bytes[index] {
                 // A marker's own following space is not indentation.
                 b'>' | b'-' | b'*' | b'+' if followed_by_space => {
@@ -278,7 +421,9 @@ pub fn markdown_depth(markdown: &str) -> usize {
                         .count();
                     let after = index + digits;
                     let marker = matches!(bytes.get(after), Some(b'.' | b')'))
-                        && bytes.get(after + 1).is_none_or(|b| *b == b' ');
+                        && bytes
+                            .get(after + 1)
+                            .is_none_or(|b| matches!(b, b' ' | b'\t'));
                     if !marker {
                         break;
                     }
@@ -332,6 +477,26 @@ mod tests {
         assert_eq!(html_depth("a < b and c<d"), 0);
         assert_eq!(html_depth(&"<div>".repeat(1000)), 1000);
         assert_eq!(html_depth(&"<b><i>".repeat(300)), 600);
+        // Tricks a parser does not fall for: `<div/>` opens a div, an end
+        // tag with no open match closes nothing, `<!-->` is a whole comment,
+        // and inside SVG `<title>` holds markup.
+        assert_eq!(html_depth(&"<div/>".repeat(700)), 700);
+        assert_eq!(html_depth(&"<div></x>".repeat(700)), 700);
+        assert_eq!(html_depth(&format!("<!-->{}", "<div>".repeat(700))), 700);
+        assert_eq!(
+            html_depth(&format!("<svg><title>{}", "<div>".repeat(700))),
+            702
+        );
+        assert_eq!(html_depth("<svg><path/><path/><g><path/></g></svg>"), 2);
+        assert_eq!(html_depth(&format!("<svg/>{}", "<div/>".repeat(700))), 700);
+        assert_eq!(
+            html_depth(&format!("<svg><div></div>{}", "<path/>".repeat(700))),
+            700
+        );
+        assert_eq!(
+            html_depth(&format!("<svg><foreignObject>{}", "<x/>".repeat(700))),
+            702
+        );
     }
 
     #[test]
@@ -351,5 +516,6 @@ mod tests {
         assert_eq!(markdown_depth("> > - quoted list"), 3);
         assert_eq!(markdown_depth("1. one\n2) two\n2024 was a year"), 1);
         assert_eq!(markdown_depth(&">".repeat(500)), 500);
+        assert_eq!(markdown_depth(&"-\t".repeat(500)), 500);
     }
 }

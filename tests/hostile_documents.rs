@@ -24,6 +24,11 @@ fn hostile_documents() -> Vec<(&'static str, String, &'static str)> {
             "text/html",
         ),
         (
+            "deep/selfclosed.html",
+            format!("<p>needle in self-closed divs</p>{}", "<div/>".repeat(deep)),
+            "text/html",
+        ),
+        (
             "deep/unclosed.html",
             format!("<b>needle in unclosed tags {}", "<span><i>".repeat(deep)),
             "text/html",
@@ -157,7 +162,7 @@ mod generated {
         let wrap = |open: &str, close: &str, inner: &str| {
             format!("{}{inner}{}", open.repeat(depth), close.repeat(depth))
         };
-        match shape % 11 {
+        match shape % 17 {
             0 => ("a.html", wrap("<div>", "</div>", "needle")),
             1 => ("b.html", format!("{}needle", "<span><em>".repeat(depth))),
             2 => (
@@ -177,15 +182,37 @@ mod generated {
             7 => ("h.md", format!("# needle\n\n{} q", ">".repeat(depth))),
             8 => ("i.md", format!("needle\n\n{}x", "- ".repeat(depth))),
             9 => ("j.html", wrap("<blockquote>", "</blockquote>", "needle")),
-            _ => ("k.html", format!("{}needle", "<ul><li>".repeat(depth))),
+            10 => ("k.html", format!("{}needle", "<ul><li>".repeat(depth))),
+            // Markup that looks shallow to a tag count but is not to a parser.
+            11 => ("l.html", format!("{}needle", "<div/>".repeat(depth))),
+            12 => ("m.html", format!("{}needle", "<div></x>".repeat(depth))),
+            13 => ("n.html", format!("<!-->{}needle", "<div>".repeat(depth))),
+            14 => (
+                "o.html",
+                format!("<p>needle</p><svg><title>{}", "<div>".repeat(depth)),
+            ),
+            // Quotes whose every line the converter re-prefixes per level.
+            15 => (
+                "p.html",
+                format!(
+                    "{}{}",
+                    "<blockquote>".repeat(depth.min(600)),
+                    "<p>needle</p>".repeat(2_000)
+                ),
+            ),
+            _ => ("q.md", format!("needle\n\n{}x", "-\t".repeat(depth))),
         }
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn any_nesting_ends_in_chunks_without_overflowing_the_stack(
-            shape in 0usize..11,
+            shape in 0usize..17,
             depth in prop_oneof![0usize..2_000, 400usize..700, 2_000usize..200_000],
         ) {
             let (key, text) = document(shape, depth);
