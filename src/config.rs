@@ -127,7 +127,8 @@ pub struct ApiSettings {
     pub header_read_timeout_seconds: f64,
     /// A request, its body included, must be answered within this; else 408.
     pub request_timeout_seconds: f64,
-    /// A kept-alive connection with no request in flight is closed after this.
+    /// A connection with no request in a handler this long (a client that
+    /// stopped reading, say) is closed, and dropped 5 s later if it lingers.
     pub idle_timeout_seconds: f64,
     /// Connections served at once; beyond it new ones wait to be accepted.
     pub max_connections: usize,

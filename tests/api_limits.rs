@@ -216,6 +216,23 @@ fn slow_clients_cannot_hold_the_api() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout_seconds"), "{answer}");
 
+    // Clients that pipeline requests and never read the answers fill every
+    // connection slot; once their writes stall they are cut off, and the
+    // API serves others again.
+    let _stalled: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&address).unwrap();
+            let requests = "GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3_000);
+            stream.write_all(requests.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    let (status, _) = daemon.request(Method::GET, "/api/v1/sources", None);
+    assert_eq!(
+        status, 200,
+        "the API is held by clients that stopped reading"
+    );
+
     // And the daemon serves normally afterwards.
     let (status, _) = daemon.request(Method::GET, "/api/v1/sources", None);
     assert_eq!(status, 200);

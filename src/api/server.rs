@@ -4,14 +4,19 @@
 //! A client can hold a connection only while it makes progress:
 //!
 //! - **Header read timeout** (hyper's own): a request's headers must arrive
-//!   within `header_read_timeout` of the connection opening, or of the first
-//!   byte of a later request on a kept-alive connection.
+//!   within `header_read_timeout` of the connection opening, or of the end
+//!   of the previous response on a kept-alive connection — so an idle
+//!   kept-alive connection is closed after this too.
 //! - **Request timeout**: a request — reading its body included, since the
 //!   handlers read bodies themselves — is answered within `request_timeout`,
 //!   else 408 `{error, message}` (see [`super::router`]).
-//! - **Idle timeout**: a kept-alive connection with no request in flight is
-//!   closed after `idle_timeout` (hyper times only headers, not the gap
-//!   between requests).
+//! - **Idle timeout**: a connection with no request in a handler for
+//!   `idle_timeout` — a client that stopped reading its response, say — is
+//!   told to close, and dropped if it has not closed within
+//!   [`CLOSE_DEADLINE`] (hyper has no write timeout of its own).
+//! - HTTP/1.1 only (the CLI, curl and the clients of Chroma Sync's API speak
+//!   it); `axum::serve` also took cleartext HTTP/2 (h2c), which has no
+//!   header-read timeout to bound it.
 //! - **Connection cap**: at most `max_connections` connections are served at
 //!   once; beyond that the listener stops accepting (new clients wait in the
 //!   kernel's backlog until a slot frees), so slow clients cannot starve the
@@ -35,6 +40,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+/// How long a connection told to close (idle, or shutting down) may take to
+/// finish the response it is writing before it is dropped.
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Bounds on what one client can hold; `[api]` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -182,8 +191,11 @@ async fn serve_connection(
     let mut connection = std::pin::pin!(connection);
     let check_every =
         (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut closing = false;
+    // Set once the connection is told to close: it is dropped at this
+    // instant if it has not finished by then.
+    let mut close_by: Option<tokio::time::Instant> = None;
     loop {
+        let deadline = close_by.unwrap_or_else(|| tokio::time::Instant::now() + check_every);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -191,15 +203,19 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = shutdown.cancelled(), if !closing => {
+            _ = shutdown.cancelled(), if close_by.is_none() => {
                 connection.as_mut().graceful_shutdown();
-                closing = true;
+                close_by = Some(tokio::time::Instant::now() + CLOSE_DEADLINE);
             }
-            _ = tokio::time::sleep(check_every), if !closing => {
+            _ = tokio::time::sleep_until(deadline) => {
+                if close_by.is_some() {
+                    tracing::debug!(%remote, "dropping an API connection that did not close");
+                    return;
+                }
                 if activity.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
                     tracing::debug!(%remote, "closing an idle API connection");
                     connection.as_mut().graceful_shutdown();
-                    closing = true;
+                    close_by = Some(tokio::time::Instant::now() + CLOSE_DEADLINE);
                 }
             }
         }
