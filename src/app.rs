@@ -140,6 +140,16 @@ impl Daemon {
                 .and_then(|url| url::Url::parse(url.expose()).ok())
                 .and_then(|url| url.password().map(|p| Secret::new(p.to_string()))),
         );
+        // …or given as a query parameter (`?password=…`).
+        if let Some(url) = self.config.queue.url.as_ref()
+            && let Ok(url) = url::Url::parse(url.expose())
+        {
+            secrets.extend(
+                url.query_pairs()
+                    .filter(|(key, _)| key.contains("password"))
+                    .map(|(_, value)| Secret::new(value.into_owned())),
+            );
+        }
         crate::secrets::register(&secrets);
         Arc::new(secrets)
     }

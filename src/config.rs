@@ -630,6 +630,24 @@ impl Config {
                 message: format!("{fraction} is not a fraction between 0 and 1"),
             });
         }
+        // A worker stops its attempt when it has not renewed by the lease
+        // minus a margin; a heartbeat that comes later than that (plus one
+        // renewal's time) would stop every job that runs longer.
+        let queue = &self.queue;
+        let keep = queue.lease() - queue.lease_margin();
+        if queue.heartbeat() + queue.renewal_timeout() >= keep {
+            let most = keep.saturating_sub(queue.renewal_timeout());
+            return Err(ConfigError::Invalid {
+                key: "queue.heartbeat_seconds",
+                message: format!(
+                    "a heartbeat every {} s cannot renew a {} s lease in time; use at most {:.1} \
+                     s, or a longer queue.lease_seconds",
+                    queue.heartbeat_seconds,
+                    queue.lease_seconds,
+                    most.as_secs_f64()
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -850,6 +868,18 @@ mod tests {
         let config: Config = toml::from_str("[web]\nmax_removal_fraction = 2.0\n").unwrap();
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains("web.max_removal_fraction"), "{err}");
+    }
+
+    #[test]
+    fn a_heartbeat_too_slow_for_its_lease_is_refused() {
+        let config: Config =
+            toml::from_str("[queue]\nlease_seconds = 10\nheartbeat_seconds = 10\n").unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("queue.heartbeat_seconds"), "{err}");
+        Config::default().check().unwrap();
+        let config: Config =
+            toml::from_str("[queue]\nlease_seconds = 4\nheartbeat_seconds = 1\n").unwrap();
+        config.check().unwrap();
     }
 
     #[test]

@@ -27,9 +27,10 @@ fn registry() -> &'static RwLock<Vec<String>> {
 
 fn url_credentials() -> &'static Regex {
     static PATTERN: OnceLock<Regex> = OnceLock::new();
-    // scheme://user:password@ — the userinfo of a URL with a password.
+    // scheme://userinfo@ — a password, or a token standing alone
+    // (`https://TOKEN@host`).
     PATTERN.get_or_init(|| {
-        Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@:]*:[^/\s@]*@").expect("static pattern")
+        Regex::new(r#"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@"']+@"#).expect("static pattern")
     })
 }
 
@@ -40,8 +41,17 @@ pub fn register<'a>(secrets: impl IntoIterator<Item = &'a Secret>) {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     for secret in secrets {
         let value = secret.expose();
-        if value.len() >= MIN_SECRET_LEN && !registry.iter().any(|known| known == value) {
-            registry.push(value.to_string());
+        if value.len() < MIN_SECRET_LEN {
+            continue;
+        }
+        // JSON logs escape quotes, backslashes and newlines (a PEM key):
+        // the escaped form is what appears in a line.
+        let escaped = serde_json::to_string(value).unwrap_or_default();
+        let escaped = escaped[1..escaped.len().saturating_sub(1).max(1)].to_string();
+        for form in [value.to_string(), escaped] {
+            if !registry.iter().any(|known| *known == form) {
+                registry.push(form);
+            }
         }
     }
     // Longest first, so a secret containing another is replaced whole.
@@ -131,6 +141,15 @@ mod tests {
             "auth failed for *** at postgres://***@db:5432/q; ab stays"
         );
         assert!(matches!(scrub("nothing to hide"), Cow::Borrowed(_)));
+        assert_eq!(
+            scrub("GET https://ghp_tok3n@host/x"),
+            "GET https://***@host/x"
+        );
+        register(&[Secret::new("-----BEGIN KEY-----\nabc\"def\n")]);
+        assert_eq!(
+            scrub(r#"{"error":"bad key -----BEGIN KEY-----\nabc\"def\n here"}"#),
+            r#"{"error":"bad key *** here"}"#
+        );
     }
 
     #[test]
