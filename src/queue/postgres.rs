@@ -182,12 +182,15 @@ impl PostgresQueue {
         ))
         .execute(&self.pool)
         .await?;
-        // The rest go back to pending, to be claimed (attempt + 1) at once;
+        // The rest go back to pending, to be claimed (attempt + 1) at once.
+        // Each statement reads the clock anew: a lease that expires between
+        // them must still meet the two rules above, hence their negation here.
         // the dead attempt's heartbeats and outcome are fenced out.
         sqlx::query(clocked(
             "UPDATE jobs SET state = 'pending', run_after = NOW_MS, lease_owner = NULL,
                  lease_expires_at = NULL, last_error = LEASE_EXPIRED_ERROR
-             WHERE state = 'processing' AND lease_expires_at < NOW_MS",
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS
+               AND attempt < max_attempts AND cancel_requested_at IS NULL",
         ))
         .execute(&self.pool)
         .await?;

@@ -156,12 +156,15 @@ impl SqliteQueue {
         ))
         .execute(&self.pool)
         .await?;
-        // The rest go back to pending, to be claimed (attempt + 1) at once;
+        // The rest go back to pending, to be claimed (attempt + 1) at once.
+        // Each statement reads the clock anew: a lease that expires between
+        // them must still meet the two rules above, hence their negation here.
         // the dead attempt's heartbeats and outcome are fenced out.
         sqlx::query(clocked(
             "UPDATE jobs SET state = 'pending', run_after = NOW_MS, lease_owner = NULL,
                  lease_expires_at = NULL, last_error = LEASE_EXPIRED_ERROR
-             WHERE state = 'processing' AND lease_expires_at < NOW_MS",
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS
+               AND attempt < max_attempts AND cancel_requested_at IS NULL",
         ))
         .execute(&self.pool)
         .await?;
@@ -475,7 +478,8 @@ impl Queue for SqliteQueue {
              WHERE id = (
                  SELECT j.id FROM jobs j
                  WHERE ((j.state = 'pending' AND j.run_after <= NOW_MS)
-                        OR (j.state = 'processing' AND j.lease_expires_at < NOW_MS))
+                        OR (j.state = 'processing' AND j.lease_expires_at < NOW_MS
+                            AND j.attempt < j.max_attempts AND j.cancel_requested_at IS NULL))
                    AND NOT EXISTS (
                        SELECT 1 FROM jobs o
                        WHERE o.concurrency_key = j.concurrency_key AND o.id != j.id
