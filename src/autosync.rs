@@ -278,7 +278,10 @@ impl Consumer {
                 let live = Arc::clone(&self.live.borrow());
                 let mut sharing: Vec<&SourceRecord> = live
                     .iter()
-                    .filter(|r| r.id != self.record.id && queue_of(r) == Some(queue_url))
+                    .filter(|r| {
+                        r.id != self.record.id
+                            && queue_of(r).and_then(queue_identity) == queue_identity(queue_url)
+                    })
                     .collect();
                 sharing.insert(0, &self.record);
                 let configs: Vec<&S3SourceConfig> = sharing
@@ -368,6 +371,20 @@ impl Consumer {
 }
 
 /// The SQS queue an auto-synced source consumes.
+/// What names one SQS queue however its URL is spelled: host (lower-cased
+/// by the URL parser), port and path without a trailing slash. Two sources
+/// whose URLs differ only in spelling must see each other's events as
+/// "another source's", never as "nobody's" (which are deleted).
+fn queue_identity(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    Some(format!(
+        "{}:{}{}",
+        url.host_str()?,
+        url.port_or_known_default().unwrap_or(0),
+        url.path().trim_end_matches('/')
+    ))
+}
+
 fn queue_of(record: &SourceRecord) -> Option<&str> {
     record
         .payload
@@ -379,6 +396,18 @@ fn queue_of(record: &SourceRecord) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_queue_spelled_two_ways_is_one_queue() {
+        assert_eq!(
+            queue_identity("https://SQS.us-east-1.amazonaws.com/123456789012/events/"),
+            queue_identity("https://sqs.us-east-1.amazonaws.com:443/123456789012/events")
+        );
+        assert_ne!(
+            queue_identity("https://sqs.us-east-1.amazonaws.com/123456789012/events"),
+            queue_identity("https://sqs.eu-west-1.amazonaws.com/123456789012/events")
+        );
+    }
 
     #[test]
     fn created_and_removed_objects_are_read_from_a_notification() {
