@@ -28,6 +28,8 @@ fn document(shape: &str, depth: usize) -> (&'static str, String) {
         ),
         "md-quotes" => ("h.md", format!("{} q", ">".repeat(depth))),
         "md-lists" => ("i.md", format!("{}x", "- ".repeat(depth))),
+        // Wide rather than deep: `depth` lines of flat code.
+        "py-wide" => ("j.py", "x = 1\n".repeat(depth)),
         _ => unreachable!(),
     }
 }
@@ -45,6 +47,7 @@ fn nesting_bench() {
         "rs-chain",
         "md-quotes",
         "md-lists",
+        "py-wide",
     ];
     println!("| shape | depth | bytes | chunks | ms |\n|---|---|---|---|---|");
     for shape in shapes {

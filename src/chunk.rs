@@ -154,21 +154,70 @@ impl Chunker {
             max_bytes,
             shortcut: self.shortcut,
         };
-        let config = || ChunkConfig::new(self.max_tokens).with_sizer(&sizer);
-        let pieces: Vec<(usize, &str)> = match (strategy, language) {
-            (Strategy::TreeSitter, Some(language)) => {
-                match CodeSplitter::new(tree_sitter_language(language), config()) {
-                    Ok(splitter) => splitter.chunk_indices(text).collect(),
-                    Err(_) => TextSplitter::new(config()).chunk_indices(text).collect(),
-                }
-            }
-            (Strategy::Markdown, _) => MarkdownSplitter::new(config())
-                .chunk_indices(text)
-                .collect(),
-            _ => TextSplitter::new(config()).chunk_indices(text).collect(),
-        };
+        let pieces: Vec<(usize, &str)> = windows(text, SYNTAX_WINDOW_BYTES)
+            .into_iter()
+            .flat_map(|(offset, window)| {
+                split_window(&sizer, self.max_tokens, strategy, language, window)
+                    .into_iter()
+                    .map(move |(at, piece)| (offset + at, piece))
+            })
+            .collect();
         with_line_numbers(text, pieces)
     }
+}
+
+/// One window's `(offset, text)` pieces from the splitter for `strategy`.
+fn split_window<'t>(
+    sizer: &ModelSizer<'_>,
+    max_tokens: usize,
+    strategy: Strategy,
+    language: Option<CodeLanguage>,
+    window: &'t str,
+) -> Vec<(usize, &'t str)> {
+    let config = || ChunkConfig::new(max_tokens).with_sizer(sizer);
+    match (strategy, language) {
+        (Strategy::TreeSitter, Some(language)) => {
+            match CodeSplitter::new(tree_sitter_language(language), config()) {
+                Ok(splitter) => splitter.chunk_indices(window).collect(),
+                Err(_) => TextSplitter::new(config()).chunk_indices(window).collect(),
+            }
+        }
+        (Strategy::Markdown, _) => MarkdownSplitter::new(config())
+            .chunk_indices(window)
+            .collect(),
+        _ => TextSplitter::new(config()).chunk_indices(window).collect(),
+    }
+}
+
+/// Largest span handed to one syntax-aware split. text-splitter rescans the
+/// rest of its input for every chunk it cuts, so one split costs about
+/// chunks × spans, growing with the square of the size: 1.2 MB of Python
+/// took 11 s, of markdown 4.6 s (`bench/nesting_bench.rs` has the shapes).
+/// Cut into windows first, chunking is linear in the document's size; where
+/// a window ends depends on the bytes alone, so chunks (and IDs) are stable.
+pub const SYNTAX_WINDOW_BYTES: usize = 64 * 1024;
+
+/// `text` cut into spans of at most `size` bytes (with their offsets): at a
+/// blank line in a window's last quarter, else at its last line break, else
+/// (one huge line) at a character boundary.
+fn windows(text: &str, size: usize) -> Vec<(usize, &str)> {
+    let mut spans = Vec::new();
+    let mut start = 0;
+    while text.len() - start > size {
+        let window = &text[start..text.floor_char_boundary(start + size)];
+        let cut = window
+            .rfind("\n\n")
+            .map(|at| at + 2)
+            .filter(|cut| *cut >= size * 3 / 4)
+            .or_else(|| window.rfind('\n').map(|at| at + 1))
+            .filter(|cut| *cut > 0)
+            .unwrap_or(window.len())
+            .max(1);
+        spans.push((start, &text[start..start + cut]));
+        start += cut;
+    }
+    spans.push((start, &text[start..]));
+    spans
 }
 
 /// Whether `text` nests too deeply for `strategy`'s splitter (the bounds of
@@ -373,6 +422,38 @@ fn chunk_lines(text: &str, max_lines: usize, max_bytes: usize) -> Vec<Chunk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_cover_the_text_at_line_breaks_within_the_size() {
+        let text: String = (0..5000)
+            .map(|i| {
+                if i % 7 == 0 {
+                    "\n".to_string()
+                } else {
+                    format!("line {i} é\n")
+                }
+            })
+            .collect();
+        let spans = windows(&text, 1000);
+        assert!(spans.len() > 10);
+        let mut joined = String::new();
+        for (offset, span) in &spans {
+            assert_eq!(*offset, joined.len());
+            assert!(span.len() <= 1000);
+            joined.push_str(span);
+        }
+        assert_eq!(joined, text);
+        assert!(
+            spans[..spans.len() - 1]
+                .iter()
+                .all(|(_, s)| s.ends_with('\n'))
+        );
+        // One huge line is cut at character boundaries.
+        let line = "é".repeat(3000);
+        let spans = windows(&line, 1001);
+        assert!(spans.iter().all(|(_, s)| s.len() <= 1001));
+        assert_eq!(spans.iter().map(|(_, s)| *s).collect::<String>(), line);
+    }
 
     fn doc(text: &str, kind: TextKind) -> Extracted {
         Extracted {
