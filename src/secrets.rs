@@ -49,7 +49,7 @@ pub fn register<'a>(secrets: impl IntoIterator<Item = &'a Secret>) {
         let escaped = serde_json::to_string(value).unwrap_or_default();
         let escaped = escaped[1..escaped.len().saturating_sub(1).max(1)].to_string();
         for form in [value.to_string(), escaped] {
-            if !registry.iter().any(|known| *known == form) {
+            if !registry.contains(&form) {
                 registry.push(form);
             }
         }
