@@ -110,6 +110,10 @@ pub fn parse_events(body: &str) -> Vec<ObjectEvent> {
         .collect()
 }
 
+/// How long a list of sources read for a message nobody seemed to want is
+/// used for the next such messages.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
 /// Consumes the SQS queues of every `auto_sync: "direct"` source until `shutdown`.
 pub async fn autosync_loop(
     queue: Arc<dyn Queue>,
@@ -243,6 +247,8 @@ impl Consumer {
         };
         tracing::info!(source_id = %self.record.id, queue_url, "auto-sync: consuming S3 events");
         let mut failures = 0u32;
+        // The sources last read for a message nobody seemed to want.
+        let mut fresh: Option<(std::time::Instant, Arc<Vec<SourceRecord>>)> = None;
         while !stop.is_cancelled() {
             let received = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -275,7 +281,28 @@ impl Consumer {
             let received = messages.len();
             for message in messages {
                 let events = parse_events(message.body().unwrap_or_default());
-                let live = Arc::clone(&self.live.borrow());
+                let mut live = Arc::clone(&self.live.borrow());
+                // "Nobody's" messages are deleted; the list of sources may be
+                // up to a refresh old, so a source created since must not
+                // lose its first events: look again before deleting.
+                // (At most one such look a second, however many messages.)
+                if !events.is_empty() && self.nobody_wants(&events, &live, queue_url) {
+                    match &fresh {
+                        Some((at, sources)) if at.elapsed() < FRESH_FOR => {
+                            live = Arc::clone(sources);
+                        }
+                        _ => match autosynced_sources(self.queue.as_ref()).await {
+                            Ok(sources) => {
+                                live = Arc::new(sources);
+                                fresh = Some((std::time::Instant::now(), Arc::clone(&live)));
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "listing auto-synced sources failed");
+                                continue; // comes back after the visibility timeout
+                            }
+                        },
+                    }
+                }
                 let mut sharing: Vec<&SourceRecord> = live
                     .iter()
                     .filter(|r| {
@@ -334,6 +361,19 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// Whether no source in `live` on this queue covers any of `events`.
+    fn nobody_wants(&self, events: &[ObjectEvent], live: &[SourceRecord], queue_url: &str) -> bool {
+        let here = queue_identity(queue_url);
+        let configs: Vec<&S3SourceConfig> =
+            std::iter::once(&self.record)
+                .chain(live.iter().filter(|r| {
+                    r.id != self.record.id && queue_of(r).and_then(queue_identity) == here
+                }))
+                .filter_map(|r| r.payload.s3.as_ref())
+                .collect();
+        verdict(events, &configs, 0) == Verdict::Discard
     }
 
     /// Enqueues one invocation per owned event, each for its owning source;

@@ -151,4 +151,33 @@ fn two_sources_sharing_one_queue_both_sync_their_objects() {
                 == 0)
             .then_some(())
     });
+
+    // A team adds a source on the queue and writes at once, before the other
+    // consumers have heard of it: they must not delete its first event as
+    // nobody's.
+    let mut faq = s3_source(&s3, "handbook", "faq", Some("faq/"));
+    faq["s3"]["auto_sync"] = json!("direct");
+    faq["s3"]["sqs_queue_url"] = json!(queue_url);
+    daemon.create_source(faq);
+    s3.put(
+        "handbook",
+        "faq/first.md",
+        "# First\n\nThe first answer.\n",
+        None,
+    );
+    wait_until(
+        "the new source's first object to be synced",
+        Duration::from_secs(120),
+        || {
+            chroma
+                .collection("testdb", "faq")
+                .is_some_and(|_| {
+                    !chroma
+                        .records("testdb", "faq")
+                        .of_key("faq/first.md")
+                        .is_empty()
+                })
+                .then_some(())
+        },
+    );
 }
