@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Chroma, Daemon, S3, S3_KEY_ID, S3_SECRET, runtime, s3_source, wait_until};
+use common::{Chroma, Daemon, S3, runtime, s3_source, wait_until};
 use serde_json::json;
 
 #[test]
@@ -16,16 +16,7 @@ fn two_sources_sharing_one_queue_both_sync_their_objects() {
     let s3 = S3::start();
     s3.create_bucket("handbook");
     s3.create_bucket("blog");
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::new()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url(s3.endpoint())
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                S3_KEY_ID, S3_SECRET, None, None, "test",
-            ))
-            .build(),
-    );
+    let sqs = s3.sqs_client();
     // Both buckets notify the one regional queue.
     let queue_url = runtime().block_on(async {
         let created = sqs

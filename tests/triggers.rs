@@ -140,16 +140,7 @@ fn s3_event_notifications_sync_created_objects_and_remove_deleted_ones() {
     let chroma = Chroma::start();
     let s3 = S3::start();
     s3.create_bucket("live");
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::new()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url(s3.endpoint())
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                S3_KEY_ID, S3_SECRET, None, None, "test",
-            ))
-            .build(),
-    );
+    let sqs = s3.sqs_client();
     let queue_url = runtime().block_on(async {
         let created = sqs
             .create_queue()

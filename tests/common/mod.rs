@@ -278,6 +278,21 @@ pub const S3_KEY_ID: &str = "AKIATESTKEYCHROMASYNCD";
 pub const S3_SECRET: &str = "s3cr3t-value-that-must-never-leak";
 
 impl S3 {
+    /// An SQS client for the same moto server (it serves both APIs), with
+    /// the harness's keys: for tests that set up S3 event notifications.
+    pub fn sqs_client(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::new()
+                .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+                .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+                .endpoint_url(self.endpoint())
+                .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                    S3_KEY_ID, S3_SECRET, None, None, "test",
+                ))
+                .build(),
+        )
+    }
+
     pub fn start() -> S3 {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
