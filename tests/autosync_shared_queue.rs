@@ -11,44 +11,13 @@ use serde_json::json;
 
 #[test]
 fn two_sources_sharing_one_queue_both_sync_their_objects() {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
     let chroma = Chroma::start();
     let s3 = S3::start();
     s3.create_bucket("handbook");
     s3.create_bucket("blog");
-    let sqs = s3.sqs_client();
     // Both buckets notify the one regional queue.
-    let queue_url = runtime().block_on(async {
-        let created = sqs
-            .create_queue()
-            .queue_name("region-events")
-            .send()
-            .await
-            .unwrap();
-        for bucket in ["handbook", "blog"] {
-            s3.client
-                .put_bucket_notification_configuration()
-                .bucket(bucket)
-                .notification_configuration(
-                    NotificationConfiguration::builder()
-                        .queue_configurations(
-                            QueueConfiguration::builder()
-                                .queue_arn("arn:aws:sqs:us-east-1:123456789012:region-events")
-                                .set_events(Some(vec![
-                                    Event::S3ObjectCreated,
-                                    Event::S3ObjectRemoved,
-                                ]))
-                                .build()
-                                .unwrap(),
-                        )
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
-        }
-        created.queue_url.unwrap()
-    });
+    let queue_url = s3.event_queue("region-events", &["handbook", "blog"]);
+    let sqs = s3.sqs_client();
     let daemon = Daemon::start(&chroma.url());
 
     // Two teams' sources: one bucket under two prefixes, and another bucket.

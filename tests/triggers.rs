@@ -136,38 +136,10 @@ fn a_schedule_fires_once_per_slot_across_two_daemons_and_skips_while_a_run_is_go
 
 #[test]
 fn s3_event_notifications_sync_created_objects_and_remove_deleted_ones() {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
     let chroma = Chroma::start();
     let s3 = S3::start();
     s3.create_bucket("live");
-    let sqs = s3.sqs_client();
-    let queue_url = runtime().block_on(async {
-        let created = sqs
-            .create_queue()
-            .queue_name("live-events")
-            .send()
-            .await
-            .unwrap();
-        let events = [Event::S3ObjectCreated, Event::S3ObjectRemoved];
-        s3.client
-            .put_bucket_notification_configuration()
-            .bucket("live")
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .queue_configurations(
-                        QueueConfiguration::builder()
-                            .queue_arn("arn:aws:sqs:us-east-1:123456789012:live-events")
-                            .set_events(Some(events.to_vec()))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        created.queue_url.unwrap()
-    });
+    let queue_url = s3.event_queue("live-events", &["live"]);
     let daemon = Daemon::start(&chroma.url());
 
     // `direct` needs to know where the events go.

@@ -293,6 +293,44 @@ impl S3 {
         )
     }
 
+    /// Creates the SQS queue `name` and has `buckets` send their object
+    /// created/removed events to it, as S3 event notifications do; its URL.
+    pub fn event_queue(&self, name: &str, buckets: &[&str]) -> String {
+        use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+        runtime().block_on(async {
+            let created = self
+                .sqs_client()
+                .create_queue()
+                .queue_name(name)
+                .send()
+                .await
+                .unwrap();
+            for bucket in buckets {
+                self.client
+                    .put_bucket_notification_configuration()
+                    .bucket(*bucket)
+                    .notification_configuration(
+                        NotificationConfiguration::builder()
+                            .queue_configurations(
+                                QueueConfiguration::builder()
+                                    .queue_arn(format!("arn:aws:sqs:us-east-1:123456789012:{name}"))
+                                    .set_events(Some(vec![
+                                        Event::S3ObjectCreated,
+                                        Event::S3ObjectRemoved,
+                                    ]))
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            created.queue_url.unwrap()
+        })
+    }
+
     pub fn start() -> S3 {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
