@@ -15,6 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use crate::bf16::{Packed, Precision, bf16_supported};
+use crate::isa::Isa;
 use crate::kernels::{gelu, layer_norm, softmax_rows};
 
 /// What went wrong loading or running the model, as a sentence.
@@ -178,8 +179,14 @@ impl Bert {
         bytes: &[u8],
         precision: Precision,
     ) -> Result<Bert, BertError> {
+        let isa = Isa::configured().map_err(|e| error(e.to_string()))?;
         if precision == Precision::Bf16 && !bf16_supported() {
             return Err(error("bf16 precision needs a CPU with AVX-512 BF16"));
+        }
+        if precision == Precision::Bf16 && isa != Isa::Avx512Bf16 {
+            return Err(error(format!(
+                "bf16 precision needs the avx512bf16 path, but BERT_CPU_ISA={isa} is in effect"
+            )));
         }
         if config.hidden_act != "gelu" {
             return Err(error(format!(

@@ -17,11 +17,13 @@
 //! bf16 copy (a thread-local scratch), whose pairs the micro-kernel
 //! broadcasts as u32.
 //!
-//! `BERT_CPU_F32=1` keeps the weights f32 (comparisons, benchmarks).
+//! `BERT_CPU_F32=1` keeps the weights f32 (comparisons, benchmarks), as does
+//! any `BERT_CPU_ISA` other than `avx512bf16`.
 
 use std::sync::OnceLock;
 
-use crate::kernels::{Aligned, Backend, Init, MR, NR, PackedB, gemm, prepare, store_tile_avx512};
+use crate::isa::Isa;
+use crate::kernels::{Aligned, Init, MR, NR, PackedB, gemm, prepare, store_tile_avx512};
 
 /// k-steps per block (pairs: half that). A block's panel slab for the
 /// widest layer (1536 columns) is 768 KiB of bf16, inside a 1 MiB L2.
@@ -54,15 +56,21 @@ impl Precision {
     }
 }
 
-/// Whether [`Precision::best`] is bf16 here: AVX-512 is in use, the CPU has
-/// AVX-512 BF16, and `BERT_CPU_F32` is not set (to a non-empty value other
-/// than `0`).
+/// Whether [`Precision::best`] is bf16 here: the `avx512bf16` path is in
+/// use ([`Isa::active`]) and `BERT_CPU_F32` is not set (to a non-empty value
+/// other than `0`).
 pub fn bf16_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
         let forced_f32 = std::env::var("BERT_CPU_F32").is_ok_and(|v| !v.is_empty() && v != "0");
-        !forced_f32 && Backend::best() == Backend::Avx512 && bf16_supported()
+        !forced_f32 && bf16_allowed()
     })
+}
+
+/// Whether the active path may run bf16 GEMMs: only `avx512bf16` (a path
+/// forced to `avx512` or `avx2` means f32, even on a CPU that has BF16).
+pub fn bf16_allowed() -> bool {
+    Isa::active() == Isa::Avx512Bf16
 }
 
 /// Whether this CPU can run the bf16 kernel at all.
@@ -462,7 +470,6 @@ mod tests {
 #[cfg(test)]
 mod throughput {
     use super::*;
-    use crate::kernels::Backend;
     use crate::kernels::throughput::thread_cpu_ns;
 
     /// GFLOP/s per CPU-second of the dense shapes on 1600 tokens, f32 vs bf16.
@@ -476,7 +483,7 @@ mod throughput {
             let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
             let mut c = vec![0.0; m * n];
             let mut weights = vec![("f32", Packed::F32(PackedB::from_rows(&w, n, k, k)))];
-            if bf16_supported() && Backend::best() == Backend::Avx512 {
+            if bf16_supported() {
                 weights.push(("bf16", Packed::Bf16(PackedBf16::from_rows(&w, n, k, k))));
             }
             for (name, weight) in &weights {

@@ -1,71 +1,91 @@
 //! Dense kernels for the BERT forward pass.
 //!
 //! **SGEMM.** [`gemm`] computes `C[m×n] = A[m×k] · B[k×n] (+ bias)` where B is
-//! a [`PackedB`]: columns grouped into panels of [`NR`] = 32, each panel stored
-//! k-major (`panel[kk][0..32]`), padded with zeros. Weights are packed once at
-//! load time (`C = A·Wᵀ` for a PyTorch `[out, in]` weight: [`PackedB::pack_rows`]);
-//! attention packs its small operands per head. The loops are Goto-style:
-//! for each block of [`KC`] k-steps (so the panels' k-slab, ≤ 1.5 MiB for
-//! our shapes, stays in L2), for each tile of [`MR`] = 14 rows of A (packed
-//! into a 14 KiB L1-resident buffer), run the micro-kernel over every panel.
-//! The AVX-512 micro-kernel keeps a 14×32 tile of C in 28 zmm registers and
-//! does 28 FMAs per k-step against 2 panel loads and 14 broadcasts.
+//! a [`PackedB`], laid out once (weights at load time; attention's small
+//! operands per head) for the backend that will multiply it:
+//! - AVX2, AVX-512 and NEON run the `gemm` crate's kernels
+//!   ([`crate::crate_gemm`]: measured fastest on every one of those paths);
+//! - the portable path runs our own Goto-style loops: B in panels of [`NR`]
+//!   = 32 columns, k-major, blocks of [`KC`] k-steps, tiles of [`MR`] = 14
+//!   rows of A packed into an L1-resident buffer, plain Rust that the
+//!   compiler vectorises for the baseline target.
 //!
-//! **Dispatch.** [`Backend::best`] picks AVX-512 when the CPU has `avx512f`
-//! (detected once at run time), else the portable kernels: the same loops in
-//! plain Rust, which the compiler auto-vectorises for the baseline target.
-//! `BERT_CPU_PORTABLE=1` forces the portable path (for comparison).
+//! The bf16 GEMM of the `avx512bf16` path is [`crate::bf16`]'s, on the same
+//! panel and tile sizes.
+//!
+//! **Dispatch.** [`Backend::best`] follows [`Isa::active`]: `BERT_CPU_ISA`,
+//! else the fastest path the CPU has (see [`crate::isa`]).
 //!
 //! **Element-wise ops** (GELU, softmax, LayerNorm) are written branch-free over
-//! fixed-width lanes so that the same source vectorises; the AVX-512 variants
-//! are that source compiled with the feature enabled. `exp` and `erf` are
-//! polynomial approximations (relative error ~1e-7, below f32 rounding of
-//! the surrounding sums).
+//! fixed-width lanes so that the same source vectorises; the AVX-512 and AVX2
+//! variants are that source compiled with those features enabled (NEON is in
+//! aarch64's baseline). `exp` and `erf` are polynomial approximations
+//! (relative error ~1e-7, below f32 rounding of the surrounding sums).
 
 use std::sync::OnceLock;
 
+use crate::crate_gemm;
+use crate::isa::Isa;
+
 /// Columns per packed panel (two 16-float AVX-512 vectors).
 pub const NR: usize = 32;
-/// Rows per micro-tile: 14 × 2 accumulators + 2 panel vectors + 1 broadcast
-/// = 31 of the 32 zmm registers.
+/// Rows per micro-tile: in the bf16 kernel, 14 × 2 accumulators + 2 panel
+/// vectors + 1 broadcast = 31 of the 32 zmm registers.
 pub const MR: usize = 14;
 /// k-steps per block.
 pub const KC: usize = 256;
 
-/// Which kernels run.
+/// Which f32 kernels run (the bf16 GEMM is [`crate::bf16`]'s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// AVX-512F micro-kernel and element-wise ops compiled for AVX-512.
     Avx512,
+    /// AVX2 + FMA.
+    Avx2,
+    /// aarch64 Advanced SIMD.
+    Neon,
     /// Plain Rust, vectorised only as far as the build target allows.
     Portable,
 }
 
 impl Backend {
-    /// What this CPU supports, without the environment override.
-    pub fn detect() -> Backend {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Backend::Avx512;
-            }
+    /// The f32 kernels of an instruction-set path.
+    pub fn of(isa: Isa) -> Backend {
+        match isa {
+            Isa::Avx512 | Isa::Avx512Bf16 => Backend::Avx512,
+            Isa::Avx2 => Backend::Avx2,
+            Isa::Neon => Backend::Neon,
+            Isa::Portable => Backend::Portable,
         }
-        Backend::Portable
     }
 
-    /// The backend used by [`gemm`] and the element-wise ops: [`Backend::detect`]
-    /// unless `BERT_CPU_PORTABLE` is set to a non-empty value other than `0`.
+    /// The fastest kernels this CPU has, whatever `BERT_CPU_ISA` says.
+    pub fn detect() -> Backend {
+        Backend::of(Isa::detect())
+    }
+
+    /// Every backend this CPU can run, fastest first (tests, benchmarks).
+    pub fn available() -> Vec<Backend> {
+        let mut backends: Vec<Backend> = Vec::new();
+        for isa in Isa::available() {
+            let backend = Backend::of(isa);
+            if !backends.contains(&backend) {
+                backends.push(backend);
+            }
+        }
+        backends
+    }
+
+    /// Whether this CPU can run the backend.
+    pub fn supported(self) -> bool {
+        Backend::available().contains(&self)
+    }
+
+    /// The backend used by [`gemm`] and the element-wise ops: that of
+    /// [`Isa::active`] (`BERT_CPU_ISA`, else the fastest path).
     pub fn best() -> Backend {
         static BEST: OnceLock<Backend> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            let forced =
-                std::env::var("BERT_CPU_PORTABLE").is_ok_and(|v| !v.is_empty() && v != "0");
-            if forced {
-                Backend::Portable
-            } else {
-                Backend::detect()
-            }
-        })
+        *BEST.get_or_init(|| Backend::of(Isa::active()))
     }
 }
 
@@ -100,19 +120,39 @@ impl<T: Copy + Default> Aligned<T> {
     }
 }
 
-/// The right-hand operand of [`gemm`], packed into 32-column panels.
-#[derive(Clone, Debug, Default)]
+/// The right-hand operand of [`gemm`], laid out for one [`Backend`]: the
+/// portable kernel's 32-column panels, or, for the `gemm` crate's kernels,
+/// Bᵀ row by row (which the crate packs itself, per cache block).
+#[derive(Clone, Debug)]
 pub struct PackedB {
     n: usize,
     k: usize,
-    /// `panels()[(panel * k + kk) * NR + j]` = B[kk][panel * NR + j]; zero
-    /// past `n`.
+    backend: Backend,
+    /// Portable: `storage[(panel * k + kk) * NR + j]` = B[kk][panel * NR + j],
+    /// zero past `n`. Otherwise `storage[j * k + kk]` = B[kk][j].
     storage: Aligned<f32>,
 }
 
+impl Default for PackedB {
+    fn default() -> Self {
+        PackedB::for_backend(Backend::best())
+    }
+}
+
 impl PackedB {
+    /// An empty operand for `backend`'s kernels, to pack into.
+    pub fn for_backend(backend: Backend) -> PackedB {
+        PackedB {
+            n: 0,
+            k: 0,
+            backend,
+            storage: Aligned::default(),
+        }
+    }
+
     /// Packs `B = Wᵀ` from a row-major `[n, k]` matrix `w` (row stride `ld`):
     /// the layout of a PyTorch `Linear` weight, so `gemm` computes `A·Wᵀ`.
+    /// For [`Backend::best`]'s kernels.
     pub fn from_rows(w: &[f32], n: usize, k: usize, ld: usize) -> PackedB {
         let mut packed = PackedB::default();
         packed.pack_rows(w, n, k, ld);
@@ -129,18 +169,38 @@ impl PackedB {
         self.k
     }
 
+    /// The kernels this operand is laid out for.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn panelled(&self) -> bool {
+        self.backend == Backend::Portable
+    }
+
     fn reset(&mut self, n: usize, k: usize) {
         self.n = n;
         self.k = k;
-        self.storage.reset(n.div_ceil(NR) * NR * k);
+        let len = if self.panelled() {
+            n.div_ceil(NR) * NR * k
+        } else {
+            n * k
+        };
+        self.storage.reset(len);
     }
 
-    fn panels(&self) -> &[f32] {
+    fn data(&self) -> &[f32] {
         self.storage.as_slice()
     }
 
-    fn panels_mut(&mut self) -> &mut [f32] {
-        self.storage.as_mut_slice()
+    /// Where B[kk][j] is stored.
+    #[inline(always)]
+    fn index(panelled: bool, k: usize, kk: usize, j: usize) -> usize {
+        if panelled {
+            ((j / NR) * k + kk) * NR + j % NR
+        } else {
+            j * k + kk
+        }
     }
 
     /// Re-packs (reusing the allocation) `B = Wᵀ` from a row-major `[n, k]`
@@ -149,12 +209,16 @@ impl PackedB {
         assert!(ld >= k, "row stride {ld} < k {k}");
         assert!(n == 0 || w.len() >= (n - 1) * ld + k, "w too short");
         self.reset(n, k);
-        let data = self.panels_mut();
+        let panelled = self.panelled();
+        let data = self.storage.as_mut_slice();
         for j in 0..n {
             let row = &w[j * ld..j * ld + k];
-            let panel = &mut data[(j / NR) * k * NR..(j / NR + 1) * k * NR];
+            if !panelled {
+                data[j * k..(j + 1) * k].copy_from_slice(row);
+                continue;
+            }
             for (kk, &value) in row.iter().enumerate() {
-                panel[kk * NR + j % NR] = value;
+                data[Self::index(true, k, kk, j)] = value;
             }
         }
     }
@@ -165,37 +229,28 @@ impl PackedB {
         assert!(ld >= n, "row stride {ld} < n {n}");
         assert!(k == 0 || b.len() >= (k - 1) * ld + n, "b too short");
         self.reset(n, k);
-        let data = self.panels_mut();
+        let panelled = self.panelled();
+        let data = self.storage.as_mut_slice();
         for kk in 0..k {
             let row = &b[kk * ld..kk * ld + n];
-            for (panel, values) in row.chunks(NR).enumerate() {
-                let start = (panel * k + kk) * NR;
-                data[start..start + values.len()].copy_from_slice(values);
+            if panelled {
+                for (panel, values) in row.chunks(NR).enumerate() {
+                    let start = (panel * k + kk) * NR;
+                    data[start..start + values.len()].copy_from_slice(values);
+                }
+            } else {
+                for (j, &value) in row.iter().enumerate() {
+                    data[j * k + kk] = value;
+                }
             }
         }
     }
 }
 
 /// `C[i][j] = Σ_kk A[i][kk] · B[kk][j] + bias[j]` for `i < m`, `j < b.n()`,
-/// overwriting C. A is row-major with row stride `lda` (≥ k), C with `ldc`
-/// (≥ n); other columns of C are left alone.
+/// overwriting C, on the kernels `b` was packed for. A is row-major with row
+/// stride `lda` (≥ k), C with `ldc` (≥ n); other columns of C are left alone.
 pub fn gemm(
-    m: usize,
-    a: &[f32],
-    lda: usize,
-    b: &PackedB,
-    bias: Option<&[f32]>,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    gemm_with(Backend::best(), m, a, lda, b, bias, c, ldc);
-}
-
-/// [`gemm`] with an explicit backend (tests and benchmarks). Falls back to the
-/// portable kernel if `backend` is not supported by this CPU.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_with(
-    backend: Backend,
     m: usize,
     a: &[f32],
     lda: usize,
@@ -208,30 +263,48 @@ pub fn gemm_with(
     if !prepare(m, n, k, a, lda, bias, c, ldc) {
         return;
     }
-    let backend = if backend == Backend::Avx512 && Backend::detect() != Backend::Avx512 {
-        Backend::Portable
-    } else {
-        backend
-    };
+    let backend = b.backend;
+    if backend != Backend::Portable {
+        // Only a supported backend's operand can exist... unless it was
+        // built with `for_backend`, so check rather than trust.
+        assert!(
+            backend.supported(),
+            "{backend:?} kernels on a CPU without them"
+        );
+        for row in c.chunks_mut(ldc).take(m) {
+            match bias {
+                Some(bias) => row[..n].copy_from_slice(&bias[..n]),
+                None => row[..n].fill(0.0),
+            }
+        }
+        // SAFETY: the backend is supported (asserted) and not portable;
+        // `prepare` checked that A spans (m-1)·lda + k floats and C
+        // (m-1)·ldc + n, and B holds n·k floats (`reset`).
+        unsafe {
+            crate_gemm::gemm_add(
+                backend,
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                lda,
+                b.data().as_ptr(),
+                k,
+                c.as_mut_ptr(),
+                ldc,
+            );
+        }
+        return;
+    }
     let panels = n.div_ceil(NR);
-    let b_data = b.panels();
+    let b_data = b.data();
     let mut a_tile = [0.0f32; KC * MR];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let accumulate = k0 > 0;
         for i0 in (0..m).step_by(MR) {
             let rows = MR.min(m - i0);
-            // Full tiles of the AVX-512 kernel broadcast straight from A (row
-            // stride `lda`); packing them would cost ~15% of the dense
-            // layers' time. Partial tiles and the portable kernel use the
-            // packed copy.
-            let direct = backend == Backend::Avx512 && rows == MR;
-            let a_block = if direct {
-                &a[i0 * lda + k0..i0 * lda + k0 + (MR - 1) * lda + kc]
-            } else {
-                pack_a(&a[i0 * lda + k0..], lda, rows, kc, &mut a_tile);
-                &a_tile[..kc * MR]
-            };
+            pack_a(&a[i0 * lda + k0..], lda, rows, kc, &mut a_tile);
             for panel in 0..panels {
                 let cols = NR.min(n - panel * NR);
                 let b_slab = &b_data[(panel * k + k0) * NR..(panel * k + k0 + kc) * NR];
@@ -239,33 +312,16 @@ pub fn gemm_with(
                 // Rows past the first end at their own column count, so the
                 // tile's extent is (rows - 1) * ldc + cols.
                 let c_tile = &mut c[c_offset..c_offset + (rows - 1) * ldc + cols];
-                let init = Init::of_block(!accumulate, bias, panel, cols);
                 let tile = Tile {
                     kc,
-                    a: a_block,
-                    lda: if direct { lda } else { 0 },
+                    a: &a_tile[..kc * MR],
                     b: b_slab,
                     rows,
                     cols,
                     ldc,
-                    init,
+                    init: Init::of_block(!accumulate, bias, panel, cols),
                 };
-                match backend {
-                    #[cfg(target_arch = "x86_64")]
-                    Backend::Avx512 => {
-                        // SAFETY: AVX-512F is present (checked above via
-                        // `Backend::detect`), and the slices span the tile as
-                        // `tile_avx512` requires (built just above).
-                        unsafe {
-                            if direct {
-                                tile_avx512::<true>(&tile, c_tile)
-                            } else {
-                                tile_avx512::<false>(&tile, c_tile)
-                            }
-                        }
-                    }
-                    _ => tile_portable(&tile, c_tile),
-                }
+                tile_portable(&tile, c_tile);
             }
         }
     }
@@ -341,10 +397,8 @@ impl<'a> Init<'a> {
 /// One micro-kernel call: `rows × cols` of C from `kc` k-steps.
 struct Tile<'a> {
     kc: usize,
-    /// Packed A: `a[kk * MR + r]`, rows ≥ `rows` are zero; or, when `lda`
-    /// is non-zero, A itself: `a[r * lda + kk]` for all `MR` rows.
+    /// Packed A: `a[kk * MR + r]`, rows ≥ `rows` are zero.
     a: &'a [f32],
-    lda: usize,
     /// Panel slab: `b[kk * NR + j]`, columns ≥ `cols` are zero.
     b: &'a [f32],
     rows: usize,
@@ -391,50 +445,6 @@ fn tile_portable(tile: &Tile, c: &mut [f32]) {
             };
             *value = start + sums[j];
         }
-    }
-}
-
-/// `DIRECT`: A is read in place (`tile.a[r * tile.lda + kk]`, all `MR` rows)
-/// instead of from the packed buffer (`tile.a[kk * MR + r]`).
-///
-/// # Safety
-/// The CPU must support AVX-512F. `c` must span the tile
-/// (`(rows - 1) * ldc + cols` floats), `tile.a` `kc * MR` floats (packed) or
-/// `(MR - 1) * lda + kc` (direct), and `tile.b` `kc * NR` floats —
-/// `gemm_with` slices them so.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512<const DIRECT: bool>(tile: &Tile, c: &mut [f32]) {
-    use std::arch::x86_64::*;
-    debug_assert!(tile.b.len() >= tile.kc * NR);
-    debug_assert!(if DIRECT {
-        tile.rows == MR && tile.a.len() >= (MR - 1) * tile.lda + tile.kc
-    } else {
-        tile.a.len() >= tile.kc * MR
-    });
-    debug_assert!(c.len() >= (tile.rows - 1) * tile.ldc + tile.cols);
-    let a = tile.a.as_ptr();
-    let b = tile.b.as_ptr();
-    let c = c.as_mut_ptr();
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    let lda = tile.lda;
-    // SAFETY: every read is inside `tile.a` (kk * MR + r < kc * MR, or
-    // r * lda + kk < (MR - 1) * lda + kc) or
-    // `tile.b` (kk * NR + 31 < kc * NR); every C access is row r < rows at
-    // r * ldc + j with j < cols (masked lanes are neither read nor written,
-    // and masked-off lanes never fault), which is inside `c` per the contract.
-    unsafe {
-        for kk in 0..tile.kc {
-            let b0 = _mm512_loadu_ps(b.add(kk * NR));
-            let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
-            for (r, sums) in acc.iter_mut().enumerate() {
-                let index = if DIRECT { r * lda + kk } else { kk * MR + r };
-                let a_r = _mm512_set1_ps(*a.add(index));
-                sums[0] = _mm512_fmadd_ps(a_r, b0, sums[0]);
-                sums[1] = _mm512_fmadd_ps(a_r, b1, sums[1]);
-            }
-        }
-        store_tile_avx512(&acc, tile.rows, tile.cols, tile.ldc, tile.init, c);
     }
 }
 
@@ -502,20 +512,34 @@ pub(crate) unsafe fn store_tile_avx512(
 /// Lanes of the branch-free element-wise loops (one AVX-512 vector).
 const LANES: usize = 16;
 
-/// Runs `$body` (an `#[inline(always)]` fn) through an AVX-512-compiled copy
-/// when the backend allows, else as is.
+/// Runs `$body` (an `#[inline(always)]` fn) through an AVX-512- or
+/// AVX2-compiled copy when the backend is one of those, else as is.
 macro_rules! dispatch {
-    ($avx:ident, $body:ident, ($($arg:expr),*)) => {{
+    ($avx512:ident, $avx2:ident, $body:ident, ($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if Backend::best() == Backend::Avx512 {
-                // SAFETY: `Backend::best` returns Avx512 only when the CPU
-                // supports AVX-512F, the feature `$avx` is compiled for.
-                return unsafe { $avx($($arg),*) };
+            match Backend::best() {
+                // SAFETY: `Backend::best` is a backend the CPU supports
+                // (`Isa::configured` checked it), so AVX-512F, or AVX2 and
+                // FMA, are present for the copy compiled with them.
+                Backend::Avx512 => return unsafe { $avx512($($arg),*) },
+                Backend::Avx2 => return unsafe { $avx2($($arg),*) },
+                _ => {}
             }
         }
         $body($($arg),*)
     }};
+}
+
+/// Compiles `$body` with `$features` enabled, as `$name`.
+macro_rules! compiled_for {
+    ($name:ident, $features:literal, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        fn $name($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+    };
 }
 
 /// e^x, |relative error| ≲ 2e-7 for x in [-87, 88]; inputs are clamped there.
@@ -583,15 +607,12 @@ fn gelu_body(x: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn gelu_avx512(x: &mut [f32]) {
-    gelu_body(x)
-}
+compiled_for!(gelu_avx512, "avx512f", gelu_body, (x: &mut [f32]));
+compiled_for!(gelu_avx2, "avx2,fma", gelu_body, (x: &mut [f32]));
 
 /// GELU (erf form) in place.
 pub fn gelu(x: &mut [f32]) {
-    dispatch!(gelu_avx512, gelu_body, (x))
+    dispatch!(gelu_avx512, gelu_avx2, gelu_body, (x))
 }
 
 #[inline(always)]
@@ -636,17 +657,14 @@ fn softmax_body(x: &mut [f32], cols: usize, scale: f32) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn softmax_avx512(x: &mut [f32], cols: usize, scale: f32) {
-    softmax_body(x, cols, scale)
-}
+compiled_for!(softmax_avx512, "avx512f", softmax_body, (x: &mut [f32], cols: usize, scale: f32));
+compiled_for!(softmax_avx2, "avx2,fma", softmax_body, (x: &mut [f32], cols: usize, scale: f32));
 
 /// Row-wise `softmax(scale · row)` over a row-major matrix of `cols` columns
 /// (`scale` > 0; for attention 1/√head_dim).
 pub fn softmax_rows(x: &mut [f32], cols: usize, scale: f32) {
     assert!(cols > 0 && x.len().is_multiple_of(cols));
-    dispatch!(softmax_avx512, softmax_body, (x, cols, scale))
+    dispatch!(softmax_avx512, softmax_avx2, softmax_body, (x, cols, scale))
 }
 
 #[inline(always)]
@@ -679,11 +697,10 @@ fn layer_norm_body(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn layer_norm_avx512(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
-    layer_norm_body(x, delta, gamma, beta, eps)
-}
+compiled_for!(layer_norm_avx512, "avx512f", layer_norm_body,
+    (x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32));
+compiled_for!(layer_norm_avx2, "avx2,fma", layer_norm_body,
+    (x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32));
 
 /// Row-wise LayerNorm in place over rows of `gamma.len()` values, after adding
 /// `delta` (the residual branch) when given: `x = LN(x + delta)`.
@@ -695,6 +712,7 @@ pub fn layer_norm(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[f
     }
     dispatch!(
         layer_norm_avx512,
+        layer_norm_avx2,
         layer_norm_body,
         (x, delta, gamma, beta, eps)
     )
@@ -742,12 +760,17 @@ pub(crate) mod tests {
         c
     }
 
-    fn backends() -> Vec<Backend> {
-        let mut backends = vec![Backend::Portable];
-        if Backend::detect() == Backend::Avx512 {
-            backends.push(Backend::Avx512);
-        }
-        backends
+    /// `w` (`[n, k]`, stride `ld`) packed for `backend`.
+    pub(crate) fn packed_for(
+        backend: Backend,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        ld: usize,
+    ) -> PackedB {
+        let mut packed = PackedB::for_backend(backend);
+        packed.pack_rows(w, n, k, ld);
+        packed
     }
 
     fn check_shape(m: usize, n: usize, k: usize, with_bias: bool) {
@@ -758,10 +781,10 @@ pub(crate) mod tests {
         let bias = values(n, 3);
         let bias = with_bias.then_some(bias.as_slice());
         let expected = naive(m, n, k, &a, lda, &w, ldw, bias);
-        let packed = PackedB::from_rows(&w, n, k, ldw);
-        for backend in backends() {
+        for backend in Backend::available() {
+            let packed = packed_for(backend, &w, n, k, ldw);
             let mut c = vec![f32::NAN; m * ldc];
-            gemm_with(backend, m, &a, lda, &packed, bias, &mut c, ldc);
+            gemm(m, &a, lda, &packed, bias, &mut c, ldc);
             for i in 0..m {
                 for j in 0..ldc {
                     let got = c[i * ldc + j];
@@ -800,19 +823,12 @@ pub(crate) mod tests {
 
     #[test]
     fn gemm_with_empty_k_writes_bias() {
-        let packed = PackedB::from_rows(&[], 3, 0, 0);
-        let mut c = vec![9.0; 6];
-        gemm_with(
-            Backend::Portable,
-            2,
-            &[],
-            0,
-            &packed,
-            Some(&[1.0, 2.0, 3.0]),
-            &mut c,
-            3,
-        );
-        assert_eq!(c, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+        for backend in Backend::available() {
+            let packed = packed_for(backend, &[], 3, 0, 0);
+            let mut c = vec![9.0; 6];
+            gemm(2, &[], 0, &packed, Some(&[1.0, 2.0, 3.0]), &mut c, 3);
+            assert_eq!(c, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0], "{backend:?}");
+        }
     }
 
     #[test]
@@ -825,11 +841,13 @@ pub(crate) mod tests {
                 transposed[j * k + kk] = b[kk * n + j];
             }
         }
-        let mut from_cols = PackedB::default();
-        from_cols.pack_cols(&b, k, n, n);
-        let from_rows = PackedB::from_rows(&transposed, n, k, k);
-        assert_eq!(from_cols.panels(), from_rows.panels());
-        assert_eq!(from_rows.panels().as_ptr() as usize % 64, 0);
+        for backend in Backend::available() {
+            let mut from_cols = PackedB::for_backend(backend);
+            from_cols.pack_cols(&b, k, n, n);
+            let from_rows = packed_for(backend, &transposed, n, k, k);
+            assert_eq!(from_cols.data(), from_rows.data(), "{backend:?}");
+            assert_eq!(from_rows.data().as_ptr() as usize % 64, 0);
+        }
     }
 
     #[test]
@@ -937,14 +955,14 @@ pub(crate) mod throughput {
         for &(n, k) in &[(1152, 384), (384, 384), (1536, 384), (384, 1536)] {
             let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
             let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
-            let packed = PackedB::from_rows(&w, n, k, k);
             let mut c = vec![0.0; m * n];
-            for backend in [Backend::detect(), Backend::Portable] {
-                gemm_with(backend, m, &a, k, &packed, None, &mut c, n);
+            for backend in Backend::available() {
+                let packed = tests::packed_for(backend, &w, n, k, k);
+                gemm(m, &a, k, &packed, None, &mut c, n);
                 let rounds = 5;
                 let start = thread_cpu_ns();
                 for _ in 0..rounds {
-                    gemm_with(backend, m, &a, k, &packed, None, &mut c, n);
+                    gemm(m, &a, k, &packed, None, &mut c, n);
                 }
                 let seconds = (thread_cpu_ns() - start) / 1e9 / rounds as f64;
                 let gflops = 2.0 * (m * n * k) as f64 / seconds / 1e9;

@@ -21,7 +21,10 @@
 
 pub mod bert;
 pub mod bf16;
+mod crate_gemm;
+pub mod isa;
 pub mod kernels;
 
 pub use bert::{Bert, BertConfig, BertError};
 pub use bf16::Precision;
+pub use isa::{Isa, IsaError};
