@@ -109,6 +109,7 @@ impl Daemon {
         let model = MiniLm::load_in(&settings.model_dir, settings.batch_size, precision)
             .map_err(|e| AppError::Setup(e.to_string()))?;
         tracing::info!(
+            isa = bert_cpu::Isa::active().name(),
             precision = model.precision().as_str(),
             batch_size = settings.batch_size,
             "embedding model loaded"

@@ -255,11 +255,21 @@ fn main() -> ExitCode {
     code
 }
 
+/// The embedding kernels' instruction-set path (`BERT_CPU_ISA`, else the
+/// fastest the CPU has), checked before anything else starts: a path this
+/// CPU lacks is a startup error naming the paths it has.
+fn check_cpu_path() -> Result<()> {
+    let isa = bert_cpu::Isa::configured().context("choosing the embedding kernels")?;
+    tracing::info!(isa = isa.name(), "embedding kernels selected");
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let client = ApiClient::new(&cli.api_url, cli.token.clone());
     match cli.command {
         Command::Serve | Command::Worker => {
             init_tracing();
+            check_cpu_path()?;
             let config = Config::load(cli.config.as_deref())?;
             let grace = config.shutdown_grace();
             let daemon = Daemon::open(config).await?;
@@ -278,6 +288,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             progress_interval,
         } => {
             init_tracing();
+            check_cpu_path()?;
             let config = Config::load(cli.config.as_deref())?;
             let source: CreateSourcePayload = serde_json::from_value(read_json(&source)?)
                 .context("the --source JSON is not a valid source")?;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use bert_cpu::Precision;
+use bert_cpu::{Isa, Precision};
 use chroma_syncd::embed::{Embedder, MiniLm};
 use serde_json::Value;
 
@@ -95,15 +95,77 @@ fn default_precision_vectors_match_the_reference_model() {
     }
 }
 
-/// Asking for bf16 on a CPU without it is a clear error, not a crash.
+/// Asking for bf16 on a CPU without it, or on a forced path other than
+/// `avx512bf16`, is a clear error, not a crash or a silent f32.
 #[test]
 fn bf16_precision_is_refused_without_cpu_support() {
     let result = MiniLm::load_in(&common::model_dir(), 4, Precision::Bf16);
-    if bert_cpu::bf16::bf16_supported() {
+    if Isa::active() == Isa::Avx512Bf16 {
         assert_eq!(result.unwrap().precision(), Precision::Bf16);
     } else {
         let error = result.err().expect("refused").to_string();
-        assert!(error.contains("AVX-512 BF16"), "{error}");
+        assert!(
+            error.contains("AVX-512 BF16") || error.contains("needs the avx512bf16 path"),
+            "{error}"
+        );
+    }
+}
+
+/// CI runs this file once per forced path (`BERT_CPU_ISA`): each run must
+/// really be on the path it names, or the per-path runs prove nothing.
+#[test]
+fn the_forced_kernel_path_is_the_one_that_runs() {
+    let model = MiniLm::load(&common::model_dir(), 4).expect("model installed");
+    match std::env::var("BERT_CPU_ISA") {
+        Ok(name) if !name.is_empty() => {
+            assert_eq!(Isa::active().name(), name);
+            let want = if name == "avx512bf16" {
+                Precision::Bf16
+            } else {
+                Precision::F32
+            };
+            assert_eq!(model.precision(), want, "BERT_CPU_ISA={name}");
+        }
+        _ => assert_eq!(Isa::active(), Isa::detect()),
+    }
+}
+
+/// A path this CPU lacks, or a name that is no path, stops the daemon at
+/// start with a message that names the variable and the paths it can run.
+#[test]
+fn the_daemon_refuses_to_start_on_a_kernel_path_the_cpu_lacks() {
+    let missing = Isa::ALL
+        .into_iter()
+        .find(|isa| !isa.supported())
+        .expect("no CPU has both x86 and ARM paths");
+    for (value, expected) in [
+        (missing.name(), "this CPU does not have"),
+        ("sse9", "is not a known path"),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let mut command = common::binary("http://127.0.0.1:9", state.path());
+        command
+            .arg("serve")
+            .env(
+                "CHROMA_SYNCD_LISTEN",
+                format!("127.0.0.1:{}", common::free_port()),
+            )
+            .env("BERT_CPU_ISA", value)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = command.spawn().unwrap();
+        let output = common::wait_with_timeout(child, std::time::Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "BERT_CPU_ISA={value} started: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("BERT_CPU_ISA={value}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(stderr.contains("portable"), "{stderr}");
     }
 }
 

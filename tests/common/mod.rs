@@ -41,6 +41,20 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+/// Waits (bounded) for a child that is expected to exit by itself, and
+/// collects its output; kills it and fails the test past `limit`.
+pub fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("polling the child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collecting the output")
+}
+
 pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
@@ -674,6 +688,11 @@ pub fn binary(chroma_url: &str, state_dir: &Path) -> Command {
         .env("TEST_S3_SECRET", S3_SECRET)
         .env("CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS", allowed_endpoints())
         .stdin(Stdio::null());
+    // CI runs the embedding tests once per forced kernel path: the daemons
+    // they start run that path too.
+    if let Ok(isa) = std::env::var("BERT_CPU_ISA") {
+        command.env("BERT_CPU_ISA", isa);
+    }
     command
 }
 

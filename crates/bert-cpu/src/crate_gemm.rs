@@ -96,6 +96,7 @@ type Kernel = unsafe fn(
 /// feature token the driver checks for).
 macro_rules! crate_kernel {
     ($name:ident, $module:ident, $n:expr, $simd:ty) => {
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $name(
             m: usize,
             n: usize,

@@ -34,7 +34,7 @@ pub enum Isa {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
     #[error(
-        "BERT_CPU_ISA={0:?} is not a known path (expected one of: portable, avx2, avx512, avx512bf16, neon)"
+        "BERT_CPU_ISA={0} is not a known path (expected one of: portable, avx2, avx512, avx512bf16, neon)"
     )]
     Unknown(String),
     #[error(

@@ -448,64 +448,6 @@ fn tile_portable(tile: &Tile, c: &mut [f32]) {
     }
 }
 
-/// Writes a micro-tile's accumulators (`acc[r]` = columns 0..16 and 16..32
-/// of row r) to C: rows `< rows`, columns `< cols` (masked), starting from
-/// `init`. Shared by the f32 and bf16 micro-kernels.
-///
-/// # Safety
-/// The CPU must support AVX-512F; `c` must point at the tile's first element
-/// and the tile (`(rows - 1) * ldc + cols` floats) must be inside one
-/// allocation; `init`'s bias must hold `cols` floats.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn store_tile_avx512(
-    acc: &[[std::arch::x86_64::__m512; 2]; MR],
-    rows: usize,
-    cols: usize,
-    ldc: usize,
-    init: Init,
-    c: *mut f32,
-) {
-    use std::arch::x86_64::*;
-    let low: __mmask16 = if cols >= 16 {
-        0xffff
-    } else {
-        ((1u32 << cols) - 1) as u16
-    };
-    let high: __mmask16 = if cols >= 32 {
-        0xffff
-    } else if cols > 16 {
-        ((1u32 << (cols - 16)) - 1) as u16
-    } else {
-        0
-    };
-    // SAFETY: masked lanes are neither read nor written (and never fault);
-    // the unmasked ones are rows < rows, columns < cols of the tile, inside
-    // `c` per the contract, and of the bias (cols floats).
-    unsafe {
-        let (bias0, bias1) = match init {
-            Init::Bias(bias) => (
-                _mm512_maskz_loadu_ps(low, bias.as_ptr()),
-                _mm512_maskz_loadu_ps(high, bias.as_ptr().add(16)),
-            ),
-            _ => (_mm512_setzero_ps(), _mm512_setzero_ps()),
-        };
-        for (r, sums) in acc.iter().enumerate().take(rows) {
-            let row = c.add(r * ldc);
-            let (start0, start1) = match init {
-                Init::Accumulate => (
-                    _mm512_maskz_loadu_ps(low, row),
-                    _mm512_maskz_loadu_ps(high, row.add(16)),
-                ),
-                _ => (bias0, bias1),
-            };
-            _mm512_mask_storeu_ps(row, low, _mm512_add_ps(start0, sums[0]));
-            _mm512_mask_storeu_ps(row.add(16), high, _mm512_add_ps(start1, sums[1]));
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Element-wise ops.
 
