@@ -13,6 +13,10 @@ python3 -m venv ~/.cache/chroma-syncd/bench-venv && \
     langchain-text-splitters boto3 chromadb==1.5.9)
 Prints documents, chunks, wall time, chunks/s, MB/s, peak RSS of each, the
 ratios ours/peer, and our time by stage.
+
+E2E_PATHS=avx2,avx512 adds a first sync per forced kernel path
+(BERT_CPU_ISA), each into its own collection and state, in the same run,
+with its ratio to the same peer run.
 """
 
 import json
@@ -128,6 +132,16 @@ def main(total_mb="10"):
             wall, rss, out = timed([BINARY, "run", "--source", json.dumps(source)], env)
             results[label] = {"wall_seconds": round(wall, 1), "peak_rss_mb": rss,
                               "output": out.strip().splitlines()}
+        for isa in filter(None, os.environ.get("E2E_PATHS", "").split(",")):
+            forced = {**source, "s3": {**source["s3"], "collection_name": f"corpus-{isa}"}}
+            forced_env = {**env, "BERT_CPU_ISA": isa,
+                          "CHROMA_SYNCD_STATE_DIR": os.path.join(work, f"state-{isa}")}
+            wall, rss, out = timed([BINARY, "run", "--source", json.dumps(forced)], forced_env)
+            forced_chunks = count(f"corpus-{isa}")
+            results[f"ours_first_sync_{isa}"] = {
+                "wall_seconds": round(wall, 1), "peak_rss_mb": rss, "chunks": forced_chunks,
+                "chunks_per_second": round(forced_chunks / wall, 1),
+                "megabytes_per_second": round(mb / wall, 3), "output": out.strip().splitlines()}
         chunks = count("corpus")
         first = results["ours_first_sync"]
         first.update(chunks=chunks, chunks_per_second=round(chunks / first["wall_seconds"], 1),
@@ -148,6 +162,10 @@ def main(total_mb="10"):
                 "megabytes_per_second": round(first["megabytes_per_second"] / peer["megabytes_per_second"], 2),
                 "peak_rss": round(first["peak_rss_mb"] / peer["peak_rss_mb"], 2),
             }
+            for label, figures in results.items():
+                if label.startswith("ours_first_sync_"):
+                    results["ratio_ours_over_peer"][label.removeprefix("ours_first_sync_")] = round(
+                        figures["chunks_per_second"] / peer["chunks_per_second"], 2)
         print(json.dumps(results, indent=2))
     finally:
         for server in servers:

@@ -56,6 +56,7 @@ def main():
     parser.add_argument("--model-dir", default=None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--vectors-out", help="write the peer's vectors here (JSON)")
     args = parser.parse_args()
 
     with open(args.texts) as f:
@@ -69,6 +70,9 @@ def main():
     encode = lambda: model.encode(  # noqa: E731
         texts, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True)
     vectors = encode()  # warm-up
+    if args.vectors_out:
+        with open(args.vectors_out, "w") as f:
+            json.dump({"vectors": vectors.tolist()}, f)
     best = float("inf")
     cpu_start = cpu_seconds()
     started = time.perf_counter()

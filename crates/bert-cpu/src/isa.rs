@@ -199,6 +199,14 @@ mod tests {
         assert_eq!(*Isa::available().last().unwrap(), Isa::Portable);
     }
 
+    /// Every aarch64 CPU has NEON (it is in the baseline): the fast path
+    /// must be found, under qemu-user in CI too.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn aarch64_runs_the_neon_path() {
+        assert_eq!(Isa::detect(), Isa::Neon);
+    }
+
     #[test]
     fn a_path_this_cpu_lacks_is_a_clear_error() {
         // No CPU is both x86-64 and aarch64: one of these is always missing.
