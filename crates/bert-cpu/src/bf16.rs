@@ -266,6 +266,8 @@ pub fn gemm_bf16(
     if !prepare(m, n, k, a, lda, bias, c, ldc) {
         return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("bf16_supported() is false off x86-64");
     #[cfg(target_arch = "x86_64")]
     A_PAIRS.with_borrow_mut(|a_pairs| {
         let pairs = k.div_ceil(2);
