@@ -55,7 +55,10 @@ def main(sizes):
                    "CHROMA_SYNCD_CONFIG": config,
                    "CHROMA_SYNCD_STATE_DIR": os.path.join(work, f"state-{index}"),
                    "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                   "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "warn"}
+                   "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "warn",
+                   # moto on loopback is trusted here (the daemon refuses
+                   # internal S3 endpoints unless allowlisted).
+                   "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS": f"http://127.0.0.1:{s3_port}"}
             wall, rss, out = timed([BINARY, "run", "--source", json.dumps(source), "--object-key", key], env)
             runs.append({"object_mb": size, "segment_mb": segment,
                          "mode": "streamed" if segment < size else "whole",

@@ -119,7 +119,10 @@ def main(total_mb="10"):
         env = {**os.environ, "CHROMA_URL": f"http://127.0.0.1:{chroma_port}",
                "CHROMA_SYNCD_STATE_DIR": os.path.join(work, "state"),
                "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-               "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "warn"}
+               "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "warn",
+               # moto on loopback is trusted here (the daemon refuses internal
+               # S3 endpoints unless allowlisted).
+               "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS": f"http://127.0.0.1:{s3_port}"}
         base = f"http://127.0.0.1:{chroma_port}/api/v2/tenants/default_tenant/databases/bench/collections"
 
         def count(name):
