@@ -113,8 +113,12 @@ pub struct PackedBf16 {
     storage: Aligned<u16>,
 }
 
-/// Where B[kk][j] goes in a [`PackedBf16`] of `pairs` k-pairs.
-#[inline(always)]
+/// Where B[kk][j] goes in a [`PackedBf16`] of `pairs` k-pairs: per panel
+/// and pair, a slab of 64 bf16 holding each of the 32 columns' two k values
+/// side by side (column c at 2c, 2c + 1 — columns 0..16 then 16..32, the
+/// two `vdpbf16ps` operands). The packers below write this layout in
+/// output order; this is its definition, which the tests check them by.
+#[cfg(test)]
 fn packed_index(pairs: usize, kk: usize, j: usize) -> usize {
     let (panel, column) = (j / NR, j % NR);
     (panel * pairs + kk / 2) * 2 * NR + (column / 16) * 32 + (column % 16) * 2 + kk % 2
@@ -160,8 +164,18 @@ impl PackedBf16 {
         let pairs = k.div_ceil(2);
         let data = self.panels_mut();
         for j in 0..n {
-            for (kk, &value) in w[j * ld..j * ld + k].iter().enumerate() {
-                data[packed_index(pairs, kk, j)] = to_bf16(value);
+            // Column j's pair p is at `first + p * 2 * NR`, its two values
+            // adjacent: a row's pairs are strided copies, no index math.
+            let first = (j / NR) * pairs * 2 * NR + (j % NR) * 2;
+            let row = &w[j * ld..j * ld + k];
+            let mut row_pairs = row.chunks_exact(2);
+            for (p, pair) in (&mut row_pairs).enumerate() {
+                let at = first + p * 2 * NR;
+                data[at] = to_bf16(pair[0]);
+                data[at + 1] = to_bf16(pair[1]);
+            }
+            if let [last] = row_pairs.remainder() {
+                data[first + (pairs - 1) * 2 * NR] = to_bf16(*last);
             }
         }
     }
@@ -174,9 +188,34 @@ impl PackedBf16 {
         self.reset(n, k);
         let pairs = k.div_ceil(2);
         let data = self.panels_mut();
-        for kk in 0..k {
-            for (j, &value) in b[kk * ld..kk * ld + n].iter().enumerate() {
-                data[packed_index(pairs, kk, j)] = to_bf16(value);
+        for p in 0..pairs {
+            // Rows 2p and 2p + 1 of B interleave into each panel's slab for
+            // pair p (a last, unpaired row leaves the odd halves zero): one
+            // u32 per column, even value low. Whole u32s, so the loop
+            // vectorises (bf16 rounding is integer arithmetic).
+            let even = &b[2 * p * ld..2 * p * ld + n];
+            let odd = (2 * p + 1 < k).then(|| &b[(2 * p + 1) * ld..(2 * p + 1) * ld + n]);
+            for (panel, evens) in even.chunks(NR).enumerate() {
+                let slab =
+                    &mut data[(panel * pairs + p) * 2 * NR..(panel * pairs + p + 1) * 2 * NR];
+                // SAFETY: every bit pattern is a valid u16 and u32; the
+                // storage is 64-byte aligned and slabs are 128 bytes, so the
+                // prefix is empty (asserted) and the cast covers the slab.
+                let (prefix, slab, _) = unsafe { slab.align_to_mut::<u32>() };
+                assert!(prefix.is_empty(), "bf16 panels are 64-byte aligned");
+                match odd {
+                    Some(odd) => {
+                        let odds = &odd[panel * NR..panel * NR + evens.len()];
+                        for ((out, &e), &o) in slab.iter_mut().zip(evens).zip(odds) {
+                            *out = u32::from(to_bf16(e)) | (u32::from(to_bf16(o)) << 16);
+                        }
+                    }
+                    None => {
+                        for (out, &e) in slab.iter_mut().zip(evens) {
+                            *out = u32::from(to_bf16(e));
+                        }
+                    }
+                }
             }
         }
     }
@@ -477,6 +516,32 @@ mod tests {
         for &x in &values(1000, 7) {
             let relative = ((from_bf16(to_bf16(x)) - x) / x).abs();
             assert!(relative <= 1.0 / 256.0, "{x}: {relative}");
+        }
+    }
+
+    /// Both packers write the layout `packed_index` defines, zeros elsewhere.
+    #[test]
+    fn packers_follow_the_documented_layout() {
+        for &(k, n) in &[(1, 1), (2, 32), (7, 33), (32, 228), (33, 65), (228, 32)] {
+            let b = values(k * n, 11);
+            let pairs = k.div_ceil(2);
+            let mut want = vec![0u16; n.div_ceil(NR) * pairs * 2 * NR];
+            for kk in 0..k {
+                for j in 0..n {
+                    want[packed_index(pairs, kk, j)] = to_bf16(b[kk * n + j]);
+                }
+            }
+            let mut from_cols = PackedBf16::default();
+            from_cols.pack_cols(&b, k, n, n);
+            assert_eq!(from_cols.panels(), want.as_slice(), "pack_cols k={k} n={n}");
+            let mut transposed = vec![0.0; n * k];
+            for kk in 0..k {
+                for j in 0..n {
+                    transposed[j * k + kk] = b[kk * n + j];
+                }
+            }
+            let from_rows = PackedBf16::from_rows(&transposed, n, k, k);
+            assert_eq!(from_rows.panels(), want.as_slice(), "pack_rows k={k} n={n}");
         }
     }
 
