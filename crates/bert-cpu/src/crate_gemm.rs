@@ -6,6 +6,8 @@
 //! kernels beat `matrixmultiply` by ~20% (bench/results/embedding.md,
 //! `bench/gemm-compare`). So the only hand-written GEMMs left are the
 //! portable one (every CPU) and the bf16 one (no crate has `vdpbf16ps`).
+//! On aarch64 the crate's NEON kernels are checked for correctness under
+//! qemu-user, not measured for speed (no ARM machine here).
 //!
 //! **Why not `gemm::gemm`.** Its entry point picks the widest kernels the CPU
 //! has, once, with no override: `BERT_CPU_ISA=avx2` on an AVX-512 machine

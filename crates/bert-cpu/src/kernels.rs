@@ -4,7 +4,8 @@
 //! a [`PackedB`], laid out once (weights at load time; attention's small
 //! operands per head) for the backend that will multiply it:
 //! - AVX2, AVX-512 and NEON run the `gemm` crate's kernels
-//!   ([`crate::crate_gemm`]: measured fastest on every one of those paths);
+//!   ([`crate::crate_gemm`]: measured fastest on AVX2 and AVX-512; on NEON
+//!   the only maintained kernels we found, unmeasured for speed here);
 //! - the portable path runs our own Goto-style loops: B in panels of [`NR`]
 //!   = 32 columns, k-major, blocks of [`KC`] k-steps, tiles of [`MR`] = 14
 //!   rows of A packed into an L1-resident buffer, plain Rust that the
