@@ -38,11 +38,19 @@ fn main() {
     let backends = Backend::available();
     println!(
         "| shape (m×n×k) | {} | gemm::gemm (auto) | matrixmultiply |",
-        backends.iter().map(|b| format!("bert-cpu {b:?}")).collect::<Vec<_>>().join(" | ")
+        backends
+            .iter()
+            .map(|b| format!("bert-cpu {b:?}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     for (label, m, n, k) in shapes {
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
+            .collect();
         let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
         let flops = 2.0 * (m * n * k) as f64;
         let mut row = format!("| {label} ({m}×{n}×{k}) |");
@@ -65,47 +73,71 @@ fn main() {
             check(&c, &reference, "bert-cpu");
             row += &format!(" {g:.1} |");
         }
-        // gemm: dst[m×n] = bias (copied first) + A · Wᵀ, Wᵀ read through strides.
-        let mut c = vec![0.0f32; m * n];
-        let g = time(flops, || {
-            for r in c.chunks_exact_mut(n) {
-                r.copy_from_slice(&bias);
-            }
-            unsafe {
+        // Both crates add A · Wᵀ (Wᵀ read through strides) to C, which is
+        // set to the bias first, as bert-cpu's GEMM does.
+        let crates: [(&str, &dyn Fn(*mut f32)); 2] = [
+            ("gemm", &|c| unsafe {
                 gemm::gemm(
-                    m, n, k,
-                    c.as_mut_ptr(), 1, n as isize, true,
-                    a.as_ptr(), 1, k as isize,
-                    w.as_ptr(), k as isize, 1,
-                    1.0, 1.0, false, false, false,
+                    m,
+                    n,
+                    k,
+                    c,
+                    1,
+                    n as isize,
+                    true,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr(),
+                    k as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
                     gemm::Parallelism::None,
                 )
-            }
-        });
-        check(&c, &reference, "gemm");
-        row += &format!(" {g:.1} |");
-        let mut c = vec![0.0f32; m * n];
-        let g = time(flops, || {
-            for r in c.chunks_exact_mut(n) {
-                r.copy_from_slice(&bias);
-            }
-            unsafe {
+            }),
+            ("matrixmultiply", &|c| unsafe {
                 matrixmultiply::sgemm(
-                    m, k, n, 1.0,
-                    a.as_ptr(), k as isize, 1,
-                    w.as_ptr(), 1, k as isize,
-                    1.0, c.as_mut_ptr(), n as isize, 1,
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    w.as_ptr(),
+                    1,
+                    k as isize,
+                    1.0,
+                    c,
+                    n as isize,
+                    1,
                 )
-            }
-        });
-        check(&c, &reference, "matrixmultiply");
-        row += &format!(" {g:.1} |");
+            }),
+        ];
+        for (name, multiply) in crates {
+            let mut c = vec![0.0f32; m * n];
+            let g = time(flops, || {
+                for r in c.chunks_exact_mut(n) {
+                    r.copy_from_slice(&bias);
+                }
+                multiply(c.as_mut_ptr())
+            });
+            check(&c, &reference, name);
+            row += &format!(" {g:.1} |");
+        }
         println!("{row}");
     }
 }
 
 fn check(got: &[f32], want: &[f32], name: &str) {
     for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() <= 1e-3 * w.abs().max(1.0), "{name}: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= 1e-3 * w.abs().max(1.0),
+            "{name}: {g} vs {w}"
+        );
     }
 }
