@@ -199,16 +199,6 @@ impl PackedB {
         self.storage.as_slice()
     }
 
-    /// Where B[kk][j] is stored.
-    #[inline(always)]
-    fn index(panelled: bool, k: usize, kk: usize, j: usize) -> usize {
-        if panelled {
-            ((j / NR) * k + kk) * NR + j % NR
-        } else {
-            j * k + kk
-        }
-    }
-
     /// Re-packs (reusing the allocation) `B = Wᵀ` from a row-major `[n, k]`
     /// matrix with row stride `ld`.
     pub fn pack_rows(&mut self, w: &[f32], n: usize, k: usize, ld: usize) {
@@ -223,8 +213,9 @@ impl PackedB {
                 data[j * k..(j + 1) * k].copy_from_slice(row);
                 continue;
             }
+            let panel = &mut data[(j / NR) * k * NR..(j / NR + 1) * k * NR];
             for (kk, &value) in row.iter().enumerate() {
-                data[Self::index(true, k, kk, j)] = value;
+                panel[kk * NR + j % NR] = value;
             }
         }
     }
