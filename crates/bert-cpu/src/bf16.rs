@@ -80,15 +80,7 @@ pub fn bf16_allowed() -> bool {
 
 /// Whether this CPU can run the bf16 kernel at all.
 pub fn bf16_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::Avx512Bf16.supported()
 }
 
 /// f32 → bf16, rounding to nearest even (what `vcvtne2ps2bf16` does).
