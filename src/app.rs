@@ -9,20 +9,22 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::api::{self, AppState, Authenticator};
-use crate::autosync::autosync_loop;
 use crate::chunk::Chunker;
 use crate::config::{Config, EmbeddingPrecision, Secret};
+use crate::domain::{
+    DomainError, Sources, authorize_source, plan_job, spec_of, validate_source, whole_source,
+};
 use crate::embed::{Embedder, MiniLm};
-use crate::model::{CreateJobPayload, CreateSourcePayload, GitRefIdentifier, JobStats, JobStatus};
+use crate::model::{CreateSourcePayload, JobStats, JobStatus, Trigger};
 use crate::pipeline::Services;
 use crate::progress::{RunObserver, RunSnapshot, add_stats};
 use crate::queue::{JobFilter, PostgresQueue, Queue, QueueError, SourceFilter, SqliteQueue};
 use crate::schedule::{Scheduler, schedule_loop};
 use crate::service;
 use crate::sink::chroma::ChromaClient;
-use crate::source::github::GitHubClients;
-use crate::source::s3::{S3Clients, list_keys};
 use crate::worker::{prune_loop, run_workers};
+
+pub use crate::domain::RunTarget;
 use bert_cpu::Precision;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,16 @@ pub enum AppError {
     Queue(#[from] QueueError),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<DomainError> for AppError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::Queue(error) => AppError::Queue(error),
+            DomainError::Source(message) => AppError::Setup(message),
+            other => AppError::Invalid(other.to_string()),
+        }
+    }
 }
 
 /// How long open API requests may run on after a shutdown signal.
@@ -53,8 +65,8 @@ pub struct Daemon {
     pub config: Config,
     pub queue: Arc<dyn Queue>,
     pub chroma: ChromaClient,
-    pub s3: Arc<S3Clients>,
-    pub github: Arc<GitHubClients>,
+    /// Every source kind with its clients (the registry).
+    pub sources: Arc<Sources>,
     pub wake: Arc<Notify>,
 }
 
@@ -80,20 +92,12 @@ impl Daemon {
     pub fn with_queue(config: Config, queue: Arc<dyn Queue>) -> Result<Self, AppError> {
         let chroma =
             ChromaClient::new(&config.chroma).map_err(|e| AppError::Setup(e.to_string()))?;
-        let s3 = Arc::new(S3Clients::new(
-            config.aws_credentials.clone(),
-            config.s3.clone(),
-        ));
-        let github = Arc::new(
-            GitHubClients::new(config.github.clone())
-                .map_err(|e| AppError::Setup(e.to_string()))?,
-        );
+        let sources = Arc::new(Sources::new(&config).map_err(AppError::Setup)?);
         Ok(Daemon {
             config,
             queue,
             chroma,
-            s3,
-            github,
+            sources,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -120,17 +124,11 @@ impl Daemon {
             chroma: self.chroma.clone(),
             embedder: Arc::new(model),
             chunker,
-            s3: Arc::clone(&self.s3),
-            max_object_bytes: self.config.s3.max_object_bytes,
-            stream_segment_bytes: self.config.s3.stream_segment_bytes,
-            github: Arc::clone(&self.github),
-            web: self.config.web.clone(),
         }))
     }
 
     fn secrets(&self) -> Arc<Vec<Secret>> {
-        let mut secrets = self.s3.secret_values();
-        secrets.extend(self.github.secret_values());
+        let mut secrets = self.sources.secret_values();
         secrets.extend(self.config.chroma.api_key.clone());
         // A queue URL's password, should an error ever quote it.
         secrets.extend(
@@ -167,6 +165,7 @@ impl Daemon {
         ));
         tokio::spawn(run_workers(
             services,
+            Arc::clone(&self.sources),
             self.config.queue.clone(),
             self.secrets(),
             self.config.workers,
@@ -208,17 +207,12 @@ impl Daemon {
         );
         let workers = self.workers(services, shutdown.clone());
         // Triggers that enqueue on their own: schedules and S3 events.
-        tokio::spawn(autosync_loop(
-            Arc::clone(&self.queue),
-            Arc::clone(&self.s3),
-            Arc::clone(&self.wake),
-            shutdown.clone(),
-        ));
+        self.sources
+            .start_auto_sync(&self.queue, &self.wake, &shutdown);
         tokio::spawn(schedule_loop(
             Scheduler {
                 queue: Arc::clone(&self.queue),
-                s3: Arc::clone(&self.s3),
-                github: Arc::clone(&self.github),
+                sources: Arc::clone(&self.sources),
                 wake: Arc::clone(&self.wake),
             },
             shutdown.clone(),
@@ -240,8 +234,7 @@ impl Daemon {
                 queue: Arc::clone(&self.queue),
                 chroma: self.chroma.clone(),
                 auth: Arc::new(auth),
-                s3: Arc::clone(&self.s3),
-                github: Arc::clone(&self.github),
+                sources: Arc::clone(&self.sources),
                 max_pending_jobs: self.config.queue.max_pending_jobs,
                 wake: Arc::clone(&self.wake),
                 limits: self.config.api.limits(),
@@ -284,13 +277,10 @@ impl Daemon {
         mut observer: Box<dyn RunObserver>,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, AppError> {
-        let source_type =
-            api::sources::validate(&self.s3, &self.github, &self.config.api.limits(), &source)
-                .map_err(|e| AppError::Invalid(e.message))?;
-        api::sources::authorize(&self.s3, &self.github, &source)
-            .await
-            .map_err(|e| AppError::Invalid(e.message))?;
-        let record = match self.queue.create_source(source_type, &source).await {
+        let limits = self.config.api.limits().sources();
+        let spec = validate_source(&self.sources, &limits, &source)?;
+        authorize_source(&self.sources, &source, &spec).await?;
+        let record = match self.queue.create_source(spec.source_type(), &source).await {
             Ok(record) => record,
             Err(QueueError::Duplicate(_)) => self
                 .queue
@@ -305,14 +295,18 @@ impl Daemon {
                 .ok_or_else(|| AppError::Setup("source exists but cannot be found".into()))?,
             Err(e) => return Err(e.into()),
         };
-        let payloads = whole_source_payloads(&self.s3, &self.github, &record, target).await?;
+        let payloads = whole_source(&self.sources, &record, target).await?;
         tracing::info!(jobs = payloads.len(), source_id = %record.id, "one-shot sync starting");
         let mut jobs: Vec<(String, Uuid)> = Vec::with_capacity(payloads.len());
         let mut left_pending = Vec::new();
         for payload in payloads {
             let what = payload.object_key.clone().unwrap_or_default();
-            let job = api::invocations::plan_job(&record, payload)
-                .map_err(|e| AppError::Invalid(format!("{what}: {}", e.message)))?;
+            let job = plan_job(&self.sources, &record, payload, Trigger::Manual)
+                .await
+                .map_err(|e| match e {
+                    DomainError::Queue(e) => AppError::Queue(e),
+                    other => AppError::Invalid(format!("{what}: {other}")),
+                })?;
             match self.queue.enqueue(job).await {
                 Ok(job) => jobs.push((what, job.id)),
                 // Left pending by an interrupted run: it is taken over below.
@@ -369,7 +363,10 @@ impl Daemon {
         let live = |job: &crate::model::Job| {
             matches!(job.status, JobStatus::Pending | JobStatus::Processing)
         };
-        if record.payload.s3.is_some() {
+        let per_document = spec_of(record)
+            .map(|spec| self.sources.one_job_per_document(&spec))
+            .unwrap_or(false);
+        if per_document {
             let mut taken = Vec::new();
             for batch in keys.chunks(500) {
                 for (key, job) in self.queue.latest_by_keys(record.id, batch).await? {
@@ -513,70 +510,6 @@ impl RunTracker {
             stats: snapshot.stats,
         }
     }
-}
-
-/// What a one-shot `run` syncs of its source.
-#[derive(Debug, Default, Clone)]
-pub struct RunTarget {
-    /// S3: these keys; none means every key under the source's prefix.
-    pub object_keys: Vec<String>,
-    /// GitHub: the collection to write (required).
-    pub collection: Option<String>,
-    /// GitHub: the ref; none means the repository's default branch.
-    pub git_ref: Option<GitRefIdentifier>,
-}
-
-/// The invocations that sync a whole source (a one-shot run, a schedule
-/// slot): one per object for S3 (the given keys, or every key under the
-/// prefix), one for a repository at a ref or for a site.
-pub async fn whole_source_payloads(
-    s3_clients: &S3Clients,
-    github: &GitHubClients,
-    record: &crate::queue::SourceRecord,
-    target: RunTarget,
-) -> Result<Vec<CreateJobPayload>, AppError> {
-    if record.payload.web_scrape.is_some() {
-        return Ok(vec![CreateJobPayload {
-            target_collection_name: target.collection,
-            ..CreateJobPayload::default()
-        }]);
-    }
-    if record.payload.github.is_some() {
-        let mut payload = CreateJobPayload {
-            target_collection_name: target.collection,
-            ref_identifier: target.git_ref,
-            ..CreateJobPayload::default()
-        };
-        api::invocations::fill_default_ref(github, record, &mut payload)
-            .await
-            .map_err(|e| AppError::Invalid(e.message))?;
-        return Ok(vec![payload]);
-    }
-    let s3 = record
-        .payload
-        .s3
-        .as_ref()
-        .ok_or_else(|| AppError::Invalid("this source type cannot be run".into()))?;
-    let keys = if target.object_keys.is_empty() {
-        let client = s3_clients
-            .client(&record.payload.database_name, s3)
-            .await
-            .map_err(|e| AppError::Setup(e.to_string()))?;
-        let prefix = s3.path_prefix.clone().unwrap_or_default();
-        list_keys(&client, &s3.bucket_name, &prefix)
-            .await
-            .map_err(|e| AppError::Setup(e.to_string()))?
-    } else {
-        target.object_keys
-    };
-    Ok(keys
-        .into_iter()
-        .map(|key| CreateJobPayload {
-            object_key: Some(key),
-            target_collection_name: target.collection.clone(),
-            ..CreateJobPayload::default()
-        })
-        .collect())
 }
 
 /// How a one-shot run ended.

@@ -27,10 +27,10 @@
 
 pub mod api;
 pub mod app;
-pub mod autosync;
 pub mod chunk;
 pub mod client;
 pub mod config;
+pub mod domain;
 pub mod embed;
 pub mod extract;
 pub mod metrics;
@@ -44,5 +44,4 @@ pub mod schedule;
 pub mod secrets;
 pub mod service;
 pub mod sink;
-pub mod source;
 pub mod worker;

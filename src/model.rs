@@ -49,10 +49,12 @@ pub struct ErrorResponse {
 
 // ---------------------------------------------------------------- sources
 
-/// Body of `POST /api/v1/sources`: exactly one of `github`, `web_scrape`, `s3`.
+/// Body of `POST /api/v1/sources`: exactly one of `github`, `web_scrape`,
+/// `s3`, `filesystem`.
 ///
-/// The source type is modelled as three optional fields rather than a serde
-/// enum so that "none given" and "two given" produce a precise 400 message.
+/// The source type is modelled as optional fields rather than a serde enum
+/// so that "none given" and "two given" produce a precise 400 message;
+/// `domain::SourceSpec` is the parsed form the daemon works with.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSourcePayload {
@@ -62,6 +64,9 @@ pub struct CreateSourcePayload {
     pub web_scrape: Option<WebScrapeSourceConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3SourceConfig>,
+    /// Extension: a directory on the daemon's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemSourceConfig>,
     /// Chroma database the source's collections live in.
     pub database_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,6 +190,28 @@ pub struct S3SourceConfig {
     pub sqs_queue_url: Option<String>,
 }
 
+/// Extension: a directory on the daemon's host (a volume shared with a
+/// sidecar, a backfill from a laptop). It must sit inside one of the
+/// daemon's `[filesystem] allowed_roots`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemSourceConfig {
+    /// Absolute path of the directory.
+    pub root: String,
+    /// Collection written when an invocation names no `target_collection_name`.
+    pub collection_name: String,
+    /// Only paths (relative to the root) matching one of these are synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_globs: Option<Vec<String>>,
+    /// Paths matching one of these are never synced. With neither list
+    /// given, vendored and generated trees (`node_modules/`, lockfiles, …) are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_globs: Option<Vec<String>>,
+    /// `direct`: watch the directory and sync changed and removed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_sync: Option<AutoSync>,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoSync {
@@ -245,6 +272,8 @@ pub struct Source {
     pub web_scrape: Option<WebScrapeSourceConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3SourceConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemSourceConfig>,
     pub database_name: String,
     /// `null` means the per-document default (tree-sitter for known code,
     /// markdown-aware for markdown/HTML, else 10 lines / 4096 bytes).
@@ -264,6 +293,7 @@ pub enum SourceType {
     Github,
     WebScrape,
     S3,
+    Filesystem,
 }
 
 impl SourceType {
@@ -272,6 +302,7 @@ impl SourceType {
             SourceType::Github => "github",
             SourceType::WebScrape => "web_scrape",
             SourceType::S3 => "s3",
+            SourceType::Filesystem => "filesystem",
         }
     }
 
@@ -280,6 +311,7 @@ impl SourceType {
             "github" => Some(SourceType::Github),
             "web_scrape" => Some(SourceType::WebScrape),
             "s3" => Some(SourceType::S3),
+            "filesystem" => Some(SourceType::Filesystem),
             _ => None,
         }
     }
@@ -304,9 +336,14 @@ pub struct CreateJobPayload {
     /// Git ref for GitHub sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ref_identifier: Option<GitRefIdentifier>,
-    /// Optional for S3 (defaults to the source's `collection_name`); required otherwise.
+    /// Optional for S3 and filesystem sources (defaults to the source's
+    /// `collection_name`); required otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_collection_name: Option<String>,
+    /// Extension, filesystem sources only: the file (relative to the root)
+    /// to sync; none syncs the whole root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -419,6 +456,10 @@ pub enum JobKind {
     },
     /// Serialised as `"web_scrape": null`.
     WebScrape(()),
+    /// Extension: `"filesystem": {"path": …}` (`null` path: the whole root).
+    Filesystem {
+        path: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]

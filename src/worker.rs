@@ -25,13 +25,15 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{QueueSettings, Secret};
-use crate::pipeline::{JobError, JobState, Services, run_job};
+use crate::domain::{Sources, run_job};
+use crate::pipeline::{JobError, JobState, Services};
 use crate::queue::{ClaimedJob, HeartbeatOutcome, Outcome, Queue};
 
 /// Runs `count` workers until `shutdown` is cancelled; returns when all have
 /// stopped: their jobs finished within `grace`, or released after it.
 pub async fn run_workers(
     services: Arc<Services>,
+    sources: Arc<Sources>,
     settings: QueueSettings,
     secrets: Arc<Vec<Secret>>,
     count: usize,
@@ -57,6 +59,7 @@ pub async fn run_workers(
         let worker = Worker {
             name: format!("{process}-w{index}"),
             services: Arc::clone(&services),
+            sources: Arc::clone(&sources),
             settings: settings.clone(),
             secrets: Arc::clone(&secrets),
             wake: Arc::clone(&wake),
@@ -79,6 +82,7 @@ fn hostname() -> String {
 struct Worker {
     name: String,
     services: Arc<Services>,
+    sources: Arc<Sources>,
     settings: QueueSettings,
     secrets: Arc<Vec<Secret>>,
     wake: Arc<Notify>,
@@ -196,10 +200,11 @@ impl Worker {
         // failed job instead of a worker whose heartbeat renews a dead lease forever.
         let mut job_task = tokio::spawn({
             let services = Arc::clone(&self.services);
+            let sources = Arc::clone(&self.sources);
             let claimed = claimed.clone();
             let state = Arc::clone(&state);
             let cancel = cancel.clone();
-            async move { run_job(&services, &claimed, &state, &cancel).await }
+            async move { run_job(&sources, &services, &claimed, &state, &cancel).await }
         });
         // A job that outlives its time limit is stopped (its task aborted,
         // so it writes nothing more) and fails, saying so.

@@ -215,8 +215,11 @@ fn client_commands_drive_a_running_daemon() {
 
 #[test]
 fn worker_mode_runs_jobs_from_the_shared_queue_without_an_api() {
-    use chroma_syncd::api::invocations::plan_job;
-    use chroma_syncd::model::{CreateJobPayload, CreateSourcePayload, JobStatus, SourceType};
+    use chroma_syncd::config::Config;
+    use chroma_syncd::domain::{Sources, plan_job};
+    use chroma_syncd::model::{
+        CreateJobPayload, CreateSourcePayload, JobStatus, SourceType, Trigger,
+    };
     use chroma_syncd::queue::{Queue, SqliteQueue};
 
     let chroma = Chroma::start();
@@ -231,13 +234,17 @@ fn worker_mode_runs_jobs_from_the_shared_queue_without_an_api() {
             serde_json::from_value(s3_source(&s3, "kb-bucket", "from-worker", Some("kb/")))
                 .unwrap();
         let source = queue.create_source(SourceType::S3, &payload).await.unwrap();
+        let sources = Sources::new(&Config::default()).unwrap();
         let job = plan_job(
+            &sources,
             &source,
             CreateJobPayload {
                 object_key: Some("kb/bread.md".into()),
                 ..CreateJobPayload::default()
             },
+            Trigger::Manual,
         )
+        .await
         .unwrap();
         queue.enqueue(job).await.unwrap().id
     });

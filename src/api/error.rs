@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use crate::domain::DomainError;
 use crate::model::ErrorResponse;
 use crate::queue::QueueError;
 
@@ -60,6 +61,22 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::Invalid(message) => ApiError::bad_request(message),
+            DomainError::Forbidden(message) => ApiError::forbidden(message),
+            DomainError::Unavailable { code, message } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            }
+            DomainError::Source(message) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "source_unavailable", message)
+            }
+            DomainError::Queue(error) => error.into(),
+        }
     }
 }
 

@@ -13,26 +13,15 @@ use uuid::Uuid;
 
 use super::auth::Principal;
 use super::error::{ApiJson, ApiPath, ApiQuery};
-use super::sources::{
-    load_source, parse_limit, parse_order, parse_source_type, validate_chroma_name,
-};
+use super::sources::{load_source, parse_limit, parse_order, parse_source_type};
 use super::{ApiError, AppState};
 use crate::config::sha256_hex;
+use crate::domain::plan_job;
 use crate::model::{
-    CancelJobResponse, CreateJobPayload, CreateJobResponse, ErrorResponse, GitRefIdentifier,
-    IndexJobMetadata, Job, JobKind, LatestByKeysRequest, S3JobMetadata, SourceType, Trigger,
-    canonical_json,
+    CancelJobResponse, CreateJobPayload, CreateJobResponse, ErrorResponse, Job,
+    LatestByKeysRequest, Trigger, canonical_json,
 };
-use crate::queue::{CancelOutcome, IdempotencyKey, JobFilter, NewJob, SourceRecord};
-use crate::sink::records::validate_user_metadata;
-use crate::source::SourceError;
-use crate::source::github::GitHubClients;
-use tokio_util::sync::CancellationToken;
-
-/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
-const MAX_CUSTOM_ID: usize = 120;
-/// S3's own limit on key length.
-const MAX_OBJECT_KEY_BYTES: usize = 1024;
+use crate::queue::{CancelOutcome, IdempotencyKey, JobFilter};
 const MAX_KEYS_PER_LOOKUP: usize = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -49,251 +38,6 @@ pub struct ListJobsQuery {
     pub offset: Option<u32>,
     /// `DESC` (default, newest first) or `ASC`.
     pub order_by: Option<String>,
-}
-
-/// Checks `payload` against the source and works out the job to enqueue.
-/// GitHub invocations must have their `ref_identifier` filled in first
-/// ([`fill_default_ref`]).
-pub fn plan_job(source: &SourceRecord, payload: CreateJobPayload) -> Result<NewJob, ApiError> {
-    if source.payload.github.is_some() || source.payload.web_scrape.is_some() {
-        return plan_collection_job(source, payload);
-    }
-    let Some(s3) = source.payload.s3.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_source_type",
-            format!(
-                "{} sources are not supported by this version of chroma-syncd yet",
-                source.source_type.as_str()
-            ),
-        ));
-    };
-    if payload.ref_identifier.is_some() {
-        return Err(ApiError::bad_request(
-            "ref_identifier is only allowed for GitHub sources",
-        ));
-    }
-    let Some(object_key) = payload.object_key.as_deref() else {
-        return Err(ApiError::bad_request(
-            "object_key is required for S3 sources",
-        ));
-    };
-    if object_key.is_empty() || object_key.len() > MAX_OBJECT_KEY_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "object_key must be 1 to {MAX_OBJECT_KEY_BYTES} bytes long"
-        )));
-    }
-    let prefix = s3.path_prefix.as_deref().unwrap_or("");
-    if !object_key.starts_with(prefix) {
-        return Err(ApiError::bad_request(format!(
-            "object_key `{object_key}` is not under the source's path_prefix `{prefix}`"
-        )));
-    }
-    if let Some(custom_id) = &payload.custom_id {
-        if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
-            return Err(ApiError::bad_request(format!(
-                "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
-            )));
-        }
-        if custom_id.len() > MAX_CUSTOM_ID {
-            return Err(ApiError::bad_request(format!(
-                "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
-                 within Chroma's 128 bytes"
-            )));
-        }
-    }
-    if let Some(metadata) = &payload.metadata {
-        validate_user_metadata(metadata).map_err(ApiError::bad_request)?;
-    }
-    let collection = payload
-        .target_collection_name
-        .clone()
-        .unwrap_or_else(|| s3.collection_name.clone());
-    validate_chroma_name("target_collection_name", &collection)?;
-
-    let metadata = IndexJobMetadata {
-        kind: JobKind::S3(S3JobMetadata {
-            bucket_name: s3.bucket_name.clone(),
-            object_key: Some(object_key.to_string()),
-            custom_id: payload.custom_id.clone(),
-            additional_metadata: payload.metadata.clone(),
-        }),
-        database_name: source.payload.database_name.clone(),
-        collection_name: collection.clone(),
-    };
-    let canonical = serde_json::to_value(&payload)
-        .map(|v| canonical_json(&v))
-        .unwrap_or_default();
-    Ok(NewJob {
-        source_id: source.id,
-        source_type: SourceType::S3,
-        concurrency_key: format!("s3:{}:{collection}:{object_key}", source.id),
-        dedupe_key: sha256_hex(format!("{}:{collection}:{canonical}", source.id).as_bytes()),
-        payload,
-        metadata,
-        trigger: Trigger::Manual,
-        idempotency: None,
-    })
-}
-
-/// How long creating an invocation may wait for GitHub to name the default branch.
-const DEFAULT_BRANCH_LOOKUP: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Longest branch name we pass on (git allows more, GitHub does not).
-const MAX_REF_BYTES: usize = 255;
-
-/// A job that syncs a whole source (a repository at a ref, a crawl) into one collection.
-fn plan_collection_job(
-    source: &SourceRecord,
-    payload: CreateJobPayload,
-) -> Result<NewJob, ApiError> {
-    let github = source.payload.github.is_some();
-    let kind = if github { "GitHub" } else { "web_scrape" };
-    for (given, name) in [
-        (payload.object_key.is_some(), "object_key"),
-        (payload.custom_id.is_some(), "custom_id"),
-        (payload.metadata.is_some(), "metadata"),
-    ] {
-        if given {
-            return Err(ApiError::bad_request(format!(
-                "{name} is only allowed for S3 sources"
-            )));
-        }
-    }
-    let Some(collection) = payload.target_collection_name.clone() else {
-        return Err(ApiError::bad_request(format!(
-            "target_collection_name is required for {kind} sources"
-        )));
-    };
-    validate_chroma_name("target_collection_name", &collection)?;
-    let kind = if github {
-        let git_ref = payload.ref_identifier.clone().ok_or_else(|| {
-            ApiError::bad_request(
-                "ref_identifier is required (the default branch was not resolved)",
-            )
-        })?;
-        validate_ref(&git_ref)?;
-        JobKind::Github {
-            git_ref_identifier: git_ref,
-        }
-    } else {
-        if payload.ref_identifier.is_some() {
-            return Err(ApiError::bad_request(
-                "ref_identifier is only allowed for GitHub sources",
-            ));
-        }
-        JobKind::WebScrape(())
-    };
-    let source_type = if github {
-        SourceType::Github
-    } else {
-        SourceType::WebScrape
-    };
-    let metadata = IndexJobMetadata {
-        kind,
-        database_name: source.payload.database_name.clone(),
-        collection_name: collection.clone(),
-    };
-    let canonical = serde_json::to_value(&payload)
-        .map(|v| canonical_json(&v))
-        .unwrap_or_default();
-    let database = &source.payload.database_name;
-    Ok(NewJob {
-        source_id: source.id,
-        source_type,
-        // One sync of a source into one collection at a time: each reads
-        // what the previous one left.
-        concurrency_key: format!(
-            "{}:{}:{database}/{collection}",
-            source_type.as_str(),
-            source.id
-        ),
-        dedupe_key: sha256_hex(format!("{}:{collection}:{canonical}", source.id).as_bytes()),
-        payload,
-        metadata,
-        trigger: Trigger::Manual,
-        idempotency: None,
-    })
-}
-
-fn validate_ref(git_ref: &GitRefIdentifier) -> Result<(), ApiError> {
-    match git_ref {
-        GitRefIdentifier::Sha(sha) => {
-            if !(4..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ApiError::bad_request(format!(
-                    "ref_identifier.sha `{sha}` is not a hexadecimal commit sha"
-                )));
-            }
-        }
-        GitRefIdentifier::Branch(branch) => {
-            let valid = !branch.is_empty()
-                && branch.len() <= MAX_REF_BYTES
-                && !branch.starts_with('/')
-                && !branch.ends_with('/')
-                && !branch.contains("..")
-                && !branch
-                    .chars()
-                    .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
-            if !valid {
-                return Err(ApiError::bad_request(format!(
-                    "ref_identifier.branch `{branch}` is not a valid branch name"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A GitHub invocation without `ref_identifier` syncs the repository's
-/// default branch: asks GitHub which one that is, so the job records it.
-pub async fn fill_default_ref(
-    github: &GitHubClients,
-    source: &SourceRecord,
-    payload: &mut CreateJobPayload,
-) -> Result<(), ApiError> {
-    let Some(config) = &source.payload.github else {
-        return Ok(());
-    };
-    if payload.ref_identifier.is_some() {
-        return Ok(());
-    }
-    // Asking GitHub uses the source's credential: it must still be its database's.
-    github
-        .authorize(&source.payload.database_name, config)
-        .map_err(ApiError::forbidden)?;
-    let branch = async {
-        github
-            .repo(
-                &source.payload.database_name,
-                config,
-                CancellationToken::new(),
-            )
-            .await?
-            .default_branch()
-            .await
-    };
-    // An API request does not sit out a long rate-limit wait the way a job does.
-    let branch = tokio::time::timeout(DEFAULT_BRANCH_LOOKUP, branch)
-        .await
-        .unwrap_or_else(|_| {
-            Err(SourceError::Transient(format!(
-                "GitHub did not answer within {}s (rate limited?); retry later or give \
-                 ref_identifier",
-                DEFAULT_BRANCH_LOOKUP.as_secs()
-            )))
-        });
-    let branch = branch.map_err(|error| match error {
-        SourceError::Transient(message) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "github_unavailable",
-            format!("cannot look up the default branch: {message}"),
-        ),
-        SourceError::NotFound(message) | SourceError::Permanent(message) => {
-            ApiError::bad_request(format!("cannot look up the default branch: {message}"))
-        }
-    })?;
-    payload.ref_identifier = Some(GitRefIdentifier::Branch(branch));
-    Ok(())
 }
 
 #[utoipa::path(post, path = "/api/v1/sources/{source_id}/invocations", tag = "Invocation",
@@ -342,9 +86,7 @@ pub async fn create(
         )
             .into_response());
     }
-    let mut payload = payload;
-    fill_default_ref(&state.github, &source, &mut payload).await?;
-    let mut job = plan_job(&source, payload)?;
+    let mut job = plan_job(&state.sources, &source, payload, Trigger::Manual).await?;
     job.idempotency = idempotency.clone();
     let job = match state.queue.enqueue(job).await {
         Ok(job) => job,

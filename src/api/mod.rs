@@ -27,11 +27,10 @@ use tokio_util::sync::CancellationToken;
 pub use auth::Authenticator;
 pub use error::ApiError;
 
+use crate::domain::{SourceLimits, Sources};
 use crate::model::HealthResponse;
 use crate::queue::Queue;
 use crate::sink::chroma::ChromaClient;
-use crate::source::github::GitHubClients;
-use crate::source::s3::S3Clients;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -39,8 +38,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     pub chroma: ChromaClient,
     pub auth: Arc<Authenticator>,
-    pub s3: Arc<S3Clients>,
-    pub github: Arc<GitHubClients>,
+    /// Every source kind, to validate sources and plan invocations.
+    pub sources: Arc<Sources>,
     /// Backpressure: creating an invocation beyond this many pending answers 429.
     pub max_pending_jobs: u64,
     /// Wakes idle workers of this process when a job is enqueued.
@@ -57,6 +56,15 @@ pub struct ApiLimits {
     pub request_timeout: Duration,
     /// Cron schedules may not fire more often than this.
     pub min_schedule_interval: Duration,
+}
+
+impl ApiLimits {
+    /// What the domain layer checks of a source.
+    pub fn sources(&self) -> SourceLimits {
+        SourceLimits {
+            min_schedule_interval: self.min_schedule_interval,
+        }
+    }
 }
 
 impl Default for ApiLimits {

@@ -7,12 +7,13 @@
 //! document no longer has. A retry after a crash repeats the same steps and
 //! repairs whatever the crashed attempt left.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-mod github;
-mod web;
+mod document;
+
+pub use document::{Document, Fetched, SegmentedDocument, SourceError};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -21,16 +22,12 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::{Chunked, Chunker};
 use crate::embed::Embedder;
 use crate::extract::{Skipped, extract};
-use crate::model::{
-    ChunkingConfig, CreateSourcePayload, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType,
-    Trigger,
-};
+use crate::model::{ChunkingConfig, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType};
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, EmbeddingSpec};
-use crate::sink::records::{DocumentIdentity, Record, build_records, build_segment_records};
-use crate::source::github::GitHubClients;
-use crate::source::s3::{Opened, S3Clients, S3Object, StreamedObject};
-use crate::source::{Document, Fetched, SourceError};
+use crate::sink::records::{
+    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records,
+};
 
 /// Why a job did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -67,18 +64,14 @@ impl From<ChromaError> for JobError {
     }
 }
 
-/// Everything a job needs, shared by all workers of a process.
+/// What every job needs, whatever its source, shared by all workers of a
+/// process. Source clients are not here: each source type holds its own
+/// (`domain::sources`), and the pipeline never needs to know which ran.
 pub struct Services {
     pub queue: Arc<dyn Queue>,
     pub chroma: ChromaClient,
     pub embedder: Arc<dyn Embedder>,
     pub chunker: Chunker,
-    pub s3: Arc<S3Clients>,
-    pub max_object_bytes: u64,
-    /// Text objects above this size are read and written a segment at a time.
-    pub stream_segment_bytes: u64,
-    pub github: Arc<GitHubClients>,
-    pub web: crate::config::WebSettings,
 }
 
 /// Live state of a running job, read by its heartbeat.
@@ -89,153 +82,120 @@ pub struct JobState {
 }
 
 impl JobState {
-    fn set_progress(&self, step: u32, total_steps: u32, message: String) {
+    pub fn set_progress(&self, step: u32, total_steps: u32, message: String) {
         *self.progress.lock().expect("progress lock") = Some(Progress {
             step,
             total_steps,
             message,
         });
     }
-    fn update(&self, change: impl FnOnce(&mut JobStats)) {
+    pub fn update(&self, change: impl FnOnce(&mut JobStats)) {
         change(&mut self.stats.lock().expect("stats lock"));
     }
 }
 
-/// Runs one claimed job to its end (or to the first error).
-pub async fn run_job(
-    services: &Services,
-    claimed: &ClaimedJob,
-    state: &JobState,
-    cancel: &CancellationToken,
-) -> Result<(), JobError> {
-    let source_id = claimed
-        .job
-        .source_id
-        .ok_or_else(|| JobError::Permanent("invocation has no source".into()))?;
-    let source = services
-        .queue
-        .get_source(source_id)
-        .await
-        .map_err(|e| JobError::Transient(format!("loading source {source_id}: {e}")))?
-        .ok_or_else(|| JobError::Permanent(format!("source {source_id} was deleted")))?;
-    match claimed.source_type {
-        SourceType::S3 => run_s3_job(services, claimed, &source.payload, state, cancel).await,
-        SourceType::Github => github::run(services, claimed, &source.payload, state, cancel).await,
-        SourceType::WebScrape => web::run(services, claimed, &source.payload, state, cancel).await,
-    }
+/// One claimed job as its source's driver runs it.
+pub struct JobRun<'a> {
+    pub services: &'a Services,
+    pub claimed: &'a ClaimedJob,
+    pub state: &'a JobState,
+    pub cancel: &'a CancellationToken,
+    /// The source's `chunking`, if it sets one.
+    pub chunking: Option<&'a ChunkingConfig>,
+    /// The job's source, as chunk metadata names it.
+    pub source_id: String,
 }
 
-async fn run_s3_job(
-    services: &Services,
-    claimed: &ClaimedJob,
-    source: &CreateSourcePayload,
-    state: &JobState,
-    cancel: &CancellationToken,
-) -> Result<(), JobError> {
-    let s3 = source
-        .s3
-        .as_ref()
-        .ok_or_else(|| JobError::Permanent("source is not an S3 source".into()))?;
-    let key = claimed
-        .payload
-        .object_key
-        .clone()
-        .ok_or_else(|| JobError::Permanent("invocation has no object_key".into()))?;
-    state.set_progress(1, 3, format!("fetching s3://{}/{key}", s3.bucket_name));
-    let object = S3Object {
-        client: services.s3.client(&source.database_name, s3).await?,
-        bucket: s3.bucket_name.clone(),
-        key,
-        max_bytes: services.max_object_bytes,
-        segment_bytes: services.stream_segment_bytes,
-    };
-    let collection = open_collection(services, claimed).await?;
-    let source_id = source_id_of(claimed);
-    let context = DocumentContext {
-        services,
-        collection: &collection,
-        state,
-        cancel,
-        source_id: &source_id,
-        source_type: SourceType::S3,
-        custom_id: claimed.payload.custom_id.as_deref(),
-        user_metadata: claimed.payload.metadata.as_ref(),
-        chunking: source.chunking.as_ref(),
-    };
-    let started = Instant::now();
-    let opened = object.open().await;
-    state.update(|stats| stats.fetch_ms += elapsed_ms(started));
-    if cancel.is_cancelled() {
-        return Err(JobError::Cancelled);
-    }
-    match opened {
-        // The object is gone: so are its chunks. Asked for by name, that
-        // is an error to report; after an S3 removal event, it is the sync.
-        Err(SourceError::NotFound(message)) => {
-            let removed = context.write(&object.key, Vec::new()).await?;
-            if claimed.job.trigger == Trigger::AutoSync {
-                tracing::info!(key = %object.key, removed, "object removed; its chunks deleted");
-            } else {
-                return Err(JobError::Permanent(format!(
-                    "{message}; removed the {removed} chunks it had in collection {}",
-                    collection.name
-                )));
-            }
+impl<'a> JobRun<'a> {
+    pub fn new(
+        services: &'a Services,
+        claimed: &'a ClaimedJob,
+        state: &'a JobState,
+        cancel: &'a CancellationToken,
+        chunking: Option<&'a ChunkingConfig>,
+    ) -> Self {
+        let source_id = claimed
+            .job
+            .source_id
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        JobRun {
+            services,
+            claimed,
+            state,
+            cancel,
+            chunking,
+            source_id,
         }
-        Err(error) => return Err(error.into()),
-        Ok(Opened::Whole(fetched)) => context.process(fetched).await?,
-        Ok(Opened::Streamed(object)) => context.process_streamed(object).await?,
     }
-    services.chroma.mark_finished_ingest(&collection).await?;
-    Ok(())
+
+    /// The job's target collection, created with our embedding
+    /// configuration when missing.
+    pub async fn open_collection(&self) -> Result<CollectionHandle, JobError> {
+        let services = self.services;
+        Ok(services
+            .chroma
+            .ensure_collection(
+                &self.claimed.job.metadata.database_name,
+                &self.claimed.job.metadata.collection_name,
+                EmbeddingSpec {
+                    model: services.embedder.model_name(),
+                    dimension: services.embedder.dimension(),
+                },
+            )
+            .await?)
+    }
+
+    /// The per-document pipeline of this job, writing to `collection`.
+    pub fn documents<'b>(
+        &'b self,
+        collection: &'b CollectionHandle,
+        source_type: SourceType,
+    ) -> DocumentContext<'b> {
+        DocumentContext {
+            services: self.services,
+            collection,
+            state: self.state,
+            cancel: self.cancel,
+            source_id: &self.source_id,
+            source_type,
+            custom_id: None,
+            user_metadata: None,
+            chunking: self.chunking,
+        }
+    }
+
+    /// Tells Chroma the job's writes are done.
+    pub async fn finish(&self, collection: &CollectionHandle) -> Result<(), JobError> {
+        self.services
+            .chroma
+            .mark_finished_ingest(collection)
+            .await?;
+        Ok(())
+    }
 }
 
-/// The job's target collection, created with our embedding configuration
-/// when missing.
-async fn open_collection(
-    services: &Services,
-    claimed: &ClaimedJob,
-) -> Result<CollectionHandle, JobError> {
-    Ok(services
-        .chroma
-        .ensure_collection(
-            &claimed.job.metadata.database_name,
-            &claimed.job.metadata.collection_name,
-            EmbeddingSpec {
-                model: services.embedder.model_name(),
-                dimension: services.embedder.dimension(),
-            },
-        )
-        .await?)
-}
-
-fn elapsed_ms(since: Instant) -> u64 {
+pub fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-fn source_id_of(claimed: &ClaimedJob) -> String {
-    claimed
-        .job
-        .source_id
-        .map(|id| id.to_string())
-        .unwrap_or_default()
-}
-
 /// What stays the same for every document of a job.
-struct DocumentContext<'a> {
-    services: &'a Services,
-    collection: &'a CollectionHandle,
-    state: &'a JobState,
-    cancel: &'a CancellationToken,
-    source_id: &'a str,
-    source_type: SourceType,
-    custom_id: Option<&'a str>,
-    user_metadata: Option<&'a serde_json::Map<String, Value>>,
-    chunking: Option<&'a ChunkingConfig>,
+pub struct DocumentContext<'a> {
+    pub services: &'a Services,
+    pub collection: &'a CollectionHandle,
+    pub state: &'a JobState,
+    pub cancel: &'a CancellationToken,
+    pub source_id: &'a str,
+    pub source_type: SourceType,
+    /// S3 invocations: the `custom_id` chunk IDs are built from.
+    pub custom_id: Option<&'a str>,
+    /// S3 invocations: metadata merged into every chunk's.
+    pub user_metadata: Option<&'a serde_json::Map<String, Value>>,
+    pub chunking: Option<&'a ChunkingConfig>,
 }
 
 impl DocumentContext<'_> {
-    async fn process(&self, fetched: Fetched) -> Result<(), JobError> {
+    pub async fn process(&self, fetched: Fetched) -> Result<(), JobError> {
         let document = match fetched {
             Fetched::Document(document) => document,
             Fetched::Skipped { key, reason } => return self.skip(&key, reason).await,
@@ -290,8 +250,62 @@ impl DocumentContext<'_> {
         self.write(&key, records).await.map(|_| ())
     }
 
+    /// The distinct documents of this job's source the collection holds:
+    /// what a full sync compares against to find documents that
+    /// disappeared. Memory holds one page of records and the keys.
+    pub async fn stored_documents(&self) -> Result<BTreeSet<String>, JobError> {
+        let doing = format!(
+            "listing documents of source {} in {}",
+            self.source_id, self.collection.name
+        );
+        let mut keys = BTreeSet::new();
+        self.services
+            .chroma
+            .scan(
+                self.collection,
+                Filter::source(self.source_id).to_where(),
+                true,
+                &doing,
+                |page| {
+                    keys.extend(
+                        page.iter()
+                            .filter_map(|(_, metadata)| Stored(metadata).document_key())
+                            .map(str::to_string),
+                    );
+                    true
+                },
+            )
+            .await?;
+        Ok(keys)
+    }
+
+    /// The version of each document of this job's source the collection
+    /// holds, read from its first chunk.
+    pub async fn stored_versions(&self) -> Result<HashMap<String, String>, JobError> {
+        let doing = format!("listing stored documents in {}", self.collection.name);
+        let firsts = self
+            .services
+            .chroma
+            .scan_all(
+                self.collection,
+                Filter::first_chunks(self.source_id).to_where(),
+                &doing,
+            )
+            .await?;
+        Ok(firsts
+            .iter()
+            .filter_map(|(_, metadata)| {
+                let stored = Stored(metadata);
+                Some((
+                    stored.document_key()?.to_string(),
+                    stored.version_key().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect())
+    }
+
     /// A skipped document keeps no chunks: whatever an older version left is removed.
-    async fn skip(&self, key: &str, reason: String) -> Result<(), JobError> {
+    pub async fn skip(&self, key: &str, reason: String) -> Result<(), JobError> {
         tracing::info!(document = key, %reason, "skipping document");
         self.state.update(|stats| {
             stats.skipped += 1;
@@ -305,10 +319,15 @@ impl DocumentContext<'_> {
     /// Makes the collection hold exactly `records` for document `key` (and
     /// for the invocation's `custom_id`, whose IDs belong to one document).
     /// Returns how many stale chunks were deleted.
-    async fn write(&self, key: &str, records: Vec<Record>) -> Result<usize, JobError> {
+    pub async fn write(&self, key: &str, records: Vec<Record>) -> Result<usize, JobError> {
         let chroma = &self.services.chroma;
+        let doing = format!("listing chunks of {key} in {}", self.collection.name);
         let existing: HashMap<String, serde_json::Map<String, Value>> = chroma
-            .records_of_document(self.collection, key, self.custom_id)
+            .scan_all(
+                self.collection,
+                Filter::document(key, self.custom_id).to_where(),
+                &doing,
+            )
             .await?
             .into_iter()
             .collect();
@@ -333,9 +352,18 @@ impl DocumentContext<'_> {
     /// each segment is compared with what the collection holds under the
     /// same IDs, so unchanged chunks are not re-embedded. Chunks past the new
     /// end (the document shrank) are deleted last.
-    async fn process_streamed(&self, mut object: StreamedObject) -> Result<(), JobError> {
+    pub async fn process_streamed(
+        &self,
+        mut object: impl SegmentedDocument,
+    ) -> Result<(), JobError> {
         self.state.update(|stats| stats.documents += 1);
-        let source_fields = vec![("bucket".to_string(), Value::from(object.bucket.clone()))];
+        let source_fields = object.source_fields();
+        let (key, version, size) = (
+            object.key().to_string(),
+            object.version().to_string(),
+            object.size(),
+        );
+        let content_type = object.content_type();
         let mut next_index = 0usize;
         let mut lines_before = 0u32;
         let mut segment_number = 0u32;
@@ -354,13 +382,10 @@ impl DocumentContext<'_> {
             self.state.set_progress(
                 2,
                 3,
-                format!(
-                    "segment {segment_number} of {} ({} bytes)",
-                    object.key, object.size
-                ),
+                format!("segment {segment_number} of {} ({} bytes)", key, size),
             );
             let extracted = self
-                .extract_and_chunk(&object.key, object.content_type.clone(), segment)
+                .extract_and_chunk(&key, content_type.clone(), segment)
                 .await?;
             let (chunked, lines) = match extracted {
                 Ok(extracted) => extracted,
@@ -368,14 +393,14 @@ impl DocumentContext<'_> {
                 // after all, and keeps no chunks.
                 Err(skipped) => {
                     let reason = format!("segment {segment_number}: {}", skipped.0);
-                    return self.skip(&object.key, reason).await;
+                    return self.skip(&key, reason).await;
                 }
             };
             let identity = DocumentIdentity {
                 source_id: self.source_id,
                 source_type: self.source_type.as_str(),
-                key: &object.key,
-                version: &object.version,
+                key: &key,
+                version: &version,
                 custom_id: self.custom_id,
                 source_fields: &source_fields,
                 user_metadata: self.user_metadata,
@@ -391,12 +416,20 @@ impl DocumentContext<'_> {
                 .await?
                 .into_iter()
                 .collect();
-            self.store(&object.key, records, &existing).await?;
+            self.store(&key, records, &existing).await?;
         }
+        let doing = format!(
+            "deleting chunks of {key} past {next_index} in {}",
+            self.collection.name
+        );
         let removed = self
             .services
             .chroma
-            .delete_chunks_from(self.collection, &object.key, self.custom_id, next_index)
+            .delete_matching(
+                self.collection,
+                Filter::document_from(&key, self.custom_id, next_index).to_where(),
+                &doing,
+            )
             .await?;
         self.state
             .update(|stats| stats.chunks_deleted += removed as u64);
@@ -478,7 +511,7 @@ impl DocumentContext<'_> {
     }
 
     /// Times how long `next` waits for the source, into `stats.fetch_ms`.
-    async fn next_from<S>(&self, source: &mut S) -> Option<S::Item>
+    pub async fn next_from<S>(&self, source: &mut S) -> Option<S::Item>
     where
         S: futures::Stream + Unpin,
     {
@@ -568,8 +601,9 @@ fn split_unchanged(
             changed.push(record);
             continue;
         };
-        let same_text = stored.get("content_sha256").is_some()
-            && stored.get("content_sha256") == record.metadata.get("content_sha256");
+        let stored_sha = Stored(stored).content_sha256();
+        let same_text =
+            stored_sha.is_some() && stored_sha == Stored(&record.metadata).content_sha256();
         if !same_text {
             changed.push(record);
         } else if !same_metadata(stored, &record.metadata) {

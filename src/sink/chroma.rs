@@ -7,7 +7,6 @@
 //! failure (5xx, connection refused) from a permanent one (4xx). Each call
 //! here is one small JSON request; see ARCHITECTURE.md.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -332,19 +331,6 @@ impl ChromaClient {
         .map(|_| ())
     }
 
-    /// IDs and metadata of every record whose `document_key` is `key` (or
-    /// whose `custom_id` is `custom_id`, when given).
-    pub async fn records_of_document(
-        &self,
-        collection: &CollectionHandle,
-        key: &str,
-        custom_id: Option<&str>,
-    ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
-        let doing = format!("listing chunks of {key} in {}", collection.name);
-        self.scan_all(collection, &document_filter(key, custom_id), &doing)
-            .await
-    }
-
     /// IDs and metadata of those of `ids` the collection holds.
     pub async fn records_by_id(
         &self,
@@ -366,25 +352,15 @@ impl ChromaClient {
         get_result(value, &doing)
     }
 
-    /// Deletes a document's chunks numbered `from` and up (what is left of
-    /// a longer earlier version); how many there were.
-    pub async fn delete_chunks_from(
+    /// Deletes every record matching `filter`; how many there were.
+    pub async fn delete_matching(
         &self,
         collection: &CollectionHandle,
-        key: &str,
-        custom_id: Option<&str>,
-        from: usize,
+        filter: &Value,
+        doing: &str,
     ) -> Result<usize, ChromaError> {
-        let filter = json!({"$and": [
-            document_filter(key, custom_id),
-            {"chunk_index": {"$gte": from}},
-        ]});
-        let doing = format!(
-            "deleting chunks of {key} past {from} in {}",
-            collection.name
-        );
         let mut stale = Vec::new();
-        self.scan(collection, &filter, false, &doing, |page| {
+        self.scan(collection, filter, false, doing, |page| {
             stale.extend(page.into_iter().map(|(id, _)| id));
             true
         })
@@ -393,37 +369,6 @@ impl ChromaClient {
             self.delete(collection, batch).await?;
         }
         Ok(stale.len())
-    }
-
-    /// The distinct `document_key`s of one source's records: what a full
-    /// sync compares against to find documents that disappeared.
-    pub async fn document_keys_of_source(
-        &self,
-        collection: &CollectionHandle,
-        source_id: &str,
-    ) -> Result<BTreeSet<String>, ChromaError> {
-        let doing = format!(
-            "listing documents of source {source_id} in {}",
-            collection.name
-        );
-        let mut keys = BTreeSet::new();
-        self.scan(
-            collection,
-            &json!({"source_id": source_id}),
-            true,
-            &doing,
-            |page| {
-                keys.extend(page.into_iter().filter_map(|(_, metadata)| {
-                    metadata
-                        .get("document_key")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                }));
-                true
-            },
-        )
-        .await?;
-        Ok(keys)
     }
 
     /// Every record matching `filter`, with its metadata (for small result
@@ -457,7 +402,7 @@ impl ChromaClient {
 
     /// Pages through every record matching `filter`, handing each page to
     /// `visit` until it returns false. Memory holds one page at a time.
-    async fn scan(
+    pub async fn scan(
         &self,
         collection: &CollectionHandle,
         filter: &Value,
@@ -616,15 +561,6 @@ fn describe_reqwest(error: &reqwest::Error) -> String {
         kind.to_string()
     } else {
         format!("{kind}: {cause}")
-    }
-}
-
-/// The records of one document: its `document_key`, or its invocation's
-/// `custom_id` (whose IDs belong to one document).
-fn document_filter(key: &str, custom_id: Option<&str>) -> Value {
-    match custom_id {
-        Some(custom_id) => json!({"$or": [{"document_key": key}, {"custom_id": custom_id}]}),
-        None => json!({"document_key": key}),
     }
 }
 

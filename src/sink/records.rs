@@ -1,10 +1,13 @@
 //! Chunk records: IDs and metadata, the contract tools read.
 //!
 //! Architecture invariant: this is the only place that knows the chunk-ID
-//! rule (`custom_id-<n>` or `sha256hex(document_key)-<n>`) and the metadata
-//! field names. Pure functions, no IO.
+//! rule (`custom_id-<n>` or `sha256hex(document_key)-<n>`) and the standard
+//! metadata field names ([`field`]): chunks are built here, the Chroma
+//! `where` filters that find them are built here ([`Filter`]), and what a
+//! stored chunk says is read here ([`Stored`]). `sink::chroma` speaks
+//! Chroma's REST API and knows none of these names. Pure functions, no IO.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::chunk::Chunked;
 use crate::config::sha256_hex;
@@ -19,6 +22,126 @@ pub const MAX_USER_METADATA_KEYS: usize = MAX_METADATA_KEYS - STANDARD_METADATA_
 /// Sync's limit. It is copied onto every chunk, so without a bound one
 /// request could multiply into gigabytes of Chroma metadata.
 pub const MAX_USER_METADATA_BYTES: usize = 16 * 1024;
+
+/// The standard chunk metadata fields (interface contract: tools filter on
+/// them, so they are never renamed). Source-specific fields (`bucket`,
+/// `repository`, `url`, …) are named by their sources.
+pub mod field {
+    pub const DOCUMENT_KEY: &str = "document_key";
+    pub const DOCUMENT_KEY_SHA256: &str = "document_key_sha256";
+    pub const VERSION_KEY: &str = "version_key";
+    pub const VERSION_KEY_SHA256: &str = "version_key_sha256";
+    pub const CHUNK_STRATEGY: &str = "chunk_strategy";
+    pub const START_LINE: &str = "start_line";
+    pub const END_LINE: &str = "end_line";
+    pub const SOURCE_ID: &str = "source_id";
+    pub const SOURCE_TYPE: &str = "source_type";
+    pub const CHUNK_INDEX: &str = "chunk_index";
+    pub const CONTENT_SHA256: &str = "content_sha256";
+    pub const LANGUAGE: &str = "language";
+    pub const CUSTOM_ID: &str = "custom_id";
+}
+
+/// A Chroma `where` filter over chunk metadata, built only from the
+/// constructors below so that every query the daemon makes is spelled here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter(Value);
+
+impl Filter {
+    /// The chunks of one document: its `document_key`, or its invocation's
+    /// `custom_id` (whose IDs belong to one document).
+    pub fn document(key: &str, custom_id: Option<&str>) -> Self {
+        Filter(match custom_id {
+            Some(custom_id) => json!({"$or": [
+                {field::DOCUMENT_KEY: key},
+                {field::CUSTOM_ID: custom_id},
+            ]}),
+            None => json!({field::DOCUMENT_KEY: key}),
+        })
+    }
+
+    /// A document's chunks numbered `from` and up.
+    pub fn document_from(key: &str, custom_id: Option<&str>, from: usize) -> Self {
+        Filter(json!({"$and": [
+            Self::document(key, custom_id).0,
+            {field::CHUNK_INDEX: {"$gte": from}},
+        ]}))
+    }
+
+    /// Every chunk of one source.
+    pub fn source(source_id: &str) -> Self {
+        Filter(json!({field::SOURCE_ID: source_id}))
+    }
+
+    /// The first chunk of each of a source's documents (one per document).
+    pub fn first_chunks(source_id: &str) -> Self {
+        Filter(json!({"$and": [
+            {field::SOURCE_ID: source_id},
+            {field::CHUNK_INDEX: 0},
+        ]}))
+    }
+
+    /// A source's chunks of one version (a commit).
+    pub fn source_version(source_id: &str, version: &str) -> Self {
+        Filter(json!({"$and": [
+            {field::SOURCE_ID: source_id},
+            {field::VERSION_KEY: version},
+        ]}))
+    }
+
+    /// A source's chunks whose version is not `version`, or whose
+    /// `labels` (source fields) differ from these values: what re-stamping
+    /// a new version onto unchanged chunks must still touch.
+    pub fn source_not_at(source_id: &str, version: &str, labels: &[(String, Value)]) -> Self {
+        let mut differs = vec![json!({field::VERSION_KEY: {"$ne": version}})];
+        differs.extend(
+            labels
+                .iter()
+                .map(|(name, value)| json!({name.as_str(): {"$ne": value}})),
+        );
+        Filter(json!({"$and": [
+            {field::SOURCE_ID: source_id},
+            {"$or": differs},
+        ]}))
+    }
+
+    /// The filter as Chroma's `where` JSON.
+    pub fn to_where(&self) -> &Value {
+        &self.0
+    }
+}
+
+/// What a stored chunk's metadata says, read by field.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a>(pub &'a Map<String, Value>);
+
+impl<'a> Stored<'a> {
+    pub fn document_key(&self) -> Option<&'a str> {
+        self.text(field::DOCUMENT_KEY)
+    }
+    pub fn version_key(&self) -> Option<&'a str> {
+        self.text(field::VERSION_KEY)
+    }
+    pub fn content_sha256(&self) -> Option<&'a str> {
+        self.text(field::CONTENT_SHA256)
+    }
+    /// A string field, standard or source-specific.
+    pub fn text(&self, name: &str) -> Option<&'a str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+}
+
+/// The metadata that moves a chunk to `version` (re-stamping: the text,
+/// and so the embedding, stays).
+pub fn version_fields(version: &str) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert(field::VERSION_KEY.into(), Value::from(version));
+    fields.insert(
+        field::VERSION_KEY_SHA256.into(),
+        Value::from(sha256_hex(version.as_bytes())),
+    );
+    fields
+}
 
 /// A chunk ready to embed and upsert.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,22 +202,25 @@ pub fn build_segment_records(
             let mut put = |name: &str, value: Value| {
                 metadata.insert(name.to_string(), value);
             };
-            put("document_key", identity.key.into());
-            put("document_key_sha256", key_sha.clone().into());
-            put("version_key", identity.version.into());
-            put("version_key_sha256", version_sha.clone().into());
-            put("chunk_strategy", chunked.strategy.as_str().into());
-            put("start_line", (lines_before + chunk.start_line).into());
-            put("end_line", (lines_before + chunk.end_line).into());
-            put("source_id", identity.source_id.into());
-            put("source_type", identity.source_type.into());
-            put("chunk_index", (index as u64).into());
-            put("content_sha256", sha256_hex(chunk.text.as_bytes()).into());
+            put(field::DOCUMENT_KEY, identity.key.into());
+            put(field::DOCUMENT_KEY_SHA256, key_sha.clone().into());
+            put(field::VERSION_KEY, identity.version.into());
+            put(field::VERSION_KEY_SHA256, version_sha.clone().into());
+            put(field::CHUNK_STRATEGY, chunked.strategy.as_str().into());
+            put(field::START_LINE, (lines_before + chunk.start_line).into());
+            put(field::END_LINE, (lines_before + chunk.end_line).into());
+            put(field::SOURCE_ID, identity.source_id.into());
+            put(field::SOURCE_TYPE, identity.source_type.into());
+            put(field::CHUNK_INDEX, (index as u64).into());
+            put(
+                field::CONTENT_SHA256,
+                sha256_hex(chunk.text.as_bytes()).into(),
+            );
             if let Some(language) = chunked.language {
-                put("language", language.name().into());
+                put(field::LANGUAGE, language.name().into());
             }
             if let Some(custom_id) = identity.custom_id {
-                put("custom_id", custom_id.into());
+                put(field::CUSTOM_ID, custom_id.into());
             }
             Record {
                 id: chunk_id(identity.key, identity.custom_id, index),
@@ -200,6 +326,49 @@ mod tests {
         assert_eq!(meta["team"], "search");
         assert_eq!(meta["content_sha256"], sha256_hex(b"chunk 1"));
         assert!(meta.len() <= STANDARD_METADATA_KEYS + 1);
+    }
+
+    #[test]
+    fn filters_name_the_standard_fields() {
+        assert_eq!(
+            Filter::document("a.md", None).to_where(),
+            &json!({"document_key": "a.md"})
+        );
+        assert_eq!(
+            Filter::document_from("a.md", Some("c"), 3).to_where(),
+            &json!({"$and": [
+                {"$or": [{"document_key": "a.md"}, {"custom_id": "c"}]},
+                {"chunk_index": {"$gte": 3}},
+            ]})
+        );
+        let labels = vec![("ref".to_string(), Value::from("main"))];
+        assert_eq!(
+            Filter::source_not_at("s", "abc", &labels).to_where(),
+            &json!({"$and": [
+                {"source_id": "s"},
+                {"$or": [{"version_key": {"$ne": "abc"}}, {"ref": {"$ne": "main"}}]},
+            ]})
+        );
+        let records = build_records(
+            &DocumentIdentity {
+                source_id: "s",
+                source_type: "s3",
+                key: "k",
+                version: "v",
+                custom_id: None,
+                source_fields: &[],
+                user_metadata: None,
+            },
+            &chunked(1),
+        );
+        let stored = Stored(&records[0].metadata);
+        assert_eq!(stored.document_key(), Some("k"));
+        assert_eq!(stored.version_key(), Some("v"));
+        assert_eq!(
+            stored.content_sha256(),
+            Some(sha256_hex(b"chunk 0").as_str())
+        );
+        assert_eq!(version_fields("v")["version_key_sha256"], sha256_hex(b"v"));
     }
 
     #[test]

@@ -17,40 +17,35 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::Map;
 use tokio_util::sync::CancellationToken;
 
-use super::{DocumentContext, JobError, JobState, Services, open_collection, source_id_of};
-use crate::config::sha256_hex;
-use crate::model::{CreateSourcePayload, GitRefIdentifier, JobStatus, SourceType};
+use super::GithubSource;
+use super::client::{DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason};
+use crate::model::{GitRefIdentifier, GithubSourceConfig, JobStatus, SourceType};
+use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun, Services, SourceError};
 use crate::queue::{ClaimedJob, JobFilter};
 use crate::sink::chroma::CollectionHandle;
-use crate::source::github::{DocumentLabels, GitHubRepo, PathFilter, TreeEntry, skip_reason};
-use crate::source::{Fetched, SourceError};
+use crate::sink::records::{Filter, version_fields};
 
 /// Jobs of the source looked at to find the collection's current commit.
 const HISTORY: u32 = 200;
 
 pub(super) async fn run(
-    services: &Services,
-    claimed: &ClaimedJob,
-    source: &CreateSourcePayload,
-    state: &JobState,
-    cancel: &CancellationToken,
+    source: &GithubSource,
+    job: &JobRun<'_>,
+    github: &GithubSourceConfig,
 ) -> Result<(), JobError> {
-    let github = source
-        .github
-        .as_ref()
-        .ok_or_else(|| JobError::Permanent("source is not a GitHub source".into()))?;
+    let (services, claimed, state, cancel) = (job.services, job.claimed, job.state, job.cancel);
     let git_ref = claimed
         .payload
         .ref_identifier
         .clone()
         .ok_or_else(|| JobError::Permanent("invocation has no ref_identifier".into()))?;
-    let filter = Arc::new(PathFilter::from_source(github).map_err(JobError::Permanent)?);
-    let repo = services
-        .github
-        .repo(&source.database_name, github, cancel.clone())
+    let filter = Arc::new(path_filter(github).map_err(JobError::Permanent)?);
+    let repo = source
+        .clients
+        .repo(&claimed.job.metadata.database_name, github, cancel.clone())
         .await?;
     let label = match &git_ref {
         GitRefIdentifier::Branch(branch) => branch.clone(),
@@ -61,25 +56,16 @@ pub(super) async fn run(
     state.update(|stats| stats.commit_sha = Some(sha.clone()));
     tracing::info!(repository = %repo.full_name(), git_ref = %label, commit = %sha, "resolved");
 
-    let collection = open_collection(services, claimed).await?;
-    let source_id = source_id_of(claimed);
+    let collection = job.open_collection().await?;
+    let source_id = &job.source_id;
     let labels = DocumentLabels {
         repository: repo.full_name(),
         git_ref: label,
         commit_sha: sha.clone(),
     };
-    let context = DocumentContext {
-        services,
-        collection: &collection,
-        state,
-        cancel,
-        source_id: &source_id,
-        source_type: SourceType::Github,
-        custom_id: None,
-        user_metadata: None,
-        chunking: source.chunking.as_ref(),
-    };
+    let context = job.documents(&collection, SourceType::Github);
     let sync = Sync {
+        settings: source.clients.settings(),
         context: &context,
         repo: &repo,
         labels: &labels,
@@ -92,7 +78,7 @@ pub(super) async fn run(
     let base = if retried {
         None
     } else {
-        previous_commit(services, claimed, &collection, &source_id).await?
+        previous_commit(services, claimed, &collection, source_id).await?
     };
     let diff = match &base {
         Some(base) => sync.diff(base).await?,
@@ -113,8 +99,7 @@ pub(super) async fn run(
     }
     state.set_progress(4, 4, "re-stamping unchanged chunks".into());
     sync.restamp().await?;
-    services.chroma.mark_finished_ingest(&collection).await?;
-    Ok(())
+    job.finish(&collection).await
 }
 
 /// The commit the collection holds for this source, when it can be trusted.
@@ -164,10 +149,15 @@ async fn previous_commit(
     let Some(base) = base else {
         return Ok(None);
     };
-    let filter = json!({"$and": [{"source_id": source_id}, {"version_key": base}]});
+    let filter = Filter::source_version(source_id, &base);
     let holds = services
         .chroma
-        .find(collection, &filter, 1, "checking the collection's commit")
+        .find(
+            collection,
+            filter.to_where(),
+            1,
+            "checking the collection's commit",
+        )
         .await?;
     Ok((!holds.is_empty()).then_some(base))
 }
@@ -180,6 +170,7 @@ struct Diff {
 }
 
 struct Sync<'a> {
+    settings: &'a crate::config::GitHubSettings,
     context: &'a DocumentContext<'a>,
     repo: &'a GitHubRepo,
     labels: &'a DocumentLabels,
@@ -311,10 +302,7 @@ impl Sync<'_> {
             seen.extend(missing.iter().map(|entry| entry.path.clone()));
             self.fetch_blobs(missing).await?;
         }
-        let chroma = &self.context.services.chroma;
-        let stored = chroma
-            .document_keys_of_source(self.context.collection, self.context.source_id)
-            .await?;
+        let stored = self.context.stored_documents().await?;
         for key in stored.iter().filter(|key| !seen.contains(*key)) {
             if self.cancel().is_cancelled() {
                 return Err(JobError::Cancelled);
@@ -361,16 +349,8 @@ impl Sync<'_> {
         let collection = self.context.collection;
         let sha = &self.labels.commit_sha;
         // Chunks naming another commit, or this commit under another ref label.
-        let filter = json!({"$and": [
-            {"source_id": self.context.source_id},
-            {"$or": [{"version_key": {"$ne": sha}}, {"ref": {"$ne": self.labels.git_ref}}]},
-        ]});
-        let mut fields = Map::new();
-        fields.insert("version_key".into(), Value::from(sha.as_str()));
-        fields.insert(
-            "version_key_sha256".into(),
-            Value::from(sha256_hex(sha.as_bytes())),
-        );
+        let filter = Filter::source_not_at(self.context.source_id, sha, &[self.labels.ref_field()]);
+        let mut fields = version_fields(sha);
         for (name, value) in self.labels.commit_fields() {
             fields.insert(name, value);
         }
@@ -381,7 +361,12 @@ impl Sync<'_> {
                 return Err(JobError::Cancelled);
             }
             let page = chroma
-                .find(collection, &filter, batch, "finding chunks to re-stamp")
+                .find(
+                    collection,
+                    filter.to_where(),
+                    batch,
+                    "finding chunks to re-stamp",
+                )
                 .await?;
             let Some((first, _)) = page.first() else {
                 return Ok(());
@@ -403,6 +388,6 @@ impl Sync<'_> {
     }
 
     fn repo_settings(&self) -> &crate::config::GitHubSettings {
-        self.context.services.github.settings()
+        self.settings
     }
 }

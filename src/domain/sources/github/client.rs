@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use http::header::{ACCEPT, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, combinators::BoxBody};
@@ -38,32 +37,11 @@ use tokio::sync::{Mutex, OnceCell, mpsc};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
 
-use super::{Document, Fetched, SourceError};
-use crate::config::{GitHubSettings, Secret};
-use crate::model::{GitRefIdentifier, GithubSourceConfig};
+use crate::pipeline::{Document, Fetched, SourceError};
 
-/// Paths skipped when a source gives no globs of its own: vendored and
-/// generated trees that only add noise to a code search.
-pub const DEFAULT_EXCLUDE_GLOBS: &[&str] = &[
-    ".git/**",
-    "**/.git/**",
-    "**/node_modules/**",
-    "**/vendor/**",
-    "**/dist/**",
-    "**/target/**",
-    "**/__pycache__/**",
-    "**/Cargo.lock",
-    "**/package-lock.json",
-    "**/yarn.lock",
-    "**/pnpm-lock.yaml",
-    "**/poetry.lock",
-    "**/Gemfile.lock",
-    "**/composer.lock",
-    "**/go.sum",
-    "**/*.min.js",
-    "**/*.min.css",
-    "**/*.map",
-];
+use crate::config::{GitHubSettings, Secret};
+pub use crate::domain::sources::globs::{DEFAULT_EXCLUDE_GLOBS, PathFilter};
+use crate::model::{GitRefIdentifier, GithubSourceConfig};
 
 /// Consecutive 5xx/transport failures of one request before giving up (to the queue's retry).
 const MAX_SERVER_ERRORS: u32 = 3;
@@ -643,67 +621,12 @@ fn encode_path(value: &str) -> String {
     encoded
 }
 
-/// Which paths of a repository are indexed.
-#[derive(Debug)]
-pub struct PathFilter {
-    include: Option<GlobSet>,
-    exclude: GlobSet,
-}
-
-impl PathFilter {
-    /// Globs match whole repository paths (`src/**/*.rs`); a glob without a
-    /// `/` matches a file name at any depth (`*.md`), as in `.gitignore`.
-    /// With no globs at all, [`DEFAULT_EXCLUDE_GLOBS`] apply.
-    pub fn new(include: Option<&[String]>, exclude: Option<&[String]>) -> Result<Self, String> {
-        super::check_pattern_list("include_globs", include.unwrap_or(&[]))?;
-        super::check_pattern_list("exclude_globs", exclude.unwrap_or(&[]))?;
-        let include = include.filter(|globs| !globs.is_empty());
-        let exclude = exclude.filter(|globs| !globs.is_empty());
-        let defaults: Vec<String>;
-        let exclude = match (include, exclude) {
-            (None, None) => {
-                defaults = DEFAULT_EXCLUDE_GLOBS
-                    .iter()
-                    .map(|g| g.to_string())
-                    .collect();
-                Some(defaults.as_slice())
-            }
-            (_, exclude) => exclude,
-        };
-        Ok(PathFilter {
-            include: include.map(build_globs).transpose()?,
-            exclude: build_globs(exclude.unwrap_or(&[]))?,
-        })
-    }
-
-    pub fn from_source(source: &GithubSourceConfig) -> Result<Self, String> {
-        Self::new(
-            source.include_globs.as_deref(),
-            source.exclude_globs.as_deref(),
-        )
-    }
-
-    pub fn accepts(&self, path: &str) -> bool {
-        self.include.as_ref().is_none_or(|set| set.is_match(path)) && !self.exclude.is_match(path)
-    }
-}
-
-fn build_globs(globs: &[String]) -> Result<GlobSet, String> {
-    let mut set = GlobSetBuilder::new();
-    for glob in globs {
-        let pattern = glob.trim_start_matches("./");
-        let pattern = if pattern.contains('/') {
-            pattern.trim_start_matches('/').to_string()
-        } else {
-            format!("**/{pattern}")
-        };
-        let compiled = GlobBuilder::new(&pattern)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| format!("glob `{glob}` is not valid: {e}"))?;
-        set.add(compiled);
-    }
-    set.build().map_err(|e| format!("globs are not valid: {e}"))
+/// The path filter a GitHub source's globs describe.
+pub fn path_filter(source: &GithubSourceConfig) -> Result<PathFilter, String> {
+    PathFilter::new(
+        source.include_globs.as_deref(),
+        source.exclude_globs.as_deref(),
+    )
 }
 
 /// What every document of one sync says about where it came from.
@@ -720,9 +643,14 @@ impl DocumentLabels {
     /// sync re-stamps unchanged chunks with exactly these.
     pub fn commit_fields(&self) -> Vec<(String, serde_json::Value)> {
         vec![
-            ("ref".to_string(), self.git_ref.clone().into()),
+            self.ref_field(),
             ("commit_sha".to_string(), self.commit_sha.clone().into()),
         ]
+    }
+
+    /// The `ref` field: the ref as the invocation named it.
+    pub fn ref_field(&self) -> (String, serde_json::Value) {
+        ("ref".to_string(), self.git_ref.clone().into())
     }
 
     pub fn document(&self, path: String, bytes: Bytes) -> Document {

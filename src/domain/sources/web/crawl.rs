@@ -44,10 +44,15 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::{Document, Fetched, SourceError};
+/// Chunk metadata a page's validators are kept in, for conditional requests.
+pub const HTTP_ETAG: &str = "http_etag";
+pub const HTTP_LAST_MODIFIED: &str = "http_last_modified";
+
 use crate::config::{WebSettings, sha256_hex};
+use crate::domain::sources::globs::{MAX_COMPILED_PATTERN_BYTES, check_pattern_list};
 use crate::model::WebScrapeSourceConfig;
 use crate::net::{first_forbidden, forbidden_address, literal_ip};
+use crate::pipeline::{Document, Fetched, SourceError};
 
 /// Query parameters that only track visitors: dropped from URLs.
 const TRACKING_PARAMETERS: &[&str] = &["fbclid", "gclid", "msclkid", "mc_cid", "mc_eid", "_ga"];
@@ -179,13 +184,13 @@ impl PathRules {
     pub fn new(source: &WebScrapeSourceConfig) -> Result<Self, String> {
         let compile = |what: &str, patterns: &Option<Vec<String>>| {
             let patterns = patterns.as_deref().unwrap_or(&[]);
-            super::check_pattern_list(what, patterns)?;
+            check_pattern_list(what, patterns)?;
             patterns
                 .iter()
                 .map(|p| {
                     regex::RegexBuilder::new(p)
-                        .size_limit(super::MAX_COMPILED_PATTERN_BYTES)
-                        .dfa_size_limit(super::MAX_COMPILED_PATTERN_BYTES)
+                        .size_limit(MAX_COMPILED_PATTERN_BYTES)
+                        .dfa_size_limit(MAX_COMPILED_PATTERN_BYTES)
                         .build()
                         .map_err(|e| format!("path regex `{p}` is not valid: {e}"))
                 })
@@ -928,10 +933,10 @@ impl Crawl {
             ("title".to_string(), title.into()),
         ];
         if let Some(etag) = etag {
-            metadata.push(("http_etag".to_string(), etag.into()));
+            metadata.push((HTTP_ETAG.to_string(), etag.into()));
         }
         if let Some(modified) = last_modified {
-            metadata.push(("http_last_modified".to_string(), modified.into()));
+            metadata.push((HTTP_LAST_MODIFIED.to_string(), modified.into()));
         }
         PageOutcome {
             item: Some(Fetched::Document(Document {

@@ -32,9 +32,9 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::client::S3Clients;
 use crate::model::{AutoSync, CreateJobPayload, S3SourceConfig, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
-use crate::source::s3::S3Clients;
 
 /// How often the set of auto-synced sources is re-read.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -386,14 +386,16 @@ impl Consumer {
                 object_key: Some(event.key.clone()),
                 ..CreateJobPayload::default()
             };
-            let mut job = match crate::api::invocations::plan_job(record, payload) {
-                Ok(job) => job,
+            let Some(s3) = record.payload.s3.as_ref() else {
+                continue;
+            };
+            let job = match super::plan_object(record, s3, &payload) {
+                Ok(planned) => planned.into_job(record, payload, Trigger::AutoSync),
                 Err(error) => {
-                    tracing::warn!(key = %event.key, error = %error.message, "ignoring an S3 event");
+                    tracing::warn!(key = %event.key, %error, "ignoring an S3 event");
                     continue;
                 }
             };
-            job.trigger = Trigger::AutoSync;
             match self.queue.enqueue(job).await {
                 Ok(job) => {
                     tracing::info!(source_id = %record.id, key = %event.key, removed = event.removed, job_id = %job.id, "auto-sync invocation");

@@ -12,43 +12,27 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
+use serde_json::Value;
 
-use super::{DocumentContext, JobError, JobState, Services, open_collection, source_id_of};
-use crate::model::{CreateSourcePayload, SourceType};
-use crate::queue::ClaimedJob;
+use super::WebSource;
+use super::crawl::{Crawl, HTTP_ETAG, HTTP_LAST_MODIFIED, KnownPage};
+use crate::model::{SourceType, WebScrapeSourceConfig};
+use crate::pipeline::{Fetched, JobError, JobRun, Services};
 use crate::sink::chroma::CollectionHandle;
-use crate::source::Fetched;
-use crate::source::web::{Crawl, KnownPage};
+use crate::sink::records::{Filter, Stored};
 
 pub(super) async fn run(
-    services: &Services,
-    claimed: &ClaimedJob,
-    source: &CreateSourcePayload,
-    state: &JobState,
-    cancel: &CancellationToken,
+    source: &WebSource,
+    job: &JobRun<'_>,
+    web: &WebScrapeSourceConfig,
 ) -> Result<(), JobError> {
-    let web = source
-        .web_scrape
-        .as_ref()
-        .ok_or_else(|| JobError::Permanent("source is not a web_scrape source".into()))?;
-    let collection = open_collection(services, claimed).await?;
-    let source_id = source_id_of(claimed);
+    let (services, state, cancel) = (job.services, job.state, job.cancel);
+    let collection = job.open_collection().await?;
+    let source_id = &job.source_id;
     state.set_progress(1, 3, "reading what the collection holds".into());
-    let known = known_pages(services, &collection, &source_id).await?;
-    let crawl = Crawl::new(&services.web, web, known.clone(), cancel.clone())?;
-    let context = DocumentContext {
-        services,
-        collection: &collection,
-        state,
-        cancel,
-        source_id: &source_id,
-        source_type: SourceType::WebScrape,
-        custom_id: None,
-        user_metadata: None,
-        chunking: source.chunking.as_ref(),
-    };
+    let known = known_pages(services, &collection, source_id).await?;
+    let crawl = Crawl::new(&source.settings, web, known.clone(), cancel.clone())?;
+    let context = job.documents(&collection, SourceType::WebScrape);
     state.set_progress(2, 3, format!("crawling {}", web.starting_url));
     let (mut pages, incomplete) = crawl.run();
     let mut seen = HashSet::new();
@@ -85,7 +69,7 @@ pub(super) async fn run(
     check_removals(
         removals.len() + unreached.len(),
         known.len(),
-        services.web.max_removal_fraction,
+        source.settings.max_removal_fraction,
     )?;
     state.set_progress(3, 3, "removing pages no longer in the crawl".into());
     for page in removals {
@@ -94,8 +78,7 @@ pub(super) async fn run(
     for key in unreached {
         context.write(key, Vec::new()).await?;
     }
-    services.chroma.mark_finished_ingest(&collection).await?;
-    Ok(())
+    job.finish(&collection).await
 }
 
 /// Refuses a crawl that would remove more than `max_fraction` of the
@@ -121,26 +104,24 @@ async fn known_pages(
     collection: &CollectionHandle,
     source_id: &str,
 ) -> Result<HashMap<String, KnownPage>, JobError> {
-    let filter = json!({"$and": [{"source_id": source_id}, {"chunk_index": 0}]});
-    let text = |metadata: &serde_json::Map<String, Value>, name: &str| {
-        metadata
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
     let mut known = HashMap::new();
     let pages = services
         .chroma
-        .scan_all(collection, &filter, "listing stored pages")
+        .scan_all(
+            collection,
+            Filter::first_chunks(source_id).to_where(),
+            "listing stored pages",
+        )
         .await?;
-    for (_, metadata) in pages {
-        if let Some(key) = text(&metadata, "document_key") {
+    for (_, metadata) in &pages {
+        let stored = Stored(metadata);
+        if let Some(key) = stored.document_key() {
             known.insert(
-                key,
+                key.to_string(),
                 KnownPage {
-                    version: text(&metadata, "version_key").unwrap_or_default(),
-                    etag: text(&metadata, "http_etag"),
-                    last_modified: text(&metadata, "http_last_modified"),
+                    version: stored.version_key().unwrap_or_default().to_string(),
+                    etag: stored.text(HTTP_ETAG).map(str::to_string),
+                    last_modified: stored.text(HTTP_LAST_MODIFIED).map(str::to_string),
                 },
             );
         }

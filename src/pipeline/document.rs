@@ -1,44 +1,12 @@
-//! Sources: where documents come from.
+//! What sources hand the pipeline: [`Document`]s (or why there is none),
+//! and errors classified as transient (retry) or permanent (fail now).
 //!
 //! Architecture invariant: sources never talk to Chroma and know nothing of
-//! chunk IDs; they produce [`Document`]s and classify their own failures as
-//! transient (retry) or permanent (fail now).
+//! chunk IDs; they produce these and the pipeline does the rest.
 
-pub mod github;
-pub mod s3;
-pub mod web;
+use std::future::Future;
 
 use bytes::Bytes;
-
-/// Most path patterns (globs or regexes) in one list of a source. Each is
-/// matched against every path a sync sees, so the count bounds the work per
-/// path as well as the work of compiling them.
-pub const MAX_PATTERNS: usize = 100;
-/// Longest path pattern, in bytes.
-pub const MAX_PATTERN_BYTES: usize = 512;
-/// Largest compiled form of one path regex (the `regex` crate's own size
-/// limit; its default is 10 MiB): refuses patterns like `(\w{1,100}){1,100}`
-/// quickly, at creation, instead of compiling megabytes of automaton.
-pub const MAX_COMPILED_PATTERN_BYTES: usize = 256 * 1024;
-
-/// Checks a list of path patterns named `what` against [`MAX_PATTERNS`] and
-/// [`MAX_PATTERN_BYTES`]; the error says which limit and which pattern.
-pub fn check_pattern_list(what: &str, patterns: &[String]) -> Result<(), String> {
-    if patterns.len() > MAX_PATTERNS {
-        return Err(format!(
-            "{what} has {} patterns; at most {MAX_PATTERNS} are accepted",
-            patterns.len()
-        ));
-    }
-    if let Some(long) = patterns.iter().find(|p| p.len() > MAX_PATTERN_BYTES) {
-        let head: String = long.chars().take(40).collect();
-        return Err(format!(
-            "{what}: pattern `{head}…` is {} bytes long; at most {MAX_PATTERN_BYTES} are accepted",
-            long.len()
-        ));
-    }
-    Ok(())
-}
 
 /// One fetched document, before extraction.
 #[derive(Debug, Clone)]
@@ -104,4 +72,18 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         matches!(self, SourceError::Transient(_))
     }
+}
+
+/// A document too large to hold whole, handed out in segments that end at
+/// line breaks: memory holds one segment at a time (S3's large text objects).
+pub trait SegmentedDocument: Send {
+    fn key(&self) -> &str;
+    fn version(&self) -> &str;
+    fn content_type(&self) -> Option<String>;
+    /// Whole size in bytes, for progress messages.
+    fn size(&self) -> u64;
+    /// Source-specific chunk metadata (e.g. `bucket`).
+    fn source_fields(&self) -> Vec<(String, serde_json::Value)>;
+    /// The next segment, or `None` once the whole body was handed out.
+    fn next_segment(&mut self) -> impl Future<Output = Result<Option<Bytes>, SourceError>> + Send;
 }

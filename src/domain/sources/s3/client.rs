@@ -31,10 +31,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::OnceCell;
 use url::Url;
 
-use super::{Document, Fetched, SourceError};
 use crate::config::{AwsCredentialConfig, S3Settings, Secret};
 use crate::model::S3SourceConfig;
 use crate::net::{ResolveError, forbidden_address, literal_ip, resolve_public};
+use crate::pipeline::{Document, Fetched, SegmentedDocument, SourceError};
 
 /// Builds S3 clients for sources; caches the environment's default config.
 pub struct S3Clients {
@@ -393,6 +393,27 @@ fn segment_end(buffer: &[u8]) -> usize {
         end - 1
     } else {
         buffer.len()
+    }
+}
+
+impl SegmentedDocument for StreamedObject {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn content_type(&self) -> Option<String> {
+        self.content_type.clone()
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn source_fields(&self) -> Vec<(String, serde_json::Value)> {
+        vec![("bucket".to_string(), self.bucket.clone().into())]
+    }
+    async fn next_segment(&mut self) -> Result<Option<Bytes>, SourceError> {
+        StreamedObject::next_segment(self).await
     }
 }
 

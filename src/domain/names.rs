@@ -1,0 +1,32 @@
+//! Names and identifiers callers choose, checked before anything is stored.
+
+use super::DomainError;
+
+/// Chroma's rule for database and collection names.
+pub fn validate_chroma_name(what: &str, name: &str) -> Result<(), DomainError> {
+    let ok_len = (3..=512).contains(&name.len());
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(format!(
+            "{what} `{name}` must be 3-512 characters from [a-zA-Z0-9._-], starting and ending \
+             with a letter or digit"
+        )))
+    }
+}
+
+/// Refuses each invocation field that is `given` but not for this source
+/// type: `"{name} is only allowed for {owner}"`.
+pub fn refuse_fields(fields: &[(bool, &str, &str)]) -> Result<(), DomainError> {
+    match fields.iter().find(|(given, _, _)| *given) {
+        Some((_, name, owner)) => Err(DomainError::invalid(format!(
+            "{name} is only allowed for {owner}"
+        ))),
+        None => Ok(()),
+    }
+}

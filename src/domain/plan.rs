@@ -1,0 +1,196 @@
+//! Planning: a create payload becomes a checked [`SourceSpec`]; an
+//! invocation of a stored source becomes a [`NewJob`]. The API, schedules,
+//! auto-sync and one-shot runs all go through here, so every way a job is
+//! created is held to the same checks.
+
+use std::time::Duration;
+
+use super::DomainError;
+use super::names::validate_chroma_name;
+use super::sources::{SourceSpec, Sources};
+use crate::model::{
+    ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
+    EmbeddingConfig, EmbeddingModel, GitRefIdentifier, Source, Trigger,
+};
+use crate::queue::{NewJob, SourceRecord};
+
+/// Bounds on what a source may ask of the daemon (`[api]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct SourceLimits {
+    /// Cron schedules may not fire more often than this.
+    pub min_schedule_interval: Duration,
+}
+
+/// How many upcoming slots of a cron schedule are checked against
+/// `[api] min_schedule_interval_seconds` (over a day of a per-minute cron).
+const SCHEDULE_FIRINGS_CHECKED: usize = 1500;
+
+/// Checks a source completely; returns its kind. It compiles the source's
+/// path patterns and walks its schedule, which can take milliseconds:
+/// callers on the async runtime run it on a blocking thread.
+pub fn validate_source(
+    sources: &Sources,
+    limits: &SourceLimits,
+    payload: &CreateSourcePayload,
+) -> Result<SourceSpec, DomainError> {
+    let spec = SourceSpec::from_payload(payload)?;
+    validate_chroma_name("database_name", &payload.database_name)?;
+    sources.validate(&spec)?;
+    if let Some(schedule) = &payload.schedule {
+        let parsed =
+            super::schedule::ParsedSchedule::parse(schedule).map_err(DomainError::Invalid)?;
+        let minimum = limits.min_schedule_interval;
+        if let Some(shortest) = parsed
+            .shortest_interval(chrono::Utc::now(), SCHEDULE_FIRINGS_CHECKED)
+            .filter(|shortest| *shortest < minimum)
+        {
+            return Err(DomainError::invalid(format!(
+                "schedule.cron `{}` fires {} s apart; this daemon runs schedules at most once \
+                 every {} s ([api] min_schedule_interval_seconds)",
+                schedule.cron,
+                shortest.as_secs(),
+                minimum.as_secs()
+            )));
+        }
+        if let Some(name) = &schedule.target_collection_name {
+            validate_chroma_name("schedule.target_collection_name", name)?;
+        }
+        sources.check_schedule(&spec, schedule)?;
+    }
+    if let Some(chunking) = &payload.chunking {
+        validate_chunking(chunking)?;
+    }
+    let models = payload
+        .embedding
+        .iter()
+        .map(|e| &e.dense.model)
+        .chain(payload.embedding_model.iter().map(|m| &m.model));
+    for model in models {
+        if model != DEFAULT_EMBEDDING_MODEL {
+            return Err(DomainError::invalid(format!(
+                "embedding model `{model}` is not available on this daemon; use \
+                 `{DEFAULT_EMBEDDING_MODEL}`"
+            )));
+        }
+    }
+    if payload
+        .embedding
+        .as_ref()
+        .is_some_and(|e| e.sparse.is_some())
+    {
+        return Err(DomainError::invalid(
+            "sparse embeddings are not supported by this version of chroma-syncd yet",
+        ));
+    }
+    Ok(spec)
+}
+
+fn validate_chunking(chunking: &ChunkingConfig) -> Result<(), DomainError> {
+    let (lines, bytes) = match chunking {
+        ChunkingConfig::TreeSitter { max_size_bytes } => (None, *max_size_bytes),
+        ChunkingConfig::Lines {
+            max_lines,
+            max_size_bytes,
+        } => (*max_lines, *max_size_bytes),
+    };
+    if lines == Some(0) {
+        return Err(DomainError::invalid(
+            "chunking.max_lines must be at least 1",
+        ));
+    }
+    if bytes.is_some_and(|b| !(64..=16 * 1024).contains(&b)) {
+        return Err(DomainError::invalid(
+            "chunking.max_size_bytes must be between 64 and 16384 (Chroma's document limit)",
+        ));
+    }
+    Ok(())
+}
+
+/// The checks of a valid source that depend on the daemon's config and the
+/// network: the credential it names may be used by its database
+/// ([`DomainError::Forbidden`] otherwise), and the endpoints it names pass
+/// the SSRF guard. Jobs check both again when they connect.
+pub async fn authorize_source(
+    sources: &Sources,
+    payload: &CreateSourcePayload,
+    spec: &SourceSpec,
+) -> Result<(), DomainError> {
+    sources.authorize(&payload.database_name, spec).await
+}
+
+/// The kind of a stored source (stored sources were validated when created).
+pub fn spec_of(record: &SourceRecord) -> Result<SourceSpec, DomainError> {
+    SourceSpec::from_payload(&record.payload)
+}
+
+/// The stored source with every optional setting at its effective value.
+pub fn effective(record: &SourceRecord) -> Source {
+    let payload = &record.payload;
+    let dense = payload
+        .embedding
+        .as_ref()
+        .map(|e| e.dense.clone())
+        .or_else(|| payload.embedding_model.clone())
+        .unwrap_or(EmbeddingModel {
+            model: DEFAULT_EMBEDDING_MODEL.to_string(),
+            task: None,
+        });
+    let mut source = Source {
+        id: record.id,
+        github: None,
+        web_scrape: None,
+        s3: None,
+        filesystem: None,
+        database_name: payload.database_name.clone(),
+        chunking: payload.chunking.clone(),
+        embedding: payload.embedding.clone().unwrap_or(EmbeddingConfig {
+            dense: dense.clone(),
+            sparse: None,
+        }),
+        embedding_model: dense,
+        created_at: record.created_at,
+        schedule: payload.schedule.clone(),
+    };
+    if let Ok(spec) = spec_of(record) {
+        Sources::effective(spec).write_into(&mut source);
+    }
+    source
+}
+
+/// Checks an invocation of `record` and works out the job to enqueue. What
+/// the invocation leaves to the source (GitHub's default branch) is asked
+/// of the source first.
+pub async fn plan_job(
+    sources: &Sources,
+    record: &SourceRecord,
+    mut payload: CreateJobPayload,
+    trigger: Trigger,
+) -> Result<NewJob, DomainError> {
+    let spec = spec_of(record)?;
+    sources.prepare(record, &spec, &mut payload).await?;
+    let planned = sources.plan(record, &spec, &payload)?;
+    Ok(planned.into_job(record, payload, trigger))
+}
+
+/// What a one-shot `run` (or a schedule slot) syncs of its source.
+#[derive(Debug, Default, Clone)]
+pub struct RunTarget {
+    /// S3: these keys; none means every key under the source's prefix.
+    pub object_keys: Vec<String>,
+    /// The collection to write (required where the source has no default).
+    pub collection: Option<String>,
+    /// GitHub: the ref; none means the repository's default branch.
+    pub git_ref: Option<GitRefIdentifier>,
+}
+
+/// The invocations that sync a whole source (a one-shot run, a schedule
+/// slot): one per object for S3 (the given keys, or every key under the
+/// prefix), one for a repository at a ref, a site or a directory.
+pub async fn whole_source(
+    sources: &Sources,
+    record: &SourceRecord,
+    target: RunTarget,
+) -> Result<Vec<CreateJobPayload>, DomainError> {
+    let spec = spec_of(record)?;
+    sources.whole_source(record, &spec, target).await
+}

@@ -1,0 +1,207 @@
+//! GitHub repositories: one job syncs a repository at a ref (a branch or a
+//! commit) into one collection, fully or incrementally.
+
+pub mod client;
+mod job;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use self::client::{GitHubClients, path_filter, split_repository};
+use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
+use crate::config::Config;
+use crate::domain::{DomainError, RunTarget};
+use crate::model::{
+    CreateJobPayload, GitRefIdentifier, GithubSourceConfig, JobKind, SourceSchedule,
+};
+use crate::pipeline::{JobError, JobRun, SourceError};
+use crate::queue::SourceRecord;
+
+/// How long planning an invocation may wait for GitHub to name the default branch.
+const DEFAULT_BRANCH_LOOKUP: Duration = Duration::from_secs(20);
+/// Longest branch name we pass on (git allows more, GitHub does not).
+const MAX_REF_BYTES: usize = 255;
+
+pub struct GithubSource {
+    pub clients: Arc<GitHubClients>,
+}
+
+impl GithubSource {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        Ok(GithubSource {
+            clients: Arc::new(
+                GitHubClients::new(config.github.clone()).map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+}
+
+impl SourceKind for GithubSource {
+    type Config = GithubSourceConfig;
+
+    fn validate(&self, github: &GithubSourceConfig) -> Result<(), DomainError> {
+        if split_repository(&github.repository).is_none() {
+            return Err(DomainError::invalid(format!(
+                "github.repository `{}` is not of the form owner/name",
+                github.repository
+            )));
+        }
+        path_filter(github).map_err(|e| DomainError::invalid(format!("github: {e}")))?;
+        if let Some(app_id) = &github.app_id
+            && !self.clients.knows_app(app_id)
+        {
+            return Err(DomainError::invalid(format!(
+                "github.app_id {app_id} is not configured on this daemon ([github.apps.{app_id}] \
+                 in its config, with the app's private key)"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn authorize(
+        &self,
+        database: &str,
+        github: &GithubSourceConfig,
+    ) -> Result<(), DomainError> {
+        self.clients
+            .authorize(database, github)
+            .map_err(DomainError::Forbidden)
+    }
+
+    fn default_collection(_: &GithubSourceConfig) -> Option<&str> {
+        None
+    }
+
+    fn check_schedule(
+        &self,
+        _: &GithubSourceConfig,
+        schedule: &SourceSchedule,
+    ) -> Result<(), DomainError> {
+        match &schedule.target_collection_name {
+            Some(_) => Ok(()),
+            None => Err(DomainError::invalid(
+                "schedule.target_collection_name is required for GitHub and web sources",
+            )),
+        }
+    }
+
+    /// An invocation without `ref_identifier` syncs the repository's
+    /// default branch: asks GitHub which one that is, so the job records it.
+    async fn prepare(
+        &self,
+        record: &SourceRecord,
+        config: &GithubSourceConfig,
+        payload: &mut CreateJobPayload,
+    ) -> Result<(), DomainError> {
+        if payload.ref_identifier.is_some() {
+            return Ok(());
+        }
+        let database = &record.payload.database_name;
+        // Asking GitHub uses the source's credential: it must still be its database's.
+        self.clients
+            .authorize(database, config)
+            .map_err(DomainError::Forbidden)?;
+        let branch = async {
+            self.clients
+                .repo(database, config, CancellationToken::new())
+                .await?
+                .default_branch()
+                .await
+        };
+        // Planning does not sit out a long rate-limit wait the way a job does.
+        let branch = tokio::time::timeout(DEFAULT_BRANCH_LOOKUP, branch)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SourceError::Transient(format!(
+                    "GitHub did not answer within {}s (rate limited?); retry later or give \
+                     ref_identifier",
+                    DEFAULT_BRANCH_LOOKUP.as_secs()
+                )))
+            });
+        let branch = branch.map_err(|error| match error {
+            SourceError::Transient(message) => DomainError::Unavailable {
+                code: "github_unavailable",
+                message: format!("cannot look up the default branch: {message}"),
+            },
+            SourceError::NotFound(message) | SourceError::Permanent(message) => {
+                DomainError::invalid(format!("cannot look up the default branch: {message}"))
+            }
+        })?;
+        payload.ref_identifier = Some(GitRefIdentifier::Branch(branch));
+        Ok(())
+    }
+
+    fn plan(
+        &self,
+        record: &SourceRecord,
+        _: &GithubSourceConfig,
+        payload: &CreateJobPayload,
+    ) -> Result<Planned, DomainError> {
+        if payload.path.is_some() {
+            return Err(DomainError::invalid(
+                "path is only allowed for filesystem sources",
+            ));
+        }
+        let collection = collection_of(payload, "GitHub", None)?;
+        let git_ref = payload.ref_identifier.clone().ok_or_else(|| {
+            DomainError::invalid("ref_identifier is required (the default branch was not resolved)")
+        })?;
+        validate_ref(&git_ref)?;
+        Ok(Planned {
+            kind: JobKind::Github {
+                git_ref_identifier: git_ref,
+            },
+            concurrency_key: collection_concurrency_key(record, &collection),
+            collection,
+        })
+    }
+
+    async fn whole_source(
+        &self,
+        record: &SourceRecord,
+        config: &GithubSourceConfig,
+        target: RunTarget,
+    ) -> Result<Vec<CreateJobPayload>, DomainError> {
+        let mut payload = CreateJobPayload {
+            target_collection_name: target.collection,
+            ref_identifier: target.git_ref,
+            ..CreateJobPayload::default()
+        };
+        self.prepare(record, config, &mut payload).await?;
+        Ok(vec![payload])
+    }
+
+    async fn run_job(&self, run: &JobRun<'_>, github: &GithubSourceConfig) -> Result<(), JobError> {
+        job::run(self, run, github).await
+    }
+}
+
+fn validate_ref(git_ref: &GitRefIdentifier) -> Result<(), DomainError> {
+    match git_ref {
+        GitRefIdentifier::Sha(sha) => {
+            if !(4..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(DomainError::invalid(format!(
+                    "ref_identifier.sha `{sha}` is not a hexadecimal commit sha"
+                )));
+            }
+        }
+        GitRefIdentifier::Branch(branch) => {
+            let valid = !branch.is_empty()
+                && branch.len() <= MAX_REF_BYTES
+                && !branch.starts_with('/')
+                && !branch.ends_with('/')
+                && !branch.contains("..")
+                && !branch
+                    .chars()
+                    .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
+            if !valid {
+                return Err(DomainError::invalid(format!(
+                    "ref_identifier.branch `{branch}` is not a valid branch name"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

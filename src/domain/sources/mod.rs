@@ -1,0 +1,351 @@
+//! The source seam: every source type (S3, GitHub, websites, local
+//! directories) lives in its own folder and implements [`SourceKind`]; the
+//! rest of the daemon knows only [`SourceSpec`] (a source's parsed kind)
+//! and [`Sources`] (the registry, built once per process, holding each
+//! kind's clients).
+//!
+//! Why an enum and a generic trait rather than `dyn` trait objects: each
+//! kind's settings are a different type, so a trait object would take them
+//! as the enum anyway and re-check the variant in every method. With one
+//! `match` per operation in [`Sources`] (written once, by [`dispatch!`])
+//! each kind gets its own typed config, futures stay `Send` without boxing,
+//! and a new variant is a compile error everywhere it is not handled yet.
+//!
+//! Adding a source: a folder here with a [`SourceKind`] impl, a variant in
+//! [`SourceSpec`] (and its wire config in `model`), one line in
+//! [`dispatch!`] and a field in [`Sources`], its settings in `config`.
+
+pub mod filesystem;
+pub mod github;
+pub mod globs;
+pub mod s3;
+pub mod spec;
+pub mod web;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use spec::SourceSpec;
+
+use super::DomainError;
+use super::plan::RunTarget;
+use crate::config::{Config, Secret, sha256_hex};
+use crate::model::{
+    CreateJobPayload, IndexJobMetadata, JobKind, SourceSchedule, Trigger, canonical_json,
+};
+use crate::pipeline::{JobError, JobRun};
+use crate::queue::{NewJob, Queue, SourceRecord};
+
+/// What every source type provides. One implementation per source folder;
+/// [`Sources`] dispatches to them on [`SourceSpec`].
+pub trait SourceKind: Send + Sync {
+    /// The kind's settings, as the create payload gives them.
+    type Config: Send + Sync;
+
+    /// Every check of a config that needs neither credentials nor the
+    /// network (shape, patterns, limits). Runs on a blocking thread: it may
+    /// compile patterns.
+    fn validate(&self, config: &Self::Config) -> Result<(), DomainError>;
+
+    /// The checks that depend on the daemon's credentials and the network:
+    /// a credential the source's database may not use is
+    /// [`DomainError::Forbidden`]. Jobs check again when they connect.
+    fn authorize(
+        &self,
+        _database: &str,
+        _config: &Self::Config,
+    ) -> impl Future<Output = Result<(), DomainError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The collection invocations write when they name none; `None` means
+    /// invocations (and schedules) must name one.
+    fn default_collection(config: &Self::Config) -> Option<&str>;
+
+    /// Checks a schedule's settings that depend on the kind. By default a
+    /// schedule must name a collection unless the source has a default one,
+    /// and may not name a branch.
+    fn check_schedule(
+        &self,
+        config: &Self::Config,
+        schedule: &SourceSchedule,
+    ) -> Result<(), DomainError> {
+        if schedule.target_collection_name.is_none() && Self::default_collection(config).is_none() {
+            return Err(DomainError::invalid(
+                "schedule.target_collection_name is required for GitHub and web sources",
+            ));
+        }
+        if schedule.branch.is_some() {
+            return Err(DomainError::invalid(
+                "schedule.branch applies to GitHub sources only",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fills in what an invocation left to the source and that only the
+    /// source can tell (GitHub's default branch), before planning.
+    fn prepare(
+        &self,
+        _record: &SourceRecord,
+        _config: &Self::Config,
+        _payload: &mut CreateJobPayload,
+    ) -> impl Future<Output = Result<(), DomainError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Checks an invocation against the source and works out its job.
+    fn plan(
+        &self,
+        record: &SourceRecord,
+        config: &Self::Config,
+        payload: &CreateJobPayload,
+    ) -> Result<Planned, DomainError>;
+
+    /// The invocations that sync the whole source (a one-shot `run`, a
+    /// schedule slot).
+    fn whole_source(
+        &self,
+        record: &SourceRecord,
+        config: &Self::Config,
+        target: RunTarget,
+    ) -> impl Future<Output = Result<Vec<CreateJobPayload>, DomainError>> + Send;
+
+    /// Whether a whole-source sync is one job per document (looked up by
+    /// document key when an interrupted run is taken over) rather than one
+    /// job for the source.
+    fn one_job_per_document(&self) -> bool {
+        false
+    }
+
+    /// Runs one claimed job of a source of this kind.
+    fn run_job(
+        &self,
+        job: &JobRun<'_>,
+        config: &Self::Config,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
+
+    /// The config with every optional setting at its effective value.
+    fn effective(config: Self::Config) -> Self::Config {
+        config
+    }
+}
+
+/// What a source type decides about one invocation; [`Planned::into_job`]
+/// adds what every job has.
+#[derive(Debug)]
+pub struct Planned {
+    pub kind: JobKind,
+    pub collection: String,
+    /// Jobs with the same key never run at once (one object, or one sync of
+    /// a source into a collection: each reads what the previous one left).
+    pub concurrency_key: String,
+}
+
+impl Planned {
+    pub fn into_job(
+        self,
+        record: &SourceRecord,
+        payload: CreateJobPayload,
+        trigger: Trigger,
+    ) -> NewJob {
+        let canonical = serde_json::to_value(&payload)
+            .map(|v| canonical_json(&v))
+            .unwrap_or_default();
+        let collection = self.collection;
+        NewJob {
+            source_id: record.id,
+            source_type: record.source_type,
+            concurrency_key: self.concurrency_key,
+            dedupe_key: sha256_hex(format!("{}:{collection}:{canonical}", record.id).as_bytes()),
+            payload,
+            metadata: IndexJobMetadata {
+                kind: self.kind,
+                database_name: record.payload.database_name.clone(),
+                collection_name: collection,
+            },
+            trigger,
+            idempotency: None,
+        }
+    }
+}
+
+/// The registry: one of each source kind, with its clients and settings.
+/// Built once per process and shared (`Arc`) by the API, the workers, the
+/// scheduler and auto-sync.
+pub struct Sources {
+    pub s3: s3::S3Source,
+    pub github: github::GithubSource,
+    pub web: web::WebSource,
+    pub filesystem: filesystem::FilesystemSource,
+}
+
+/// Runs `$body` with `$kind` bound to the registry's handler of `$spec`'s
+/// kind and `$config` to its settings: the one `match` on source kinds.
+macro_rules! dispatch {
+    ($sources:expr, $spec:expr, |$kind:ident, $config:ident| $body:expr) => {
+        match $spec {
+            SourceSpec::S3($config) => {
+                let $kind = &$sources.s3;
+                $body
+            }
+            SourceSpec::Github($config) => {
+                let $kind = &$sources.github;
+                $body
+            }
+            SourceSpec::WebScrape($config) => {
+                let $kind = &$sources.web;
+                $body
+            }
+            SourceSpec::Filesystem($config) => {
+                let $kind = &$sources.filesystem;
+                $body
+            }
+        }
+    };
+}
+
+impl Sources {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        Ok(Sources {
+            s3: s3::S3Source::new(config),
+            github: github::GithubSource::new(config)?,
+            web: web::WebSource::new(config),
+            filesystem: filesystem::FilesystemSource::new(config),
+        })
+    }
+
+    /// Every secret the sources' clients hold, for scrubbing.
+    pub fn secret_values(&self) -> Vec<Secret> {
+        let mut secrets = self.s3.clients.secret_values();
+        secrets.extend(self.github.clients.secret_values());
+        secrets
+    }
+
+    pub fn validate(&self, spec: &SourceSpec) -> Result<(), DomainError> {
+        dispatch!(self, spec, |kind, config| kind.validate(config))
+    }
+
+    pub async fn authorize(&self, database: &str, spec: &SourceSpec) -> Result<(), DomainError> {
+        dispatch!(self, spec, |kind, config| kind
+            .authorize(database, config)
+            .await)
+    }
+
+    pub fn check_schedule(
+        &self,
+        spec: &SourceSpec,
+        schedule: &SourceSchedule,
+    ) -> Result<(), DomainError> {
+        dispatch!(self, spec, |kind, config| kind
+            .check_schedule(config, schedule))
+    }
+
+    pub async fn prepare(
+        &self,
+        record: &SourceRecord,
+        spec: &SourceSpec,
+        payload: &mut CreateJobPayload,
+    ) -> Result<(), DomainError> {
+        dispatch!(self, spec, |kind, config| kind
+            .prepare(record, config, payload)
+            .await)
+    }
+
+    pub fn plan(
+        &self,
+        record: &SourceRecord,
+        spec: &SourceSpec,
+        payload: &CreateJobPayload,
+    ) -> Result<Planned, DomainError> {
+        dispatch!(self, spec, |kind, config| kind
+            .plan(record, config, payload))
+    }
+
+    pub async fn whole_source(
+        &self,
+        record: &SourceRecord,
+        spec: &SourceSpec,
+        target: RunTarget,
+    ) -> Result<Vec<CreateJobPayload>, DomainError> {
+        dispatch!(self, spec, |kind, config| kind
+            .whole_source(record, config, target)
+            .await)
+    }
+
+    pub fn one_job_per_document(&self, spec: &SourceSpec) -> bool {
+        dispatch!(self, spec, |kind, _config| kind.one_job_per_document())
+    }
+
+    pub async fn run_job(&self, job: &JobRun<'_>, spec: &SourceSpec) -> Result<(), JobError> {
+        dispatch!(self, spec, |kind, config| kind.run_job(job, config).await)
+    }
+
+    /// `spec` with every optional setting at its effective value.
+    pub fn effective(spec: SourceSpec) -> SourceSpec {
+        match spec {
+            SourceSpec::S3(config) => SourceSpec::S3(s3::S3Source::effective(config)),
+            SourceSpec::Github(config) => {
+                SourceSpec::Github(github::GithubSource::effective(config))
+            }
+            SourceSpec::WebScrape(config) => {
+                SourceSpec::WebScrape(web::WebSource::effective(config))
+            }
+            SourceSpec::Filesystem(config) => {
+                SourceSpec::Filesystem(filesystem::FilesystemSource::effective(config))
+            }
+        }
+    }
+
+    /// Starts the triggers that enqueue on their own: S3 event
+    /// notifications and directory watches (`auto_sync: "direct"`).
+    pub fn start_auto_sync(
+        &self,
+        queue: &Arc<dyn Queue>,
+        wake: &Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) {
+        self.s3.start_auto_sync(queue, wake, shutdown);
+        self.filesystem.start_auto_sync(queue, wake, shutdown);
+    }
+}
+
+/// The collection a whole-source job (a repository at a ref, a crawl, a
+/// directory) writes, after refusing the S3-only invocation fields:
+/// `target_collection_name`, or `default` when the source has one.
+pub(crate) fn collection_of(
+    payload: &CreateJobPayload,
+    kind: &str,
+    default: Option<&str>,
+) -> Result<String, DomainError> {
+    super::names::refuse_fields(&[
+        (payload.object_key.is_some(), "object_key", "S3 sources"),
+        (payload.custom_id.is_some(), "custom_id", "S3 sources"),
+        (payload.metadata.is_some(), "metadata", "S3 sources"),
+    ])?;
+    let collection = match (&payload.target_collection_name, default) {
+        (Some(name), _) => name.clone(),
+        (None, Some(default)) => default.to_string(),
+        (None, None) => {
+            return Err(DomainError::invalid(format!(
+                "target_collection_name is required for {kind} sources"
+            )));
+        }
+    };
+    super::names::validate_chroma_name("target_collection_name", &collection)?;
+    Ok(collection)
+}
+
+/// One sync of a source into one collection at a time: each reads what the
+/// previous one left.
+pub(crate) fn collection_concurrency_key(record: &SourceRecord, collection: &str) -> String {
+    format!(
+        "{}:{}:{}/{collection}",
+        record.source_type.as_str(),
+        record.id,
+        record.payload.database_name
+    )
+}

@@ -1,0 +1,61 @@
+//! An S3 job: one object, read whole or (large text) a segment at a time.
+
+use std::time::Instant;
+
+use super::S3Source;
+use super::client::{Opened, S3Object};
+use crate::model::{S3SourceConfig, SourceType, Trigger};
+use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
+
+pub(super) async fn run(
+    source: &S3Source,
+    job: &JobRun<'_>,
+    s3: &S3SourceConfig,
+) -> Result<(), JobError> {
+    let claimed = job.claimed;
+    let database = &claimed.job.metadata.database_name;
+    let key = claimed
+        .payload
+        .object_key
+        .clone()
+        .ok_or_else(|| JobError::Permanent("invocation has no object_key".into()))?;
+    job.state
+        .set_progress(1, 3, format!("fetching s3://{}/{key}", s3.bucket_name));
+    let object = S3Object {
+        client: source.clients.client(database, s3).await?,
+        bucket: s3.bucket_name.clone(),
+        key,
+        max_bytes: source.max_object_bytes,
+        segment_bytes: source.stream_segment_bytes,
+    };
+    let collection = job.open_collection().await?;
+    let mut context = job.documents(&collection, SourceType::S3);
+    context.custom_id = claimed.payload.custom_id.as_deref();
+    context.user_metadata = claimed.payload.metadata.as_ref();
+    let started = Instant::now();
+    let opened = object.open().await;
+    job.state
+        .update(|stats| stats.fetch_ms += elapsed_ms(started));
+    if job.cancel.is_cancelled() {
+        return Err(JobError::Cancelled);
+    }
+    match opened {
+        // The object is gone: so are its chunks. Asked for by name, that
+        // is an error to report; after an S3 removal event, it is the sync.
+        Err(SourceError::NotFound(message)) => {
+            let removed = context.write(&object.key, Vec::new()).await?;
+            if claimed.job.trigger == Trigger::AutoSync {
+                tracing::info!(key = %object.key, removed, "object removed; its chunks deleted");
+            } else {
+                return Err(JobError::Permanent(format!(
+                    "{message}; removed the {removed} chunks it had in collection {}",
+                    collection.name
+                )));
+            }
+        }
+        Err(error) => return Err(error.into()),
+        Ok(Opened::Whole(fetched)) => context.process(fetched).await?,
+        Ok(Opened::Streamed(object)) => context.process_streamed(object).await?,
+    }
+    job.finish(&collection).await
+}

@@ -1,0 +1,251 @@
+//! S3 buckets (and S3-compatible stores): one job per object key; a bucket
+//! is synced whole by listing its keys under the source's `path_prefix`;
+//! `auto_sync: "direct"` turns the bucket's event notifications into jobs.
+
+pub mod autosync;
+pub mod client;
+mod job;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use self::client::{S3Clients, list_keys};
+use super::{Planned, SourceKind};
+use crate::config::Config;
+use crate::domain::names::validate_chroma_name;
+use crate::domain::{DomainError, RunTarget};
+use crate::model::{AutoSync, CreateJobPayload, JobKind, S3JobMetadata, S3SourceConfig};
+use crate::pipeline::{JobError, JobRun};
+use crate::queue::{Queue, SourceRecord};
+use crate::sink::records::validate_user_metadata;
+
+/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
+const MAX_CUSTOM_ID: usize = 120;
+/// S3's own limit on key length.
+const MAX_OBJECT_KEY_BYTES: usize = 1024;
+
+pub struct S3Source {
+    pub clients: Arc<S3Clients>,
+    /// Objects above this size are skipped.
+    max_object_bytes: u64,
+    /// Text objects above this size are read and written a segment at a time.
+    stream_segment_bytes: u64,
+}
+
+impl S3Source {
+    pub fn new(config: &Config) -> Self {
+        S3Source {
+            clients: Arc::new(S3Clients::new(
+                config.aws_credentials.clone(),
+                config.s3.clone(),
+            )),
+            max_object_bytes: config.s3.max_object_bytes,
+            stream_segment_bytes: config.s3.stream_segment_bytes,
+        }
+    }
+
+    /// Consumes the SQS queues of every `auto_sync: "direct"` S3 source.
+    pub fn start_auto_sync(
+        &self,
+        queue: &Arc<dyn Queue>,
+        wake: &Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) {
+        tokio::spawn(autosync::autosync_loop(
+            Arc::clone(queue),
+            Arc::clone(&self.clients),
+            Arc::clone(wake),
+            shutdown.clone(),
+        ));
+    }
+}
+
+impl SourceKind for S3Source {
+    type Config = S3SourceConfig;
+
+    fn validate(&self, s3: &S3SourceConfig) -> Result<(), DomainError> {
+        if s3.bucket_name.trim().is_empty() || s3.region.trim().is_empty() {
+            return Err(DomainError::invalid(
+                "s3.bucket_name and s3.region must not be empty",
+            ));
+        }
+        validate_chroma_name("s3.collection_name", &s3.collection_name)?;
+        if !self.clients.knows_credential(s3.aws_credential_id) {
+            return Err(DomainError::invalid(format!(
+                "aws_credential_id {} is not configured on this daemon ([aws_credentials.{}] in \
+                 its config; 0 means the daemon's own AWS credential chain)",
+                s3.aws_credential_id, s3.aws_credential_id
+            )));
+        }
+        if let Some(endpoint) = &s3.endpoint_url {
+            let valid = reqwest::Url::parse(endpoint)
+                .map(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+                .unwrap_or(false);
+            if !valid {
+                return Err(DomainError::invalid(format!(
+                    "s3.endpoint_url `{endpoint}` is not an http(s) URL"
+                )));
+            }
+        }
+        match (&s3.auto_sync, &s3.sqs_queue_url) {
+            (Some(AutoSync::Metadata), _) => {
+                return Err(DomainError::invalid(
+                    "s3.auto_sync `metadata` is not supported by this version of chroma-syncd yet",
+                ));
+            }
+            (Some(AutoSync::Direct), None) => {
+                return Err(DomainError::invalid(
+                    "s3.auto_sync `direct` needs s3.sqs_queue_url: the SQS queue the bucket \
+                     sends its event notifications to",
+                ));
+            }
+            (Some(AutoSync::Direct), Some(url)) => {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    DomainError::invalid(format!("s3.sqs_queue_url `{url}` is not a URL: {e}"))
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.path().len() < 2 {
+                    return Err(DomainError::invalid(format!(
+                        "s3.sqs_queue_url `{url}` is not an SQS queue URL \
+                         (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn authorize(&self, database: &str, s3: &S3SourceConfig) -> Result<(), DomainError> {
+        self.clients
+            .authorize(database, s3)
+            .map_err(DomainError::Forbidden)?;
+        self.clients
+            .check_endpoints(s3)
+            .await
+            .map_err(DomainError::Invalid)
+    }
+
+    fn default_collection(s3: &S3SourceConfig) -> Option<&str> {
+        Some(&s3.collection_name)
+    }
+
+    fn plan(
+        &self,
+        record: &SourceRecord,
+        s3: &S3SourceConfig,
+        payload: &CreateJobPayload,
+    ) -> Result<Planned, DomainError> {
+        plan_object(record, s3, payload)
+    }
+
+    async fn whole_source(
+        &self,
+        record: &SourceRecord,
+        s3: &S3SourceConfig,
+        target: RunTarget,
+    ) -> Result<Vec<CreateJobPayload>, DomainError> {
+        let keys = if target.object_keys.is_empty() {
+            let client = self
+                .clients
+                .client(&record.payload.database_name, s3)
+                .await
+                .map_err(|e| DomainError::Source(e.to_string()))?;
+            let prefix = s3.path_prefix.clone().unwrap_or_default();
+            list_keys(&client, &s3.bucket_name, &prefix)
+                .await
+                .map_err(|e| DomainError::Source(e.to_string()))?
+        } else {
+            target.object_keys
+        };
+        Ok(keys
+            .into_iter()
+            .map(|key| CreateJobPayload {
+                object_key: Some(key),
+                target_collection_name: target.collection.clone(),
+                ..CreateJobPayload::default()
+            })
+            .collect())
+    }
+
+    fn one_job_per_document(&self) -> bool {
+        true
+    }
+
+    async fn run_job(&self, job: &JobRun<'_>, s3: &S3SourceConfig) -> Result<(), JobError> {
+        job::run(self, job, s3).await
+    }
+
+    fn effective(mut s3: S3SourceConfig) -> S3SourceConfig {
+        s3.path_prefix.get_or_insert_with(String::new);
+        s3.auto_sync.get_or_insert(AutoSync::None);
+        s3.force_path_style.get_or_insert(false);
+        s3
+    }
+}
+
+/// An invocation of one object of an S3 source (from the API or an event).
+pub fn plan_object(
+    record: &SourceRecord,
+    s3: &S3SourceConfig,
+    payload: &CreateJobPayload,
+) -> Result<Planned, DomainError> {
+    if payload.ref_identifier.is_some() {
+        return Err(DomainError::invalid(
+            "ref_identifier is only allowed for GitHub sources",
+        ));
+    }
+    if payload.path.is_some() {
+        return Err(DomainError::invalid(
+            "path is only allowed for filesystem sources",
+        ));
+    }
+    let Some(object_key) = payload.object_key.as_deref() else {
+        return Err(DomainError::invalid(
+            "object_key is required for S3 sources",
+        ));
+    };
+    if object_key.is_empty() || object_key.len() > MAX_OBJECT_KEY_BYTES {
+        return Err(DomainError::invalid(format!(
+            "object_key must be 1 to {MAX_OBJECT_KEY_BYTES} bytes long"
+        )));
+    }
+    let prefix = s3.path_prefix.as_deref().unwrap_or("");
+    if !object_key.starts_with(prefix) {
+        return Err(DomainError::invalid(format!(
+            "object_key `{object_key}` is not under the source's path_prefix `{prefix}`"
+        )));
+    }
+    if let Some(custom_id) = &payload.custom_id {
+        if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
+            return Err(DomainError::invalid(format!(
+                "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
+            )));
+        }
+        if custom_id.len() > MAX_CUSTOM_ID {
+            return Err(DomainError::invalid(format!(
+                "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
+                 within Chroma's 128 bytes"
+            )));
+        }
+    }
+    if let Some(metadata) = &payload.metadata {
+        validate_user_metadata(metadata).map_err(DomainError::Invalid)?;
+    }
+    let collection = payload
+        .target_collection_name
+        .clone()
+        .unwrap_or_else(|| s3.collection_name.clone());
+    validate_chroma_name("target_collection_name", &collection)?;
+    Ok(Planned {
+        kind: JobKind::S3(S3JobMetadata {
+            bucket_name: s3.bucket_name.clone(),
+            object_key: Some(object_key.to_string()),
+            custom_id: payload.custom_id.clone(),
+            additional_metadata: payload.metadata.clone(),
+        }),
+        concurrency_key: format!("s3:{}:{collection}:{object_key}", record.id),
+        collection,
+    })
+}

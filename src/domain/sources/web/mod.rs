@@ -1,0 +1,104 @@
+//! Websites: one job crawls a site from its starting URL into one
+//! collection, politely and within bounds.
+
+pub mod crawl;
+mod job;
+
+use self::crawl::PathRules;
+use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
+use crate::config::{Config, WebSettings};
+use crate::domain::{DomainError, RunTarget};
+use crate::model::{CreateJobPayload, JobKind, WebScrapeSourceConfig};
+use crate::pipeline::{JobError, JobRun};
+use crate::queue::SourceRecord;
+
+/// Deepest crawl and most pages one source may ask for.
+const MAX_CRAWL_DEPTH: u32 = 100;
+const MAX_PAGE_LIMIT: u32 = 1_000_000;
+
+pub struct WebSource {
+    settings: WebSettings,
+}
+
+impl WebSource {
+    pub fn new(config: &Config) -> Self {
+        WebSource {
+            settings: config.web.clone(),
+        }
+    }
+}
+
+impl SourceKind for WebSource {
+    type Config = WebScrapeSourceConfig;
+
+    fn validate(&self, web: &WebScrapeSourceConfig) -> Result<(), DomainError> {
+        let valid = reqwest::Url::parse(&web.starting_url)
+            .map(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .unwrap_or(false);
+        if !valid {
+            return Err(DomainError::invalid(format!(
+                "web_scrape.starting_url `{}` is not an http(s) URL",
+                web.starting_url
+            )));
+        }
+        if web.max_depth.is_some_and(|d| d > MAX_CRAWL_DEPTH) {
+            return Err(DomainError::invalid(format!(
+                "web_scrape.max_depth must be at most {MAX_CRAWL_DEPTH}"
+            )));
+        }
+        if web
+            .page_limit
+            .is_some_and(|l| !(1..=MAX_PAGE_LIMIT).contains(&l))
+        {
+            return Err(DomainError::invalid(format!(
+                "web_scrape.page_limit must be between 1 and {MAX_PAGE_LIMIT}"
+            )));
+        }
+        PathRules::new(web).map_err(|e| DomainError::invalid(format!("web_scrape: {e}")))?;
+        Ok(())
+    }
+
+    fn default_collection(_: &WebScrapeSourceConfig) -> Option<&str> {
+        None
+    }
+
+    fn plan(
+        &self,
+        record: &SourceRecord,
+        _: &WebScrapeSourceConfig,
+        payload: &CreateJobPayload,
+    ) -> Result<Planned, DomainError> {
+        if payload.path.is_some() {
+            return Err(DomainError::invalid(
+                "path is only allowed for filesystem sources",
+            ));
+        }
+        let collection = collection_of(payload, "web_scrape", None)?;
+        if payload.ref_identifier.is_some() {
+            return Err(DomainError::invalid(
+                "ref_identifier is only allowed for GitHub sources",
+            ));
+        }
+        Ok(Planned {
+            kind: JobKind::WebScrape(()),
+            concurrency_key: collection_concurrency_key(record, &collection),
+            collection,
+        })
+    }
+
+    async fn whole_source(
+        &self,
+        _: &SourceRecord,
+        _: &WebScrapeSourceConfig,
+        target: RunTarget,
+    ) -> Result<Vec<CreateJobPayload>, DomainError> {
+        Ok(vec![CreateJobPayload {
+            target_collection_name: target.collection,
+            ..CreateJobPayload::default()
+        }])
+    }
+
+    async fn run_job(&self, run: &JobRun<'_>, web: &WebScrapeSourceConfig) -> Result<(), JobError> {
+        job::run(self, run, web).await
+    }
+}
