@@ -1,19 +1,22 @@
 //! `chroma-syncd`: the binary. `anyhow` lives only here, at the edge.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use chroma_syncd::app::{Daemon, RunOptions, RunTarget};
-use chroma_syncd::client::ApiClient;
+use anyhow::{Context, Result};
+use chroma_syncd::app::{Daemon, RunOptions, RunSummary, RunTarget};
+use chroma_syncd::client::{ApiClient, ListInvocations, ListSources};
 use chroma_syncd::config::Config;
-use chroma_syncd::model::{CreateSourcePayload, GitRefIdentifier};
+use chroma_syncd::model::{
+    CreateJobPayload, CreateSourcePayload, GitRefIdentifier, Job, JobStatus,
+};
 use chroma_syncd::progress;
 use clap::{Parser, Subcommand};
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 #[derive(Parser)]
 #[command(
@@ -150,14 +153,6 @@ enum InvocationCommand {
     },
 }
 
-fn read_json(arg: &str) -> Result<Value> {
-    let text = match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
-        None => arg.to_string(),
-    };
-    serde_json::from_str(&text).context("parsing JSON")
-}
-
 fn init_tracing() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
@@ -212,17 +207,6 @@ fn hard_exit_after(limit: Duration) {
     });
 }
 
-fn print(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
-}
-
-fn job_succeeded(job: &Value) -> bool {
-    job["status"].get("complete").is_some()
-}
-
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     cli.token = std::env::var("CHROMA_SYNCD_TOKEN")
@@ -264,20 +248,14 @@ fn check_cpu_path() -> Result<()> {
     Ok(())
 }
 
+/// How often `--wait` asks for the invocation's status.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let client = ApiClient::new(&cli.api_url, cli.token.clone());
+    let config = cli.config.as_deref();
     match cli.command {
-        Command::Serve | Command::Worker => {
-            init_tracing();
-            check_cpu_path()?;
-            let config = Config::load(cli.config.as_deref())?;
-            let grace = config.shutdown_grace();
-            let daemon = Daemon::open(config).await?;
-            daemon
-                .serve(matches!(cli.command, Command::Serve), shutdown_token(grace))
-                .await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve => serve(config, true).await,
+        Command::Worker => serve(config, false).await,
         Command::Run {
             source,
             object_keys,
@@ -287,199 +265,268 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             keep_going,
             progress_interval,
         } => {
-            init_tracing();
-            check_cpu_path()?;
-            let config = Config::load(cli.config.as_deref())?;
-            let source: CreateSourcePayload = serde_json::from_value(read_json(&source)?)
-                .context("the --source JSON is not a valid source")?;
-            let grace = config.shutdown_grace();
-            let daemon = Daemon::open(config).await?;
-            let summary = daemon
-                .run_once(
-                    source,
-                    RunTarget {
-                        object_keys,
-                        collection,
-                        git_ref: branch
-                            .map(GitRefIdentifier::Branch)
-                            .or(sha.map(GitRefIdentifier::Sha)),
-                    },
-                    RunOptions { keep_going },
-                    progress::for_stderr(Duration::from_secs_f64(progress_interval.max(0.1))),
-                    shutdown_token(grace),
-                )
-                .await?;
-            println!(
-                "synced {} documents in {:.1}s: {} chunks embedded, {} unchanged, {} read; \
-                 of {} jobs {} complete, {} failed, {} cancelled, {} unfinished",
-                summary.documents,
-                summary.elapsed.as_secs_f64(),
-                summary.chunks,
-                summary.chunks_unchanged,
-                indicatif::HumanBytes(summary.bytes),
-                summary.complete + summary.failed.len() + summary.cancelled + summary.unfinished,
-                summary.complete,
-                summary.failed.len(),
-                summary.cancelled,
-                summary.unfinished
-            );
-            let seconds = |ms: u64| ms as f64 / 1000.0;
-            println!(
-                "time by stage, summed over jobs: fetch {:.1}s, extract+chunk {:.1}s, \
-                 embed {:.1}s (+{:.1}s waiting for the embedder), write {:.1}s; \
-                 embedding computed {:.0}% of the wall time",
-                seconds(summary.stats.fetch_ms),
-                seconds(summary.stats.extract_ms),
-                seconds(summary.stats.embed_ms),
-                seconds(summary.stats.embed_wait_ms),
-                seconds(summary.stats.write_ms),
-                // Forward passes run one at a time, so their sum is the
-                // embedder's busy time (tokenizing, a few %, runs alongside).
-                100.0 * seconds(summary.stats.embed_ms) / summary.elapsed.as_secs_f64().max(1e-3),
-            );
-            for (key, error) in &summary.failed {
-                println!("failed: {key}: {error}");
-            }
-            Ok(if summary.succeeded() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            let target = RunTarget {
+                object_keys,
+                collection,
+                git_ref: git_ref(branch, sha),
+            };
+            backfill(
+                config,
+                &source,
+                target,
+                RunOptions { keep_going },
+                progress_interval,
+            )
+            .await
         }
-        Command::Probe { url } => {
-            let answer = reqwest::Client::new()
-                .get(&url)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await;
-            Ok(match answer {
-                Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
-                Ok(response) => {
-                    eprintln!("{url}: {}", response.status());
-                    ExitCode::FAILURE
-                }
-                Err(error) => {
-                    eprintln!("{url}: {error}");
-                    ExitCode::FAILURE
-                }
-            })
-        }
+        Command::Probe { url } => Ok(probe(&url).await),
+        // The API client is built for these commands only, so a bad
+        // `--api-url` never stops `serve` or `run`.
         Command::Source { command } => {
-            match command {
-                SourceCommand::Create { json } => print(
-                    &client
-                        .call(Method::POST, "/api/v1/sources", Some(&read_json(&json)?))
-                        .await?,
-                ),
-                SourceCommand::List { database_name } => {
-                    let query = database_name
-                        .map(|d| format!("?database_name={d}"))
-                        .unwrap_or_default();
-                    print(
-                        &client
-                            .call(Method::GET, &format!("/api/v1/sources{query}"), None)
-                            .await?,
-                    )
-                }
-                SourceCommand::Get { id } => print(
-                    &client
-                        .call(Method::GET, &format!("/api/v1/sources/{id}"), None)
-                        .await?,
-                ),
-                SourceCommand::Delete { id } => {
-                    client
-                        .call(Method::DELETE, &format!("/api/v1/sources/{id}"), None)
-                        .await?;
-                    println!("deleted {id}");
-                }
+            let api = ApiClient::new(&cli.api_url, cli.token)?;
+            source_command(&api, command).await
+        }
+        Command::Invocation { command } => {
+            let api = ApiClient::new(&cli.api_url, cli.token)?;
+            invocation_command(&api, command).await
+        }
+    }
+}
+
+/// `serve` (API and workers) or `worker` (workers only), until SIGINT/SIGTERM.
+async fn serve(config: Option<&Path>, with_api: bool) -> Result<ExitCode> {
+    init_tracing();
+    check_cpu_path()?;
+    let config = Config::load(config)?;
+    let grace = config.shutdown_grace();
+    let daemon = Daemon::open(config).await?;
+    daemon.serve(with_api, shutdown_token(grace)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: the one-shot backfill; non-zero unless every document synced.
+async fn backfill(
+    config: Option<&Path>,
+    source: &str,
+    target: RunTarget,
+    options: RunOptions,
+    progress_interval: f64,
+) -> Result<ExitCode> {
+    init_tracing();
+    check_cpu_path()?;
+    let config = Config::load(config)?;
+    let source: CreateSourcePayload = read_json(source, "the --source JSON is not a valid source")?;
+    let grace = config.shutdown_grace();
+    let daemon = Daemon::open(config).await?;
+    let summary = daemon
+        .run_once(
+            source,
+            target,
+            options,
+            progress::for_stderr(Duration::from_secs_f64(progress_interval.max(0.1))),
+            shutdown_token(grace),
+        )
+        .await?;
+    print_run_summary(&summary);
+    Ok(if summary.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_run_summary(summary: &RunSummary) {
+    println!(
+        "synced {} documents in {:.1}s: {} chunks embedded, {} unchanged, {} read; \
+         of {} jobs {} complete, {} failed, {} cancelled, {} unfinished",
+        summary.documents,
+        summary.elapsed.as_secs_f64(),
+        summary.chunks,
+        summary.chunks_unchanged,
+        indicatif::HumanBytes(summary.bytes),
+        summary.complete + summary.failed.len() + summary.cancelled + summary.unfinished,
+        summary.complete,
+        summary.failed.len(),
+        summary.cancelled,
+        summary.unfinished
+    );
+    let seconds = |ms: u64| ms as f64 / 1000.0;
+    println!(
+        "time by stage, summed over jobs: fetch {:.1}s, extract+chunk {:.1}s, \
+         embed {:.1}s (+{:.1}s waiting for the embedder), write {:.1}s; \
+         embedding computed {:.0}% of the wall time",
+        seconds(summary.stats.fetch_ms),
+        seconds(summary.stats.extract_ms),
+        seconds(summary.stats.embed_ms),
+        seconds(summary.stats.embed_wait_ms),
+        seconds(summary.stats.write_ms),
+        // Forward passes run one at a time, so their sum is the
+        // embedder's busy time (tokenizing, a few %, runs alongside).
+        100.0 * seconds(summary.stats.embed_ms) / summary.elapsed.as_secs_f64().max(1e-3),
+    );
+    for (key, error) in &summary.failed {
+        println!("failed: {key}: {error}");
+    }
+}
+
+/// `probe`: 0 on a 2xx answer from `url`, 1 otherwise.
+async fn probe(url: &str) -> ExitCode {
+    let answer = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    match answer {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("{url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("{url}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `source create|list|get|delete`: prints what the API answered.
+async fn source_command(api: &ApiClient, command: SourceCommand) -> Result<ExitCode> {
+    match command {
+        SourceCommand::Create { json } => {
+            let payload: CreateSourcePayload =
+                read_json(&json, "the source JSON is not a valid source")?;
+            print(&api.create_source(&payload).await?)?;
+        }
+        SourceCommand::List { database_name } => {
+            print(&api.list_sources(&ListSources { database_name }).await?)?;
+        }
+        SourceCommand::Get { id } => {
+            print(&api.get_source(parse_id("source id", &id)?).await?)?;
+        }
+        SourceCommand::Delete { id } => {
+            api.delete_source(parse_id("source id", &id)?).await?;
+            println!("deleted {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `invocation create|get|list|cancel`. With `--wait`, the exit code says
+/// whether the invocation completed.
+async fn invocation_command(api: &ApiClient, command: InvocationCommand) -> Result<ExitCode> {
+    match command {
+        InvocationCommand::Create {
+            source_id,
+            object_key,
+            custom_id,
+            metadata,
+            target_collection_name,
+            branch,
+            sha,
+            wait,
+        } => {
+            let payload = CreateJobPayload {
+                custom_id,
+                metadata: metadata
+                    .map(|m| read_json(&m, "--metadata must be a JSON object"))
+                    .transpose()?,
+                object_key,
+                ref_identifier: git_ref(branch, sha),
+                target_collection_name,
+            };
+            let source_id = parse_id("source id", &source_id)?;
+            let created = api.create_invocation(source_id, &payload).await?;
+            if !wait {
+                print(&created)?;
+                return Ok(ExitCode::SUCCESS);
             }
+            finished(&follow(api, created.invocation_id).await?)
+        }
+        InvocationCommand::Get { id, wait } => {
+            let id = parse_id("invocation id", &id)?;
+            if wait {
+                return finished(&follow(api, id).await?);
+            }
+            print(&api.get_invocation(id).await?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Invocation { command } => match command {
-            InvocationCommand::Create {
-                source_id,
-                object_key,
-                custom_id,
-                metadata,
-                target_collection_name,
-                branch,
-                sha,
-                wait,
-            } => {
-                let metadata = metadata.map(|m| read_json(&m)).transpose()?;
-                if metadata.as_ref().is_some_and(|m| !m.is_object()) {
-                    bail!("--metadata must be a JSON object");
-                }
-                let ref_identifier = match (branch, sha) {
-                    (Some(branch), _) => json!({"branch": branch}),
-                    (None, Some(sha)) => json!({"sha": sha}),
-                    (None, None) => Value::Null,
-                };
-                let body = json!({
-                    "object_key": object_key,
-                    "custom_id": custom_id,
-                    "metadata": metadata,
-                    "target_collection_name": target_collection_name,
-                    "ref_identifier": ref_identifier,
-                });
-                let created = client
-                    .call(
-                        Method::POST,
-                        &format!("/api/v1/sources/{source_id}/invocations"),
-                        Some(&body),
-                    )
-                    .await?;
-                if !wait {
-                    print(&created);
-                    return Ok(ExitCode::SUCCESS);
-                }
-                let id = created["invocation_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let job = client.wait(&id, Duration::from_millis(500)).await?;
-                print(&job);
-                Ok(if job_succeeded(&job) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                })
-            }
-            InvocationCommand::Get { id, wait } => {
-                let job = if wait {
-                    client.wait(&id, Duration::from_millis(500)).await?
-                } else {
-                    client
-                        .call(Method::GET, &format!("/api/v1/invocations/{id}"), None)
-                        .await?
-                };
-                print(&job);
-                Ok(if !wait || job_succeeded(&job) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                })
-            }
-            InvocationCommand::List { source_id, status } => {
-                let mut query = Vec::new();
-                if let Some(source_id) = source_id {
-                    query.push(format!("source_id={source_id}"));
-                }
-                if let Some(status) = status {
-                    query.push(format!("status={status}"));
-                }
-                let path = format!("/api/v1/invocations?{}", query.join("&"));
-                print(&client.call(Method::GET, &path, None).await?);
-                Ok(ExitCode::SUCCESS)
-            }
-            InvocationCommand::Cancel { id } => {
-                print(
-                    &client
-                        .call(Method::PUT, &format!("/api/v1/invocations/{id}"), None)
-                        .await?,
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-        },
+        InvocationCommand::List { source_id, status } => {
+            let filter = ListInvocations {
+                source_id: source_id
+                    .map(|id| parse_id("--source-id", &id))
+                    .transpose()?,
+                status,
+            };
+            print(&api.list_invocations(&filter).await?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        InvocationCommand::Cancel { id } => {
+            print(
+                &api.cancel_invocation(parse_id("invocation id", &id)?)
+                    .await?,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Polls an invocation until it finishes, telling stderr each status it
+/// passes through.
+async fn follow(api: &ApiClient, id: Uuid) -> Result<Job> {
+    let mut last_status = None;
+    loop {
+        let job = api.get_invocation(id).await?;
+        let status = job.status.name();
+        if last_status != Some(status) {
+            eprintln!("invocation {id}: {status}");
+            last_status = Some(status);
+        }
+        if job.status.is_finished() {
+            return Ok(job);
+        }
+        tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+    }
+}
+
+/// Prints a finished job; success only if it completed.
+fn finished(job: &Job) -> Result<ExitCode> {
+    print(job)?;
+    Ok(if matches!(job.status, JobStatus::Complete { .. }) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `--branch` wins over `--sha` (clap already refuses both).
+fn git_ref(branch: Option<String>, sha: Option<String>) -> Option<GitRefIdentifier> {
+    branch
+        .map(GitRefIdentifier::Branch)
+        .or(sha.map(GitRefIdentifier::Sha))
+}
+
+/// Parses a JSON argument, inline or `@file`, as `T`; `invalid` starts the
+/// message when it does not parse (serde's reason, with line and column, follows).
+fn read_json<T: DeserializeOwned>(arg: &str, invalid: &str) -> Result<T> {
+    match arg.strip_prefix('@') {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+            serde_json::from_str(&text).with_context(|| format!("{invalid} ({path})"))
+        }
+        None => serde_json::from_str(arg).with_context(|| invalid.to_string()),
+    }
+}
+
+fn parse_id(what: &str, text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).with_context(|| format!("{what} `{text}` is not a UUID"))
+}
+
+/// Prints an API answer as pretty JSON: the wire type serialises exactly as
+/// the daemon sent it.
+fn print(answer: &impl Serialize) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(answer).context("printing the answer")?
+    );
+    Ok(())
 }

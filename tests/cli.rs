@@ -213,6 +213,63 @@ fn client_commands_drive_a_running_daemon() {
     let _ = json!(null);
 }
 
+/// Filter values reach the API as typed: `&`, `+` and spaces are
+/// percent-encoded by the client instead of splitting or altering the query.
+#[test]
+fn client_commands_send_filter_values_encoded() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    seed_bucket(&s3);
+    let daemon = Daemon::start(&chroma.url());
+    let cli = |args: &[&str]| {
+        binary(&chroma.url(), daemon.state.path())
+            .env("CHROMA_SYNCD_API_URL", daemon.url())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = |args: &[&str]| {
+        let output = cli(args);
+        assert!(output.status.success(), "{}", describe(&output));
+        let items: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        items.as_array().unwrap().len()
+    };
+
+    let output = cli(&[
+        "source",
+        "create",
+        &s3_source(&s3, "kb-bucket", "encoded", Some("kb/")).to_string(),
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+
+    // Unencoded, `&source_type=s3` would become a second filter and the
+    // source in `testdb` would be listed.
+    assert_eq!(listed(&["source", "list", "--database-name", "testdb"]), 1);
+    assert_eq!(
+        listed(&["source", "list", "--database-name", "testdb&source_type=s3"]),
+        0
+    );
+
+    // The API's 400 quotes the status exactly as given.
+    let status = "complete & failed+cancelled";
+    let output = cli(&["invocation", "list", "--status", status]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        describe(&output).contains(&format!("not `{status}`")),
+        "{}",
+        describe(&output)
+    );
+
+    // IDs are UUIDs before anything is sent.
+    let output = cli(&["source", "get", "../invocations"]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        describe(&output).contains("source id `../invocations` is not a UUID"),
+        "{}",
+        describe(&output)
+    );
+}
+
 #[test]
 fn worker_mode_runs_jobs_from_the_shared_queue_without_an_api() {
     use chroma_syncd::config::Config;
