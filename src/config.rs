@@ -39,6 +39,7 @@ pub struct Config {
     pub s3: S3Settings,
     pub github: GitHubSettings,
     pub web: WebSettings,
+    pub filesystem: FilesystemSettings,
     /// AWS credentials that S3 sources refer to by `aws_credential_id`.
     /// Id `0` is reserved for the standard AWS credential chain.
     pub aws_credentials: BTreeMap<String, AwsCredentialConfig>,
@@ -283,6 +284,30 @@ pub struct WebSettings {
     pub max_removal_fraction: f64,
 }
 
+/// Local directories as sources (`filesystem`). The daemon reads with its
+/// own permissions, so only directories an operator lists here can be
+/// named by API callers: without this list any caller could index
+/// `/etc` or another team's files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesystemSettings {
+    /// A source's `root` must be one of these directories or lie inside
+    /// one (compared after resolving symbolic links). Empty (the default)
+    /// disables the `filesystem` source type.
+    /// Env: `CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS` (comma-separated;
+    /// replaces the file's list).
+    pub allowed_roots: Vec<PathBuf>,
+    /// Files larger than this are skipped with a recorded reason, never read.
+    pub max_file_bytes: u64,
+    /// A walk of a root that finds more files than this fails the job
+    /// instead of holding an unbounded listing in memory.
+    pub max_files: usize,
+    /// With `auto_sync: "direct"`, changes are gathered until the root has
+    /// been quiet this long, so an editor's save or a `git checkout`
+    /// becomes one batch of invocations rather than one per event.
+    pub watch_debounce_ms: u64,
+}
+
 /// One GitHub App: its private key (PEM) from an env var or a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,6 +391,7 @@ impl Default for Config {
             s3: S3Settings::default(),
             github: GitHubSettings::default(),
             web: WebSettings::default(),
+            filesystem: FilesystemSettings::default(),
             aws_credentials: BTreeMap::new(),
         }
     }
@@ -453,6 +479,25 @@ impl Default for WebSettings {
             max_sitemap_urls: 50_000,
             max_removal_fraction: 0.5,
         }
+    }
+}
+
+impl Default for FilesystemSettings {
+    fn default() -> Self {
+        FilesystemSettings {
+            allowed_roots: Vec::new(),
+            max_file_bytes: 1024 * 1024,
+            max_files: 1_000_000,
+            watch_debounce_ms: 500,
+        }
+    }
+}
+
+impl FilesystemSettings {
+    /// The watcher's quiet time; at least 1 ms, since a zero window would
+    /// hand every event over on its own.
+    pub fn watch_debounce(&self) -> Duration {
+        Duration::from_millis(self.watch_debounce_ms.max(1))
     }
 }
 
@@ -562,6 +607,13 @@ impl Config {
                     message,
                 })?;
         }
+        if let Some(roots) = get("CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS") {
+            self.filesystem.allowed_roots =
+                parse_allowed_roots(&roots).map_err(|message| ConfigError::Env {
+                    name: "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
+                    message,
+                })?;
+        }
         if let Some(agent) = get("CHROMA_SYNCD_WEB_USER_AGENT").filter(|a| !a.trim().is_empty()) {
             self.web.user_agent = agent;
         }
@@ -623,6 +675,19 @@ impl Config {
 
     /// Checks values the types alone do not bound.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(relative) = self
+            .filesystem
+            .allowed_roots
+            .iter()
+            .find(|root| !root.is_absolute())
+        {
+            // A relative root would depend on the directory the daemon was
+            // started from.
+            return Err(ConfigError::Invalid {
+                key: "filesystem.allowed_roots",
+                message: format!("`{}` is not an absolute path", relative.display()),
+            });
+        }
         let fraction = self.web.max_removal_fraction;
         if !(0.0..=1.0).contains(&fraction) {
             return Err(ConfigError::Invalid {
@@ -729,6 +794,24 @@ impl GitHubAppConfig {
             )),
         }
     }
+}
+
+/// `CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS`: comma-separated absolute paths;
+/// blanks are ignored, so an empty value disables the source type.
+fn parse_allowed_roots(value: &str) -> Result<Vec<PathBuf>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|root| !root.is_empty())
+        .map(|root| {
+            let path = PathBuf::from(root);
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(format!("`{root}` is not an absolute path"))
+            }
+        })
+        .collect()
 }
 
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
@@ -930,6 +1013,59 @@ mod tests {
                 .contains("CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn filesystem_allowed_roots_come_from_the_file_or_the_environment() {
+        let config = Config::default();
+        assert!(
+            config.filesystem.allowed_roots.is_empty(),
+            "the source type is disabled by default"
+        );
+        assert_eq!(config.filesystem.max_file_bytes, 1024 * 1024);
+        let mut config: Config = toml::from_str(
+            "[filesystem]\nallowed_roots = [\"/srv/docs\"]\nmax_files = 10\nwatch_debounce_ms = 50\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.filesystem.allowed_roots,
+            [PathBuf::from("/srv/docs")]
+        );
+        assert_eq!(config.filesystem.max_files, 10);
+        assert_eq!(
+            config.filesystem.watch_debounce(),
+            Duration::from_millis(50)
+        );
+        config.check().unwrap();
+        config
+            .apply_env(|name| {
+                (name == "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS")
+                    .then(|| " /srv/a , /srv/b,".to_string())
+            })
+            .unwrap();
+        assert_eq!(
+            config.filesystem.allowed_roots,
+            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")],
+            "the environment replaces the file's list"
+        );
+        config
+            .apply_env(|name| (name == "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS").then(String::new))
+            .unwrap();
+        assert!(config.filesystem.allowed_roots.is_empty(), "empty disables");
+        let err = config
+            .apply_env(|name| {
+                (name == "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS").then(|| "docs".to_string())
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS"),
+            "{err}"
+        );
+        let config: Config = toml::from_str("[filesystem]\nallowed_roots = [\"docs\"]\n").unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("filesystem.allowed_roots"), "{err}");
+        assert!(toml::from_str::<Config>("[filesystem]\nroots = []\n").is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use uuid::Uuid;
 #[command(
     name = "chroma-syncd",
     version,
-    about = "Keeps Chroma collections in step with S3 buckets (and soon GitHub and websites)."
+    about = "Keeps Chroma collections in step with S3 buckets, GitHub repositories, websites and local directories."
 )]
 struct Cli {
     /// TOML config file; without one the daemon runs on its embedded defaults.
@@ -132,6 +132,10 @@ enum InvocationCommand {
         /// GitHub: commit to sync.
         #[arg(long)]
         sha: Option<String>,
+        /// Filesystem: the file or directory (relative to the root) to sync;
+        /// default: the whole root.
+        #[arg(long)]
+        path: Option<String>,
         /// Follow the invocation to its end; exit non-zero unless it completes.
         #[arg(long)]
         wait: bool,
@@ -423,9 +427,11 @@ async fn invocation_command(api: &ApiClient, command: InvocationCommand) -> Resu
             target_collection_name,
             branch,
             sha,
+            path,
             wait,
         } => {
             let payload = CreateJobPayload {
+                path,
                 custom_id,
                 metadata: metadata
                     .map(|m| read_json(&m, "--metadata must be a JSON object"))

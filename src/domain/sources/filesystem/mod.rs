@@ -1,34 +1,91 @@
-//! Local directories (wired in the next commit).
+//! Local directories (extension): a volume shared with a sidecar, or a
+//! backfill from a laptop. One job syncs the whole root, one file or one
+//! directory of it into one collection; `auto_sync: "direct"` watches the
+//! root and enqueues what changed.
+//!
+//! Everything the daemon reads must lie inside the root, and every root
+//! inside `[filesystem] allowed_roots` (empty: the source type is off):
+//! [`root`] resolves each path against the canonical root, so `..`,
+//! absolute paths and symbolic links leading out are refused with a reason.
+
+mod job;
+pub mod read;
+pub mod root;
+pub mod walk;
+pub mod watch;
+mod watching;
 
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Planned, SourceKind};
-use crate::config::Config;
+use self::root::{Root, check_relative};
+use super::globs::PathFilter;
+use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
+use crate::config::{Config, FilesystemSettings};
+use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{CreateJobPayload, FilesystemSourceConfig};
+use crate::model::{AutoSync, CreateJobPayload, FilesystemSourceConfig, JobKind};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
 
-pub struct FilesystemSource;
+pub struct FilesystemSource {
+    settings: Arc<FilesystemSettings>,
+}
 
 impl FilesystemSource {
-    pub fn new(_config: &Config) -> Self {
-        FilesystemSource
+    pub fn new(config: &Config) -> Self {
+        FilesystemSource {
+            settings: Arc::new(config.filesystem.clone()),
+        }
     }
 
-    pub fn start_auto_sync(&self, _: &Arc<dyn Queue>, _: &Arc<Notify>, _: &CancellationToken) {}
+    /// Watches the root of every `auto_sync: "direct"` filesystem source.
+    pub fn start_auto_sync(
+        &self,
+        queue: &Arc<dyn Queue>,
+        wake: &Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) {
+        if self.settings.allowed_roots.is_empty() {
+            return; // the source type is off: no source can name a root
+        }
+        tokio::spawn(watching::watch_loop(
+            Arc::clone(&self.settings),
+            Arc::clone(queue),
+            Arc::clone(wake),
+            shutdown.clone(),
+        ));
+    }
 }
+
+/// The path filter a filesystem source's globs describe.
+pub fn path_filter(config: &FilesystemSourceConfig) -> Result<PathFilter, String> {
+    PathFilter::new(
+        config.include_globs.as_deref(),
+        config.exclude_globs.as_deref(),
+    )
+}
+
+/// Longest `path` an invocation may name (Linux's `PATH_MAX`).
+const MAX_PATH_BYTES: usize = 4096;
 
 impl SourceKind for FilesystemSource {
     type Config = FilesystemSourceConfig;
 
-    fn validate(&self, _: &FilesystemSourceConfig) -> Result<(), DomainError> {
-        Err(DomainError::invalid(
-            "filesystem sources are not available yet",
-        ))
+    fn validate(&self, config: &FilesystemSourceConfig) -> Result<(), DomainError> {
+        Root::open(&self.settings, &config.root)
+            .map_err(|e| DomainError::invalid(format!("filesystem.root: {e}")))?;
+        validate_chroma_name("filesystem.collection_name", &config.collection_name)?;
+        path_filter(config).map_err(|e| DomainError::invalid(format!("filesystem: {e}")))?;
+        if config.auto_sync == Some(AutoSync::Metadata) {
+            return Err(DomainError::invalid(
+                "filesystem.auto_sync `metadata` is not supported; use `direct` (watch the root) \
+                 or `none`",
+            ));
+        }
+        Ok(())
     }
 
     fn default_collection(config: &FilesystemSourceConfig) -> Option<&str> {
@@ -37,27 +94,65 @@ impl SourceKind for FilesystemSource {
 
     fn plan(
         &self,
-        _: &SourceRecord,
-        _: &FilesystemSourceConfig,
-        _: &CreateJobPayload,
+        record: &SourceRecord,
+        config: &FilesystemSourceConfig,
+        payload: &CreateJobPayload,
     ) -> Result<Planned, DomainError> {
-        Err(DomainError::invalid(
-            "filesystem sources are not available yet",
-        ))
+        plan_path(&self.settings, record, config, payload)
     }
 
     async fn whole_source(
         &self,
         _: &SourceRecord,
         _: &FilesystemSourceConfig,
-        _: RunTarget,
+        target: RunTarget,
     ) -> Result<Vec<CreateJobPayload>, DomainError> {
-        Ok(Vec::new())
+        Ok(vec![CreateJobPayload {
+            target_collection_name: target.collection,
+            ..CreateJobPayload::default()
+        }])
     }
 
-    async fn run_job(&self, _: &JobRun<'_>, _: &FilesystemSourceConfig) -> Result<(), JobError> {
-        Err(JobError::Permanent(
-            "filesystem sources are not available yet".into(),
-        ))
+    async fn run_job(
+        &self,
+        run: &JobRun<'_>,
+        config: &FilesystemSourceConfig,
+    ) -> Result<(), JobError> {
+        job::run(&self.settings, run, config).await
     }
+}
+
+/// An invocation of a filesystem source: the whole root, or the file or
+/// directory `path` names (refused if it would lead out of the root).
+fn plan_path(
+    settings: &FilesystemSettings,
+    record: &SourceRecord,
+    config: &FilesystemSourceConfig,
+    payload: &CreateJobPayload,
+) -> Result<Planned, DomainError> {
+    if payload.ref_identifier.is_some() {
+        return Err(DomainError::invalid(
+            "ref_identifier is only allowed for GitHub sources",
+        ));
+    }
+    let collection = collection_of(payload, "filesystem", Some(&config.collection_name))?;
+    if let Some(path) = &payload.path {
+        if path.len() > MAX_PATH_BYTES {
+            return Err(DomainError::invalid(format!(
+                "path must be at most {MAX_PATH_BYTES} bytes long"
+            )));
+        }
+        check_relative(path).map_err(|e| DomainError::invalid(format!("path: {e}")))?;
+        let root = Root::open(settings, &config.root)
+            .map_err(|e| DomainError::invalid(format!("filesystem.root: {e}")))?;
+        root.resolve(path)
+            .map_err(|e| DomainError::invalid(format!("path `{path}`: {e}")))?;
+    }
+    Ok(Planned {
+        kind: JobKind::Filesystem {
+            path: payload.path.clone(),
+        },
+        concurrency_key: collection_concurrency_key(record, &collection),
+        collection,
+    })
 }

@@ -17,7 +17,6 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::Map;
 use tokio_util::sync::CancellationToken;
 
 use super::GithubSource;

@@ -12,8 +12,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
-
 use super::WebSource;
 use super::crawl::{Crawl, HTTP_ETAG, HTTP_LAST_MODIFIED, KnownPage};
 use crate::model::{SourceType, WebScrapeSourceConfig};

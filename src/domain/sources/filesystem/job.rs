@@ -1,0 +1,190 @@
+//! A filesystem job: the whole root, one directory or one file. New and
+//! changed files are written, unchanged ones (same content hash as stored)
+//! cost nothing, and documents whose files are gone are removed — a rename
+//! is both. Removals happen only after the walk finished.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::read::read_document;
+use super::root::{Resolved, Root};
+use super::walk::{Walk, walk, walk_under};
+use super::{PathFilter, path_filter};
+use crate::config::FilesystemSettings;
+use crate::model::{FilesystemSourceConfig, SourceType, Trigger};
+use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun, SourceError};
+
+pub(super) async fn run(
+    settings: &FilesystemSettings,
+    job: &JobRun<'_>,
+    config: &FilesystemSourceConfig,
+) -> Result<(), JobError> {
+    let root = Arc::new(
+        Root::open(settings, &config.root)
+            .map_err(|e| JobError::Permanent(format!("filesystem.root: {e}")))?,
+    );
+    let filter = Arc::new(path_filter(config).map_err(JobError::Permanent)?);
+    let collection = job.open_collection().await?;
+    let context = job.documents(&collection, SourceType::Filesystem);
+    let sync = Sync {
+        root,
+        filter,
+        settings,
+        context: &context,
+    };
+    match job.claimed.payload.path.as_deref() {
+        None => sync.tree(None).await?,
+        Some(path) => match sync.root.resolve(path) {
+            Ok(Resolved::Directory(_)) => sync.tree(Some(path)).await?,
+            Ok(Resolved::Missing) => {
+                let removed = sync.remove_under(path).await?;
+                if job.claimed.job.trigger != Trigger::AutoSync {
+                    return Err(JobError::Permanent(format!(
+                        "`{path}` does not exist under {}; removed the {removed} documents it \
+                         had in collection {}",
+                        config.root, collection.name
+                    )));
+                }
+            }
+            Ok(Resolved::File(_) | Resolved::Special(_)) => sync.file(path, None).await?,
+            Err(reason) => return Err(JobError::Permanent(format!("path `{path}`: {reason}"))),
+        },
+    }
+    job.finish(&collection).await
+}
+
+struct Sync<'a> {
+    root: Arc<Root>,
+    filter: Arc<PathFilter>,
+    settings: &'a FilesystemSettings,
+    context: &'a DocumentContext<'a>,
+}
+
+impl Sync<'_> {
+    /// Syncs every file of the root (or of its directory `under`), then
+    /// removes the stored documents there whose files are gone.
+    async fn tree(&self, under: Option<&str>) -> Result<(), JobError> {
+        let state = self.context.state;
+        state.set_progress(
+            1,
+            3,
+            format!("listing {}", under.unwrap_or(self.root.given())),
+        );
+        let walked = self.walk(under).await?;
+        let prefix = under.map(|dir| format!("{}/", dir.trim_end_matches('/')));
+        let stored: HashMap<String, String> = self
+            .context
+            .stored_versions()
+            .await?
+            .into_iter()
+            .filter(|(key, _)| prefix.as_ref().is_none_or(|p| key.starts_with(p.as_str())))
+            .collect();
+        if walked.files.is_empty() && walked.skipped.is_empty() && !stored.is_empty() {
+            // An unmounted volume looks like an empty directory.
+            return Err(JobError::Permanent(format!(
+                "{} holds no files now; refusing to remove all {} stored documents (is the \
+                 volume mounted?). Delete the collection to start over",
+                under.unwrap_or(self.root.given()),
+                stored.len()
+            )));
+        }
+        let total = walked.files.len();
+        for (done, file) in walked.files.iter().enumerate() {
+            if self.context.cancel.is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            state.set_progress(2, 3, format!("{} ({} of {total})", file.path, done + 1));
+            self.file(&file.path, stored.get(&file.path).map(String::as_str))
+                .await?;
+        }
+        for skipped in &walked.skipped {
+            self.context
+                .skip(&skipped.path, skipped.reason.clone())
+                .await?;
+        }
+        let seen: std::collections::HashSet<&str> = walked
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(walked.skipped.iter().map(|s| s.path.as_str()))
+            .collect();
+        state.set_progress(3, 3, "removing documents whose files are gone".into());
+        for key in stored.keys().filter(|key| !seen.contains(key.as_str())) {
+            if self.context.cancel.is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            tracing::info!(document = %key, "file gone; removing its chunks");
+            self.context.write(key, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    async fn walk(&self, under: Option<&str>) -> Result<Walk, JobError> {
+        let (root, filter, max_files) = (
+            Arc::clone(&self.root),
+            Arc::clone(&self.filter),
+            self.settings.max_files,
+        );
+        let under = under.map(str::to_string);
+        tokio::task::spawn_blocking(move || match under {
+            None => walk(&root, &filter, max_files),
+            Some(dir) => walk_under(&root, &dir, &filter, max_files),
+        })
+        .await
+        .map_err(|e| JobError::Permanent(format!("walking the root failed: {e}")))?
+        .map_err(JobError::Permanent)
+    }
+
+    /// Syncs one file; `stored` is the version the collection holds, when
+    /// known (an unchanged file is then not even chunked).
+    async fn file(&self, path: &str, stored: Option<&str>) -> Result<(), JobError> {
+        if !self.filter.accepts(path) {
+            return self
+                .context
+                .skip(path, "excluded by the source's globs".into())
+                .await;
+        }
+        let (root, relative, max_bytes) = (
+            Arc::clone(&self.root),
+            path.to_string(),
+            self.settings.max_file_bytes,
+        );
+        let read = tokio::task::spawn_blocking(move || read_document(&root, &relative, max_bytes))
+            .await
+            .map_err(|e| JobError::Permanent(format!("reading {path} failed: {e}")))?;
+        match read {
+            Ok(Fetched::Document(document)) if stored == Some(document.version.as_str()) => {
+                self.context
+                    .process(Fetched::Kept {
+                        key: document.key,
+                        reason: None,
+                    })
+                    .await
+            }
+            Ok(fetched) => self.context.process(fetched).await,
+            // Gone between the walk and the read: so are its chunks.
+            Err(SourceError::NotFound(_)) => self.context.write(path, Vec::new()).await.map(|_| ()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Removes the document `path` and every stored document under
+    /// `path/` (a removed directory); how many.
+    async fn remove_under(&self, path: &str) -> Result<usize, JobError> {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let stored = self.context.stored_versions().await?;
+        let mut removed = 0;
+        for key in stored
+            .keys()
+            .filter(|key| key.as_str() == path || key.starts_with(&prefix))
+        {
+            self.context.write(key, Vec::new()).await?;
+            removed += 1;
+        }
+        if removed == 0 {
+            // Not stored as a first chunk (or never synced): still make sure.
+            self.context.write(path, Vec::new()).await?;
+        }
+        Ok(removed)
+    }
+}

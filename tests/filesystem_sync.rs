@@ -1,0 +1,340 @@
+//! User story: a team keeps its runbooks in a directory shared with the
+//! daemon (a volume beside a sidecar, or a laptop backfilling). They allow
+//! the directory in the daemon's config, create a `filesystem` source, sync
+//! it, edit, rename and delete files, and later let the daemon watch it.
+//! Nothing outside the allowed directory can be read.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ALLOWED_ROOTS: &str = "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS";
+
+fn write(root: &Path, path: &str, text: &str) {
+    let path = root.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn runbook(title: &str, steps: usize) -> String {
+    let mut text = format!("# {title}\n\n");
+    for i in 0..steps {
+        text.push_str(&format!(
+            "## Step {i}\n\nDuring {title}, step {i} tells the on-call engineer what to check.\n\n"
+        ));
+    }
+    text
+}
+
+fn keys(records: &Records) -> BTreeSet<String> {
+    records
+        .rows
+        .iter()
+        .map(|r| r.metadata["document_key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// A daemon allowed to read `allowed` (and nothing else).
+fn daemon_for(chroma: &Chroma, allowed: &Path) -> Daemon {
+    Daemon::start_with(
+        &chroma.url(),
+        &format!("{TEST_CONFIG}\n[filesystem]\nwatch_debounce_ms = 200\n"),
+        &[(ALLOWED_ROOTS, allowed.to_str().unwrap())],
+    )
+}
+
+fn filesystem_source(root: &Path, collection: &str, extra: Value) -> Value {
+    let mut config = json!({"root": root.to_str().unwrap(), "collection_name": collection});
+    for (key, value) in extra.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    json!({"database_name": "testdb", "filesystem": config})
+}
+
+#[test]
+fn a_directory_syncs_then_only_what_changed_is_rewritten() {
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("runbooks");
+    write(&root, "disk-full.md", &runbook("Disk full", 3));
+    write(&root, "network/dns.md", &runbook("DNS outage", 4));
+    write(&root, "network/old.md", &runbook("Old router", 1));
+    write(&root, "node_modules/dep/index.js", "module.exports = 1;\n");
+    std::fs::write(root.join("diagram.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let daemon = daemon_for(&chroma, allowed.path());
+    let source = daemon.create_source(filesystem_source(&root, "runbooks", json!({})));
+
+    // No path and no collection: the whole root into the source's collection.
+    let first = daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    assert_eq!(first["metadata"]["filesystem"], json!({"path": null}));
+    assert_eq!(first["metadata"]["collection_name"], "runbooks");
+    assert!(
+        first["stats"]["skipped_reasons"]["diagram.png"]
+            .as_str()
+            .unwrap()
+            .contains("binary"),
+        "{}",
+        first["stats"]
+    );
+    let records = chroma.records("testdb", "runbooks");
+    assert_eq!(
+        keys(&records),
+        set(&["disk-full.md", "network/dns.md", "network/old.md"]),
+        "binaries and vendored trees stay out"
+    );
+    for record in &records.rows {
+        let path = record.metadata["document_key"].as_str().unwrap();
+        assert!(record.id.starts_with(&format!("{}-", sha256_hex(path))));
+        let content = std::fs::read_to_string(root.join(path)).unwrap();
+        assert_eq!(
+            record.metadata["version_key"],
+            sha256_hex(&content).as_str()
+        );
+        assert_eq!(record.metadata["source_type"], "filesystem");
+        assert_eq!(record.metadata["source_id"], source.as_str());
+    }
+    let dns_before = records.of_key("network/dns.md").len();
+    assert!(dns_before >= 1);
+
+    // Edit one file, rename another, delete a third, add a fourth.
+    write(&root, "disk-full.md", &runbook("Disk full (revised)", 3));
+    std::fs::rename(
+        root.join("network/dns.md"),
+        root.join("network/name-resolution.md"),
+    )
+    .unwrap();
+    std::fs::remove_file(root.join("network/old.md")).unwrap();
+    write(&root, "certificates.md", &runbook("Expired certificate", 2));
+    let second = daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    let records = chroma.records("testdb", "runbooks");
+    assert_eq!(
+        keys(&records),
+        set(&[
+            "certificates.md",
+            "disk-full.md",
+            "network/name-resolution.md"
+        ])
+    );
+    assert!(
+        records.of_key("disk-full.md")[0]
+            .document
+            .contains("revised")
+    );
+    assert!(second["stats"]["chunks_deleted"].as_u64().unwrap() >= 1 + dns_before as u64);
+
+    // Nothing changed: nothing is embedded or written, every file is unchanged.
+    let third = daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    assert_eq!(third["stats"]["chunks_upserted"], 0, "{}", third["stats"]);
+    assert_eq!(third["stats"]["unchanged"], 3, "{}", third["stats"]);
+    assert_eq!(chroma.records("testdb", "runbooks").ids(), records.ids());
+
+    // One file by path: only it is read.
+    write(
+        &root,
+        "certificates.md",
+        &runbook("Expired certificate (v2)", 2),
+    );
+    let one = daemon.wait_complete(&daemon.invoke(&source, json!({"path": "certificates.md"})));
+    assert_eq!(one["stats"]["documents"], 1, "{}", one["stats"]);
+    assert!(
+        chroma
+            .records("testdb", "runbooks")
+            .of_key("certificates.md")[0]
+            .document
+            .contains("(v2)")
+    );
+
+    // A path that is gone: its chunks go, and asking for it by name says so.
+    std::fs::remove_file(root.join("certificates.md")).unwrap();
+    let job = daemon.invoke(&source, json!({"path": "certificates.md"}));
+    let (_, error) = daemon.wait_failed(&job, Duration::from_secs(60));
+    assert!(error.contains("does not exist"), "{error}");
+    assert_eq!(
+        keys(&chroma.records("testdb", "runbooks")),
+        set(&["disk-full.md", "network/name-resolution.md"])
+    );
+
+    // An emptied root (an unmounted volume looks like this) removes nothing.
+    let kept = chroma.records("testdb", "runbooks").ids();
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::create_dir(&root).unwrap();
+    let job = daemon.invoke(&source, json!({}));
+    let (_, error) = daemon.wait_failed(&job, Duration::from_secs(60));
+    assert!(error.contains("refusing to remove"), "{error}");
+    assert_eq!(chroma.records("testdb", "runbooks").ids(), kept);
+}
+
+#[test]
+fn nothing_outside_the_allowed_roots_can_be_read() {
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "secret.txt", "the launch codes\n");
+    let root = allowed.path().join("docs");
+    write(&root, "readme.md", "# Readme\n");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("link.txt")).unwrap();
+    let daemon = daemon_for(&chroma, allowed.path());
+
+    let refused = |body: Value, needle: &str| {
+        let (status, error) = daemon.request(Method::POST, "/api/v1/sources", Some(body));
+        assert_eq!(status, 400, "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{message}");
+    };
+    refused(
+        filesystem_source(outside.path(), "docs", json!({})),
+        "filesystem.root",
+    );
+    refused(
+        filesystem_source(&root.join("../../"), "docs", json!({})),
+        "filesystem.root",
+    );
+    refused(
+        filesystem_source(&root.join("missing"), "docs", json!({})),
+        "filesystem.root",
+    );
+
+    let source = daemon.create_source(filesystem_source(&root, "docs", json!({})));
+    for path in ["../secret.txt", "/etc/passwd", "link.txt", "a/../../x"] {
+        let (status, error) = daemon.request(
+            Method::POST,
+            &format!("/api/v1/sources/{source}/invocations"),
+            Some(json!({"path": path})),
+        );
+        assert_eq!(status, 400, "{path}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("path"),
+            "{error}"
+        );
+    }
+    // A whole-root sync reads the readme and records why the link was not followed.
+    let done = daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    assert_eq!(keys(&chroma.records("testdb", "docs")), set(&["readme.md"]));
+    assert!(
+        done["stats"]["skipped_reasons"]["link.txt"].is_string(),
+        "{}",
+        done["stats"]
+    );
+    assert!(!daemon.log().contains("launch codes"));
+
+    // Without allowed roots the source type is off.
+    let closed = Daemon::start(&chroma.url());
+    let (status, error) = closed.request(
+        Method::POST,
+        "/api/v1/sources",
+        Some(filesystem_source(&root, "docs", json!({}))),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains(ALLOWED_ROOTS),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_watched_directory_syncs_edits_renames_and_deletions_on_its_own() {
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("notes");
+    write(&root, "start.md", &runbook("Start", 1));
+    let daemon = daemon_for(&chroma, allowed.path());
+    let source = daemon.create_source(filesystem_source(
+        &root,
+        "notes",
+        json!({"auto_sync": "direct"}),
+    ));
+    // The first sync is asked for; what follows comes from the watch.
+    daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    let holds = |wanted: &[&str], text: Option<(&str, &str)>| {
+        wait_until(
+            "the watch to sync the change",
+            Duration::from_secs(60),
+            || {
+                let records = chroma.records("testdb", "notes");
+                let right_keys = keys(&records) == set(wanted);
+                let right_text = text.is_none_or(|(key, needle)| {
+                    records
+                        .of_key(key)
+                        .first()
+                        .is_some_and(|r| r.document.contains(needle))
+                });
+                (right_keys && right_text).then_some(())
+            },
+        )
+    };
+    // Give the watcher a moment to start (it is set up within a refresh).
+    wait_until("the watcher to start", Duration::from_secs(30), || {
+        daemon.log().contains("auto-sync: watching").then_some(())
+    });
+    write(&root, "pager.md", &runbook("Pager rotation", 2));
+    holds(
+        &["pager.md", "start.md"],
+        Some(("pager.md", "Pager rotation")),
+    );
+    write(&root, "pager.md", &runbook("Pager rotation, weekly", 2));
+    holds(&["pager.md", "start.md"], Some(("pager.md", "weekly")));
+    std::fs::create_dir_all(root.join("oncall")).unwrap();
+    std::fs::rename(root.join("pager.md"), root.join("oncall/pager.md")).unwrap();
+    holds(
+        &["oncall/pager.md", "start.md"],
+        Some(("oncall/pager.md", "weekly")),
+    );
+    std::fs::remove_file(root.join("start.md")).unwrap();
+    holds(&["oncall/pager.md"], None);
+    let jobs = daemon.request(
+        Method::GET,
+        &format!("/api/v1/invocations?source_id={source}&limit=100"),
+        None,
+    );
+    let auto = jobs
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["trigger"] == "auto_sync")
+        .count();
+    assert!(auto >= 3, "{}", jobs.1);
+}
+
+#[test]
+fn one_shot_run_backfills_a_directory() {
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("laptop-docs");
+    write(&root, "a.md", &runbook("A", 1));
+    write(&root, "b/c.md", &runbook("C", 1));
+    let state = tempfile::tempdir().unwrap();
+    let source_file = state.path().join("dir.json");
+    std::fs::write(
+        &source_file,
+        filesystem_source(&root, "backfill", json!({})).to_string(),
+    )
+    .unwrap();
+    let output = binary(&chroma.url(), state.path())
+        .env(ALLOWED_ROOTS, allowed.path())
+        .args(["run", "--source", &format!("@{}", source_file.display())])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("synced 2 documents"), "{stdout}");
+    assert_eq!(
+        keys(&chroma.records("testdb", "backfill")),
+        set(&["a.md", "b/c.md"])
+    );
+}
