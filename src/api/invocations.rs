@@ -23,7 +23,7 @@ use crate::model::{
     IndexJobMetadata, Job, JobKind, LatestByKeysRequest, S3JobMetadata, SourceType, Trigger,
     canonical_json,
 };
-use crate::queue::{CancelOutcome, IdempotencyKey, JobFilter, NewJob, SourceRecord};
+use crate::queue::{CancelOutcome, IdempotencyKey, JobFilter, JobState, NewJob, SourceRecord};
 use crate::sink::records::validate_user_metadata;
 use crate::source::SourceError;
 use crate::source::github::GitHubClients;
@@ -514,19 +514,20 @@ pub async fn list(
     if let Some(database) = &query.database_name {
         principal.check_database(database)?;
     }
-    if let Some(status) = &query.status
-        && !["pending", "processing", "complete", "failed", "cancelled"].contains(&status.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "status must be pending, processing, complete, failed or cancelled, not `{status}`"
-        )));
-    }
+    let status = match &query.status {
+        None => None,
+        Some(status) => Some(JobState::parse(status).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status must be pending, processing, complete, failed or cancelled, not `{status}`"
+            ))
+        })?),
+    };
     let filter = JobFilter {
         source_id: query.source_id,
         database_name: query.database_name.clone(),
         databases: principal.databases(),
         source_type: parse_source_type(query.source_type.as_deref())?,
-        status: query.status.clone(),
+        status,
         limit: parse_limit(query.limit)?,
         offset: query.offset.unwrap_or(0),
         ascending: parse_order(query.order_by.as_deref())?,
