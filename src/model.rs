@@ -109,12 +109,46 @@ pub struct ScheduleSlot {
     pub slot: DateTime<Utc>,
     /// `claimed` (being enqueued), `enqueued`, `skipped` (the previous run
     /// was still going) or `failed` (with `message`).
-    pub outcome: String,
+    pub outcome: SlotOutcome,
     /// Invocations enqueued for the slot.
     pub jobs: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// What became of a schedule slot; stored and sent as its lower-case name.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotOutcome {
+    /// A daemon took the slot and is enqueueing its invocations.
+    Claimed,
+    Enqueued,
+    /// The previous run was still going.
+    Skipped,
+    /// The invocations could not be enqueued (the slot's `message` says why).
+    Failed,
+}
+
+impl SlotOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotOutcome::Claimed => "claimed",
+            SlotOutcome::Enqueued => "enqueued",
+            SlotOutcome::Skipped => "skipped",
+            SlotOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "claimed" => Some(SlotOutcome::Claimed),
+            "enqueued" => Some(SlotOutcome::Enqueued),
+            "skipped" => Some(SlotOutcome::Skipped),
+            "failed" => Some(SlotOutcome::Failed),
+            _ => None,
+        }
+    }
 }
 
 /// `GET /api/v1/sources/{source_id}/schedule/slots` (extension).
@@ -428,13 +462,54 @@ impl JobStatus {
 
     /// The `status` query filter's value for this state.
     pub fn name(&self) -> &'static str {
+        self.state().as_str()
+    }
+
+    pub fn state(&self) -> JobState {
         match self {
-            JobStatus::Pending => "pending",
-            JobStatus::Processing => "processing",
-            JobStatus::Complete { .. } => "complete",
-            JobStatus::Failed { .. } => "failed",
-            JobStatus::Cancelled => "cancelled",
+            JobStatus::Pending => JobState::Pending,
+            JobStatus::Processing => JobState::Processing,
+            JobStatus::Complete { .. } => JobState::Complete,
+            JobStatus::Failed { .. } => JobState::Failed,
+            JobStatus::Cancelled => JobState::Cancelled,
         }
+    }
+}
+
+/// A job's state without its details: the queue's `state` column and the
+/// `status` filter of the invocation list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Pending,
+    Processing,
+    Complete,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::Processing,
+        JobState::Complete,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Processing => "processing",
+            JobState::Complete => "complete",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 
@@ -584,6 +659,43 @@ mod tests {
         assert_eq!(
             canonical_json(&a),
             r#"{"a":{"x":[3,{"p":2,"q":1}],"y":2},"b":1}"#
+        );
+    }
+
+    /// The slot outcome is sent and stored as the lower-case strings it was
+    /// before it became an enum; a job state's name is its status's.
+    #[test]
+    fn states_and_slot_outcomes_keep_their_strings() {
+        for (outcome, text) in [
+            (SlotOutcome::Claimed, "claimed"),
+            (SlotOutcome::Enqueued, "enqueued"),
+            (SlotOutcome::Skipped, "skipped"),
+            (SlotOutcome::Failed, "failed"),
+        ] {
+            assert_eq!(outcome.as_str(), text);
+            assert_eq!(SlotOutcome::parse(text), Some(outcome));
+            assert_eq!(serde_json::to_value(outcome).unwrap(), text);
+        }
+        let slot = ScheduleSlot {
+            slot: DateTime::<Utc>::UNIX_EPOCH,
+            outcome: SlotOutcome::Enqueued,
+            jobs: 2,
+            message: None,
+            recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        assert_eq!(
+            serde_json::to_string(&slot).unwrap(),
+            r#"{"slot":"1970-01-01T00:00:00Z","outcome":"enqueued","jobs":2,"recorded_at":"1970-01-01T00:00:00Z"}"#
+        );
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(JobState::parse("done"), None);
+        assert_eq!(SlotOutcome::parse("Enqueued"), None);
+        assert_eq!(JobStatus::Cancelled.name(), "cancelled");
+        assert_eq!(
+            JobStatus::Failed { error: "x".into() }.state(),
+            JobState::Failed
         );
     }
 

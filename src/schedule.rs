@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::schedule::ParsedSchedule;
 use crate::domain::{RunTarget, Sources, plan_job, whole_source};
 use crate::model::{GitRefIdentifier, SourceSchedule, Trigger};
-use crate::queue::{JobFilter, Queue, QueueError, SourceRecord};
+use crate::queue::{JobFilter, JobState, Queue, QueueError, SlotOutcome, SourceRecord};
 
 /// What scheduled invocations need: the queue, and the sources (which list
 /// a bucket or find a repository's default branch).
@@ -91,38 +91,40 @@ impl Scheduler {
         }
         let (outcome, jobs, message) = if self.previous_run_going(record).await? {
             (
-                "skipped",
+                SlotOutcome::Skipped,
                 0,
                 Some("the previous run was still going".to_string()),
             )
         } else {
             match self.enqueue(record, schedule).await {
-                Ok(jobs) => ("enqueued", jobs, None),
+                Ok(jobs) => (SlotOutcome::Enqueued, jobs, None),
                 // Stored and listed over the API: no secret may be quoted.
                 Err(error) => (
-                    "failed",
+                    SlotOutcome::Failed,
                     0,
                     Some(crate::secrets::scrub(&error).into_owned()),
                 ),
             }
         };
         match outcome {
-            "failed" => {
+            SlotOutcome::Failed => {
                 tracing::warn!(source_id = %record.id, %slot, error = ?message, "scheduled run failed to start")
             }
-            _ => tracing::info!(source_id = %record.id, %slot, outcome, jobs, "schedule slot"),
+            _ => {
+                tracing::info!(source_id = %record.id, %slot, outcome = outcome.as_str(), jobs, "schedule slot")
+            }
         }
-        crate::metrics::schedule_slot(outcome);
+        crate::metrics::schedule_slot(outcome.as_str());
         self.queue
             .record_schedule_slot(record.id, slot, outcome, jobs, message.as_deref())
             .await
     }
 
     async fn previous_run_going(&self, record: &SourceRecord) -> Result<bool, QueueError> {
-        for status in ["pending", "processing"] {
+        for status in [JobState::Pending, JobState::Processing] {
             let filter = JobFilter {
                 source_id: Some(record.id),
-                status: Some(status.to_string()),
+                status: Some(status),
                 limit: 1,
                 ..JobFilter::default()
             };

@@ -21,7 +21,7 @@ use crate::model::{
     CancelJobResponse, CreateJobPayload, CreateJobResponse, ErrorResponse, Job,
     LatestByKeysRequest, Trigger, canonical_json,
 };
-use crate::queue::{CancelOutcome, IdempotencyKey, JobFilter};
+use crate::queue::{CancelOutcome, IdempotencyKey, JobFilter, JobState};
 const MAX_KEYS_PER_LOOKUP: usize = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -256,19 +256,20 @@ pub async fn list(
     if let Some(database) = &query.database_name {
         principal.check_database(database)?;
     }
-    if let Some(status) = &query.status
-        && !["pending", "processing", "complete", "failed", "cancelled"].contains(&status.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "status must be pending, processing, complete, failed or cancelled, not `{status}`"
-        )));
-    }
+    let status = match &query.status {
+        None => None,
+        Some(status) => Some(JobState::parse(status).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status must be pending, processing, complete, failed or cancelled, not `{status}`"
+            ))
+        })?),
+    };
     let filter = JobFilter {
         source_id: query.source_id,
         database_name: query.database_name.clone(),
         databases: principal.databases(),
         source_type: parse_source_type(query.source_type.as_deref())?,
-        status: query.status.clone(),
+        status,
         limit: parse_limit(query.limit)?,
         offset: query.offset.unwrap_or(0),
         ascending: parse_order(query.order_by.as_deref())?,

@@ -7,10 +7,18 @@
 //! attempt that produced it, so a worker that lost its lease can never
 //! overwrite a newer attempt's result (fencing).
 //!
-//! `sqlite.rs` is the embedded default; other backends implement [`Queue`].
+//! Layout: the queue is written once, in `sql.rs` ([`SqlQueue`]), over a
+//! [`Dialect`] (`dialect.rs`) that says what differs between databases.
+//! `sqlite.rs` (the embedded default) and `postgres.rs` (shared by many
+//! processes) hold each database's dialect and its `open`, which sets the
+//! connection options the durability guarantees rest on and runs the
+//! migrations. `rows.rs` turns rows into wire types. Another store would
+//! implement [`Queue`].
 
+pub mod dialect;
 pub mod postgres;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -23,8 +31,9 @@ use crate::model::{
     CreateJobPayload, CreateSourcePayload, IndexJobMetadata, Job, JobStats, JobStatus, Progress,
     ScheduleSlot, SourceType, Trigger,
 };
+pub use crate::model::{JobState, SlotOutcome};
 
-/// SQL (for both backends) of the error an attempt leaves when its lease ran
+/// SQL (for every database) of the error an attempt leaves when its lease ran
 /// out: its worker stopped renewing it (the process died, or lost the queue)
 /// before recording any outcome. It keeps the previous attempt's error, so a
 /// job whose attempts keep dying says so when it finally fails.
@@ -32,7 +41,9 @@ const LEASE_EXPIRED_ERROR: &str = "'attempt ' || attempt || ' of ' || max_attemp
     || ' ended without a result: the worker stopped renewing its lease \
     (process crashed or was killed)' || COALESCE('; before that: ' || last_error, '')";
 
+pub use dialect::Dialect;
 pub use postgres::PostgresQueue;
+pub use sql::SqlQueue;
 pub use sqlite::SqliteQueue;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +110,7 @@ pub struct JobFilter {
     /// Only these databases (what the caller may see); `None` = all.
     pub databases: Option<Vec<String>>,
     pub source_type: Option<SourceType>,
-    pub status: Option<String>,
+    pub status: Option<JobState>,
     pub limit: u32,
     pub offset: u32,
     pub ascending: bool,
@@ -181,7 +192,8 @@ pub trait Queue: Send + Sync + 'static {
     async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError>;
     async fn get_job(&self, id: Uuid) -> Result<Option<Job>, QueueError>;
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError>;
-    /// The newest job per S3 object key of a source.
+    /// The newest job per S3 object key of a source, in the order of `keys`;
+    /// keys without a job are left out.
     async fn latest_by_keys(
         &self,
         source_id: Uuid,
@@ -201,7 +213,7 @@ pub trait Queue: Send + Sync + 'static {
         &self,
         source_id: Uuid,
         slot: DateTime<Utc>,
-        outcome: &str,
+        outcome: SlotOutcome,
         jobs: u32,
         message: Option<&str>,
     ) -> Result<(), QueueError>;

@@ -1,11 +1,14 @@
-//! Rows → wire types, shared by both queue backends (their columns match).
+//! Rows → wire types, the same for every database (their columns match).
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
-use super::{QueueError, SourceRecord};
-use crate::model::{Job, JobStats, JobStatus, Progress, ScheduleSlot, SourceType, Trigger};
+use super::dialect::QueueRow;
+use super::{ClaimedJob, QueueError, SourceRecord};
+use crate::model::{
+    CreateJobPayload, Job, JobState, JobStats, JobStatus, Progress, ScheduleSlot, SlotOutcome,
+    SourceType, Trigger,
+};
 
 pub(super) fn to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms)
@@ -17,67 +20,52 @@ pub(super) fn corrupt(what: &str, err: impl std::fmt::Display) -> QueueError {
     QueueError::Corrupt(format!("{what}: {err}"))
 }
 
-pub(super) fn source_from_row<R>(row: &R) -> Result<SourceRecord, QueueError>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-{
-    let id: String = row.try_get("id")?;
-    let source_type: String = row.try_get("source_type")?;
-    let payload: String = row.try_get("payload")?;
+pub(super) fn source_from_row(row: &impl QueueRow) -> Result<SourceRecord, QueueError> {
+    let id = row.text("id")?;
+    let source_type = row.text("source_type")?;
+    let payload = row.text("payload")?;
     Ok(SourceRecord {
         id: Uuid::parse_str(&id).map_err(|e| corrupt("source id", e))?,
         source_type: SourceType::parse(&source_type)
             .ok_or_else(|| corrupt("source type", &source_type))?,
         payload: serde_json::from_str(&payload).map_err(|e| corrupt("source payload", e))?,
-        created_at: to_time(row.try_get("created_at")?),
+        created_at: to_time(row.int("created_at")?),
     })
 }
 
-pub(super) fn job_from_row<R>(row: &R) -> Result<Job, QueueError>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-{
-    let id: String = row.try_get("id")?;
-    let source_id: Option<String> = row.try_get("source_id")?;
-    let state: String = row.try_get("state")?;
-    let metadata: String = row.try_get("metadata")?;
-    let progress: Option<String> = row.try_get("progress")?;
-    let stats: Option<String> = row.try_get("stats")?;
-    let trigger: String = row.try_get("trigger_kind")?;
+pub(super) fn job_from_row(row: &impl QueueRow) -> Result<Job, QueueError> {
+    let id = row.text("id")?;
+    let source_id = row.optional_text("source_id")?;
+    let state = row.text("state")?;
+    let metadata = row.text("metadata")?;
+    let progress = row.optional_text("progress")?;
+    let stats = row.optional_text("stats")?;
+    let trigger = row.text("trigger_kind")?;
     let opt_time = |name: &str| -> Result<Option<DateTime<Utc>>, QueueError> {
-        Ok(row.try_get::<Option<i64>, _>(name)?.map(to_time))
+        Ok(row.optional_int(name)?.map(to_time))
     };
-    let status = match state.as_str() {
-        "pending" => JobStatus::Pending,
-        "processing" => JobStatus::Processing,
-        "complete" => JobStatus::Complete {
+    let status = match JobState::parse(&state).ok_or_else(|| corrupt("job state", &state))? {
+        JobState::Pending => JobStatus::Pending,
+        JobState::Processing => JobStatus::Processing,
+        JobState::Complete => JobStatus::Complete {
             finished_at: opt_time("finished_at")?.unwrap_or_else(Utc::now),
-            duration_ms: row.try_get::<Option<i64>, _>("duration_ms")?.unwrap_or(0),
+            duration_ms: row.optional_int("duration_ms")?.unwrap_or(0),
         },
-        "failed" => JobStatus::Failed {
-            error: row
-                .try_get::<Option<String>, _>("error")?
-                .unwrap_or_default(),
+        JobState::Failed => JobStatus::Failed {
+            error: row.optional_text("error")?.unwrap_or_default(),
         },
-        "cancelled" => JobStatus::Cancelled,
-        other => return Err(corrupt("job state", other)),
+        JobState::Cancelled => JobStatus::Cancelled,
     };
     Ok(Job {
         id: Uuid::parse_str(&id).map_err(|e| corrupt("job id", e))?,
         status,
         metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("job metadata", e))?,
-        created_at: to_time(row.try_get("created_at")?),
+        created_at: to_time(row.int("created_at")?),
         source_id: source_id
             .map(|s| Uuid::parse_str(&s))
             .transpose()
             .map_err(|e| corrupt("job source id", e))?,
-        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        attempt: row.int("attempt")? as u32,
         started_at: opt_time("started_at")?,
         last_heartbeat_at: opt_time("last_heartbeat_at")?,
         cancel_requested_at: opt_time("cancel_requested_at")?,
@@ -90,26 +78,38 @@ where
             .transpose()
             .map_err(|e| corrupt("job stats", e))?
             .unwrap_or_default(),
-        last_error: row.try_get("last_error")?,
+        last_error: row.optional_text("last_error")?,
         trigger: Trigger::parse(&trigger),
     })
 }
 
-pub(super) fn slot_from_row<R>(row: &R) -> Result<ScheduleSlot, QueueError>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-    i32: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-{
-    let jobs: i32 = row.try_get("jobs")?;
+/// A row a claim returned, as the worker receives it.
+pub(super) fn claimed_from_row(row: &impl QueueRow) -> Result<ClaimedJob, QueueError> {
+    let job = job_from_row(row)?;
+    let payload = row.text("payload")?;
+    let payload: CreateJobPayload =
+        serde_json::from_str(&payload).map_err(|e| corrupt("job payload", e))?;
+    let source_type = row.text("source_type")?;
+    let max_attempts = row.int("max_attempts")?;
+    Ok(ClaimedJob {
+        attempt: job.attempt,
+        job,
+        payload,
+        source_type: SourceType::parse(&source_type)
+            .ok_or_else(|| corrupt("job source type", &source_type))?,
+        max_attempts: max_attempts as u32,
+    })
+}
+
+pub(super) fn slot_from_row(row: &impl QueueRow) -> Result<ScheduleSlot, QueueError> {
+    let jobs = row.int32("jobs")?;
+    let outcome = row.text("outcome")?;
     Ok(ScheduleSlot {
-        slot: to_time(row.try_get("slot_at")?),
-        outcome: row.try_get("outcome")?,
+        slot: to_time(row.int("slot_at")?),
+        outcome: SlotOutcome::parse(&outcome)
+            .ok_or_else(|| corrupt("schedule slot outcome", &outcome))?,
         jobs: u32::try_from(jobs).unwrap_or(0),
-        message: row.try_get("message")?,
-        recorded_at: to_time(row.try_get("recorded_at")?),
+        message: row.optional_text("message")?,
+        recorded_at: to_time(row.int("recorded_at")?),
     })
 }

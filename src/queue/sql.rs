@@ -1,0 +1,703 @@
+//! The queue, written once for every SQL database that has a [`Dialect`].
+//!
+//! Everything the queue promises lives here: deduplication and
+//! idempotency keys, claims with leases on the database's clock, fencing
+//! of every write by the attempt that holds the lease, cancellation,
+//! settling the jobs of workers that died, paging, retention and schedule
+//! slots. What a database does differently (its clock, how a claim keeps
+//! concurrent claims apart) is its dialect's; what it promises about
+//! durability is its constructor's (`sqlite.rs`, `postgres.rs`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Pool;
+use uuid::Uuid;
+
+use super::dialect::{Dialect, QueueRow, Sql};
+use super::rows::{
+    claimed_from_row, corrupt, job_from_row, slot_from_row, source_from_row, to_time,
+};
+use super::{
+    CancelOutcome, ClaimedJob, HeartbeatOutcome, JobFilter, NewJob, Outcome, Queue, QueueError,
+    SourceFilter, SourceRecord,
+};
+use crate::config::sha256_hex;
+use crate::model::{
+    CreateSourcePayload, Job, JobStats, Progress, ScheduleSlot, SlotOutcome, SourceType,
+    canonical_json,
+};
+
+/// Claims retried after losing a same-key race, before giving up for this
+/// round. Only PostgreSQL can lose one (its unique index on processing
+/// keys refuses the second claim); SQLite serialises writers.
+const CLAIM_ATTEMPTS: usize = 4;
+/// Object keys looked up per statement by `latest_by_keys` (well under
+/// either database's limit on bound parameters).
+const KEYS_PER_LOOKUP: usize = 500;
+
+/// The queue on database `D`: [`super::SqliteQueue`] or [`super::PostgresQueue`].
+pub struct SqlQueue<D: Dialect> {
+    pool: Pool<D>,
+    max_attempts: u32,
+    /// When this process last settled expired leases (local clock, Unix
+    /// ms; only paces the sweep, never judges a lease).
+    last_sweep: AtomicI64,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A lease length in milliseconds, for adding to the database's clock.
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// `true` when `error` is a unique index refusing a row.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+/// `AND database_name IN (…)` when the caller may see only some databases.
+fn push_databases<D: Dialect>(query: &mut Sql<D>, databases: Option<&[String]>) {
+    let Some(databases) = databases else { return };
+    if databases.is_empty() {
+        query.push(" AND 1 = 0");
+        return;
+    }
+    query
+        .push(" AND database_name IN ")
+        .bind_list(databases.iter().map(String::as_str));
+}
+
+/// Newest (or oldest) first, then one page.
+fn push_page<D: Dialect>(query: &mut Sql<D>, ascending: bool, limit: u32, offset: u32) {
+    query.push(" ORDER BY created_at ");
+    push_direction(query, ascending);
+    query.push(", ").push(D::INSERTION_ORDER).push(" ");
+    push_direction(query, ascending);
+    query.push(" LIMIT ").bind(i64::from(limit));
+    query.push(" OFFSET ").bind(i64::from(offset));
+}
+
+fn push_direction<D: Dialect>(query: &mut Sql<D>, ascending: bool) {
+    query.push(if ascending { "ASC" } else { "DESC" });
+}
+
+/// `UPDATE jobs SET <set> WHERE id = ? AND attempt = ? AND state = 'processing'`:
+/// the fence every write of an attempt's outcome passes.
+fn push_fence<D: Dialect>(query: &mut Sql<D>, id: Uuid, attempt: u32) {
+    query
+        .push(" WHERE id = ")
+        .bind(id.to_string())
+        .push(" AND attempt = ")
+        .bind(i64::from(attempt))
+        .push(" AND state = 'processing'");
+}
+
+impl<D: Dialect> SqlQueue<D> {
+    /// A queue on `pool`, whose migrations have run.
+    pub(super) fn new(pool: Pool<D>, max_attempts: u32) -> Self {
+        SqlQueue {
+            pool,
+            max_attempts: max_attempts.max(1),
+            last_sweep: AtomicI64::new(0),
+        }
+    }
+
+    async fn execute(&self, query: Sql<D>) -> Result<u64, QueueError> {
+        Ok(D::execute(&self.pool, query).await?)
+    }
+
+    async fn fetch_optional(&self, query: Sql<D>) -> Result<Option<D::Row>, QueueError> {
+        Ok(D::fetch_optional(&self.pool, query).await?)
+    }
+
+    async fn fetch_all(&self, query: Sql<D>) -> Result<Vec<D::Row>, QueueError> {
+        Ok(D::fetch_all(&self.pool, query).await?)
+    }
+
+    /// Cancels a pending job, or asks a processing one to stop; times are
+    /// this process's (they are reported, never compared with a lease).
+    async fn try_cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError> {
+        let now = now_ms();
+        let mut cancel = Sql::new("UPDATE jobs SET state = 'cancelled', finished_at = ");
+        cancel
+            .bind(now)
+            .push(" WHERE id = ")
+            .bind(id.to_string())
+            .push(" AND state = 'pending'");
+        if self.execute(cancel).await? > 0 {
+            return Ok(CancelOutcome::Cancelled);
+        }
+        let mut request =
+            Sql::new("UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ");
+        request
+            .bind(now)
+            .push(") WHERE id = ")
+            .bind(id.to_string())
+            .push(" AND state = 'processing'");
+        if self.execute(request).await? > 0 {
+            return Ok(CancelOutcome::Requested);
+        }
+        Ok(match self.get_job(id).await? {
+            Some(job) => CancelOutcome::AlreadyFinished(job.status),
+            None => CancelOutcome::NotFound,
+        })
+    }
+
+    /// `true` when this process should settle expired leases now: always,
+    /// or at most once per the dialect's interval (judged on the local
+    /// clock, which only paces the sweep; expiry is the database's).
+    fn sweep_due(&self) -> bool {
+        let Some(interval) = D::SWEEP_INTERVAL_MS else {
+            return true;
+        };
+        let now = now_ms();
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        (now - last).abs() >= interval
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Settles jobs whose worker died: cancelled if a cancel was asked,
+    /// failed if that was their last allowed attempt (so a job that kills
+    /// its worker every time ends `failed`, saying so, instead of looping),
+    /// else back to pending with the reason recorded. Expiry is judged on
+    /// the database's clock.
+    async fn sweep_expired_leases(&self) -> Result<(), QueueError> {
+        if !self.sweep_due() {
+            return Ok(());
+        }
+        // A cancel asked of a job whose worker died is honoured now.
+        self.execute(Sql::new(
+            "UPDATE jobs SET state = 'cancelled', finished_at = NOW_MS, lease_owner = NULL
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS
+               AND cancel_requested_at IS NOT NULL",
+        ))
+        .await?;
+        self.execute(Sql::new(
+            "UPDATE jobs SET state = 'failed', finished_at = NOW_MS, lease_owner = NULL,
+                 error = LEASE_EXPIRED_ERROR
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS AND attempt >= max_attempts",
+        ))
+        .await?;
+        // The rest go back to pending, to be claimed (attempt + 1) at once;
+        // the dead attempt's heartbeats and outcome are fenced out.
+        // Each statement reads the clock anew: a lease that expires between
+        // them must still meet the two rules above, hence their negation here.
+        self.execute(Sql::new(
+            "UPDATE jobs SET state = 'pending', run_after = NOW_MS, lease_owner = NULL,
+                 lease_expires_at = NULL, last_error = LEASE_EXPIRED_ERROR
+             WHERE state = 'processing' AND lease_expires_at < NOW_MS
+               AND attempt < max_attempts AND cancel_requested_at IS NULL",
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// The claim: the oldest row the dialect calls claimable whose key no
+    /// other row holds, taken in one statement on the database's clock.
+    fn claim_statement(worker: &str, lease: Duration) -> Sql<D> {
+        let mut claim =
+            Sql::new("UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_owner = ");
+        claim
+            .bind(worker)
+            .push(", lease_expires_at = NOW_MS + ")
+            .bind(lease_ms(lease))
+            .push(
+                ", started_at = NOW_MS, last_heartbeat_at = NOW_MS, progress = NULL
+                 WHERE id = (
+                     SELECT j.id FROM jobs j WHERE ",
+            )
+            .push(D::CLAIMABLE)
+            .push(
+                " AND NOT EXISTS (
+                       SELECT 1 FROM jobs o
+                       WHERE o.concurrency_key = j.concurrency_key AND ",
+            )
+            .push(D::KEY_HELD_BY)
+            .push(
+                ")
+                     ORDER BY j.run_after, j.",
+            )
+            .push(D::INSERTION_ORDER)
+            .push(" LIMIT 1 ")
+            .push(D::CLAIM_LOCK)
+            .push(") RETURNING *");
+        claim
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Queue for SqlQueue<D> {
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.execute(Sql::new("SELECT 1")).await?;
+        Ok(())
+    }
+
+    async fn create_source(
+        &self,
+        source_type: SourceType,
+        payload: &CreateSourcePayload,
+    ) -> Result<SourceRecord, QueueError> {
+        let payload_json = serde_json::to_string(payload).map_err(|e| corrupt("source", e))?;
+        let canonical =
+            canonical_json(&serde_json::to_value(payload).map_err(|e| corrupt("source", e))?);
+        let record = SourceRecord {
+            id: Uuid::new_v4(),
+            source_type,
+            payload: payload.clone(),
+            created_at: to_time(now_ms()),
+        };
+        let mut insert = Sql::new(
+            "INSERT INTO sources (id, source_type, database_name, payload, dedupe_key, created_at)
+             VALUES (",
+        );
+        insert
+            .bind(record.id.to_string())
+            .push(", ")
+            .bind(source_type.as_str())
+            .push(", ")
+            .bind(payload.database_name.as_str())
+            .push(", ")
+            .bind(payload_json)
+            .push(", ")
+            .bind(sha256_hex(canonical.as_bytes()))
+            .push(", ")
+            .bind(record.created_at.timestamp_millis())
+            .push(")");
+        match D::execute(&self.pool, insert).await {
+            Ok(_) => Ok(record),
+            Err(e) if is_unique_violation(&e) => Err(QueueError::Duplicate("source")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_source(&self, id: Uuid) -> Result<Option<SourceRecord>, QueueError> {
+        let mut select = Sql::new("SELECT * FROM sources WHERE id = ");
+        select.bind(id.to_string());
+        let row = self.fetch_optional(select).await?;
+        row.as_ref().map(source_from_row).transpose()
+    }
+
+    async fn list_sources(&self, filter: &SourceFilter) -> Result<Vec<SourceRecord>, QueueError> {
+        let mut query = Sql::new("SELECT * FROM sources WHERE 1 = 1");
+        if let Some(database) = &filter.database_name {
+            query.push(" AND database_name = ").bind(database.as_str());
+        }
+        if let Some(source_type) = filter.source_type {
+            query.push(" AND source_type = ").bind(source_type.as_str());
+        }
+        push_databases(&mut query, filter.databases.as_deref());
+        push_page(&mut query, filter.ascending, filter.limit, filter.offset);
+        let rows = self.fetch_all(query).await?;
+        rows.iter().map(source_from_row).collect()
+    }
+
+    async fn delete_source(&self, id: Uuid) -> Result<bool, QueueError> {
+        let now = now_ms();
+        let mut delete = Sql::new("DELETE FROM sources WHERE id = ");
+        delete.bind(id.to_string());
+        let mut cancel = Sql::new("UPDATE jobs SET state = 'cancelled', finished_at = ");
+        cancel
+            .bind(now)
+            .push(" WHERE source_id = ")
+            .bind(id.to_string())
+            .push(" AND state = 'pending'");
+        let mut request =
+            Sql::new("UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ");
+        request
+            .bind(now)
+            .push(") WHERE source_id = ")
+            .bind(id.to_string())
+            .push(" AND state = 'processing'");
+        let changed = D::execute_in_transaction(&self.pool, vec![delete, cancel, request]).await?;
+        Ok(changed.first().is_some_and(|deleted| *deleted > 0))
+    }
+
+    async fn enqueue(&self, job: NewJob) -> Result<Job, QueueError> {
+        let payload = serde_json::to_string(&job.payload).map_err(|e| corrupt("payload", e))?;
+        let metadata = serde_json::to_string(&job.metadata).map_err(|e| corrupt("metadata", e))?;
+        let mut insert = Sql::new(
+            "INSERT INTO jobs (id, source_id, source_type, database_name, object_key, payload,
+                               metadata, trigger_kind, state, concurrency_key, dedupe_key,
+                               created_at, run_after, max_attempts, idempotency_key,
+                               request_sha256)
+             VALUES (",
+        );
+        let idempotency = job.idempotency.as_ref();
+        insert
+            .bind(Uuid::new_v4().to_string())
+            .push(", ")
+            .bind(job.source_id.to_string())
+            .push(", ")
+            .bind(job.source_type.as_str())
+            .push(", ")
+            .bind(job.metadata.database_name.as_str())
+            .push(", ")
+            .bind(job.payload.object_key.clone())
+            .push(", ")
+            .bind(payload)
+            .push(", ")
+            .bind(metadata)
+            .push(", ")
+            .bind(job.trigger.as_str())
+            .push(", 'pending', ")
+            .bind(job.concurrency_key.as_str())
+            .push(", ")
+            .bind(job.dedupe_key.as_str())
+            .push(", ")
+            .bind(now_ms())
+            // Due from the database's clock, on which claims compare it.
+            .push(", NOW_MS, ")
+            .bind(i64::from(self.max_attempts))
+            .push(", ")
+            .bind(idempotency.map(|i| i.key.clone()))
+            .push(", ")
+            .bind(idempotency.map(|i| i.request_sha256.clone()))
+            .push(") RETURNING *");
+        match D::fetch_optional(&self.pool, insert).await {
+            Ok(Some(row)) => job_from_row(&row),
+            Ok(None) => Err(QueueError::Corrupt("job vanished after insert".into())),
+            Err(e) if is_unique_violation(&e) => Err(QueueError::Duplicate("invocation")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_idempotent(
+        &self,
+        source_id: Uuid,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, QueueError> {
+        let mut select = Sql::new("SELECT * FROM jobs WHERE source_id = ");
+        select
+            .bind(source_id.to_string())
+            .push(" AND idempotency_key = ")
+            .bind(key);
+        let row = self.fetch_optional(select).await?;
+        row.map(|row| {
+            let hash = row.optional_text("request_sha256")?;
+            Ok((job_from_row(&row)?, hash.unwrap_or_default()))
+        })
+        .transpose()
+    }
+
+    async fn claim_schedule_slot(
+        &self,
+        source_id: Uuid,
+        slot: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let mut insert = Sql::new(
+            "INSERT INTO schedule_slots (source_id, slot_at, outcome, jobs, recorded_at) VALUES (",
+        );
+        insert
+            .bind(source_id.to_string())
+            .push(", ")
+            .bind(slot.timestamp_millis())
+            .push(", ")
+            .bind(SlotOutcome::Claimed.as_str())
+            .push(", 0, ")
+            .bind(now_ms())
+            .push(") ON CONFLICT DO NOTHING");
+        Ok(self.execute(insert).await? == 1)
+    }
+
+    async fn record_schedule_slot(
+        &self,
+        source_id: Uuid,
+        slot: DateTime<Utc>,
+        outcome: SlotOutcome,
+        jobs: u32,
+        message: Option<&str>,
+    ) -> Result<(), QueueError> {
+        let mut update = Sql::new("UPDATE schedule_slots SET outcome = ");
+        update
+            .bind(outcome.as_str())
+            .push(", jobs = ")
+            .bind(i32::try_from(jobs).unwrap_or(i32::MAX))
+            .push(", message = ")
+            .bind(message)
+            .push(", recorded_at = ")
+            .bind(now_ms())
+            .push(" WHERE source_id = ")
+            .bind(source_id.to_string())
+            .push(" AND slot_at = ")
+            .bind(slot.timestamp_millis());
+        self.execute(update).await?;
+        Ok(())
+    }
+
+    async fn schedule_slots(
+        &self,
+        source_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<ScheduleSlot>, QueueError> {
+        let mut select = Sql::new("SELECT * FROM schedule_slots WHERE source_id = ");
+        select
+            .bind(source_id.to_string())
+            .push(" ORDER BY slot_at DESC LIMIT ")
+            .bind(i64::from(limit));
+        let rows = self.fetch_all(select).await?;
+        rows.iter().map(slot_from_row).collect()
+    }
+
+    async fn pending_count(&self) -> Result<u64, QueueError> {
+        let count = Sql::new("SELECT COUNT(*) AS pending FROM jobs WHERE state = 'pending'");
+        let row = self
+            .fetch_optional(count)
+            .await?
+            .ok_or_else(|| QueueError::Corrupt("COUNT(*) returned no row".into()))?;
+        Ok(row.int("pending")? as u64)
+    }
+
+    async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
+        let mut jobs = Sql::new(
+            "DELETE FROM jobs WHERE state IN ('complete', 'failed', 'cancelled') AND finished_at < ",
+        );
+        jobs.bind(before.timestamp_millis());
+        let deleted = self.execute(jobs).await?;
+        let mut slots = Sql::new("DELETE FROM schedule_slots WHERE recorded_at < ");
+        slots.bind(before.timestamp_millis());
+        self.execute(slots).await?;
+        Ok(deleted)
+    }
+
+    async fn get_job(&self, id: Uuid) -> Result<Option<Job>, QueueError> {
+        let mut select = Sql::new("SELECT * FROM jobs WHERE id = ");
+        select.bind(id.to_string());
+        let row = self.fetch_optional(select).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError> {
+        let mut query = Sql::new("SELECT * FROM jobs WHERE 1 = 1");
+        if let Some(source_id) = filter.source_id {
+            query.push(" AND source_id = ").bind(source_id.to_string());
+        }
+        if let Some(database) = &filter.database_name {
+            query.push(" AND database_name = ").bind(database.as_str());
+        }
+        if let Some(source_type) = filter.source_type {
+            query.push(" AND source_type = ").bind(source_type.as_str());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND state = ").bind(status.as_str());
+        }
+        push_databases(&mut query, filter.databases.as_deref());
+        push_page(&mut query, filter.ascending, filter.limit, filter.offset);
+        let rows = self.fetch_all(query).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// One statement per [`KEYS_PER_LOOKUP`] keys; the answer follows the
+    /// order of `keys` (a key asked twice is answered twice).
+    async fn latest_by_keys(
+        &self,
+        source_id: Uuid,
+        keys: &[String],
+    ) -> Result<Vec<(String, Job)>, QueueError> {
+        let mut newest: HashMap<String, Job> = HashMap::new();
+        for batch in keys.chunks(KEYS_PER_LOOKUP) {
+            let mut select = Sql::new(
+                "SELECT * FROM (
+                     SELECT jobs.*, ROW_NUMBER() OVER (
+                         PARTITION BY object_key ORDER BY created_at DESC, ",
+            );
+            select
+                .push(D::INSERTION_ORDER)
+                .push(
+                    " DESC) AS newest_first
+                     FROM jobs WHERE source_id = ",
+                )
+                .bind(source_id.to_string())
+                .push(" AND object_key IN ")
+                .bind_list(batch.iter().map(String::as_str))
+                .push(") AS ranked WHERE newest_first = 1");
+            for row in self.fetch_all(select).await? {
+                newest.insert(row.text("object_key")?, job_from_row(&row)?);
+            }
+        }
+        Ok(keys
+            .iter()
+            .filter_map(|key| Some((key.clone(), newest.get(key)?.clone())))
+            .collect())
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError> {
+        // A job may move between the two updates (processing → pending on a
+        // retry); go round again rather than answer from a stale state.
+        for _ in 0..5 {
+            match self.try_cancel(id).await? {
+                CancelOutcome::AlreadyFinished(status) if !status.is_finished() => continue,
+                outcome => return Ok(outcome),
+            }
+        }
+        self.try_cancel(id).await
+    }
+
+    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, QueueError> {
+        self.sweep_expired_leases().await?;
+        for _ in 0..CLAIM_ATTEMPTS {
+            match D::fetch_optional(&self.pool, Self::claim_statement(worker, lease)).await {
+                Ok(Some(row)) => return Ok(Some(claimed_from_row(&row)?)),
+                Ok(None) => return Ok(None),
+                // Another worker claimed a job of the same key a moment
+                // earlier (PostgreSQL's unique index on processing keys said no).
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        lease: Duration,
+        progress: Option<&Progress>,
+        stats: &JobStats,
+    ) -> Result<HeartbeatOutcome, QueueError> {
+        let progress = progress
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| corrupt("progress", e))?;
+        let stats = serde_json::to_string(stats).map_err(|e| corrupt("stats", e))?;
+        let mut renew = Sql::new("UPDATE jobs SET lease_expires_at = NOW_MS + ");
+        renew
+            .bind(lease_ms(lease))
+            .push(", last_heartbeat_at = NOW_MS, progress = COALESCE(")
+            .bind(progress)
+            .push(", progress), stats = ")
+            .bind(stats);
+        push_fence(&mut renew, id, attempt);
+        renew.push(" RETURNING cancel_requested_at");
+        Ok(match self.fetch_optional(renew).await? {
+            None => HeartbeatOutcome::LeaseLost,
+            Some(row) if row.optional_int("cancel_requested_at")?.is_some() => {
+                HeartbeatOutcome::CancelRequested
+            }
+            Some(_) => HeartbeatOutcome::Continue,
+        })
+    }
+
+    async fn finish(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        outcome: Outcome,
+        stats: &JobStats,
+    ) -> Result<bool, QueueError> {
+        let stats = serde_json::to_string(stats).map_err(|e| corrupt("stats", e))?;
+        // Every outcome is one UPDATE fenced by the attempt; the time is the
+        // database's (`NOW_MS`), like the lease's.
+        let mut update = Sql::new("UPDATE jobs SET ");
+        match outcome {
+            Outcome::Complete => {
+                update
+                    .push("state = 'complete', finished_at = NOW_MS, duration_ms = ")
+                    .push(D::GREATEST)
+                    .push(
+                        "(0, NOW_MS - COALESCE(started_at, NOW_MS)),
+                         lease_owner = NULL, last_error = NULL,
+                         progress = '{\"step\":1,\"total_steps\":1,\"message\":\"done\"}'",
+                    );
+            }
+            Outcome::Failed(error) => {
+                update
+                    .push("state = 'failed', finished_at = NOW_MS, lease_owner = NULL, error = ")
+                    .bind(error);
+            }
+            Outcome::Cancelled => {
+                update.push("state = 'cancelled', finished_at = NOW_MS, lease_owner = NULL");
+            }
+            Outcome::Retry { error, after } => {
+                update
+                    .push(
+                        "state = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+                         finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE NOW_MS END,
+                         lease_owner = NULL, lease_expires_at = NULL, run_after = NOW_MS + ",
+                    )
+                    .bind(after.as_millis() as i64)
+                    .push(", last_error = ")
+                    .bind(error);
+            }
+            Outcome::Released => {
+                update.push(
+                    "state = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+                     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE NOW_MS END,
+                     attempt = CASE WHEN cancel_requested_at IS NULL THEN attempt - 1 ELSE attempt END,
+                     run_after = NOW_MS, lease_owner = NULL, lease_expires_at = NULL",
+                );
+            }
+        }
+        update.push(", stats = ").bind(stats);
+        push_fence(&mut update, id, attempt);
+        Ok(self.execute(update).await? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claim's text, per database: the same statement with the
+    /// dialect's fragments, and exactly the two values bound that it names.
+    #[test]
+    fn the_claim_binds_the_worker_and_the_lease_and_keeps_each_dialects_lock() {
+        let sqlite = SqlQueue::<sqlx::Sqlite>::claim_statement("w", Duration::from_secs(1)).text();
+        let postgres =
+            SqlQueue::<sqlx::Postgres>::claim_statement("w", Duration::from_secs(1)).text();
+        assert!(
+            sqlite.contains("lease_owner = ?, lease_expires_at = "),
+            "{sqlite}"
+        );
+        assert!(
+            !sqlite.contains("?3") && !sqlite.contains("NOW_MS"),
+            "{sqlite}"
+        );
+        assert!(!sqlite.contains("SKIP LOCKED"), "{sqlite}");
+        assert!(
+            postgres.contains("lease_owner = $1, lease_expires_at = (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT + $2"),
+            "{postgres}"
+        );
+        assert!(!postgres.contains("$3"), "{postgres}");
+        assert!(
+            postgres.contains("LIMIT 1 FOR UPDATE SKIP LOCKED)"),
+            "{postgres}"
+        );
+    }
+
+    #[test]
+    fn the_fence_numbers_its_values_after_those_bound_before_it() {
+        let id = Uuid::new_v4();
+        let fence = "WHERE id = $4 AND attempt = $5 AND state = 'processing'";
+        let mut retry = Sql::<sqlx::Postgres>::new("UPDATE jobs SET ");
+        retry
+            .push("run_after = NOW_MS + ")
+            .bind(5_i64)
+            .push(", last_error = ")
+            .bind("e")
+            .push(", stats = ")
+            .bind("{}");
+        push_fence(&mut retry, id, 2);
+        assert!(retry.text().ends_with(fence), "{}", retry.text());
+    }
+
+    #[test]
+    fn an_empty_database_list_matches_nothing() {
+        let mut query = Sql::<sqlx::Sqlite>::new("SELECT * FROM jobs WHERE 1 = 1");
+        push_databases(&mut query, Some(&[]));
+        assert!(query.text().ends_with(" AND 1 = 0"));
+        let mut query = Sql::<sqlx::Postgres>::new("SELECT * FROM jobs WHERE 1 = 1");
+        push_databases(&mut query, Some(&["a".to_string(), "b".to_string()]));
+        assert!(query.text().ends_with(" AND database_name IN ($1, $2)"));
+    }
+}
