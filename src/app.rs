@@ -8,7 +8,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::{self, AppState, Authenticator};
+use crate::api::server::ServerLimits;
+use crate::api::{self, ApiLimits, AppState, Authenticator};
 use crate::chunk::Chunker;
 use crate::config::{Config, EmbeddingPrecision, Secret};
 use crate::domain::{
@@ -237,11 +238,11 @@ impl Daemon {
                 sources: Arc::clone(&self.sources),
                 max_pending_jobs: self.config.queue.max_pending_jobs,
                 wake: Arc::clone(&self.wake),
-                limits: self.config.api.limits(),
+                limits: ApiLimits::from_settings(&self.config.api),
             };
             // Requests in flight when stopping get API_DRAIN, then their
             // connections are dropped: stopping never waits on a client.
-            let limits = self.config.api.server_limits(API_DRAIN);
+            let limits = ServerLimits::from_settings(&self.config.api, API_DRAIN);
             api::serve(listener, state, limits, shutdown.clone())
                 .await
                 .map_err(|e| AppError::Setup(format!("serving the API: {e}")))
@@ -277,7 +278,7 @@ impl Daemon {
         mut observer: Box<dyn RunObserver>,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, AppError> {
-        let limits = self.config.api.limits().sources();
+        let limits = ApiLimits::from_settings(&self.config.api).sources();
         let spec = validate_source(&self.sources, &limits, &source)?;
         authorize_source(&self.sources, &source, &spec).await?;
         let record = match self.queue.create_source(spec.source_type(), &source).await {

@@ -151,28 +151,24 @@ impl Default for ApiSettings {
 }
 
 impl ApiSettings {
-    /// What API callers may ask for.
-    pub fn limits(&self) -> crate::api::ApiLimits {
-        crate::api::ApiLimits {
-            request_timeout: seconds(self.request_timeout_seconds),
-            min_schedule_interval: std::time::Duration::from_secs(
-                self.min_schedule_interval_seconds,
-            ),
-        }
+    /// `request_timeout_seconds` as a duration.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        seconds(self.request_timeout_seconds)
     }
 
-    /// What one connection may hold; `shutdown_timeout` bounds how long
-    /// requests in flight run on once the daemon stops.
-    pub fn server_limits(
-        &self,
-        shutdown_timeout: std::time::Duration,
-    ) -> crate::api::server::ServerLimits {
-        crate::api::server::ServerLimits {
-            header_read_timeout: seconds(self.header_read_timeout_seconds),
-            idle_timeout: seconds(self.idle_timeout_seconds),
-            max_connections: self.max_connections.max(1),
-            shutdown_timeout,
-        }
+    /// `header_read_timeout_seconds` as a duration.
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        seconds(self.header_read_timeout_seconds)
+    }
+
+    /// `idle_timeout_seconds` as a duration.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        seconds(self.idle_timeout_seconds)
+    }
+
+    /// `min_schedule_interval_seconds` as a duration.
+    pub fn min_schedule_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.min_schedule_interval_seconds)
     }
 }
 

@@ -33,11 +33,7 @@ fn runbook(title: &str, steps: usize) -> String {
 }
 
 fn keys(records: &Records) -> BTreeSet<String> {
-    records
-        .rows
-        .iter()
-        .map(|r| r.metadata["document_key"].as_str().unwrap().to_string())
-        .collect()
+    records.document_keys()
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {

@@ -54,11 +54,7 @@ fn markdown(title: &str, paragraphs: usize) -> String {
 }
 
 fn keys(records: &Records) -> BTreeSet<String> {
-    records
-        .rows
-        .iter()
-        .map(|r| r.metadata["document_key"].as_str().unwrap().to_string())
-        .collect()
+    records.document_keys()
 }
 
 fn github_source(repository: &str) -> Value {

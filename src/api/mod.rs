@@ -59,6 +59,14 @@ pub struct ApiLimits {
 }
 
 impl ApiLimits {
+    /// What API callers may ask for, as `[api]` sets it.
+    pub fn from_settings(settings: &crate::config::ApiSettings) -> Self {
+        ApiLimits {
+            request_timeout: settings.request_timeout(),
+            min_schedule_interval: settings.min_schedule_interval(),
+        }
+    }
+
     /// What the domain layer checks of a source.
     pub fn sources(&self) -> SourceLimits {
         SourceLimits {

@@ -55,6 +55,22 @@ pub struct ServerLimits {
     pub shutdown_timeout: Duration,
 }
 
+impl ServerLimits {
+    /// What one connection may hold, as `[api]` sets it; `shutdown_timeout`
+    /// bounds how long requests in flight run on once the daemon stops.
+    pub fn from_settings(
+        settings: &crate::config::ApiSettings,
+        shutdown_timeout: std::time::Duration,
+    ) -> Self {
+        ServerLimits {
+            header_read_timeout: settings.header_read_timeout(),
+            idle_timeout: settings.idle_timeout(),
+            max_connections: settings.max_connections.max(1),
+            shutdown_timeout,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then closes
 /// every connection within `limits.shutdown_timeout`.
 pub async fn serve(

@@ -259,6 +259,13 @@ impl Records {
             .filter(|r| r.metadata["document_key"] == key)
             .collect()
     }
+    /// The distinct documents the collection holds.
+    pub fn document_keys(&self) -> std::collections::BTreeSet<String> {
+        self.rows
+            .iter()
+            .map(|r| r.metadata["document_key"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 // ------------------------------------------------------------------ S3 (moto)
