@@ -23,7 +23,7 @@ use crate::queue::{JobFilter, PostgresQueue, Queue, QueueError, SourceFilter, Sq
 use crate::schedule::{Scheduler, schedule_loop};
 use crate::service;
 use crate::sink::chroma::ChromaClient;
-use crate::worker::{prune_loop, run_workers};
+use crate::worker::{JobRunner, prune_loop, run_workers};
 
 pub use crate::domain::RunTarget;
 use bert_cpu::Precision;
@@ -165,8 +165,10 @@ impl Daemon {
             shutdown.clone(),
         ));
         tokio::spawn(run_workers(
-            services,
-            Arc::clone(&self.sources),
+            JobRunner {
+                services,
+                sources: Arc::clone(&self.sources),
+            },
             self.config.queue.clone(),
             self.secrets(),
             self.config.workers,

@@ -29,11 +29,18 @@ use crate::domain::{Sources, run_job};
 use crate::pipeline::{JobError, JobState, Services};
 use crate::queue::{ClaimedJob, HeartbeatOutcome, Outcome, Queue};
 
+/// What workers run jobs with: the pipeline's services, and the source
+/// kinds whose drivers run each job.
+#[derive(Clone)]
+pub struct JobRunner {
+    pub services: Arc<Services>,
+    pub sources: Arc<Sources>,
+}
+
 /// Runs `count` workers until `shutdown` is cancelled; returns when all have
 /// stopped: their jobs finished within `grace`, or released after it.
 pub async fn run_workers(
-    services: Arc<Services>,
-    sources: Arc<Sources>,
+    runner: JobRunner,
     settings: QueueSettings,
     secrets: Arc<Vec<Secret>>,
     count: usize,
@@ -58,8 +65,8 @@ pub async fn run_workers(
     for index in 0..count.max(1) {
         let worker = Worker {
             name: format!("{process}-w{index}"),
-            services: Arc::clone(&services),
-            sources: Arc::clone(&sources),
+            services: Arc::clone(&runner.services),
+            sources: Arc::clone(&runner.sources),
             settings: settings.clone(),
             secrets: Arc::clone(&secrets),
             wake: Arc::clone(&wake),

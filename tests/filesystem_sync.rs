@@ -126,7 +126,7 @@ fn a_directory_syncs_then_only_what_changed_is_rewritten() {
             .document
             .contains("revised")
     );
-    assert!(second["stats"]["chunks_deleted"].as_u64().unwrap() >= 1 + dns_before as u64);
+    assert!(second["stats"]["chunks_deleted"].as_u64().unwrap() > dns_before as u64);
 
     // Nothing changed: nothing is embedded or written, every file is unchanged.
     let third = daemon.wait_complete(&daemon.invoke(&source, json!({})));
