@@ -244,6 +244,9 @@ fn a_watched_directory_syncs_edits_renames_and_deletions_on_its_own() {
     let allowed = tempfile::tempdir().unwrap();
     let root = allowed.path().join("notes");
     write(&root, "start.md", &runbook("Start", 1));
+    // A vendored tree that exists before the watch starts, so a file
+    // written into it later is reported as that file.
+    std::fs::create_dir_all(root.join("node_modules/dep")).unwrap();
     let daemon = daemon_for(&chroma, allowed.path());
     let source = daemon.create_source(filesystem_source(
         &root,
@@ -273,6 +276,8 @@ fn a_watched_directory_syncs_edits_renames_and_deletions_on_its_own() {
     wait_until("the watcher to start", Duration::from_secs(30), || {
         daemon.log().contains("auto-sync: watching").then_some(())
     });
+    // A file the globs exclude (a vendored tree) is not worth a job.
+    write(&root, "node_modules/dep/index.js", "module.exports = 1;\n");
     write(&root, "pager.md", &runbook("Pager rotation", 2));
     holds(
         &["pager.md", "start.md"],
@@ -293,14 +298,21 @@ fn a_watched_directory_syncs_edits_renames_and_deletions_on_its_own() {
         &format!("/api/v1/invocations?source_id={source}&limit=100"),
         None,
     );
-    let auto = jobs
+    let auto: Vec<&Value> = jobs
         .1
         .as_array()
         .unwrap()
         .iter()
         .filter(|j| j["trigger"] == "auto_sync")
-        .count();
-    assert!(auto >= 3, "{}", jobs.1);
+        .collect();
+    assert!(auto.len() >= 3, "{}", jobs.1);
+    assert!(
+        auto.iter().all(|j| !j["metadata"]["filesystem"]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("node_modules"))),
+        "{}",
+        jobs.1
+    );
 }
 
 #[test]

@@ -14,9 +14,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::plan_path;
-use super::root::Root;
+use super::root::{Resolved, Root};
 use super::watch::{Batch, Watcher};
+use super::{PathFilter, path_filter, plan_path};
 use crate::config::FilesystemSettings;
 use crate::model::{AutoSync, CreateJobPayload, FilesystemSourceConfig, SourceType, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
@@ -97,10 +97,16 @@ impl SourceWatch {
     async fn run(self, stop: CancellationToken) {
         let id = self.record.id;
         let debounce = Duration::from_millis(self.settings.watch_debounce_ms);
-        let watcher = Root::open(&self.settings, &self.config.root)
-            .and_then(|root| Watcher::start(&root, debounce));
-        let mut watcher = match watcher {
-            Ok(watcher) => watcher,
+        let started = Root::open(&self.settings, &self.config.root).and_then(|root| {
+            let filter = path_filter(&self.config)?;
+            Ok((
+                Watcher::start(&root, debounce)?,
+                Arc::new(root),
+                Arc::new(filter),
+            ))
+        });
+        let (mut watcher, root, filter) = match started {
+            Ok(started) => started,
             Err(error) => {
                 tracing::error!(source_id = %id, %error, "cannot watch the source's root");
                 return;
@@ -120,7 +126,16 @@ impl SourceWatch {
                     tracing::warn!(source_id = %id, "the watch of the source's root ended");
                     return;
                 }
-                Some(Batch::Paths(paths)) => held.extend(paths.into_iter().map(Some)),
+                Some(Batch::Paths(paths)) if !paths.is_empty() => {
+                    match wanted(&root, &filter, paths).await {
+                        Some(paths) => held.extend(paths.into_iter().map(Some)),
+                        // Could not sort them out: sync everything instead.
+                        None => {
+                            held.insert(None);
+                        }
+                    }
+                }
+                Some(Batch::Paths(_)) => {}
                 Some(Batch::Rescan { reason }) => {
                     tracing::info!(source_id = %id, %reason, "auto-sync: syncing the whole root");
                     held.insert(None);
@@ -131,6 +146,7 @@ impl SourceWatch {
     }
 
     /// Enqueues each held change; returns those the queue did not take.
+    /// (`wanted` already dropped files the globs exclude.)
     async fn offer(&self, held: BTreeSet<Option<String>>) -> BTreeSet<Option<String>> {
         let mut kept = BTreeSet::new();
         let mut enqueued = false;
@@ -166,4 +182,26 @@ impl SourceWatch {
         }
         kept
     }
+}
+
+/// The changed paths worth a job: files the source's globs exclude are
+/// dropped (an `npm install` under the root must not become thousands of
+/// jobs); directories and paths with nothing there are kept, since they may
+/// hold, or have held, documents the globs accept.
+async fn wanted(
+    root: &Arc<Root>,
+    filter: &Arc<PathFilter>,
+    paths: Vec<String>,
+) -> Option<Vec<String>> {
+    let (root, filter) = (Arc::clone(root), Arc::clone(filter));
+    tokio::task::spawn_blocking(move || {
+        paths
+            .into_iter()
+            .filter(|path| {
+                filter.accepts(path) || !matches!(root.resolve(path), Ok(Resolved::File(_)))
+            })
+            .collect()
+    })
+    .await
+    .ok()
 }
