@@ -282,6 +282,23 @@ impl DocumentContext<'_> {
     /// The version of each document of this job's source the collection
     /// holds, read from its first chunk.
     pub async fn stored_versions(&self) -> Result<HashMap<String, String>, JobError> {
+        let firsts = self.first_chunks().await?;
+        Ok(firsts
+            .iter()
+            .filter_map(|metadata| {
+                let stored = Stored(metadata);
+                Some((
+                    stored.document_key()?.to_string(),
+                    stored.version_key().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// The metadata of the first chunk of each document of this job's
+    /// source: one record per document, which carries what the source
+    /// stored about it (version, validators).
+    pub async fn first_chunks(&self) -> Result<Vec<serde_json::Map<String, Value>>, JobError> {
         let doing = format!("listing stored documents in {}", self.collection.name);
         let firsts = self
             .services
@@ -292,16 +309,7 @@ impl DocumentContext<'_> {
                 &doing,
             )
             .await?;
-        Ok(firsts
-            .iter()
-            .filter_map(|(_, metadata)| {
-                let stored = Stored(metadata);
-                Some((
-                    stored.document_key()?.to_string(),
-                    stored.version_key().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect())
+        Ok(firsts.into_iter().map(|(_, metadata)| metadata).collect())
     }
 
     /// A skipped document keeps no chunks: whatever an older version left is removed.

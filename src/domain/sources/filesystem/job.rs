@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::read::read_document;
 use super::root::{Resolved, Root};
 use super::walk::{Walk, walk, walk_under};
-use super::{PathFilter, path_filter};
+use super::{PathFilter, open_root, path_filter};
 use crate::config::FilesystemSettings;
 use crate::model::{FilesystemSourceConfig, SourceType, Trigger};
 use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun, SourceError};
@@ -19,10 +19,7 @@ pub(super) async fn run(
     job: &JobRun<'_>,
     config: &FilesystemSourceConfig,
 ) -> Result<(), JobError> {
-    let root = Arc::new(
-        Root::open(settings, &config.root)
-            .map_err(|e| JobError::Permanent(format!("filesystem.root: {e}")))?,
-    );
+    let root = Arc::new(open_root(settings, config).map_err(JobError::Permanent)?);
     let filter = Arc::new(path_filter(config).map_err(JobError::Permanent)?);
     let collection = job.open_collection().await?;
     let context = job.documents(&collection, SourceType::Filesystem);

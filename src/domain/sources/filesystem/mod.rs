@@ -21,6 +21,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::root::{Root, check_relative};
+
+/// Opens a source's root; the error names the setting for the caller.
+fn open_root(
+    settings: &FilesystemSettings,
+    config: &FilesystemSourceConfig,
+) -> Result<Root, String> {
+    Root::open(settings, &config.root).map_err(|e| format!("filesystem.root: {e}"))
+}
 use super::globs::PathFilter;
 use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
 use crate::config::{Config, FilesystemSettings};
@@ -68,15 +76,11 @@ pub fn path_filter(config: &FilesystemSourceConfig) -> Result<PathFilter, String
     )
 }
 
-/// Longest `path` an invocation may name (Linux's `PATH_MAX`).
-const MAX_PATH_BYTES: usize = 4096;
-
 impl SourceKind for FilesystemSource {
     type Config = FilesystemSourceConfig;
 
     fn validate(&self, config: &FilesystemSourceConfig) -> Result<(), DomainError> {
-        Root::open(&self.settings, &config.root)
-            .map_err(|e| DomainError::invalid(format!("filesystem.root: {e}")))?;
+        open_root(&self.settings, config).map_err(DomainError::Invalid)?;
         validate_chroma_name("filesystem.collection_name", &config.collection_name)?;
         path_filter(config).map_err(|e| DomainError::invalid(format!("filesystem: {e}")))?;
         if config.auto_sync == Some(AutoSync::Metadata) {
@@ -137,14 +141,9 @@ fn plan_path(
     }
     let collection = collection_of(payload, "filesystem", Some(&config.collection_name))?;
     if let Some(path) = &payload.path {
-        if path.len() > MAX_PATH_BYTES {
-            return Err(DomainError::invalid(format!(
-                "path must be at most {MAX_PATH_BYTES} bytes long"
-            )));
-        }
+        // Lexical checks (length, `..`, absolute) first: no IO for a bad path.
         check_relative(path).map_err(|e| DomainError::invalid(format!("path: {e}")))?;
-        let root = Root::open(settings, &config.root)
-            .map_err(|e| DomainError::invalid(format!("filesystem.root: {e}")))?;
+        let root = open_root(settings, config).map_err(DomainError::Invalid)?;
         root.resolve(path)
             .map_err(|e| DomainError::invalid(format!("path `{path}`: {e}")))?;
     }

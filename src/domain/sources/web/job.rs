@@ -15,22 +15,20 @@ use std::collections::{HashMap, HashSet};
 use super::WebSource;
 use super::crawl::{Crawl, HTTP_ETAG, HTTP_LAST_MODIFIED, KnownPage};
 use crate::model::{SourceType, WebScrapeSourceConfig};
-use crate::pipeline::{Fetched, JobError, JobRun, Services};
-use crate::sink::chroma::CollectionHandle;
-use crate::sink::records::{Filter, Stored};
+use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun};
+use crate::sink::records::Stored;
 
 pub(super) async fn run(
     source: &WebSource,
     job: &JobRun<'_>,
     web: &WebScrapeSourceConfig,
 ) -> Result<(), JobError> {
-    let (services, state, cancel) = (job.services, job.state, job.cancel);
+    let (state, cancel) = (job.state, job.cancel);
     let collection = job.open_collection().await?;
-    let source_id = &job.source_id;
-    state.set_progress(1, 3, "reading what the collection holds".into());
-    let known = known_pages(services, &collection, source_id).await?;
-    let crawl = Crawl::new(&source.settings, web, known.clone(), cancel.clone())?;
     let context = job.documents(&collection, SourceType::WebScrape);
+    state.set_progress(1, 3, "reading what the collection holds".into());
+    let known = known_pages(&context).await?;
+    let crawl = Crawl::new(&source.settings, web, known.clone(), cancel.clone())?;
     state.set_progress(2, 3, format!("crawling {}", web.starting_url));
     let (mut pages, incomplete) = crawl.run();
     let mut seen = HashSet::new();
@@ -98,20 +96,10 @@ fn check_removals(removing: usize, stored: usize, max_fraction: f64) -> Result<(
 
 /// Each stored page of the source, by its first chunk.
 async fn known_pages(
-    services: &Services,
-    collection: &CollectionHandle,
-    source_id: &str,
+    context: &DocumentContext<'_>,
 ) -> Result<HashMap<String, KnownPage>, JobError> {
     let mut known = HashMap::new();
-    let pages = services
-        .chroma
-        .scan_all(
-            collection,
-            Filter::first_chunks(source_id).to_where(),
-            "listing stored pages",
-        )
-        .await?;
-    for (_, metadata) in &pages {
+    for metadata in &context.first_chunks().await? {
         let stored = Stored(metadata);
         if let Some(key) = stored.document_key() {
             known.insert(
