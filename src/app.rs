@@ -16,6 +16,7 @@ use crate::domain::{
     DomainError, Sources, authorize_source, plan_job, spec_of, validate_source, whole_source,
 };
 use crate::embed::{Embedder, MiniLm};
+use crate::extract::isolate::Converter;
 use crate::model::{CreateSourcePayload, JobStats, JobStatus, Trigger};
 use crate::pipeline::Services;
 use crate::progress::{RunObserver, RunSnapshot, add_stats};
@@ -120,11 +121,16 @@ impl Daemon {
             "embedding model loaded"
         );
         let chunker = Chunker::new(Some(model.tokenizer()), model.max_tokens());
+        // Documents are converted by this same binary, run as a child.
+        let program = std::env::current_exe()
+            .map_err(|e| AppError::Setup(format!("finding our own executable: {e}")))?;
+        let converter = Converter::new(self.config.extract.isolation(program));
         Ok(Arc::new(Services {
             queue: Arc::clone(&self.queue),
             chroma: self.chroma.clone(),
             embedder: Arc::new(model),
             chunker,
+            converter,
         }))
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use text_splitter::{ChunkConfig, ChunkSizer, CodeSplitter, MarkdownSplitter, TextSplitter};
 use tokenizers::Tokenizer;
 
-use crate::extract::{CodeLanguage, Extracted, TextKind};
+use crate::extract::{CodeLanguage, Converted, Extracted, Section, TextKind};
 use crate::model::ChunkingConfig;
 use crate::nesting;
 
@@ -31,6 +31,8 @@ pub enum Strategy {
     Markdown,
     Lines,
     Text,
+    /// Spreadsheet rows under their repeated header.
+    Table,
 }
 
 impl Strategy {
@@ -40,16 +42,22 @@ impl Strategy {
             Strategy::Markdown => "markdown",
             Strategy::Lines => "lines",
             Strategy::Text => "text",
+            Strategy::Table => "table",
         }
     }
 }
 
-/// One chunk and where it sits in its document (1-based, inclusive lines).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One chunk and where it sits in its document (1-based, inclusive lines;
+/// for converted documents, lines of their markdown).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Chunk {
     pub text: String,
     pub start_line: u32,
     pub end_line: u32,
+    /// Paged documents: the first and last page (or slide) the text is from.
+    pub pages: Option<(u32, u32)>,
+    /// Spreadsheets: the sheet the rows are from.
+    pub sheet: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +65,17 @@ pub struct Chunked {
     pub strategy: Strategy,
     pub language: Option<CodeLanguage>,
     pub chunks: Vec<Chunk>,
+    /// Converted documents: what they are and what they call themselves.
+    pub document: Option<DocumentFacts>,
+}
+
+/// Document-wide chunk metadata of converted documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentFacts {
+    /// The MIME type the document was read as.
+    pub content_type: String,
+    /// The title its properties name.
+    pub title: Option<String>,
 }
 
 /// Splits documents; cheap to share between threads.
@@ -138,7 +157,149 @@ impl Chunker {
             strategy,
             language,
             chunks,
+            document: None,
         }
+    }
+
+    /// Chunks a converted document section by section, so that a chunk
+    /// never mixes pages that are not consecutive nor two sheets: text
+    /// sections as markdown (or lines, if the source asks for them), table
+    /// sections as runs of whole rows under the repeated header.
+    pub fn chunk_converted(&self, doc: &Converted, config: Option<&ChunkingConfig>) -> Chunked {
+        let max_bytes = match config {
+            Some(ChunkingConfig::Lines { max_size_bytes, .. })
+            | Some(ChunkingConfig::TreeSitter { max_size_bytes }) => {
+                max_size_bytes.map_or(DEFAULT_MAX_SIZE_BYTES, |b| b as usize)
+            }
+            None => DEFAULT_MAX_SIZE_BYTES,
+        }
+        .max(16);
+        let mut chunks = Vec::new();
+        let mut strategy = Strategy::Markdown;
+        let mut lines_before = 0u32;
+        for section in &doc.sections {
+            let (mut section_chunks, lines) = match section {
+                Section::Text { markdown, pages } => {
+                    let text = Extracted {
+                        text: markdown.clone(),
+                        kind: TextKind::Markdown,
+                    };
+                    let chunked = self.chunk(&text, config);
+                    strategy = chunked.strategy;
+                    let mut section_chunks = chunked.chunks;
+                    for chunk in &mut section_chunks {
+                        chunk.pages = *pages;
+                    }
+                    (section_chunks, count_newlines(markdown) + 1)
+                }
+                Section::Table {
+                    sheet,
+                    header,
+                    rows,
+                } => {
+                    strategy = Strategy::Table;
+                    let mut section_chunks = self.chunk_table(header, rows, max_bytes);
+                    for chunk in &mut section_chunks {
+                        chunk.sheet = sheet.clone();
+                    }
+                    (section_chunks, rows.len() as u32 + 2)
+                }
+            };
+            for chunk in &mut section_chunks {
+                chunk.start_line += lines_before;
+                chunk.end_line += lines_before;
+            }
+            chunks.extend(section_chunks);
+            // Sections are joined by a blank line in the document's markdown.
+            lines_before += lines + 1;
+        }
+        Chunked {
+            strategy,
+            language: None,
+            chunks,
+            document: Some(DocumentFacts {
+                content_type: doc.content_type.clone(),
+                title: doc.title.clone(),
+            }),
+        }
+    }
+
+    /// Whole rows under `header` (header and separator lines), as many per
+    /// chunk as fit in tokens and bytes. Rows join with line breaks, which
+    /// split words for the tokenizer as much as any whitespace does, so a
+    /// chunk's count is the sum of its rows'. A single row too big for any
+    /// chunk is cut into text pieces, each under the header: nothing of it
+    /// is lost.
+    fn chunk_table(&self, header: &str, rows: &[String], max_bytes: usize) -> Vec<Chunk> {
+        let tokens = |text: &str| {
+            self.tokenizer.as_deref().map_or(0, |tokenizer| {
+                tokenizer
+                    .encode_fast(text, false)
+                    .map(|encoding| encoding.len())
+                    .unwrap_or(text.len())
+            })
+        };
+        let header_size = (tokens(header), header.len() + 1);
+        let mut chunks = Vec::new();
+        let mut text = String::new();
+        let mut size = header_size;
+        let mut first_row = 0usize;
+        let flush = |text: &mut String, first: usize, last: usize, chunks: &mut Vec<Chunk>| {
+            if !text.is_empty() {
+                chunks.push(Chunk {
+                    text: format!("{header}\n{text}"),
+                    // Line 1 and 2 are the header; row i is line i + 3.
+                    start_line: first as u32 + 3,
+                    end_line: last as u32 + 3,
+                    ..Chunk::default()
+                });
+                text.clear();
+            }
+        };
+        for (index, row) in rows.iter().enumerate() {
+            let row_size = (tokens(row), row.len() + 1);
+            let fits = |size: (usize, usize)| {
+                size.0 + row_size.0 <= self.max_tokens && size.1 + row_size.1 <= max_bytes
+            };
+            if !text.is_empty() && !fits(size) {
+                flush(&mut text, first_row, index - 1, &mut chunks);
+                size = header_size;
+            }
+            if text.is_empty() {
+                first_row = index;
+                if !fits(header_size) {
+                    // Too big for one chunk even alone.
+                    let room = max_bytes.saturating_sub(header.len() + 1).max(16);
+                    let piece_text = Extracted {
+                        text: row.clone(),
+                        kind: TextKind::Plain,
+                    };
+                    let config = ChunkingConfig::TreeSitter {
+                        max_size_bytes: Some(room.min(u32::MAX as usize) as u32),
+                    };
+                    let budget = Chunker {
+                        max_tokens: self.max_tokens.saturating_sub(header_size.0).max(8),
+                        ..self.clone()
+                    };
+                    for piece in budget.chunk(&piece_text, Some(&config)).chunks {
+                        text.push_str(&piece.text);
+                        flush(&mut text, index, index, &mut chunks);
+                    }
+                    continue;
+                }
+            } else {
+                text.push('\n');
+            }
+            text.push_str(row);
+            size = (size.0 + row_size.0, size.1 + row_size.1);
+        }
+        flush(
+            &mut text,
+            first_row,
+            rows.len().saturating_sub(1),
+            &mut chunks,
+        );
+        chunks
     }
 
     fn chunk_syntax(
@@ -357,6 +518,7 @@ fn with_line_numbers(text: &str, pieces: Vec<(usize, &str)>) -> Vec<Chunk> {
             text: piece.to_string(),
             start_line: line,
             end_line,
+            ..Chunk::default()
         });
     }
     chunks
@@ -380,6 +542,7 @@ fn chunk_lines(text: &str, max_lines: usize, max_bytes: usize) -> Vec<Chunk> {
                 text: trimmed.to_string(),
                 start_line: start,
                 end_line: end,
+                ..Chunk::default()
             });
         }
         buffer.clear();

@@ -40,6 +40,7 @@ pub struct Config {
     pub github: GitHubSettings,
     pub web: WebSettings,
     pub filesystem: FilesystemSettings,
+    pub extract: ExtractSettings,
     /// AWS credentials that S3 sources refer to by `aws_credential_id`.
     /// Id `0` is reserved for the standard AWS credential chain.
     pub aws_credentials: BTreeMap<String, AwsCredentialConfig>,
@@ -304,6 +305,39 @@ pub struct FilesystemSettings {
     pub watch_debounce_ms: u64,
 }
 
+/// Document conversion (PDF, office files, spreadsheets, EPUB, notebooks).
+/// Each document is converted by a child process with these limits; a
+/// document that breaks one is skipped with the reason, and the daemon
+/// carries on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractSettings {
+    /// Wall-clock time one document's conversion may take.
+    pub max_seconds_per_document: f64,
+    /// Text one document may produce (a decompression bomb ends here).
+    pub max_extracted_bytes: u64,
+    /// Address space of a converter child (`RLIMIT_AS`).
+    pub max_memory_bytes: u64,
+    /// Converter children at once across all jobs; `0`: one per CPU.
+    pub max_concurrent: usize,
+    /// The PDFium shared library PDFs are read with (`scripts/install-pdfium`
+    /// puts the one from the `pypdfium2` wheel here). Without it, PDFs are
+    /// skipped with the reason. Env: `CHROMA_SYNCD_PDFIUM_LIBRARY`.
+    pub pdfium_library: PathBuf,
+}
+
+impl Default for ExtractSettings {
+    fn default() -> Self {
+        ExtractSettings {
+            max_seconds_per_document: 120.0,
+            max_extracted_bytes: 32 * 1024 * 1024,
+            max_memory_bytes: 2 * 1024 * 1024 * 1024,
+            max_concurrent: 0,
+            pdfium_library: cache_dir().join("chroma-syncd/pdfium/libpdfium.so"),
+        }
+    }
+}
+
 /// One GitHub App: its private key (PEM) from an env var or a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -388,6 +422,7 @@ impl Default for Config {
             github: GitHubSettings::default(),
             web: WebSettings::default(),
             filesystem: FilesystemSettings::default(),
+            extract: ExtractSettings::default(),
             aws_credentials: BTreeMap::new(),
         }
     }
@@ -514,11 +549,15 @@ fn default_state_dir() -> PathBuf {
 /// `$XDG_CACHE_HOME/chroma-syncd/models/all-MiniLM-L6-v2`, else under `~/.cache`:
 /// where `scripts/install-model` unpacks the model.
 fn default_model_dir() -> PathBuf {
-    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+    cache_dir().join("chroma-syncd/models/all-MiniLM-L6-v2")
+}
+
+/// `$XDG_CACHE_HOME`, else `~/.cache`.
+fn cache_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) => PathBuf::from(dir),
         None => home_dir().join(".cache"),
-    };
-    cache.join("chroma-syncd/models/all-MiniLM-L6-v2")
+    }
 }
 
 impl Config {
@@ -589,6 +628,9 @@ impl Config {
                     });
                 }
             };
+        }
+        if let Some(library) = get("CHROMA_SYNCD_PDFIUM_LIBRARY").filter(|l| !l.is_empty()) {
+            self.extract.pdfium_library = PathBuf::from(library);
         }
         if let Some(url) = get("CHROMA_SYNCD_GITHUB_API_URL").filter(|u| !u.is_empty()) {
             self.github.api_url = url;
@@ -684,6 +726,20 @@ impl Config {
                 message: format!("`{}` is not an absolute path", relative.display()),
             });
         }
+        let seconds = self.extract.max_seconds_per_document;
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(ConfigError::Invalid {
+                key: "extract.max_seconds_per_document",
+                message: format!("{seconds} is not a positive number of seconds"),
+            });
+        }
+        if self.extract.max_memory_bytes < 64 * 1024 * 1024 {
+            // The converter binary itself maps more than this.
+            return Err(ConfigError::Invalid {
+                key: "extract.max_memory_bytes",
+                message: "must be at least 64 MiB (67108864)".to_string(),
+            });
+        }
         let fraction = self.web.max_removal_fraction;
         if !(0.0..=1.0).contains(&fraction) {
             return Err(ConfigError::Invalid {
@@ -719,6 +775,28 @@ impl Config {
 
     pub fn queue_path(&self) -> PathBuf {
         self.state_dir.join("queue.sqlite3")
+    }
+}
+
+impl ExtractSettings {
+    /// How the daemon runs converters: `program` is its own executable.
+    pub fn isolation(&self, program: PathBuf) -> crate::extract::isolate::IsolationSettings {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        crate::extract::isolate::IsolationSettings {
+            program,
+            limits: crate::extract::Limits {
+                max_extracted_bytes: usize::try_from(self.max_extracted_bytes)
+                    .unwrap_or(usize::MAX),
+                pdfium_library: Some(self.pdfium_library.clone()),
+            },
+            max_seconds: self.max_seconds_per_document,
+            max_memory_bytes: self.max_memory_bytes,
+            max_concurrent: if self.max_concurrent == 0 {
+                cpus
+            } else {
+                self.max_concurrent
+            },
+        }
     }
 }
 

@@ -76,6 +76,18 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         progress_interval: f64,
     },
+    /// Internal: converts one document read from stdin to JSON on stdout.
+    /// The daemon runs this as a child process with resource limits (see
+    /// `extract::isolate`); it is not meant to be typed.
+    #[command(name = "extract-document", hide = true)]
+    ExtractDocument {
+        #[arg(long)]
+        format: String,
+        #[arg(long)]
+        max_extracted_bytes: usize,
+        #[arg(long)]
+        pdfium_library: Option<PathBuf>,
+    },
     /// Health probe for container runtimes without curl: GET the URL, exit
     /// 0 on a 2xx answer, 1 otherwise (e.g. `probe --url http://127.0.0.1:8420/readyz`).
     Probe {
@@ -213,6 +225,19 @@ fn hard_exit_after(limit: Duration) {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if let Command::ExtractDocument {
+        format,
+        max_extracted_bytes,
+        pdfium_library,
+    } = &cli.command
+    {
+        // A converter child: no runtime, no config, no logging.
+        let limits = chroma_syncd::extract::Limits {
+            max_extracted_bytes: *max_extracted_bytes,
+            pdfium_library: pdfium_library.clone(),
+        };
+        return chroma_syncd::extract::isolate::child_main(format, limits);
+    }
     cli.token = std::env::var("CHROMA_SYNCD_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
@@ -284,6 +309,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::Probe { url } => Ok(probe(&url).await),
+        Command::ExtractDocument { .. } => unreachable!("handled before the runtime starts"),
         // The API client is built for these commands only, so a bad
         // `--api-url` never stops `serve` or `run`.
         Command::Source { command } => {

@@ -565,6 +565,11 @@ pub struct JobStats {
     /// by document; the first [`MAX_SKIPPED_REASONS`] only (`skipped` counts all).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub skipped_reasons: BTreeMap<String, String>,
+    /// Documents indexed without some of their parts, keyed by document:
+    /// what was left out and why (`page 4: no text layer (OCR not
+    /// enabled)`). The first [`MAX_SKIPPED_REASONS`] documents only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub omitted_parts: BTreeMap<String, String>,
     /// Chunks whose metadata was updated in place, without re-embedding
     /// (an incremental GitHub sync re-stamps unchanged files with the new commit).
     #[serde(default, skip_serializing_if = "is_zero")]

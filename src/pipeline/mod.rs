@@ -21,12 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{Chunked, Chunker};
 use crate::embed::Embedder;
-use crate::extract::{Skipped, extract};
+use crate::extract::isolate::Converter;
+use crate::extract::{Skipped, document_format, extract};
 use crate::model::{ChunkingConfig, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType};
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, EmbeddingSpec};
 use crate::sink::records::{
-    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records,
+    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records, same_identity,
 };
 
 /// Why a job did not complete.
@@ -72,6 +73,8 @@ pub struct Services {
     pub chroma: ChromaClient,
     pub embedder: Arc<dyn Embedder>,
     pub chunker: Chunker,
+    /// Converts PDFs, office files and the like in child processes.
+    pub converter: Converter,
 }
 
 /// Live state of a running job, read by its heartbeat.
@@ -220,12 +223,6 @@ impl DocumentContext<'_> {
                 return Ok(());
             }
         };
-        self.state.update(|stats| {
-            stats.documents += 1;
-            stats.bytes += document.bytes.len() as u64;
-        });
-        self.state
-            .set_progress(2, 3, format!("chunking {}", document.key));
         let Document {
             key,
             version,
@@ -233,10 +230,6 @@ impl DocumentContext<'_> {
             bytes,
             metadata: source_fields,
         } = document;
-        let (chunked, _) = match self.extract_and_chunk(&key, content_type, bytes).await? {
-            Ok(extracted) => extracted,
-            Err(skipped) => return self.skip(&key, skipped.0).await,
-        };
         let identity = DocumentIdentity {
             source_id: self.source_id,
             source_type: self.source_type.as_str(),
@@ -245,6 +238,23 @@ impl DocumentContext<'_> {
             custom_id: self.custom_id,
             source_fields: &source_fields,
             user_metadata: self.user_metadata,
+        };
+        // Documents cost a conversion: one already stored at this version,
+        // as this invocation would store it, is left alone.
+        if document_format(&key, content_type.as_deref()).is_some()
+            && self.stored_as(&identity).await?
+        {
+            self.state.update(|stats| stats.unchanged += 1);
+            return Ok(());
+        }
+        self.state.update(|stats| {
+            stats.documents += 1;
+            stats.bytes += bytes.len() as u64;
+        });
+        self.state.set_progress(2, 3, format!("chunking {key}"));
+        let (chunked, _) = match self.extract_and_chunk(&key, content_type, bytes).await? {
+            Ok(extracted) => extracted,
+            Err(skipped) => return self.skip(&key, skipped.0).await,
         };
         let records = build_records(&identity, &chunked);
         self.write(&key, records).await.map(|_| ())
@@ -310,6 +320,25 @@ impl DocumentContext<'_> {
             )
             .await?;
         Ok(firsts.into_iter().map(|(_, metadata)| metadata).collect())
+    }
+
+    /// Whether the collection holds the document at `identity`'s version
+    /// with the same identity metadata ([`same_identity`]).
+    async fn stored_as(&self, identity: &DocumentIdentity<'_>) -> Result<bool, JobError> {
+        let doing = format!("looking up {} in {}", identity.key, self.collection.name);
+        let found = self
+            .services
+            .chroma
+            .find(
+                self.collection,
+                Filter::document_at(identity.key, identity.custom_id, identity.version).to_where(),
+                1,
+                &doing,
+            )
+            .await?;
+        Ok(found
+            .first()
+            .is_some_and(|(_, stored)| same_identity(identity, stored)))
     }
 
     /// A skipped document keeps no chunks: whatever an older version left is removed.
@@ -530,7 +559,8 @@ impl DocumentContext<'_> {
         item
     }
 
-    /// Extracts and chunks `bytes` on a blocking thread, timing it into
+    /// Extracts and chunks `bytes` on a blocking thread (documents are
+    /// converted in a child process first), timing it into
     /// `stats.extract_ms`: the chunks and how many lines the text has, or
     /// why it is not indexed.
     async fn extract_and_chunk(
@@ -541,16 +571,41 @@ impl DocumentContext<'_> {
     ) -> Result<Result<(Chunked, u32), Skipped>, JobError> {
         let chunker = self.services.chunker.clone();
         let chunking = self.chunking.cloned();
-        let key = key.to_string();
         let started = Instant::now();
-        let extracted = tokio::task::spawn_blocking(move || {
-            extract(&key, content_type.as_deref(), &bytes).map(|text| {
-                let lines = text.text.bytes().filter(|b| *b == b'\n').count() as u32;
-                (chunker.chunk(&text, chunking.as_ref()), lines)
+        let extracted = if let Some(format) = document_format(key, content_type.as_deref()) {
+            match self.services.converter.convert(format, bytes).await {
+                Ok(converted) => {
+                    if !converted.omitted.is_empty() {
+                        let omitted = converted.omitted.join("; ");
+                        tracing::info!(document = key, %omitted, "indexed without some parts");
+                        let key = key.to_string();
+                        self.state.update(|stats| {
+                            if stats.omitted_parts.len() < MAX_SKIPPED_REASONS {
+                                stats.omitted_parts.insert(key, omitted);
+                            }
+                        });
+                    }
+                    tokio::task::spawn_blocking(move || {
+                        let chunked = chunker.chunk_converted(&converted, chunking.as_ref());
+                        let lines = chunked.chunks.last().map_or(0, |c| c.end_line);
+                        Ok((chunked, lines))
+                    })
+                    .await
+                    .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?
+                }
+                Err(skipped) => Err(skipped),
+            }
+        } else {
+            let key = key.to_string();
+            tokio::task::spawn_blocking(move || {
+                extract(&key, content_type.as_deref(), &bytes).map(|text| {
+                    let lines = text.text.bytes().filter(|b| *b == b'\n').count() as u32;
+                    (chunker.chunk(&text, chunking.as_ref()), lines)
+                })
             })
-        })
-        .await
-        .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?;
+            .await
+            .map_err(|e| JobError::Permanent(format!("chunking task failed: {e}")))?
+        };
         self.state
             .update(|stats| stats.extract_ms += elapsed_ms(started));
         Ok(extracted)

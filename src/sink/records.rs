@@ -14,8 +14,11 @@ use crate::config::sha256_hex;
 
 /// Chroma Cloud's limit, which we respect everywhere.
 pub const MAX_METADATA_KEYS: usize = 32;
-/// Keys we set on every chunk (at most; `language` and `custom_id` are optional).
-pub const STANDARD_METADATA_KEYS: usize = 16;
+/// Keys we set on a chunk, at most: the eleven always there, `custom_id`,
+/// a source field or two, and either `language` (code) or the converted
+/// documents' `page_start`, `page_end` (or `sheet`), `document_title` and
+/// `content_type`.
+pub const STANDARD_METADATA_KEYS: usize = 17;
 /// What is left for an invocation's own `metadata`.
 pub const MAX_USER_METADATA_KEYS: usize = MAX_METADATA_KEYS - STANDARD_METADATA_KEYS;
 /// Largest invocation `metadata`, serialized as JSON: the hosted Chroma
@@ -40,6 +43,12 @@ pub mod field {
     pub const CONTENT_SHA256: &str = "content_sha256";
     pub const LANGUAGE: &str = "language";
     pub const CUSTOM_ID: &str = "custom_id";
+    /// Converted documents (PDF, office files, spreadsheets, …).
+    pub const PAGE_START: &str = "page_start";
+    pub const PAGE_END: &str = "page_end";
+    pub const SHEET: &str = "sheet";
+    pub const DOCUMENT_TITLE: &str = "document_title";
+    pub const CONTENT_TYPE: &str = "content_type";
 }
 
 /// A Chroma `where` filter over chunk metadata, built only from the
@@ -78,6 +87,14 @@ impl Filter {
         Filter(json!({"$and": [
             {field::SOURCE_ID: source_id},
             {field::CHUNK_INDEX: 0},
+        ]}))
+    }
+
+    /// A document's chunks stored at `version`.
+    pub fn document_at(key: &str, custom_id: Option<&str>, version: &str) -> Self {
+        Filter(json!({"$and": [
+            Self::document(key, custom_id).0,
+            {field::VERSION_KEY: version},
         ]}))
     }
 
@@ -222,6 +239,19 @@ pub fn build_segment_records(
             if let Some(custom_id) = identity.custom_id {
                 put(field::CUSTOM_ID, custom_id.into());
             }
+            if let Some((start, end)) = chunk.pages {
+                put(field::PAGE_START, start.into());
+                put(field::PAGE_END, end.into());
+            }
+            if let Some(sheet) = &chunk.sheet {
+                put(field::SHEET, sheet.clone().into());
+            }
+            if let Some(document) = &chunked.document {
+                put(field::CONTENT_TYPE, document.content_type.clone().into());
+                if let Some(title) = &document.title {
+                    put(field::DOCUMENT_TITLE, title.clone().into());
+                }
+            }
             Record {
                 id: chunk_id(identity.key, identity.custom_id, index),
                 document: chunk.text.clone(),
@@ -229,6 +259,44 @@ pub fn build_segment_records(
             }
         })
         .collect()
+}
+
+/// Fields whose values the document's content decides (the rest its
+/// identity: key, version, source, invocation metadata).
+const CONTENT_FIELDS: &[&str] = &[
+    field::CHUNK_STRATEGY,
+    field::START_LINE,
+    field::END_LINE,
+    field::CHUNK_INDEX,
+    field::CONTENT_SHA256,
+    field::LANGUAGE,
+    field::PAGE_START,
+    field::PAGE_END,
+    field::SHEET,
+    field::DOCUMENT_TITLE,
+    field::CONTENT_TYPE,
+];
+
+/// Whether a stored chunk's metadata holds exactly what `identity` would
+/// write, apart from what the content decides. With the same version, the
+/// document is stored as this invocation would store it: converting it
+/// again (seconds for a long PDF) could only give the same records.
+pub fn same_identity(identity: &DocumentIdentity<'_>, stored: &Map<String, Value>) -> bool {
+    let probe = Chunked {
+        strategy: crate::chunk::Strategy::Text,
+        language: None,
+        chunks: vec![crate::chunk::Chunk::default()],
+        document: None,
+    };
+    let wanted = build_records(identity, &probe).remove(0).metadata;
+    let identity_only = |metadata: &Map<String, Value>| -> Map<String, Value> {
+        metadata
+            .iter()
+            .filter(|(name, value)| !CONTENT_FIELDS.contains(&name.as_str()) && !value.is_null())
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    };
+    identity_only(&wanted) == identity_only(stored)
 }
 
 /// Why an invocation's `metadata` cannot be stored on chunks, if it cannot.
@@ -280,8 +348,10 @@ mod tests {
                     text: format!("chunk {i}"),
                     start_line: i as u32 * 3 + 1,
                     end_line: i as u32 * 3 + 3,
+                    ..Chunk::default()
                 })
                 .collect(),
+            document: None,
         }
     }
 
@@ -326,6 +396,40 @@ mod tests {
         assert_eq!(meta["team"], "search");
         assert_eq!(meta["content_sha256"], sha256_hex(b"chunk 1"));
         assert!(meta.len() <= STANDARD_METADATA_KEYS + 1);
+    }
+
+    #[test]
+    fn same_identity_ignores_content_but_not_metadata() {
+        let mut user = Map::new();
+        user.insert("team".into(), "search".into());
+        let fields = vec![("bucket".to_string(), Value::from("b1"))];
+        let identity = DocumentIdentity {
+            source_id: "s-1",
+            source_type: "s3",
+            key: "a.pdf",
+            version: "etag-1",
+            custom_id: None,
+            source_fields: &fields,
+            user_metadata: Some(&user),
+        };
+        let mut stored = build_records(&identity, &chunked(1)).remove(0).metadata;
+        stored.insert(field::PAGE_START.into(), 3.into());
+        assert!(same_identity(&identity, &stored));
+        let mut changed = user.clone();
+        changed.insert("team".into(), "ads".into());
+        let identity = DocumentIdentity {
+            user_metadata: Some(&changed),
+            ..identity
+        };
+        assert!(!same_identity(&identity, &stored), "new metadata: rewrite");
+        let identity = DocumentIdentity {
+            user_metadata: None,
+            ..identity
+        };
+        assert!(
+            !same_identity(&identity, &stored),
+            "dropped metadata: rewrite"
+        );
     }
 
     #[test]

@@ -222,6 +222,7 @@ async fn respond(state: &SiteState, path: &str, if_none_match: Option<&str>) -> 
         "xml" => "application/xml",
         "txt" => "text/plain",
         "png" => "image/png",
+        "pdf" => "application/pdf",
         _ => "application/octet-stream",
     };
     let bytes = if matches!(extension, "html" | "xml" | "txt") {

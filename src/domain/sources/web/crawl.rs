@@ -736,7 +736,7 @@ impl Crawl {
             self.pacer.wait().await;
             let mut request = self.client.get(url.clone()).header(
                 ACCEPT,
-                "text/html,application/xhtml+xml,text/markdown;q=0.9,text/plain;q=0.8",
+                "text/html,application/xhtml+xml,text/markdown;q=0.9,text/plain;q=0.8,*/*;q=0.5",
             );
             if conditional && let Some(known) = known {
                 if let Some(etag) = &known.etag {
@@ -822,10 +822,15 @@ impl Crawl {
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            if !matches!(
-                essence.as_str(),
-                "text/html" | "application/xhtml+xml" | "text/plain" | "text/markdown"
-            ) {
+            // Pages, and documents linked from them (a PDF report, a
+            // slide deck): those are converted like any other source's.
+            let document = crate::extract::document_format(url.path(), Some(&essence)).is_some();
+            if !document
+                && !matches!(
+                    essence.as_str(),
+                    "text/html" | "application/xhtml+xml" | "text/plain" | "text/markdown"
+                )
+            {
                 return Response::Skip(format!("not a page: content type {essence}"));
             }
             let header = |name| {
@@ -868,15 +873,19 @@ impl Crawl {
         last_modified: Option<String>,
     ) -> PageOutcome {
         let html = content_type == "text/html" || content_type == "application/xhtml+xml";
-        let text = String::from_utf8_lossy(&body).into_owned();
-        let parsed = if html {
+        let document = crate::extract::document_format(final_url.path(), Some(content_type));
+        let parsed = if document.is_some() {
+            // A document: no links to follow, its bytes as they are.
+            ParsedPage::default()
+        } else if html {
+            let text = String::from_utf8_lossy(&body).into_owned();
             let base = final_url.clone();
             tokio::task::spawn_blocking(move || parse_page(&text, &base))
                 .await
                 .unwrap_or_default()
         } else {
             ParsedPage {
-                content: text,
+                content: String::from_utf8_lossy(&body).into_owned(),
                 ..ParsedPage::default()
             }
         };
@@ -916,9 +925,13 @@ impl Crawl {
                 own: own_key,
             };
         }
-        let version = etag
-            .clone()
-            .unwrap_or_else(|| sha256_hex(parsed.content.as_bytes()));
+        let version = etag.clone().unwrap_or_else(|| {
+            sha256_hex(if document.is_some() {
+                &body
+            } else {
+                parsed.content.as_bytes()
+            })
+        });
         if self.known.get(&key).is_some_and(|k| k.version == version) {
             return PageOutcome {
                 item: Some(Fetched::Kept { key, reason: None }),
@@ -942,8 +955,20 @@ impl Crawl {
             item: Some(Fetched::Document(Document {
                 key,
                 version,
-                content_type: Some(if html { "text/html" } else { content_type }.to_string()),
-                bytes: Bytes::from(parsed.content),
+                content_type: Some(
+                    match document {
+                        // What the crawl recognised, whatever the server said.
+                        Some(format) => format.mime(),
+                        None if html => "text/html",
+                        None => content_type,
+                    }
+                    .to_string(),
+                ),
+                bytes: if document.is_some() {
+                    body
+                } else {
+                    Bytes::from(parsed.content)
+                },
                 metadata,
             })),
             links,

@@ -1,10 +1,91 @@
 //! Extract: raw bytes of a document → text to chunk, or a reason to skip it.
 //!
-//! Architecture invariant: pure functions, no IO. The kind of a document is
+//! Two paths. Text (markdown, HTML, code, plain text) is decoded here, in
+//! the daemon, by [`extract`]. Documents ([`DocumentFormat`]: PDF, Word,
+//! PowerPoint, spreadsheets, EPUB, notebooks) are converted to markdown
+//! sections by [`convert`] — which the daemon only ever runs in a child
+//! process with limits ([`isolate`]), because their parsers read hostile
+//! binary formats.
+//!
+//! Architecture invariant: pure functions, no IO (the one exception,
+//! [`isolate`], runs these functions in a child). The kind of a document is
 //! decided from its media type and file extension, then confirmed by looking
 //! at the bytes (binary content is never embedded, whatever its name says).
 
+use std::path::PathBuf;
+
 use crate::nesting;
+
+pub mod converted;
+mod docx;
+mod epub;
+pub mod format;
+pub mod isolate;
+mod notebook;
+mod odf;
+mod package;
+mod pdf;
+mod pptx;
+mod sheets;
+mod xml;
+
+pub use converted::{Converted, Section};
+pub use format::{DocumentFormat, document_format};
+
+/// Bounds a conversion works within (the child's own; the daemon adds
+/// time and memory caps around it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Text a document may produce; beyond it the document is skipped.
+    pub max_extracted_bytes: usize,
+    /// `libpdfium.so`; without it PDFs are skipped with the reason.
+    pub pdfium_library: Option<PathBuf>,
+}
+
+impl Limits {
+    /// Largest inflated part of a ZIP container read: office XML is several
+    /// times the text it holds.
+    pub fn part_cap(&self) -> u64 {
+        (self.max_extracted_bytes as u64)
+            .saturating_mul(8)
+            .max(16 << 20)
+    }
+
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Limits {
+            max_extracted_bytes: 8 << 20,
+            pdfium_library: None,
+        }
+    }
+}
+
+/// Converts a document to markdown sections, or says why it cannot. Runs
+/// parsers of hostile formats: call it in a child ([`isolate`]), not in
+/// the daemon.
+pub fn convert(
+    format: DocumentFormat,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Converted, Skipped> {
+    let format = format::confirm(format, bytes)?;
+    let mime = format.mime();
+    match format {
+        DocumentFormat::Pdf => pdf::convert(bytes, mime, limits),
+        DocumentFormat::Docx => docx::convert(bytes, mime, limits),
+        DocumentFormat::Odt | DocumentFormat::Odp => odf::convert(bytes, mime, limits),
+        DocumentFormat::Pptx => pptx::convert(bytes, mime, limits),
+        DocumentFormat::Xlsx | DocumentFormat::Xls | DocumentFormat::Ods => {
+            sheets::convert(bytes, mime, limits)
+        }
+        DocumentFormat::Csv => sheets::convert_csv(bytes, mime, limits),
+        DocumentFormat::Epub => epub::convert(bytes, mime, limits),
+        DocumentFormat::Notebook => notebook::convert(bytes, mime, limits),
+        DocumentFormat::Doc | DocumentFormat::Ppt => {
+            unreachable!("format::confirm refuses legacy formats")
+        }
+    }
+}
 
 /// Languages we chunk syntax-aware with tree-sitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +193,7 @@ const BINARY_EXTENSIONS: &[&str] = &[
     "docx", "xlsx", "pptx", "sqlite", "db",
 ];
 
-fn extension_of(key: &str) -> String {
+pub(crate) fn extension_of(key: &str) -> String {
     let name = key.rsplit('/').next().unwrap_or(key);
     match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
@@ -121,7 +202,7 @@ fn extension_of(key: &str) -> String {
 }
 
 /// Media type without parameters, lower-cased (`Text/HTML; charset=utf-8` → `text/html`).
-fn essence(content_type: Option<&str>) -> Option<String> {
+pub(crate) fn essence(content_type: Option<&str>) -> Option<String> {
     let value = content_type?.split(';').next()?.trim().to_ascii_lowercase();
     (!value.is_empty()).then_some(value)
 }
@@ -142,7 +223,7 @@ pub fn extract(key: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Ex
 /// [`nesting::MAX_HTML_DEPTH`], its text as plain text: the document still
 /// ends in chunks, and no recursive (or superlinear) converter runs over it.
 /// See [`crate::nesting`] for why.
-fn html_to_markdown_bounded(html: &str) -> Extracted {
+pub(crate) fn html_to_markdown_bounded(html: &str) -> Extracted {
     // The estimate first (it keeps the parser's quadratic cost away), then
     // the parsed tree itself (what the converter will walk).
     if nesting::html_depth(html) <= nesting::MAX_HTML_DEPTH
@@ -162,9 +243,11 @@ fn html_to_markdown_bounded(html: &str) -> Extracted {
 
 /// Whether a document can be extracted a segment at a time: text whose
 /// chunks only ever look at nearby lines (markdown, code, plain text). HTML
-/// is converted as a whole, and binary is not extracted at all.
+/// and documents (PDF, office files, CSV, notebooks) are converted as a
+/// whole, and binary is not extracted at all.
 pub fn streamable(key: &str, content_type: Option<&str>) -> bool {
-    refuse_binary(key, content_type).is_ok()
+    document_format(key, content_type).is_none()
+        && refuse_binary(key, content_type).is_ok()
         && kind_of(key, content_type).is_ok_and(|kind| kind != TextKind::Html)
 }
 

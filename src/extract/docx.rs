@@ -1,0 +1,316 @@
+//! Word documents (`.docx`): headings as `#` levels (from the paragraph's
+//! style or outline level), paragraphs, lists, tables as markdown tables,
+//! footnotes at the end. Tracked deletions and comments are left out: only
+//! `w:t` text is read, and deleted runs hold `w:delText`; moved-away text
+//! (`w:moveFrom`) is skipped explicitly.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use super::converted::{Budget, Builder, Converted, Markdown, markdown_table};
+use super::package::Package;
+use super::xml::{Node, XmlStream};
+use super::{Limits, Skipped};
+
+#[derive(Debug, Clone, Copy, Default)]
+struct StyleInfo {
+    heading: Option<u8>,
+    list: Option<bool>,
+}
+
+pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Converted, Skipped> {
+    let mut package = Package::open(bytes, limits.part_cap())?;
+    if !package.has("word/document.xml") {
+        return Err(Skipped("not a Word document (no word/document.xml)".into()));
+    }
+    let mut builder = Builder::new(content_type, limits.max_extracted_bytes);
+    builder.title(package.core_title());
+    let styles = package
+        .walk_xml("word/styles.xml", |xml| Ok(read_styles(xml)))?
+        .unwrap_or_default();
+    let mut markdown = Markdown::default();
+    package.walk_xml("word/document.xml", |xml| {
+        Body::new(&styles, builder.budget(), &mut markdown).walk(xml)
+    })?;
+    let footnotes = package
+        .walk_xml("word/footnotes.xml", |xml| read_footnotes(xml))?
+        .unwrap_or_default();
+    for (id, text) in footnotes {
+        markdown.block(builder.budget(), &format!("[^{id}]: {text}"))?;
+    }
+    builder.markdown(markdown, None);
+    builder.finish()
+}
+
+/// Style id → what its name or outline level says (`heading 2`, `List Bullet`).
+fn read_styles<R: BufRead>(xml: &mut XmlStream<R>) -> HashMap<String, StyleInfo> {
+    let mut styles = HashMap::new();
+    let mut current: Option<(String, StyleInfo)> = None;
+    for node in xml.by_ref().map_while(Result::ok) {
+        match node {
+            Node::Open(tag) if tag.name == "style" => {
+                current = tag
+                    .attr("styleId")
+                    .map(|id| (id.to_string(), StyleInfo::default()));
+            }
+            Node::Open(tag) if tag.name == "name" => {
+                if let (Some((_, info)), Some(name)) = (current.as_mut(), tag.attr("val")) {
+                    let name = name.to_ascii_lowercase();
+                    if name == "title" {
+                        info.heading = Some(1);
+                    } else if let Some(level) = name.strip_prefix("heading ") {
+                        info.heading = level.trim().parse::<u8>().ok().map(|l| l.clamp(1, 6));
+                    } else if name.starts_with("list number") {
+                        info.list = Some(true);
+                    } else if name.starts_with("list bullet") || name == "list paragraph" {
+                        info.list = Some(false);
+                    }
+                }
+            }
+            Node::Open(tag) if tag.name == "outlineLvl" => {
+                if let (Some((_, info)), Some(level)) = (current.as_mut(), tag.attr("val"))
+                    && info.heading.is_none()
+                {
+                    info.heading = level.parse::<u8>().ok().filter(|l| *l < 9).map(|l| l + 1);
+                }
+            }
+            Node::Close(name) if name == "style" => {
+                if let Some((id, info)) = current.take() {
+                    styles.insert(id, info);
+                }
+            }
+            _ => {}
+        }
+    }
+    styles
+}
+
+/// A paragraph being read.
+#[derive(Debug, Default)]
+struct Paragraph {
+    text: String,
+    style: Option<String>,
+    outline: Option<u8>,
+    list_level: Option<u32>,
+}
+
+/// A table being read: finished rows, the row and cell in progress.
+#[derive(Debug, Default)]
+struct Table {
+    rows: Vec<Vec<String>>,
+    row: Vec<String>,
+    cell: String,
+}
+
+struct Body<'a> {
+    styles: &'a HashMap<String, StyleInfo>,
+    budget: &'a mut Budget,
+    out: &'a mut Markdown,
+    paragraphs: Vec<Paragraph>,
+    tables: Vec<Table>,
+    in_text: bool,
+    /// Depth inside `w:del`/`w:moveFrom`: text there is not the document's.
+    deleted: u32,
+}
+
+impl<'a> Body<'a> {
+    fn new(
+        styles: &'a HashMap<String, StyleInfo>,
+        budget: &'a mut Budget,
+        out: &'a mut Markdown,
+    ) -> Self {
+        Body {
+            styles,
+            budget,
+            out,
+            paragraphs: Vec::new(),
+            tables: Vec::new(),
+            in_text: false,
+            deleted: 0,
+        }
+    }
+
+    fn walk<R: BufRead>(mut self, xml: &mut XmlStream<R>) -> Result<(), Skipped> {
+        for node in xml {
+            match node? {
+                Node::Open(tag) => match tag.name.as_str() {
+                    "p" => self.paragraphs.push(Paragraph::default()),
+                    "pStyle" => {
+                        if let Some(p) = self.paragraphs.last_mut() {
+                            p.style = tag.attr("val").map(str::to_string);
+                        }
+                    }
+                    "outlineLvl" => {
+                        if let Some(p) = self.paragraphs.last_mut() {
+                            p.outline = tag.attr("val").and_then(|v| v.parse().ok());
+                        }
+                    }
+                    "ilvl" => {
+                        if let Some(p) = self.paragraphs.last_mut() {
+                            p.list_level = tag.attr("val").and_then(|v| v.parse().ok());
+                        }
+                    }
+                    "numPr" => {
+                        if let Some(p) = self.paragraphs.last_mut() {
+                            p.list_level.get_or_insert(0);
+                        }
+                    }
+                    "t" => self.in_text = true,
+                    "tab" | "br" | "cr" => self.push_text(" "),
+                    "noBreakHyphen" => self.push_text("-"),
+                    "footnoteReference" => {
+                        if let Some(id) = tag.attr("id") {
+                            self.push_text(&format!("[^{id}]"));
+                        }
+                    }
+                    "del" | "moveFrom" => self.deleted += 1,
+                    "tbl" => self.tables.push(Table::default()),
+                    "tr" => {
+                        if let Some(table) = self.tables.last_mut() {
+                            table.row.clear();
+                        }
+                    }
+                    "tc" => {
+                        if let Some(table) = self.tables.last_mut() {
+                            table.cell.clear();
+                        }
+                    }
+                    _ => {}
+                },
+                Node::Text(text) if self.in_text => self.push_text(&text),
+                Node::Text(_) => {}
+                Node::Close(name) => match name.as_str() {
+                    "t" => self.in_text = false,
+                    "del" | "moveFrom" => self.deleted = self.deleted.saturating_sub(1),
+                    "p" => self.close_paragraph()?,
+                    "tc" => {
+                        if let Some(table) = self.tables.last_mut() {
+                            let cell = std::mem::take(&mut table.cell);
+                            table.row.push(cell);
+                        }
+                    }
+                    "tr" => {
+                        if let Some(table) = self.tables.last_mut() {
+                            let row = std::mem::take(&mut table.row);
+                            table.rows.push(row);
+                        }
+                    }
+                    "tbl" => self.close_table()?,
+                    _ => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn push_text(&mut self, text: &str) {
+        if self.deleted > 0 {
+            return;
+        }
+        if let Some(p) = self.paragraphs.last_mut() {
+            p.text.push_str(text);
+        }
+    }
+
+    fn close_paragraph(&mut self) -> Result<(), Skipped> {
+        let Some(p) = self.paragraphs.pop() else {
+            return Ok(());
+        };
+        let text = p.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() {
+            return Ok(());
+        }
+        if let Some(table) = self.tables.last_mut() {
+            if !table.cell.is_empty() {
+                table.cell.push(' ');
+            }
+            self.budget.charge(text.len() + 1)?;
+            table.cell.push_str(&text);
+            return Ok(());
+        }
+        let style = p
+            .style
+            .as_deref()
+            .and_then(|id| self.styles.get(id))
+            .copied()
+            .unwrap_or_default();
+        let heading = style
+            .heading
+            .or_else(|| p.outline.filter(|l| *l < 9).map(|l| l + 1));
+        if let Some(level) = heading {
+            return self.out.heading(self.budget, level, &text);
+        }
+        match (p.list_level, style.list) {
+            (Some(level), numbered) => {
+                self.out
+                    .item(self.budget, level, numbered.unwrap_or(false), &text)
+            }
+            (None, Some(numbered)) => self.out.item(self.budget, 0, numbered, &text),
+            (None, None) => self.out.block(self.budget, &text),
+        }
+    }
+
+    fn close_table(&mut self) -> Result<(), Skipped> {
+        let Some(table) = self.tables.pop() else {
+            return Ok(());
+        };
+        let rendered = markdown_table(&table.rows);
+        match self.tables.last_mut() {
+            // A table inside a cell: its text joins the cell, row by row.
+            Some(outer) => {
+                let flat = table
+                    .rows
+                    .iter()
+                    .map(|row| row.join(" "))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                outer.cell.push_str(&flat);
+                Ok(())
+            }
+            None => self.out.block(self.budget, &rendered),
+        }
+    }
+}
+
+/// `(id, text)` of each real footnote (separators left out), in order.
+fn read_footnotes<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Vec<(String, String)>, Skipped> {
+    let mut notes = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    let mut in_text = false;
+    for node in xml {
+        match node? {
+            Node::Open(tag) if tag.name == "footnote" => {
+                let separator = tag
+                    .attr("type")
+                    .is_some_and(|t| t.contains("eparator") || t == "continuationNotice");
+                current = (!separator)
+                    .then(|| tag.attr("id").map(|id| (id.to_string(), String::new())))
+                    .flatten();
+            }
+            Node::Open(tag) if tag.name == "t" => in_text = true,
+            Node::Open(tag) if tag.name == "p" => {
+                if let Some((_, text)) = current.as_mut()
+                    && !text.is_empty()
+                {
+                    text.push(' ');
+                }
+            }
+            Node::Close(name) if name == "t" => in_text = false,
+            Node::Text(t) if in_text => {
+                if let Some((_, text)) = current.as_mut() {
+                    text.push_str(&t);
+                }
+            }
+            Node::Close(name) if name == "footnote" => {
+                if let Some((id, text)) = current.take() {
+                    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                    if !text.is_empty() {
+                        notes.push((id, text));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(notes)
+}

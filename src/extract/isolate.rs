@@ -1,0 +1,270 @@
+//! Document conversion in a child process with limits.
+//!
+//! PDF and office parsers read bytes anyone can write, and a parser can be
+//! made to loop, to allocate without bound or (PDFium is C++) to crash. So
+//! the daemon never runs them itself: each document is converted by a
+//! fresh `chroma-syncd extract-document` child whose address space, CPU
+//! time and open files are capped (`setrlimit`), whose environment is empty
+//! (no secret can leak through it), and which is killed when
+//! `[extract] max_seconds_per_document` passes. Whatever happens to the
+//! child, the document ends as [`Skipped`] with the reason and the daemon
+//! carries on.
+//!
+//! Protocol: the document's bytes on the child's stdin; one JSON
+//! `Result<Converted, String>` on its stdout (bounded by
+//! `max_extracted_bytes`); a crash says what it can on stderr.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use super::converted::Converted;
+use super::format::DocumentFormat;
+use super::{Limits, Skipped, convert};
+
+/// The hidden subcommand the child runs.
+pub const CHILD_COMMAND: &str = "extract-document";
+
+/// How the daemon runs converters.
+#[derive(Debug, Clone)]
+pub struct IsolationSettings {
+    /// The `chroma-syncd` binary (this process's own executable).
+    pub program: PathBuf,
+    pub limits: Limits,
+    pub max_seconds: f64,
+    /// Address-space cap of the child (`RLIMIT_AS`).
+    pub max_memory_bytes: u64,
+    /// Children running at once, across all jobs.
+    pub max_concurrent: usize,
+}
+
+/// Converts documents in child processes; cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct Converter {
+    settings: Arc<IsolationSettings>,
+    slots: Arc<Semaphore>,
+}
+
+impl Converter {
+    pub fn new(settings: IsolationSettings) -> Self {
+        let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
+        Converter {
+            settings: Arc::new(settings),
+            slots,
+        }
+    }
+
+    /// `bytes` as `format`, converted by a child; every failure is a
+    /// reason to skip the document.
+    pub async fn convert(
+        &self,
+        format: DocumentFormat,
+        bytes: bytes::Bytes,
+    ) -> Result<Converted, Skipped> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Skipped("the daemon is shutting down".into()))?;
+        let settings = &self.settings;
+        let mut command = tokio::process::Command::new(&settings.program);
+        command
+            .arg(CHILD_COMMAND)
+            .arg("--format")
+            .arg(format_name(format))
+            .arg("--max-extracted-bytes")
+            .arg(settings.limits.max_extracted_bytes.to_string());
+        if let Some(library) = &settings.limits.pdfium_library {
+            command.arg("--pdfium-library").arg(library);
+        }
+        command
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let memory = settings.max_memory_bytes;
+        // The CPU cap backs up the wall-clock one for a child that ignores
+        // SIGKILL's cousin: a tight loop is killed by the kernel either way.
+        let cpu_seconds = settings.max_seconds.ceil() as u64 + 1;
+        // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
+        unsafe {
+            command.pre_exec(move || limit_resources(memory, cpu_seconds));
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| Skipped(format!("could not start the document converter: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let output_cap = settings.limits.max_extracted_bytes * 2 + (1 << 20);
+        let run = async {
+            let feed = async {
+                // A child that stops reading (it failed early) closes the
+                // pipe: that is not our error to report.
+                let _ = stdin.write_all(&bytes).await;
+                drop(stdin);
+            };
+            let (_, out, err) = tokio::join!(
+                feed,
+                read_capped(stdout, output_cap),
+                read_capped(stderr, 16 * 1024)
+            );
+            let status = child.wait().await;
+            (out, err, status)
+        };
+        let timeout = Duration::from_secs_f64(settings.max_seconds.max(0.1));
+        let (out, err, status) = match tokio::time::timeout(timeout, run).await {
+            Ok(done) => done,
+            Err(_) => {
+                // Dropping the future dropped the child: `kill_on_drop`.
+                return Err(Skipped(format!(
+                    "converting took longer than max_seconds_per_document ({} s)",
+                    settings.max_seconds
+                )));
+            }
+        };
+        let status =
+            status.map_err(|e| Skipped(format!("waiting for the document converter: {e}")))?;
+        let (out, overflowed) = out;
+        if overflowed {
+            return Err(Skipped(format!(
+                "the extracted text exceeds max_extracted_bytes ({} bytes)",
+                settings.limits.max_extracted_bytes
+            )));
+        }
+        if status.success() {
+            return match serde_json::from_slice::<Result<Converted, String>>(&out) {
+                Ok(Ok(converted)) => Ok(converted),
+                Ok(Err(reason)) => Err(Skipped(reason)),
+                Err(e) => Err(Skipped(format!(
+                    "the document converter answered nonsense: {e}"
+                ))),
+            };
+        }
+        Err(Skipped(crash_reason(status, &err.0, memory)))
+    }
+}
+
+fn format_name(format: DocumentFormat) -> String {
+    serde_json::to_value(format)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The format a `--format` word names.
+pub fn parse_format(name: &str) -> Option<DocumentFormat> {
+    serde_json::from_value(serde_json::Value::from(name)).ok()
+}
+
+fn limit_resources(memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
+    let set = |resource, value: u64| {
+        let limit = libc::rlimit {
+            rlim_cur: value as libc::rlim_t,
+            rlim_max: value as libc::rlim_t,
+        };
+        // SAFETY: setrlimit reads the struct we pass and nothing else.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    set(libc::RLIMIT_AS, memory)?;
+    set(libc::RLIMIT_CPU, cpu_seconds)?;
+    set(libc::RLIMIT_CORE, 0)?;
+    // The child reads stdin and maybe the PDFium library: nothing else.
+    set(libc::RLIMIT_NOFILE, 32)?;
+    set(libc::RLIMIT_FSIZE, 0)?;
+    Ok(())
+}
+
+/// What a child that did not exit cleanly tells about why.
+fn crash_reason(status: std::process::ExitStatus, stderr: &[u8], memory: u64) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let said = String::from_utf8_lossy(stderr);
+    let last = said
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect::<String>();
+    if said.contains("memory allocation") || said.contains("out of memory") {
+        return format!(
+            "converting ran out of memory (max_memory_bytes is {} MiB)",
+            memory >> 20
+        );
+    }
+    match status.signal() {
+        Some(libc::SIGXCPU) | Some(libc::SIGKILL) => {
+            "converting used more CPU time than max_seconds_per_document".to_string()
+        }
+        Some(signal) => format!("the document converter crashed (signal {signal}) {last}")
+            .trim_end()
+            .to_string(),
+        None => format!(
+            "the document converter failed (exit {}): {last}",
+            status.code().unwrap_or(-1)
+        ),
+    }
+}
+
+/// Reads at most `cap` bytes; the flag says more were offered (the rest is
+/// drained so the child is not blocked writing).
+async fn read_capped(mut reader: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut overflowed = false;
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) if !overflowed && out.len() + n <= cap => out.extend_from_slice(&chunk[..n]),
+            Ok(_) => {
+                overflowed = true;
+                out.clear();
+            }
+        }
+    }
+    (out, overflowed)
+}
+
+/// The child's side: converts stdin to one JSON answer on stdout.
+pub fn child_main(format: &str, limits: Limits) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let Some(format) = parse_format(format) else {
+        eprintln!("unknown document format {format:?}");
+        return std::process::ExitCode::from(2);
+    };
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+        eprintln!("reading the document: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    // Parsers that recurse get the same stack the daemon's blocking
+    // threads have (see `crate::nesting`).
+    let worker = std::thread::Builder::new()
+        .stack_size(crate::nesting::PARSER_STACK_BYTES)
+        .spawn(move || convert(format, &bytes, &limits).map_err(|skipped| skipped.0));
+    let answer = match worker.map(|handle| handle.join()) {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err("the document converter panicked".to_string()),
+        Err(e) => Err(format!("could not start the conversion thread: {e}")),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let written = serde_json::to_writer(&mut stdout, &answer)
+        .map_err(std::io::Error::from)
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("writing the answer: {e}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}

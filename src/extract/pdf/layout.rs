@@ -1,0 +1,606 @@
+//! From positioned glyphs to markdown: lines, paragraphs, headings, tables.
+//!
+//! A PDF has no paragraphs, headings or tables, only glyphs drawn at
+//! positions in some font size. This module rebuilds the structure the way
+//! a reader sees it: glyphs on one baseline are a line; lines close together
+//! in the same size are a paragraph (a word hyphenated at a line's end is
+//! joined); a short line set clearly larger than the body text is a
+//! heading, its level by how large; consecutive lines cut by wide gaps into
+//! the same columns are a table. Lines at the top or bottom of pages that
+//! repeat across pages (running headers and footers), and page numbers,
+//! are dropped. A paragraph that runs on from one page to the next is kept
+//! whole, as a section of both pages.
+//!
+//! Pure: glyphs in, sections out, so it is tested without PDFium.
+
+use crate::extract::Skipped;
+use crate::extract::converted::{Builder, Markdown, markdown_table};
+
+/// One glyph as the PDF draws it (PDF units, y grows upwards).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Glyph {
+    pub ch: char,
+    pub left: f32,
+    pub right: f32,
+    pub bottom: f32,
+    pub top: f32,
+    /// Font size in points, after the text matrix's scaling.
+    pub size: f32,
+}
+
+/// A page's glyphs in the order the PDF draws them.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub number: u32,
+    pub glyphs: Vec<Glyph>,
+}
+
+#[derive(Debug, Clone)]
+struct Line {
+    text: String,
+    size: f32,
+    top: f32,
+    bottom: f32,
+    /// Runs of text separated by wide gaps, with where each starts.
+    cells: Vec<(f32, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Block {
+    Heading(u8, String),
+    Paragraph(String),
+    Table(Vec<Vec<String>>),
+}
+
+/// Lays out `pages` into `builder`: one text section per page (pages with
+/// no text are noted as omitted), plus a two-page section wherever a
+/// paragraph runs across a page break.
+pub fn lay_out(pages: Vec<Page>, builder: &mut Builder) -> Result<(), Skipped> {
+    let lines: Vec<(u32, Vec<Line>)> = pages
+        .into_iter()
+        .map(|page| (page.number, lines_of(&page.glyphs)))
+        .collect();
+    let body = body_size(&lines);
+    let heading_sizes = heading_sizes(&lines, body);
+    let furniture = Furniture::find(&lines);
+    let mut laid: Vec<(u32, Vec<Block>)> = Vec::with_capacity(lines.len());
+    for (number, page_lines) in lines {
+        let count = page_lines.len();
+        let kept: Vec<Line> = page_lines
+            .into_iter()
+            .enumerate()
+            .filter(|(index, line)| !furniture.drops(*index, count, line))
+            .map(|(_, line)| line)
+            .collect();
+        laid.push((number, blocks_of(&kept, body, &heading_sizes)));
+    }
+    let mut carried: Option<(u32, String)> = None;
+    let count = laid.len();
+    for index in 0..count {
+        let (number, mut blocks) = std::mem::take(&mut laid[index]);
+        if blocks.is_empty() && carried.is_none() {
+            builder.omit(format!("page {number}: no text layer (OCR not enabled)"));
+            continue;
+        }
+        // A paragraph carried over from the page before joins this page's
+        // first paragraph, as a section of both pages.
+        if let Some((from, tail)) = carried.take() {
+            let mut markdown = Markdown::default();
+            match blocks.first() {
+                Some(Block::Paragraph(head)) if continues(head) => {
+                    let Block::Paragraph(head) = blocks.remove(0) else {
+                        unreachable!()
+                    };
+                    markdown.block(builder.budget(), &join_lines(&tail, &head))?;
+                    builder.markdown(markdown, Some((from, number)));
+                }
+                _ => {
+                    markdown.block(builder.budget(), &tail)?;
+                    builder.markdown(markdown, Some((from, from)));
+                }
+            }
+        }
+        // This page's last paragraph may run on to the next page.
+        if index + 1 < count
+            && let Some(Block::Paragraph(last)) = blocks.last()
+            && runs_on(last)
+        {
+            let Some(Block::Paragraph(last)) = blocks.pop() else {
+                unreachable!()
+            };
+            carried = Some((number, last));
+        }
+        let mut markdown = Markdown::default();
+        for block in &blocks {
+            match block {
+                Block::Heading(level, text) => markdown.heading(builder.budget(), *level, text)?,
+                Block::Paragraph(text) => markdown.block(builder.budget(), text)?,
+                Block::Table(rows) => markdown.block(builder.budget(), &markdown_table(rows))?,
+            }
+        }
+        builder.markdown(markdown, Some((number, number)));
+    }
+    if let Some((from, tail)) = carried {
+        let mut markdown = Markdown::default();
+        markdown.block(builder.budget(), &tail)?;
+        builder.markdown(markdown, Some((from, from)));
+    }
+    Ok(())
+}
+
+/// Whether a page's last paragraph stops mid-sentence.
+fn runs_on(text: &str) -> bool {
+    text.trim_end()
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_alphanumeric() || matches!(c, ',' | '-' | '\u{2010}'))
+}
+
+/// Whether a page's first paragraph continues a sentence.
+fn continues(text: &str) -> bool {
+    text.chars().next().is_some_and(char::is_lowercase)
+}
+
+/// Glyphs → lines, in drawing order: a glyph whose vertical middle leaves
+/// the current line's band, or that jumps back left, starts a new line. A
+/// gap wider than a quarter of the font size is a space; wider than the
+/// font size (more than any justified line stretches a space), a new cell.
+fn lines_of(glyphs: &[Glyph]) -> Vec<Line> {
+    let mut lines: Vec<Line> = Vec::new();
+    let mut current: Option<(Line, f32, f32, usize)> = None; // line, last right, size sum, count
+    for glyph in glyphs {
+        if glyph.ch.is_whitespace() || glyph.ch.is_control() {
+            // Spaces (PDFium generates some, with no useful position) only
+            // separate words; lines are told apart by position alone.
+            if let Some((line, _, _, _)) = current.as_mut()
+                && !line.text.ends_with(' ')
+                && glyph.ch != '\r'
+                && glyph.ch != '\n'
+            {
+                line.text.push(' ');
+                if let Some((_, cell)) = line.cells.last_mut() {
+                    cell.push(' ');
+                }
+            }
+            continue;
+        }
+        let size = if glyph.size > 0.0 {
+            glyph.size
+        } else {
+            (glyph.top - glyph.bottom).abs().max(1.0)
+        };
+        let middle = (glyph.top + glyph.bottom) / 2.0;
+        let starts_new = match &current {
+            None => true,
+            Some((line, right, _, _)) => {
+                let band = (line.bottom - size * 0.3)..(line.top + size * 0.3);
+                !band.contains(&middle) || glyph.left < right - size * 2.0
+            }
+        };
+        if starts_new {
+            if let Some(done) = current.take() {
+                lines.push(finish(done));
+            }
+            current = Some((
+                Line {
+                    text: String::new(),
+                    size,
+                    top: glyph.top,
+                    bottom: glyph.bottom,
+                    cells: vec![(glyph.left, String::new())],
+                },
+                glyph.left,
+                0.0,
+                0,
+            ));
+        }
+        let (line, right, sum, count) = current.as_mut().expect("started above");
+        let gap = glyph.left - *right;
+        if gap > size && !line.text.is_empty() {
+            line.cells.push((glyph.left, String::new()));
+            if !line.text.ends_with(' ') {
+                line.text.push(' ');
+            }
+        } else if gap > size * 0.25 && !line.text.is_empty() && !line.text.ends_with(' ') {
+            line.text.push(' ');
+            if let Some((_, cell)) = line.cells.last_mut() {
+                cell.push(' ');
+            }
+        }
+        line.text.push(glyph.ch);
+        if let Some((_, cell)) = line.cells.last_mut() {
+            cell.push(glyph.ch);
+        }
+        line.top = line.top.max(glyph.top);
+        line.bottom = line.bottom.min(glyph.bottom);
+        *right = glyph.right.max(*right);
+        *sum += size;
+        *count += 1;
+    }
+    if let Some(done) = current.take() {
+        lines.push(finish(done));
+    }
+    lines.retain(|line| !line.text.trim().is_empty());
+    lines
+}
+
+fn finish((mut line, _, sum, count): (Line, f32, f32, usize)) -> Line {
+    if count > 0 {
+        line.size = sum / count as f32;
+    }
+    line.text = line.text.trim().to_string();
+    for (_, cell) in &mut line.cells {
+        *cell = cell.trim().to_string();
+    }
+    line.cells.retain(|(_, cell)| !cell.is_empty());
+    line
+}
+
+/// The size most text is set in (by characters, to half a point).
+fn body_size(pages: &[(u32, Vec<Line>)]) -> f32 {
+    let mut counts: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
+    for (_, lines) in pages {
+        for line in lines {
+            *counts.entry((line.size * 2.0).round() as i32).or_default() +=
+                line.text.chars().count();
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(size, count)| (*count, -*size))
+        .map_or(10.0, |(size, _)| size as f32 / 2.0)
+}
+
+/// The sizes headings are set in, largest first (at most four levels).
+fn heading_sizes(pages: &[(u32, Vec<Line>)], body: f32) -> Vec<i32> {
+    let mut sizes: Vec<i32> = pages
+        .iter()
+        .flat_map(|(_, lines)| lines)
+        .filter(|line| is_heading_like(line, body))
+        .map(|line| (line.size * 2.0).round() as i32)
+        .collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.dedup();
+    sizes.truncate(4);
+    sizes
+}
+
+fn is_heading_like(line: &Line, body: f32) -> bool {
+    line.size >= body * 1.15
+        && line.text.chars().count() <= 120
+        && line.text.chars().any(char::is_alphabetic)
+}
+
+/// Running headers and footers: lines among a page's first two or last two
+/// that recur (digits aside) on at least half the pages, and page numbers.
+struct Furniture {
+    repeated: std::collections::HashSet<String>,
+}
+
+impl Furniture {
+    fn find(pages: &[(u32, Vec<Line>)]) -> Furniture {
+        let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (_, lines) in pages {
+            let mut seen = std::collections::HashSet::new();
+            for (index, line) in lines.iter().enumerate() {
+                if at_edge(index, lines.len()) {
+                    let shape = shape_of(&line.text);
+                    if seen.insert(shape.clone()) {
+                        *counts.entry(shape).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let needed = (pages.len() / 2).max(2);
+        Furniture {
+            repeated: counts
+                .into_iter()
+                .filter(|(_, count)| *count >= needed)
+                .map(|(shape, _)| shape)
+                .collect(),
+        }
+    }
+
+    /// Whether line `index` of a page of `count` lines is furniture.
+    fn drops(&self, index: usize, count: usize, line: &Line) -> bool {
+        if !at_edge(index, count) {
+            return false;
+        }
+        let shape = shape_of(&line.text);
+        self.repeated.contains(&shape) || is_page_number(&shape)
+    }
+}
+
+/// Among a page's first two or last two lines.
+fn at_edge(index: usize, count: usize) -> bool {
+    index < 2 || index + 2 >= count
+}
+
+/// Text with every run of digits as `#`, lower-cased, spaces squeezed.
+fn shape_of(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_digits = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            in_digits = false;
+            out.extend(c.to_lowercase());
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `#`, `- # -`, `page #`, `# of #`, `page # of #`, `#/#`.
+fn is_page_number(shape: &str) -> bool {
+    let bare: String = shape
+        .chars()
+        .filter(|c| !matches!(c, '-' | '–' | '—' | '|' | '[' | ']' | '(' | ')' | '.'))
+        .collect();
+    let bare = bare.trim();
+    let bare = bare.strip_prefix("page").map_or(bare, str::trim);
+    matches!(bare, "#" | "# of #" | "#/#" | "# / #")
+}
+
+/// Lines → blocks: headings, tables (two or more consecutive lines cut
+/// into the same columns), paragraphs (lines close together in one size).
+fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut paragraph: Option<(String, f32, f32)> = None; // text, size, bottom
+    let mut index = 0;
+    let flush = |paragraph: &mut Option<(String, f32, f32)>, blocks: &mut Vec<Block>| {
+        if let Some((text, _, _)) = paragraph.take() {
+            blocks.push(Block::Paragraph(text));
+        }
+    };
+    while index < lines.len() {
+        let line = &lines[index];
+        let table_end = table_run(lines, index);
+        if table_end > index + 1 {
+            flush(&mut paragraph, &mut blocks);
+            let rows = lines[index..table_end]
+                .iter()
+                .map(|l| l.cells.iter().map(|(_, c)| c.clone()).collect())
+                .collect();
+            blocks.push(Block::Table(rows));
+            index = table_end;
+            continue;
+        }
+        if is_heading_like(line, body) {
+            flush(&mut paragraph, &mut blocks);
+            let size = (line.size * 2.0).round() as i32;
+            let level = heading_sizes
+                .iter()
+                .position(|s| *s == size)
+                .map_or(heading_sizes.len() + 1, |p| p + 1);
+            // A heading set on two lines is one heading.
+            if let Some(Block::Heading(previous, text)) = blocks.last_mut()
+                && *previous == level as u8
+                && index > 0
+                && (lines[index - 1].bottom - line.top).abs() < line.size * 0.4
+            {
+                text.push(' ');
+                text.push_str(&line.text);
+            } else {
+                blocks.push(Block::Heading(level.min(6) as u8, line.text.clone()));
+            }
+            index += 1;
+            continue;
+        }
+        match paragraph.as_mut() {
+            Some((text, size, bottom))
+                if (*size - line.size).abs() <= size.max(1.0) * 0.1
+                    && *bottom - line.top < line.size * 0.8 =>
+            {
+                *text = join_lines(text, &line.text);
+                *bottom = line.bottom;
+            }
+            _ => {
+                flush(&mut paragraph, &mut blocks);
+                paragraph = Some((line.text.clone(), line.size, line.bottom));
+            }
+        }
+        index += 1;
+    }
+    flush(&mut paragraph, &mut blocks);
+    blocks
+}
+
+/// Where the table starting at `start` ends (exclusive); `start + 1` or
+/// less when no table starts there. Rows have at least two cells, the same
+/// number, starting at the same positions (within a font size).
+fn table_run(lines: &[Line], start: usize) -> usize {
+    let first = &lines[start];
+    if first.cells.len() < 2 {
+        return start;
+    }
+    let aligned = |line: &Line| {
+        line.cells.len() == first.cells.len()
+            && line
+                .cells
+                .iter()
+                .zip(&first.cells)
+                .all(|((a, _), (b, _))| (a - b).abs() <= first.size.max(line.size))
+    };
+    let mut end = start + 1;
+    while end < lines.len() && aligned(&lines[end]) {
+        end += 1;
+    }
+    end
+}
+
+/// Joins a line to the text before it: a word hyphenated at the line's end
+/// is made whole again (`light-` + `house` → `lighthouse`).
+fn join_lines(before: &str, line: &str) -> String {
+    let mut out = before.trim_end().to_string();
+    let hyphenated = out.ends_with('-')
+        && out.chars().rev().nth(1).is_some_and(char::is_alphabetic)
+        && line.chars().next().is_some_and(char::is_lowercase);
+    if hyphenated {
+        out.pop();
+    } else {
+        out.push(' ');
+    }
+    out.push_str(line.trim_start());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::converted::Section;
+
+    /// Glyphs of `text` set at `y` in `size`, each `size / 2` wide; a
+    /// `|` in the text is a wide gap (a table's column break).
+    fn line(text: &str, x: f32, y: f32, size: f32) -> Vec<Glyph> {
+        let mut glyphs = Vec::new();
+        let mut left = x;
+        for ch in text.chars() {
+            if ch == '|' {
+                left += size * 4.0;
+                continue;
+            }
+            glyphs.push(Glyph {
+                ch,
+                left,
+                right: left + size / 2.0,
+                bottom: y,
+                top: y + size * 0.7,
+                size,
+            });
+            left += size / 2.0;
+        }
+        glyphs
+    }
+
+    fn page(number: u32, lines: &[(&str, f32, f32)]) -> Page {
+        Page {
+            number,
+            glyphs: lines
+                .iter()
+                .flat_map(|(text, y, size)| line(text, 72.0, *y, *size))
+                .collect(),
+        }
+    }
+
+    fn texts(pages: Vec<Page>) -> Vec<(String, Option<(u32, u32)>)> {
+        let mut builder = Builder::new("application/pdf", 1 << 20);
+        lay_out(pages, &mut builder).unwrap();
+        builder
+            .finish()
+            .unwrap()
+            .sections
+            .into_iter()
+            .map(|s| match s {
+                Section::Text { markdown, pages } => (markdown, pages),
+                Section::Table { .. } => panic!("no tables here"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn headings_paragraphs_hyphens_and_tables() {
+        let out = texts(vec![page(
+            1,
+            &[
+                ("Annual Report", 700.0, 20.0),
+                ("The keeper trims the light-", 660.0, 10.0),
+                ("house wick each evening.", 648.0, 10.0),
+                ("A second paragraph starts here.", 620.0, 10.0),
+                ("Vessel|Tonnage", 590.0, 10.0),
+                ("Kestrel|1200", 578.0, 10.0),
+            ],
+        )]);
+        assert_eq!(
+            out[0].0,
+            "# Annual Report\n\nThe keeper trims the lighthouse wick each evening.\n\n\
+             A second paragraph starts here.\n\n| Vessel | Tonnage |\n| --- | --- |\n| Kestrel | 1200 |"
+        );
+        assert_eq!(out[0].1, Some((1, 1)));
+    }
+
+    #[test]
+    fn running_headers_footers_and_page_numbers_are_dropped() {
+        let words = ["alpha", "beta", "gamma"];
+        let pages = (1..=3)
+            .map(|n| {
+                let body = format!(
+                    "The {} page, the longest line of it, ends here.",
+                    words[n as usize - 1]
+                );
+                let footer = format!("Page {n}");
+                page(
+                    n,
+                    &[
+                        ("ACME internal survey", 760.0, 8.0),
+                        (&body, 600.0, 10.0),
+                        (&footer, 30.0, 8.0),
+                    ],
+                )
+            })
+            .collect();
+        let out = texts(pages);
+        assert_eq!(out.len(), 3);
+        for (n, (text, pages)) in out.iter().enumerate() {
+            assert_eq!(
+                text,
+                &format!("The {} page, the longest line of it, ends here.", words[n])
+            );
+            let n = n as u32 + 1;
+            assert_eq!(*pages, Some((n, n)));
+        }
+    }
+
+    #[test]
+    fn a_paragraph_across_a_page_break_stays_whole() {
+        let out = texts(vec![
+            page(
+                1,
+                &[
+                    ("First page opens.", 700.0, 10.0),
+                    ("This sentence runs on to", 600.0, 10.0),
+                ],
+            ),
+            page(
+                2,
+                &[
+                    ("the next page and ends.", 700.0, 10.0),
+                    ("Then another one.", 600.0, 10.0),
+                ],
+            ),
+        ]);
+        let texts: Vec<_> = out.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        assert_eq!(
+            texts,
+            vec![
+                ("First page opens.", Some((1, 1))),
+                (
+                    "This sentence runs on to the next page and ends.",
+                    Some((1, 2))
+                ),
+                ("Then another one.", Some((2, 2))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_page_without_text_is_noted() {
+        let mut builder = Builder::new("application/pdf", 1 << 20);
+        lay_out(
+            vec![
+                page(1, &[("Only page one has text.", 700.0, 10.0)]),
+                page(2, &[]),
+            ],
+            &mut builder,
+        )
+        .unwrap();
+        let converted = builder.finish().unwrap();
+        assert_eq!(
+            converted.omitted,
+            vec!["page 2: no text layer (OCR not enabled)".to_string()]
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! PowerPoint presentations (`.pptx`): slide by slide in presentation
+//! order, each a section with its slide number as the page: the title as a
+//! heading, body text, tables, then the speaker notes. Slide numbers,
+//! dates and footers (placeholders, not content) are left out.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use super::converted::{Builder, Converted, Markdown, markdown_table};
+use super::package::Package;
+use super::xml::{Node, XmlStream};
+use super::{Limits, Skipped};
+
+pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Converted, Skipped> {
+    let mut package = Package::open(bytes, limits.part_cap())?;
+    let order = package
+        .walk_xml("ppt/presentation.xml", |xml| slide_ids(xml))?
+        .ok_or_else(|| Skipped("not a presentation (no ppt/presentation.xml)".into()))?;
+    let rels = relationships(&mut package, "ppt/_rels/presentation.xml.rels")?;
+    let mut builder = Builder::new(content_type, limits.max_extracted_bytes);
+    builder.title(package.core_title());
+    for (index, rid) in order.iter().enumerate() {
+        let number = index as u32 + 1;
+        let Some(target) = rels.get(rid) else {
+            continue;
+        };
+        let slide_path = resolve("ppt/", target);
+        let Some(slide) = package.walk_xml(&slide_path, |xml| read_shapes(xml))? else {
+            builder.omit(format!("slide {number}: its part {slide_path} is missing"));
+            continue;
+        };
+        let (dir, file) = slide_path.rsplit_once('/').unwrap_or(("", &slide_path));
+        let slide_rels = relationships(&mut package, &format!("{dir}/_rels/{file}.rels"))?;
+        let notes = match slide_rels.get_by_type("notesSlide") {
+            Some(target) => package.walk_xml(&resolve(&format!("{dir}/"), &target), |xml| {
+                read_shapes(xml)
+            })?,
+            None => None,
+        };
+        let mut markdown = Markdown::default();
+        let budget = builder.budget();
+        if let Some(title) = &slide.title {
+            markdown.heading(budget, 1, title)?;
+        }
+        write_blocks(&mut markdown, budget, &slide.blocks)?;
+        if let Some(notes) = notes {
+            let text = notes
+                .blocks
+                .iter()
+                .filter_map(|block| match block {
+                    Block::Paragraph { text, .. } => Some(text.as_str()),
+                    Block::Table(_) => None,
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !text.trim().is_empty() {
+                markdown.block(budget, &format!("Speaker notes: {text}"))?;
+            }
+        }
+        builder.markdown(markdown, Some((number, number)));
+    }
+    builder.finish()
+}
+
+pub(super) fn write_blocks(
+    markdown: &mut Markdown,
+    budget: &mut super::converted::Budget,
+    blocks: &[Block],
+) -> Result<(), Skipped> {
+    for block in blocks {
+        match block {
+            Block::Paragraph { level: 0, text } => markdown.block(budget, text)?,
+            Block::Paragraph { level, text } => markdown.item(budget, level - 1, false, text)?,
+            Block::Table(rows) => markdown.block(budget, &markdown_table(rows))?,
+        }
+    }
+    Ok(())
+}
+
+/// Relationship id → target, of one `.rels` part (empty when missing).
+struct Relationships {
+    by_id: HashMap<String, String>,
+    by_type: Vec<(String, String)>,
+}
+
+impl Relationships {
+    fn get(&self, id: &str) -> Option<&String> {
+        self.by_id.get(id)
+    }
+
+    /// The target of the first relationship whose type ends with `/{kind}`.
+    fn get_by_type(&self, kind: &str) -> Option<String> {
+        self.by_type
+            .iter()
+            .find(|(t, _)| t.rsplit('/').next() == Some(kind))
+            .map(|(_, target)| target.clone())
+    }
+}
+
+fn relationships(package: &mut Package<'_>, path: &str) -> Result<Relationships, Skipped> {
+    let mut rels = Relationships {
+        by_id: HashMap::new(),
+        by_type: Vec::new(),
+    };
+    package.walk_xml(path, |xml| {
+        for node in xml {
+            if let Node::Open(tag) = node?
+                && tag.name == "Relationship"
+                && let (Some(id), Some(target)) = (tag.attr("Id"), tag.attr("Target"))
+            {
+                rels.by_id.insert(id.to_string(), target.to_string());
+                rels.by_type.push((
+                    tag.attr("Type").unwrap_or_default().to_string(),
+                    target.to_string(),
+                ));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(rels)
+}
+
+/// `target` relative to the folder `base` (ends with `/`), with `..` steps
+/// resolved; absolute targets (`/ppt/…`) are taken from the package root.
+pub(super) fn resolve(base: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = if let Some(absolute) = target.strip_prefix('/') {
+        return absolute.to_string();
+    } else {
+        base.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for step in target.split('/') {
+        match step {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            step => parts.push(step),
+        }
+    }
+    parts.join("/")
+}
+
+/// Slide relationship ids in presentation order.
+fn slide_ids<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Vec<String>, Skipped> {
+    let mut ids = Vec::new();
+    for node in xml {
+        if let Node::Open(tag) = node?
+            && tag.name == "sldId"
+            && let Some(rid) = tag.qattr("r:id")
+        {
+            ids.push(rid.to_string());
+        }
+    }
+    Ok(ids)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Block {
+    /// `level` 0 is a paragraph, 1… a list item nested `level - 1` deep.
+    Paragraph {
+        level: u32,
+        text: String,
+    },
+    Table(Vec<Vec<String>>),
+}
+
+#[derive(Debug, Default)]
+struct Shapes {
+    title: Option<String>,
+    blocks: Vec<Block>,
+}
+
+/// Placeholders whose text is page furniture, not content.
+const FURNITURE: &[&str] = &["sldNum", "dt", "ftr", "hdr", "sldImg"];
+
+/// The text of a slide's (or notes page's) shapes, in drawing order.
+fn read_shapes<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Shapes, Skipped> {
+    let mut shapes = Shapes::default();
+    // Per shape: what its placeholder says it is.
+    let mut placeholder: Option<String> = None;
+    let mut shape_blocks: Vec<Block> = Vec::new();
+    let mut paragraph: Option<(u32, String)> = None;
+    let mut table: Option<(Vec<Vec<String>>, Vec<String>, String)> = None;
+    let mut in_text = false;
+    for node in xml {
+        match node? {
+            Node::Open(tag) => match tag.name.as_str() {
+                "sp" | "graphicFrame" => {
+                    placeholder = None;
+                    shape_blocks.clear();
+                }
+                "ph" => placeholder = Some(tag.attr("type").unwrap_or("body").to_string()),
+                "p" => {
+                    paragraph = Some((0, String::new()));
+                }
+                "pPr" => {
+                    if let Some((level, _)) = paragraph.as_mut() {
+                        *level = tag.attr("lvl").and_then(|l| l.parse().ok()).unwrap_or(0);
+                    }
+                }
+                "t" => in_text = true,
+                "br" => {
+                    if let Some((_, text)) = paragraph.as_mut() {
+                        text.push(' ');
+                    }
+                }
+                "tbl" => table = Some((Vec::new(), Vec::new(), String::new())),
+                _ => {}
+            },
+            Node::Text(t) if in_text => {
+                if let Some((_, text)) = paragraph.as_mut() {
+                    text.push_str(&t);
+                }
+            }
+            Node::Text(_) => {}
+            Node::Close(name) => match name.as_str() {
+                "t" => in_text = false,
+                "p" => {
+                    let Some((level, text)) = paragraph.take() else {
+                        continue;
+                    };
+                    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                    if text.is_empty() {
+                        continue;
+                    }
+                    match table.as_mut() {
+                        Some((_, _, cell)) => {
+                            if !cell.is_empty() {
+                                cell.push(' ');
+                            }
+                            cell.push_str(&text);
+                        }
+                        None => shape_blocks.push(Block::Paragraph {
+                            // Body placeholders are bulleted: level 0 is
+                            // the first bullet level there.
+                            level: if placeholder.is_some() && level == 0 {
+                                0
+                            } else {
+                                level
+                            },
+                            text,
+                        }),
+                    }
+                }
+                "tc" => {
+                    if let Some((_, row, cell)) = table.as_mut() {
+                        row.push(std::mem::take(cell));
+                    }
+                }
+                "tr" => {
+                    if let Some((rows, row, _)) = table.as_mut() {
+                        rows.push(std::mem::take(row));
+                    }
+                }
+                "tbl" => {
+                    if let Some((rows, _, _)) = table.take() {
+                        shape_blocks.push(Block::Table(rows));
+                    }
+                }
+                "sp" | "graphicFrame" => {
+                    let blocks = std::mem::take(&mut shape_blocks);
+                    match placeholder.take().as_deref() {
+                        Some(kind) if FURNITURE.contains(&kind) => {}
+                        Some("title" | "ctrTitle") if shapes.title.is_none() => {
+                            let title = blocks
+                                .iter()
+                                .filter_map(|b| match b {
+                                    Block::Paragraph { text, .. } => Some(text.as_str()),
+                                    Block::Table(_) => None,
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" ");
+                            shapes.title = Some(title).filter(|t| !t.is_empty());
+                        }
+                        _ => shapes.blocks.extend(blocks),
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    Ok(shapes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_against_their_folder() {
+        assert_eq!(
+            resolve("ppt/", "slides/slide1.xml"),
+            "ppt/slides/slide1.xml"
+        );
+        assert_eq!(
+            resolve("ppt/slides/", "../notesSlides/notesSlide1.xml"),
+            "ppt/notesSlides/notesSlide1.xml"
+        );
+        assert_eq!(resolve("ppt/", "/ppt/slides/s.xml"), "ppt/slides/s.xml");
+        assert_eq!(resolve("a/", "../../../x"), "x");
+    }
+}
