@@ -411,3 +411,41 @@ fn documents_a_crawled_site_links_to_are_converted() {
         assert_document(&records, &site.url(&format!("/{name}")), name, &expected);
     }
 }
+
+#[test]
+fn a_conversion_past_its_time_is_stopped_and_says_so() {
+    use chroma_syncd::extract::isolate::{Converter, IsolationSettings};
+    use chroma_syncd::extract::{DocumentFormat, Limits};
+    let (dir, _) = documents();
+    let converter = |max_seconds: f64| {
+        Converter::new(IsolationSettings {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_chroma-syncd")),
+            limits: Limits {
+                max_extracted_bytes: 64 << 20,
+                pdfium_library: Some(home().join(".cache/chroma-syncd/pdfium/libpdfium.so")),
+            },
+            max_seconds,
+            max_memory_bytes: 1 << 30,
+            max_concurrent: 1,
+        })
+    };
+    let ledger = bytes::Bytes::from(read(dir.path(), "ledger.pdf"));
+    // Ten thousand pages cannot be read in a millisecond: the child is
+    // killed and the document skipped with the limit's name.
+    let stopped = runtime()
+        .block_on(converter(0.001).convert(DocumentFormat::Pdf, ledger.clone()))
+        .unwrap_err();
+    assert!(
+        stopped.0.contains("max_seconds_per_document"),
+        "{stopped:?}"
+    );
+    // With time enough, the same document converts.
+    let converted = runtime()
+        .block_on(converter(120.0).convert(DocumentFormat::Pdf, ledger))
+        .unwrap();
+    assert_eq!(
+        converted.sections.len(),
+        10_000,
+        "one section per page of the ledger"
+    );
+}

@@ -41,6 +41,8 @@ struct Line {
     size: f32,
     top: f32,
     bottom: f32,
+    left: f32,
+    right: f32,
     /// Runs of text separated by wide gaps, with where each starts.
     cells: Vec<(f32, String)>,
 }
@@ -143,8 +145,8 @@ fn continues(text: &str) -> bool {
 
 /// Glyphs → lines, in drawing order: a glyph whose vertical middle leaves
 /// the current line's band, or that jumps back left, starts a new line. A
-/// gap wider than a quarter of the font size is a space; wider than the
-/// font size (more than any justified line stretches a space), a new cell.
+/// gap wider than a quarter of the font size is a space; wider than 0.8 of
+/// it (more than a justified line stretches a space), a new cell.
 fn lines_of(glyphs: &[Glyph]) -> Vec<Line> {
     let mut lines: Vec<Line> = Vec::new();
     let mut current: Option<(Line, f32, f32, usize)> = None; // line, last right, size sum, count
@@ -187,6 +189,8 @@ fn lines_of(glyphs: &[Glyph]) -> Vec<Line> {
                     size,
                     top: glyph.top,
                     bottom: glyph.bottom,
+                    left: glyph.left,
+                    right: glyph.right,
                     cells: vec![(glyph.left, String::new())],
                 },
                 glyph.left,
@@ -196,7 +200,7 @@ fn lines_of(glyphs: &[Glyph]) -> Vec<Line> {
         }
         let (line, right, sum, count) = current.as_mut().expect("started above");
         let gap = glyph.left - *right;
-        if gap > size && !line.text.is_empty() {
+        if gap > size * 0.8 && !line.text.is_empty() {
             line.cells.push((glyph.left, String::new()));
             if !line.text.ends_with(' ') {
                 line.text.push(' ');
@@ -213,6 +217,7 @@ fn lines_of(glyphs: &[Glyph]) -> Vec<Line> {
         }
         line.top = line.top.max(glyph.top);
         line.bottom = line.bottom.min(glyph.bottom);
+        line.right = line.right.max(glyph.right);
         *right = glyph.right.max(*right);
         *sum += size;
         *count += 1;
@@ -307,7 +312,8 @@ impl Furniture {
             return false;
         }
         let shape = shape_of(&line.text);
-        self.repeated.contains(&shape) || is_page_number(&shape)
+        // A page's only line is its content, however often it recurs.
+        (count > 1 && self.repeated.contains(&shape)) || is_page_number(&shape)
     }
 }
 
@@ -349,8 +355,12 @@ fn is_page_number(shape: &str) -> bool {
 /// into the same columns), paragraphs (lines close together in one size).
 fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
     let mut blocks = Vec::new();
-    let mut paragraph: Option<(String, f32, f32)> = None; // text, size, bottom
+    let mut paragraph: Option<(String, f32, f32)> = None; // text, size, top
+    let leading = leading_of(lines);
     let mut index = 0;
+    // The page's text width: a line that fills most of it may wrap.
+    let width = lines.iter().map(|l| l.right).fold(f32::MIN, f32::max)
+        - lines.iter().map(|l| l.left).fold(f32::MAX, f32::min);
     let flush = |paragraph: &mut Option<(String, f32, f32)>, blocks: &mut Vec<Block>| {
         if let Some((text, _, _)) = paragraph.take() {
             blocks.push(Block::Paragraph(text));
@@ -361,9 +371,10 @@ fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
         let table_end = table_run(lines, index);
         if table_end > index + 1 {
             flush(&mut paragraph, &mut blocks);
+            let columns = &lines[index].cells;
             let rows = lines[index..table_end]
                 .iter()
-                .map(|l| l.cells.iter().map(|(_, c)| c.clone()).collect())
+                .filter_map(|l| table_row(columns, l))
                 .collect();
             blocks.push(Block::Table(rows));
             index = table_end;
@@ -376,11 +387,14 @@ fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
                 .iter()
                 .position(|s| *s == size)
                 .map_or(heading_sizes.len() + 1, |p| p + 1);
-            // A heading set on two lines is one heading.
+            // A heading set on two lines is one heading: the line before
+            // it is a heading of its level that filled the width, close above.
+            let above = index.checked_sub(1).map(|i| &lines[i]);
             if let Some(Block::Heading(previous, text)) = blocks.last_mut()
                 && *previous == level as u8
-                && index > 0
-                && (lines[index - 1].bottom - line.top).abs() < line.size * 0.4
+                && let Some(above) = above
+                && above.right - above.left >= width * 0.7
+                && (above.bottom - line.top).abs() < line.size * 0.8
             {
                 text.push(' ');
                 text.push_str(&line.text);
@@ -391,16 +405,17 @@ fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
             continue;
         }
         match paragraph.as_mut() {
-            Some((text, size, bottom))
+            Some((text, size, top))
                 if (*size - line.size).abs() <= size.max(1.0) * 0.1
-                    && *bottom - line.top < line.size * 0.8 =>
+                    && *top - line.top > 0.0
+                    && *top - line.top <= leading(*size) * 1.25 =>
             {
                 *text = join_lines(text, &line.text);
-                *bottom = line.bottom;
+                *top = line.top;
             }
             _ => {
                 flush(&mut paragraph, &mut blocks);
-                paragraph = Some((line.text.clone(), line.size, line.bottom));
+                paragraph = Some((line.text.clone(), line.size, line.top));
             }
         }
         index += 1;
@@ -409,27 +424,75 @@ fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
     blocks
 }
 
+/// The line pitch (top to top) of each text size on the page: the
+/// smallest distance between consecutive lines of that size seen twice.
+/// A larger step
+/// between two lines is a paragraph break; pages that give no evidence
+/// fall back to 1.3 × the size (between common leading and a blank line).
+fn leading_of(lines: &[Line]) -> impl Fn(f32) -> f32 + use<> {
+    let mut pitches: std::collections::HashMap<(i32, i32), usize> =
+        std::collections::HashMap::new();
+    for pair in lines.windows(2) {
+        let (above, below) = (&pair[0], &pair[1]);
+        let pitch = above.top - below.top;
+        if (above.size - below.size).abs() <= above.size.max(1.0) * 0.1
+            && pitch > 0.0
+            && pitch < above.size * 3.0
+        {
+            let key = (
+                (above.size * 2.0).round() as i32,
+                (pitch * 2.0).round() as i32,
+            );
+            *pitches.entry(key).or_default() += 1;
+        }
+    }
+    // The smallest pitch seen twice: lines inside a paragraph are closer
+    // than paragraphs, table rows or list items, however many of those.
+    let mut best: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
+    for ((size, pitch), count) in pitches {
+        if count >= 2 {
+            let entry = best.entry(size).or_insert(pitch);
+            *entry = (*entry).min(pitch);
+        }
+    }
+    move |size: f32| {
+        best.get(&((size * 2.0).round() as i32))
+            .map_or(size * 1.3, |pitch| *pitch as f32 / 2.0)
+    }
+}
+
 /// Where the table starting at `start` ends (exclusive); `start + 1` or
-/// less when no table starts there. Rows have at least two cells, the same
-/// number, starting at the same positions (within a font size).
+/// less when no table starts there. The first line's cells (at least two)
+/// set the columns; the lines after it that have two or more cells, each
+/// starting where a column does (within a font size), are its rows.
 fn table_run(lines: &[Line], start: usize) -> usize {
     let first = &lines[start];
     if first.cells.len() < 2 {
         return start;
     }
-    let aligned = |line: &Line| {
-        line.cells.len() == first.cells.len()
-            && line
-                .cells
-                .iter()
-                .zip(&first.cells)
-                .all(|((a, _), (b, _))| (a - b).abs() <= first.size.max(line.size))
-    };
     let mut end = start + 1;
-    while end < lines.len() && aligned(&lines[end]) {
+    while end < lines.len()
+        && lines[end].cells.len() >= 2
+        && table_row(&first.cells, &lines[end]).is_some()
+    {
         end += 1;
     }
     end
+}
+
+/// `line`'s cells placed in the columns starting at `columns`' positions
+/// (a cell that spans two columns lands in the first), or `None` when a
+/// cell starts where no column does.
+fn table_row(columns: &[(f32, String)], line: &Line) -> Option<Vec<String>> {
+    let mut row = vec![String::new(); columns.len()];
+    let mut next = 0;
+    for (left, cell) in &line.cells {
+        let column =
+            (next..columns.len()).find(|c| (columns[*c].0 - left).abs() <= line.size.max(1.0))?;
+        row[column] = cell.clone();
+        next = column + 1;
+    }
+    Some(row)
 }
 
 /// Joins a line to the text before it: a word hyphenated at the line's end
