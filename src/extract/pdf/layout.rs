@@ -78,8 +78,7 @@ pub fn lay_out(pages: Vec<Page>, builder: &mut Builder) -> Result<(), Skipped> {
     }
     let mut carried: Option<(u32, String)> = None;
     let count = laid.len();
-    for index in 0..count {
-        let (number, mut blocks) = std::mem::take(&mut laid[index]);
+    for (index, (number, mut blocks)) in laid.into_iter().enumerate() {
         if blocks.is_empty() && carried.is_none() {
             builder.omit(format!("page {number}: no text layer (OCR not enabled)"));
             continue;
