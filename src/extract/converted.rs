@@ -248,6 +248,88 @@ impl Markdown {
     }
 }
 
+/// Tables read from office XML (`w:tbl`, `table:table`, `a:tbl`), innermost
+/// last: a cell gathers its paragraphs' text; a table nested in a cell
+/// joins that cell as text, row by row.
+#[derive(Debug, Default)]
+pub struct Tables {
+    stack: Vec<TableInProgress>,
+}
+
+#[derive(Debug, Default)]
+struct TableInProgress {
+    rows: Vec<Vec<String>>,
+    row: Vec<String>,
+    cell: String,
+}
+
+impl Tables {
+    pub fn open(&mut self) {
+        self.stack.push(TableInProgress::default());
+    }
+
+    pub fn start_row(&mut self) {
+        if let Some(table) = self.stack.last_mut() {
+            table.row.clear();
+        }
+    }
+
+    pub fn start_cell(&mut self) {
+        if let Some(table) = self.stack.last_mut() {
+            table.cell.clear();
+        }
+    }
+
+    pub fn end_cell(&mut self) {
+        if let Some(table) = self.stack.last_mut() {
+            let cell = std::mem::take(&mut table.cell);
+            table.row.push(cell);
+        }
+    }
+
+    pub fn end_row(&mut self) {
+        if let Some(table) = self.stack.last_mut() {
+            let row = std::mem::take(&mut table.row);
+            table.rows.push(row);
+        }
+    }
+
+    /// Adds a paragraph's text to the cell being read; `false` (nothing
+    /// done) outside tables. The caller charges the text.
+    pub fn paragraph(&mut self, text: &str) -> bool {
+        let Some(table) = self.stack.last_mut() else {
+            return false;
+        };
+        if !table.cell.is_empty() {
+            table.cell.push(' ');
+        }
+        table.cell.push_str(text);
+        true
+    }
+
+    /// Ends the innermost table: its rows when it was the outermost, else
+    /// `None` (its text went into the enclosing cell).
+    pub fn close(&mut self) -> Option<Vec<Vec<String>>> {
+        let table = self.stack.pop()?;
+        match self.stack.last_mut() {
+            Some(outer) => {
+                let flat = table
+                    .rows
+                    .iter()
+                    .map(|row| row.join(" "))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if !outer.cell.is_empty() {
+                    outer.cell.push(' ');
+                }
+                outer.cell.push_str(&flat);
+                None
+            }
+            None => Some(table.rows),
+        }
+    }
+}
+
 /// `| a | b |` padded to `width` cells; pipes are escaped and line breaks
 /// inside a cell become spaces, so one row stays one line.
 pub fn table_row(cells: &[String], width: usize) -> String {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 
-use super::converted::{Budget, Builder, Converted, Markdown, markdown_table};
+use super::converted::{Budget, Builder, Converted, Markdown, Tables, markdown_table};
 use super::package::Package;
 use super::xml::{Node, XmlStream};
 use super::{Limits, Skipped};
@@ -97,20 +97,12 @@ struct Paragraph {
     list_level: Option<u32>,
 }
 
-/// A table being read: finished rows, the row and cell in progress.
-#[derive(Debug, Default)]
-struct Table {
-    rows: Vec<Vec<String>>,
-    row: Vec<String>,
-    cell: String,
-}
-
 struct Body<'a> {
     styles: &'a HashMap<String, StyleInfo>,
     budget: &'a mut Budget,
     out: &'a mut Markdown,
     paragraphs: Vec<Paragraph>,
-    tables: Vec<Table>,
+    tables: Tables,
     in_text: bool,
     /// Depth inside `w:del`/`w:moveFrom`: text there is not the document's.
     deleted: u32,
@@ -127,7 +119,7 @@ impl<'a> Body<'a> {
             budget,
             out,
             paragraphs: Vec::new(),
-            tables: Vec::new(),
+            tables: Tables::default(),
             in_text: false,
             deleted: 0,
         }
@@ -167,17 +159,9 @@ impl<'a> Body<'a> {
                         }
                     }
                     "del" | "moveFrom" => self.deleted += 1,
-                    "tbl" => self.tables.push(Table::default()),
-                    "tr" => {
-                        if let Some(table) = self.tables.last_mut() {
-                            table.row.clear();
-                        }
-                    }
-                    "tc" => {
-                        if let Some(table) = self.tables.last_mut() {
-                            table.cell.clear();
-                        }
-                    }
+                    "tbl" => self.tables.open(),
+                    "tr" => self.tables.start_row(),
+                    "tc" => self.tables.start_cell(),
                     _ => {}
                 },
                 Node::Text(text) if self.in_text => self.push_text(&text),
@@ -186,19 +170,13 @@ impl<'a> Body<'a> {
                     "t" => self.in_text = false,
                     "del" | "moveFrom" => self.deleted = self.deleted.saturating_sub(1),
                     "p" => self.close_paragraph()?,
-                    "tc" => {
-                        if let Some(table) = self.tables.last_mut() {
-                            let cell = std::mem::take(&mut table.cell);
-                            table.row.push(cell);
+                    "tc" => self.tables.end_cell(),
+                    "tr" => self.tables.end_row(),
+                    "tbl" => {
+                        if let Some(rows) = self.tables.close() {
+                            self.out.block(self.budget, &markdown_table(&rows))?;
                         }
                     }
-                    "tr" => {
-                        if let Some(table) = self.tables.last_mut() {
-                            let row = std::mem::take(&mut table.row);
-                            table.rows.push(row);
-                        }
-                    }
-                    "tbl" => self.close_table()?,
                     _ => {}
                 },
             }
@@ -223,13 +201,8 @@ impl<'a> Body<'a> {
         if text.is_empty() {
             return Ok(());
         }
-        if let Some(table) = self.tables.last_mut() {
-            if !table.cell.is_empty() {
-                table.cell.push(' ');
-            }
-            self.budget.charge(text.len() + 1)?;
-            table.cell.push_str(&text);
-            return Ok(());
+        if self.tables.paragraph(&text) {
+            return self.budget.charge(text.len() + 1);
         }
         let style = p
             .style
@@ -250,27 +223,6 @@ impl<'a> Body<'a> {
             }
             (None, Some(numbered)) => self.out.item(self.budget, 0, numbered, &text),
             (None, None) => self.out.block(self.budget, &text),
-        }
-    }
-
-    fn close_table(&mut self) -> Result<(), Skipped> {
-        let Some(table) = self.tables.pop() else {
-            return Ok(());
-        };
-        let rendered = markdown_table(&table.rows);
-        match self.tables.last_mut() {
-            // A table inside a cell: its text joins the cell, row by row.
-            Some(outer) => {
-                let flat = table
-                    .rows
-                    .iter()
-                    .map(|row| row.join(" "))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                outer.cell.push_str(&flat);
-                Ok(())
-            }
-            None => self.out.block(self.budget, &rendered),
         }
     }
 }

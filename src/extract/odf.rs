@@ -5,7 +5,7 @@
 
 use std::io::BufRead;
 
-use super::converted::{Budget, Builder, Converted, Markdown, markdown_table};
+use super::converted::{Budget, Builder, Converted, Markdown, Tables, markdown_table};
 use super::package::Package;
 use super::xml::{Node, XmlStream, first_text};
 use super::{Limits, Skipped};
@@ -33,19 +33,12 @@ struct Paragraph {
     title: bool,
 }
 
-#[derive(Debug, Default)]
-struct Table {
-    rows: Vec<Vec<String>>,
-    row: Vec<String>,
-    cell: String,
-}
-
 struct Walker<'a> {
     builder: &'a mut Builder,
     out: Markdown,
     notes_out: String,
     paragraphs: Vec<Paragraph>,
-    tables: Vec<Table>,
+    tables: Tables,
     list_depth: u32,
     /// Depth inside parts that are not the document's text.
     skip: u32,
@@ -70,7 +63,7 @@ impl<'a> Walker<'a> {
             out: Markdown::default(),
             notes_out: String::new(),
             paragraphs: Vec::new(),
-            tables: Vec::new(),
+            tables: Tables::default(),
             list_depth: 0,
             skip: 0,
             note: None,
@@ -116,17 +109,9 @@ impl<'a> Walker<'a> {
                     "list" => self.list_depth += 1,
                     "note" => self.note = Some((String::new(), String::new())),
                     "note-citation" => self.in_citation = true,
-                    "table" => self.tables.push(Table::default()),
-                    "table-row" => {
-                        if let Some(t) = self.tables.last_mut() {
-                            t.row.clear();
-                        }
-                    }
-                    "table-cell" => {
-                        if let Some(t) = self.tables.last_mut() {
-                            t.cell.clear();
-                        }
-                    }
+                    "table" => self.tables.open(),
+                    "table-row" => self.tables.start_row(),
+                    "table-cell" => self.tables.start_cell(),
                     "page" => {
                         self.slide += 1;
                         self.out = Markdown::default();
@@ -148,19 +133,16 @@ impl<'a> Walker<'a> {
                             self.footnotes.push((citation.trim().to_string(), text));
                         }
                     }
-                    "table-cell" | "covered-table-cell" => {
-                        if let Some(t) = self.tables.last_mut() {
-                            let cell = std::mem::take(&mut t.cell);
-                            t.row.push(cell);
+                    "table-cell" | "covered-table-cell" => self.tables.end_cell(),
+                    "table-row" => self.tables.end_row(),
+                    "table" => {
+                        if let Some(rows) = self.tables.close() {
+                            let mut out = std::mem::take(&mut self.out);
+                            let written = out.block(self.budget(), &markdown_table(&rows));
+                            self.out = out;
+                            written?;
                         }
                     }
-                    "table-row" => {
-                        if let Some(t) = self.tables.last_mut() {
-                            let row = std::mem::take(&mut t.row);
-                            t.rows.push(row);
-                        }
-                    }
-                    "table" => self.close_table()?,
                     "frame" => self.frame_class = None,
                     "notes" => self.in_notes = false,
                     "page" => self.close_slide()?,
@@ -211,11 +193,7 @@ impl<'a> Walker<'a> {
         if text.is_empty() {
             return Ok(());
         }
-        if let Some(table) = self.tables.last_mut() {
-            if !table.cell.is_empty() {
-                table.cell.push(' ');
-            }
-            table.cell.push_str(&text);
+        if self.tables.paragraph(&text) {
             return self.builder.budget().charge(text.len() + 1);
         }
         if self.in_notes {
@@ -235,26 +213,6 @@ impl<'a> Walker<'a> {
         } else {
             out.block(self.budget(), &text)
         };
-        self.out = out;
-        written
-    }
-
-    fn close_table(&mut self) -> Result<(), Skipped> {
-        let Some(table) = self.tables.pop() else {
-            return Ok(());
-        };
-        if let Some(outer) = self.tables.last_mut() {
-            let flat = table
-                .rows
-                .iter()
-                .map(|row| row.join(" "))
-                .collect::<Vec<_>>()
-                .join("; ");
-            outer.cell.push_str(&flat);
-            return Ok(());
-        }
-        let mut out = std::mem::take(&mut self.out);
-        let written = out.block(self.budget(), &markdown_table(&table.rows));
         self.out = out;
         written
     }

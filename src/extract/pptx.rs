@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 
-use super::converted::{Builder, Converted, Markdown, markdown_table};
+use super::converted::{Builder, Converted, Markdown, Tables, markdown_table};
 use super::package::Package;
 use super::xml::{Node, XmlStream};
 use super::{Limits, Skipped};
@@ -183,7 +183,7 @@ fn read_shapes<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Shapes, Skipped> {
     let mut placeholder: Option<String> = None;
     let mut shape_blocks: Vec<Block> = Vec::new();
     let mut paragraph: Option<(u32, String)> = None;
-    let mut table: Option<(Vec<Vec<String>>, Vec<String>, String)> = None;
+    let mut tables = Tables::default();
     let mut in_text = false;
     for node in xml {
         match node? {
@@ -207,7 +207,9 @@ fn read_shapes<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Shapes, Skipped> {
                         text.push(' ');
                     }
                 }
-                "tbl" => table = Some((Vec::new(), Vec::new(), String::new())),
+                "tbl" => tables.open(),
+                "tr" => tables.start_row(),
+                "tc" => tables.start_cell(),
                 _ => {}
             },
             Node::Text(t) if in_text => {
@@ -226,37 +228,14 @@ fn read_shapes<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Shapes, Skipped> {
                     if text.is_empty() {
                         continue;
                     }
-                    match table.as_mut() {
-                        Some((_, _, cell)) => {
-                            if !cell.is_empty() {
-                                cell.push(' ');
-                            }
-                            cell.push_str(&text);
-                        }
-                        None => shape_blocks.push(Block::Paragraph {
-                            // Body placeholders are bulleted: level 0 is
-                            // the first bullet level there.
-                            level: if placeholder.is_some() && level == 0 {
-                                0
-                            } else {
-                                level
-                            },
-                            text,
-                        }),
+                    if !tables.paragraph(&text) {
+                        shape_blocks.push(Block::Paragraph { level, text });
                     }
                 }
-                "tc" => {
-                    if let Some((_, row, cell)) = table.as_mut() {
-                        row.push(std::mem::take(cell));
-                    }
-                }
-                "tr" => {
-                    if let Some((rows, row, _)) = table.as_mut() {
-                        rows.push(std::mem::take(row));
-                    }
-                }
+                "tc" => tables.end_cell(),
+                "tr" => tables.end_row(),
                 "tbl" => {
-                    if let Some((rows, _, _)) = table.take() {
+                    if let Some(rows) = tables.close() {
                         shape_blocks.push(Block::Table(rows));
                     }
                 }
