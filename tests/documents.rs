@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::github::{GitHubEmulator, GitRepo};
 use common::web::FixtureSite;
 use common::*;
 use serde_json::{Value, json};
@@ -377,6 +378,34 @@ fn documents_in_a_directory_are_converted_too() {
     let records = chroma.records("testdb", "folder");
     for name in ["survey.pdf", "manual.docx", "ledger.xlsx"] {
         assert_document(&records, name, name, &expected);
+    }
+}
+
+#[test]
+fn documents_in_a_repository_are_converted() {
+    let (dir, expected) = documents();
+    let chroma = Chroma::start();
+    let github = GitHubEmulator::start();
+    let repo = GitRepo::new();
+    for name in ["survey.pdf", "review.pptx", "tides.odt"] {
+        repo.write(&format!("docs/{name}"), read(dir.path(), name));
+    }
+    repo.commit("reports");
+    github.add_repo("acme/reports", &repo);
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        TEST_CONFIG,
+        &[("CHROMA_SYNCD_GITHUB_API_URL", &github.url)],
+    );
+    let source = daemon.create_source(json!({
+        "database_name": "testdb",
+        "github": {"repository": "acme/reports"},
+    }));
+    let job = daemon.invoke(&source, json!({"target_collection_name": "reports"}));
+    daemon.wait_complete(&job);
+    let records = chroma.records("testdb", "reports");
+    for name in ["survey.pdf", "review.pptx", "tides.odt"] {
+        assert_document(&records, &format!("docs/{name}"), name, &expected);
     }
 }
 
