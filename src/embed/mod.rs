@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+pub mod bm25;
 pub mod minilm;
 
 pub use minilm::MiniLm;
