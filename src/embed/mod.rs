@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub mod bm25;
 pub mod minilm;
+pub mod openai;
 
 pub use minilm::MiniLm;
 

@@ -1,0 +1,317 @@
+//! Embeddings from any OpenAI-compatible `/v1/embeddings` endpoint: vLLM,
+//! Hugging Face TEI, Ollama, OpenAI itself — the way to a GPU fleet.
+//!
+//! Inputs go in batches of `max_batch`, at most `max_concurrency` requests
+//! in flight (so one slow endpoint holds only its own slots), in order. A
+//! 429 or 5xx, a timeout or a dropped connection is retried with doubling
+//! backoff, honouring `Retry-After`; 400/401/403/404/413/422 are permanent
+//! and the error names the model and says what the endpoint said. The API
+//! key is sent as a Bearer token and never appears in an error or a log.
+//!
+//! Not yet wired to sources (issue 20): the pipeline embeds with one
+//! blocking [`super::Embedder`]; this client is async and per model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::config::Secret;
+
+/// One endpoint model, as `[embedding.models."NAME"] kind = "openai"` says.
+#[derive(Debug, Clone)]
+pub struct OpenAiSettings {
+    /// The name sources use (and errors say).
+    pub name: String,
+    /// Base URL up to `/v1`: requests go to `{url}/embeddings`.
+    pub url: String,
+    /// The model name the endpoint knows.
+    pub api_model: String,
+    pub api_key: Option<Secret>,
+    /// Sent when set (models that can shorten their vectors).
+    pub dimensions: Option<usize>,
+    pub max_batch: usize,
+    pub max_concurrency: usize,
+    pub timeout: Duration,
+    /// Retries of one request after transient failures.
+    pub max_retries: u32,
+    /// Longest `Retry-After` honoured (longer ones wait this long).
+    pub max_retry_after: Duration,
+    /// First backoff; doubles per retry.
+    pub backoff: Duration,
+}
+
+impl OpenAiSettings {
+    pub fn new(name: &str, url: &str) -> Self {
+        OpenAiSettings {
+            name: name.to_string(),
+            url: url.trim_end_matches('/').to_string(),
+            api_model: name.to_string(),
+            api_key: None,
+            dimensions: None,
+            max_batch: 64,
+            max_concurrency: 4,
+            timeout: Duration::from_secs(60),
+            max_retries: 5,
+            max_retry_after: Duration::from_secs(60),
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RemoteError {
+    /// Worth trying again later (the job is retried by the queue).
+    #[error("embedding model {model}: {message} (gave up after {attempts} attempts)")]
+    Transient {
+        model: String,
+        message: String,
+        attempts: u32,
+    },
+    /// The endpoint refused the request itself: retrying cannot help.
+    #[error("embedding model {model}: the endpoint answered {status}: {message}")]
+    Permanent {
+        model: String,
+        status: u16,
+        message: String,
+    },
+    #[error("embedding model {model}: {message}")]
+    Invalid { model: String, message: String },
+}
+
+/// What happened to one attempt.
+enum Attempt {
+    Done(Vec<Vec<f32>>),
+    Retry {
+        message: String,
+        after: Option<Duration>,
+    },
+    Fail(RemoteError),
+}
+
+pub struct OpenAiEmbedder {
+    settings: OpenAiSettings,
+    http: reqwest::Client,
+    slots: Arc<Semaphore>,
+}
+
+impl OpenAiEmbedder {
+    pub fn new(settings: OpenAiSettings) -> Result<Self, RemoteError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| RemoteError::Invalid {
+                model: settings.name.clone(),
+                message: format!("building the HTTP client: {e}"),
+            })?;
+        let slots = Arc::new(Semaphore::new(settings.max_concurrency.max(1)));
+        Ok(OpenAiEmbedder {
+            settings,
+            http,
+            slots,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// One vector per text, in order.
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, RemoteError> {
+        let batches = texts.chunks(self.settings.max_batch.max(1));
+        let results: Vec<Result<Vec<Vec<f32>>, RemoteError>> = futures::stream::iter(batches)
+            .map(|batch| self.embed_batch(batch))
+            .buffered(self.settings.max_concurrency.max(1))
+            .collect()
+            .await;
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in results {
+            vectors.extend(batch?);
+        }
+        if let Some(first) = vectors.first() {
+            let dimension = first.len();
+            if vectors.iter().any(|v| v.len() != dimension) {
+                return Err(self.invalid("vectors of different lengths in one answer".into()));
+            }
+        }
+        Ok(vectors)
+    }
+
+    async fn embed_batch(&self, batch: &[String]) -> Result<Vec<Vec<f32>>, RemoteError> {
+        let mut attempts = 0;
+        let mut backoff = self.settings.backoff;
+        loop {
+            attempts += 1;
+            let attempt = {
+                let _slot = self.slots.acquire().await.expect("never closed");
+                self.attempt(batch).await
+            };
+            match attempt {
+                Attempt::Done(vectors) => return Ok(vectors),
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry { message, after } => {
+                    if attempts > self.settings.max_retries {
+                        return Err(RemoteError::Transient {
+                            model: self.settings.name.clone(),
+                            message,
+                            attempts,
+                        });
+                    }
+                    crate::metrics::request_error("embedding", "retry");
+                    let wait = after.unwrap_or(backoff).min(self.settings.max_retry_after);
+                    tracing::warn!(model = %self.settings.name, %message, wait_ms = wait.as_millis() as u64, "embedding request retried");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.settings.max_retry_after);
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, batch: &[String]) -> Attempt {
+        let mut body = json!({
+            "model": self.settings.api_model,
+            "input": batch,
+            "encoding_format": "float",
+        });
+        if let Some(dimensions) = self.settings.dimensions {
+            body["dimensions"] = dimensions.into();
+        }
+        let mut request = self
+            .http
+            .post(format!("{}/embeddings", self.settings.url))
+            .json(&body);
+        if let Some(key) = &self.settings.api_key {
+            request = request.bearer_auth(key.expose());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let kind = if error.is_timeout() {
+                    "timed out"
+                } else {
+                    "could not connect"
+                };
+                // reqwest's message may quote the URL, never the headers.
+                return Attempt::Retry {
+                    message: format!("{kind} ({})", self.settings.url),
+                    after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(error) => {
+                return Attempt::Retry {
+                    message: format!("reading the answer: {error}"),
+                    after: None,
+                };
+            }
+        };
+        if status.is_success() {
+            return match self.parse(&text, batch.len()) {
+                Ok(vectors) => Attempt::Done(vectors),
+                Err(error) => Attempt::Fail(error),
+            };
+        }
+        let message = endpoint_message(&text);
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Attempt::Retry {
+                message: format!("the endpoint answered {status}: {message}"),
+                after: retry_after,
+            };
+        }
+        Attempt::Fail(RemoteError::Permanent {
+            model: self.settings.name.clone(),
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    /// `data[].embedding` ordered by `data[].index`, one per input.
+    fn parse(&self, text: &str, expected: usize) -> Result<Vec<Vec<f32>>, RemoteError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| self.invalid(format!("the answer is not JSON: {e}")))?;
+        let data = value["data"]
+            .as_array()
+            .ok_or_else(|| self.invalid("the answer has no `data` list".into()))?;
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; expected];
+        for (position, item) in data.iter().enumerate() {
+            let index = item["index"].as_u64().map_or(position, |i| i as usize);
+            let embedding = item["embedding"]
+                .as_array()
+                .ok_or_else(|| self.invalid("an item has no `embedding` list".into()))?
+                .iter()
+                .map(|x| x.as_f64().map(|x| x as f32))
+                .collect::<Option<Vec<f32>>>()
+                .ok_or_else(|| self.invalid("an embedding holds a non-number".into()))?;
+            let slot = vectors
+                .get_mut(index)
+                .ok_or_else(|| self.invalid(format!("an item's index {index} is out of range")))?;
+            *slot = Some(embedding);
+        }
+        vectors
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                self.invalid(format!(
+                    "{} inputs, but the answer has {} embeddings",
+                    expected,
+                    data.len()
+                ))
+            })
+    }
+
+    fn invalid(&self, message: String) -> RemoteError {
+        RemoteError::Invalid {
+            model: self.settings.name.clone(),
+            message,
+        }
+    }
+}
+
+/// What an error body says: OpenAI's `{"error": {"message"}}`, TEI's
+/// `{"error": "..."}`, else the body's start.
+fn endpoint_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let said = parsed.as_ref().and_then(|v| {
+        v["error"]["message"]
+            .as_str()
+            .or_else(|| v["error"].as_str())
+            .or_else(|| v["message"].as_str())
+            .map(str::to_string)
+    });
+    let message = said.unwrap_or_else(|| body.trim().to_string());
+    if message.is_empty() {
+        return "(no message)".to_string();
+    }
+    message.chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_of_each_server_kind_are_read() {
+        assert_eq!(
+            endpoint_message(r#"{"error":{"message":"model not found","type":"x"}}"#),
+            "model not found"
+        );
+        assert_eq!(
+            endpoint_message(r#"{"error":"Input validation error"}"#),
+            "Input validation error"
+        );
+        assert_eq!(endpoint_message(""), "(no message)");
+        assert_eq!(endpoint_message("plain text"), "plain text");
+    }
+}
