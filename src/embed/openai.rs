@@ -208,11 +208,11 @@ impl OpenAiEmbedder {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64);
-        let text = match response.text().await {
+        let text = match read_capped(response).await {
             Ok(text) => text,
-            Err(error) => {
+            Err(message) => {
                 return Attempt::Retry {
-                    message: format!("reading the answer: {error}"),
+                    message,
                     after: None,
                 };
             }
@@ -277,6 +277,27 @@ impl OpenAiEmbedder {
             message,
         }
     }
+}
+
+/// Largest answer read: a batch of 64 vectors of 8,192 dimensions is about
+/// 12 MB of JSON; an endpoint sending more is not answering the question.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+async fn read_capped(mut response: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(format!("the answer is over {MAX_ANSWER_BYTES} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(error) => return Err(format!("reading the answer: {error}")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// What an error body says: OpenAI's `{"error": {"message"}}`, TEI's
