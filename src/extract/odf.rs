@@ -5,7 +5,7 @@
 
 use std::io::BufRead;
 
-use super::converted::{Budget, Builder, Converted, Markdown, Tables, markdown_table};
+use super::converted::{Builder, Converted, Markdown, Tables, markdown_table};
 use super::package::Package;
 use super::xml::{Node, XmlStream, first_text};
 use super::{Limits, Skipped};
@@ -137,10 +137,8 @@ impl<'a> Walker<'a> {
                     "table-row" => self.tables.end_row(),
                     "table" => {
                         if let Some(rows) = self.tables.close() {
-                            let mut out = std::mem::take(&mut self.out);
-                            let written = out.block(self.budget(), &markdown_table(&rows));
-                            self.out = out;
-                            written?;
+                            self.out
+                                .block(self.builder.budget(), &markdown_table(&rows))?;
                         }
                     }
                     "frame" => self.frame_class = None,
@@ -178,10 +176,6 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn budget(&mut self) -> &mut Budget {
-        self.builder.budget()
-    }
-
     fn close_paragraph(&mut self) -> Result<(), Skipped> {
         let Some(p) = self.paragraphs.pop() else {
             return Ok(());
@@ -202,26 +196,23 @@ impl<'a> Walker<'a> {
             self.notes_out.push_str(&text);
             return Ok(());
         }
-        let mut out = std::mem::take(&mut self.out);
-        let written = if let Some(level) = p.heading {
-            out.heading(self.budget(), level, &text)
+        let budget = self.builder.budget();
+        if let Some(level) = p.heading {
+            self.out.heading(budget, level, &text)
         } else if p.title {
-            out.heading(self.budget(), 1, &text)
+            self.out.heading(budget, 1, &text)
         } else if self.list_depth > 0 {
-            let depth = self.list_depth - 1;
-            out.item(self.budget(), depth, false, &text)
+            self.out.item(budget, self.list_depth - 1, false, &text)
         } else {
-            out.block(self.budget(), &text)
-        };
-        self.out = out;
-        written
+            self.out.block(budget, &text)
+        }
     }
 
     fn close_slide(&mut self) -> Result<(), Skipped> {
         let mut out = std::mem::take(&mut self.out);
         let notes = squeeze(&std::mem::take(&mut self.notes_out));
         if !notes.is_empty() {
-            out.block(self.budget(), &format!("Speaker notes: {notes}"))?;
+            out.block(self.builder.budget(), &format!("Speaker notes: {notes}"))?;
         }
         let slide = self.slide;
         self.builder.markdown(out, Some((slide, slide)));

@@ -149,7 +149,7 @@ fn slide_ids<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Vec<String>, Skipped>
     for node in xml {
         if let Node::Open(tag) = node?
             && tag.name == "sldId"
-            && let Some(rid) = tag.qattr("r:id")
+            && let Some(rid) = tag.attr("r:id")
         {
             ids.push(rid.to_string());
         }

@@ -17,17 +17,13 @@ pub struct Tag {
 }
 
 impl Tag {
-    /// The attribute with this local name (`w:val` → `val`), unescaped.
-    pub fn attr(&self, local: &str) -> Option<&str> {
+    /// The attribute with this local name (`w:val` → `val`) or, where a
+    /// prefix tells two apart, this qualified name (`r:id`), unescaped.
+    pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
-            .find(|(name, _)| name == local)
+            .find(|(known, _)| known == name)
             .map(|(_, value)| value.as_str())
-    }
-
-    /// The attribute with this exact qualified name (`r:id`).
-    pub fn qattr(&self, qualified: &str) -> Option<&str> {
-        self.attr(qualified)
     }
 
     fn from_start(start: &BytesStart<'_>) -> Tag {
@@ -160,7 +156,7 @@ mod tests {
         let Node::Open(p) = &nodes[0] else { panic!() };
         assert_eq!(p.name, "p");
         assert_eq!(p.attr("x"), Some("1 & 2"));
-        assert_eq!(p.qattr("a:x"), Some("1 & 2"));
+        assert_eq!(p.attr("a:x"), Some("1 & 2"));
         let text: String = nodes
             .iter()
             .filter_map(|n| match n {
