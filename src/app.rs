@@ -10,12 +10,11 @@ use uuid::Uuid;
 
 use crate::api::server::ServerLimits;
 use crate::api::{self, ApiLimits, AppState, Authenticator};
-use crate::chunk::Chunker;
 use crate::config::{Config, EmbeddingPrecision, Secret};
 use crate::domain::{
     DomainError, Sources, authorize_source, plan_job, spec_of, validate_source, whole_source,
 };
-use crate::embed::{Embedder, MiniLm};
+use crate::embed::{MiniLm, Models};
 use crate::extract::isolate::Converter;
 use crate::model::{CreateSourcePayload, JobStats, JobStatus, Trigger};
 use crate::pipeline::Services;
@@ -120,7 +119,13 @@ impl Daemon {
             batch_size = settings.batch_size,
             "embedding model loaded"
         );
-        let chunker = Chunker::new(Some(model.tokenizer()), model.max_tokens());
+        let models = Models::load(settings, Arc::new(model), precision).map_err(AppError::Setup)?;
+        if !settings.models.is_empty() {
+            tracing::info!(
+                models = ?settings.models.keys().collect::<Vec<_>>(),
+                "embedding models defined"
+            );
+        }
         // Documents are converted by this same binary, run as a child.
         let program = std::env::current_exe()
             .map_err(|e| AppError::Setup(format!("finding our own executable: {e}")))?;
@@ -128,8 +133,7 @@ impl Daemon {
         Ok(Arc::new(Services {
             queue: Arc::clone(&self.queue),
             chroma: self.chroma.clone(),
-            embedder: Arc::new(model),
-            chunker,
+            models,
             converter,
         }))
     }
@@ -137,6 +141,15 @@ impl Daemon {
     fn secrets(&self) -> Arc<Vec<Secret>> {
         let mut secrets = self.sources.secret_values();
         secrets.extend(self.config.chroma.api_key.clone());
+        // Embedding endpoints' API keys (a model whose variable is unset
+        // fails at start, with its own message).
+        for (name, model) in &self.config.embedding.models {
+            if let crate::config::ModelConfig::Openai(endpoint) = model
+                && let Ok(Some(key)) = endpoint.resolve_key(name)
+            {
+                secrets.push(key);
+            }
+        }
         // A queue URL's password, should an error ever quote it.
         secrets.extend(
             self.config
@@ -246,7 +259,7 @@ impl Daemon {
                 sources: Arc::clone(&self.sources),
                 max_pending_jobs: self.config.queue.max_pending_jobs,
                 wake: Arc::clone(&self.wake),
-                limits: ApiLimits::from_settings(&self.config.api),
+                limits: ApiLimits::from_config(&self.config),
             };
             // Requests in flight when stopping get API_DRAIN, then their
             // connections are dropped: stopping never waits on a client.
@@ -286,7 +299,7 @@ impl Daemon {
         mut observer: Box<dyn RunObserver>,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, AppError> {
-        let limits = ApiLimits::from_settings(&self.config.api).sources();
+        let limits = ApiLimits::from_config(&self.config).sources();
         let spec = validate_source(&self.sources, &limits, &source)?;
         authorize_source(&self.sources, &source, &spec).await?;
         let record = match self.queue.create_source(spec.source_type(), &source).await {

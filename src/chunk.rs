@@ -88,6 +88,9 @@ pub struct Chunker {
     max_tokens: usize,
     /// See [`ModelSizer`]; always on outside tests.
     shortcut: bool,
+    /// Bytes per chunk at most, whatever the source asks: the window of a
+    /// model whose tokenizer is unknown (a token is at least a byte).
+    max_bytes_cap: usize,
 }
 
 impl Chunker {
@@ -103,7 +106,26 @@ impl Chunker {
             tokenizer,
             max_tokens: model_max_tokens.saturating_sub(2).max(8),
             shortcut: true,
+            max_bytes_cap: usize::MAX,
         }
+    }
+
+    /// The same chunker, with chunks of at most `max_bytes` bytes.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes_cap = max_bytes.saturating_sub(2).max(16);
+        self
+    }
+
+    /// The same chunker with room for `tokens` more in every chunk's
+    /// window (a prompt prepended before embedding); `in_bytes` when the
+    /// window is counted in bytes.
+    pub fn reserving(&self, tokens: usize, in_bytes: bool) -> Self {
+        let mut chunker = self.clone();
+        chunker.max_tokens = self.max_tokens.saturating_sub(tokens).max(8);
+        if in_bytes && self.max_bytes_cap != usize::MAX {
+            chunker.max_bytes_cap = self.max_bytes_cap.saturating_sub(tokens).max(16);
+        }
+        chunker
     }
 
     /// The same chunker tokenizing every span text-splitter sizes, for
@@ -141,7 +163,7 @@ impl Chunker {
             (None, TextKind::Plain) => (Strategy::Lines, DEFAULT_MAX_SIZE_BYTES, DEFAULT_MAX_LINES),
             (None, kind) => (syntax_strategy(kind), DEFAULT_MAX_SIZE_BYTES, 0),
         };
-        let max_bytes = max_bytes.max(16);
+        let max_bytes = max_bytes.min(self.max_bytes_cap).max(16);
         let strategy = if too_nested(&doc.text, strategy, language) {
             // See `crate::nesting`: the syntax-aware splitters are
             // superlinear in nesting depth. The text splitter is not.
@@ -173,6 +195,7 @@ impl Chunker {
             }
             None => DEFAULT_MAX_SIZE_BYTES,
         }
+        .min(self.max_bytes_cap)
         .max(16);
         let mut chunks = Vec::new();
         let mut strategy = Strategy::Markdown;

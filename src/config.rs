@@ -75,6 +75,110 @@ pub struct EmbeddingSettings {
     /// The forward pass's operand precision. Env:
     /// `CHROMA_SYNCD_EMBEDDING_PRECISION`.
     pub precision: EmbeddingPrecision,
+    /// Models sources may name besides the built-in all-MiniLM-L6-v2, keyed
+    /// by the name sources use (`embedding_model.model`,
+    /// `embedding.dense.model`).
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// One `[embedding.models."NAME"]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelConfig {
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    Openai(OpenAiModelConfig),
+    /// A BERT-family model directory run in-process.
+    Local(LocalModelConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiModelConfig {
+    /// Base URL up to `/v1`; requests go to `{url}/embeddings`.
+    pub url: String,
+    /// The name the endpoint knows; defaults to the table's key.
+    #[serde(default)]
+    pub api_model: Option<String>,
+    /// Environment variable holding the API key (sent as a Bearer token).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Sent when set (models that can shorten their vectors).
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+    /// Inputs per request.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Requests in flight at once (for all jobs together).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// The model's window: chunks are sized so they fit, prompt included.
+    #[serde(default = "default_max_input_tokens")]
+    pub max_input_tokens: usize,
+    /// A `tokenizer.json` for sizing chunks exactly; without it a chunk has
+    /// at most `max_input_tokens` bytes (no token is shorter than a byte).
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Per request.
+    #[serde(default = "default_endpoint_timeout")]
+    pub timeout_seconds: f64,
+    /// Retries of one request after 429, 5xx, timeouts and dropped connections.
+    #[serde(default = "default_endpoint_retries")]
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalModelConfig {
+    /// `config.json`, `tokenizer.json`, `model.safetensors`, and the
+    /// sentence-transformers files (`modules.json`, `1_Pooling/config.json`,
+    /// `sentence_bert_config.json`, `config_sentence_transformers.json`)
+    /// when the model has them.
+    pub path: PathBuf,
+    /// Texts per forward pass (default: `[embedding] batch_size`).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+}
+
+fn default_max_batch() -> usize {
+    64
+}
+fn default_max_concurrency() -> usize {
+    4
+}
+fn default_max_input_tokens() -> usize {
+    8192
+}
+fn default_endpoint_timeout() -> f64 {
+    60.0
+}
+fn default_endpoint_retries() -> u32 {
+    5
+}
+
+impl EmbeddingSettings {
+    /// The names sources may use: the built-in model, then the config's.
+    pub fn model_names(&self) -> Vec<String> {
+        std::iter::once(crate::model::DEFAULT_EMBEDDING_MODEL.to_string())
+            .chain(self.models.keys().cloned())
+            .collect()
+    }
+}
+
+impl OpenAiModelConfig {
+    /// The API key from `api_key_env`, if one is named. An empty or unset
+    /// variable is an error rather than an unauthenticated endpoint.
+    pub fn resolve_key(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        let Some(variable) = &self.api_key_env else {
+            return Ok(None);
+        };
+        match std::env::var(variable) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(Secret::new(key.trim()))),
+            _ => Err(ConfigError::Credential {
+                id: format!("embedding.models.\"{name}\""),
+                message: format!("api_key_env names {variable}, which is not set"),
+            }),
+        }
+    }
 }
 
 /// `auto` runs bf16 GEMMs on CPUs with AVX-512 BF16 (≈3× the f32 speed there,
@@ -446,6 +550,7 @@ impl Default for EmbeddingSettings {
             model_dir: default_model_dir(),
             batch_size: 32,
             precision: EmbeddingPrecision::Auto,
+            models: BTreeMap::new(),
         }
     }
 }
@@ -740,6 +845,38 @@ impl Config {
                 message: "must be at least 64 MiB (67108864)".to_string(),
             });
         }
+        for (name, model) in &self.embedding.models {
+            let invalid = |message: String| ConfigError::Credential {
+                id: format!("embedding.models.\"{name}\""),
+                message,
+            };
+            if name == crate::model::DEFAULT_EMBEDDING_MODEL {
+                return Err(invalid(
+                    "is the built-in model; use [embedding] model_dir".into(),
+                ));
+            }
+            if name.trim().is_empty() || name.len() > 256 {
+                return Err(invalid("a model name has 1 to 256 characters".into()));
+            }
+            if let ModelConfig::Openai(endpoint) = model {
+                let url = url::Url::parse(&endpoint.url)
+                    .map_err(|e| invalid(format!("url `{}`: {e}", endpoint.url)))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(invalid(format!("url `{}` is not http(s)", endpoint.url)));
+                }
+                if endpoint.max_batch == 0 || endpoint.max_concurrency == 0 {
+                    return Err(invalid(
+                        "max_batch and max_concurrency must be positive".into(),
+                    ));
+                }
+                if endpoint.max_input_tokens < 16 {
+                    return Err(invalid("max_input_tokens must be at least 16".into()));
+                }
+                if !(endpoint.timeout_seconds.is_finite() && endpoint.timeout_seconds > 0.0) {
+                    return Err(invalid("timeout_seconds must be positive".into()));
+                }
+            }
+        }
         let fraction = self.web.max_removal_fraction;
         if !(0.0..=1.0).contains(&fraction) {
             return Err(ConfigError::Invalid {
@@ -974,6 +1111,41 @@ mod tests {
             .apply_env(|name| (name == "CHROMA_SYNCD_WORKERS").then(|| "zero".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("CHROMA_SYNCD_WORKERS"));
+    }
+
+    #[test]
+    fn embedding_models_are_named_tables_of_a_kind() {
+        let config: Config = toml::from_str(
+            "[embedding.models.\"Qwen/Qwen3-Embedding-0.6B\"]\nkind = \"openai\"\n\
+             url = \"http://gpu-pool:8000/v1\"\napi_key_env = \"K\"\ndimensions = 1024\n\
+             [embedding.models.\"BAAI/bge-small-en-v1.5\"]\nkind = \"local\"\n\
+             path = \"/models/bge\"\n",
+        )
+        .unwrap();
+        config.check().unwrap();
+        match &config.embedding.models["Qwen/Qwen3-Embedding-0.6B"] {
+            ModelConfig::Openai(endpoint) => {
+                assert_eq!(endpoint.dimensions, Some(1024));
+                assert_eq!(endpoint.max_batch, 64);
+                assert_eq!(endpoint.max_input_tokens, 8192);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            config.embedding.models["BAAI/bge-small-en-v1.5"],
+            ModelConfig::Local(_)
+        ));
+        for bad in [
+            "[embedding.models.m]\nkind = \"gpu\"\n",
+            "[embedding.models.m]\nkind = \"openai\"\nurl = \"http://x/v1\"\nspeed = 1\n",
+            "[embedding.models.m]\nkind = \"local\"\n",
+        ] {
+            assert!(toml::from_str::<Config>(bad).is_err(), "{bad}");
+        }
+        let config: Config =
+            toml::from_str("[embedding.models.m]\nkind = \"openai\"\nurl = \"file:///x\"\n")
+                .unwrap();
+        assert!(config.check().is_err());
     }
 
     #[test]

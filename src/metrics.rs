@@ -38,6 +38,15 @@ pub struct Metrics {
     queue_pending: Gauge,
     schedule_slots: Family<OutcomeLabel, Counter>,
     request_errors: Family<RequestErrorLabel, Counter>,
+    embedding_requests: Family<EmbeddingRequestLabel, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EmbeddingRequestLabel {
+    /// The model's name, as sources use it.
+    pub model: String,
+    /// `ok`, `retry` or `failed`.
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,8 +116,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Failed requests to Chroma, S3, GitHub and websites, by kind",
         request_errors.clone(),
     );
+    let embedding_requests = Family::<EmbeddingRequestLabel, Histogram>::new_with_constructor(
+        (|| Histogram::new(exponential_buckets(0.005, 2.0, 16))) as fn() -> _,
+    );
+    registry.register(
+        "embedding_request_seconds",
+        "Requests to OpenAI-compatible embedding endpoints, by model and outcome",
+        embedding_requests.clone(),
+    );
     Metrics {
         registry,
+        embedding_requests,
         schedule_slots,
         request_errors,
         jobs_finished,
@@ -178,6 +196,17 @@ pub fn status_kind(status: u16) -> &'static str {
         500..=599 => "status_5xx",
         _ => "other",
     }
+}
+
+/// One request to an embedding endpoint and how it ended.
+pub fn embedding_request(model: &str, outcome: &str, seconds: f64) {
+    METRICS
+        .embedding_requests
+        .get_or_create(&EmbeddingRequestLabel {
+            model: model.to_string(),
+            outcome: outcome.to_string(),
+        })
+        .observe(seconds);
 }
 
 pub fn embed_batch(seconds: f64) {

@@ -278,7 +278,55 @@ pub enum ChunkingConfig {
 pub struct EmbeddingModel {
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
+    pub task: Option<EmbeddingTask>,
+}
+
+/// What the embeddings are for: `{"task_name", "document_prompt"?,
+/// "query_prompt"?}`. The document prompt is prepended to every chunk
+/// before it is embedded (the chunk's document stays as it was); both
+/// prompts are recorded on the collection so queries can be embedded the
+/// same way. A bare string is read as a task name without prompts.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct EmbeddingTask {
+    pub task_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_prompt: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for EmbeddingTask {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Spec {
+            task_name: String,
+            #[serde(default)]
+            document_prompt: Option<String>,
+            #[serde(default)]
+            query_prompt: Option<String>,
+        }
+        use serde::de::Error;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(task_name) => Ok(EmbeddingTask {
+                task_name,
+                document_prompt: None,
+                query_prompt: None,
+            }),
+            value @ serde_json::Value::Object(_) => {
+                let spec: Spec = serde_json::from_value(value)
+                    .map_err(|e| D::Error::custom(format!("task: {e}")))?;
+                Ok(EmbeddingTask {
+                    task_name: spec.task_name,
+                    document_prompt: spec.document_prompt,
+                    query_prompt: spec.query_prompt,
+                })
+            }
+            _ => Err(D::Error::custom(
+                "task must be an object {\"task_name\", \"document_prompt\"?, \"query_prompt\"?}",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

@@ -50,20 +50,23 @@ pub struct AppState {
 
 /// Bounds on what one API caller may ask of the daemon; each is checked
 /// before anything is stored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ApiLimits {
     /// A request (its body included) is answered within this, else 408.
     pub request_timeout: Duration,
     /// Cron schedules may not fire more often than this.
     pub min_schedule_interval: Duration,
+    /// The embedding models sources may name.
+    pub models: Arc<Vec<String>>,
 }
 
 impl ApiLimits {
-    /// What API callers may ask for, as `[api]` sets it.
-    pub fn from_settings(settings: &crate::config::ApiSettings) -> Self {
+    /// What API callers may ask for, as `[api]` and `[embedding]` set it.
+    pub fn from_config(config: &crate::config::Config) -> Self {
         ApiLimits {
-            request_timeout: settings.request_timeout(),
-            min_schedule_interval: settings.min_schedule_interval(),
+            request_timeout: config.api.request_timeout(),
+            min_schedule_interval: config.api.min_schedule_interval(),
+            models: Arc::new(config.embedding.model_names()),
         }
     }
 
@@ -71,16 +74,14 @@ impl ApiLimits {
     pub fn sources(&self) -> SourceLimits {
         SourceLimits {
             min_schedule_interval: self.min_schedule_interval,
+            models: Arc::clone(&self.models),
         }
     }
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
-        ApiLimits {
-            request_timeout: Duration::from_secs(60),
-            min_schedule_interval: Duration::from_secs(60),
-        }
+        ApiLimits::from_config(&crate::config::Config::default())
     }
 }
 

@@ -28,7 +28,7 @@ pub use sources::{SourceSpec, Sources};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{JobError, JobRun, JobState, Services};
+use crate::pipeline::{JobEmbedding, JobError, JobRun, JobState, Services};
 use crate::queue::{ClaimedJob, QueueError};
 
 /// Why a source or an invocation was refused, or could not be planned.
@@ -78,12 +78,18 @@ pub async fn run_job(
         .map_err(|e| JobError::Transient(format!("loading source {source_id}: {e}")))?
         .ok_or_else(|| JobError::Permanent(format!("source {source_id} was deleted")))?;
     let spec = plan::spec_of(&source).map_err(|e| JobError::Permanent(e.to_string()))?;
+    let embedding = JobEmbedding::for_source(
+        &services.models,
+        source.payload.embedding.as_ref(),
+        source.payload.embedding_model.as_ref(),
+    )?;
     let job = JobRun::new(
         services,
         claimed,
         state,
         cancel,
         source.payload.chunking.as_ref(),
+        embedding,
     );
     sources.run_job(&job, &spec).await
 }

@@ -3,6 +3,7 @@
 //! auto-sync and one-shot runs all go through here, so every way a job is
 //! created is held to the same checks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::DomainError;
@@ -14,12 +15,22 @@ use crate::model::{
 };
 use crate::queue::{NewJob, SourceRecord};
 
-/// Bounds on what a source may ask of the daemon (`[api]` in the config).
-#[derive(Debug, Clone, Copy)]
+/// Bounds on what a source may ask of the daemon (`[api]` in the config)
+/// and what it may choose from (`[embedding.models]`).
+#[derive(Debug, Clone)]
 pub struct SourceLimits {
     /// Cron schedules may not fire more often than this.
     pub min_schedule_interval: Duration,
+    /// The embedding models sources may name: the built-in and the config's.
+    pub models: Arc<Vec<String>>,
 }
+
+/// The sparse embedding functions sources may name.
+pub const BM25_MODEL: &str = "Chroma/BM25";
+pub const SPLADE_MODEL: &str = "prithivida/Splade_PP_en_v1";
+/// Longest task name and prompt accepted.
+const MAX_TASK_NAME_CHARS: usize = 128;
+const MAX_PROMPT_BYTES: usize = 1024;
 
 /// How many upcoming slots of a cron schedule are checked against
 /// `[api] min_schedule_interval_seconds` (over a day of a per-minute cron).
@@ -60,29 +71,93 @@ pub fn validate_source(
     if let Some(chunking) = &payload.chunking {
         validate_chunking(chunking)?;
     }
-    let models = payload
-        .embedding
-        .iter()
-        .map(|e| &e.dense.model)
-        .chain(payload.embedding_model.iter().map(|m| &m.model));
-    for model in models {
-        if model != DEFAULT_EMBEDDING_MODEL {
+    validate_embedding(limits, payload)?;
+    Ok(spec)
+}
+
+/// The source's dense model is one this daemon defines, its task's prompts
+/// are of sane size, and its sparse function is one we compute.
+fn validate_embedding(
+    limits: &SourceLimits,
+    payload: &CreateSourcePayload,
+) -> Result<(), DomainError> {
+    let dense = payload.embedding.as_ref().map(|e| &e.dense);
+    if let (Some(dense), Some(model)) = (dense, &payload.embedding_model)
+        && dense != model
+    {
+        return Err(DomainError::invalid(
+            "embedding.dense and embedding_model disagree; give one of them",
+        ));
+    }
+    for model in dense.into_iter().chain(payload.embedding_model.iter()) {
+        if !limits.models.contains(&model.model) {
             return Err(DomainError::invalid(format!(
-                "embedding model `{model}` is not available on this daemon; use \
-                 `{DEFAULT_EMBEDDING_MODEL}`"
+                "embedding model `{}` is not defined on this daemon; defined models: {} \
+                 (operators add models under [embedding.models.\"NAME\"])",
+                model.model,
+                limits
+                    .models
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if let Some(task) = &model.task {
+            if task.task_name.trim().is_empty()
+                || task.task_name.chars().count() > MAX_TASK_NAME_CHARS
+            {
+                return Err(DomainError::invalid(format!(
+                    "task.task_name must be 1 to {MAX_TASK_NAME_CHARS} characters"
+                )));
+            }
+            for (name, prompt) in [
+                ("document_prompt", &task.document_prompt),
+                ("query_prompt", &task.query_prompt),
+            ] {
+                if prompt.as_ref().is_some_and(|p| p.len() > MAX_PROMPT_BYTES) {
+                    return Err(DomainError::invalid(format!(
+                        "task.{name} is longer than {MAX_PROMPT_BYTES} bytes"
+                    )));
+                }
+            }
+        }
+    }
+    if let Some(sparse) = payload.embedding.as_ref().and_then(|e| e.sparse.as_ref()) {
+        match sparse.model.as_str() {
+            BM25_MODEL => {}
+            SPLADE_MODEL => {
+                return Err(DomainError::invalid(format!(
+                    "sparse model `{SPLADE_MODEL}` is not available on this daemon; use \
+                     `{BM25_MODEL}`"
+                )));
+            }
+            other => {
+                return Err(DomainError::invalid(format!(
+                    "sparse model `{other}` is unknown; use `{BM25_MODEL}`"
+                )));
+            }
+        }
+        let key = sparse.key.as_str();
+        let valid = !key.is_empty()
+            && key.len() <= 64
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !key.starts_with("chroma_");
+        if !valid {
+            return Err(DomainError::invalid(
+                "embedding.sparse.key must be 1 to 64 letters, digits, `_`, `-` or `.`, not \
+                 starting with `chroma_`",
+            ));
+        }
+        if crate::sink::records::is_standard_field(key) {
+            return Err(DomainError::invalid(format!(
+                "embedding.sparse.key `{key}` is a standard chunk metadata field"
             )));
         }
     }
-    if payload
-        .embedding
-        .as_ref()
-        .is_some_and(|e| e.sparse.is_some())
-    {
-        return Err(DomainError::invalid(
-            "sparse embeddings are not supported by this version of chroma-syncd yet",
-        ));
-    }
-    Ok(spec)
+    Ok(())
 }
 
 fn validate_chunking(chunking: &ChunkingConfig) -> Result<(), DomainError> {

@@ -8,8 +8,10 @@
 //! and the error names the model and says what the endpoint said. The API
 //! key is sent as a Bearer token and never appears in an error or a log.
 //!
-//! Not yet wired to sources (issue 20): the pipeline embeds with one
-//! blocking [`super::Embedder`]; this client is async and per model.
+//! One client per configured model, shared by every job that uses it
+//! ([`super::registry`]): its `max_concurrency` bounds the model's requests
+//! across jobs, and a job waiting on a slow endpoint holds no CPU or other
+//! model's slots.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,12 +122,16 @@ impl OpenAiEmbedder {
 
     /// One vector per text, in order.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, RemoteError> {
-        let batches = texts.chunks(self.settings.max_batch.max(1));
-        let results: Vec<Result<Vec<Vec<f32>>, RemoteError>> = futures::stream::iter(batches)
-            .map(|batch| self.embed_batch(batch))
-            .buffered(self.settings.max_concurrency.max(1))
-            .collect()
-            .await;
+        let size = self.settings.max_batch.max(1);
+        // Batches by index, not as a stream of slices: a closure taking
+        // `&[String]` would make the future generic over that borrow's
+        // lifetime, which the `Send` futures of job drivers cannot be.
+        let results: Vec<Result<Vec<Vec<f32>>, RemoteError>> =
+            futures::stream::iter((0..texts.len()).step_by(size))
+                .map(|start| self.embed_batch(&texts[start..(start + size).min(texts.len())]))
+                .buffered(self.settings.max_concurrency.max(1))
+                .collect()
+                .await;
         let mut vectors = Vec::with_capacity(texts.len());
         for batch in results {
             vectors.extend(batch?);
@@ -146,7 +152,19 @@ impl OpenAiEmbedder {
             attempts += 1;
             let attempt = {
                 let _slot = self.slots.acquire().await.expect("never closed");
-                self.attempt(batch).await
+                let started = std::time::Instant::now();
+                let attempt = self.attempt(batch).await;
+                let outcome = match &attempt {
+                    Attempt::Done(_) => "ok",
+                    Attempt::Retry { .. } => "retry",
+                    Attempt::Fail(_) => "failed",
+                };
+                crate::metrics::embedding_request(
+                    &self.settings.name,
+                    outcome,
+                    started.elapsed().as_secs_f64(),
+                );
+                attempt
             };
             match attempt {
                 Attempt::Done(vectors) => return Ok(vectors),

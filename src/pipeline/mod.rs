@@ -12,22 +12,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 mod document;
+mod embedding;
 
 pub use document::{Document, Fetched, SegmentedDocument, SourceError};
+pub use embedding::{JobEmbedding, SparseEmbedding, embed_error};
 
 use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::{Chunked, Chunker};
-use crate::embed::Embedder;
+use crate::chunk::Chunked;
+use crate::embed::Models;
 use crate::extract::isolate::Converter;
 use crate::extract::{Skipped, document_format, extract};
 use crate::model::{ChunkingConfig, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType};
 use crate::queue::{ClaimedJob, Queue};
-use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, EmbeddingSpec};
+use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, sparse_vector_value};
 use crate::sink::records::{
-    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records, same_identity,
+    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records,
+    same_embedding_input, same_identity,
 };
 
 /// Why a job did not complete.
@@ -71,8 +74,8 @@ impl From<ChromaError> for JobError {
 pub struct Services {
     pub queue: Arc<dyn Queue>,
     pub chroma: ChromaClient,
-    pub embedder: Arc<dyn Embedder>,
-    pub chunker: Chunker,
+    /// Every embedding model sources may name, each loaded once.
+    pub models: Models,
     /// Converts PDFs, office files and the like in child processes.
     pub converter: Converter,
 }
@@ -107,6 +110,8 @@ pub struct JobRun<'a> {
     pub chunking: Option<&'a ChunkingConfig>,
     /// The job's source, as chunk metadata names it.
     pub source_id: String,
+    /// The source's model, prompts and sparse function.
+    pub embedding: JobEmbedding,
 }
 
 impl<'a> JobRun<'a> {
@@ -116,6 +121,7 @@ impl<'a> JobRun<'a> {
         state: &'a JobState,
         cancel: &'a CancellationToken,
         chunking: Option<&'a ChunkingConfig>,
+        embedding: JobEmbedding,
     ) -> Self {
         let source_id = claimed
             .job
@@ -129,22 +135,22 @@ impl<'a> JobRun<'a> {
             cancel,
             chunking,
             source_id,
+            embedding,
         }
     }
 
-    /// The job's target collection, created with our embedding
-    /// configuration when missing.
+    /// The job's target collection, created with the source's embedding
+    /// configuration when missing; one made for another model or dimension
+    /// fails the job before anything is written.
     pub async fn open_collection(&self) -> Result<CollectionHandle, JobError> {
-        let services = self.services;
-        Ok(services
+        let spec = self.embedding.collection_spec().await?;
+        Ok(self
+            .services
             .chroma
             .ensure_collection(
                 &self.claimed.job.metadata.database_name,
                 &self.claimed.job.metadata.collection_name,
-                EmbeddingSpec {
-                    model: services.embedder.model_name(),
-                    dimension: services.embedder.dimension(),
-                },
+                spec,
             )
             .await?)
     }
@@ -165,6 +171,7 @@ impl<'a> JobRun<'a> {
             custom_id: None,
             user_metadata: None,
             chunking: self.chunking,
+            embedding: &self.embedding,
         }
     }
 
@@ -195,6 +202,7 @@ pub struct DocumentContext<'a> {
     /// S3 invocations: metadata merged into every chunk's.
     pub user_metadata: Option<&'a serde_json::Map<String, Value>>,
     pub chunking: Option<&'a ChunkingConfig>,
+    pub embedding: &'a JobEmbedding,
 }
 
 impl DocumentContext<'_> {
@@ -238,6 +246,7 @@ impl DocumentContext<'_> {
             custom_id: self.custom_id,
             source_fields: &source_fields,
             user_metadata: self.user_metadata,
+            embedding: self.embedding.embedded_with(),
         };
         // Documents cost a conversion: one already stored at this version,
         // as this invocation would store it, is left alone.
@@ -441,6 +450,7 @@ impl DocumentContext<'_> {
                 custom_id: self.custom_id,
                 source_fields: &source_fields,
                 user_metadata: self.user_metadata,
+                embedding: self.embedding.embedded_with(),
             };
             let records = build_segment_records(&identity, &chunked, next_index, lines_before);
             next_index += records.len();
@@ -499,7 +509,16 @@ impl DocumentContext<'_> {
         // Content-hash skipping: a chunk stored with the same text
         // (`content_sha256`) keeps its embedding. If its metadata is the same
         // too there is nothing to write; otherwise only the metadata changes.
-        let (records, restamp) = split_unchanged(records, existing);
+        if let Some(sparse) = &self.embedding.sparse {
+            for record in &mut records {
+                let vector = sparse.bm25.embed(&record.document);
+                record
+                    .metadata
+                    .insert(sparse.key.clone(), sparse_vector_value(&vector));
+            }
+        }
+        let sparse_key = self.embedding.sparse.as_ref().map(|s| s.key.as_str());
+        let (records, restamp) = split_unchanged(records, existing, sparse_key);
         let unchanged_chunks = wanted - records.len() - restamp.len();
         if unchanged_chunks > 0 || !restamp.is_empty() {
             self.state.update(|stats| {
@@ -569,7 +588,7 @@ impl DocumentContext<'_> {
         content_type: Option<String>,
         bytes: bytes::Bytes,
     ) -> Result<Result<(Chunked, u32), Skipped>, JobError> {
-        let chunker = self.services.chunker.clone();
+        let chunker = self.embedding.chunker.clone();
         let chunking = self.chunking.cloned();
         let started = Instant::now();
         let extracted = if let Some(format) = document_format(key, content_type.as_deref()) {
@@ -611,20 +630,20 @@ impl DocumentContext<'_> {
         Ok(extracted)
     }
 
-    /// Embeds one batch on a blocking thread, timing it into `stats.embed_ms`
-    /// (computing) and `stats.embed_wait_ms` (waiting for the shared
-    /// embedder while other jobs' batches ran).
+    /// Embeds one batch (with the document prompt before each chunk),
+    /// timing it into `stats.embed_ms` (computing, or an endpoint's round
+    /// trips) and `stats.embed_wait_ms` (waiting for the shared embedder
+    /// while other jobs' batches ran).
     async fn embed(&self, batch: &[Record]) -> Result<Vec<Vec<f32>>, JobError> {
-        let embedder = Arc::clone(&self.services.embedder);
-        let texts: Vec<String> = batch.iter().map(|r| r.document.clone()).collect();
+        let with = self.embedding.embedded_with();
+        let texts: Vec<String> = batch.iter().map(|r| with.input(&r.document)).collect();
         let started = Instant::now();
-        let (embedded, computing) = tokio::task::spawn_blocking(move || {
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed_timed(&texts)
-        })
-        .await
-        .map_err(|e| JobError::Permanent(format!("embedding task failed: {e}")))?
-        .map_err(|e| JobError::Permanent(e.to_string()))?;
+        let (embedded, computing) = self
+            .embedding
+            .model
+            .embed(texts)
+            .await
+            .map_err(embed_error)?;
         let elapsed = started.elapsed();
         crate::metrics::embed_batch(computing.as_secs_f64());
         let waiting = elapsed.saturating_sub(computing);
@@ -651,11 +670,15 @@ impl DocumentContext<'_> {
 }
 
 /// Splits `records` into those to embed and upsert, and those whose stored
-/// chunk has the same text but different metadata (to update in place).
-/// Records stored exactly as they are are dropped: nothing to do.
+/// chunk was embedded from the same input by the same model but has other
+/// metadata (to update in place). Records stored exactly as they are are
+/// dropped: nothing to do. The sparse vector (under `sparse_key`) follows
+/// from the text, so it is compared by presence only: Chroma hands it back
+/// in its own float precision.
 fn split_unchanged(
     records: Vec<Record>,
     existing: &HashMap<String, serde_json::Map<String, Value>>,
+    sparse_key: Option<&str>,
 ) -> (Vec<Record>, Vec<Record>) {
     let mut changed = Vec::with_capacity(records.len());
     let mut restamp = Vec::new();
@@ -664,12 +687,20 @@ fn split_unchanged(
             changed.push(record);
             continue;
         };
-        let stored_sha = Stored(stored).content_sha256();
-        let same_text =
-            stored_sha.is_some() && stored_sha == Stored(&record.metadata).content_sha256();
-        if !same_text {
+        if !same_embedding_input(stored, &record.metadata) {
             changed.push(record);
-        } else if !same_metadata(stored, &record.metadata) {
+            continue;
+        }
+        let without_sparse = |metadata: &serde_json::Map<String, Value>| {
+            let mut metadata = metadata.clone();
+            if let Some(key) = sparse_key {
+                metadata.remove(key);
+            }
+            metadata
+        };
+        let has_sparse = sparse_key.is_none_or(|key| stored.get(key).is_some_and(|v| !v.is_null()));
+        if !has_sparse || !same_metadata(&without_sparse(stored), &without_sparse(&record.metadata))
+        {
             restamp.push(record);
         }
     }

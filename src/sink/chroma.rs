@@ -55,10 +55,36 @@ pub struct CollectionHandle {
 }
 
 /// What the collection must be embedded with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EmbeddingSpec<'a> {
+    /// The model's name, for messages.
     pub model: &'a str,
     pub dimension: usize,
+    /// The embedding-function record Chroma clients read to embed queries
+    /// (`{"type": "known", "name", "config"}`).
+    pub function: &'a Value,
+    /// Collection metadata set on creation (model, task, prompts).
+    pub metadata: Map<String, Value>,
+    /// A sparse vector index to declare in the collection's schema.
+    pub sparse: Option<SparseIndex<'a>>,
+}
+
+/// A sparse vector index on a metadata key, filled by Chroma/BM25 from the
+/// documents.
+#[derive(Debug, Clone)]
+pub struct SparseIndex<'a> {
+    pub key: &'a str,
+    /// The BM25 function's config (`Bm25::config`).
+    pub config: Value,
+}
+
+/// A sparse vector as a metadata value in Chroma's JSON.
+pub fn sparse_vector_value(vector: &crate::embed::bm25::SparseVector) -> Value {
+    json!({
+        "#type": "sparse_vector",
+        "indices": vector.indices,
+        "values": vector.values,
+    })
 }
 
 #[derive(Clone)]
@@ -90,14 +116,88 @@ struct GetResult {
     metadatas: Option<Vec<Option<Map<String, Value>>>>,
 }
 
-/// The embedding-function record Chroma clients read to embed queries:
-/// `default` is Chroma's own all-MiniLM-L6-v2 (ONNX), the same model we run.
-fn embedding_function_config(model: &str) -> Value {
-    if model == crate::model::DEFAULT_EMBEDDING_MODEL {
-        json!({"type": "known", "name": "default", "config": {}})
-    } else {
-        json!({"type": "known", "name": "openai", "config": {"model_name": model}})
+/// The model a recorded embedding function embeds with, where we can tell:
+/// Chroma's `default` (and its ONNX and sentence-transformers spellings of
+/// all-MiniLM-L6-v2) is the built-in; `openai` and `sentence_transformer`
+/// name theirs in `config.model_name`. `None` for anything else.
+fn recorded_model(function: &Value) -> Option<String> {
+    let name = function.get("name")?.as_str()?;
+    let model = function
+        .get("config")
+        .and_then(|c| c.get("model_name"))
+        .and_then(Value::as_str);
+    let builtin = || crate::model::DEFAULT_EMBEDDING_MODEL.to_string();
+    match name {
+        "default" | "onnx_mini_lm_l6_v2" => Some(builtin()),
+        "sentence_transformer" => {
+            let model = model.unwrap_or("all-MiniLM-L6-v2");
+            if model == "all-MiniLM-L6-v2" {
+                Some(builtin())
+            } else {
+                Some(model.to_string())
+            }
+        }
+        _ => model.map(str::to_string),
     }
+}
+
+/// Why a collection whose recorded embedding function is `recorded` must
+/// not get vectors embedded as `ours` says, if it must not.
+fn function_mismatch(recorded: &Value, ours: &Value) -> Option<String> {
+    let kind = recorded.get("type").and_then(Value::as_str);
+    if kind != Some("known") {
+        // `legacy` or none: nothing recorded to disagree with.
+        return None;
+    }
+    let recorded_name = recorded.get("name").and_then(Value::as_str).unwrap_or("?");
+    let theirs = recorded_model(recorded);
+    if theirs.is_some() && theirs == recorded_model(ours) {
+        return None;
+    }
+    Some(match theirs {
+        Some(model) => format!("embedding function `{recorded_name}` (model `{model}`)"),
+        None => format!("embedding function `{recorded_name}`"),
+    })
+}
+
+/// The collection schema for a source with sparse vectors: Chroma refuses a
+/// schema beside a non-default `configuration` ("Cannot set both collection
+/// config and schema simultaneously"), so the dense index's space and
+/// embedding function go in the schema too (`#embedding`), and the sparse
+/// index on `sparse.key` is filled from the documents by Chroma/BM25.
+fn sparse_schema(function: &Value, sparse: &SparseIndex<'_>) -> Value {
+    json!({
+        "defaults": {},
+        "keys": {
+            "#embedding": {
+                "float_list": {
+                    "vector_index": {
+                        "enabled": true,
+                        "config": {
+                            "space": "cosine",
+                            "source_key": "#document",
+                            "embedding_function": function,
+                        },
+                    },
+                },
+            },
+            sparse.key: {
+                "sparse_vector": {
+                    "sparse_vector_index": {
+                        "enabled": true,
+                        "config": {
+                            "embedding_function": {
+                                "type": "known",
+                                "name": "chroma_bm25",
+                                "config": sparse.config,
+                            },
+                            "source_key": "#document",
+                        },
+                    },
+                },
+            },
+        },
+    })
 }
 
 impl ChromaClient {
@@ -237,14 +337,23 @@ impl ChromaClient {
         embedding: EmbeddingSpec<'_>,
     ) -> Result<CollectionHandle, ChromaError> {
         self.ensure_database(database).await?;
-        let body = json!({
+        let mut body = json!({
             "name": name,
             "get_or_create": true,
             "configuration": {
                 "hnsw": {"space": "cosine"},
-                "embedding_function": embedding_function_config(embedding.model),
+                "embedding_function": embedding.function,
             },
         });
+        if !embedding.metadata.is_empty() {
+            body["metadata"] = Value::Object(embedding.metadata.clone());
+        }
+        if let Some(sparse) = &embedding.sparse {
+            body["schema"] = sparse_schema(embedding.function, sparse);
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("configuration");
+            }
+        }
         let doing = format!("opening collection {database}/{name}");
         let value = self
             .call_ok(
@@ -272,17 +381,13 @@ impl ChromaClient {
         let recorded = collection
             .configuration_json
             .as_ref()
-            .and_then(|c| c.get("embedding_function"))
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str);
-        let expected = embedding_function_config(embedding.model);
+            .and_then(|c| c.get("embedding_function"));
         if let Some(recorded) = recorded
-            && Some(recorded) != expected["name"].as_str()
-            && !(recorded == "sentence_transformer" || recorded == "onnx_mini_lm_l6_v2")
+            && let Some(theirs) = function_mismatch(recorded, embedding.function)
         {
             return Err(ChromaError::Incompatible(format!(
-                "collection {database}/{name} is configured for embedding function `{recorded}`, \
-                 not {}",
+                "collection {database}/{name} is configured for {theirs}, not {}; write to \
+                 another collection or give the source that collection's model",
                 embedding.model
             )));
         }

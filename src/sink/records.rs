@@ -14,11 +14,12 @@ use crate::config::sha256_hex;
 
 /// Chroma Cloud's limit, which we respect everywhere.
 pub const MAX_METADATA_KEYS: usize = 32;
-/// Keys we set on a chunk, at most: the eleven always there, `custom_id`,
+/// Keys we set on a chunk, at most: the twelve always there, `custom_id`,
 /// a source field or two, and either `language` (code) or the converted
 /// documents' `page_start`, `page_end` (or `sheet`), `document_title` and
-/// `content_type`.
-pub const STANDARD_METADATA_KEYS: usize = 17;
+/// `content_type`. A source's sparse vector key takes one more, counted
+/// against the invocation's own metadata ([`max_user_metadata_keys`]).
+pub const STANDARD_METADATA_KEYS: usize = 18;
 /// What is left for an invocation's own `metadata`.
 pub const MAX_USER_METADATA_KEYS: usize = MAX_METADATA_KEYS - STANDARD_METADATA_KEYS;
 /// Largest invocation `metadata`, serialized as JSON: the hosted Chroma
@@ -49,6 +50,74 @@ pub mod field {
     pub const SHEET: &str = "sheet";
     pub const DOCUMENT_TITLE: &str = "document_title";
     pub const CONTENT_TYPE: &str = "content_type";
+    /// The dense model the chunk's embedding came from (as sources name it).
+    pub const EMBEDDING_MODEL: &str = "embedding_model";
+}
+
+/// Whether `name` is one of the chunk metadata fields we write (a source's
+/// own fields aside).
+pub fn is_standard_field(name: &str) -> bool {
+    use field::*;
+    [
+        DOCUMENT_KEY,
+        DOCUMENT_KEY_SHA256,
+        VERSION_KEY,
+        VERSION_KEY_SHA256,
+        CHUNK_STRATEGY,
+        START_LINE,
+        END_LINE,
+        SOURCE_ID,
+        SOURCE_TYPE,
+        CHUNK_INDEX,
+        CONTENT_SHA256,
+        LANGUAGE,
+        CUSTOM_ID,
+        PAGE_START,
+        PAGE_END,
+        SHEET,
+        DOCUMENT_TITLE,
+        CONTENT_TYPE,
+        EMBEDDING_MODEL,
+    ]
+    .contains(&name)
+}
+
+/// How a source's chunks are embedded: what their records say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedWith<'a> {
+    /// The dense model, as sources name it.
+    pub model: &'a str,
+    /// Prepended to each chunk before embedding (not stored in the document).
+    pub document_prompt: Option<&'a str>,
+    /// The metadata key that holds the chunk's sparse vector, if any.
+    pub sparse_key: Option<&'a str>,
+}
+
+impl EmbeddedWith<'static> {
+    /// The built-in model, no prompt, no sparse vector: how every chunk was
+    /// embedded before models could be chosen.
+    pub const BUILTIN: EmbeddedWith<'static> = EmbeddedWith {
+        model: crate::model::DEFAULT_EMBEDDING_MODEL,
+        document_prompt: None,
+        sparse_key: None,
+    };
+}
+
+impl EmbeddedWith<'_> {
+    /// What the chunk's embedding is computed from: the document prompt,
+    /// then the chunk's text.
+    pub fn input(&self, text: &str) -> String {
+        match self.document_prompt {
+            Some(prompt) => format!("{prompt}{text}"),
+            None => text.to_string(),
+        }
+    }
+}
+
+/// Room for an invocation's own metadata keys beside ours, for a source
+/// that writes sparse vectors (under one more key) or not.
+pub fn max_user_metadata_keys(sparse: bool) -> usize {
+    MAX_USER_METADATA_KEYS - usize::from(sparse)
 }
 
 /// A Chroma `where` filter over chunk metadata, built only from the
@@ -142,6 +211,12 @@ impl<'a> Stored<'a> {
     pub fn content_sha256(&self) -> Option<&'a str> {
         self.text(field::CONTENT_SHA256)
     }
+    /// The model that embedded the chunk; chunks written before models
+    /// could be chosen say none, and the built-in made them.
+    pub fn embedding_model(&self) -> &'a str {
+        self.text(field::EMBEDDING_MODEL)
+            .unwrap_or(crate::model::DEFAULT_EMBEDDING_MODEL)
+    }
     /// A string field, standard or source-specific.
     pub fn text(&self, name: &str) -> Option<&'a str> {
         self.0.get(name).and_then(Value::as_str)
@@ -180,6 +255,7 @@ pub struct DocumentIdentity<'a> {
     pub source_fields: &'a [(String, Value)],
     /// The invocation's `metadata`, merged in; our own keys win on a clash.
     pub user_metadata: Option<&'a Map<String, Value>>,
+    pub embedding: EmbeddedWith<'a>,
 }
 
 /// `<custom_id or sha256hex(key)>-<n>`.
@@ -229,10 +305,13 @@ pub fn build_segment_records(
             put(field::SOURCE_ID, identity.source_id.into());
             put(field::SOURCE_TYPE, identity.source_type.into());
             put(field::CHUNK_INDEX, (index as u64).into());
+            // The hash of what the embedding is computed from: a new
+            // document prompt re-embeds, like new text does.
             put(
                 field::CONTENT_SHA256,
-                sha256_hex(chunk.text.as_bytes()).into(),
+                sha256_hex(identity.embedding.input(&chunk.text).as_bytes()).into(),
             );
+            put(field::EMBEDDING_MODEL, identity.embedding.model.into());
             if let Some(language) = chunked.language {
                 put(field::LANGUAGE, language.name().into());
             }
@@ -289,22 +368,52 @@ pub fn same_identity(identity: &DocumentIdentity<'_>, stored: &Map<String, Value
         document: None,
     };
     let wanted = build_records(identity, &probe).remove(0).metadata;
+    let sparse_key = identity.embedding.sparse_key;
+    if sparse_key.is_some_and(|key| stored.get(key).is_none_or(Value::is_null)) {
+        // The source writes sparse vectors now; this document has none yet.
+        return false;
+    }
     let identity_only = |metadata: &Map<String, Value>| -> Map<String, Value> {
         metadata
             .iter()
-            .filter(|(name, value)| !CONTENT_FIELDS.contains(&name.as_str()) && !value.is_null())
+            .filter(|(name, value)| {
+                !CONTENT_FIELDS.contains(&name.as_str())
+                    && Some(name.as_str()) != sparse_key
+                    && !value.is_null()
+            })
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect()
     };
-    identity_only(&wanted) == identity_only(stored)
+    let mut stored = identity_only(stored);
+    // Chunks written before models could be chosen carry no model: the
+    // built-in made them.
+    stored
+        .entry(field::EMBEDDING_MODEL)
+        .or_insert_with(|| crate::model::DEFAULT_EMBEDDING_MODEL.into());
+    identity_only(&wanted) == stored
+}
+
+/// Whether a stored chunk's embedding was computed from the same input
+/// (`content_sha256`) by the same model: then it need not be embedded again.
+pub fn same_embedding_input(stored: &Map<String, Value>, new: &Map<String, Value>) -> bool {
+    let (stored, new) = (Stored(stored), Stored(new));
+    stored.content_sha256().is_some()
+        && stored.content_sha256() == new.content_sha256()
+        && stored.embedding_model() == new.embedding_model()
 }
 
 /// Why an invocation's `metadata` cannot be stored on chunks, if it cannot.
-pub fn validate_user_metadata(metadata: &Map<String, Value>) -> Result<(), String> {
-    if metadata.len() > MAX_USER_METADATA_KEYS {
+pub fn validate_user_metadata(metadata: &Map<String, Value>, sparse: bool) -> Result<(), String> {
+    let most = max_user_metadata_keys(sparse);
+    if metadata.len() > most {
         return Err(format!(
-            "metadata has {} keys; at most {MAX_USER_METADATA_KEYS} fit beside the standard chunk metadata",
-            metadata.len()
+            "metadata has {} keys; at most {most} fit beside the standard chunk metadata{}",
+            metadata.len(),
+            if sparse {
+                " and the source's sparse vector"
+            } else {
+                ""
+            }
         ));
     }
     let size = serde_json::to_vec(metadata).map_or(usize::MAX, |json| json.len());
@@ -378,6 +487,7 @@ mod tests {
             custom_id: Some("lib"),
             source_fields: &fields,
             user_metadata: Some(&user),
+            embedding: EmbeddedWith::BUILTIN,
         };
         let records = build_records(&identity, &chunked(2));
         assert_eq!(records.len(), 2);
@@ -411,6 +521,7 @@ mod tests {
             custom_id: None,
             source_fields: &fields,
             user_metadata: Some(&user),
+            embedding: EmbeddedWith::BUILTIN,
         };
         let mut stored = build_records(&identity, &chunked(1)).remove(0).metadata;
         stored.insert(field::PAGE_START.into(), 3.into());
@@ -462,6 +573,7 @@ mod tests {
                 custom_id: None,
                 source_fields: &[],
                 user_metadata: None,
+                embedding: EmbeddedWith::BUILTIN,
             },
             &chunked(1),
         );
@@ -479,7 +591,7 @@ mod tests {
     fn user_metadata_rules() {
         let ok: Map<String, Value> =
             serde_json::from_str(r#"{"a": 1, "b": "x", "c": true, "d": 1.5}"#).unwrap();
-        assert!(validate_user_metadata(&ok).is_ok());
+        assert!(validate_user_metadata(&ok, false).is_ok());
         for bad in [
             r#"{"chroma_x": 1}"#,
             r#"{"nested": {"a": 1}}"#,
@@ -488,11 +600,19 @@ mod tests {
             r#"{"": 1}"#,
         ] {
             let bad: Map<String, Value> = serde_json::from_str(bad).unwrap();
-            assert!(validate_user_metadata(&bad).is_err(), "{bad:?}");
+            assert!(validate_user_metadata(&bad, false).is_err(), "{bad:?}");
         }
         let many: Map<String, Value> = (0..=MAX_USER_METADATA_KEYS)
             .map(|i| (format!("k{i}"), Value::from(i)))
             .collect();
-        assert!(validate_user_metadata(&many).is_err());
+        assert!(validate_user_metadata(&many, false).is_err());
+        let fit: Map<String, Value> = (0..MAX_USER_METADATA_KEYS)
+            .map(|i| (format!("k{i}"), Value::from(i)))
+            .collect();
+        assert!(validate_user_metadata(&fit, false).is_ok());
+        assert!(
+            validate_user_metadata(&fit, true).is_err(),
+            "the sparse key takes one"
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod faulty;
 pub mod github;
+pub mod openai;
 pub mod stall;
 pub mod web;
 
@@ -33,7 +34,34 @@ pub fn model_dir() -> PathBuf {
         .unwrap_or_else(|| home().join(".cache/chroma-syncd/models/all-MiniLM-L6-v2"))
 }
 
+/// A loopback port for a server a test starts (the daemon, Chroma, moto).
+///
+/// Why not the kernel's pick (`bind :0`)? A port found free that way is
+/// released before the server binds it, and in the meantime the kernel may
+/// hand the same ephemeral port to any outgoing connection or another `:0`
+/// bind of the parallel tests: the server then fails with "Address already
+/// in use". So ports come from just below the ephemeral range, which the
+/// kernel never assigns by itself, walking from an offset that differs per
+/// test process, and each is checked to be bindable before it is handed out.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let span = ephemeral_low.saturating_sub(10_000).clamp(1, 12_000);
+    let base = ephemeral_low.saturating_sub(span);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = base + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if port > 1024
+            && let Ok(port) = u16::try_from(port)
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -66,6 +66,22 @@ fn default_position_embedding_type() -> String {
     "absolute".to_string()
 }
 
+/// How a sequence's token states become one vector (sentence-transformers'
+/// `pooling_mode_mean_tokens` / `pooling_mode_cls_token`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over every token, special tokens included.
+    Mean,
+    /// The first token's (`[CLS]`) state.
+    Cls,
+}
+
+#[derive(Clone, Copy)]
+struct Pool {
+    pooling: Pooling,
+    normalize: bool,
+}
+
 /// A dense layer with its weight packed (bf16 or f32, see [`crate::bf16`]).
 struct Linear {
     weight: Packed,
@@ -114,23 +130,30 @@ impl Weights<'_> {
             .tensors
             .tensor(&full)
             .map_err(|e| error(format!("tensor {full}: {e}")))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(error(format!(
-                "tensor {full}: dtype {:?}, expected F32",
-                view.dtype()
-            )));
-        }
         if view.shape() != shape {
             return Err(error(format!(
                 "tensor {full}: shape {:?}, expected {shape:?}",
                 view.shape()
             )));
         }
-        Ok(view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        let data = view.data();
+        match view.dtype() {
+            Dtype::F32 => Ok(data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()),
+            Dtype::F16 => Ok(data
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()),
+            Dtype::BF16 => Ok(data
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()),
+            other => Err(error(format!(
+                "tensor {full}: dtype {other:?}, expected F32, F16 or BF16"
+            ))),
+        }
     }
 
     fn norm(&self, name: &str, width: usize) -> Result<Norm, BertError> {
@@ -291,6 +314,20 @@ impl Bert {
     /// included) and L2-normalised sentence embeddings, one per sequence of
     /// token ids, using up to `threads` threads.
     pub fn embed(&self, sequences: &[&[u32]], threads: usize) -> Result<Vec<Vec<f32>>, BertError> {
+        self.embed_pooled(sequences, threads, Pooling::Mean, true)
+    }
+
+    /// Sentence embeddings pooled as `pooling` says, L2-normalised when
+    /// `normalize` (what a sentence-transformers model's `Pooling` and
+    /// `Normalize` modules do), using up to `threads` threads.
+    pub fn embed_pooled(
+        &self,
+        sequences: &[&[u32]],
+        threads: usize,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, BertError> {
+        let pool = Pool { pooling, normalize };
         for (i, ids) in sequences.iter().enumerate() {
             if ids.is_empty() {
                 return Err(error(format!("sequence {i} is empty")));
@@ -313,7 +350,7 @@ impl Bert {
         }
         let threads = threads.clamp(1, sequences.len().max(1));
         if threads == 1 {
-            return Ok(self.forward(sequences));
+            return Ok(self.forward(sequences, pool));
         }
         // Longest first onto the least-loaded thread: groups of about equal
         // token counts.
@@ -336,11 +373,11 @@ impl Bert {
             for members in jobs {
                 handles.push(scope.spawn(move || {
                     let group: Vec<&[u32]> = members.iter().map(|&i| sequences[i]).collect();
-                    (members, self.forward(&group))
+                    (members, self.forward(&group, pool))
                 }));
             }
             let group: Vec<&[u32]> = own.iter().map(|&i| sequences[i]).collect();
-            let mut results = vec![(own.clone(), self.forward(&group))];
+            let mut results = vec![(own.clone(), self.forward(&group, pool))];
             for handle in handles {
                 match handle.join() {
                     Ok(result) => results.push(result),
@@ -357,7 +394,7 @@ impl Bert {
     }
 
     /// The forward pass on one thread. Inputs are validated by `embed`.
-    fn forward(&self, sequences: &[&[u32]]) -> Vec<Vec<f32>> {
+    fn forward(&self, sequences: &[&[u32]], pool: Pool) -> Vec<Vec<f32>> {
         let hidden = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
         let head_dim = hidden / heads;
@@ -460,23 +497,32 @@ impl Bert {
             layer_norm(&mut x, Some(&branch), &norm.gamma, &norm.beta, eps);
         }
 
-        // Mean pooling over each sequence's tokens, then L2 normalisation.
+        // Pooling over each sequence's tokens, then L2 normalisation.
         let mut start = 0;
         sequences
             .iter()
             .map(|ids| {
-                let mut mean = vec![0.0f32; hidden];
-                for row in x[start * hidden..(start + ids.len()) * hidden].chunks_exact(hidden) {
-                    for (sum, &value) in mean.iter_mut().zip(row) {
-                        *sum += value;
-                    }
-                }
+                let rows = &x[start * hidden..(start + ids.len()) * hidden];
                 start += ids.len();
-                let count = ids.len() as f32;
-                mean.iter_mut().for_each(|v| *v /= count);
-                let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                mean.iter_mut().for_each(|v| *v /= norm);
-                mean
+                let mut pooled = match pool.pooling {
+                    Pooling::Cls => rows[..hidden].to_vec(),
+                    Pooling::Mean => {
+                        let mut mean = vec![0.0f32; hidden];
+                        for row in rows.chunks_exact(hidden) {
+                            for (sum, &value) in mean.iter_mut().zip(row) {
+                                *sum += value;
+                            }
+                        }
+                        let count = ids.len() as f32;
+                        mean.iter_mut().for_each(|v| *v /= count);
+                        mean
+                    }
+                };
+                if pool.normalize {
+                    let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    pooled.iter_mut().for_each(|v| *v /= norm);
+                }
+                pooled
             })
             .collect()
     }

@@ -231,7 +231,12 @@ pub fn plan_object(
         }
     }
     if let Some(metadata) = &payload.metadata {
-        validate_user_metadata(metadata).map_err(DomainError::Invalid)?;
+        let sparse = record
+            .payload
+            .embedding
+            .as_ref()
+            .is_some_and(|e| e.sparse.is_some());
+        validate_user_metadata(metadata, sparse).map_err(DomainError::Invalid)?;
     }
     let collection = payload
         .target_collection_name

@@ -1,0 +1,178 @@
+//! An OpenAI-compatible `/v1/embeddings` server on loopback, in the test
+//! process: it serves the vectors of a real model (all-MiniLM-L6-v2,
+//! computed in-process) or a deterministic function of the text, checks the
+//! Bearer key, records what it was asked, and can be told to answer 429
+//! (with `Retry-After`) or 500 first.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::post};
+use chroma_syncd::embed::{Embedder, MiniLm};
+use serde_json::{Value, json};
+
+use super::runtime;
+
+/// What the server answers before it serves vectors again.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// 429 with `Retry-After: 0`.
+    Busy,
+    /// 500.
+    Broken,
+}
+
+/// How the server computes vectors.
+pub enum Vectors {
+    /// 8 numbers from the text's bytes.
+    Hashed,
+    /// all-MiniLM-L6-v2's.
+    Model(Box<MiniLm>),
+}
+
+impl Vectors {
+    pub fn of(&self, texts: &[String]) -> Vec<Vec<f32>> {
+        match self {
+            Vectors::Hashed => texts.iter().map(|t| hashed(t)).collect(),
+            Vectors::Model(model) => {
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                model.embed(&texts).expect("the test model embeds")
+            }
+        }
+    }
+}
+
+/// The `Hashed` vector of a text.
+pub fn hashed(text: &str) -> Vec<f32> {
+    (0..8u32)
+        .map(|i| {
+            let sum: u32 = text.bytes().map(|b| u32::from(b) * (i + 1)).sum();
+            (sum % 97) as f32 / 97.0
+        })
+        .collect()
+}
+
+/// One request the server got.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub authorization: String,
+    pub model: String,
+    pub inputs: Vec<String>,
+}
+
+pub struct EmbeddingServer {
+    pub url: String,
+    pub key: String,
+    pub vectors: Vectors,
+    pub faults: Mutex<Vec<Fault>>,
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+impl EmbeddingServer {
+    /// Starts a server that accepts `key` and serves `vectors`; its base
+    /// URL (up to `/v1`) is `url`.
+    pub fn start(key: &str, vectors: Vectors) -> Arc<EmbeddingServer> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let server = Arc::new(EmbeddingServer {
+            url: format!("http://{}/v1", listener.local_addr().unwrap()),
+            key: key.to_string(),
+            vectors,
+            faults: Mutex::new(Vec::new()),
+            seen: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/v1/embeddings", post(embeddings))
+            .with_state(Arc::clone(&server));
+        runtime().spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+        server
+    }
+
+    pub fn fail_next(&self, faults: &[Fault]) {
+        self.faults.lock().unwrap().extend_from_slice(faults);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Every input it was asked to embed, in order.
+    pub fn inputs(&self) -> Vec<String> {
+        self.seen().into_iter().flat_map(|s| s.inputs).collect()
+    }
+}
+
+async fn embeddings(
+    State(server): State<Arc<EmbeddingServer>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    // A string or a list of strings, as the API allows.
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        other => serde_json::from_value(other.clone()).unwrap_or_default(),
+    };
+    server.seen.lock().unwrap().push(Seen {
+        authorization: authorization.clone(),
+        model: body["model"].as_str().unwrap_or_default().to_string(),
+        inputs: inputs.clone(),
+    });
+    if authorization != format!("Bearer {}", server.key) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": "invalid API key", "type": "auth"}})),
+        )
+            .into_response();
+    }
+    let fault = {
+        let mut faults = server.faults.lock().unwrap();
+        (!faults.is_empty()).then(|| faults.remove(0))
+    };
+    match fault {
+        Some(Fault::Busy) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "0")],
+                Json(json!({"error": {"message": "slow down"}})),
+            )
+                .into_response();
+        }
+        Some(Fault::Broken) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response();
+        }
+        None => {}
+    }
+    let server = Arc::clone(&server);
+    let vectors = tokio::task::spawn_blocking(move || server.vectors.of(&inputs))
+        .await
+        .unwrap();
+    // Answered out of order, with indices, as servers may; as floats or,
+    // when asked, base64 little-endian f32 (the Python client asks).
+    let base64 = body["encoding_format"] == "base64";
+    let mut data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"index": index, "embedding": embedding, "object": "embedding"})
+        })
+        .collect();
+    data.reverse();
+    Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
+}
