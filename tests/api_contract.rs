@@ -98,7 +98,7 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
                 s["embedding_model"] = json!({"model": "Qwen/Qwen3-Embedding-0.6B"});
                 s
             },
-            "not available",
+            "not defined",
         ),
         (
             json!({"database_name": "testdb", "web_scrape": {"starting_url": "file:///etc/passwd"}}),

@@ -1,0 +1,125 @@
+//! Does the daemon keep an embedding endpoint busy? An OpenAI-compatible
+//! test endpoint serves all-MiniLM-L6-v2 vectors (computed in this
+//! process). First a tight client loop (our `OpenAiEmbedder`, the same batch
+//! size and concurrency as the daemon's model config) embeds every chunk of
+//! a corpus: the endpoint's throughput alone. Then the daemon syncs the same
+//! corpus (a filesystem source into a real Chroma) through the endpoint:
+//! the endpoint's throughput while it does, from its first request to its
+//! last. Reports both, in inputs per second, and their ratio.
+//!
+//! Run: `cargo test --release --test endpoint_bench -- --ignored --nocapture`
+//! Corpus: `BENCH_DOCS` markdown files (default 300) of a few chunks each.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chroma_syncd::embed::MiniLm;
+use chroma_syncd::embed::openai::{OpenAiEmbedder, OpenAiSettings};
+use common::openai::{EmbeddingServer, Vectors};
+use common::*;
+use serde_json::json;
+
+const KEY: &str = "bench-key";
+const MAX_BATCH: usize = 32;
+const MAX_CONCURRENCY: usize = 4;
+
+fn document(i: usize) -> String {
+    let mut text = format!("# Service note {i}\n\n");
+    for section in 0..4 {
+        text.push_str(&format!("## Part {section}\n\n"));
+        for sentence in 0..12 {
+            text.push_str(&format!(
+                "Component {i}-{section} handles request class {sentence} and reports latency \
+                 figures to the on-call dashboard when queue depth exceeds {} items. ",
+                (i * 7 + section * 3 + sentence) % 500
+            ));
+        }
+        text.push_str("\n\n");
+    }
+    text
+}
+
+/// Inputs per second the endpoint served between its first and last
+/// request from `from` on.
+fn served_rate(server: &EmbeddingServer, from: usize, wall: Duration) -> (usize, f64) {
+    let inputs: usize = server.seen()[from..].iter().map(|s| s.inputs.len()).sum();
+    (inputs, inputs as f64 / wall.as_secs_f64())
+}
+
+#[test]
+#[ignore]
+fn endpoint_stays_busy_while_the_daemon_syncs() {
+    let docs: usize = std::env::var("BENCH_DOCS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
+    let chroma = Chroma::start();
+    let model = MiniLm::load(&model_dir(), MAX_BATCH).expect("model installed");
+    let server = EmbeddingServer::start(KEY, Vectors::Model(Box::new(model)));
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("corpus");
+    std::fs::create_dir_all(&root).unwrap();
+    for i in 0..docs {
+        std::fs::write(root.join(format!("note-{i:04}.md")), document(i)).unwrap();
+    }
+    let config = format!(
+        "{TEST_CONFIG}\n[embedding.models.\"bench/endpoint\"]\nkind = \"openai\"\n\
+         url = \"{}\"\napi_key_env = \"BENCH_KEY\"\nmax_batch = {MAX_BATCH}\n\
+         max_concurrency = {MAX_CONCURRENCY}\nmax_input_tokens = 256\n",
+        server.url
+    );
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        &config,
+        &[
+            (
+                "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
+                allowed.path().to_str().unwrap(),
+            ),
+            ("BENCH_KEY", KEY),
+        ],
+    );
+    let source = daemon.create_source(json!({
+        "database_name": "bench",
+        "filesystem": {"root": root.to_str().unwrap(), "collection_name": "corpus"},
+        "embedding_model": {"model": "bench/endpoint"},
+    }));
+    let started = Instant::now();
+    let job = daemon.wait_finished(
+        &daemon.invoke(&source, json!({})),
+        Duration::from_secs(3600),
+    );
+    let sync_wall = started.elapsed();
+    assert!(job["status"]["complete"].is_object(), "{job}");
+    let chunks = chroma.records("bench", "corpus").rows;
+    let texts: Vec<String> = chunks.iter().map(|r| r.document.clone()).collect();
+    // The daemon's requests, from the probe on.
+    let (daemon_inputs, _) = served_rate(&server, 0, sync_wall);
+    let seen = server.seen().len();
+
+    // The tight loop over the same chunks.
+    let mut settings = OpenAiSettings::new("bench/endpoint", &server.url);
+    settings.api_key = Some(chroma_syncd::config::Secret::new(KEY));
+    settings.max_batch = MAX_BATCH;
+    settings.max_concurrency = MAX_CONCURRENCY;
+    let client = OpenAiEmbedder::new(settings).unwrap();
+    let started = Instant::now();
+    runtime().block_on(client.embed(&texts)).unwrap();
+    let loop_wall = started.elapsed();
+    let (loop_inputs, loop_rate) = served_rate(&server, seen, loop_wall);
+
+    let daemon_rate = daemon_inputs as f64 / sync_wall.as_secs_f64();
+    println!(
+        "endpoint alone (tight client loop): {loop_inputs} inputs in {:.2}s = {loop_rate:.1}/s",
+        loop_wall.as_secs_f64()
+    );
+    println!(
+        "endpoint while the daemon syncs {docs} documents ({} chunks): {daemon_inputs} inputs \
+         in {:.2}s (whole sync) = {daemon_rate:.1}/s",
+        chunks.len(),
+        sync_wall.as_secs_f64()
+    );
+    println!("ratio: {:.2}", daemon_rate / loop_rate);
+}
