@@ -64,10 +64,13 @@ fn endpoint_stays_busy_while_the_daemon_syncs() {
     for i in 0..docs {
         std::fs::write(root.join(format!("note-{i:04}.md")), document(i)).unwrap();
     }
+    // Chroma writes of the daemon's default size (the test config's 20
+    // would cap each embedding call at one request).
     let config = format!(
-        "{TEST_CONFIG}\n[embedding.models.\"bench/endpoint\"]\nkind = \"openai\"\n\
+        "{}\n[embedding.models.\"bench/endpoint\"]\nkind = \"openai\"\n\
          url = \"{}\"\napi_key_env = \"BENCH_KEY\"\nmax_batch = {MAX_BATCH}\n\
          max_concurrency = {MAX_CONCURRENCY}\nmax_input_tokens = 256\n",
+        TEST_CONFIG.replace("max_batch_size = 20", "max_batch_size = 300"),
         server.url
     );
     let daemon = Daemon::start_with(
