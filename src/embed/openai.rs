@@ -1,8 +1,10 @@
 //! Embeddings from any OpenAI-compatible `/v1/embeddings` endpoint: vLLM,
 //! Hugging Face TEI, Ollama, OpenAI itself — the way to a GPU fleet.
 //!
-//! Inputs go in batches of `max_batch`, at most `max_concurrency` requests
-//! in flight (so one slow endpoint holds only its own slots), in order. A
+//! Inputs from every job go through one queue per model; each request
+//! takes up to `max_batch` of them when one of `max_concurrency` slots is
+//! free (so one slow endpoint holds only its own slots); answers go back
+//! to their callers in order. A
 //! 429 or 5xx, a timeout or a dropped connection is retried with doubling
 //! backoff, honouring `Retry-After`; 400/401/403/404/413/422 are permanent
 //! and the error names the model and says what the endpoint said. The API
@@ -16,9 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::config::Secret;
 
@@ -63,7 +64,7 @@ impl OpenAiSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RemoteError {
     /// Worth trying again later (the job is retried by the queue).
     #[error("embedding model {model}: {message} (gave up after {attempts} attempts)")]
@@ -93,10 +94,32 @@ enum Attempt {
     Fail(RemoteError),
 }
 
-pub struct OpenAiEmbedder {
+/// The endpoint's HTTP side: one request (with its retries) per batch.
+struct Client {
     settings: OpenAiSettings,
     http: reqwest::Client,
     slots: Arc<Semaphore>,
+}
+
+/// One input waiting for its vector.
+struct Pending {
+    text: String,
+    reply: oneshot::Sender<Result<Vec<f32>, RemoteError>>,
+}
+
+/// The client of one endpoint model, shared by every job that uses it.
+///
+/// Inputs from all callers go through one queue: a dispatcher takes as
+/// many as are waiting (up to `max_batch`) when a request slot is free, so
+/// requests are full whenever there is work queued — a document of 40
+/// chunks does not cost a GPU two half-empty batches — and an input that
+/// arrives alone is sent at once, without waiting for company.
+pub struct OpenAiEmbedder {
+    client: Arc<Client>,
+    queue: mpsc::UnboundedSender<Pending>,
+    /// Taken by the first `embed`, which starts the dispatcher on the
+    /// runtime it runs on.
+    receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
 }
 
 impl OpenAiEmbedder {
@@ -109,49 +132,127 @@ impl OpenAiEmbedder {
                 message: format!("building the HTTP client: {e}"),
             })?;
         let slots = Arc::new(Semaphore::new(settings.max_concurrency.max(1)));
+        let (queue, receiver) = mpsc::unbounded_channel();
         Ok(OpenAiEmbedder {
-            settings,
-            http,
-            slots,
+            client: Arc::new(Client {
+                settings,
+                http,
+                slots,
+            }),
+            queue,
+            receiver: std::sync::Mutex::new(Some(receiver)),
         })
     }
 
     pub fn name(&self) -> &str {
-        &self.settings.name
+        &self.client.settings.name
     }
 
     /// One vector per text, in order.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, RemoteError> {
-        let size = self.settings.max_batch.max(1);
-        // Batches by index, not as a stream of slices: a closure taking
-        // `&[String]` would make the future generic over that borrow's
-        // lifetime, which the `Send` futures of job drivers cannot be.
-        let results: Vec<Result<Vec<Vec<f32>>, RemoteError>> =
-            futures::stream::iter((0..texts.len()).step_by(size))
-                .map(|start| self.embed_batch(&texts[start..(start + size).min(texts.len())]))
-                .buffered(self.settings.max_concurrency.max(1))
-                .collect()
-                .await;
+        let receiver = self
+            .receiver
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(receiver) = receiver {
+            tokio::spawn(dispatch(Arc::clone(&self.client), receiver));
+        }
+        let mut replies = Vec::with_capacity(texts.len());
+        for text in texts {
+            let (reply, answer) = oneshot::channel();
+            let pending = Pending {
+                text: text.clone(),
+                reply,
+            };
+            if self.queue.send(pending).is_err() {
+                return Err(self
+                    .client
+                    .invalid("the embedding dispatcher stopped".into()));
+            }
+            replies.push(answer);
+        }
         let mut vectors = Vec::with_capacity(texts.len());
-        for batch in results {
-            vectors.extend(batch?);
+        for answer in replies {
+            let vector = answer.await.map_err(|_| {
+                self.client
+                    .invalid("the embedding dispatcher stopped".into())
+            })??;
+            vectors.push(vector);
         }
         if let Some(first) = vectors.first() {
             let dimension = first.len();
             if vectors.iter().any(|v| v.len() != dimension) {
-                return Err(self.invalid("vectors of different lengths in one answer".into()));
+                return Err(self
+                    .client
+                    .invalid("vectors of different lengths in one answer".into()));
             }
         }
         Ok(vectors)
     }
+}
 
-    async fn embed_batch(&self, batch: &[String]) -> Result<Vec<Vec<f32>>, RemoteError> {
+/// Forms batches from the queue and sends each when a request slot is
+/// free; ends when the embedder is dropped.
+async fn dispatch(client: Arc<Client>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let max_batch = client.settings.max_batch.max(1);
+    let take_waiting = |batch: &mut Vec<Pending>, queue: &mut mpsc::UnboundedReceiver<Pending>| {
+        while batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+    };
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        take_waiting(&mut batch, &mut queue);
+        // Wait for a slot; what queued meanwhile joins this batch.
+        let slot = Arc::clone(&client.slots)
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        take_waiting(&mut batch, &mut queue);
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            let texts: Vec<String> = batch.iter().map(|p| p.text.clone()).collect();
+            let result = client.embed_batch(&texts, Some(slot)).await;
+            match result {
+                Ok(vectors) => {
+                    for (pending, vector) in batch.into_iter().zip(vectors) {
+                        let _ = pending.reply.send(Ok(vector));
+                    }
+                }
+                Err(error) => {
+                    for pending in batch {
+                        let _ = pending.reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Client {
+    /// One batch, retried as its failures allow; `slot` is the request
+    /// slot the first attempt was given (retries wait for one again).
+    async fn embed_batch(
+        &self,
+        batch: &[String],
+        mut slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Vec<Vec<f32>>, RemoteError> {
         let mut attempts = 0;
         let mut backoff = self.settings.backoff;
         loop {
             attempts += 1;
             let attempt = {
-                let _slot = self.slots.acquire().await.expect("never closed");
+                let _slot = match slot.take() {
+                    Some(slot) => slot,
+                    None => Arc::clone(&self.slots)
+                        .acquire_owned()
+                        .await
+                        .expect("never closed"),
+                };
                 let started = std::time::Instant::now();
                 let attempt = self.attempt(batch).await;
                 let outcome = match &attempt {

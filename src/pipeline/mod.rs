@@ -33,6 +33,13 @@ use crate::sink::records::{
     same_embedding_input, same_identity,
 };
 
+/// Documents a job's driver may have in the pipeline at once: while one
+/// waits for the embedder (or an endpoint's answer), the next are read,
+/// converted, chunked and compared with what Chroma holds, so the embedder
+/// is not idle between documents. Each holds at most its source's largest
+/// document in memory.
+pub const DOCUMENTS_IN_FLIGHT: usize = 8;
+
 /// Why a job did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

@@ -5,6 +5,7 @@
 //! (with `Retry-After`) or 500 first.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -57,6 +58,8 @@ pub fn hashed(text: &str) -> Vec<f32> {
 /// One request the server got.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// When the request arrived.
+    pub arrived: std::time::Instant,
     pub authorization: String,
     pub model: String,
     pub inputs: Vec<String>,
@@ -68,12 +71,28 @@ pub struct EmbeddingServer {
     pub vectors: Vectors,
     pub faults: Mutex<Vec<Fault>>,
     pub seen: Mutex<Vec<Seen>>,
+    /// A GPU-like endpoint: each request takes this long (waiting, not
+    /// computing), at most `capacity` at once.
+    pub latency: Option<(Duration, tokio::sync::Semaphore)>,
+    /// When each answer with vectors was sent.
+    pub answered: Mutex<Vec<std::time::Instant>>,
 }
 
 impl EmbeddingServer {
     /// Starts a server that accepts `key` and serves `vectors`; its base
     /// URL (up to `/v1`) is `url`.
     pub fn start(key: &str, vectors: Vectors) -> Arc<EmbeddingServer> {
+        Self::start_with(key, vectors, None)
+    }
+
+    /// A server whose every request takes `latency` (a sleep, not CPU) with
+    /// at most `capacity` served at once: a remote GPU's behaviour, whose
+    /// throughput does not depend on this machine's CPUs.
+    pub fn start_with(
+        key: &str,
+        vectors: Vectors,
+        latency: Option<(Duration, usize)>,
+    ) -> Arc<EmbeddingServer> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let server = Arc::new(EmbeddingServer {
@@ -82,6 +101,9 @@ impl EmbeddingServer {
             vectors,
             faults: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
+            answered: Mutex::new(Vec::new()),
+            latency: latency
+                .map(|(latency, capacity)| (latency, tokio::sync::Semaphore::new(capacity))),
         });
         let app = Router::new()
             .route("/v1/embeddings", post(embeddings))
@@ -123,6 +145,7 @@ async fn embeddings(
         other => serde_json::from_value(other.clone()).unwrap_or_default(),
     };
     server.seen.lock().unwrap().push(Seen {
+        arrived: std::time::Instant::now(),
         authorization: authorization.clone(),
         model: body["model"].as_str().unwrap_or_default().to_string(),
         inputs: inputs.clone(),
@@ -152,8 +175,16 @@ async fn embeddings(
         }
         None => {}
     }
-    let server = Arc::clone(&server);
-    let vectors = tokio::task::spawn_blocking(move || server.vectors.of(&inputs))
+    let _slot = match &server.latency {
+        Some((latency, capacity)) => {
+            let slot = capacity.acquire().await.expect("never closed");
+            tokio::time::sleep(*latency).await;
+            Some(slot)
+        }
+        None => None,
+    };
+    let computing = Arc::clone(&server);
+    let vectors = tokio::task::spawn_blocking(move || computing.vectors.of(&inputs))
         .await
         .unwrap();
     // Answered out of order, with indices, as servers may; as floats or,
@@ -174,5 +205,10 @@ async fn embeddings(
         })
         .collect();
     data.reverse();
+    server
+        .answered
+        .lock()
+        .unwrap()
+        .push(std::time::Instant::now());
     Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
 }

@@ -6,13 +6,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::read::read_document;
 use super::root::{Resolved, Root};
 use super::walk::{Walk, walk, walk_under};
 use super::{PathFilter, open_root, path_filter};
 use crate::config::FilesystemSettings;
 use crate::model::{FilesystemSourceConfig, SourceType, Trigger};
-use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun, SourceError};
+use crate::pipeline::{
+    DOCUMENTS_IN_FLIGHT, DocumentContext, Fetched, JobError, JobRun, SourceError,
+};
 
 pub(super) async fn run(
     settings: &FilesystemSettings,
@@ -86,14 +90,26 @@ impl Sync<'_> {
             )));
         }
         let total = walked.files.len();
-        for (done, file) in walked.files.iter().enumerate() {
-            if self.context.cancel.is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
-            state.set_progress(2, 3, format!("{} ({} of {total})", file.path, done + 1));
-            self.file(&file.path, stored.get(&file.path).map(String::as_str))
-                .await?;
-        }
+        // Several files at once (`DOCUMENTS_IN_FLIGHT`): while one waits for
+        // the embedder, the next is read, chunked and compared with Chroma.
+        // The first error stops the rest.
+        // (By index: a closure over `&WalkedFile` items would make the
+        // future generic over that borrow, which a `Send` job cannot be.)
+        futures::stream::iter(0..total)
+            .map(|done| {
+                let file = &walked.files[done];
+                let stored = stored.get(&file.path).map(String::as_str);
+                async move {
+                    if self.context.cancel.is_cancelled() {
+                        return Err(JobError::Cancelled);
+                    }
+                    state.set_progress(2, 3, format!("{} ({} of {total})", file.path, done + 1));
+                    self.file(&file.path, stored).await
+                }
+            })
+            .buffer_unordered(DOCUMENTS_IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
         for skipped in &walked.skipped {
             self.context
                 .skip(&skipped.path, skipped.reason.clone())
