@@ -89,6 +89,9 @@ pub enum ModelConfig {
     Openai(OpenAiModelConfig),
     /// A BERT-family model directory run in-process.
     Local(LocalModelConfig),
+    /// A SPLADE model directory (a `BertForMaskedLM` checkpoint, e.g.
+    /// `prithivida/Splade_PP_en_v1`) for sparse vectors, run in-process.
+    Splade(LocalModelConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,10 +159,26 @@ fn default_endpoint_retries() -> u32 {
 }
 
 impl EmbeddingSettings {
-    /// The names sources may use: the built-in model, then the config's.
+    /// The dense model names sources may use: the built-in model, then the
+    /// config's.
     pub fn model_names(&self) -> Vec<String> {
         std::iter::once(crate::model::DEFAULT_EMBEDDING_MODEL.to_string())
-            .chain(self.models.keys().cloned())
+            .chain(
+                self.models
+                    .iter()
+                    .filter(|(_, model)| !matches!(model, ModelConfig::Splade(_)))
+                    .map(|(name, _)| name.clone()),
+            )
+            .collect()
+    }
+
+    /// The sparse models (`kind = "splade"`) sources may name in
+    /// `embedding.sparse.model`, besides `Chroma/BM25`.
+    pub fn sparse_model_names(&self) -> Vec<String> {
+        self.models
+            .iter()
+            .filter(|(_, model)| matches!(model, ModelConfig::Splade(_)))
+            .map(|(name, _)| name.clone())
             .collect()
     }
 }

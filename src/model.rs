@@ -15,6 +15,11 @@ use uuid::Uuid;
 
 /// The default (and, in-process, the only) dense embedding model.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+/// The sparse function computed without a model directory: Chroma's BM25.
+pub const BM25_MODEL: &str = "Chroma/BM25";
+/// The SPLADE model Chroma Sync names; ours runs when the config defines its
+/// directory (`kind = "splade"`).
+pub const SPLADE_MODEL: &str = "prithivida/Splade_PP_en_v1";
 
 /// JSON with every object's keys sorted, so equal values hash equally
 /// whatever key order a client sent (serde_json may preserve insertion order).

@@ -314,6 +314,25 @@ fn models_the_daemon_does_not_define_and_foreign_collections_are_refused() {
             && message.contains("sentence-transformers/all-MiniLM-L6-v2"),
         "{message}"
     );
+    // SPLADE without its model directory configured.
+    let (status, body) = daemon.request(
+        Method::POST,
+        "/api/v1/sources",
+        Some(source(
+            &root,
+            "elsewhere",
+            json!({"embedding": {"dense": {"model": ENDPOINT_MODEL},
+                   "sparse": {"key": "sparse", "model": "prithivida/Splade_PP_en_v1"}}}),
+        )),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs its model directory"),
+        "{body}"
+    );
     for (bad, says) in [
         (
             json!({"embedding": {"dense": {"model": ENDPOINT_MODEL}, "sparse": {"key": "sparse", "model": "bm42"}}}),
@@ -433,20 +452,13 @@ fn a_local_bert_model_runs_in_process_as_its_reference_does() {
     let root = allowed.path().join("notes");
     write_documents(&root);
     let model = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_bert.py");
-    let made = std::process::Command::new(venv().join("bin/python"))
-        .arg(&fixture)
-        .args([
+    small_bert(
+        &[
             "make",
             model.path().to_str().unwrap(),
             model_dir().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+        ],
+        None,
     );
     let daemon = daemon_with(&chroma, allowed.path(), &server, KEY, Some(model.path()));
     // No task: the model's own `passage: ` prompt is used.
@@ -463,22 +475,11 @@ fn a_local_bert_model_runs_in_process_as_its_reference_does() {
         .iter()
         .map(|r| format!("passage: {}", r.document))
         .collect();
-    let mut reference = std::process::Command::new(venv().join("bin/python"))
-        .arg(&fixture)
-        .args(["embed", model.path().to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    reference
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&inputs).unwrap().as_bytes())
-        .unwrap();
-    let output = wait_with_timeout(reference, Duration::from_secs(120));
-    let expected: Vec<Vec<f32>> = serde_json::from_slice(&output.stdout).unwrap();
+    let expected: Vec<Vec<f32>> = serde_json::from_value(small_bert(
+        &["embed", model.path().to_str().unwrap()],
+        Some(&json!(inputs)),
+    ))
+    .unwrap();
     for (record, expected) in records.rows.iter().zip(&expected) {
         assert_eq!(record.embedding.len(), 32);
         let norm: f32 = record.embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -501,4 +502,112 @@ fn a_local_bert_model_runs_in_process_as_its_reference_does() {
     assert_eq!(function["config"]["model_name"], LOCAL_MODEL);
     assert_eq!(collection["metadata"]["embedding_query_prompt"], "query: ");
     assert!(server.seen().is_empty(), "no endpoint involved");
+}
+
+/// Runs the fixture script with `args`, `input` as JSON on stdin; its JSON output.
+fn small_bert(args: &[&str], input: Option<&Value>) -> Value {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_bert.py");
+    // The answer can be megabytes: into a file, not a pipe nobody reads
+    // while the child runs.
+    let answer = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(venv().join("bin/python"))
+        .arg(&fixture)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(answer.reopen().unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(input) = input {
+            stdin.write_all(input.to_string().as_bytes()).unwrap();
+        }
+    }
+    let output = wait_with_timeout(child, Duration::from_secs(120));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(answer.path()).unwrap()).unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_splade_model_weighs_terms_as_its_reference_does() {
+    use chroma_syncd::embed::splade::Splade;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    small_bert(&["make-mlm", path, model_dir().to_str().unwrap()], None);
+    let model = Splade::load(
+        "prithivida/Splade_PP_en_v1",
+        dir.path(),
+        bert_cpu::Precision::F32,
+    )
+    .unwrap();
+    let texts: Vec<String> = DOCUMENTS.iter().map(|(_, text)| text.to_string()).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ours = model.embed(&refs).unwrap();
+    let reference = small_bert(&["splade", path], Some(&json!(texts)));
+    for (ours, expected) in ours.iter().zip(reference.as_array().unwrap()) {
+        let expected: std::collections::BTreeMap<u32, f64> = expected
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.as_f64().unwrap()))
+            .collect();
+        assert!(expected.len() > 100, "a vocabulary-wide vector");
+        let got: std::collections::BTreeMap<u32, f64> = ours
+            .indices
+            .iter()
+            .copied()
+            .zip(ours.values.iter().copied())
+            .collect();
+        // Every weight agrees (absent = 0), so every clearly non-zero
+        // term is present on both sides.
+        for index in expected.keys().chain(got.keys()) {
+            let (e, g) = (
+                expected.get(index).copied().unwrap_or(0.0),
+                got.get(index).copied().unwrap_or(0.0),
+            );
+            assert!(
+                (e - g).abs() < 1e-3,
+                "term {index}: ours {g}, reference {e}"
+            );
+        }
+        assert!(
+            ours.indices.windows(2).all(|w| w[0] < w[1]),
+            "ascending indices"
+        );
+    }
+
+    // Defined in the config, sources may name it; single-node Chroma then
+    // refuses the sparse index, and the job says so.
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("notes");
+    write_documents(&root);
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        &format!(
+            "{TEST_CONFIG}\n[embedding.models.\"prithivida/Splade_PP_en_v1\"]\n\
+             kind = \"splade\"\npath = \"{path}\"\n"
+        ),
+        &[(ALLOWED_ROOTS, allowed.path().to_str().unwrap())],
+    );
+    let source_id = daemon.create_source(source(
+        &root,
+        "splade",
+        json!({"embedding": {"dense": {"model": "sentence-transformers/all-MiniLM-L6-v2"},
+               "sparse": {"key": "splade_terms", "model": "prithivida/Splade_PP_en_v1"}}}),
+    ));
+    let (_, error) = daemon.wait_failed(
+        &daemon.invoke(&source_id, json!({})),
+        Duration::from_secs(120),
+    );
+    assert!(
+        error.contains("Sparse vector indexing is not enabled"),
+        "{error}"
+    );
 }

@@ -58,6 +58,8 @@ pub struct ApiLimits {
     pub min_schedule_interval: Duration,
     /// The embedding models sources may name.
     pub models: Arc<Vec<String>>,
+    /// The sparse models (SPLADE) sources may name.
+    pub sparse_models: Arc<Vec<String>>,
 }
 
 impl ApiLimits {
@@ -67,6 +69,7 @@ impl ApiLimits {
             request_timeout: config.api.request_timeout(),
             min_schedule_interval: config.api.min_schedule_interval(),
             models: Arc::new(config.embedding.model_names()),
+            sparse_models: Arc::new(config.embedding.sparse_model_names()),
         }
     }
 
@@ -75,6 +78,7 @@ impl ApiLimits {
         SourceLimits {
             min_schedule_interval: self.min_schedule_interval,
             models: Arc::clone(&self.models),
+            sparse_models: Arc::clone(&self.sparse_models),
         }
     }
 }

@@ -10,8 +10,8 @@ use super::DomainError;
 use super::names::validate_chroma_name;
 use super::sources::{SourceSpec, Sources};
 use crate::model::{
-    ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
-    EmbeddingConfig, EmbeddingModel, GitRefIdentifier, Source, Trigger,
+    BM25_MODEL, ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
+    EmbeddingConfig, EmbeddingModel, GitRefIdentifier, SPLADE_MODEL, Source, Trigger,
 };
 use crate::queue::{NewJob, SourceRecord};
 
@@ -23,11 +23,10 @@ pub struct SourceLimits {
     pub min_schedule_interval: Duration,
     /// The embedding models sources may name: the built-in and the config's.
     pub models: Arc<Vec<String>>,
+    /// The SPLADE models the config defines (`kind = "splade"`).
+    pub sparse_models: Arc<Vec<String>>,
 }
 
-/// The sparse embedding functions sources may name.
-pub const BM25_MODEL: &str = "Chroma/BM25";
-pub const SPLADE_MODEL: &str = "prithivida/Splade_PP_en_v1";
 /// Longest task name and prompt accepted.
 const MAX_TASK_NAME_CHARS: usize = 128;
 const MAX_PROMPT_BYTES: usize = 1024;
@@ -126,15 +125,20 @@ fn validate_embedding(
     if let Some(sparse) = payload.embedding.as_ref().and_then(|e| e.sparse.as_ref()) {
         match sparse.model.as_str() {
             BM25_MODEL => {}
+            defined if limits.sparse_models.iter().any(|m| m == defined) => {}
             SPLADE_MODEL => {
                 return Err(DomainError::invalid(format!(
-                    "sparse model `{SPLADE_MODEL}` is not available on this daemon; use \
-                     `{BM25_MODEL}`"
+                    "sparse model `{SPLADE_MODEL}` needs its model directory, which this \
+                     daemon does not define ([embedding.models.\"{SPLADE_MODEL}\"] kind = \
+                     \"splade\"); use `{BM25_MODEL}`"
                 )));
             }
             other => {
+                let mut known = vec![format!("`{BM25_MODEL}`")];
+                known.extend(limits.sparse_models.iter().map(|m| format!("`{m}`")));
                 return Err(DomainError::invalid(format!(
-                    "sparse model `{other}` is unknown; use `{BM25_MODEL}`"
+                    "sparse model `{other}` is unknown; use {}",
+                    known.join(" or ")
                 )));
             }
         }

@@ -8,7 +8,8 @@
 //! the async runtime. [`openai::OpenAiEmbedder`] is the async client of
 //! OpenAI-compatible endpoints. [`registry::Models`] holds every model the
 //! config defines, each loaded once, behind one async [`registry::DenseModel`].
-//! [`bm25`] computes Chroma/BM25 sparse vectors.
+//! [`bm25`] computes Chroma/BM25 sparse vectors; [`splade::Splade`] runs
+//! SPLADE models on the same kernels.
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ pub mod bm25;
 pub mod local;
 pub mod openai;
 pub mod registry;
+pub mod splade;
 
 pub use local::{LocalBert, MiniLm};
 pub use registry::{DenseModel, Models};

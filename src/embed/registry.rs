@@ -13,6 +13,7 @@ use tokenizers::Tokenizer;
 use tokio::sync::OnceCell;
 
 use super::openai::{OpenAiEmbedder, OpenAiSettings};
+use super::splade::Splade;
 use super::{EmbedError, Embedder, LocalBert, Prompts};
 use crate::chunk::Chunker;
 use crate::config::{EmbeddingSettings, ModelConfig};
@@ -171,6 +172,8 @@ impl DenseModel {
 /// The models jobs may use, by the names sources give.
 pub struct Models {
     models: BTreeMap<String, Arc<DenseModel>>,
+    /// SPLADE models for sparse vectors.
+    sparse: BTreeMap<String, Arc<Splade>>,
 }
 
 impl Models {
@@ -183,6 +186,7 @@ impl Models {
         precision: bert_cpu::Precision,
     ) -> Result<Self, String> {
         let mut models = BTreeMap::new();
+        let mut sparse = BTreeMap::new();
         let tokenizer = builtin.tokenizer();
         models.insert(
             DEFAULT_EMBEDDING_MODEL.to_string(),
@@ -194,6 +198,12 @@ impl Models {
         );
         for (name, config) in &settings.models {
             let model = match config {
+                ModelConfig::Splade(local) => {
+                    let model = Splade::load(name, &local.path, precision)
+                        .map_err(|e| format!("embedding model {name}: {e}"))?;
+                    sparse.insert(name.clone(), Arc::new(model));
+                    continue;
+                }
                 ModelConfig::Local(local) => {
                     let batch = local.batch_size.unwrap_or(settings.batch_size);
                     let model = LocalBert::load_named(name, &local.path, batch, precision)
@@ -239,7 +249,7 @@ impl Models {
             };
             models.insert(name.clone(), Arc::new(model));
         }
-        Ok(Models { models })
+        Ok(Models { models, sparse })
     }
 
     /// Models from ready-made parts (tests, benchmarks).
@@ -249,7 +259,13 @@ impl Models {
                 .into_iter()
                 .map(|model| (model.name.clone(), Arc::new(model)))
                 .collect(),
+            sparse: BTreeMap::new(),
         }
+    }
+
+    /// A SPLADE model the config defines.
+    pub fn sparse(&self, name: &str) -> Option<Arc<Splade>> {
+        self.sparse.get(name).cloned()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<DenseModel>> {

@@ -4,20 +4,67 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::JobError;
 use crate::chunk::Chunker;
-use crate::embed::bm25::Bm25;
+use crate::embed::bm25::{Bm25, SparseVector};
+use crate::embed::splade::Splade;
 use crate::embed::{DenseModel, EmbedError, Models};
-use crate::model::{DEFAULT_EMBEDDING_MODEL, EmbeddingConfig, EmbeddingModel};
+use crate::model::{BM25_MODEL, DEFAULT_EMBEDDING_MODEL, EmbeddingConfig, EmbeddingModel};
 use crate::sink::chroma::{EmbeddingSpec, SparseIndex};
 use crate::sink::records::EmbeddedWith;
 
-/// A source's sparse vectors: Chroma/BM25 under `key`.
+/// A source's sparse vectors under `key`.
 pub struct SparseEmbedding {
     pub key: String,
-    pub bm25: Bm25,
+    pub function: SparseFunction,
+}
+
+pub enum SparseFunction {
+    /// Chroma/BM25: cheap, computed inline.
+    Bm25(Bm25),
+    /// A SPLADE model: a forward pass, run on a blocking thread.
+    Splade(Arc<Splade>),
+}
+
+impl SparseEmbedding {
+    /// One sparse vector per text, in order.
+    pub async fn vectors(&self, texts: Vec<String>) -> Result<Vec<SparseVector>, JobError> {
+        match &self.function {
+            SparseFunction::Bm25(bm25) => Ok(texts.iter().map(|t| bm25.embed(t)).collect()),
+            SparseFunction::Splade(model) => {
+                let model = Arc::clone(model);
+                tokio::task::spawn_blocking(move || {
+                    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    model.embed(&texts)
+                })
+                .await
+                .map_err(|e| JobError::Permanent(format!("sparse embedding task failed: {e}")))?
+                .map_err(embed_error)
+            }
+        }
+    }
+
+    /// The record of the function, as the collection's schema declares it.
+    fn record(&self) -> Value {
+        match &self.function {
+            SparseFunction::Bm25(bm25) => json!({
+                "type": "known", "name": "chroma_bm25", "config": bm25.config(),
+            }),
+            SparseFunction::Splade(model) => json!({
+                "type": "known",
+                "name": "huggingface_sparse",
+                "config": {
+                    "model_name": model.name(),
+                    "device": "cpu",
+                    "task": "document",
+                    "query_config": {"task": "query"},
+                    "kwargs": {},
+                },
+            }),
+        }
+    }
 }
 
 pub struct JobEmbedding {
@@ -56,12 +103,26 @@ impl JobEmbedding {
             .and_then(|t| t.query_prompt.clone())
             .or_else(|| model.prompts().query.clone())
             .filter(|p| !p.is_empty());
-        let sparse = embedding
-            .and_then(|e| e.sparse.as_ref())
-            .map(|sparse| SparseEmbedding {
-                key: sparse.key.clone(),
-                bm25: Bm25::default(),
-            });
+        let sparse = match embedding.and_then(|e| e.sparse.as_ref()) {
+            None => None,
+            Some(sparse) => {
+                let function = if sparse.model == BM25_MODEL {
+                    SparseFunction::Bm25(Bm25::default())
+                } else {
+                    SparseFunction::Splade(models.sparse(&sparse.model).ok_or_else(|| {
+                        JobError::Permanent(format!(
+                            "the source's sparse model `{}` is no longer defined in this \
+                             daemon's [embedding.models]",
+                            sparse.model
+                        ))
+                    })?)
+                };
+                Some(SparseEmbedding {
+                    key: sparse.key.clone(),
+                    function,
+                })
+            }
+        };
         Ok(JobEmbedding {
             chunker: model.chunker(document_prompt.as_deref()),
             task_name: task.map(|t| t.task_name.clone()),
@@ -102,7 +163,7 @@ impl JobEmbedding {
             metadata,
             sparse: self.sparse.as_ref().map(|sparse| SparseIndex {
                 key: &sparse.key,
-                config: sparse.bm25.config(),
+                function: sparse.record(),
             }),
         })
     }

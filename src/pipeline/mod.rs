@@ -15,7 +15,7 @@ mod document;
 mod embedding;
 
 pub use document::{Document, Fetched, SegmentedDocument, SourceError};
-pub use embedding::{JobEmbedding, SparseEmbedding, embed_error};
+pub use embedding::{JobEmbedding, SparseEmbedding, SparseFunction, embed_error};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -517,8 +517,8 @@ impl DocumentContext<'_> {
         // (`content_sha256`) keeps its embedding. If its metadata is the same
         // too there is nothing to write; otherwise only the metadata changes.
         if let Some(sparse) = &self.embedding.sparse {
-            for record in &mut records {
-                let vector = sparse.bm25.embed(&record.document);
+            let texts = records.iter().map(|r| r.document.clone()).collect();
+            for (record, vector) in records.iter_mut().zip(sparse.vectors(texts).await?) {
                 record
                     .metadata
                     .insert(sparse.key.clone(), sparse_vector_value(&vector));

@@ -74,8 +74,9 @@ pub struct EmbeddingSpec<'a> {
 #[derive(Debug, Clone)]
 pub struct SparseIndex<'a> {
     pub key: &'a str,
-    /// The BM25 function's config (`Bm25::config`).
-    pub config: Value,
+    /// The sparse embedding-function record (`chroma_bm25`,
+    /// `huggingface_sparse`).
+    pub function: Value,
 }
 
 /// A sparse vector as a metadata value in Chroma's JSON.
@@ -164,7 +165,8 @@ fn function_mismatch(recorded: &Value, ours: &Value) -> Option<String> {
 /// schema beside a non-default `configuration` ("Cannot set both collection
 /// config and schema simultaneously"), so the dense index's space and
 /// embedding function go in the schema too (`#embedding`), and the sparse
-/// index on `sparse.key` is filled from the documents by Chroma/BM25.
+/// index on `sparse.key` is declared with its function (Chroma/BM25 or a
+/// SPLADE model).
 fn sparse_schema(function: &Value, sparse: &SparseIndex<'_>) -> Value {
     json!({
         "defaults": {},
@@ -186,11 +188,7 @@ fn sparse_schema(function: &Value, sparse: &SparseIndex<'_>) -> Value {
                     "sparse_vector_index": {
                         "enabled": true,
                         "config": {
-                            "embedding_function": {
-                                "type": "known",
-                                "name": "chroma_bm25",
-                                "config": sparse.config,
-                            },
+                            "embedding_function": sparse.function,
                             "source_key": "#document",
                         },
                     },

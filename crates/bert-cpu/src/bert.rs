@@ -76,10 +76,14 @@ pub enum Pooling {
     Cls,
 }
 
+/// What the forward pass hands back per sequence.
 #[derive(Clone, Copy)]
 struct Pool {
     pooling: Pooling,
     normalize: bool,
+    /// Every token's state instead (`tokens × hidden`), for heads that
+    /// read them all (SPLADE).
+    tokens: bool,
 }
 
 /// A dense layer with its weight packed (bf16 or f32, see [`crate::bf16`]).
@@ -327,7 +331,41 @@ impl Bert {
         pooling: Pooling,
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>, BertError> {
-        let pool = Pool { pooling, normalize };
+        self.run(
+            sequences,
+            threads,
+            Pool {
+                pooling,
+                normalize,
+                tokens: false,
+            },
+        )
+    }
+
+    /// Every token's final hidden state, per sequence (`tokens × hidden`,
+    /// row-major), using up to `threads` threads.
+    pub fn token_states(
+        &self,
+        sequences: &[&[u32]],
+        threads: usize,
+    ) -> Result<Vec<Vec<f32>>, BertError> {
+        self.run(
+            sequences,
+            threads,
+            Pool {
+                pooling: Pooling::Mean,
+                normalize: false,
+                tokens: true,
+            },
+        )
+    }
+
+    fn run(
+        &self,
+        sequences: &[&[u32]],
+        threads: usize,
+        pool: Pool,
+    ) -> Result<Vec<Vec<f32>>, BertError> {
         for (i, ids) in sequences.iter().enumerate() {
             if ids.is_empty() {
                 return Err(error(format!("sequence {i} is empty")));
@@ -504,6 +542,9 @@ impl Bert {
             .map(|ids| {
                 let rows = &x[start * hidden..(start + ids.len()) * hidden];
                 start += ids.len();
+                if pool.tokens {
+                    return rows.to_vec();
+                }
                 let mut pooled = match pool.pooling {
                     Pooling::Cls => rows[..hidden].to_vec(),
                     Pooling::Mean => {
@@ -524,6 +565,124 @@ impl Bert {
                 }
                 pooled
             })
+            .collect()
+    }
+}
+
+/// The masked-language-model head of a `BertForMaskedLM` checkpoint
+/// (`cls.predictions.*`): dense + GELU + LayerNorm, then the decoder onto
+/// the vocabulary (tied to the word embeddings unless the checkpoint has
+/// its own). SPLADE models read their term weights from it.
+pub struct MaskedLmHead {
+    transform: Linear,
+    norm: Norm,
+    decoder: Packed,
+    decoder_bias: Vec<f32>,
+    hidden: usize,
+    vocab: usize,
+    eps: f32,
+}
+
+impl MaskedLmHead {
+    /// The head from the same safetensors bytes as the encoder.
+    pub fn from_safetensors_in(
+        config: &BertConfig,
+        bytes: &[u8],
+        precision: Precision,
+    ) -> Result<Self, BertError> {
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| error(format!("reading safetensors: {e}")))?;
+        let names = tensors.names();
+        let has = |name: &str| names.contains(&name);
+        let encoder_prefix = if names.iter().any(|n| n.starts_with("bert.")) {
+            "bert."
+        } else {
+            ""
+        };
+        let decoder_name = if has("cls.predictions.decoder.weight") {
+            "cls.predictions.decoder.weight".to_string()
+        } else {
+            format!("{encoder_prefix}embeddings.word_embeddings.weight")
+        };
+        let bias_name = if has("cls.predictions.bias") {
+            "cls.predictions.bias"
+        } else {
+            "cls.predictions.decoder.bias"
+        };
+        let weights = Weights {
+            tensors,
+            prefix: "",
+            precision,
+        };
+        let (hidden, vocab) = (config.hidden_size, config.vocab_size);
+        let transform = weights.linear(&["cls.predictions.transform.dense"], hidden, hidden)?;
+        let norm = weights.norm("cls.predictions.transform.LayerNorm", hidden)?;
+        let decoder = weights.get(&decoder_name, &[vocab, hidden])?;
+        let decoder_bias = weights.get(bias_name, &[vocab])?;
+        Ok(MaskedLmHead {
+            transform,
+            norm,
+            decoder: Packed::from_rows(&decoder, vocab, hidden, hidden, precision),
+            decoder_bias,
+            hidden,
+            vocab,
+            eps: config.layer_norm_eps as f32,
+        })
+    }
+
+    /// SPLADE term weights of one sequence from its token states
+    /// (`tokens × hidden`, [`Bert::token_states`]): for each vocabulary
+    /// entry, the maximum over tokens of log(1 + ReLU(logit)); the non-zero
+    /// ones, by ascending index.
+    pub fn splade(&self, states: &[f32]) -> Vec<(u32, f32)> {
+        let (hidden, vocab) = (self.hidden, self.vocab);
+        let tokens = states.len() / hidden;
+        if tokens == 0 {
+            return Vec::new();
+        }
+        let mut transformed = vec![0.0f32; tokens * hidden];
+        self.transform.weight.gemm(
+            tokens,
+            states,
+            hidden,
+            Some(&self.transform.bias),
+            &mut transformed,
+            hidden,
+        );
+        gelu(&mut transformed);
+        layer_norm(
+            &mut transformed,
+            None,
+            &self.norm.gamma,
+            &self.norm.beta,
+            self.eps,
+        );
+        // A few tokens at a time: a token's logits are a vocabulary wide.
+        let mut best = vec![0.0f32; vocab];
+        let rows = 16usize;
+        let mut logits = vec![0.0f32; rows * vocab];
+        for start in (0..tokens).step_by(rows) {
+            let count = rows.min(tokens - start);
+            self.decoder.gemm(
+                count,
+                &transformed[start * hidden..],
+                hidden,
+                Some(&self.decoder_bias),
+                &mut logits,
+                vocab,
+            );
+            for row in logits[..count * vocab].chunks_exact(vocab) {
+                for (best, &logit) in best.iter_mut().zip(row) {
+                    if logit > 0.0 {
+                        *best = best.max(logit.ln_1p());
+                    }
+                }
+            }
+        }
+        best.into_iter()
+            .enumerate()
+            .filter(|(_, value)| *value > 0.0)
+            .map(|(index, value)| (index as u32, value))
             .collect()
     }
 }

@@ -25,6 +25,6 @@ mod crate_gemm;
 pub mod isa;
 pub mod kernels;
 
-pub use bert::{Bert, BertConfig, BertError, Pooling};
+pub use bert::{Bert, BertConfig, BertError, MaskedLmHead, Pooling};
 pub use bf16::Precision;
 pub use isa::{Isa, IsaError};
