@@ -111,6 +111,10 @@ pub struct OpenAiModelConfig {
     /// Inputs per request.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Input tokens per request at most (counted as bytes, an upper bound),
+    /// for endpoints that cap a request's total (OpenAI: 300,000).
+    #[serde(default)]
+    pub max_batch_tokens: Option<usize>,
     /// Requests in flight at once (for all jobs together).
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,

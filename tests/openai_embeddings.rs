@@ -92,3 +92,25 @@ fn a_refused_key_fails_at_once_with_the_servers_words_and_not_the_key() {
     let said = format!("{error} {error:?}");
     assert!(!said.contains(wrong) && !said.contains(KEY), "{said}");
 }
+
+#[test]
+fn a_token_budget_per_request_is_kept() {
+    let server = EmbeddingServer::start(KEY, Vectors::Hashed);
+    let mut settings = OpenAiSettings::new("Qwen/Qwen3-Embedding-0.6B", &server.url);
+    settings.api_key = Some(Secret::new(KEY));
+    settings.max_batch = 7;
+    settings.max_batch_tokens = Some(64);
+    let client = OpenAiEmbedder::new(settings).unwrap();
+    // ~29 bytes each: two fit in 64, three do not.
+    let texts = texts(9);
+    let vectors = runtime().block_on(client.embed(&texts)).unwrap();
+    let expected: Vec<Vec<f32>> = texts.iter().map(|t| hashed(t)).collect();
+    assert_eq!(vectors, expected);
+    let seen = server.seen();
+    assert!(
+        seen.iter()
+            .all(|s| s.inputs.iter().map(String::len).sum::<usize>() <= 64),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 5, "nine inputs, two per request: {seen:?}");
+}

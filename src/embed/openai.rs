@@ -15,6 +15,7 @@
 //! across jobs, and a job waiting on a slow endpoint holds no CPU or other
 //! model's slots.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub struct OpenAiSettings {
     /// Sent when set (models that can shorten their vectors).
     pub dimensions: Option<usize>,
     pub max_batch: usize,
+    /// Tokens per request at most (counted as bytes, an upper bound), for
+    /// endpoints that limit a request's total input; an input alone may
+    /// still exceed it (it is then sent by itself).
+    pub max_batch_tokens: Option<usize>,
     pub max_concurrency: usize,
     pub timeout: Duration,
     /// Retries of one request after transient failures.
@@ -55,6 +60,7 @@ impl OpenAiSettings {
             api_key: None,
             dimensions: None,
             max_batch: 64,
+            max_batch_tokens: None,
             max_concurrency: 4,
             timeout: Duration::from_secs(60),
             max_retries: 5,
@@ -116,10 +122,10 @@ struct Pending {
 /// arrives alone is sent at once, without waiting for company.
 pub struct OpenAiEmbedder {
     client: Arc<Client>,
-    queue: mpsc::UnboundedSender<Pending>,
+    queue: mpsc::UnboundedSender<Vec<Pending>>,
     /// Taken by the first `embed`, which starts the dispatcher on the
     /// runtime it runs on.
-    receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
+    receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Vec<Pending>>>>,
 }
 
 impl OpenAiEmbedder {
@@ -158,19 +164,23 @@ impl OpenAiEmbedder {
         if let Some(receiver) = receiver {
             tokio::spawn(dispatch(Arc::clone(&self.client), receiver));
         }
-        let mut replies = Vec::with_capacity(texts.len());
-        for text in texts {
-            let (reply, answer) = oneshot::channel();
-            let pending = Pending {
-                text: text.clone(),
-                reply,
-            };
-            if self.queue.send(pending).is_err() {
-                return Err(self
-                    .client
-                    .invalid("the embedding dispatcher stopped".into()));
-            }
-            replies.push(answer);
+        // All of a caller's inputs are queued at once, so the dispatcher
+        // never sees (and sends) only the first few of them.
+        let (inputs, replies): (Vec<Pending>, Vec<_>) = texts
+            .iter()
+            .map(|text| {
+                let (reply, answer) = oneshot::channel();
+                let pending = Pending {
+                    text: text.clone(),
+                    reply,
+                };
+                (pending, answer)
+            })
+            .unzip();
+        if self.queue.send(inputs).is_err() {
+            return Err(self
+                .client
+                .invalid("the embedding dispatcher stopped".into()));
         }
         let mut vectors = Vec::with_capacity(texts.len());
         for answer in replies {
@@ -194,25 +204,42 @@ impl OpenAiEmbedder {
 
 /// Forms batches from the queue and sends each when a request slot is
 /// free; ends when the embedder is dropped.
-async fn dispatch(client: Arc<Client>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+async fn dispatch(client: Arc<Client>, mut queue: mpsc::UnboundedReceiver<Vec<Pending>>) {
     let max_batch = client.settings.max_batch.max(1);
-    let take_waiting = |batch: &mut Vec<Pending>, queue: &mut mpsc::UnboundedReceiver<Pending>| {
-        while batch.len() < max_batch {
-            match queue.try_recv() {
-                Ok(pending) => batch.push(pending),
-                Err(_) => break,
-            }
+    // Bytes stand for tokens: no token is shorter than a byte, so a batch
+    // within the budget in bytes is within it in tokens.
+    let max_bytes = client.settings.max_batch_tokens.unwrap_or(usize::MAX);
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
+    let top_up = |waiting: &mut VecDeque<Pending>, queue: &mut mpsc::UnboundedReceiver<_>| {
+        while let Ok(inputs) = queue.try_recv() {
+            waiting.extend(inputs);
         }
     };
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        take_waiting(&mut batch, &mut queue);
+    loop {
+        if waiting.is_empty() {
+            match queue.recv().await {
+                Some(inputs) => waiting.extend(inputs),
+                None => break,
+            }
+        }
+        top_up(&mut waiting, &mut queue);
         // Wait for a slot; what queued meanwhile joins this batch.
         let slot = Arc::clone(&client.slots)
             .acquire_owned()
             .await
             .expect("never closed");
-        take_waiting(&mut batch, &mut queue);
+        top_up(&mut waiting, &mut queue);
+        // At least one input; then as many as fit.
+        let mut batch = Vec::new();
+        let mut size = 0;
+        while let Some(next) = waiting.front() {
+            let fits = batch.len() < max_batch && size + next.text.len() <= max_bytes;
+            if !batch.is_empty() && !fits {
+                break;
+            }
+            size += next.text.len();
+            batch.extend(waiting.pop_front());
+        }
         let client = Arc::clone(&client);
         tokio::spawn(async move {
             let texts: Vec<String> = batch.iter().map(|p| p.text.clone()).collect();

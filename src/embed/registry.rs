@@ -229,6 +229,7 @@ impl Models {
                     client.api_key = endpoint.resolve_key(name).map_err(|e| e.to_string())?;
                     client.dimensions = endpoint.dimensions;
                     client.max_batch = endpoint.max_batch;
+                    client.max_batch_tokens = endpoint.max_batch_tokens;
                     client.max_concurrency = endpoint.max_concurrency;
                     client.timeout = Duration::from_secs_f64(endpoint.timeout_seconds);
                     client.max_retries = endpoint.max_retries;
