@@ -7,6 +7,9 @@
 //! the endpoint's throughput while it does, from its first request to its
 //! last. Reports both, in inputs per second, and their ratio.
 //!
+//! With the real model, the endpoint computes on CPU 0 and Chroma and the
+//! daemon run on the other CPUs (the endpoint stands for another machine).
+//!
 //! Run: `cargo test --release --test endpoint_bench -- --ignored --nocapture`
 //! Corpus: `BENCH_DOCS` markdown files (default 300) of a few chunks each.
 
@@ -53,6 +56,22 @@ fn served_rate(server: &EmbeddingServer, from: usize) -> (usize, usize, f64) {
     (requests.len(), inputs, inputs as f64 / window)
 }
 
+/// Restricts the calling thread (and the threads and processes it starts
+/// afterwards) to `cpus`.
+fn pin_this_thread(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes
+    // within it for indices below CPU_SETSIZE; sched_setaffinity(0, …)
+    // reads it for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        let result = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(result, 0, "sched_setaffinity");
+    }
+}
+
 #[test]
 #[ignore]
 fn endpoint_stays_busy_while_the_daemon_syncs() {
@@ -60,12 +79,21 @@ fn endpoint_stays_busy_while_the_daemon_syncs() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(300);
-    let chroma = Chroma::start();
+    // The endpoint stands for another machine: with the real model it
+    // computes on CPU 0 only, and Chroma and the daemon (started below,
+    // after the switch) run on the other CPUs, so neither side's throughput
+    // is the other's CPU time.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gpu = std::env::var("BENCH_ENDPOINT").is_ok_and(|e| e == "gpu");
+    let partition = !gpu && cpus >= 2;
+    if partition {
+        pin_this_thread(&[0]);
+    }
     // `BENCH_ENDPOINT=gpu`: a remote-GPU-like endpoint (each request takes
     // BENCH_LATENCY_MS, 4 at once, hashed vectors), whose throughput does
     // not depend on the CPUs the daemon and Chroma use. Default: the real
     // model computed in this process, on the same CPUs.
-    let server = if std::env::var("BENCH_ENDPOINT").is_ok_and(|e| e == "gpu") {
+    let server = if gpu {
         let latency: u64 = std::env::var("BENCH_LATENCY_MS")
             .ok()
             .and_then(|ms| ms.parse().ok())
@@ -79,6 +107,11 @@ fn endpoint_stays_busy_while_the_daemon_syncs() {
         let model = MiniLm::load(&model_dir(), MAX_BATCH).expect("model installed");
         EmbeddingServer::start(KEY, Vectors::Model(Box::new(model)))
     };
+    if partition {
+        // Threads started from here on (Chroma, the daemon) inherit this.
+        pin_this_thread(&(1..cpus).collect::<Vec<_>>());
+    }
+    let chroma = Chroma::start();
     let allowed = tempfile::tempdir().unwrap();
     let root = allowed.path().join("corpus");
     std::fs::create_dir_all(&root).unwrap();
