@@ -518,3 +518,61 @@ fn a_text_object_larger_than_a_segment_is_streamed_and_resynced_in_place() {
             .is_empty()
     );
 }
+
+/// User story: a team tags its reports with several labels at once and
+/// filters on any one of them.
+#[test]
+fn array_metadata_is_stored_and_found_with_contains() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let daemon = Daemon::start(&chroma.url());
+    s3.create_bucket("reports");
+    s3.put(
+        "reports",
+        "q3.md",
+        "# Q3 report\n\nRevenue grew in every region.\n",
+        Some("text/markdown"),
+    );
+    let source_id = daemon.create_source(s3_source(&s3, "reports", "reports", None));
+    let job = daemon.invoke(
+        &source_id,
+        json!({"object_key": "q3.md", "metadata": {
+            "tags": ["quarterly", "finance"], "years": [2025, 2026], "weights": [0.5, 1.5],
+        }}),
+    );
+    daemon.wait_complete(&job);
+    let records = chroma.records("testdb", "reports");
+    assert!(!records.rows.is_empty());
+    for record in &records.rows {
+        assert_eq!(record.metadata["tags"], json!(["quarterly", "finance"]));
+        assert_eq!(record.metadata["years"], json!([2025, 2026]));
+    }
+    // Chroma finds them by one element.
+    let id = records.collection["id"].as_str().unwrap();
+    let found: Value = http()
+        .post(format!(
+            "{}/api/v2/tenants/default_tenant/databases/testdb/collections/{id}/get",
+            chroma.url()
+        ))
+        .json(&json!({"where": {"tags": {"$contains": "finance"}}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        found["ids"].as_array().map(Vec::len),
+        Some(records.rows.len()),
+        "{found}"
+    );
+
+    // Mixed, nested and empty arrays are refused before anything is stored.
+    for bad in [json!(["a", 1]), json!([["a"]]), json!([]), json!([1, 2.5])] {
+        let (status, body) = daemon.request(
+            Method::POST,
+            &format!("/api/v1/sources/{source_id}/invocations"),
+            Some(json!({"object_key": "q3.md", "metadata": {"tags": bad}})),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("tags"), "{body}");
+    }
+}

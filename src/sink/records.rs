@@ -432,12 +432,54 @@ pub fn validate_user_metadata(metadata: &Map<String, Value>, sparse: bool) -> Re
         }
         match value {
             Value::String(_) | Value::Bool(_) | Value::Number(_) => {}
+            Value::Array(items) => check_array(key, items)?,
             _ => {
                 return Err(format!(
-                    "metadata value of `{key}` must be a string, number or boolean"
+                    "metadata value of `{key}` must be a string, number, boolean or a \
+                     non-empty array of one of those"
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// The kind of a scalar metadata value, as Chroma types array elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scalar {
+    String,
+    Bool,
+    Int,
+    Float,
+}
+
+fn scalar(value: &Value) -> Option<Scalar> {
+    match value {
+        Value::String(_) => Some(Scalar::String),
+        Value::Bool(_) => Some(Scalar::Bool),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(Scalar::Int),
+        Value::Number(_) => Some(Scalar::Float),
+        _ => None,
+    }
+}
+
+/// Array values are homogeneous arrays of scalars (strings, booleans,
+/// integers or floats), as Chroma 1.5 stores them and the hosted Chroma
+/// Sync accepts them; empty, mixed and nested arrays are refused.
+fn check_array(key: &str, items: &[Value]) -> Result<(), String> {
+    let Some(first) = items.first() else {
+        return Err(format!("metadata value of `{key}` is an empty array"));
+    };
+    let Some(kind) = scalar(first) else {
+        return Err(format!(
+            "metadata value of `{key}` must be an array of strings, numbers or booleans"
+        ));
+    };
+    if items.iter().any(|item| scalar(item) != Some(kind)) {
+        return Err(format!(
+            "metadata value of `{key}` mixes element types; arrays hold one type (all \
+             strings, all integers, all floats or all booleans)"
+        ));
     }
     Ok(())
 }
@@ -592,10 +634,20 @@ mod tests {
         let ok: Map<String, Value> =
             serde_json::from_str(r#"{"a": 1, "b": "x", "c": true, "d": 1.5}"#).unwrap();
         assert!(validate_user_metadata(&ok, false).is_ok());
+        let arrays: Map<String, Value> = serde_json::from_str(
+            r#"{"tags": ["quarterly", "finance"], "years": [2025, 2026], "w": [0.5, 1.5], "f": [true]}"#,
+        )
+        .unwrap();
+        assert!(validate_user_metadata(&arrays, false).is_ok());
         for bad in [
             r#"{"chroma_x": 1}"#,
             r#"{"nested": {"a": 1}}"#,
-            r#"{"list": [1]}"#,
+            r#"{"list": []}"#,
+            r#"{"list": [1, "a"]}"#,
+            r#"{"list": [1, 2.5]}"#,
+            r#"{"list": [[1]]}"#,
+            r#"{"list": [{"a": 1}]}"#,
+            r#"{"list": [null]}"#,
             r#"{"nothing": null}"#,
             r#"{"": 1}"#,
         ] {
