@@ -142,7 +142,7 @@ fn every_error_code_is_reachable_with_the_seed_shapes() {
         ),
         (
             json!({"object_key": "in/a.md", "metadata": {"nested": {"a": 1}}}),
-            "string, number or boolean",
+            "string, number, boolean or a non-empty array",
         ),
         (
             json!({"object_key": "in/a.md", "target_collection_name": "a"}),

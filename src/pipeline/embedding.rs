@@ -31,6 +31,9 @@ pub enum SparseFunction {
 impl SparseEmbedding {
     /// One sparse vector per text, in order.
     pub async fn vectors(&self, texts: Vec<String>) -> Result<Vec<SparseVector>, JobError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         match &self.function {
             SparseFunction::Bm25(bm25) => Ok(texts.iter().map(|t| bm25.embed(t)).collect()),
             SparseFunction::Splade(model) => {

@@ -513,19 +513,24 @@ impl DocumentContext<'_> {
         }
         let batch_size = chroma.batch_size().await?;
         let wanted = records.len();
-        // Content-hash skipping: a chunk stored with the same text
-        // (`content_sha256`) keeps its embedding. If its metadata is the same
-        // too there is nothing to write; otherwise only the metadata changes.
+        // Content-hash skipping: a chunk stored from the same input
+        // (`content_sha256`: prompt + text) by the same model keeps its
+        // embedding. If its metadata is the same too there is nothing to
+        // write; otherwise only the metadata changes.
+        let sparse_key = self.embedding.sparse.as_ref().map(|s| s.key.as_str());
+        let (mut records, mut restamp) = split_unchanged(records, existing, sparse_key);
+        // Sparse vectors only for what is written (a SPLADE pass is not
+        // cheap): new or changed chunks, and re-stamped ones.
         if let Some(sparse) = &self.embedding.sparse {
-            let texts = records.iter().map(|r| r.document.clone()).collect();
-            for (record, vector) in records.iter_mut().zip(sparse.vectors(texts).await?) {
-                record
-                    .metadata
-                    .insert(sparse.key.clone(), sparse_vector_value(&vector));
+            for written in [&mut records, &mut restamp] {
+                let texts = written.iter().map(|r| r.document.clone()).collect();
+                for (record, vector) in written.iter_mut().zip(sparse.vectors(texts).await?) {
+                    record
+                        .metadata
+                        .insert(sparse.key.clone(), sparse_vector_value(&vector));
+                }
             }
         }
-        let sparse_key = self.embedding.sparse.as_ref().map(|s| s.key.as_str());
-        let (records, restamp) = split_unchanged(records, existing, sparse_key);
         let unchanged_chunks = wanted - records.len() - restamp.len();
         if unchanged_chunks > 0 || !restamp.is_empty() {
             self.state.update(|stats| {
