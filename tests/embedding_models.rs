@@ -543,6 +543,7 @@ fn a_splade_model_weighs_terms_as_its_reference_does() {
     let model = Splade::load(
         "prithivida/Splade_PP_en_v1",
         dir.path(),
+        2,
         bert_cpu::Precision::F32,
     )
     .unwrap();

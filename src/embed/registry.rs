@@ -199,7 +199,8 @@ impl Models {
         for (name, config) in &settings.models {
             let model = match config {
                 ModelConfig::Splade(local) => {
-                    let model = Splade::load(name, &local.path, precision)
+                    let batch = local.batch_size.unwrap_or(settings.batch_size);
+                    let model = Splade::load(name, &local.path, batch, precision)
                         .map_err(|e| format!("embedding model {name}: {e}"))?;
                     sparse.insert(name.clone(), Arc::new(model));
                     continue;

@@ -23,6 +23,9 @@ pub struct Splade {
     bert: Bert,
     head: MaskedLmHead,
     tokenizer: Tokenizer,
+    /// Texts per forward pass: a pass holds every token's state of its
+    /// texts, so a whole write batch at once could take gigabytes.
+    batch_size: usize,
     threads: usize,
     /// One forward pass at a time: each already uses every core.
     forward_pass: Mutex<()>,
@@ -31,7 +34,12 @@ pub struct Splade {
 impl Splade {
     /// Loads `config.json`, `tokenizer.json` and `model.safetensors` (a
     /// `BertForMaskedLM` checkpoint) from `dir`, known to sources as `name`.
-    pub fn load(name: &str, dir: &Path, precision: Precision) -> Result<Self, EmbedError> {
+    pub fn load(
+        name: &str,
+        dir: &Path,
+        batch_size: usize,
+        precision: Precision,
+    ) -> Result<Self, EmbedError> {
         let fail = |message: String| EmbedError::Load {
             dir: dir.display().to_string(),
             message,
@@ -67,6 +75,7 @@ impl Splade {
             bert,
             head,
             tokenizer,
+            batch_size: batch_size.max(1),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             forward_pass: Mutex::new(()),
         })
@@ -76,8 +85,17 @@ impl Splade {
         &self.name
     }
 
-    /// One sparse vector per text, in order. Blocking.
+    /// One sparse vector per text, in order, `batch_size` texts per
+    /// forward pass. Blocking.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<SparseVector>, EmbedError> {
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(self.batch_size) {
+            vectors.extend(self.embed_batch(batch)?);
+        }
+        Ok(vectors)
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<SparseVector>, EmbedError> {
         let fail = |message: String| EmbedError::Inference {
             batch: texts.len(),
             message,
