@@ -43,6 +43,10 @@ fn new_job(source: uuid::Uuid, n: usize) -> NewJob {
         concurrency_key: key.clone(),
         dedupe_key: key,
         idempotency: None,
+        id: None,
+        created_by: None,
+        notify: false,
+        upload: None,
     }
 }
 

@@ -183,6 +183,11 @@ impl Daemon {
             self.config.queue.retention_days,
             shutdown.clone(),
         ));
+        tokio::spawn(upload_janitor(
+            Arc::clone(&self.queue),
+            Arc::clone(&self.sources),
+            shutdown.clone(),
+        ));
         tokio::spawn(run_workers(
             JobRunner {
                 services,
@@ -239,6 +244,12 @@ impl Daemon {
             },
             shutdown.clone(),
         ));
+        tokio::spawn(crate::webhooks::webhook_loop(
+            Arc::clone(&self.queue),
+            Arc::clone(&self.sources),
+            self.config.webhooks.clone(),
+            shutdown.clone(),
+        ));
         service::spawn_watchdog(Arc::clone(&self.queue), shutdown.clone());
         service::ready(if with_api { "serving" } else { "working" });
         tokio::spawn({
@@ -260,6 +271,9 @@ impl Daemon {
                 max_pending_jobs: self.config.queue.max_pending_jobs,
                 wake: Arc::clone(&self.wake),
                 limits: ApiLimits::from_config(&self.config),
+                uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(
+                    self.config.uploads.max_in_flight,
+                )),
             };
             // Requests in flight when stopping get API_DRAIN, then their
             // connections are dropped: stopping never waits on a client.
@@ -501,7 +515,7 @@ impl RunTracker {
     /// their next heartbeat).
     async fn cancel_open(&mut self, queue: &dyn Queue) -> Result<(), AppError> {
         for (_, id) in &self.open {
-            queue.cancel(*id).await?;
+            queue.cancel(*id, None).await?;
         }
         Ok(())
     }
@@ -561,5 +575,24 @@ impl RunSummary {
     /// Every job completed.
     pub fn succeeded(&self) -> bool {
         self.failed.is_empty() && self.unfinished == 0 && self.cancelled == 0
+    }
+}
+
+/// How often stored uploads whose job has ended are looked for.
+const UPLOAD_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Removes uploaded files whose job ended without removing them (failed,
+/// cancelled) or was never stored; see `domain::upload`.
+async fn upload_janitor(queue: Arc<dyn Queue>, sources: Arc<Sources>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(UPLOAD_SWEEP_INTERVAL) => {}
+        }
+        match sources.uploads.sweep(queue.as_ref()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed uploads whose invocation ended"),
+            Err(error) => tracing::warn!(%error, "sweeping uploads failed"),
+        }
     }
 }

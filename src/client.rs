@@ -35,6 +35,20 @@ pub enum ClientError {
     Decode { request: String, message: String },
 }
 
+/// The fields of `POST /api/v1/add-file` besides the file.
+#[derive(Debug, Clone, Default)]
+pub struct UploadFields {
+    pub database_name: String,
+    pub collection_name: String,
+    pub custom_id: Option<String>,
+    /// A JSON object, as text.
+    pub metadata: Option<String>,
+    pub content_type: Option<String>,
+}
+
+/// How long an upload may take: a large file on a slow link.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Filters of `GET /api/v1/sources`; `None` leaves a filter out.
 #[derive(Debug, Clone, Default)]
 pub struct ListSources {
@@ -118,6 +132,48 @@ impl ApiClient {
     ) -> Result<CreateJobResponse, ClientError> {
         let segments = ["sources", &source_id.to_string(), "invocations"];
         let request = self.request(Method::POST, &segments, &[]).json(payload);
+        self.fetch(request).await
+    }
+
+    /// `POST /api/v1/add-file`: streams the file at `path` (never read
+    /// whole), its fields first as the endpoint requires.
+    pub async fn upload_file(
+        &self,
+        path: &std::path::Path,
+        fields: &UploadFields,
+    ) -> Result<CreateJobResponse, ClientError> {
+        let unreadable = |e: std::io::Error| ClientError::Unreachable {
+            url: path.display().to_string(),
+            message: format!("reading the file: {e}"),
+        };
+        let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+        let size = file.metadata().await.map_err(unreadable)?.len();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_string());
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let mut form = reqwest::multipart::Form::new()
+            .text("database_name", fields.database_name.clone())
+            .text("collection_name", fields.collection_name.clone());
+        for (field, value) in [
+            ("custom_id", &fields.custom_id),
+            ("metadata", &fields.metadata),
+            ("content_type", &fields.content_type),
+        ] {
+            if let Some(value) = value {
+                form = form.text(field, value.clone());
+            }
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::stream_with_length(body, size).file_name(name),
+        );
+        let request = self
+            .request(Method::POST, &["add-file"], &[])
+            .header("x-upload-content-length", size)
+            .timeout(UPLOAD_TIMEOUT)
+            .multipart(form);
         self.fetch(request).await
     }
 

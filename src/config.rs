@@ -41,6 +41,8 @@ pub struct Config {
     pub web: WebSettings,
     pub filesystem: FilesystemSettings,
     pub extract: ExtractSettings,
+    pub webhooks: WebhookSettings,
+    pub uploads: UploadSettings,
     /// AWS credentials that S3 sources refer to by `aws_credential_id`.
     /// Id `0` is reserved for the standard AWS credential chain.
     pub aws_credentials: BTreeMap<String, AwsCredentialConfig>,
@@ -311,6 +313,10 @@ fn seconds(value: f64) -> std::time::Duration {
 pub struct ApiToken {
     /// Hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
     pub sha256: String,
+    /// Who holds the token (`team-search`): recorded as `created_by` and
+    /// `cancel_requested_by` on the invocations it creates or cancels.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Databases this token may use; `["*"]` (the default) means all.
     #[serde(default = "all_databases")]
     pub databases: Vec<String>,
@@ -465,6 +471,90 @@ impl Default for ExtractSettings {
     }
 }
 
+/// Webhooks: sources' `webhook` deliveries of finished invocations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The environment variable holding the key deliveries are signed with
+    /// (`X-Chroma-Syncd-Signature: sha256=<HMAC-SHA256 of the body>`). While
+    /// it is unset or empty, sources with a `webhook` are refused (400).
+    pub signing_secret_env: String,
+    /// Origins (`http://hooks.internal:8080`) webhook URLs may name even
+    /// though they are internal; any other must resolve to public addresses
+    /// only, checked at source creation and on every connection.
+    /// Env: `CHROMA_SYNCD_WEBHOOK_ALLOWED_ORIGINS` (comma-separated; replaces
+    /// the file's list).
+    pub allowed_origins: AllowedOrigins,
+    /// A delivery that keeps failing is retried for this long, then marked
+    /// `failed`.
+    pub retry_for_seconds: f64,
+    /// The first retry waits this long; each next one twice as long…
+    pub retry_base_seconds: f64,
+    /// …but never longer than this.
+    pub max_retry_interval_seconds: f64,
+    /// Per-attempt timeout (connect, send, answer).
+    pub timeout_seconds: f64,
+    /// Deliveries sent at once by this process.
+    pub max_concurrent: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            signing_secret_env: "CHROMA_SYNCD_WEBHOOK_SECRET".to_string(),
+            allowed_origins: AllowedOrigins::default(),
+            retry_for_seconds: 24.0 * 3600.0,
+            retry_base_seconds: 5.0,
+            max_retry_interval_seconds: 600.0,
+            timeout_seconds: 10.0,
+            max_concurrent: 8,
+        }
+    }
+}
+
+impl WebhookSettings {
+    pub fn retry_for(&self) -> std::time::Duration {
+        seconds(self.retry_for_seconds)
+    }
+    pub fn timeout(&self) -> std::time::Duration {
+        seconds(self.timeout_seconds)
+    }
+    /// The wait before retry number `attempt` (1 = the first retry).
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        let factor = 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+        seconds((self.retry_base_seconds * factor).min(self.max_retry_interval_seconds))
+    }
+}
+
+/// `POST /api/v1/add-file` uploads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadSettings {
+    /// Largest file accepted (413 above it).
+    pub max_file_bytes: u64,
+    /// Uploads being received at once; more get 429 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// An upload request, its body included, must end within this (it
+    /// replaces `[api] request_timeout_seconds` for this one route).
+    pub request_timeout_seconds: f64,
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        UploadSettings {
+            max_file_bytes: 200 * 1024 * 1024,
+            max_in_flight: 4,
+            request_timeout_seconds: 900.0,
+        }
+    }
+}
+
+impl UploadSettings {
+    pub fn request_timeout(&self) -> std::time::Duration {
+        seconds(self.request_timeout_seconds)
+    }
+}
+
 /// One GitHub App: its private key (PEM) from an env var or a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -550,6 +640,8 @@ impl Default for Config {
             web: WebSettings::default(),
             filesystem: FilesystemSettings::default(),
             extract: ExtractSettings::default(),
+            webhooks: WebhookSettings::default(),
+            uploads: UploadSettings::default(),
             aws_credentials: BTreeMap::new(),
         }
     }
@@ -728,6 +820,7 @@ impl Config {
             for token in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                 self.api.tokens.push(ApiToken {
                     sha256: sha256_hex(token.as_bytes()),
+                    name: None,
                     databases: all_databases(),
                 });
             }
@@ -770,6 +863,13 @@ impl Config {
             self.s3.allowed_endpoints =
                 AllowedOrigins::parse(origins.split(',')).map_err(|message| ConfigError::Env {
                     name: "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS",
+                    message,
+                })?;
+        }
+        if let Some(origins) = get("CHROMA_SYNCD_WEBHOOK_ALLOWED_ORIGINS") {
+            self.webhooks.allowed_origins =
+                AllowedOrigins::parse(origins.split(',')).map_err(|message| ConfigError::Env {
+                    name: "CHROMA_SYNCD_WEBHOOK_ALLOWED_ORIGINS",
                     message,
                 })?;
         }
@@ -899,6 +999,28 @@ impl Config {
                     return Err(invalid("timeout_seconds must be positive".into()));
                 }
             }
+        }
+        for token in &self.api.tokens {
+            if let Some(name) = &token.name
+                && (name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c)))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "api.tokens.name",
+                    message: format!(
+                        "`{name}`: a token name has 1 to 64 letters, digits or `-_.@:`"
+                    ),
+                });
+            }
+        }
+        if self.uploads.max_in_flight == 0 || self.uploads.max_file_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "uploads",
+                message: "max_file_bytes and max_in_flight must be positive".to_string(),
+            });
         }
         let fraction = self.web.max_removal_fraction;
         if !(0.0..=1.0).contains(&fraction) {

@@ -22,6 +22,7 @@
 //!   [`metrics`]: Prometheus counters and histograms for `GET /metrics`;
 //!   [`progress`]: a one-shot run's progress bar or log lines;
 //!   [`schedule`]: cron schedules of sources (`trigger: scheduled`);
+//!   [`webhooks`]: signed, durable deliveries of finished invocations;
 //!   [`autosync`]: S3 event notifications from SQS (`auto_sync: "direct"`);
 //!   [`secrets`]: secrets scrubbed from every log line and stored message.
 
@@ -44,4 +45,5 @@ pub mod schedule;
 pub mod secrets;
 pub mod service;
 pub mod sink;
+pub mod webhooks;
 pub mod worker;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chroma_syncd::app::{Daemon, RunOptions, RunSummary, RunTarget};
-use chroma_syncd::client::{ApiClient, ListInvocations, ListSources};
+use chroma_syncd::client::{ApiClient, ListInvocations, ListSources, UploadFields};
 use chroma_syncd::config::Config;
 use chroma_syncd::model::{
     CreateJobPayload, CreateSourcePayload, GitRefIdentifier, Job, JobStatus,
@@ -103,6 +103,27 @@ enum Command {
     Invocation {
         #[command(subcommand)]
         command: InvocationCommand,
+    },
+    /// Upload a file through the API (`POST /api/v1/add-file`); prints the
+    /// invocation's id (or, with --wait, the finished job).
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        collection: String,
+        /// Chunk IDs become `<custom-id>-<n>` (default: sha256(filename)-<n>).
+        #[arg(long)]
+        custom_id: Option<String>,
+        /// JSON object (inline or `@file`) merged into every chunk's metadata.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Media type to read the file as (default: from its extension).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Follow the invocation to its end; exit non-zero unless it completes.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -319,6 +340,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Invocation { command } => {
             let api = ApiClient::new(&cli.api_url, cli.token)?;
             invocation_command(&api, command).await
+        }
+        Command::Upload {
+            file,
+            database,
+            collection,
+            custom_id,
+            metadata,
+            content_type,
+            wait,
+        } => {
+            let api = ApiClient::new(&cli.api_url, cli.token)?;
+            let metadata = metadata
+                .map(|m| {
+                    read_json::<serde_json::Map<String, serde_json::Value>>(
+                        &m,
+                        "--metadata must be a JSON object",
+                    )
+                })
+                .transpose()?
+                .map(|m| serde_json::Value::Object(m).to_string());
+            let fields = UploadFields {
+                database_name: database,
+                collection_name: collection,
+                custom_id,
+                metadata,
+                content_type,
+            };
+            let created = api.upload_file(&file, &fields).await?;
+            if !wait {
+                print(&created)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            finished(&follow(&api, created.invocation_id).await?)
         }
     }
 }

@@ -84,6 +84,102 @@ pub struct CreateSourcePayload {
     /// Extension (seed 004): invoke this source on a cron schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<SourceSchedule>,
+    /// Extension: POST each finished invocation's Job JSON to this URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Where and for which outcomes a source's finished invocations are
+/// announced. Deliveries are signed, durable and retried (`[webhooks]`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `https://…` (or `http://…`); public addresses only unless its origin
+    /// is in `[webhooks] allowed_origins`.
+    pub url: String,
+    /// Which outcomes are sent; default all three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<WebhookEvent>>,
+}
+
+impl WebhookConfig {
+    pub fn wants(&self, event: WebhookEvent) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.contains(&event))
+    }
+}
+
+/// A webhook event: how an invocation finished.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    Complete,
+    Failed,
+    Cancelled,
+}
+
+impl WebhookEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::Complete => "complete",
+            WebhookEvent::Failed => "failed",
+            WebhookEvent::Cancelled => "cancelled",
+        }
+    }
+
+    /// The event of a finished job; `None` while it is pending or processing.
+    pub fn of(status: &JobStatus) -> Option<Self> {
+        match status {
+            JobStatus::Complete { .. } => Some(WebhookEvent::Complete),
+            JobStatus::Failed { .. } => Some(WebhookEvent::Failed),
+            JobStatus::Cancelled => Some(WebhookEvent::Cancelled),
+            JobStatus::Pending | JobStatus::Processing => None,
+        }
+    }
+}
+
+/// One webhook delivery as `GET /api/v1/sources/{id}/webhook/deliveries`
+/// lists it (extension).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct WebhookDelivery {
+    /// Sent as `X-Chroma-Syncd-Delivery`; the same on every retry.
+    pub id: Uuid,
+    pub invocation_id: Uuid,
+    pub event: WebhookEvent,
+    /// `pending` (waiting for its next attempt), `delivering`, `delivered`
+    /// or `failed` (gave up after `[webhooks] retry_for_seconds`).
+    pub state: String,
+    pub attempts: u32,
+    /// The last attempt's HTTP status, if the receiver answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Every attempt's answer, oldest first (the last 20).
+    pub responses: Vec<DeliveryAttempt>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// One attempt of a webhook delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct DeliveryAttempt {
+    pub at: DateTime<Utc>,
+    /// The receiver's status code; absent when it could not be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/sources/{source_id}/webhook/deliveries` (extension).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDeliveries {
+    pub deliveries: Vec<WebhookDelivery>,
 }
 
 /// When and how a source is invoked on its own (`trigger: scheduled`). A slot
@@ -371,6 +467,9 @@ pub struct Source {
     /// Extension: the source's schedule, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<SourceSchedule>,
+    /// Extension: where finished invocations are announced, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// `source_type` filter values and the `source_type` chunk metadata.
@@ -381,6 +480,8 @@ pub enum SourceType {
     WebScrape,
     S3,
     Filesystem,
+    /// Not a source: a file sent to `POST /api/v1/add-file`.
+    Upload,
 }
 
 impl SourceType {
@@ -390,6 +491,7 @@ impl SourceType {
             SourceType::WebScrape => "web_scrape",
             SourceType::S3 => "s3",
             SourceType::Filesystem => "filesystem",
+            SourceType::Upload => "upload",
         }
     }
 
@@ -399,6 +501,7 @@ impl SourceType {
             "web_scrape" => Some(SourceType::WebScrape),
             "s3" => Some(SourceType::S3),
             "filesystem" => Some(SourceType::Filesystem),
+            "upload" => Some(SourceType::Upload),
             _ => None,
         }
     }
@@ -438,6 +541,35 @@ pub struct CreateJobPayload {
 pub enum GitRefIdentifier {
     Sha(String),
     Branch(String),
+}
+
+/// What an upload job (`POST /api/v1/add-file`) needs besides the fields
+/// of [`CreateJobPayload`]; stored with the job, never accepted from a
+/// caller as such.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UploadSpec {
+    /// The part's filename: the document's key (chunk IDs
+    /// `sha256(filename)-<n>` without a `custom_id`).
+    pub filename: String,
+    pub size: u64,
+    /// SHA-256 of the file: the document's version.
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Where the file waits for its job: `directory` (the state directory)
+    /// or `queue` (the queue database, shared by every machine).
+    pub store: UploadStoreKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<ChunkingConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStoreKind {
+    Directory,
+    Queue,
 }
 
 /// `POST /api/v1/sources/{source_id}/invocations` → 201.
@@ -487,6 +619,14 @@ pub struct Job {
     /// Extension: `manual` (API/CLI), `scheduled` (a source's schedule) or
     /// `auto_sync` (an S3 event notification).
     pub trigger: Trigger,
+    /// Extension (audit): the `name` of the API token that created the
+    /// invocation; absent for unnamed tokens, loopback callers, schedules
+    /// and auto-sync. Never the token itself.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub created_by: Option<String>,
+    /// Extension (audit): the `name` of the API token that asked to cancel it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cancel_requested_by: Option<String>,
 }
 
 /// Exactly the five states of seed 001.
@@ -588,6 +728,26 @@ pub enum JobKind {
     Filesystem {
         path: Option<String>,
     },
+    /// A file sent to `POST /api/v1/add-file`.
+    File(FileJobMetadata),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FileJobMetadata {
+    /// The uploaded part's filename (the document's key).
+    pub file_name: String,
+    /// Size in bytes.
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `POST /api/v1/add-file` → 201.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddFileResponse {
+    pub invocation_id: Uuid,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]

@@ -112,6 +112,23 @@ pub async fn resolve_public(host: &str) -> Result<Vec<SocketAddr>, ResolveError>
     }
 }
 
+/// A reqwest resolver that refuses forbidden addresses on every connection
+/// a client makes (redirects and DNS rebinding included): for clients that
+/// connect where an API user said.
+pub struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addresses = resolve_public(&host)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("{0}")]

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use chroma_syncd::model::{
     CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, JobStats, JobStatus,
-    S3JobMetadata, S3SourceConfig, SourceType, Trigger,
+    S3JobMetadata, S3SourceConfig, SourceType, Trigger, WebhookEvent,
 };
 use chroma_syncd::queue::{
-    CancelOutcome, ClaimedJob, HeartbeatOutcome, IdempotencyKey, JobFilter, JobState, NewJob,
-    Outcome, PostgresQueue, Queue, QueueError, SlotOutcome, SourceFilter, SourceRecord,
-    SqliteQueue,
+    CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, IdempotencyKey, JobFilter,
+    JobState, NewDelivery, NewJob, Outcome, PostgresQueue, Queue, QueueError, SlotOutcome,
+    SourceFilter, SourceRecord, SqliteQueue,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
@@ -188,6 +188,9 @@ conformance!(
     latest_by_keys_answers_the_newest_job_of_each_key,
     finished_jobs_and_old_slots_are_pruned,
     a_schedule_slot_is_claimed_once_and_records_its_outcome,
+    finished_jobs_owe_one_delivery_which_is_leased_retried_and_listed,
+    uploaded_pieces_are_stored_read_back_and_swept,
+    audit_names_are_recorded_on_create_and_cancel,
 );
 
 // ------------------------------------------------------------- fixtures
@@ -213,6 +216,7 @@ fn s3_source(database: &str) -> CreateSourcePayload {
         embedding: None,
         embedding_model: None,
         schedule: None,
+        webhook: None,
     }
 }
 
@@ -242,6 +246,10 @@ fn job_in(source_id: Uuid, database: &str, key: &str, dedupe: &str) -> NewJob {
         concurrency_key: format!("key:{key}"),
         dedupe_key: dedupe.into(),
         idempotency: None,
+        id: None,
+        created_by: None,
+        notify: false,
+        upload: None,
     }
 }
 
@@ -447,13 +455,19 @@ async fn cancel_duplicates_and_per_key_exclusion(backend: Backend) {
     assert_eq!(queue.pending_count().await.unwrap(), 1);
 
     // Cancel: a processing job is asked to stop, a pending one stops at once.
-    assert_eq!(queue.cancel(a.id).await.unwrap(), CancelOutcome::Requested);
+    assert_eq!(
+        queue.cancel(a.id, None).await.unwrap(),
+        CancelOutcome::Requested
+    );
     let stats = JobStats::default();
     assert_eq!(
         queue.heartbeat(a.id, 1, LONG, None, &stats).await.unwrap(),
         HeartbeatOutcome::CancelRequested
     );
-    assert_eq!(queue.cancel(a2.id).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        queue.cancel(a2.id, None).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
     assert!(
         queue
             .finish(a.id, 1, Outcome::Cancelled, &stats)
@@ -461,11 +475,11 @@ async fn cancel_duplicates_and_per_key_exclusion(backend: Backend) {
             .unwrap()
     );
     assert!(matches!(
-        queue.cancel(a.id).await.unwrap(),
+        queue.cancel(a.id, None).await.unwrap(),
         CancelOutcome::AlreadyFinished(JobStatus::Cancelled)
     ));
     assert_eq!(
-        queue.cancel(Uuid::new_v4()).await.unwrap(),
+        queue.cancel(Uuid::new_v4(), None).await.unwrap(),
         CancelOutcome::NotFound
     );
 
@@ -559,7 +573,10 @@ async fn a_cancel_asked_of_a_running_job_is_never_undone_by_release_or_a_dead_wo
     // Shutdown releases a job whose cancel was asked: it ends cancelled, not pending.
     let a = queue.enqueue(job(source.id, "a", "d-a")).await.unwrap();
     queue.claim("w", LONG).await.unwrap().unwrap();
-    assert_eq!(queue.cancel(a.id).await.unwrap(), CancelOutcome::Requested);
+    assert_eq!(
+        queue.cancel(a.id, None).await.unwrap(),
+        CancelOutcome::Requested
+    );
     assert!(
         queue
             .finish(a.id, 1, Outcome::Released, &stats)
@@ -574,7 +591,10 @@ async fn a_cancel_asked_of_a_running_job_is_never_undone_by_release_or_a_dead_wo
     // A worker dies after the cancel was asked: the job ends cancelled, never re-runs.
     let b = queue.enqueue(job(source.id, "b", "d-b")).await.unwrap();
     queue.claim("w", SHORT).await.unwrap().unwrap();
-    assert_eq!(queue.cancel(b.id).await.unwrap(), CancelOutcome::Requested);
+    assert_eq!(
+        queue.cancel(b.id, None).await.unwrap(),
+        CancelOutcome::Requested
+    );
     assert_eq!(
         settled_without_a_claim(queue.as_ref(), b.id, JobState::Cancelled).await,
         JobStatus::Cancelled
@@ -692,7 +712,7 @@ async fn idempotency_keys_find_the_original_job(backend: Backend) {
         Err(QueueError::Duplicate(_))
     ));
     assert_eq!(
-        queue.cancel(original.id).await.unwrap(),
+        queue.cancel(original.id, None).await.unwrap(),
         CancelOutcome::Cancelled
     );
     assert!(matches!(
@@ -891,7 +911,7 @@ async fn latest_by_keys_answers_the_newest_job_of_each_key(backend: Backend) {
     let (queue, source) = backend.with_source().await;
     let old_a = queue.enqueue(job(source.id, "a", "d-a1")).await.unwrap();
     assert_eq!(
-        queue.cancel(old_a.id).await.unwrap(),
+        queue.cancel(old_a.id, None).await.unwrap(),
         CancelOutcome::Cancelled
     );
     let new_a = queue.enqueue(job(source.id, "a", "d-a2")).await.unwrap();
@@ -959,7 +979,7 @@ async fn finished_jobs_and_old_slots_are_pruned(backend: Backend) {
             .unwrap()
     );
     assert_eq!(
-        queue.cancel(cancelled.id).await.unwrap(),
+        queue.cancel(cancelled.id, None).await.unwrap(),
         CancelOutcome::Cancelled
     );
     assert_eq!(
@@ -1099,4 +1119,145 @@ async fn a_schedule_slot_is_claimed_once_and_records_its_outcome(backend: Backen
         other_daemon.schedule_slots(other.id, 10).await.unwrap()[0].outcome,
         SlotOutcome::Claimed
     );
+}
+
+async fn finished_jobs_owe_one_delivery_which_is_leased_retried_and_listed(backend: Backend) {
+    let (queue, source) = backend.with_source().await;
+    let mut owing = job(source.id, "a", "d-a");
+    owing.notify = true;
+    let owing = queue.enqueue(owing).await.unwrap();
+    let quiet = queue.enqueue(job(source.id, "b", "d-b")).await.unwrap();
+    // Pending jobs owe nothing yet.
+    assert!(queue.unannounced_jobs(10).await.unwrap().is_empty());
+    assert_eq!(
+        queue.cancel(owing.id, Some("ops")).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        queue.cancel(quiet.id, None).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let due = queue.unannounced_jobs(10).await.unwrap();
+    assert_eq!(due.iter().map(|j| j.id).collect::<Vec<_>>(), vec![owing.id]);
+
+    let delivery = || NewDelivery {
+        source_id: source.id,
+        event: WebhookEvent::Cancelled,
+        url: "https://hooks.example.com/x".into(),
+        body: "{\"id\": 1}".into(),
+        retry_for: Duration::from_secs(3600),
+    };
+    queue.announce(owing.id, Some(delivery())).await.unwrap();
+    // Announced once: a second announcement (a process that died before
+    // marking the job) stores no second row.
+    assert!(queue.unannounced_jobs(10).await.unwrap().is_empty());
+    queue.announce(owing.id, Some(delivery())).await.unwrap();
+    assert_eq!(queue.list_deliveries(source.id, 10).await.unwrap().len(), 1);
+
+    let first = queue.claim_delivery(SHORT).await.unwrap().unwrap();
+    assert_eq!((first.job_id, first.attempts), (owing.id, 1));
+    assert_eq!(first.body, "{\"id\": 1}");
+    assert!(
+        queue.claim_delivery(SHORT).await.unwrap().is_none(),
+        "leased"
+    );
+    // The attempt's process dies: once its lease ran out, another takes it.
+    tokio::time::sleep(SHORT + Duration::from_millis(300)).await;
+    let second = queue.claim_delivery(LONG).await.unwrap().unwrap();
+    assert_eq!((second.id, second.attempts), (first.id, 2));
+    // The dead attempt's late answer is fenced out.
+    let answered = |status, retry_after| DeliveryResult {
+        status: Some(status),
+        error: None,
+        retry_after,
+    };
+    queue
+        .record_delivery(&first, answered(200, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.list_deliveries(source.id, 10).await.unwrap()[0].state,
+        "delivering"
+    );
+    queue
+        .record_delivery(&second, answered(500, Some(Duration::ZERO)))
+        .await
+        .unwrap();
+    let third = queue.claim_delivery(LONG).await.unwrap().unwrap();
+    assert_eq!(third.attempts, 3);
+    queue
+        .record_delivery(&third, answered(204, None))
+        .await
+        .unwrap();
+    let listed = &queue.list_deliveries(source.id, 10).await.unwrap()[0];
+    assert_eq!(listed.state, "delivered");
+    assert_eq!(listed.attempts, 3);
+    assert_eq!(listed.last_status, Some(204));
+    let statuses: Vec<_> = listed.responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![Some(500), Some(204)]);
+    assert!(queue.claim_delivery(LONG).await.unwrap().is_none());
+
+    // Past its give-up time a failing delivery is failed, not retried.
+    let mut short = job(source.id, "c", "d-c");
+    short.notify = true;
+    let short = queue.enqueue(short).await.unwrap();
+    queue.cancel(short.id, None).await.unwrap();
+    let mut brief = delivery();
+    brief.retry_for = Duration::from_millis(100);
+    queue.announce(short.id, Some(brief)).await.unwrap();
+    let attempt = queue.claim_delivery(LONG).await.unwrap().unwrap();
+    queue
+        .record_delivery(&attempt, answered(500, Some(Duration::from_secs(1))))
+        .await
+        .unwrap();
+    let failed = queue.list_deliveries(source.id, 10).await.unwrap();
+    let failed = failed.iter().find(|d| d.invocation_id == short.id).unwrap();
+    assert_eq!(failed.state, "failed");
+}
+
+async fn uploaded_pieces_are_stored_read_back_and_swept(backend: Backend) {
+    let (queue, source) = backend.with_source().await;
+    let upload = Uuid::new_v4();
+    let piece: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    queue.put_upload_piece(upload, 0, &piece).await.unwrap();
+    queue.put_upload_piece(upload, 1, b"tail").await.unwrap();
+    assert_eq!(queue.upload_piece(upload, 0).await.unwrap().unwrap(), piece);
+    assert_eq!(
+        queue.upload_piece(upload, 1).await.unwrap().unwrap(),
+        b"tail"
+    );
+    assert!(queue.upload_piece(upload, 2).await.unwrap().is_none());
+    // No job yet: only old enough orphans are stale.
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!(queue.stale_uploads(past).await.unwrap().is_empty());
+    assert_eq!(queue.stale_uploads(future).await.unwrap(), vec![upload]);
+    // With a job: stale once the job has finished, however new.
+    let mut owned = job(source.id, "u", "d-u");
+    owned.id = Some(upload);
+    let owned = queue.enqueue(owned).await.unwrap();
+    assert_eq!(owned.id, upload);
+    assert!(queue.stale_uploads(future).await.unwrap().is_empty());
+    queue.cancel(upload, None).await.unwrap();
+    assert_eq!(queue.stale_uploads(past).await.unwrap(), vec![upload]);
+    queue.delete_upload(upload).await.unwrap();
+    assert!(queue.upload_piece(upload, 0).await.unwrap().is_none());
+}
+
+async fn audit_names_are_recorded_on_create_and_cancel(backend: Backend) {
+    let (queue, source) = backend.with_source().await;
+    let mut named = job(source.id, "a", "d-a");
+    named.created_by = Some("team-a".into());
+    let named = queue.enqueue(named).await.unwrap();
+    assert_eq!(named.created_by.as_deref(), Some("team-a"));
+    let running = queue.claim("w1", LONG).await.unwrap().unwrap();
+    assert_eq!(
+        queue.cancel(running.job.id, Some("ops")).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    // A second request does not overwrite who asked first.
+    queue.cancel(running.job.id, Some("other")).await.unwrap();
+    let job = queue.get_job(named.id).await.unwrap().unwrap();
+    assert_eq!(job.cancel_requested_by.as_deref(), Some("ops"));
+    assert_eq!(job.created_by.as_deref(), Some("team-a"));
 }

@@ -17,10 +17,12 @@ pub struct Authenticator {
     tokens: Vec<ApiToken>,
 }
 
-/// Who is calling: the databases they may touch (`None` = all).
+/// Who is calling: the databases they may touch (`None` = all) and, for
+/// the audit fields, the name their token was given.
 #[derive(Debug, Clone)]
 pub struct Principal {
     databases: Option<Vec<String>>,
+    name: Option<String>,
 }
 
 impl Principal {
@@ -36,6 +38,12 @@ impl Principal {
     /// The databases this caller is limited to; `None` = all.
     pub fn databases(&self) -> Option<Vec<String>> {
         self.databases.clone()
+    }
+
+    /// The `name` of the caller's token (`[[api.tokens]] name`); `None` for
+    /// unnamed tokens and loopback callers of an open API.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 }
 
@@ -55,7 +63,10 @@ impl Authenticator {
     ) -> Result<Principal, ApiError> {
         if self.tokens.is_empty() {
             return match peer {
-                Some(peer) if peer.ip().is_loopback() => Ok(Principal { databases: None }),
+                Some(peer) if peer.ip().is_loopback() => Ok(Principal {
+                    databases: None,
+                    name: None,
+                }),
                 _ => Err(ApiError::unauthorized(
                     "no API tokens are configured (CHROMA_SYNCD_API_TOKENS), so only loopback \
                      clients are accepted",
@@ -74,6 +85,7 @@ impl Authenticator {
         let all = entry.databases.iter().any(|d| d == "*");
         Ok(Principal {
             databases: (!all).then(|| entry.databases.clone()),
+            name: entry.name.clone(),
         })
     }
 }

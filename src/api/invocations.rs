@@ -88,6 +88,7 @@ pub async fn create(
     }
     let mut job = plan_job(&state.sources, &source, payload, Trigger::Manual).await?;
     job.idempotency = idempotency.clone();
+    job.created_by = principal.name().map(str::to_string);
     let job = match state.queue.enqueue(job).await {
         Ok(job) => job,
         Err(crate::queue::QueueError::Duplicate(_)) => {
@@ -218,7 +219,7 @@ pub async fn cancel(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     load_job(&state, &principal, id).await?;
-    match state.queue.cancel(id).await? {
+    match state.queue.cancel(id, principal.name()).await? {
         CancelOutcome::Cancelled | CancelOutcome::Requested => {
             Ok((StatusCode::ACCEPTED, Json(CancelJobResponse {})).into_response())
         }

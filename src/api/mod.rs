@@ -11,12 +11,13 @@ pub mod invocations;
 pub mod openapi;
 pub mod server;
 pub mod sources;
+pub mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Json, Response};
@@ -46,6 +47,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// What callers may ask for (`[api]` in the config).
     pub limits: ApiLimits,
+    /// Uploads being received; at `[uploads] max_in_flight` more get 429.
+    pub uploads_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Bounds on what one API caller may ask of the daemon; each is checked
@@ -60,6 +63,10 @@ pub struct ApiLimits {
     pub models: Arc<Vec<String>>,
     /// The sparse models (SPLADE) sources may name.
     pub sparse_models: Arc<Vec<String>>,
+    /// Largest file `POST /api/v1/add-file` takes.
+    pub max_upload_bytes: u64,
+    /// `request_timeout` of the upload route.
+    pub upload_timeout: Duration,
 }
 
 impl ApiLimits {
@@ -70,6 +77,8 @@ impl ApiLimits {
             min_schedule_interval: config.api.min_schedule_interval(),
             models: Arc::new(config.embedding.model_names()),
             sparse_models: Arc::new(config.embedding.sparse_model_names()),
+            max_upload_bytes: config.uploads.max_file_bytes,
+            upload_timeout: config.uploads.request_timeout(),
         }
     }
 
@@ -101,12 +110,26 @@ pub fn router(state: AppState) -> Router {
             get(sources::schedule_slots),
         )
         .route(
+            "/sources/{source_id}/webhook/deliveries",
+            get(sources::webhook_deliveries),
+        )
+        .route(
             "/sources/{source_id}/invocations",
             post(invocations::create),
         )
         .route(
             "/sources/{source_id}/invocations/latest-by-keys",
             post(invocations::latest_by_keys),
+        )
+        .route(
+            "/add-file",
+            // The file streams to disk: the body may be as large as a file
+            // (and its fields); `add_file` bounds the file itself.
+            post(upload::add_file).layer(DefaultBodyLimit::max(
+                usize::try_from(state.limits.max_upload_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(UPLOAD_FIELDS_BYTES),
+            )),
         )
         .route("/invocations", get(invocations::list))
         .route(
@@ -129,29 +152,40 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(
-            state.limits.request_timeout,
+            (state.limits.request_timeout, state.limits.upload_timeout),
             request_timeout,
         ))
         .with_state(state)
 }
 
+/// Room in an upload's body for its fields and multipart framing.
+const UPLOAD_FIELDS_BYTES: usize = 1024 * 1024;
+
 /// Answers 408 when a request, reading its body included, takes longer than
-/// `[api] request_timeout_seconds`: a client trickling its body cannot hold a
-/// handler (and a connection) forever.
+/// `[api] request_timeout_seconds` (`[uploads] request_timeout_seconds` for
+/// an upload): a client trickling its body cannot hold a handler (and a
+/// connection) forever.
 async fn request_timeout(
-    State(limit): State<Duration>,
+    State((api_limit, upload_limit)): State<(Duration, Duration)>,
     request: Request,
     next: middleware::Next,
 ) -> Response {
+    let upload = request.uri().path() == "/api/v1/add-file";
+    let limit = if upload { upload_limit } else { api_limit };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             format!(
-                "the request was not completed within {} s ([api] request_timeout_seconds); \
-                 send the body promptly and try again",
-                limit.as_secs_f64()
+                "the request was not completed within {} s ({}); send the body promptly and \
+                 try again",
+                limit.as_secs_f64(),
+                if upload {
+                    "[uploads] request_timeout_seconds"
+                } else {
+                    "[api] request_timeout_seconds"
+                }
             ),
         )
         .into_response(),

@@ -18,6 +18,8 @@ use crate::model::*;
         super::sources::get,
         super::sources::delete,
         super::sources::schedule_slots,
+        super::sources::webhook_deliveries,
+        super::upload::add_file,
         super::invocations::create,
         super::invocations::get,
         super::invocations::cancel,
@@ -31,7 +33,8 @@ use crate::model::*;
         EmbeddingModel, SparseEmbedding, CreateJobPayload, CreateJobResponse, CancelJobResponse,
         GitRefIdentifier, Job, JobStatus, IndexJobMetadata, JobKind, S3JobMetadata, Progress,
         JobStats, Trigger, LatestByKeysRequest, HealthResponse, SourceSchedule, ScheduleSlot,
-        ScheduleSlots,
+        ScheduleSlots, WebhookConfig, WebhookEvent, WebhookDelivery, DeliveryAttempt,
+        WebhookDeliveries, FileJobMetadata, AddFileResponse,
     )),
     modifiers(&TokenScheme),
 )]

@@ -19,6 +19,7 @@ use super::{ApiError, AppState};
 use crate::domain::{authorize_source, effective, validate_source};
 use crate::model::{
     CreateSourcePayload, CreateSourceResponse, ErrorResponse, ScheduleSlots, Source, SourceType,
+    WebhookDeliveries,
 };
 use crate::queue::{SourceFilter, SourceRecord};
 
@@ -215,4 +216,27 @@ pub async fn schedule_slots(
     let record = load_source(&state, &principal, id).await?;
     let slots = state.queue.schedule_slots(record.id, limit).await?;
     Ok(Json(ScheduleSlots { slots }))
+}
+
+#[utoipa::path(get, path = "/api/v1/sources/{source_id}/webhook/deliveries", tag = "Source",
+    operation_id = "list_webhook_deliveries",
+    params(("source_id" = Uuid, Path, description = "Source ID"), ScheduleSlotsQuery),
+    responses(
+        (status = 200, description = "The source's latest webhook deliveries, newest first, with each attempt's status code (extension)", body = WebhookDeliveries),
+        (status = 400, description = "Bad request", body = ErrorResponse),
+        (status = 401, description = "Unauthorized", body = ErrorResponse),
+        (status = 403, description = "Forbidden", body = ErrorResponse),
+        (status = 404, description = "Source not found", body = ErrorResponse),
+        (status = 500, description = "Server error", body = ErrorResponse)),
+    security(("x-chroma-token" = [])))]
+pub async fn webhook_deliveries(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<ScheduleSlotsQuery>,
+) -> Result<Json<WebhookDeliveries>, ApiError> {
+    let limit = parse_limit(query.limit)?;
+    let record = load_source(&state, &principal, id).await?;
+    let deliveries = state.queue.list_deliveries(record.id, limit).await?;
+    Ok(Json(WebhookDeliveries { deliveries }))
 }

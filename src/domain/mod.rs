@@ -19,10 +19,12 @@ pub mod names;
 pub mod plan;
 pub mod schedule;
 pub mod sources;
+pub mod upload;
+pub mod webhook;
 
 pub use plan::{
-    RunTarget, SourceLimits, authorize_source, effective, plan_job, spec_of, validate_source,
-    whole_source,
+    RunTarget, SourceLimits, authorize_source, effective, plan_job, spec_of, validate_settings,
+    validate_source, whole_source,
 };
 pub use sources::{SourceSpec, Sources};
 
@@ -67,6 +69,19 @@ pub async fn run_job(
     state: &JobState,
     cancel: &CancellationToken,
 ) -> Result<(), JobError> {
+    if let Some(upload) = &claimed.upload {
+        let embedding =
+            JobEmbedding::for_source(&services.models, upload.embedding.as_ref(), None)?;
+        let job = JobRun::new(
+            services,
+            claimed,
+            state,
+            cancel,
+            upload.chunking.as_ref(),
+            embedding,
+        );
+        return upload::run(&sources.uploads, &job, upload).await;
+    }
     let source_id = claimed
         .job
         .source_id

@@ -70,25 +70,46 @@ pub fn validate_source(
     if let Some(chunking) = &payload.chunking {
         validate_chunking(chunking)?;
     }
-    validate_embedding(limits, payload)?;
+    validate_embedding(
+        limits,
+        payload.embedding.as_ref(),
+        payload.embedding_model.as_ref(),
+    )?;
+    if let Some(webhook) = &payload.webhook {
+        super::webhook::validate(webhook)?;
+    }
     Ok(spec)
+}
+
+/// The `chunking` and `embedding` of something that is not a stored source
+/// (an uploaded file), checked as a source's are.
+pub fn validate_settings(
+    limits: &SourceLimits,
+    chunking: Option<&ChunkingConfig>,
+    embedding: Option<&EmbeddingConfig>,
+) -> Result<(), DomainError> {
+    if let Some(chunking) = chunking {
+        validate_chunking(chunking)?;
+    }
+    validate_embedding(limits, embedding, None)
 }
 
 /// The source's dense model is one this daemon defines, its task's prompts
 /// are of sane size, and its sparse function is one we compute.
 fn validate_embedding(
     limits: &SourceLimits,
-    payload: &CreateSourcePayload,
+    embedding: Option<&EmbeddingConfig>,
+    embedding_model: Option<&EmbeddingModel>,
 ) -> Result<(), DomainError> {
-    let dense = payload.embedding.as_ref().map(|e| &e.dense);
-    if let (Some(dense), Some(model)) = (dense, &payload.embedding_model)
+    let dense = embedding.map(|e| &e.dense);
+    if let (Some(dense), Some(model)) = (dense, embedding_model)
         && dense != model
     {
         return Err(DomainError::invalid(
             "embedding.dense and embedding_model disagree; give one of them",
         ));
     }
-    for model in dense.into_iter().chain(payload.embedding_model.iter()) {
+    for model in dense.into_iter().chain(embedding_model) {
         if !limits.models.contains(&model.model) {
             return Err(DomainError::invalid(format!(
                 "embedding model `{}` is not defined on this daemon; defined models: {} \
@@ -122,7 +143,7 @@ fn validate_embedding(
             }
         }
     }
-    if let Some(sparse) = payload.embedding.as_ref().and_then(|e| e.sparse.as_ref()) {
+    if let Some(sparse) = embedding.and_then(|e| e.sparse.as_ref()) {
         match sparse.model.as_str() {
             BM25_MODEL => {}
             defined if limits.sparse_models.iter().any(|m| m == defined) => {}
@@ -164,6 +185,25 @@ fn validate_embedding(
     Ok(())
 }
 
+/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
+pub const MAX_CUSTOM_ID: usize = 120;
+
+/// A `custom_id` chunk IDs are built from: 1 to 120 bytes.
+pub fn validate_custom_id(custom_id: &str) -> Result<(), DomainError> {
+    if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
+        return Err(DomainError::invalid(format!(
+            "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
+        )));
+    }
+    if custom_id.len() > MAX_CUSTOM_ID {
+        return Err(DomainError::invalid(format!(
+            "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
+             within Chroma's 128 bytes"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_chunking(chunking: &ChunkingConfig) -> Result<(), DomainError> {
     let (lines, bytes) = match chunking {
         ChunkingConfig::TreeSitter { max_size_bytes } => (None, *max_size_bytes),
@@ -194,7 +234,11 @@ pub async fn authorize_source(
     payload: &CreateSourcePayload,
     spec: &SourceSpec,
 ) -> Result<(), DomainError> {
-    sources.authorize(&payload.database_name, spec).await
+    sources.authorize(&payload.database_name, spec).await?;
+    if let Some(webhook) = &payload.webhook {
+        sources.webhooks.authorize(webhook).await?;
+    }
+    Ok(())
 }
 
 /// The kind of a stored source (stored sources were validated when created).
@@ -229,6 +273,7 @@ pub fn effective(record: &SourceRecord) -> Source {
         embedding_model: dense,
         created_at: record.created_at,
         schedule: payload.schedule.clone(),
+        webhook: payload.webhook.clone(),
     };
     if let Ok(spec) = spec_of(record) {
         Sources::effective(spec).write_into(&mut source);

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 mod document;
 mod embedding;
+pub mod segments;
 
 pub use document::{Document, Fetched, SegmentedDocument, SourceError};
 pub use embedding::{JobEmbedding, SparseEmbedding, SparseFunction, embed_error};

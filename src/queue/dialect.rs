@@ -36,6 +36,8 @@ pub enum Param {
     Text(String),
     OptionalInt(Option<i64>),
     OptionalText(Option<String>),
+    /// For `BLOB` / `BYTEA` columns (uploaded files' pieces).
+    Bytes(Vec<u8>),
 }
 
 impl From<i64> for Param {
@@ -152,6 +154,7 @@ pub trait QueueRow: Send + Sync + 'static {
     fn optional_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
     /// An `INTEGER` column that PostgreSQL stores in 32 bits.
     fn int32(&self, column: &str) -> Result<i32, sqlx::Error>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
 }
 
 impl<R> QueueRow for R
@@ -161,6 +164,7 @@ where
     String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
     i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
     i32: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: for<'r> Decode<'r, R::Database> + Type<R::Database>,
 {
     fn text(&self, column: &str) -> Result<String, sqlx::Error> {
         self.try_get(column)
@@ -175,6 +179,9 @@ where
         self.try_get(column)
     }
     fn int32(&self, column: &str) -> Result<i32, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
         self.try_get(column)
     }
 }
@@ -240,6 +247,7 @@ macro_rules! sqlx_calls {
                 Param::Text(value) => query.push_bind(value),
                 Param::OptionalInt(value) => query.push_bind(value),
                 Param::OptionalText(value) => query.push_bind(value),
+                Param::Bytes(value) => query.push_bind(value),
             };
         }
 

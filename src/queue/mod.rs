@@ -28,8 +28,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::model::{
-    CreateJobPayload, CreateSourcePayload, IndexJobMetadata, Job, JobStats, JobStatus, Progress,
-    ScheduleSlot, SourceType, Trigger,
+    CreateJobPayload, CreateSourcePayload, DeliveryAttempt, IndexJobMetadata, Job, JobStats,
+    JobStatus, Progress, ScheduleSlot, SourceType, Trigger, UploadSpec, WebhookDelivery,
+    WebhookEvent,
 };
 pub use crate::model::{JobState, SlotOutcome};
 
@@ -70,6 +71,7 @@ pub struct SourceRecord {
 /// What the API hands the queue to create a job.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// Nil for a job without a source (an upload).
     pub source_id: Uuid,
     pub source_type: SourceType,
     pub payload: CreateJobPayload,
@@ -83,6 +85,51 @@ pub struct NewJob {
     pub dedupe_key: String,
     /// The request's `Idempotency-Key`, if it had one.
     pub idempotency: Option<IdempotencyKey>,
+    /// The job's id when the caller must know it before it is stored (an
+    /// upload names its stored file after its job); else a new one.
+    pub id: Option<Uuid>,
+    /// Audit: the name of the API token that asked for the job.
+    pub created_by: Option<String>,
+    /// The source has a webhook: once finished, the job owes it a delivery.
+    pub notify: bool,
+    /// An upload job's file and settings (stored in the payload as `upload`).
+    pub upload: Option<UploadSpec>,
+}
+
+/// A webhook delivery to store for a finished job.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub source_id: Uuid,
+    pub event: WebhookEvent,
+    pub url: String,
+    /// The Job JSON sent (and signed), fixed when the job finished.
+    pub body: String,
+    /// Retried until this long after now, then `failed`.
+    pub retry_for: Duration,
+}
+
+/// A delivery claimed for one attempt (`attempts` counts it and fences
+/// the write of its result).
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub id: Uuid,
+    pub source_id: Uuid,
+    pub job_id: Uuid,
+    pub event: WebhookEvent,
+    pub url: String,
+    pub body: String,
+    pub attempts: u32,
+    pub responses: Vec<DeliveryAttempt>,
+}
+
+/// How one delivery attempt went.
+#[derive(Debug, Clone)]
+pub struct DeliveryResult {
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// `None`: delivered. `Some(wait)`: try again after `wait`, unless that
+    /// is past the delivery's give-up time (then it is `failed`).
+    pub retry_after: Option<Duration>,
 }
 
 /// An `Idempotency-Key` and the hash of the request it came with: a replay
@@ -98,6 +145,8 @@ pub struct IdempotencyKey {
 pub struct ClaimedJob {
     pub job: Job,
     pub payload: CreateJobPayload,
+    /// Upload jobs: the file and its settings.
+    pub upload: Option<UploadSpec>,
     pub source_type: SourceType,
     pub attempt: u32,
     pub max_attempts: u32,
@@ -199,7 +248,9 @@ pub trait Queue: Send + Sync + 'static {
         source_id: Uuid,
         keys: &[String],
     ) -> Result<Vec<(String, Job)>, QueueError>;
-    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError>;
+    /// Cancels a pending job or asks a processing one to stop; `by` is the
+    /// caller's token name, recorded as `cancel_requested_by`.
+    async fn cancel(&self, id: Uuid, by: Option<&str>) -> Result<CancelOutcome, QueueError>;
 
     /// Claims a slot of a source's schedule: `true` for exactly one caller
     /// per (source, slot), however many daemons ask.
@@ -245,6 +296,46 @@ pub trait Queue: Send + Sync + 'static {
         outcome: Outcome,
         stats: &JobStats,
     ) -> Result<bool, QueueError>;
+
+    // ------------------------------------------------------------ webhooks
+
+    /// Finished jobs (oldest first) that still owe their source's webhook a
+    /// delivery row.
+    async fn unannounced_jobs(&self, limit: u32) -> Result<Vec<Job>, QueueError>;
+    /// Stores the delivery of a finished job (at most one per job and
+    /// event) and marks the job announced; `None` marks it announced only
+    /// (its source is gone, or does not want the event).
+    async fn announce(&self, job_id: Uuid, delivery: Option<NewDelivery>)
+    -> Result<(), QueueError>;
+    /// Takes the delivery due first (pending and due, or an attempt whose
+    /// lease ran out) for one attempt of at most `lease`.
+    async fn claim_delivery(&self, lease: Duration) -> Result<Option<PendingDelivery>, QueueError>;
+    /// Records an attempt's result; nothing when another attempt took over.
+    async fn record_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        result: DeliveryResult,
+    ) -> Result<(), QueueError>;
+    /// A source's deliveries, newest first.
+    async fn list_deliveries(
+        &self,
+        source_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, QueueError>;
+
+    // ------------------------------------------------------------- uploads
+
+    /// Stores piece `seq` of an uploaded file (the blob store used when
+    /// several machines share the queue).
+    async fn put_upload_piece(&self, upload: Uuid, seq: u32, data: &[u8])
+    -> Result<(), QueueError>;
+    /// Piece `seq` of an uploaded file; `None` past its end.
+    async fn upload_piece(&self, upload: Uuid, seq: u32) -> Result<Option<Vec<u8>>, QueueError>;
+    async fn delete_upload(&self, upload: Uuid) -> Result<(), QueueError>;
+    /// Uploads whose job has finished, or that were stored before `before`
+    /// and have no job (a request that failed after the file): the
+    /// janitor's list.
+    async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<Uuid>, QueueError>;
 }
 
 /// Every source (of `source_type`, if given), read page by page: for the

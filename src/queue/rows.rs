@@ -3,11 +3,12 @@
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
+use super::PendingDelivery;
 use super::dialect::QueueRow;
 use super::{ClaimedJob, QueueError, SourceRecord};
 use crate::model::{
-    CreateJobPayload, Job, JobState, JobStats, JobStatus, Progress, ScheduleSlot, SlotOutcome,
-    SourceType, Trigger,
+    CreateJobPayload, DeliveryAttempt, Job, JobState, JobStats, JobStatus, Progress, ScheduleSlot,
+    SlotOutcome, SourceType, Trigger, UploadSpec, WebhookDelivery, WebhookEvent,
 };
 
 pub(super) fn to_time(ms: i64) -> DateTime<Utc> {
@@ -80,6 +81,8 @@ pub(super) fn job_from_row(row: &impl QueueRow) -> Result<Job, QueueError> {
             .unwrap_or_default(),
         last_error: row.optional_text("last_error")?,
         trigger: Trigger::parse(&trigger),
+        created_by: row.optional_text("created_by")?,
+        cancel_requested_by: row.optional_text("cancel_requested_by")?,
     })
 }
 
@@ -87,14 +90,23 @@ pub(super) fn job_from_row(row: &impl QueueRow) -> Result<Job, QueueError> {
 pub(super) fn claimed_from_row(row: &impl QueueRow) -> Result<ClaimedJob, QueueError> {
     let job = job_from_row(row)?;
     let payload = row.text("payload")?;
-    let payload: CreateJobPayload =
+    let mut payload: serde_json::Value =
         serde_json::from_str(&payload).map_err(|e| corrupt("job payload", e))?;
+    let upload = payload
+        .as_object_mut()
+        .and_then(|fields| fields.remove("upload"))
+        .map(serde_json::from_value::<UploadSpec>)
+        .transpose()
+        .map_err(|e| corrupt("upload job", e))?;
+    let payload: CreateJobPayload =
+        serde_json::from_value(payload).map_err(|e| corrupt("job payload", e))?;
     let source_type = row.text("source_type")?;
     let max_attempts = row.int("max_attempts")?;
     Ok(ClaimedJob {
         attempt: job.attempt,
         job,
         payload,
+        upload,
         source_type: SourceType::parse(&source_type)
             .ok_or_else(|| corrupt("job source type", &source_type))?,
         max_attempts: max_attempts as u32,
@@ -111,5 +123,59 @@ pub(super) fn slot_from_row(row: &impl QueueRow) -> Result<ScheduleSlot, QueueEr
         jobs: u32::try_from(jobs).unwrap_or(0),
         message: row.optional_text("message")?,
         recorded_at: to_time(row.int("recorded_at")?),
+    })
+}
+
+fn event_from_row(row: &impl QueueRow) -> Result<WebhookEvent, QueueError> {
+    let event = row.text("event")?;
+    serde_json::from_value(serde_json::Value::String(event.clone()))
+        .map_err(|_| corrupt("webhook event", &event))
+}
+
+fn uuid_column(row: &impl QueueRow, column: &str) -> Result<Uuid, QueueError> {
+    let text = row.text(column)?;
+    Uuid::parse_str(&text).map_err(|e| corrupt(column, e))
+}
+
+pub(super) fn responses_from_row(row: &impl QueueRow) -> Result<Vec<DeliveryAttempt>, QueueError> {
+    serde_json::from_str(&row.text("responses")?).map_err(|e| corrupt("delivery responses", e))
+}
+
+/// A delivery row as the API lists it.
+pub(super) fn delivery_from_row(row: &impl QueueRow) -> Result<WebhookDelivery, QueueError> {
+    let state = row.text("state")?;
+    let waiting = state == "pending";
+    Ok(WebhookDelivery {
+        id: uuid_column(row, "id")?,
+        invocation_id: uuid_column(row, "job_id")?,
+        event: event_from_row(row)?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(0),
+        last_status: row
+            .optional_int("last_status")?
+            .and_then(|s| u16::try_from(s).ok()),
+        last_error: row.optional_text("last_error")?,
+        responses: responses_from_row(row)?,
+        created_at: to_time(row.int("created_at")?),
+        next_attempt_at: waiting
+            .then(|| row.int("next_attempt_at").map(to_time))
+            .transpose()?,
+        delivered_at: row.optional_int("delivered_at")?.map(to_time),
+        state,
+    })
+}
+
+/// A claimed delivery, as the dispatcher sends it.
+pub(super) fn pending_delivery_from_row(
+    row: &impl QueueRow,
+) -> Result<PendingDelivery, QueueError> {
+    Ok(PendingDelivery {
+        id: uuid_column(row, "id")?,
+        source_id: uuid_column(row, "source_id")?,
+        job_id: uuid_column(row, "job_id")?,
+        event: event_from_row(row)?,
+        url: row.text("url")?,
+        body: row.text("body")?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(0),
+        responses: responses_from_row(row)?,
     })
 }

@@ -17,18 +17,19 @@ use chrono::{DateTime, Utc};
 use sqlx::Pool;
 use uuid::Uuid;
 
-use super::dialect::{Dialect, QueueRow, Sql};
+use super::dialect::{Dialect, Param, QueueRow, Sql};
 use super::rows::{
-    claimed_from_row, corrupt, job_from_row, slot_from_row, source_from_row, to_time,
+    claimed_from_row, corrupt, delivery_from_row, job_from_row, pending_delivery_from_row,
+    slot_from_row, source_from_row, to_time,
 };
 use super::{
-    CancelOutcome, ClaimedJob, HeartbeatOutcome, JobFilter, NewJob, Outcome, Queue, QueueError,
-    SourceFilter, SourceRecord,
+    CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, JobFilter, NewDelivery, NewJob,
+    Outcome, PendingDelivery, Queue, QueueError, SourceFilter, SourceRecord,
 };
 use crate::config::sha256_hex;
 use crate::model::{
-    CreateSourcePayload, Job, JobStats, Progress, ScheduleSlot, SlotOutcome, SourceType,
-    canonical_json,
+    CreateSourcePayload, DeliveryAttempt, Job, JobStats, Progress, ScheduleSlot, SlotOutcome,
+    SourceType, WebhookDelivery, canonical_json,
 };
 
 /// Claims retried after losing a same-key race, before giving up for this
@@ -123,11 +124,13 @@ impl<D: Dialect> SqlQueue<D> {
 
     /// Cancels a pending job, or asks a processing one to stop; times are
     /// this process's (they are reported, never compared with a lease).
-    async fn try_cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError> {
+    async fn try_cancel(&self, id: Uuid, by: Option<&str>) -> Result<CancelOutcome, QueueError> {
         let now = now_ms();
         let mut cancel = Sql::new("UPDATE jobs SET state = 'cancelled', finished_at = ");
         cancel
             .bind(now)
+            .push(", cancel_requested_by = ")
+            .bind(by)
             .push(" WHERE id = ")
             .bind(id.to_string())
             .push(" AND state = 'pending'");
@@ -138,6 +141,8 @@ impl<D: Dialect> SqlQueue<D> {
             Sql::new("UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ");
         request
             .bind(now)
+            .push("), cancel_requested_by = COALESCE(cancel_requested_by, ")
+            .bind(by)
             .push(") WHERE id = ")
             .bind(id.to_string())
             .push(" AND state = 'processing'");
@@ -323,20 +328,27 @@ impl<D: Dialect> Queue for SqlQueue<D> {
     }
 
     async fn enqueue(&self, job: NewJob) -> Result<Job, QueueError> {
-        let payload = serde_json::to_string(&job.payload).map_err(|e| corrupt("payload", e))?;
+        let mut payload = serde_json::to_value(&job.payload).map_err(|e| corrupt("payload", e))?;
+        if let (Some(upload), Some(fields)) = (&job.upload, payload.as_object_mut()) {
+            let upload = serde_json::to_value(upload).map_err(|e| corrupt("upload", e))?;
+            fields.insert("upload".to_string(), upload);
+        }
+        let payload = payload.to_string();
         let metadata = serde_json::to_string(&job.metadata).map_err(|e| corrupt("metadata", e))?;
         let mut insert = Sql::new(
             "INSERT INTO jobs (id, source_id, source_type, database_name, object_key, payload,
                                metadata, trigger_kind, state, concurrency_key, dedupe_key,
                                created_at, run_after, max_attempts, idempotency_key,
-                               request_sha256)
+                               request_sha256, created_by, notify)
              VALUES (",
         );
         let idempotency = job.idempotency.as_ref();
+        // Jobs without a source (uploads) store NULL.
+        let source_id = (!job.source_id.is_nil()).then(|| job.source_id.to_string());
         insert
-            .bind(Uuid::new_v4().to_string())
+            .bind(job.id.unwrap_or_else(Uuid::new_v4).to_string())
             .push(", ")
-            .bind(job.source_id.to_string())
+            .bind(source_id)
             .push(", ")
             .bind(job.source_type.as_str())
             .push(", ")
@@ -362,6 +374,10 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             .bind(idempotency.map(|i| i.key.clone()))
             .push(", ")
             .bind(idempotency.map(|i| i.request_sha256.clone()))
+            .push(", ")
+            .bind(job.created_by.clone())
+            .push(", ")
+            .bind(i64::from(job.notify))
             .push(") RETURNING *");
         match D::fetch_optional(&self.pool, insert).await {
             Ok(Some(row)) => job_from_row(&row),
@@ -459,13 +475,20 @@ impl<D: Dialect> Queue for SqlQueue<D> {
 
     async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
         let mut jobs = Sql::new(
-            "DELETE FROM jobs WHERE state IN ('complete', 'failed', 'cancelled') AND finished_at < ",
+            // A job still owing its webhook a delivery row stays.
+            "DELETE FROM jobs WHERE state IN ('complete', 'failed', 'cancelled') AND notify <> 1
+               AND finished_at < ",
         );
         jobs.bind(before.timestamp_millis());
         let deleted = self.execute(jobs).await?;
         let mut slots = Sql::new("DELETE FROM schedule_slots WHERE recorded_at < ");
         slots.bind(before.timestamp_millis());
         self.execute(slots).await?;
+        let mut deliveries = Sql::new(
+            "DELETE FROM webhook_deliveries WHERE state IN ('delivered', 'failed') AND created_at < ",
+        );
+        deliveries.bind(before.timestamp_millis());
+        self.execute(deliveries).await?;
         Ok(deleted)
     }
 
@@ -530,16 +553,16 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             .collect())
     }
 
-    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, QueueError> {
+    async fn cancel(&self, id: Uuid, by: Option<&str>) -> Result<CancelOutcome, QueueError> {
         // A job may move between the two updates (processing → pending on a
         // retry); go round again rather than answer from a stale state.
         for _ in 0..5 {
-            match self.try_cancel(id).await? {
+            match self.try_cancel(id, by).await? {
                 CancelOutcome::AlreadyFinished(status) if !status.is_finished() => continue,
                 outcome => return Ok(outcome),
             }
         }
-        self.try_cancel(id).await
+        self.try_cancel(id, by).await
     }
 
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, QueueError> {
@@ -641,6 +664,208 @@ impl<D: Dialect> Queue for SqlQueue<D> {
         update.push(", stats = ").bind(stats);
         push_fence(&mut update, id, attempt);
         Ok(self.execute(update).await? > 0)
+    }
+
+    async fn unannounced_jobs(&self, limit: u32) -> Result<Vec<Job>, QueueError> {
+        let mut query = Sql::new(
+            "SELECT * FROM jobs WHERE notify = 1
+               AND state IN ('complete', 'failed', 'cancelled')
+             ORDER BY finished_at LIMIT ",
+        );
+        query.bind(i64::from(limit));
+        self.fetch_all(query)
+            .await?
+            .iter()
+            .map(job_from_row)
+            .collect()
+    }
+
+    async fn announce(
+        &self,
+        job_id: Uuid,
+        delivery: Option<NewDelivery>,
+    ) -> Result<(), QueueError> {
+        let mut statements = Vec::new();
+        if let Some(delivery) = delivery {
+            let mut insert = Sql::new(
+                "INSERT INTO webhook_deliveries (id, source_id, job_id, event, url, body, state,
+                     attempts, next_attempt_at, give_up_at, created_at)
+                 VALUES (",
+            );
+            insert
+                .bind(Uuid::new_v4().to_string())
+                .push(", ")
+                .bind(delivery.source_id.to_string())
+                .push(", ")
+                .bind(job_id.to_string())
+                .push(", ")
+                .bind(delivery.event.as_str())
+                .push(", ")
+                .bind(delivery.url)
+                .push(", ")
+                .bind(delivery.body)
+                .push(", 'pending', 0, NOW_MS, NOW_MS + ")
+                .bind(lease_ms(delivery.retry_for))
+                .push(", NOW_MS) ON CONFLICT (job_id, event) DO NOTHING");
+            statements.push(insert);
+        }
+        let mut mark = Sql::new("UPDATE jobs SET notify = 2 WHERE id = ");
+        mark.bind(job_id.to_string());
+        statements.push(mark);
+        D::execute_in_transaction(&self.pool, statements).await?;
+        Ok(())
+    }
+
+    async fn claim_delivery(&self, lease: Duration) -> Result<Option<PendingDelivery>, QueueError> {
+        const DUE: &str = "((state = 'pending' AND next_attempt_at <= NOW_MS)
+                            OR (state = 'delivering' AND lease_expires_at < NOW_MS))";
+        let mut candidates = Sql::new("SELECT id, attempts FROM webhook_deliveries WHERE ");
+        candidates
+            .push(DUE)
+            .push(" ORDER BY next_attempt_at LIMIT 8");
+        for row in self.fetch_all(candidates).await? {
+            let (id, attempts) = (row.text("id")?, row.int("attempts")?);
+            // Taken only if no other process took it since: `attempts`
+            // fences the claim as it fences the result.
+            let mut claim = Sql::new(
+                "UPDATE webhook_deliveries SET state = 'delivering', attempts = attempts + 1,
+                     lease_expires_at = NOW_MS + ",
+            );
+            claim
+                .bind(lease_ms(lease))
+                .push(" WHERE id = ")
+                .bind(id)
+                .push(" AND attempts = ")
+                .bind(attempts)
+                .push(" AND ")
+                .push(DUE)
+                .push(" RETURNING *");
+            if let Some(row) = self.fetch_optional(claim).await? {
+                return pending_delivery_from_row(&row).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn record_delivery(
+        &self,
+        delivery: &PendingDelivery,
+        result: DeliveryResult,
+    ) -> Result<(), QueueError> {
+        /// Attempts kept in `responses`.
+        const KEPT_RESPONSES: usize = 20;
+        let mut responses = delivery.responses.clone();
+        responses.push(DeliveryAttempt {
+            at: Utc::now(),
+            status: result.status,
+            error: result.error.clone(),
+        });
+        let excess = responses.len().saturating_sub(KEPT_RESPONSES);
+        responses.drain(..excess);
+        let responses = serde_json::to_string(&responses).map_err(|e| corrupt("responses", e))?;
+        let mut update = Sql::new("UPDATE webhook_deliveries SET lease_expires_at = NULL, ");
+        match result.retry_after {
+            None => {
+                update.push("state = 'delivered', delivered_at = NOW_MS");
+            }
+            Some(wait) => {
+                update
+                    .push("state = CASE WHEN NOW_MS + ")
+                    .bind(lease_ms(wait))
+                    .push(" > give_up_at THEN 'failed' ELSE 'pending' END, next_attempt_at = NOW_MS + ")
+                    .bind(lease_ms(wait));
+            }
+        }
+        update
+            .push(", last_status = ")
+            .bind(result.status.map(i64::from))
+            .push(", last_error = ")
+            .bind(result.error)
+            .push(", responses = ")
+            .bind(responses)
+            .push(" WHERE id = ")
+            .bind(delivery.id.to_string())
+            .push(" AND attempts = ")
+            .bind(i64::from(delivery.attempts))
+            .push(" AND state = 'delivering'");
+        self.execute(update).await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        source_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, QueueError> {
+        let mut query = Sql::new("SELECT * FROM webhook_deliveries WHERE source_id = ");
+        query
+            .bind(source_id.to_string())
+            .push(" ORDER BY created_at DESC, id LIMIT ")
+            .bind(i64::from(limit));
+        self.fetch_all(query)
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
+    }
+
+    async fn put_upload_piece(
+        &self,
+        upload: Uuid,
+        seq: u32,
+        data: &[u8],
+    ) -> Result<(), QueueError> {
+        let mut insert =
+            Sql::new("INSERT INTO upload_blobs (upload_id, seq, data, created_at) VALUES (");
+        insert
+            .bind(upload.to_string())
+            .push(", ")
+            .bind(i64::from(seq))
+            .push(", ")
+            .bind(Param::Bytes(data.to_vec()))
+            .push(", ")
+            .bind(now_ms())
+            .push(")");
+        self.execute(insert).await?;
+        Ok(())
+    }
+
+    async fn upload_piece(&self, upload: Uuid, seq: u32) -> Result<Option<Vec<u8>>, QueueError> {
+        let mut query = Sql::new("SELECT data FROM upload_blobs WHERE upload_id = ");
+        query
+            .bind(upload.to_string())
+            .push(" AND seq = ")
+            .bind(i64::from(seq));
+        Ok(match self.fetch_optional(query).await? {
+            Some(row) => Some(row.bytes("data")?),
+            None => None,
+        })
+    }
+
+    async fn delete_upload(&self, upload: Uuid) -> Result<(), QueueError> {
+        let mut delete = Sql::new("DELETE FROM upload_blobs WHERE upload_id = ");
+        delete.bind(upload.to_string());
+        self.execute(delete).await?;
+        Ok(())
+    }
+
+    async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<Uuid>, QueueError> {
+        let mut query = Sql::new(
+            "SELECT b.upload_id AS id FROM upload_blobs b
+               LEFT JOIN jobs j ON j.id = b.upload_id
+             WHERE b.seq = 0
+               AND (j.state IN ('complete', 'failed', 'cancelled')
+                    OR (j.id IS NULL AND b.created_at < ",
+        );
+        query.bind(before.timestamp_millis()).push(")) LIMIT 100");
+        self.fetch_all(query)
+            .await?
+            .iter()
+            .map(|row| {
+                let id = row.text("id")?;
+                Uuid::parse_str(&id).map_err(|e| corrupt("upload id", e))
+            })
+            .collect()
     }
 }
 

@@ -169,6 +169,10 @@ impl Planned {
             },
             trigger,
             idempotency: None,
+            id: None,
+            created_by: None,
+            notify: record.payload.webhook.is_some(),
+            upload: None,
         }
     }
 }
@@ -181,6 +185,10 @@ pub struct Sources {
     pub github: github::GithubSource,
     pub web: web::WebSource,
     pub filesystem: filesystem::FilesystemSource,
+    /// Not a kind: the outbound rules every source's `webhook` passes.
+    pub webhooks: crate::domain::webhook::WebhookRules,
+    /// Not a kind: where files sent to `POST /api/v1/add-file` wait.
+    pub uploads: crate::domain::upload::UploadStore,
 }
 
 /// Runs `$body` with `$kind` bound to the registry's handler of `$spec`'s
@@ -215,6 +223,8 @@ impl Sources {
             github: github::GithubSource::new(config)?,
             web: web::WebSource::new(config),
             filesystem: filesystem::FilesystemSource::new(config),
+            webhooks: crate::domain::webhook::WebhookRules::new(&config.webhooks),
+            uploads: crate::domain::upload::UploadStore::new(config),
         })
     }
 
@@ -222,6 +232,7 @@ impl Sources {
     pub fn secret_values(&self) -> Vec<Secret> {
         let mut secrets = self.s3.clients.secret_values();
         secrets.extend(self.github.clients.secret_values());
+        secrets.extend(self.webhooks.secret().cloned());
         secrets
     }
 

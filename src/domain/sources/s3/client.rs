@@ -34,6 +34,7 @@ use url::Url;
 use crate::config::{AwsCredentialConfig, S3Settings, Secret};
 use crate::model::S3SourceConfig;
 use crate::net::{ResolveError, forbidden_address, literal_ip, resolve_public};
+use crate::pipeline::segments::Segments;
 use crate::pipeline::{Document, Fetched, SegmentedDocument, SourceError};
 
 /// Builds S3 clients for sources; caches the environment's default config.
@@ -328,8 +329,7 @@ pub struct StreamedObject {
     pub size: u64,
     location: String,
     body: ByteStream,
-    buffer: BytesMut,
-    segment_bytes: usize,
+    segments: Segments,
     max_bytes: u64,
     read: u64,
     finished: bool,
@@ -342,7 +342,7 @@ impl StreamedObject {
         // cut within the first `segment_bytes`: where segments end depends on
         // the object alone, never on how the network split the body, so an
         // unchanged object gives the same chunks (and IDs) every time.
-        while !self.finished && self.buffer.len() <= self.segment_bytes {
+        while !self.finished && self.segments.wants_more() {
             match self.body.next().await {
                 Some(piece) => {
                     let piece = piece.map_err(|e| {
@@ -355,44 +355,12 @@ impl StreamedObject {
                             self.location, self.max_bytes
                         )));
                     }
-                    self.buffer.extend_from_slice(&piece);
+                    self.segments.push(&piece);
                 }
                 None => self.finished = true,
             }
         }
-        if self.buffer.is_empty() {
-            return Ok(None);
-        }
-        let cut = if self.buffer.len() > self.segment_bytes {
-            segment_end(&self.buffer[..self.segment_bytes])
-        } else {
-            self.buffer.len()
-        };
-        Ok(Some(self.buffer.split_to(cut).freeze()))
-    }
-}
-
-/// Where a full buffer is cut: after its last paragraph break in the second
-/// half, else after its last line break there, else at the last character
-/// boundary (a single line longer than a segment).
-fn segment_end(buffer: &[u8]) -> usize {
-    let half = buffer.len() / 2;
-    let tail = &buffer[half..];
-    if let Some(at) = tail.windows(2).rposition(|w| w == b"\n\n") {
-        return half + at + 2;
-    }
-    if let Some(at) = tail.iter().rposition(|b| *b == b'\n') {
-        return half + at + 1;
-    }
-    // UTF-8 continuation bytes are 0b10xx_xxxx: back up to a leading byte.
-    let mut end = buffer.len();
-    while end > 1 && buffer[end - 1] & 0b1100_0000 == 0b1000_0000 {
-        end -= 1;
-    }
-    if end > 1 && buffer[end - 1] >= 0b1100_0000 {
-        end - 1
-    } else {
-        buffer.len()
+        Ok(self.segments.cut())
     }
 }
 
@@ -459,9 +427,7 @@ impl S3Object {
                 size,
                 location,
                 body: response.body,
-                buffer: BytesMut::new(),
-                // At least a few KiB: a cut must find a line or character boundary.
-                segment_bytes: self.segment_bytes.max(4096) as usize,
+                segments: Segments::new(self.segment_bytes),
                 max_bytes: self.max_bytes,
                 read: 0,
                 finished: false,
@@ -593,7 +559,7 @@ pub async fn list_keys(
 
 #[cfg(test)]
 mod tests {
-    use super::{PublicOnlyDns, ResolveDns, refusal, segment_end};
+    use super::{PublicOnlyDns, ResolveDns, refusal};
 
     #[tokio::test]
     async fn the_guarded_resolver_refuses_names_that_answer_inside() {
@@ -605,18 +571,5 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("allowed_endpoints"), "{message}");
-    }
-
-    #[test]
-    fn segments_end_at_a_paragraph_then_a_line_then_a_character() {
-        assert_eq!(segment_end(b"aaaa\n\nbbbb\n\ncc\ndd"), 12);
-        assert_eq!(segment_end(b"aaaa\nbbbb\ncc"), 10);
-        // No break in the second half: a paragraph break early on is not used.
-        assert_eq!(segment_end(b"a\n\nbbbbbbbbbbbbbbbbbb"), 21);
-        // One long line: never inside a character (é is 2 bytes, ✓ is 3).
-        let text = "xxxxxxxé✓".as_bytes();
-        assert_eq!(segment_end(text), 9);
-        assert!(std::str::from_utf8(&text[..segment_end(text)]).is_ok());
-        assert!(std::str::from_utf8(&text[..segment_end(&text[..11])]).is_ok());
     }
 }

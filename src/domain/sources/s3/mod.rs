@@ -21,8 +21,6 @@ use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
 use crate::sink::records::validate_user_metadata;
 
-/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
-const MAX_CUSTOM_ID: usize = 120;
 /// S3's own limit on key length.
 const MAX_OBJECT_KEY_BYTES: usize = 1024;
 
@@ -218,17 +216,7 @@ pub fn plan_object(
         )));
     }
     if let Some(custom_id) = &payload.custom_id {
-        if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
-            return Err(DomainError::invalid(format!(
-                "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
-            )));
-        }
-        if custom_id.len() > MAX_CUSTOM_ID {
-            return Err(DomainError::invalid(format!(
-                "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
-                 within Chroma's 128 bytes"
-            )));
-        }
+        crate::domain::plan::validate_custom_id(custom_id)?;
     }
     if let Some(metadata) = &payload.metadata {
         let sparse = record

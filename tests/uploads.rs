@@ -1,0 +1,352 @@
+//! `POST /api/v1/add-file`, end to end: a user uploads a file (the way
+//! `curl -F` does), polls its invocation like any other, and finds the
+//! chunks in Chroma; hostile or broken uploads get a clear 4xx and leave
+//! nothing behind on disk.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use reqwest::blocking::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+/// A daemon taking files of at most 1 MiB, one upload at a time.
+fn daemon(chroma: &Chroma) -> Daemon {
+    Daemon::start_with(
+        &chroma.url(),
+        &format!("{TEST_CONFIG}\n[uploads]\nmax_file_bytes = 1048576\nmax_in_flight = 1\n"),
+        &[],
+    )
+}
+
+/// Files left in the upload store (finished ones and `.part`s).
+fn stored_uploads(daemon: &Daemon) -> Vec<String> {
+    match std::fs::read_dir(daemon.state.path().join("uploads")) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn upload(daemon: &Daemon, length: Option<usize>, form: Form) -> (u16, Value) {
+    let mut request = http()
+        .post(format!("{}/api/v1/add-file", daemon.url()))
+        .multipart(form);
+    if let Some(length) = length {
+        request = request.header("x-upload-content-length", length.to_string());
+    }
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+fn runbook() -> String {
+    let mut text = String::from("# Disk full runbook\n\n");
+    for i in 0..40 {
+        text.push_str(&format!(
+            "## Step {i}\n\nCheck volume {i} with df -h, then remove the oldest logs of service \
+             {i} and confirm the alert clears within five minutes.\n\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn an_uploaded_file_is_synced_with_its_custom_id_and_metadata_then_removed() {
+    let chroma = Chroma::start();
+    let daemon = daemon(&chroma);
+    let text = runbook();
+    let form = Form::new()
+        .text("database_name", "testdb")
+        .text("collection_name", "uploads")
+        .part(
+            "file",
+            Part::bytes(text.clone().into_bytes())
+                .file_name("disk-full.md")
+                .mime_str("application/octet-stream")
+                .unwrap(),
+        )
+        // Fields other than the names may follow the file.
+        .text("custom_id", "runbook-7")
+        .text(
+            "metadata",
+            json!({"team": "sre", "tags": ["disk", "oncall"]}).to_string(),
+        );
+    let (status, created) = upload(&daemon, Some(text.len()), form);
+    assert_eq!(status, 201, "{created}");
+    assert_matches("CreateJobResponse", &created);
+    let id = created["invocation_id"].as_str().unwrap();
+    let job = daemon.wait_complete(id);
+    assert_matches("Job", &job);
+    assert_eq!(job["metadata"]["file"]["file_name"], "disk-full.md");
+    assert_eq!(job["metadata"]["collection_name"], "uploads");
+
+    let records = chroma.records("testdb", "uploads");
+    assert!(records.ids().len() > 1, "{:?}", records.ids());
+    let mut ids = records.ids();
+    ids.sort_by_key(|id| id.rsplit('-').next().unwrap().parse::<u32>().unwrap());
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(id, &format!("runbook-7-{n}"));
+    }
+    let joined: String = records.rows.iter().map(|r| r.document.clone()).collect();
+    assert!(joined.contains("remove the oldest logs of service 39"));
+    for record in &records.rows {
+        assert_eq!(record.metadata["team"], "sre");
+        assert_eq!(record.metadata["tags"], json!(["disk", "oncall"]));
+        assert_eq!(record.metadata["custom_id"], "runbook-7");
+    }
+    // Completed: its stored file is gone.
+    wait_until(
+        "the stored upload to be removed",
+        Duration::from_secs(30),
+        || stored_uploads(&daemon).is_empty().then_some(()),
+    );
+}
+
+#[test]
+fn an_uploaded_word_document_is_converted_and_keyed_by_its_filename() {
+    let chroma = Chroma::start();
+    let daemon = daemon(&chroma);
+    let dir = tempfile::tempdir().unwrap();
+    let docx = dir.path().join("Quarterly review.docx");
+    let script = format!(
+        "import docx\nd = docx.Document()\nd.add_heading('Quarterly review', 1)\n\
+         d.add_paragraph('The kestrel budget grew by twelve percent this quarter.')\n\
+         d.save({:?})\n",
+        docx.to_str().unwrap()
+    );
+    let status = std::process::Command::new(venv().join("bin/python"))
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&docx).unwrap();
+    let form = Form::new()
+        .text("database_name", "testdb")
+        .text("collection_name", "reviews")
+        .part(
+            "file",
+            Part::bytes(bytes.clone()).file_name("Quarterly review.docx"),
+        );
+    let (status, created) = upload(&daemon, Some(bytes.len()), form);
+    assert_eq!(status, 201, "{created}");
+    daemon.wait_complete(created["invocation_id"].as_str().unwrap());
+    let records = chroma.records("testdb", "reviews");
+    let prefix = sha256_hex("Quarterly review.docx");
+    assert!(!records.ids().is_empty());
+    for (id, record) in records.ids().iter().zip(&records.rows) {
+        assert!(id.starts_with(&format!("{prefix}-")), "{id}");
+        assert_eq!(record.metadata["source_type"], "upload");
+    }
+    let joined: String = records.rows.iter().map(|r| r.document.clone()).collect();
+    assert!(joined.contains("# Quarterly review"), "{joined}");
+    assert!(joined.contains("kestrel budget grew by twelve percent"));
+}
+
+#[test]
+fn bad_uploads_are_refused_before_anything_is_stored() {
+    let chroma = Chroma::start();
+    let daemon = daemon(&chroma);
+    let file = || Part::bytes(b"# Notes\n\nhello\n".to_vec()).file_name("notes.md");
+    let refused = |length: Option<usize>, form: Form, status: u16, expected: &str| {
+        let (got, body) = upload(&daemon, length, form);
+        assert_eq!(got, status, "{expected}: {body}");
+        assert_matches("ErrorResponse", &body);
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{expected}: {message}");
+    };
+    let named = || {
+        Form::new()
+            .text("database_name", "testdb")
+            .text("collection_name", "notes")
+    };
+    refused(
+        None,
+        named().part("file", file()),
+        400,
+        "x-upload-content-length",
+    );
+    refused(
+        Some(2 << 20),
+        named().part("file", file()),
+        413,
+        "max_file_bytes",
+    );
+    // The names must come before the file.
+    refused(
+        Some(16),
+        Form::new()
+            .part("file", file())
+            .text("database_name", "testdb")
+            .text("collection_name", "notes"),
+        400,
+        "before the `file` part",
+    );
+    refused(
+        Some(16),
+        named().part("file", file()).text("metadata", "{not json"),
+        400,
+        "metadata",
+    );
+    refused(
+        Some(16),
+        named()
+            .part("file", file())
+            .text("metadata", json!({"chroma_x": 1}).to_string()),
+        400,
+        "chroma_",
+    );
+    refused(
+        Some(16),
+        named()
+            .part("file", file())
+            .text("metadata", json!({"mixed": [1, "a"]}).to_string()),
+        400,
+        "mixed",
+    );
+    refused(
+        Some(16),
+        named()
+            .text("custom_id", "x".repeat(121))
+            .part("file", file()),
+        400,
+        "custom_id",
+    );
+    refused(Some(999), named().part("file", file()), 400, "said 999");
+    refused(Some(16), named(), 400, "`file` part is missing");
+    refused(
+        Some(16),
+        named().text("colour", "blue").part("file", file()),
+        400,
+        "unknown field",
+    );
+    // A file larger than the limit, whatever its header said.
+    refused(
+        Some(100),
+        named().part(
+            "file",
+            Part::bytes(vec![b'a'; (1 << 20) + 10]).file_name("big.txt"),
+        ),
+        413,
+        "max_file_bytes",
+    );
+    // A token-less caller from another database would be a 403; an
+    // invalid collection name is a 400 before the file is read.
+    refused(
+        Some(16),
+        Form::new()
+            .text("database_name", "testdb")
+            .text("collection_name", "a")
+            .part("file", file()),
+        400,
+        "collection_name",
+    );
+    assert!(
+        stored_uploads(&daemon).is_empty(),
+        "{:?}",
+        stored_uploads(&daemon)
+    );
+    let (_, jobs) = daemon.request(reqwest::Method::GET, "/api/v1/invocations", None);
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
+}
+
+/// Starts an upload by hand and stops sending halfway: the connection
+/// stays open until the returned stream is dropped.
+fn stalled_upload(daemon: &Daemon) -> TcpStream {
+    let boundary = "XBOUNDARYX";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"database_name\"\r\n\r\ntestdb\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"collection_name\"\r\n\r\nslow\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n"
+    );
+    let file_length = 500_000;
+    let body_length = head.len() + file_length + format!("\r\n--{boundary}--\r\n").len();
+    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/add-file HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary={boundary}\r\nContent-Length: {body_length}\r\nx-upload-content-length: \
+         {file_length}\r\n\r\n{head}"
+    )
+    .unwrap();
+    stream.write_all(&vec![b'z'; 200_000]).unwrap();
+    stream.flush().unwrap();
+    stream
+}
+
+#[test]
+fn a_client_that_disconnects_mid_upload_leaves_nothing_and_the_cap_answers_429() {
+    let chroma = Chroma::start();
+    let mut daemon = daemon(&chroma);
+    let pid = daemon.pid();
+    let stalled = stalled_upload(&daemon);
+    // The part file exists while the upload is in flight…
+    wait_until("the upload to start", Duration::from_secs(30), || {
+        (!stored_uploads(&daemon).is_empty()).then_some(())
+    });
+    // …and takes the only upload slot.
+    let (status, body) = upload(
+        &daemon,
+        Some(5),
+        Form::new()
+            .text("database_name", "testdb")
+            .text("collection_name", "notes")
+            .part("file", Part::bytes(b"hello".to_vec()).file_name("a.txt")),
+    );
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "too_many_uploads");
+    // The client goes away mid-file: nothing half-written stays.
+    drop(stalled);
+    wait_until(
+        "the partial upload to be removed",
+        Duration::from_secs(30),
+        || stored_uploads(&daemon).is_empty().then_some(()),
+    );
+    assert!(daemon.is_running());
+    assert_eq!(daemon.pid(), pid);
+    let (_, jobs) = daemon.request(reqwest::Method::GET, "/api/v1/invocations", None);
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
+    // The slot is free again.
+    let (status, body) = upload(
+        &daemon,
+        Some(5),
+        Form::new()
+            .text("database_name", "testdb")
+            .text("collection_name", "notes")
+            .part("file", Part::bytes(b"hello".to_vec()).file_name("a.txt")),
+    );
+    assert_eq!(status, 201, "{body}");
+}
+
+#[test]
+fn the_cli_uploads_a_file_and_waits_for_it() {
+    let chroma = Chroma::start();
+    let daemon = daemon(&chroma);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("oncall.md");
+    std::fs::write(&file, runbook()).unwrap();
+    let output = binary(&chroma.url(), daemon.state.path())
+        .env("CHROMA_SYNCD_API_URL", daemon.url())
+        .args(["upload", file.to_str().unwrap(), "--database", "testdb"])
+        .args(["--collection", "cli-uploads", "--custom-id", "oncall"])
+        .args(["--metadata", r#"{"team": "sre"}"#, "--wait"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records = chroma.records("testdb", "cli-uploads");
+    assert!(records.ids().iter().all(|id| id.starts_with("oncall-")));
+    assert!(!records.ids().is_empty());
+    assert!(Path::new(&daemon.state.path().join("uploads")).exists());
+    assert!(stored_uploads(&daemon).is_empty());
+}
