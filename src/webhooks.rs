@@ -117,10 +117,13 @@ async fn announce(queue: &dyn Queue, settings: &WebhookSettings) -> Result<(), Q
             queue.announce(job.id, None).await?;
             continue;
         };
-        if !sources.contains_key(&source_id) {
-            sources.insert(source_id, queue.get_source(source_id).await?);
-        }
-        let webhook = sources[&source_id]
+        let record = match sources.entry(source_id) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(queue.get_source(source_id).await?)
+            }
+        };
+        let webhook = record
             .as_ref()
             .and_then(|record| record.payload.webhook.as_ref());
         let event = WebhookEvent::of(&job.status);

@@ -311,11 +311,11 @@ impl UploadWriter {
             }) => {
                 // The last piece, or piece 0 of an empty file: a reader
                 // tells "empty" from "gone" by piece 0.
-                if !buffer.is_empty() || next_piece == 0 {
-                    if let Err(e) = queue.put_upload_piece(id, next_piece, &buffer).await {
-                        let _ = queue.delete_upload(id).await;
-                        return Err(format!("storing upload {id}: {e}"));
-                    }
+                if (!buffer.is_empty() || next_piece == 0)
+                    && let Err(e) = queue.put_upload_piece(id, next_piece, &buffer).await
+                {
+                    let _ = queue.delete_upload(id).await;
+                    return Err(format!("storing upload {id}: {e}"));
                 }
             }
             None => return Err("the upload was already finished".into()),
