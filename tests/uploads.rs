@@ -14,11 +14,15 @@ use common::*;
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-/// A daemon taking files of at most 1 MiB, one upload at a time.
+/// A daemon taking files of at most 1 MiB, one upload at a time, and
+/// syncing text files over 4 KiB a 4 KiB segment at a time.
 fn daemon(chroma: &Chroma) -> Daemon {
     Daemon::start_with(
         &chroma.url(),
-        &format!("{TEST_CONFIG}\n[uploads]\nmax_file_bytes = 1048576\nmax_in_flight = 1\n"),
+        &format!(
+            "{TEST_CONFIG}\n[uploads]\nmax_file_bytes = 1048576\nmax_in_flight = 1\n\
+             [s3]\nstream_segment_bytes = 4096\n"
+        ),
         &[],
     )
 }
@@ -352,4 +356,61 @@ fn the_cli_uploads_a_file_and_waits_for_it() {
     assert!(!records.ids().is_empty());
     assert!(Path::new(&daemon.state.path().join("uploads")).exists());
     assert!(stored_uploads(&daemon).is_empty());
+}
+
+#[test]
+fn with_a_shared_postgres_queue_the_file_waits_in_the_queue_database() {
+    let chroma = Chroma::start();
+    let database = PgDatabase::create();
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        TEST_CONFIG,
+        &[("CHROMA_SYNCD_QUEUE_URL", &database.url)],
+    );
+    // Larger than a 1 MiB piece, so it is stored and read back in pieces:
+    // a Word document carrying a photo-like (incompressible) image.
+    let dir = tempfile::tempdir().unwrap();
+    let docx = dir.path().join("site-survey.docx");
+    let script = format!(
+        "import docx, os\nfrom PIL import Image\n\
+         Image.frombytes('RGB', (700, 700), os.urandom(700 * 700 * 3)).save({png:?})\n\
+         d = docx.Document()\nd.add_paragraph('The survey photo shows the north ridge.')\n\
+         d.add_picture({png:?})\n\
+         d.add_paragraph('The final marker sentence closes the survey.')\nd.save({out:?})\n",
+        png = dir.path().join("photo.png").to_str().unwrap(),
+        out = docx.to_str().unwrap()
+    );
+    let status = std::process::Command::new(venv().join("bin/python"))
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&docx).unwrap();
+    assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
+    let form = Form::new()
+        .text("database_name", "testdb")
+        .text("collection_name", "shared")
+        .part(
+            "file",
+            Part::bytes(bytes.clone()).file_name("site-survey.docx"),
+        );
+    let (status, created) = upload(&daemon, Some(bytes.len()), form);
+    assert_eq!(status, 201, "{created}");
+    daemon.wait_complete(created["invocation_id"].as_str().unwrap());
+    let records = chroma.records("testdb", "shared");
+    let joined: String = records.rows.iter().map(|r| r.document.clone()).collect();
+    assert!(joined.contains("north ridge"), "{joined}");
+    assert!(joined.contains("final marker sentence"), "{joined}");
+    // Nothing on local disk, and the pieces are gone from the database.
+    assert!(stored_uploads(&daemon).is_empty());
+    let pieces = runtime().block_on(async {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM upload_blobs")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        count
+    });
+    assert_eq!(pieces, 0);
 }
