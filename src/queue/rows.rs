@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
 use super::dialect::QueueRow;
-use super::{ClaimedJob, QueueError, SourceRecord};
+use super::{ClaimedJob, PageLinks, QueueError, SourceRecord};
 use crate::model::{
     CreateJobPayload, Job, JobState, JobStats, JobStatus, Progress, ScheduleSlot, SlotOutcome,
     SourceType, Trigger,
@@ -111,5 +111,17 @@ pub(super) fn slot_from_row(row: &impl QueueRow) -> Result<ScheduleSlot, QueueEr
         jobs: u32::try_from(jobs).unwrap_or(0),
         message: row.optional_text("message")?,
         recorded_at: to_time(row.int("recorded_at")?),
+    })
+}
+
+pub(super) fn page_links_from_row(row: &impl QueueRow) -> Result<PageLinks, QueueError> {
+    let links = row.text("links")?;
+    Ok(PageLinks {
+        url: row.text("page_url")?,
+        etag: row.optional_text("etag")?,
+        last_modified: row.optional_text("last_modified")?,
+        version: row.text("version")?,
+        skip_reason: row.optional_text("skip_reason")?,
+        links: serde_json::from_str(&links).map_err(|e| corrupt("page links", e))?,
     })
 }
