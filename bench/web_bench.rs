@@ -2,6 +2,9 @@
 //! article pages with headings, lists and code) served on loopback: pages/s
 //! and the share of wall time spent fetching, extracting, embedding and
 //! writing, from the job's own stats; then a re-crawl with nothing changed.
+//! For each crawl, what it cost the site, from the fixture server's log:
+//! requests (how many conditional, how many answered 304) and the bytes of
+//! the answers' bodies (headers not counted). Results: `bench/results/web.md`.
 //!
 //! Run: `cargo test --release --test web_bench -- --ignored --nocapture`
 
@@ -69,7 +72,9 @@ fn crawl_a_generated_docs_site() {
         "database_name": "bench",
         "web_scrape": {"starting_url": site.url("/"), "max_depth": 3}
     }));
+    let mut costs = Vec::new();
     for round in ["first crawl", "re-crawl, nothing changed"] {
+        site.clear_hits();
         let id = daemon.invoke(&source, json!({"target_collection_name": "bench-site"}));
         let job = daemon.wait_finished(&id, Duration::from_secs(3 * 3600));
         assert!(job["status"]["complete"].is_object(), "{job}");
@@ -89,6 +94,20 @@ fn crawl_a_generated_docs_site() {
             share(stats, "embed_ms", wall),
             share(stats, "write_ms", wall),
         );
+        let hits = site.hits();
+        let bytes: u64 = hits.iter().map(|h| h.bytes).sum();
+        println!(
+            "{round}: {} requests ({} conditional, {} answered 304), {bytes} body bytes",
+            hits.len(),
+            hits.iter().filter(|h| h.conditional).count(),
+            hits.iter().filter(|h| h.status == 304).count(),
+        );
+        costs.push((hits.len(), bytes));
     }
-    println!("requests served: {}", site.hits().len());
+    let ((first_requests, first_bytes), (again_requests, again_bytes)) = (costs[0], costs[1]);
+    println!(
+        "re-crawl / first crawl: requests {:.3}, body bytes {:.4}",
+        again_requests as f64 / first_requests as f64,
+        again_bytes as f64 / first_bytes.max(1) as f64,
+    );
 }

@@ -1,7 +1,8 @@
 //! The queue's guarantees, driven directly, on every database it runs on:
 //! leases and their expiry on the database's clock, fencing of stale
 //! attempts, retries, cancel, deduplication, idempotency keys, per-key
-//! exclusion, paging and filters, retention and schedule slots.
+//! exclusion, paging and filters, retention, schedule slots and the page
+//! links web crawls remember.
 //!
 //! Each case is one async fn taking a [`Backend`]; [`conformance!`] runs
 //! it as `sqlite::<case>` (a queue file in a temporary directory) and
@@ -21,8 +22,8 @@ use chroma_syncd::model::{
 };
 use chroma_syncd::queue::{
     CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, IdempotencyKey, JobFilter,
-    JobState, NewDelivery, NewJob, Outcome, PostgresQueue, Queue, QueueError, SlotOutcome,
-    SourceFilter, SourceRecord, SqliteQueue,
+    JobState, NewDelivery, NewJob, Outcome, PageLinks, PostgresQueue, Queue, QueueError,
+    SlotOutcome, SourceFilter, SourceRecord, SqliteQueue,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
@@ -191,6 +192,7 @@ conformance!(
     finished_jobs_owe_one_delivery_which_is_leased_retried_and_listed,
     uploaded_pieces_are_stored_read_back_and_swept,
     audit_names_are_recorded_on_create_and_cancel,
+    remembered_page_links_are_replaced_forgotten_and_deleted_with_their_source,
 );
 
 // ------------------------------------------------------------- fixtures
@@ -1260,4 +1262,87 @@ async fn audit_names_are_recorded_on_create_and_cancel(backend: Backend) {
     let job = queue.get_job(named.id).await.unwrap().unwrap();
     assert_eq!(job.cancel_requested_by.as_deref(), Some("ops"));
     assert_eq!(job.created_by.as_deref(), Some("team-a"));
+}
+
+fn page_links(url: &str, version: &str, links: &[&str]) -> PageLinks {
+    PageLinks {
+        url: url.to_string(),
+        etag: Some(format!("\"{version}\"")),
+        last_modified: None,
+        version: version.to_string(),
+        skip_reason: None,
+        links: links.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+/// Sorted by URL, for comparing answers given in no particular order.
+async fn remembered(queue: &dyn Queue, source: Uuid, urls: &[&str]) -> Vec<PageLinks> {
+    let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+    let mut rows = queue.page_links(source, &urls).await.unwrap();
+    rows.sort_by(|a, b| a.url.cmp(&b.url));
+    rows
+}
+
+async fn remembered_page_links_are_replaced_forgotten_and_deleted_with_their_source(
+    backend: Backend,
+) {
+    let (queue, source) = backend.with_source().await;
+    let other = queue
+        .create_source(SourceType::S3, &s3_source("db2"))
+        .await
+        .unwrap();
+    let (a, b, c) = ("https://x.test/a", "https://x.test/b", "https://x.test/c");
+    let first_a = page_links(a, "1", &[b, c]);
+    let mut skipped_b = page_links(b, "1", &[]);
+    skipped_b.skip_reason = Some("noindex".into());
+    skipped_b.etag = None;
+    skipped_b.last_modified = Some("Tue, 01 Dec 2026 10:00:00 GMT".into());
+    queue
+        .store_page_links(source.id, &[first_a.clone(), skipped_b.clone()], &[])
+        .await
+        .unwrap();
+    queue
+        .store_page_links(other.id, &[page_links(a, "9", &[])], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        remembered(&*queue, source.id, &[a, b, c]).await,
+        vec![first_a, skipped_b.clone()]
+    );
+
+    // A new fetch replaces a row (the last of a URL named twice wins); a
+    // forgotten page loses its row; other sources keep theirs.
+    let second_a = page_links(a, "2", &[c]);
+    queue
+        .store_page_links(
+            source.id,
+            &[page_links(a, "1.5", &[]), second_a.clone()],
+            &[b.to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        remembered(&*queue, source.id, &[a, b, c]).await,
+        vec![second_a]
+    );
+    assert_eq!(
+        remembered(&*queue, other.id, &[a]).await,
+        vec![page_links(a, "9", &[])]
+    );
+
+    // Many pages at once (more than one statement's worth of each).
+    let many: Vec<PageLinks> = (0..1200)
+        .map(|i| page_links(&format!("https://x.test/p{i}"), "1", &[a]))
+        .collect();
+    queue.store_page_links(source.id, &many, &[]).await.unwrap();
+    let urls: Vec<String> = many.iter().map(|p| p.url.clone()).collect();
+    assert_eq!(
+        queue.page_links(source.id, &urls).await.unwrap().len(),
+        1200
+    );
+
+    assert!(queue.delete_source(source.id).await.unwrap());
+    assert!(queue.page_links(source.id, &urls).await.unwrap().is_empty());
+    assert!(remembered(&*queue, source.id, &[a]).await.is_empty());
+    assert_eq!(remembered(&*queue, other.id, &[a]).await.len(), 1);
 }

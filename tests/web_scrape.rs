@@ -97,10 +97,11 @@ fn depth_limit_and_path_rules_decide_exactly_which_pages_are_stored() {
             json!({"max_depth": 4, "page_limit": 3}),
             vec!["/", "/docs", "/about.html"],
         ),
+        // The starting page is fetched for its links, but stored only if
+        // the rules allow it.
         (
             json!({"max_depth": 3, "include_path_regexes": ["^/docs"]}),
             vec![
-                "/",
                 "/docs",
                 "/docs/guide.html",
                 "/docs/api.html",
@@ -233,7 +234,7 @@ fn a_recrawl_re_embeds_only_changed_pages_and_removes_deleted_ones() {
     let hits = site.hits();
     assert!(
         hits.iter().any(|h| h.status == 304),
-        "pages at max_depth are fetched conditionally: {hits:?}"
+        "unchanged pages are fetched conditionally: {hits:?}"
     );
 }
 
@@ -417,4 +418,213 @@ fn a_broken_starting_page_removes_nothing_and_fails_saying_why() {
     // The site is back: the re-crawl completes and the collection is whole.
     crawl(&daemon, &source, "guarded");
     assert_eq!(pages(&chroma, "guarded"), stored);
+}
+
+/// A small site of its own in `dir` (no robots.txt, no sitemap, nothing
+/// slow or failing): each page is `(path, links)`.
+fn write_site(dir: &std::path::Path, pages: &[(&str, &[&str])]) {
+    for (path, links) in pages {
+        let file = dir.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, page_html(path, links)).unwrap();
+    }
+}
+
+fn page_html(path: &str, links: &[&str]) -> String {
+    let anchors: String = links
+        .iter()
+        .map(|link| format!("<li><a href=\"{link}\">{link}</a></li>"))
+        .collect();
+    format!(
+        "<html><head><title>Page {path}</title></head><body><main><h1>Page {path}</h1>\
+         <p>This is the page served at {path}; it links the pages below.</p>\
+         <ul>{anchors}</ul></main></body></html>"
+    )
+}
+
+/// The log's requests of `path` (its query and fragment-free form).
+fn hits_of(site: &FixtureSite, path: &str) -> Vec<common::web::Hit> {
+    site.hits().into_iter().filter(|h| h.path == path).collect()
+}
+
+/// A re-crawl of an unchanged site asks for every page conditionally — the
+/// starting page, depth 1, depth 2 and depth 3 — and every answer is a
+/// bodiless 304; the pages only reachable through 304 pages are reached
+/// through the links the first crawl remembered, so nothing is removed.
+/// Then one page in the middle changes: it is fetched in full, the new page
+/// it links is stored, and the page it no longer links is removed (the
+/// crawl was complete).
+#[test]
+fn an_unchanged_site_recrawls_with_304s_at_every_depth_through_remembered_links() {
+    let chroma = Chroma::start();
+    let dir = tempfile::tempdir().unwrap();
+    let chain: &[(&str, &[&str])] = &[
+        ("/index.html", &["/a.html"]),
+        ("/a.html", &["/b.html", "/"]),
+        ("/b.html", &["/c.html"]),
+        ("/c.html", &["/"]),
+    ];
+    write_site(dir.path(), chain);
+    let site = FixtureSite::serve(dir.path());
+    let daemon = start(&chroma);
+    let source = daemon.create_source(web_source(&site, json!({"max_depth": 3})));
+    let by_depth = ["/", "/a.html", "/b.html", "/c.html"];
+
+    crawl(&daemon, &source, "chain");
+    assert_eq!(pages(&chroma, "chain"), urls(&site, &by_depth));
+    let before = chroma.records("testdb", "chain");
+
+    site.clear_hits();
+    let job = crawl(&daemon, &source, "chain");
+    let stats = &job["stats"];
+    for path in by_depth {
+        let hits = hits_of(&site, path);
+        assert_eq!(hits.len(), 1, "{path} requested once: {hits:?}");
+        assert!(hits[0].conditional, "{path} asked conditionally: {hits:?}");
+        assert_eq!(hits[0].status, 304, "{path}: {hits:?}");
+        assert_eq!(hits[0].bytes, 0, "{path}: {hits:?}");
+    }
+    assert_eq!(stats["unchanged"], 4, "{stats}");
+    assert_eq!(stats["chunks_upserted"], 0, "{stats}");
+    assert_eq!(stats["chunks_deleted"], 0, "{stats}");
+    assert_eq!(pages(&chroma, "chain"), urls(&site, &by_depth), "{job}");
+    assert_eq!(chroma.records("testdb", "chain").ids(), before.ids());
+
+    // /b.html (depth 2, behind the unchanged /a.html) now links a new page
+    // instead of /c.html.
+    site.write("b.html", &page_html("/b.html", &["/new.html"]));
+    site.write("new.html", &page_html("/new.html", &["/"]));
+    site.clear_hits();
+    let job = crawl(&daemon, &source, "chain");
+    for path in ["/", "/a.html"] {
+        let hits = hits_of(&site, path);
+        assert_eq!((hits.len(), hits[0].status), (1, 304), "{path}: {hits:?}");
+    }
+    let changed = hits_of(&site, "/b.html");
+    assert_eq!(
+        (changed.len(), changed[0].conditional, changed[0].status),
+        (1, true, 200),
+        "{changed:?}"
+    );
+    let new = hits_of(&site, "/new.html");
+    assert_eq!((new.len(), new[0].status), (1, 200), "{new:?}");
+    assert!(hits_of(&site, "/c.html").is_empty(), "no longer linked");
+    assert_eq!(
+        pages(&chroma, "chain"),
+        urls(&site, &["/", "/a.html", "/b.html", "/new.html"]),
+        "{job}"
+    );
+    assert!(
+        job["stats"]["chunks_deleted"].as_u64().unwrap() >= 1,
+        "{job}"
+    );
+}
+
+/// include/exclude regexes decide which pages are stored, the starting page
+/// included: an excluded one is fetched (its links lead the crawl) but not
+/// stored, on the first crawl and on a re-crawl where it answers 304.
+#[test]
+fn an_excluded_starting_page_is_not_stored_but_its_links_are_followed() {
+    let chroma = Chroma::start();
+    let dir = tempfile::tempdir().unwrap();
+    write_site(
+        dir.path(),
+        &[
+            ("/index.html", &["/docs/a.html", "/blog/post.html"]),
+            ("/docs/a.html", &["/docs/b.html", "/"]),
+            ("/docs/b.html", &[]),
+            ("/blog/post.html", &[]),
+        ],
+    );
+    let site = FixtureSite::serve(dir.path());
+    let daemon = start(&chroma);
+    let source = daemon.create_source(web_source(
+        &site,
+        json!({"max_depth": 2, "include_path_regexes": ["^/docs/"]}),
+    ));
+    let expected = urls(&site, &["/docs/a.html", "/docs/b.html"]);
+    for round in ["first crawl", "re-crawl"] {
+        site.clear_hits();
+        let job = crawl(&daemon, &source, "docs-only");
+        assert_eq!(pages(&chroma, "docs-only"), expected, "{round}: {job}");
+        let reason = job["stats"]["skipped_reasons"][site.url("/")]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(reason.contains("excluded"), "{round}: {job}");
+        let start_hits = hits_of(&site, "/");
+        assert_eq!(start_hits.len(), 1, "{round}: {start_hits:?}");
+        if round == "re-crawl" {
+            assert_eq!(start_hits[0].status, 304, "{start_hits:?}");
+        }
+        assert!(hits_of(&site, "/blog/post.html").is_empty(), "{round}");
+    }
+}
+
+/// Pages skipped by design (over the size cap, not a page) are not fetch
+/// failures: a page that left the site is still removed. A page whose
+/// links were needed and that failed (a 500) does stop removals.
+#[test]
+fn skips_by_design_do_not_stop_removals_but_fetch_failures_do() {
+    let chroma = Chroma::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home: &[&str] = &["/a.html", "/b.html", "/big.html", "/data.bin"];
+    write_site(
+        dir.path(),
+        &[("/index.html", home), ("/a.html", &[]), ("/b.html", &[])],
+    );
+    let filler = "<p>filler paragraph of a page over the size cap</p>\n".repeat(6000);
+    std::fs::write(
+        dir.path().join("big.html"),
+        format!("<html><body>{filler}</body></html>"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("data.bin"), [0u8, 1, 2, 3]).unwrap();
+    let site = FixtureSite::serve(dir.path());
+    let daemon = start(&chroma);
+    let source = daemon.create_source(web_source(&site, json!({"max_depth": 2})));
+    let job = crawl(&daemon, &source, "skips");
+    assert_eq!(
+        pages(&chroma, "skips"),
+        urls(&site, &["/", "/a.html", "/b.html"]),
+        "{job}"
+    );
+    let reasons = &job["stats"]["skipped_reasons"];
+    assert!(
+        reasons[site.url("/big.html")]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{reasons}"
+    );
+    assert!(
+        reasons[site.url("/data.bin")]
+            .as_str()
+            .unwrap()
+            .contains("content type"),
+        "{reasons}"
+    );
+
+    // /b.html leaves the site's links while /a.html (depth 1, its links
+    // needed) fails: what /a.html leads to is unknown, so nothing goes.
+    site.write(
+        "index.html",
+        &page_html("/", &["/a.html", "/big.html", "/data.bin"]),
+    );
+    site.fail("/a.html");
+    let job = crawl(&daemon, &source, "skips");
+    assert_eq!(
+        pages(&chroma, "skips"),
+        urls(&site, &["/", "/a.html", "/b.html"]),
+        "a failure keeps unreached pages: {job}"
+    );
+
+    // /a.html answers again: only by-design skips are left, and /b.html goes.
+    site.heal();
+    let job = crawl(&daemon, &source, "skips");
+    assert_eq!(
+        pages(&chroma, "skips"),
+        urls(&site, &["/", "/a.html"]),
+        "{job}"
+    );
 }

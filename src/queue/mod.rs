@@ -1,6 +1,8 @@
 //! The durable queue: the only state the API and the workers share.
 //!
-//! It holds sources and invocations ("jobs"). A worker *claims* a pending job
+//! It holds sources and invocations ("jobs"), and the outgoing links web
+//! crawls remember of the pages they fetched ([`PageLinks`]: a web job's
+//! workers share them like the rest). A worker *claims* a pending job
 //! and receives a lease; it renews the lease with heartbeats while it works.
 //! A job whose lease runs out (its worker died) can be claimed again, and the
 //! claim increments `attempt`. Every write of a job's outcome names the
@@ -176,6 +178,28 @@ pub struct SourceFilter {
     pub ascending: bool,
 }
 
+/// What a web crawl remembers of one fetched page, so that the page
+/// answering `304 Not Modified` next time still leads the crawl on (see
+/// `domain/sources/web/links.rs`, which decides what is stored and bounds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageLinks {
+    /// The page's normalised URL, as the crawl requested it.
+    pub url: String,
+    /// The validators the page answered with (sent back as `If-None-Match`
+    /// and `If-Modified-Since`).
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The version the crawl computed for the page (its ETag, else a hash
+    /// of its content): what the collection must hold for a 304 to say it
+    /// is current.
+    pub version: String,
+    /// Why the page itself asks not to be stored (a canonical copy,
+    /// noindex), if it does.
+    pub skip_reason: Option<String>,
+    /// Its outgoing links: normalised URLs in the crawl's scope.
+    pub links: Vec<String>,
+}
+
 /// Result of a cancel request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CancelOutcome {
@@ -336,6 +360,24 @@ pub trait Queue: Send + Sync + 'static {
     /// and have no job (a request that failed after the file): the
     /// janitor's list.
     async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<Uuid>, QueueError>;
+
+    // ------------------------------------------------------ web page links
+
+    /// What web source `source_id`'s crawls remember of these pages (those
+    /// it remembers anything of, in no particular order).
+    async fn page_links(
+        &self,
+        source_id: Uuid,
+        urls: &[String],
+    ) -> Result<Vec<PageLinks>, QueueError>;
+    /// Replaces what is remembered of `pages` and forgets the pages in
+    /// `forget`, in one transaction. Deleting the source forgets them all.
+    async fn store_page_links(
+        &self,
+        source_id: Uuid,
+        pages: &[PageLinks],
+        forget: &[String],
+    ) -> Result<(), QueueError>;
 }
 
 /// Every source (of `source_type`, if given), read page by page: for the

@@ -3,10 +3,11 @@
 //! Everything the queue promises lives here: deduplication and
 //! idempotency keys, claims with leases on the database's clock, fencing
 //! of every write by the attempt that holds the lease, cancellation,
-//! settling the jobs of workers that died, paging, retention and schedule
-//! slots. What a database does differently (its clock, how a claim keeps
-//! concurrent claims apart) is its dialect's; what it promises about
-//! durability is its constructor's (`sqlite.rs`, `postgres.rs`).
+//! settling the jobs of workers that died, paging, retention, schedule
+//! slots, and the links web crawls remember of their pages. What a
+//! database does differently (its clock, how a claim keeps concurrent
+//! claims apart) is its dialect's; what it promises about durability is
+//! its constructor's (`sqlite.rs`, `postgres.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -19,12 +20,12 @@ use uuid::Uuid;
 
 use super::dialect::{Dialect, Param, QueueRow, Sql};
 use super::rows::{
-    claimed_from_row, corrupt, delivery_from_row, job_from_row, pending_delivery_from_row,
-    slot_from_row, source_from_row, to_time,
+    claimed_from_row, corrupt, delivery_from_row, job_from_row, page_links_from_row,
+    pending_delivery_from_row, slot_from_row, source_from_row, to_time,
 };
 use super::{
     CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, JobFilter, NewDelivery, NewJob,
-    Outcome, PendingDelivery, Queue, QueueError, SourceFilter, SourceRecord,
+    Outcome, PageLinks, PendingDelivery, Queue, QueueError, SourceFilter, SourceRecord,
 };
 use crate::config::sha256_hex;
 use crate::model::{
@@ -39,6 +40,8 @@ const CLAIM_ATTEMPTS: usize = 4;
 /// Object keys looked up per statement by `latest_by_keys` (well under
 /// either database's limit on bound parameters).
 const KEYS_PER_LOOKUP: usize = 500;
+/// Rows of remembered page links written per `INSERT` (8 values each).
+const PAGE_LINKS_PER_INSERT: usize = 100;
 
 /// The queue on database `D`: [`super::SqliteQueue`] or [`super::PostgresQueue`].
 pub struct SqlQueue<D: Dialect> {
@@ -323,7 +326,10 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             .push(") WHERE source_id = ")
             .bind(id.to_string())
             .push(" AND state = 'processing'");
-        let changed = D::execute_in_transaction(&self.pool, vec![delete, cancel, request]).await?;
+        let mut links = Sql::new("DELETE FROM web_page_links WHERE source_id = ");
+        links.bind(id.to_string());
+        let changed =
+            D::execute_in_transaction(&self.pool, vec![delete, cancel, request, links]).await?;
         Ok(changed.first().is_some_and(|deleted| *deleted > 0))
     }
 
@@ -866,6 +872,86 @@ impl<D: Dialect> Queue for SqlQueue<D> {
                 Uuid::parse_str(&id).map_err(|e| corrupt("upload id", e))
             })
             .collect()
+    }
+
+    /// One statement per [`KEYS_PER_LOOKUP`] URLs.
+    async fn page_links(
+        &self,
+        source_id: Uuid,
+        urls: &[String],
+    ) -> Result<Vec<PageLinks>, QueueError> {
+        let mut pages = Vec::new();
+        for batch in urls.chunks(KEYS_PER_LOOKUP) {
+            let mut select = Sql::new("SELECT * FROM web_page_links WHERE source_id = ");
+            select
+                .bind(source_id.to_string())
+                .push(" AND page_url IN ")
+                .bind_list(batch.iter().map(String::as_str));
+            for row in self.fetch_all(select).await? {
+                pages.push(page_links_from_row(&row)?);
+            }
+        }
+        Ok(pages)
+    }
+
+    /// Deletes every named page's row, then inserts `pages` (the last one
+    /// of a URL named twice), [`PAGE_LINKS_PER_INSERT`] rows a statement.
+    async fn store_page_links(
+        &self,
+        source_id: Uuid,
+        pages: &[PageLinks],
+        forget: &[String],
+    ) -> Result<(), QueueError> {
+        let mut latest: HashMap<&str, &PageLinks> = HashMap::new();
+        for page in pages {
+            latest.insert(page.url.as_str(), page);
+        }
+        let mut named: Vec<&str> = forget.iter().map(String::as_str).collect();
+        named.extend(latest.keys());
+        let mut statements = Vec::new();
+        for batch in named.chunks(KEYS_PER_LOOKUP) {
+            let mut delete = Sql::new("DELETE FROM web_page_links WHERE source_id = ");
+            delete
+                .bind(source_id.to_string())
+                .push(" AND page_url IN ")
+                .bind_list(batch.iter().copied());
+            statements.push(delete);
+        }
+        let now = now_ms();
+        let rows: Vec<&PageLinks> = latest.into_values().collect();
+        for batch in rows.chunks(PAGE_LINKS_PER_INSERT) {
+            let mut insert = Sql::new(
+                "INSERT INTO web_page_links (source_id, page_url, etag, last_modified, version,
+                                             skip_reason, links, recorded_at) VALUES ",
+            );
+            for (i, page) in batch.iter().enumerate() {
+                let links =
+                    serde_json::to_string(&page.links).map_err(|e| corrupt("page links", e))?;
+                insert
+                    .push(if i == 0 { "(" } else { ", (" })
+                    .bind(source_id.to_string())
+                    .push(", ")
+                    .bind(page.url.as_str())
+                    .push(", ")
+                    .bind(page.etag.clone())
+                    .push(", ")
+                    .bind(page.last_modified.clone())
+                    .push(", ")
+                    .bind(page.version.as_str())
+                    .push(", ")
+                    .bind(page.skip_reason.clone())
+                    .push(", ")
+                    .bind(links)
+                    .push(", ")
+                    .bind(now)
+                    .push(")");
+            }
+            statements.push(insert);
+        }
+        if !statements.is_empty() {
+            D::execute_in_transaction(&self.pool, statements).await?;
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,9 @@
 //! A local website for crawler tests: serves a copy of `fixtures/site` (so a
 //! test can edit or delete pages between crawls) with ETags and 304s, plus
 //! dynamic routes: redirects into and out of scope, a slow page, a huge page.
-//! Every request is logged for assertions ("disallowed pages are never fetched").
+//! Every request is logged for assertions ("disallowed pages are never
+//! fetched", "this re-crawl was answered with 304s"), with whether it was
+//! conditional and how many body bytes its answer had.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,10 @@ pub const HUGE_PAGE_BYTES: usize = 400_000;
 pub struct Hit {
     pub path: String,
     pub status: u16,
+    /// The request carried `If-None-Match` or `If-Modified-Since`.
+    pub conditional: bool,
+    /// Bytes of the answer's body (headers not counted).
+    pub bytes: u64,
 }
 
 struct SiteState {
@@ -156,10 +162,17 @@ async fn serve(State(state): State<Arc<SiteState>>, request: Request) -> Respons
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let conditional =
+        if_none_match.is_some() || request.headers().contains_key(header::IF_MODIFIED_SINCE);
     let response = respond(&state, &path, if_none_match.as_deref()).await;
+    let bytes = axum::body::HttpBody::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
     state.log.lock().unwrap().push(Hit {
         path: logged,
         status: response.status().as_u16(),
+        conditional,
+        bytes,
     });
     response
 }

@@ -19,10 +19,21 @@
 //! - The starting page must answer with a page in scope; a 404, 5xx,
 //!   redirect elsewhere or non-page ends the crawl as an error before
 //!   anything is reported, so nothing is taken for gone.
-//! - Re-crawls: pages already stored are fetched conditionally
-//!   (`If-None-Match` / `If-Modified-Since`) when their links are not needed
-//!   (at `max_depth`), and any page whose version (ETag, else a hash of its
-//!   main content) is unchanged is reported as such: no re-embedding.
+//! - Re-crawls: every page whose links the previous crawl remembered
+//!   ([`super::links`]) is fetched conditionally (`If-None-Match` /
+//!   `If-Modified-Since`), at every depth; a `304` reports it unchanged and
+//!   the crawl follows its remembered links. Pages stored without a usable
+//!   memory are fetched conditionally at `max_depth` (their links are not
+//!   needed there). Any page whose version (ETag, else a hash of its main
+//!   content) is unchanged is reported as such: no re-embedding.
+//! - `include_path_regexes` / `exclude_path_regexes` decide which pages are
+//!   stored, the starting page included: it is always fetched (its links
+//!   are followed) but an excluded one is reported skipped, not stored.
+//! - Skips by design (too large, not a page, a redirect out of scope for
+//!   good) are not failures: only pages that could not be read this time
+//!   (timeouts, 5xx, temporary redirects elsewhere) whose links were
+//!   needed, and unreadable sitemaps, keep the crawl from taking unreached
+//!   pages for gone.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -48,11 +59,13 @@ use url::Url;
 pub const HTTP_ETAG: &str = "http_etag";
 pub const HTTP_LAST_MODIFIED: &str = "http_last_modified";
 
+use super::links::{self, LinkMemory};
 use crate::config::{WebSettings, sha256_hex};
 use crate::domain::sources::globs::{MAX_COMPILED_PATTERN_BYTES, check_pattern_list};
 use crate::model::WebScrapeSourceConfig;
 use crate::net::{first_forbidden, forbidden_address, literal_ip};
 use crate::pipeline::{Document, Fetched, SourceError};
+use crate::queue::PageLinks;
 
 /// Query parameters that only track visitors: dropped from URLs.
 const TRACKING_PARAMETERS: &[&str] = &["fbclid", "gclid", "msclkid", "mc_cid", "mc_eid", "_ga"];
@@ -64,6 +77,12 @@ const MAX_REDIRECTS: usize = 10;
 const MAX_LINKS_PER_PAGE: usize = 5000;
 /// Retries of one page after 429/503 with `Retry-After`.
 const MAX_PAGE_RETRIES: u32 = 2;
+/// Pages of a level whose remembered links are read per query: what the
+/// crawl holds of them at once (fetches of a level go a batch at a time).
+const RECALL_BATCH: usize = 100;
+/// Why an excluded starting page is not stored.
+const EXCLUDED_START: &str = "the starting page is excluded by include_path_regexes/exclude_path_regexes \
+     (fetched only for its links)";
 
 /// What a crawl already stored of a page (from its chunks' metadata).
 #[derive(Debug, Clone, Default)]
@@ -283,6 +302,18 @@ pub fn parse_page(html: &str, url: &Url) -> ParsedPage {
     }
 }
 
+/// A remembered page's links as the crawl may follow them: normalised, in
+/// `scope` and bounded again, whatever the database holds.
+fn remembered_links(row: &PageLinks, scope: &Scope) -> Vec<Url> {
+    row.links
+        .iter()
+        .take(links::MAX_REMEMBERED_LINKS)
+        .filter_map(|link| Url::parse(link).ok())
+        .filter_map(|link| normalize(&link))
+        .filter(|link| scope.contains(link))
+        .collect()
+}
+
 /// Locations listed by a sitemap (`<urlset>`) or sitemap index (`<sitemapindex>`).
 pub fn sitemap_locations(xml: &[u8]) -> (Vec<String>, Vec<String>) {
     use quick_xml::events::Event;
@@ -350,6 +381,45 @@ impl Pacer {
     }
 }
 
+/// The validators a conditional request sends back.
+#[derive(Debug, Clone, Copy, Default)]
+struct Validators<'a> {
+    etag: Option<&'a str>,
+    last_modified: Option<&'a str>,
+}
+
+/// How a page of a level is requested, and what a `304` then means.
+enum Basis {
+    /// Unconditionally: its body is needed, or nothing usable is known.
+    Full,
+    /// With the collection's validators, at `max_depth` (its links are not
+    /// needed): a 304 keeps the stored page.
+    Stored,
+    /// With the remembered validators: a 304 reports the page as the row
+    /// describes it (`skipped`: why it is not stored; else kept) and the
+    /// crawl follows the row's links.
+    Remembered {
+        row: PageLinks,
+        skipped: Option<String>,
+    },
+}
+
+impl Basis {
+    fn validators<'a>(&'a self, known: Option<&'a KnownPage>) -> Option<Validators<'a>> {
+        match self {
+            Basis::Full => None,
+            Basis::Stored => known.map(|known| Validators {
+                etag: known.etag.as_deref(),
+                last_modified: known.last_modified.as_deref(),
+            }),
+            Basis::Remembered { row, .. } => Some(Validators {
+                etag: row.etag.as_deref(),
+                last_modified: row.last_modified.as_deref(),
+            }),
+        }
+    }
+}
+
 /// What one fetch produced.
 enum Response {
     Page {
@@ -377,6 +447,8 @@ pub struct Crawl {
     max_depth: u32,
     page_limit: usize,
     known: HashMap<String, KnownPage>,
+    /// Each page's outgoing links as the previous crawls saw them.
+    memory: LinkMemory,
     pacer: Pacer,
     cancel: CancellationToken,
     /// Set when some part of the site could not be read this time (a page
@@ -390,6 +462,7 @@ impl Crawl {
         settings: &WebSettings,
         source: &WebScrapeSourceConfig,
         known: HashMap<String, KnownPage>,
+        memory: LinkMemory,
         cancel: CancellationToken,
     ) -> Result<Crawl, SourceError> {
         let start = Url::parse(&source.starting_url)
@@ -439,6 +512,7 @@ impl Crawl {
             max_depth: source.max_depth.unwrap_or(settings.default_max_depth),
             page_limit: source.page_limit.unwrap_or(settings.default_page_limit) as usize,
             known,
+            memory,
             pacer: Pacer {
                 interval: Duration::from_secs_f64(1.0 / rate),
                 next: Mutex::new(Instant::now()),
@@ -526,90 +600,143 @@ impl Crawl {
             let at_max_depth = depth >= self.max_depth;
             level.truncate(budget);
             budget -= level.len();
-            let this = &self;
-            let mut fetches = futures::stream::iter(level.into_iter().map(|url| async move {
-                let response = this.fetch(&url, at_max_depth).await;
-                (url, response)
-            }))
-            .buffered(self.settings.max_concurrency_per_host.max(1));
-            while let Some((url, response)) = fetches.next().await {
-                if self.cancel.is_cancelled() {
-                    return Ok(());
-                }
-                if stored.len() >= self.page_limit {
-                    break;
-                }
-                if depth == 0
-                    && let Some(error) = self.start_failure(&response)
-                {
-                    return Err(error);
-                }
-                let key = url.to_string();
-                let item = match response {
-                    Response::NotModified => Some(Fetched::Kept { key, reason: None }),
-                    Response::Gone(reason) => Some(Fetched::Gone { key, reason }),
-                    Response::Skip(reason) => Some(Fetched::Skipped { key, reason }),
-                    Response::Failed(reason) => {
-                        // Its links are unknown this time: what it leads to
-                        // must not be taken for gone.
-                        if !at_max_depth {
-                            self.incomplete.store(true, Ordering::Relaxed);
-                        }
-                        Some(Fetched::Kept {
-                            key,
-                            reason: Some(reason),
-                        })
+            // What this level's pages answer: rows replaced, rows deleted
+            // (written once the level is done).
+            let mut remember: Vec<PageLinks> = Vec::new();
+            let mut forget: Vec<String> = Vec::new();
+            // Remembered links are read a batch of pages at a time, so a
+            // level holds only one batch of them at once.
+            'level: for batch in level.chunks(RECALL_BATCH) {
+                let keys: Vec<String> = batch.iter().map(Url::to_string).collect();
+                let mut rows = self.memory.recall(&keys).await;
+                let planned: Vec<(Url, Basis)> = batch
+                    .iter()
+                    .map(|url| {
+                        let basis = self.basis(url, rows.remove(url.as_str()), at_max_depth);
+                        (url.clone(), basis)
+                    })
+                    .collect();
+                let this = &self;
+                let mut fetches =
+                    futures::stream::iter(planned.into_iter().map(|(url, basis)| async move {
+                        let validators = basis.validators(this.known.get(url.as_str()));
+                        let response = this.fetch(&url, validators).await;
+                        (url, basis, response)
+                    }))
+                    .buffered(self.settings.max_concurrency_per_host.max(1));
+                while let Some((url, basis, response)) = fetches.next().await {
+                    if self.cancel.is_cancelled() {
+                        return Ok(());
                     }
-                    Response::Page {
-                        url: final_url,
-                        body,
-                        content_type,
-                        etag,
-                        last_modified,
-                    } => {
-                        let page = self
-                            .page(&url, final_url, body, &content_type, etag, last_modified)
-                            .await;
-                        if !at_max_depth {
-                            // A page naming another canonical URL is stored
-                            // there: the canonical page is crawled like a link.
-                            let canonical =
-                                page.canonical.iter().filter_map(|c| Url::parse(c).ok());
-                            let links = page.links.iter().take(MAX_LINKS_PER_PAGE).cloned();
-                            for link in links.chain(canonical) {
-                                let Some(link) = normalize(&link) else {
-                                    continue;
+                    if stored.len() >= self.page_limit {
+                        break 'level;
+                    }
+                    if depth == 0
+                        && let Some(error) = self.start_failure(&response)
+                    {
+                        return Err(error);
+                    }
+                    let key = url.to_string();
+                    let (item, links) = match response {
+                        Response::NotModified => match basis {
+                            Basis::Remembered { row, skipped } => {
+                                let item = match skipped {
+                                    Some(reason) => Fetched::Skipped { key, reason },
+                                    None => Fetched::Kept { key, reason: None },
                                 };
-                                if self.scope.contains(&link)
-                                    && self.rules.allows(&link)
-                                    && allowed(&link)
-                                    && visited.insert(link.to_string())
-                                {
-                                    next_level.push(link);
+                                (Some(item), remembered_links(&row, &self.scope))
+                            }
+                            Basis::Stored => {
+                                (Some(Fetched::Kept { key, reason: None }), Vec::new())
+                            }
+                            Basis::Full => {
+                                // Says nothing about the page: as if unreadable.
+                                if !at_max_depth {
+                                    self.incomplete.store(true, Ordering::Relaxed);
                                 }
+                                let reason = "answered 304 Not Modified to a request without \
+                                          validators"
+                                    .to_string();
+                                let item = Fetched::Kept {
+                                    key,
+                                    reason: Some(reason),
+                                };
+                                (Some(item), Vec::new())
+                            }
+                        },
+                        Response::Gone(reason) => {
+                            forget.push(key.clone());
+                            (Some(Fetched::Gone { key, reason }), Vec::new())
+                        }
+                        // Skipped by design (too large, not a page, moved out of
+                        // scope): not a failure, so removals still happen.
+                        Response::Skip(reason) => {
+                            forget.push(key.clone());
+                            (Some(Fetched::Skipped { key, reason }), Vec::new())
+                        }
+                        Response::Failed(reason) => {
+                            // Its links are unknown this time: what it leads to
+                            // must not be taken for gone.
+                            if !at_max_depth {
+                                self.incomplete.store(true, Ordering::Relaxed);
+                            }
+                            let item = Fetched::Kept {
+                                key,
+                                reason: Some(reason),
+                            };
+                            (Some(item), Vec::new())
+                        }
+                        Response::Page {
+                            url: final_url,
+                            body,
+                            content_type,
+                            etag,
+                            last_modified,
+                        } => {
+                            let page = self
+                                .page(&url, final_url, body, &content_type, etag, last_modified)
+                                .await;
+                            match page.memory {
+                                Some(row) => remember.push(row),
+                                None => forget.push(key),
+                            }
+                            visited.insert(page.own.clone());
+                            let item = match page.item {
+                                Some(item) if depth == 0 => Some(self.unless_excluded(item)),
+                                item => item,
+                            };
+                            (item, page.links)
+                        }
+                    };
+                    if !at_max_depth {
+                        for link in links {
+                            if self.rules.allows(&link)
+                                && allowed(&link)
+                                && visited.insert(link.to_string())
+                            {
+                                next_level.push(link);
                             }
                         }
-                        visited.insert(page.own.clone());
-                        page.item
                     }
-                };
-                let Some(item) = item else { continue };
-                // What counts against page_limit: pages the collection holds
-                // after this crawl. A second URL of a stored page is dropped.
-                let stores = match &item {
-                    Fetched::Document(document) => Some(document.key.clone()),
-                    Fetched::Kept { key, reason: None } => Some(key.clone()),
-                    _ => None,
-                };
-                if let Some(key) = stores
-                    && !stored.insert(key)
-                {
-                    continue;
-                }
-                if sender.send(Ok(item)).await.is_err() {
-                    return Ok(());
+                    let Some(item) = item else { continue };
+                    // What counts against page_limit: pages the collection holds
+                    // after this crawl. A second URL of a stored page is dropped.
+                    let stores = match &item {
+                        Fetched::Document(document) => Some(document.key.clone()),
+                        Fetched::Kept { key, reason: None } => Some(key.clone()),
+                        _ => None,
+                    };
+                    if let Some(key) = stores
+                        && !stored.insert(key)
+                    {
+                        continue;
+                    }
+                    if sender.send(Ok(item)).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
+            self.memory.store(&remember, &forget).await;
             if depth == 0 {
                 next_level.append(&mut sitemap);
             }
@@ -617,6 +744,51 @@ impl Crawl {
             depth += 1;
         }
         Ok(())
+    }
+
+    /// How to request `url` this time, given what is remembered of it.
+    /// A row is used only while it describes what the collection holds:
+    /// the page is not stored by design (its own reason, or an excluded
+    /// starting page), or the collection holds it at the row's version.
+    fn basis(&self, url: &Url, row: Option<PageLinks>, at_max_depth: bool) -> Basis {
+        if let Some(row) = row
+            && (row.etag.is_some() || row.last_modified.is_some())
+        {
+            let skipped = row.skip_reason.clone().or_else(|| {
+                (*url == self.start && !self.rules.allows(url)).then(|| EXCLUDED_START.to_string())
+            });
+            let current = skipped.is_some()
+                || self
+                    .known
+                    .get(url.as_str())
+                    .is_some_and(|known| known.version == row.version);
+            if current {
+                return Basis::Remembered { row, skipped };
+            }
+        }
+        if at_max_depth && self.known.contains_key(url.as_str()) {
+            Basis::Stored
+        } else {
+            Basis::Full
+        }
+    }
+
+    /// The starting page's item, skipped if the path rules exclude it: it
+    /// is fetched for its links, but stored only if they allow it.
+    fn unless_excluded(&self, item: Fetched) -> Fetched {
+        let stores = matches!(
+            item,
+            Fetched::Document(_) | Fetched::Kept { reason: None, .. }
+        );
+        let excluded = Url::parse(item.key()).is_ok_and(|key| !self.rules.allows(&key));
+        if stores && excluded {
+            Fetched::Skipped {
+                key: item.key().to_string(),
+                reason: EXCLUDED_START.to_string(),
+            }
+        } else {
+            item
+        }
     }
 
     /// Why the crawl cannot go on from what the starting page answered, if
@@ -726,8 +898,8 @@ impl Crawl {
         pages
     }
 
-    async fn fetch(&self, url: &Url, conditional: bool) -> Response {
-        let known = self.known.get(url.as_str());
+    /// Requests `url`, conditionally when `validators` are given.
+    async fn fetch(&self, url: &Url, validators: Option<Validators<'_>>) -> Response {
         let mut retries = 0;
         loop {
             if self.cancel.is_cancelled() {
@@ -738,11 +910,11 @@ impl Crawl {
                 ACCEPT,
                 "text/html,application/xhtml+xml,text/markdown;q=0.9,text/plain;q=0.8,*/*;q=0.5",
             );
-            if conditional && let Some(known) = known {
-                if let Some(etag) = &known.etag {
+            if let Some(validators) = validators {
+                if let Some(etag) = validators.etag {
                     request = request.header(IF_NONE_MATCH, etag);
                 }
-                if let Some(modified) = &known.last_modified {
+                if let Some(modified) = validators.last_modified {
                     request = request.header(IF_MODIFIED_SINCE, modified);
                 }
             }
@@ -895,36 +1067,43 @@ impl Crawl {
             .canonical
             .as_ref()
             .and_then(normalize)
-            .filter(|c| self.scope.contains(c));
-        let links = if parsed.nofollow {
-            Vec::new()
-        } else {
-            parsed.links
+            .filter(|c| self.scope.contains(c))
+            .filter(|c| c.as_str() != own_key);
+        let links = self.outgoing(&parsed, canonical.as_ref());
+        // Remembered only when served from the URL it was asked at: next
+        // time that URL is requested, and a 304 must be about this page.
+        let remember = |version: String, skip_reason: Option<String>| {
+            (requested.as_str() == own_key)
+                .then(|| {
+                    links::remember(
+                        &own_key,
+                        (etag.clone(), last_modified.clone()),
+                        version,
+                        skip_reason,
+                        &links,
+                    )
+                })
+                .flatten()
         };
-        let canonical = canonical.map(|c| c.to_string()).filter(|c| *c != own_key);
-        if let Some(canonical) = &canonical {
+        let skip_reason = if let Some(canonical) = &canonical {
+            Some(format!("a copy of its canonical page {canonical}"))
+        } else if parsed.noindex {
+            Some("the page asks not to be indexed (meta robots noindex)".to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = skip_reason {
             return PageOutcome {
+                memory: remember(String::new(), Some(reason.clone())),
                 item: Some(Fetched::Skipped {
                     key: own_key.clone(),
-                    reason: format!("a copy of its canonical page {canonical}"),
+                    reason,
                 }),
                 links,
-                canonical: Some(canonical.clone()),
                 own: own_key,
             };
         }
         let key = own_key.clone();
-        if parsed.noindex {
-            return PageOutcome {
-                item: Some(Fetched::Skipped {
-                    key,
-                    reason: "the page asks not to be indexed (meta robots noindex)".into(),
-                }),
-                links,
-                canonical,
-                own: own_key,
-            };
-        }
         let version = etag.clone().unwrap_or_else(|| {
             sha256_hex(if document.is_some() {
                 &body
@@ -932,12 +1111,13 @@ impl Crawl {
                 parsed.content.as_bytes()
             })
         });
+        let memory = remember(version.clone(), None);
         if self.known.get(&key).is_some_and(|k| k.version == version) {
             return PageOutcome {
                 item: Some(Fetched::Kept { key, reason: None }),
                 links,
-                canonical,
                 own: own_key,
+                memory,
             };
         }
         let title = parsed.title.unwrap_or_else(|| key.clone());
@@ -972,18 +1152,41 @@ impl Crawl {
                 metadata,
             })),
             links,
-            canonical,
             own: own_key,
+            memory,
         }
+    }
+
+    /// The links a page leads the crawl to: its first [`MAX_LINKS_PER_PAGE`]
+    /// links (none if it says `nofollow`), then the canonical page it names
+    /// (crawled like a link: the page is stored there), normalised, in
+    /// scope, each once. Path rules, robots.txt and the visited set are
+    /// applied when they are followed, as for remembered links.
+    fn outgoing(&self, parsed: &ParsedPage, canonical: Option<&Url>) -> Vec<Url> {
+        let links = if parsed.nofollow {
+            &[][..]
+        } else {
+            &parsed.links[..]
+        };
+        let mut seen = HashSet::new();
+        links
+            .iter()
+            .take(MAX_LINKS_PER_PAGE)
+            .chain(canonical)
+            .filter_map(normalize)
+            .filter(|link| self.scope.contains(link) && seen.insert(link.to_string()))
+            .collect()
     }
 }
 
 struct PageOutcome {
     item: Option<Fetched>,
+    /// Where the page leads ([`Crawl::outgoing`]).
     links: Vec<Url>,
-    canonical: Option<String>,
     /// The normalised URL the page was served from (after redirects).
     own: String,
+    /// What to remember of the page; `None` to forget what was.
+    memory: Option<PageLinks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1089,6 +1292,30 @@ mod tests {
         assert!(page.content.contains("<h1>Install</h1>"));
         assert!(!page.content.contains("(c)"));
         assert!(!page.noindex);
+    }
+
+    #[test]
+    fn remembered_links_are_normalised_and_kept_in_scope_again() {
+        let row = PageLinks {
+            url: "https://example.com/".into(),
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+            version: "\"v1\"".into(),
+            skip_reason: None,
+            links: vec![
+                "https://example.com/a/#top".into(),
+                "https://elsewhere.example/b".into(),
+                "http://example.com/c".into(),
+                "javascript:alert(1)".into(),
+                "not a url".into(),
+            ],
+        };
+        let scope = Scope::of(&url("https://example.com/"));
+        let links: Vec<String> = remembered_links(&row, &scope)
+            .iter()
+            .map(Url::to_string)
+            .collect();
+        assert_eq!(links, vec!["https://example.com/a"]);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! uses it for conditional requests and to report unchanged pages, which cost
 //! no embedding.
 //!
+//! The links each fetched page had are remembered in the queue database
+//! ([`super::links`]), so the next crawl can request every page
+//! conditionally and still follow the links of pages that did not change;
+//! a page removed for not being reached is forgotten with its chunks.
+//!
 //! Removals wait for the end of the crawl: a crawl that did not finish, or
 //! that would remove more than `[web] max_removal_fraction` of the stored
 //! pages, removes none (see [`check_removals`]).
@@ -14,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::WebSource;
 use super::crawl::{Crawl, HTTP_ETAG, HTTP_LAST_MODIFIED, KnownPage};
+use super::links::LinkMemory;
 use crate::model::{SourceType, WebScrapeSourceConfig};
 use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun};
 use crate::sink::records::Stored;
@@ -28,7 +34,19 @@ pub(super) async fn run(
     let context = job.documents(&collection, SourceType::WebScrape);
     state.set_progress(1, 3, "reading what the collection holds".into());
     let known = known_pages(&context).await?;
-    let crawl = Crawl::new(&source.settings, web, known.clone(), cancel.clone())?;
+    let source_id = job
+        .claimed
+        .job
+        .source_id
+        .ok_or_else(|| JobError::Permanent("invocation has no source".into()))?;
+    let memory = LinkMemory::new(job.services.queue.clone(), source_id);
+    let crawl = Crawl::new(
+        &source.settings,
+        web,
+        known.clone(),
+        memory.clone(),
+        cancel.clone(),
+    )?;
     state.set_progress(2, 3, format!("crawling {}", web.starting_url));
     let (mut pages, incomplete) = crawl.run();
     let mut seen = HashSet::new();
@@ -71,9 +89,11 @@ pub(super) async fn run(
     for page in removals {
         context.process(page).await?;
     }
-    for key in unreached {
+    for key in &unreached {
         context.write(key, Vec::new()).await?;
     }
+    let unreached: Vec<String> = unreached.into_iter().cloned().collect();
+    memory.store(&[], &unreached).await;
     job.finish(&collection).await
 }
 

@@ -3,6 +3,7 @@
 
 pub mod crawl;
 mod job;
+pub mod links;
 
 use self::crawl::PathRules;
 use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
