@@ -49,6 +49,29 @@ fn upload(daemon: &Daemon, length: Option<usize>, form: Form) -> (u16, Value) {
     (status, response.json().unwrap_or(Value::Null))
 }
 
+/// Runs `script` in the test venv's Python; returns the file it made.
+fn python_made(script: &str, made: &Path) -> Vec<u8> {
+    let status = std::process::Command::new(venv().join("bin/python"))
+        .args(["-c", script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(made).unwrap()
+}
+
+/// Uploads `bytes` as `filename` into `collection` of `testdb`; waits for
+/// its invocation to complete.
+fn upload_and_wait(daemon: &Daemon, collection: &str, filename: &str, bytes: Vec<u8>) {
+    let length = bytes.len();
+    let form = Form::new()
+        .text("database_name", "testdb")
+        .text("collection_name", collection.to_string())
+        .part("file", Part::bytes(bytes).file_name(filename.to_string()));
+    let (status, created) = upload(daemon, Some(length), form);
+    assert_eq!(status, 201, "{created}");
+    daemon.wait_complete(created["invocation_id"].as_str().unwrap());
+}
+
 fn runbook() -> String {
     let mut text = String::from("# Disk full runbook\n\n");
     for i in 0..40 {
@@ -127,22 +150,8 @@ fn an_uploaded_word_document_is_converted_and_keyed_by_its_filename() {
          d.save({:?})\n",
         docx.to_str().unwrap()
     );
-    let status = std::process::Command::new(venv().join("bin/python"))
-        .args(["-c", &script])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let bytes = std::fs::read(&docx).unwrap();
-    let form = Form::new()
-        .text("database_name", "testdb")
-        .text("collection_name", "reviews")
-        .part(
-            "file",
-            Part::bytes(bytes.clone()).file_name("Quarterly review.docx"),
-        );
-    let (status, created) = upload(&daemon, Some(bytes.len()), form);
-    assert_eq!(status, 201, "{created}");
-    daemon.wait_complete(created["invocation_id"].as_str().unwrap());
+    let bytes = python_made(&script, &docx);
+    upload_and_wait(&daemon, "reviews", "Quarterly review.docx", bytes);
     let records = chroma.records("testdb", "reviews");
     let prefix = sha256_hex("Quarterly review.docx");
     assert!(!records.ids().is_empty());
@@ -380,23 +389,9 @@ fn with_a_shared_postgres_queue_the_file_waits_in_the_queue_database() {
         png = dir.path().join("photo.png").to_str().unwrap(),
         out = docx.to_str().unwrap()
     );
-    let status = std::process::Command::new(venv().join("bin/python"))
-        .args(["-c", &script])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let bytes = std::fs::read(&docx).unwrap();
+    let bytes = python_made(&script, &docx);
     assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
-    let form = Form::new()
-        .text("database_name", "testdb")
-        .text("collection_name", "shared")
-        .part(
-            "file",
-            Part::bytes(bytes.clone()).file_name("site-survey.docx"),
-        );
-    let (status, created) = upload(&daemon, Some(bytes.len()), form);
-    assert_eq!(status, 201, "{created}");
-    daemon.wait_complete(created["invocation_id"].as_str().unwrap());
+    upload_and_wait(&daemon, "shared", "site-survey.docx", bytes);
     let records = chroma.records("testdb", "shared");
     let joined: String = records.rows.iter().map(|r| r.document.clone()).collect();
     assert!(joined.contains("north ridge"), "{joined}");
