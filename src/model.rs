@@ -673,7 +673,7 @@ pub enum Trigger {
     #[default]
     Manual,
     Scheduled,
-    /// An S3 event notification (`auto_sync: "direct"`).
+    /// An S3 event notification (`auto_sync: "direct"` or `"metadata"`).
     AutoSync,
 }
 

@@ -20,9 +20,9 @@ use chroma_syncd::model::{
     S3JobMetadata, S3SourceConfig, SourceType, Trigger,
 };
 use chroma_syncd::queue::{
-    CancelOutcome, ClaimedJob, HeartbeatOutcome, IdempotencyKey, JobFilter, JobState, NewJob,
-    Outcome, PostgresQueue, Queue, QueueError, SlotOutcome, SourceFilter, SourceRecord,
-    SqliteQueue,
+    CancelOutcome, ClaimedJob, HeartbeatOutcome, IdempotencyKey, JobFilter, JobState,
+    MetaJsonDocument, NewJob, Outcome, PostgresQueue, Queue, QueueError, SlotOutcome,
+    SourceFilter, SourceRecord, SqliteQueue,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
@@ -188,6 +188,7 @@ conformance!(
     latest_by_keys_answers_the_newest_job_of_each_key,
     finished_jobs_and_old_slots_are_pruned,
     a_schedule_slot_is_claimed_once_and_records_its_outcome,
+    meta_json_documents_are_remembered_per_file_and_go_with_their_source,
 );
 
 // ------------------------------------------------------------- fixtures
@@ -1098,5 +1099,108 @@ async fn a_schedule_slot_is_claimed_once_and_records_its_outcome(backend: Backen
     assert_eq!(
         other_daemon.schedule_slots(other.id, 10).await.unwrap()[0].outcome,
         SlotOutcome::Claimed
+    );
+}
+
+async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(backend: Backend) {
+    let (queue, source) = backend.with_source().await;
+    let document = |collection: &str, id: &str, key: &str| MetaJsonDocument {
+        collection_name: collection.into(),
+        custom_id: id.into(),
+        object_key: key.into(),
+    };
+    let file = "docs/report.meta.json";
+    assert!(
+        queue
+            .meta_json_documents(source.id, file)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    queue
+        .put_meta_json_document(source.id, file, &document("c", "r1", "docs/a.pdf"))
+        .await
+        .unwrap();
+    // The same document again takes the new object key, no second row.
+    queue
+        .put_meta_json_document(source.id, file, &document("c", "r1", "docs/b.pdf"))
+        .await
+        .unwrap();
+    queue
+        .put_meta_json_document(source.id, file, &document("reports", "r2", "docs/b.pdf"))
+        .await
+        .unwrap();
+    let other = "docs/copy.meta.json";
+    queue
+        .put_meta_json_document(source.id, other, &document("c", "r1", "docs/b.pdf"))
+        .await
+        .unwrap();
+    // Another daemon on the same queue sees them.
+    let other_daemon = backend.open().await;
+    let mut listed = other_daemon
+        .meta_json_documents(source.id, file)
+        .await
+        .unwrap();
+    listed.sort_by(|a, b| a.custom_id.cmp(&b.custom_id));
+    assert_eq!(
+        listed,
+        vec![
+            document("c", "r1", "docs/b.pdf"),
+            document("reports", "r2", "docs/b.pdf")
+        ]
+    );
+    assert_eq!(
+        queue.meta_json_files_of(source.id, "c", "r1").await.unwrap(),
+        vec![other.to_string(), file.to_string()]
+    );
+    assert!(
+        queue
+            .meta_json_files_of(source.id, "reports", "r1")
+            .await
+            .unwrap()
+            .is_empty(),
+        "per collection"
+    );
+
+    queue
+        .remove_meta_json_document(source.id, file, &document("c", "r1", "ignored"))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.meta_json_documents(source.id, file).await.unwrap(),
+        vec![document("reports", "r2", "docs/b.pdf")]
+    );
+    assert_eq!(
+        queue.meta_json_files_of(source.id, "c", "r1").await.unwrap(),
+        vec![other.to_string()]
+    );
+
+    // Per source, and deleted with it.
+    let second = queue
+        .create_source(SourceType::S3, &s3_source("db2"))
+        .await
+        .unwrap();
+    queue
+        .put_meta_json_document(second.id, file, &document("c", "r9", "docs/z.md"))
+        .await
+        .unwrap();
+    assert!(queue.delete_source(source.id).await.unwrap());
+    assert!(
+        queue
+            .meta_json_documents(source.id, file)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        queue
+            .meta_json_files_of(source.id, "c", "r1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        queue.meta_json_documents(second.id, file).await.unwrap(),
+        vec![document("c", "r9", "docs/z.md")]
     );
 }

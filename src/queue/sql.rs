@@ -22,8 +22,8 @@ use super::rows::{
     claimed_from_row, corrupt, job_from_row, slot_from_row, source_from_row, to_time,
 };
 use super::{
-    CancelOutcome, ClaimedJob, HeartbeatOutcome, JobFilter, NewJob, Outcome, Queue, QueueError,
-    SourceFilter, SourceRecord,
+    CancelOutcome, ClaimedJob, HeartbeatOutcome, JobFilter, MetaJsonDocument, NewJob, Outcome,
+    Queue, QueueError, SourceFilter, SourceRecord,
 };
 use crate::config::sha256_hex;
 use crate::model::{
@@ -318,7 +318,11 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             .push(") WHERE source_id = ")
             .bind(id.to_string())
             .push(" AND state = 'processing'");
-        let changed = D::execute_in_transaction(&self.pool, vec![delete, cancel, request]).await?;
+        // What its `.meta.json` files synced is the source's too.
+        let mut meta_json = Sql::new("DELETE FROM meta_json_documents WHERE source_id = ");
+        meta_json.bind(id.to_string());
+        let changed =
+            D::execute_in_transaction(&self.pool, vec![delete, cancel, request, meta_json]).await?;
         Ok(changed.first().is_some_and(|deleted| *deleted > 0))
     }
 
@@ -641,6 +645,101 @@ impl<D: Dialect> Queue for SqlQueue<D> {
         update.push(", stats = ").bind(stats);
         push_fence(&mut update, id, attempt);
         Ok(self.execute(update).await? > 0)
+    }
+
+    async fn meta_json_documents(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+    ) -> Result<Vec<MetaJsonDocument>, QueueError> {
+        let mut select = Sql::new(
+            "SELECT collection_name, custom_id, object_key FROM meta_json_documents
+             WHERE source_id = ",
+        );
+        select
+            .bind(source_id.to_string())
+            .push(" AND meta_key = ")
+            .bind(meta_key)
+            .push(" ORDER BY updated_at, collection_name, custom_id");
+        let rows = self.fetch_all(select).await?;
+        rows.iter()
+            .map(|row| -> Result<_, QueueError> {
+                Ok(MetaJsonDocument {
+                    collection_name: row.text("collection_name")?,
+                    custom_id: row.text("custom_id")?,
+                    object_key: row.text("object_key")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_meta_json_document(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+        document: &MetaJsonDocument,
+    ) -> Result<(), QueueError> {
+        let mut upsert = Sql::new(
+            "INSERT INTO meta_json_documents (source_id, meta_key, collection_name, custom_id,
+                                              object_key, updated_at) VALUES (",
+        );
+        upsert
+            .bind(source_id.to_string())
+            .push(", ")
+            .bind(meta_key)
+            .push(", ")
+            .bind(document.collection_name.as_str())
+            .push(", ")
+            .bind(document.custom_id.as_str())
+            .push(", ")
+            .bind(document.object_key.as_str())
+            .push(", ")
+            .bind(now_ms())
+            .push(
+                ") ON CONFLICT (source_id, meta_key, collection_name, custom_id)
+                 DO UPDATE SET object_key = excluded.object_key, updated_at = excluded.updated_at",
+            );
+        self.execute(upsert).await?;
+        Ok(())
+    }
+
+    async fn remove_meta_json_document(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+        document: &MetaJsonDocument,
+    ) -> Result<(), QueueError> {
+        let mut delete = Sql::new("DELETE FROM meta_json_documents WHERE source_id = ");
+        delete
+            .bind(source_id.to_string())
+            .push(" AND meta_key = ")
+            .bind(meta_key)
+            .push(" AND collection_name = ")
+            .bind(document.collection_name.as_str())
+            .push(" AND custom_id = ")
+            .bind(document.custom_id.as_str());
+        self.execute(delete).await?;
+        Ok(())
+    }
+
+    async fn meta_json_files_of(
+        &self,
+        source_id: Uuid,
+        collection_name: &str,
+        custom_id: &str,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut select = Sql::new("SELECT meta_key FROM meta_json_documents WHERE source_id = ");
+        select
+            .bind(source_id.to_string())
+            .push(" AND collection_name = ")
+            .bind(collection_name)
+            .push(" AND custom_id = ")
+            .bind(custom_id)
+            .push(" ORDER BY meta_key");
+        let rows = self.fetch_all(select).await?;
+        rows.iter()
+            .map(|row| -> Result<_, QueueError> { Ok(row.text("meta_key")?) })
+            .collect()
     }
 }
 

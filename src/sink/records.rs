@@ -138,6 +138,17 @@ impl Filter {
         })
     }
 
+    /// The chunks a source wrote under one `custom_id`, whatever their
+    /// document key: what a removed S3 `.meta.json` file leaves to delete.
+    /// Only this source's, so a collection shared with another source that
+    /// happens to use the same custom ID keeps that source's chunks.
+    pub fn custom_document(source_id: &str, custom_id: &str) -> Self {
+        Filter(json!({"$and": [
+            {field::SOURCE_ID: source_id},
+            {field::CUSTOM_ID: custom_id},
+        ]}))
+    }
+
     /// A document's chunks numbered `from` and up.
     pub fn document_from(key: &str, custom_id: Option<&str>, from: usize) -> Self {
         Filter(json!({"$and": [
