@@ -609,6 +609,10 @@ mod tests {
                 {"chunk_index": {"$gte": 3}},
             ]})
         );
+        assert_eq!(
+            Filter::custom_document("s", "report-7").to_where(),
+            &json!({"$and": [{"source_id": "s"}, {"custom_id": "report-7"}]})
+        );
         let labels = vec![("ref".to_string(), Value::from("main"))];
         assert_eq!(
             Filter::source_not_at("s", "abc", &labels).to_where(),
