@@ -78,31 +78,27 @@ fn latest_jobs(daemon: &Daemon, source_id: &str, keys: &[&str]) -> Value {
 fn wait_drained(s3: &S3, queue_url: &str) {
     use aws_sdk_sqs::types::QueueAttributeName;
     let sqs = s3.sqs_client();
-    wait_until(
-        "the event queue to drain",
-        Duration::from_secs(120),
-        || {
-            let attributes = runtime().block_on(async {
-                sqs.get_queue_attributes()
-                    .queue_url(queue_url)
-                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-                    .send()
-                    .await
-                    .unwrap()
-            });
-            let attributes = attributes.attributes().cloned().unwrap_or_default();
-            let count = |name| {
-                attributes
-                    .get(&name)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            (count(QueueAttributeName::ApproximateNumberOfMessages) == 0
-                && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0)
-                .then_some(())
-        },
-    );
+    wait_until("the event queue to drain", Duration::from_secs(120), || {
+        let attributes = runtime().block_on(async {
+            sqs.get_queue_attributes()
+                .queue_url(queue_url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await
+                .unwrap()
+        });
+        let attributes = attributes.attributes().cloned().unwrap_or_default();
+        let count = |name| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        (count(QueueAttributeName::ApproximateNumberOfMessages) == 0
+            && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0)
+            .then_some(())
+    });
 }
 
 #[test]
@@ -126,7 +122,12 @@ fn metadata_mode_syncs_only_what_meta_json_files_name_and_a_removed_file_removes
     let id = daemon.create_source(source);
 
     // A plain upload syncs nothing in this mode.
-    s3.put("meta", "docs/plain.md", "# Plain\n\nNobody names me.\n", None);
+    s3.put(
+        "meta",
+        "docs/plain.md",
+        "# Plain\n\nNobody names me.\n",
+        None,
+    );
     s3.put("meta", "docs/report.md", REPORT, None);
     s3.put("meta", "docs/notes.md", NOTES, None);
     // Then the metadata files: one with its own collection and metadata, one
@@ -178,7 +179,11 @@ fn metadata_mode_syncs_only_what_meta_json_files_name_and_a_removed_file_removes
     }
     // The file's metadata is queryable, arrays included.
     assert_eq!(
-        find(&chroma, "reports", json!({"tags": {"$contains": "finance"}})),
+        find(
+            &chroma,
+            "reports",
+            json!({"tags": {"$contains": "finance"}})
+        ),
         reports.ids()
     );
     assert_eq!(
@@ -255,7 +260,12 @@ fn in_direct_mode_meta_json_files_sync_what_they_name_and_bad_ones_fail_with_the
     let id = daemon.create_source(source);
 
     // Other uploads sync directly; a metadata file syncs what it names.
-    s3.put("mixed", "kb/plain.md", "# Plain\n\nSynced directly.\n", None);
+    s3.put(
+        "mixed",
+        "kb/plain.md",
+        "# Plain\n\nSynced directly.\n",
+        None,
+    );
     s3.put("mixed", "other/notes.md", NOTES, None);
     // Named by a metadata file, outside the prefix: refused.
     s3.put(
@@ -302,7 +312,11 @@ fn in_direct_mode_meta_json_files_sync_what_they_name_and_bad_ones_fail_with_the
     s3.put(
         "mixed",
         "kb/huge.meta.json",
-        meta("h", "kb/plain.md", json!({"metadata": {"padding": padding}})),
+        meta(
+            "h",
+            "kb/plain.md",
+            json!({"metadata": {"padding": padding}}),
+        ),
         None,
     );
 
@@ -365,8 +379,7 @@ fn in_direct_mode_meta_json_files_sync_what_they_name_and_bad_ones_fail_with_the
         || {
             let records = chroma.records("testdb", "mixed-docs");
             let report = records.of_key("kb/shared/report.txt");
-            (!report.is_empty() && report.iter().all(|r| r.id.starts_with("rep-2-")))
-                .then_some(())
+            (!report.is_empty() && report.iter().all(|r| r.id.starts_with("rep-2-"))).then_some(())
         },
     );
     let records = chroma.records("testdb", "mixed-docs");

@@ -21,8 +21,8 @@ use chroma_syncd::model::{
 };
 use chroma_syncd::queue::{
     CancelOutcome, ClaimedJob, HeartbeatOutcome, IdempotencyKey, JobFilter, JobState,
-    MetaJsonDocument, NewJob, Outcome, PostgresQueue, Queue, QueueError, SlotOutcome,
-    SourceFilter, SourceRecord, SqliteQueue,
+    MetaJsonDocument, NewJob, Outcome, PostgresQueue, Queue, QueueError, SlotOutcome, SourceFilter,
+    SourceRecord, SqliteQueue,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
@@ -1150,7 +1150,10 @@ async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(ba
         ]
     );
     assert_eq!(
-        queue.meta_json_files_of(source.id, "c", "r1").await.unwrap(),
+        queue
+            .meta_json_files_of(source.id, "c", "r1")
+            .await
+            .unwrap(),
         vec![other.to_string(), file.to_string()]
     );
     assert!(
@@ -1171,7 +1174,10 @@ async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(ba
         vec![document("reports", "r2", "docs/b.pdf")]
     );
     assert_eq!(
-        queue.meta_json_files_of(source.id, "c", "r1").await.unwrap(),
+        queue
+            .meta_json_files_of(source.id, "c", "r1")
+            .await
+            .unwrap(),
         vec![other.to_string()]
     );
 

@@ -172,13 +172,10 @@ pub async fn autosync_loop(
 async fn autosynced_sources(queue: &dyn Queue) -> Result<Vec<SourceRecord>, QueueError> {
     let mut sources = crate::queue::all_sources(queue, Some(crate::model::SourceType::S3)).await?;
     sources.retain(|r| {
-        r.payload
-            .s3
-            .as_ref()
-            .is_some_and(|s3| {
-                matches!(s3.auto_sync, Some(AutoSync::Direct | AutoSync::Metadata))
-                    && s3.sqs_queue_url.is_some()
-            })
+        r.payload.s3.as_ref().is_some_and(|s3| {
+            matches!(s3.auto_sync, Some(AutoSync::Direct | AutoSync::Metadata))
+                && s3.sqs_queue_url.is_some()
+        })
     });
     Ok(sources)
 }

@@ -593,8 +593,8 @@ pub async fn read_small(
     let mut body = response.body;
     let mut bytes = BytesMut::with_capacity(declared as usize);
     while let Some(piece) = body.next().await {
-        let piece =
-            piece.map_err(|e| SourceError::Transient(format!("reading body of {location}: {e}")))?;
+        let piece = piece
+            .map_err(|e| SourceError::Transient(format!("reading body of {location}: {e}")))?;
         if (bytes.len() + piece.len()) as u64 > max_bytes {
             return Ok(Err(too_big(format!("more than {max_bytes}"))));
         }

@@ -225,7 +225,12 @@ pub(super) async fn run(
                 removed += retire(job, source_id, meta_key, document).await?;
             }
             if claimed.job.trigger == Trigger::AutoSync {
-                tracing::info!(key = meta_key, documents = synced.len(), removed, "metadata file removed; its documents' chunks deleted");
+                tracing::info!(
+                    key = meta_key,
+                    documents = synced.len(),
+                    removed,
+                    "metadata file removed; its documents' chunks deleted"
+                );
                 return Ok(());
             }
             return Err(JobError::Permanent(format!(
@@ -333,9 +338,7 @@ async fn retire(
         .map_err(queue_error)?;
     let mut removed = 0;
     if holders.iter().all(|holder| holder == meta_key) {
-        let collection = job
-            .open_collection_named(&document.collection_name)
-            .await?;
+        let collection = job.open_collection_named(&document.collection_name).await?;
         let mut context = job.documents(&collection, SourceType::S3);
         context.custom_id = Some(&document.custom_id);
         removed = context.remove_custom_document().await?;
@@ -387,7 +390,10 @@ mod tests {
                 "only supported version is `chroma-v1`",
             ),
             (br#"{"id":"a","path":"docs/a.md"}"#, "`version` is missing"),
-            (br#"{"version":"chroma-v1","path":"docs/a.md"}"#, "`id` is missing"),
+            (
+                br#"{"version":"chroma-v1","path":"docs/a.md"}"#,
+                "`id` is missing",
+            ),
             (br#"{"version":"chroma-v1","id":"a"}"#, "`path` is missing"),
             (
                 br#"{"version":"chroma-v1","id":7,"path":"docs/a.md"}"#,
