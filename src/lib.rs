@@ -23,7 +23,7 @@
 //!   [`progress`]: a one-shot run's progress bar or log lines;
 //!   [`schedule`]: cron schedules of sources (`trigger: scheduled`);
 //!   [`webhooks`]: signed, durable deliveries of finished invocations;
-//!   [`autosync`]: S3 event notifications from SQS (`auto_sync: "direct"`);
+//!   [`autosync`]: S3 event notifications from SQS (`auto_sync: "direct"` / `"metadata"`);
 //!   [`secrets`]: secrets scrubbed from every log line and stored message.
 
 pub mod api;

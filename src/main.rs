@@ -67,6 +67,13 @@ enum Command {
         /// GitHub: commit to sync.
         #[arg(long)]
         sha: Option<String>,
+        /// S3: sync only the `.meta.json` files under the prefix, each
+        /// syncing the object it names with its id, metadata and collection
+        /// (a backfill of `auto_sync: "metadata"`; always so for a source in
+        /// that mode). Without it every object is synced, and `.meta.json`
+        /// files are processed as they are in `direct` mode.
+        #[arg(long)]
+        meta_json: bool,
         /// Run every document even after one failed (default: stop at the
         /// first failure). The exit code is non-zero either way.
         #[arg(long)]
@@ -312,6 +319,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             collection,
             branch,
             sha,
+            meta_json,
             keep_going,
             progress_interval,
         } => {
@@ -319,6 +327,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 object_keys,
                 collection,
                 git_ref: git_ref(branch, sha),
+                meta_json,
             };
             backfill(
                 config,

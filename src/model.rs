@@ -311,6 +311,9 @@ pub struct S3SourceConfig {
     /// Every synced object key must start with this prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
+    /// `direct`: every upload under the prefix syncs (and a `.meta.json`
+    /// file syncs what it names); `metadata`: only `.meta.json` files do.
+    /// Both need `sqs_queue_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_sync: Option<AutoSync>,
     /// Extension: endpoint of an S3-compatible store (MinIO, R2, moto, …).
@@ -319,7 +322,7 @@ pub struct S3SourceConfig {
     /// Extension: address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
-    /// Extension, for `auto_sync: "direct"`: the SQS queue the bucket sends
+    /// Extension, for `auto_sync: "direct"` or `"metadata"`: the SQS queue the bucket sends
     /// its `s3:ObjectCreated:*` and `s3:ObjectRemoved:*` notifications to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqs_queue_url: Option<String>,
@@ -833,7 +836,7 @@ pub enum Trigger {
     #[default]
     Manual,
     Scheduled,
-    /// An S3 event notification (`auto_sync: "direct"`).
+    /// An S3 event notification (`auto_sync: "direct"` or `"metadata"`).
     AutoSync,
 }
 

@@ -146,6 +146,7 @@ impl Scheduler {
             object_keys: Vec::new(),
             collection: schedule.target_collection_name.clone(),
             git_ref: schedule.branch.clone().map(GitRefIdentifier::Branch),
+            meta_json: false,
         };
         let payloads = whole_source(&self.sources, record, target)
             .await

@@ -22,8 +22,8 @@ use chroma_syncd::model::{
 };
 use chroma_syncd::queue::{
     CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, IdempotencyKey, JobFilter,
-    JobState, NewDelivery, NewJob, Outcome, PageLinks, PostgresQueue, Queue, QueueError,
-    SlotOutcome, SourceFilter, SourceRecord, SqliteQueue,
+    JobState, MetaJsonDocument, NewDelivery, NewJob, Outcome, PageLinks, PostgresQueue, Queue,
+    QueueError, SlotOutcome, SourceFilter, SourceRecord, SqliteQueue,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
@@ -193,6 +193,7 @@ conformance!(
     uploaded_pieces_are_stored_read_back_and_swept,
     audit_names_are_recorded_on_create_and_cancel,
     remembered_page_links_are_replaced_forgotten_and_deleted_with_their_source,
+    meta_json_documents_are_remembered_per_file_and_go_with_their_source,
 );
 
 // ------------------------------------------------------------- fixtures
@@ -1345,4 +1346,113 @@ async fn remembered_page_links_are_replaced_forgotten_and_deleted_with_their_sou
     assert!(queue.page_links(source.id, &urls).await.unwrap().is_empty());
     assert!(remembered(&*queue, source.id, &[a]).await.is_empty());
     assert_eq!(remembered(&*queue, other.id, &[a]).await.len(), 1);
+}
+
+async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(backend: Backend) {
+    let (queue, source) = backend.with_source().await;
+    let document = |collection: &str, id: &str, key: &str| MetaJsonDocument {
+        collection_name: collection.into(),
+        custom_id: id.into(),
+        object_key: key.into(),
+    };
+    let file = "docs/report.meta.json";
+    assert!(
+        queue
+            .meta_json_documents(source.id, file)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    queue
+        .put_meta_json_document(source.id, file, &document("c", "r1", "docs/a.pdf"))
+        .await
+        .unwrap();
+    // The same document again takes the new object key, no second row.
+    queue
+        .put_meta_json_document(source.id, file, &document("c", "r1", "docs/b.pdf"))
+        .await
+        .unwrap();
+    queue
+        .put_meta_json_document(source.id, file, &document("reports", "r2", "docs/b.pdf"))
+        .await
+        .unwrap();
+    let other = "docs/copy.meta.json";
+    queue
+        .put_meta_json_document(source.id, other, &document("c", "r1", "docs/b.pdf"))
+        .await
+        .unwrap();
+    // Another daemon on the same queue sees them.
+    let other_daemon = backend.open().await;
+    let mut listed = other_daemon
+        .meta_json_documents(source.id, file)
+        .await
+        .unwrap();
+    listed.sort_by(|a, b| a.custom_id.cmp(&b.custom_id));
+    assert_eq!(
+        listed,
+        vec![
+            document("c", "r1", "docs/b.pdf"),
+            document("reports", "r2", "docs/b.pdf")
+        ]
+    );
+    assert_eq!(
+        queue
+            .meta_json_files_of(source.id, "c", "r1")
+            .await
+            .unwrap(),
+        vec![other.to_string(), file.to_string()]
+    );
+    assert!(
+        queue
+            .meta_json_files_of(source.id, "reports", "r1")
+            .await
+            .unwrap()
+            .is_empty(),
+        "per collection"
+    );
+
+    queue
+        .remove_meta_json_document(source.id, file, &document("c", "r1", "ignored"))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.meta_json_documents(source.id, file).await.unwrap(),
+        vec![document("reports", "r2", "docs/b.pdf")]
+    );
+    assert_eq!(
+        queue
+            .meta_json_files_of(source.id, "c", "r1")
+            .await
+            .unwrap(),
+        vec![other.to_string()]
+    );
+
+    // Per source, and deleted with it.
+    let second = queue
+        .create_source(SourceType::S3, &s3_source("db2"))
+        .await
+        .unwrap();
+    queue
+        .put_meta_json_document(second.id, file, &document("c", "r9", "docs/z.md"))
+        .await
+        .unwrap();
+    assert!(queue.delete_source(source.id).await.unwrap());
+    assert!(
+        queue
+            .meta_json_documents(source.id, file)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        queue
+            .meta_json_files_of(source.id, "c", "r1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        queue.meta_json_documents(second.id, file).await.unwrap(),
+        vec![document("c", "r9", "docs/z.md")]
+    );
 }

@@ -305,6 +305,10 @@ pub struct RunTarget {
     pub collection: Option<String>,
     /// GitHub: the ref; none means the repository's default branch.
     pub git_ref: Option<GitRefIdentifier>,
+    /// S3: sync only the prefix's `.meta.json` files (each syncs the object
+    /// it names), as `auto_sync: "metadata"` does; always so for a source
+    /// in that mode. Ignored when `object_keys` are given.
+    pub meta_json: bool,
 }
 
 /// The invocations that sync a whole source (a one-shot run, a schedule

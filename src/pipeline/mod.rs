@@ -151,15 +151,19 @@ impl<'a> JobRun<'a> {
     /// configuration when missing; one made for another model or dimension
     /// fails the job before anything is written.
     pub async fn open_collection(&self) -> Result<CollectionHandle, JobError> {
+        self.open_collection_named(&self.claimed.job.metadata.collection_name)
+            .await
+    }
+
+    /// Another collection of the job's database, opened the same way: the
+    /// one an S3 `.meta.json` file names, which the job learns only when it
+    /// reads the file.
+    pub async fn open_collection_named(&self, name: &str) -> Result<CollectionHandle, JobError> {
         let spec = self.embedding.collection_spec().await?;
         Ok(self
             .services
             .chroma
-            .ensure_collection(
-                &self.claimed.job.metadata.database_name,
-                &self.claimed.job.metadata.collection_name,
-                spec,
-            )
+            .ensure_collection(&self.claimed.job.metadata.database_name, name, spec)
             .await?)
     }
 
@@ -398,6 +402,31 @@ impl DocumentContext<'_> {
                 .update(|stats| stats.chunks_deleted += batch.len() as u64);
         }
         Ok(stale.len())
+    }
+
+    /// Deletes every chunk this job's source wrote under `custom_id` (the
+    /// context's, which must be set): the document an S3 `.meta.json` file
+    /// named, whichever object it was read from. Returns how many went.
+    pub async fn remove_custom_document(&self) -> Result<usize, JobError> {
+        let Some(custom_id) = self.custom_id else {
+            return Ok(0);
+        };
+        let doing = format!(
+            "deleting the chunks of custom_id {custom_id} in {}",
+            self.collection.name
+        );
+        let removed = self
+            .services
+            .chroma
+            .delete_matching(
+                self.collection,
+                Filter::custom_document(self.source_id, custom_id).to_where(),
+                &doing,
+            )
+            .await?;
+        self.state
+            .update(|stats| stats.chunks_deleted += removed as u64);
+        Ok(removed)
     }
 
     /// A document too large to hold whole, read, chunked and written one

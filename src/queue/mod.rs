@@ -200,6 +200,18 @@ pub struct PageLinks {
     pub links: Vec<String>,
 }
 
+/// A document a `.meta.json` file of an S3 source had synced: its
+/// `custom_id` in a collection, and the object it was read from. The queue
+/// remembers it per metadata file (`meta_json_documents`), because the
+/// event of a removed metadata file carries no body to say which document
+/// to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaJsonDocument {
+    pub collection_name: String,
+    pub custom_id: String,
+    pub object_key: String,
+}
+
 /// Result of a cancel request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CancelOutcome {
@@ -378,6 +390,36 @@ pub trait Queue: Send + Sync + 'static {
         pages: &[PageLinks],
         forget: &[String],
     ) -> Result<(), QueueError>;
+    /// The documents the metadata file `meta_key` of a source has synced
+    /// (more than one only while a changed file's old target is retired).
+    async fn meta_json_documents(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+    ) -> Result<Vec<MetaJsonDocument>, QueueError>;
+    /// Records that `meta_key` syncs `document` (before its first chunk is
+    /// written); an existing row for the same collection and custom ID
+    /// takes the new object key.
+    async fn put_meta_json_document(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+        document: &MetaJsonDocument,
+    ) -> Result<(), QueueError>;
+    /// Forgets that `meta_key` syncs `document` (after its chunks are gone).
+    async fn remove_meta_json_document(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+        document: &MetaJsonDocument,
+    ) -> Result<(), QueueError>;
+    /// The metadata files of a source that name `custom_id` in `collection_name`.
+    async fn meta_json_files_of(
+        &self,
+        source_id: Uuid,
+        collection_name: &str,
+        custom_id: &str,
+    ) -> Result<Vec<String>, QueueError>;
 }
 
 /// Every source (of `source_type`, if given), read page by page: for the

@@ -24,8 +24,9 @@ use super::rows::{
     pending_delivery_from_row, slot_from_row, source_from_row, to_time,
 };
 use super::{
-    CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, JobFilter, NewDelivery, NewJob,
-    Outcome, PageLinks, PendingDelivery, Queue, QueueError, SourceFilter, SourceRecord,
+    CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, JobFilter, MetaJsonDocument,
+    NewDelivery, NewJob, Outcome, PageLinks, PendingDelivery, Queue, QueueError, SourceFilter,
+    SourceRecord,
 };
 use crate::config::sha256_hex;
 use crate::model::{
@@ -328,8 +329,12 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             .push(" AND state = 'processing'");
         let mut links = Sql::new("DELETE FROM web_page_links WHERE source_id = ");
         links.bind(id.to_string());
+        // What its `.meta.json` files synced is the source's too.
+        let mut meta_json = Sql::new("DELETE FROM meta_json_documents WHERE source_id = ");
+        meta_json.bind(id.to_string());
         let changed =
-            D::execute_in_transaction(&self.pool, vec![delete, cancel, request, links]).await?;
+            D::execute_in_transaction(&self.pool, vec![delete, cancel, request, links, meta_json])
+                .await?;
         Ok(changed.first().is_some_and(|deleted| *deleted > 0))
     }
 
@@ -874,6 +879,32 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             .collect()
     }
 
+    async fn meta_json_documents(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+    ) -> Result<Vec<MetaJsonDocument>, QueueError> {
+        let mut select = Sql::new(
+            "SELECT collection_name, custom_id, object_key FROM meta_json_documents
+             WHERE source_id = ",
+        );
+        select
+            .bind(source_id.to_string())
+            .push(" AND meta_key = ")
+            .bind(meta_key)
+            .push(" ORDER BY updated_at, collection_name, custom_id");
+        let rows = self.fetch_all(select).await?;
+        rows.iter()
+            .map(|row| -> Result<_, QueueError> {
+                Ok(MetaJsonDocument {
+                    collection_name: row.text("collection_name")?,
+                    custom_id: row.text("custom_id")?,
+                    object_key: row.text("object_key")?,
+                })
+            })
+            .collect()
+    }
+
     /// One statement per [`KEYS_PER_LOOKUP`] URLs.
     async fn page_links(
         &self,
@@ -952,6 +983,75 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             D::execute_in_transaction(&self.pool, statements).await?;
         }
         Ok(())
+    }
+
+    async fn put_meta_json_document(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+        document: &MetaJsonDocument,
+    ) -> Result<(), QueueError> {
+        let mut upsert = Sql::new(
+            "INSERT INTO meta_json_documents (source_id, meta_key, collection_name, custom_id,
+                                              object_key, updated_at) VALUES (",
+        );
+        upsert
+            .bind(source_id.to_string())
+            .push(", ")
+            .bind(meta_key)
+            .push(", ")
+            .bind(document.collection_name.as_str())
+            .push(", ")
+            .bind(document.custom_id.as_str())
+            .push(", ")
+            .bind(document.object_key.as_str())
+            .push(", ")
+            .bind(now_ms())
+            .push(
+                ") ON CONFLICT (source_id, meta_key, collection_name, custom_id)
+                 DO UPDATE SET object_key = excluded.object_key, updated_at = excluded.updated_at",
+            );
+        self.execute(upsert).await?;
+        Ok(())
+    }
+
+    async fn remove_meta_json_document(
+        &self,
+        source_id: Uuid,
+        meta_key: &str,
+        document: &MetaJsonDocument,
+    ) -> Result<(), QueueError> {
+        let mut delete = Sql::new("DELETE FROM meta_json_documents WHERE source_id = ");
+        delete
+            .bind(source_id.to_string())
+            .push(" AND meta_key = ")
+            .bind(meta_key)
+            .push(" AND collection_name = ")
+            .bind(document.collection_name.as_str())
+            .push(" AND custom_id = ")
+            .bind(document.custom_id.as_str());
+        self.execute(delete).await?;
+        Ok(())
+    }
+
+    async fn meta_json_files_of(
+        &self,
+        source_id: Uuid,
+        collection_name: &str,
+        custom_id: &str,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut select = Sql::new("SELECT meta_key FROM meta_json_documents WHERE source_id = ");
+        select
+            .bind(source_id.to_string())
+            .push(" AND collection_name = ")
+            .bind(collection_name)
+            .push(" AND custom_id = ")
+            .bind(custom_id)
+            .push(" ORDER BY meta_key");
+        let rows = self.fetch_all(select).await?;
+        rows.iter()
+            .map(|row| -> Result<_, QueueError> { Ok(row.text("meta_key")?) })
+            .collect()
     }
 }
 

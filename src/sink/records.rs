@@ -138,6 +138,17 @@ impl Filter {
         })
     }
 
+    /// The chunks a source wrote under one `custom_id`, whatever their
+    /// document key: what a removed S3 `.meta.json` file leaves to delete.
+    /// Only this source's, so a collection shared with another source that
+    /// happens to use the same custom ID keeps that source's chunks.
+    pub fn custom_document(source_id: &str, custom_id: &str) -> Self {
+        Filter(json!({"$and": [
+            {field::SOURCE_ID: source_id},
+            {field::CUSTOM_ID: custom_id},
+        ]}))
+    }
+
     /// A document's chunks numbered `from` and up.
     pub fn document_from(key: &str, custom_id: Option<&str>, from: usize) -> Self {
         Filter(json!({"$and": [
@@ -597,6 +608,10 @@ mod tests {
                 {"$or": [{"document_key": "a.md"}, {"custom_id": "c"}]},
                 {"chunk_index": {"$gte": 3}},
             ]})
+        );
+        assert_eq!(
+            Filter::custom_document("s", "report-7").to_where(),
+            &json!({"$and": [{"source_id": "s"}, {"custom_id": "report-7"}]})
         );
         let labels = vec![("ref".to_string(), Value::from("main"))];
         assert_eq!(

@@ -282,6 +282,11 @@ impl Sources {
         spec: &SourceSpec,
         target: RunTarget,
     ) -> Result<Vec<CreateJobPayload>, DomainError> {
+        if target.meta_json && !matches!(spec, SourceSpec::S3(_)) {
+            return Err(DomainError::invalid(
+                "--meta-json applies to S3 sources only (their `.meta.json` files)",
+            ));
+        }
         dispatch!(self, spec, |kind, config| kind
             .whole_source(record, config, target)
             .await)

@@ -1,7 +1,12 @@
-//! S3 auto-sync (`auto_sync: "direct"`): the bucket sends its event
-//! notifications to an SQS queue; we turn each created or removed object
-//! into an invocation (`trigger: auto_sync`). A removed object's job finds
-//! it gone and deletes its chunks.
+//! S3 auto-sync (`auto_sync: "direct"` and `"metadata"`): the bucket sends
+//! its event notifications to an SQS queue; we turn each created or removed
+//! object into an invocation (`trigger: auto_sync`). A removed object's job
+//! finds it gone and deletes its chunks. In `metadata` mode only
+//! `.meta.json` files are the source's: other objects' events are not its
+//! own ([`covers`]), so they are released or discarded as any event no
+//! source wants. A metadata file's invocation is of the file itself; its
+//! job reads it and syncs what it names (see [`super::meta_json`]), so the
+//! consumer never reads an object body.
 //!
 //! Every process runs [`autosync_loop`]; SQS hands each message to one
 //! consumer at a time. A message is deleted only once its invocations are in
@@ -33,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::client::S3Clients;
+use super::meta_json::is_meta_json;
 use crate::model::{AutoSync, CreateJobPayload, S3SourceConfig, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
 
@@ -114,7 +120,7 @@ pub fn parse_events(body: &str) -> Vec<ObjectEvent> {
 /// used for the next such messages.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// Consumes the SQS queues of every `auto_sync: "direct"` source until `shutdown`.
+/// Consumes the SQS queues of every auto-synced S3 source until `shutdown`.
 pub async fn autosync_loop(
     queue: Arc<dyn Queue>,
     s3: Arc<S3Clients>,
@@ -166,10 +172,10 @@ pub async fn autosync_loop(
 async fn autosynced_sources(queue: &dyn Queue) -> Result<Vec<SourceRecord>, QueueError> {
     let mut sources = crate::queue::all_sources(queue, Some(crate::model::SourceType::S3)).await?;
     sources.retain(|r| {
-        r.payload
-            .s3
-            .as_ref()
-            .is_some_and(|s3| s3.auto_sync == Some(AutoSync::Direct) && s3.sqs_queue_url.is_some())
+        r.payload.s3.as_ref().is_some_and(|s3| {
+            matches!(s3.auto_sync, Some(AutoSync::Direct | AutoSync::Metadata))
+                && s3.sqs_queue_url.is_some()
+        })
     });
     Ok(sources)
 }
@@ -196,12 +202,15 @@ pub enum Verdict {
     Discard,
 }
 
-/// Whether a source's bucket and prefix cover an event.
+/// Whether a source's bucket and prefix cover an event — and, in
+/// `metadata` mode, whether it is a `.meta.json` file's (the only objects
+/// whose uploads and removals sync anything there).
 fn covers(source: &S3SourceConfig, event: &ObjectEvent) -> bool {
     event.bucket == source.bucket_name
         && event
             .key
             .starts_with(source.path_prefix.as_deref().unwrap_or_default())
+        && (source.auto_sync != Some(AutoSync::Metadata) || is_meta_json(&event.key))
 }
 
 /// Decides a message's fate for the consumer of `sources[me]`; `sources`
@@ -524,6 +533,27 @@ mod tests {
                 0
             ),
             Verdict::Discard
+        );
+    }
+
+    #[test]
+    fn a_metadata_mode_source_owns_only_its_metadata_files() {
+        let mut meta = source("b", "docs/");
+        meta.auto_sync = Some(AutoSync::Metadata);
+        let direct = source("b", "docs/");
+        let upload = [event("b", "docs/report.pdf")];
+        let file = [event("b", "docs/report.meta.json")];
+        // Alone on the queue, a plain upload is nobody's.
+        assert_eq!(verdict(&upload, &[&meta], 0), Verdict::Discard);
+        assert_eq!(
+            verdict(&file, &[&meta], 0),
+            Verdict::Handle(vec![(0, file[0].clone())])
+        );
+        // Beside a `direct` source of the same prefix, it is that source's.
+        assert_eq!(verdict(&upload, &[&meta, &direct], 0), Verdict::Release);
+        assert_eq!(
+            verdict(&file, &[&meta, &direct], 1),
+            Verdict::Handle(vec![(0, file[0].clone()), (1, file[0].clone())])
         );
     }
 

@@ -532,6 +532,43 @@ pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
+/// A small object read whole, for a file the daemon interprets (an S3
+/// `.meta.json`): one whose declared length is above `max_bytes` is refused
+/// unread, and reading stops past `max_bytes` whatever the length said, so
+/// memory never holds more than the cap. `Ok(Err(reason))`: too big.
+pub async fn read_small(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    max_bytes: u64,
+) -> Result<Result<Bytes, String>, SourceError> {
+    let location = format!("s3://{bucket}/{key}");
+    let too_big =
+        |size: String| format!("the file is {size} bytes; at most {max_bytes} bytes are read");
+    let response = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| classify(&format!("fetching {location}"), e))?;
+    let declared = response.content_length().unwrap_or(0).max(0) as u64;
+    if declared > max_bytes {
+        return Ok(Err(too_big(declared.to_string())));
+    }
+    let mut body = response.body;
+    let mut bytes = BytesMut::with_capacity(declared as usize);
+    while let Some(piece) = body.next().await {
+        let piece = piece
+            .map_err(|e| SourceError::Transient(format!("reading body of {location}: {e}")))?;
+        if (bytes.len() + piece.len()) as u64 > max_bytes {
+            return Ok(Err(too_big(format!("more than {max_bytes}"))));
+        }
+        bytes.extend_from_slice(&piece);
+    }
+    Ok(Ok(bytes.freeze()))
+}
+
 /// Every object key under `prefix`, following `ListObjectsV2` pagination.
 pub async fn list_keys(
     client: &Client,

@@ -1,4 +1,5 @@
-//! An S3 job: one object, read whole or (large text) a segment at a time.
+//! An S3 job: one object, read whole or (large text) a segment at a time;
+//! a `.meta.json` file's job is [`super::meta_json::run`].
 
 use std::time::Instant;
 
@@ -19,6 +20,9 @@ pub(super) async fn run(
         .object_key
         .clone()
         .ok_or_else(|| JobError::Permanent("invocation has no object_key".into()))?;
+    if super::meta_json::is_meta_json(&key) {
+        return super::meta_json::run(source, job, s3, &key).await;
+    }
     job.state
         .set_progress(1, 3, format!("fetching s3://{}/{key}", s3.bucket_name));
     let object = S3Object {

@@ -1,10 +1,14 @@
 //! S3 buckets (and S3-compatible stores): one job per object key; a bucket
 //! is synced whole by listing its keys under the source's `path_prefix`;
-//! `auto_sync: "direct"` turns the bucket's event notifications into jobs.
+//! `auto_sync: "direct"` turns the bucket's event notifications into jobs,
+//! `auto_sync: "metadata"` only those of `.meta.json` files. A key ending
+//! in `.meta.json` is never indexed itself: its job syncs the object the
+//! file names ([`meta_json`]), however the job was created.
 
 pub mod autosync;
 pub mod client;
 mod job;
+pub mod meta_json;
 
 use std::sync::Arc;
 
@@ -44,7 +48,7 @@ impl S3Source {
         }
     }
 
-    /// Consumes the SQS queues of every `auto_sync: "direct"` S3 source.
+    /// Consumes the SQS queues of every `auto_sync: "direct"` or `"metadata"` S3 source.
     pub fn start_auto_sync(
         &self,
         queue: &Arc<dyn Queue>,
@@ -88,18 +92,18 @@ impl SourceKind for S3Source {
             }
         }
         match (&s3.auto_sync, &s3.sqs_queue_url) {
-            (Some(AutoSync::Metadata), _) => {
-                return Err(DomainError::invalid(
-                    "s3.auto_sync `metadata` is not supported by this version of chroma-syncd yet",
-                ));
+            (Some(mode @ (AutoSync::Direct | AutoSync::Metadata)), None) => {
+                let mode = if *mode == AutoSync::Direct {
+                    "direct"
+                } else {
+                    "metadata"
+                };
+                return Err(DomainError::invalid(format!(
+                    "s3.auto_sync `{mode}` needs s3.sqs_queue_url: the SQS queue the bucket \
+                     sends its event notifications to"
+                )));
             }
-            (Some(AutoSync::Direct), None) => {
-                return Err(DomainError::invalid(
-                    "s3.auto_sync `direct` needs s3.sqs_queue_url: the SQS queue the bucket \
-                     sends its event notifications to",
-                ));
-            }
-            (Some(AutoSync::Direct), Some(url)) => {
+            (Some(AutoSync::Direct | AutoSync::Metadata), Some(url)) => {
                 let parsed = url::Url::parse(url).map_err(|e| {
                     DomainError::invalid(format!("s3.sqs_queue_url `{url}` is not a URL: {e}"))
                 })?;
@@ -151,9 +155,14 @@ impl SourceKind for S3Source {
                 .await
                 .map_err(|e| DomainError::Source(e.to_string()))?;
             let prefix = s3.path_prefix.clone().unwrap_or_default();
-            list_keys(&client, &s3.bucket_name, &prefix)
+            let mut keys = list_keys(&client, &s3.bucket_name, &prefix)
                 .await
-                .map_err(|e| DomainError::Source(e.to_string()))?
+                .map_err(|e| DomainError::Source(e.to_string()))?;
+            // As `metadata` auto-sync does: only what metadata files name.
+            if target.meta_json || s3.auto_sync == Some(AutoSync::Metadata) {
+                keys.retain(|key| meta_json::is_meta_json(key));
+            }
+            keys
         } else {
             target.object_keys
         };
@@ -204,6 +213,43 @@ pub fn plan_object(
             "object_key is required for S3 sources",
         ));
     };
+    let sparse = record
+        .payload
+        .embedding
+        .as_ref()
+        .is_some_and(|e| e.sparse.is_some());
+    let collection = check_object(s3, payload, sparse)?;
+    if meta_json::is_meta_json(object_key)
+        && (payload.custom_id.is_some() || payload.metadata.is_some())
+    {
+        return Err(DomainError::invalid(format!(
+            "object_key `{object_key}` is a .meta.json file, whose own `id` and `metadata` \
+             apply; custom_id and metadata cannot be given with it"
+        )));
+    }
+    Ok(Planned {
+        kind: JobKind::S3(S3JobMetadata {
+            bucket_name: s3.bucket_name.clone(),
+            object_key: Some(object_key.to_string()),
+            custom_id: payload.custom_id.clone(),
+            additional_metadata: payload.metadata.clone(),
+        }),
+        concurrency_key: format!("s3:{}:{collection}:{object_key}", record.id),
+        collection,
+    })
+}
+
+/// The checks of an object invocation that depend only on the source's
+/// settings: key under the prefix, `custom_id` and `metadata` within their
+/// limits (`sparse`: the source writes a sparse vector, one metadata key
+/// fewer), a valid collection name. Returns the collection it writes. A
+/// `.meta.json` file's contents are held to the same checks.
+pub fn check_object(
+    s3: &S3SourceConfig,
+    payload: &CreateJobPayload,
+    sparse: bool,
+) -> Result<String, DomainError> {
+    let object_key = payload.object_key.as_deref().unwrap_or_default();
     if object_key.is_empty() || object_key.len() > MAX_OBJECT_KEY_BYTES {
         return Err(DomainError::invalid(format!(
             "object_key must be 1 to {MAX_OBJECT_KEY_BYTES} bytes long"
@@ -219,11 +265,6 @@ pub fn plan_object(
         crate::domain::plan::validate_custom_id(custom_id)?;
     }
     if let Some(metadata) = &payload.metadata {
-        let sparse = record
-            .payload
-            .embedding
-            .as_ref()
-            .is_some_and(|e| e.sparse.is_some());
         validate_user_metadata(metadata, sparse).map_err(DomainError::Invalid)?;
     }
     let collection = payload
@@ -231,14 +272,5 @@ pub fn plan_object(
         .clone()
         .unwrap_or_else(|| s3.collection_name.clone());
     validate_chroma_name("target_collection_name", &collection)?;
-    Ok(Planned {
-        kind: JobKind::S3(S3JobMetadata {
-            bucket_name: s3.bucket_name.clone(),
-            object_key: Some(object_key.to_string()),
-            custom_id: payload.custom_id.clone(),
-            additional_metadata: payload.metadata.clone(),
-        }),
-        concurrency_key: format!("s3:{}:{collection}:{object_key}", record.id),
-        collection,
-    })
+    Ok(collection)
 }
