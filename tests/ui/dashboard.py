@@ -114,6 +114,12 @@ def main_phase(browser):
     stats = page.locator("#detail-stats tr", has_text="Chunks written").locator("td")
     assert int(stats.inner_text()) > 0, stats.inner_text()
     expect(page.locator("#detail-stages")).to_contain_text("Embedding")
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("Trigger")
+    expect(facts).to_contain_text("manual")
+    expect(facts).to_contain_text("admin")  # created_by: the token's name
+    expect(facts).to_contain_text("dash-ui")  # the collection
+    expect(page.locator("main")).not_to_contain_text("[object")
     shot(page, "04-invocation-detail")
 
     # A failed invocation (the object is missing) is retried from the page
