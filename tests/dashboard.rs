@@ -116,7 +116,12 @@ fn event_stream_follows_invocations_within_the_tokens_databases() {
     let chroma = Chroma::start();
     let s3 = S3::start();
     s3.create_bucket("dash");
-    s3.put("dash", "docs/a.md", "# A\n\nAlpha text for the stream.\n", None);
+    s3.put(
+        "dash",
+        "docs/a.md",
+        "# A\n\nAlpha text for the stream.\n",
+        None,
+    );
     let mut daemon = Daemon::start_with(
         &chroma.url(),
         &config(),
@@ -150,7 +155,10 @@ fn event_stream_follows_invocations_within_the_tokens_databases() {
         job["id"] == own_job.as_str() && job["status"]["complete"].is_object()
     });
     let last = seen.last().unwrap();
-    assert!(last["stats"]["chunks_upserted"].as_u64().unwrap() > 0, "{last}");
+    assert!(
+        last["stats"]["chunks_upserted"].as_u64().unwrap() > 0,
+        "{last}"
+    );
     // The admin stream shows every database.
     let seen_limited = limited.until(Duration::from_secs(300), |job| {
         job["id"] == team_job.as_str() && job["status"]["complete"].is_object()
@@ -192,7 +200,10 @@ fn dashboard_files_are_served_with_their_security_headers() {
         ("/ui/style.css", "text/css"),
     ] {
         // No token needed: the files hold no data.
-        let response = http().get(format!("{}{path}", daemon.url())).send().unwrap();
+        let response = http()
+            .get(format!("{}{path}", daemon.url()))
+            .send()
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let headers = response.headers();
         assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
@@ -268,7 +279,12 @@ fn dashboard_user_stories_in_chromium() {
     let mut chroma = Chroma::start();
     let s3 = S3::start();
     s3.create_bucket("dash");
-    s3.put("dash", "docs/a.md", "# A\n\nAlpha text the dashboard syncs.\n", None);
+    s3.put(
+        "dash",
+        "docs/a.md",
+        "# A\n\nAlpha text the dashboard syncs.\n",
+        None,
+    );
     let daemon = Daemon::start_with(
         &chroma.url(),
         &config(),

@@ -121,18 +121,16 @@ pub async fn stream(
     Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
     let streams = &state.events;
-    let permit = Arc::clone(&streams.slots)
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_event_streams",
-                format!(
-                    "{} event streams are open ([api] max_event_streams); close one or retry later",
-                    streams.max
-                ),
-            )
-        });
+    let permit = Arc::clone(&streams.slots).try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_event_streams",
+            format!(
+                "{} event streams are open ([api] max_event_streams); close one or retry later",
+                streams.max
+            ),
+        )
+    });
     let permit = match permit {
         Ok(permit) => permit,
         Err(error) => {
@@ -199,8 +197,7 @@ async fn follow(
                     let changed = seen.get(&job.id) != Some(&now);
                     next.insert(job.id, now);
                     if changed {
-                        let Ok(event) = Event::default().event("invocation").json_data(&job)
-                        else {
+                        let Ok(event) = Event::default().event("invocation").json_data(&job) else {
                             continue;
                         };
                         if sender.send(event).await.is_err() {

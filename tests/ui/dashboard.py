@@ -106,6 +106,12 @@ def main_phase(browser):
     assert not listed, f"the page polled the list: {listed}"
     expect(page.locator("#live")).to_have_text("Live")
     shot(page, "03-invocations")
+    # 200% zoom of a 1280-pixel window: the page reflows, only tables scroll.
+    page.set_viewport_size({"width": 640, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth <= 640"), "the page overflows at 200%"
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    shot(page, "03b-invocations-narrow")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # The detail of the completed invocation: stats and time by stage.
     newest.get_by_role("link").first.click()
