@@ -274,6 +274,7 @@ impl Daemon {
                 uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(
                     self.config.uploads.max_in_flight,
                 )),
+                events: api::events::EventStreams::from_settings(&self.config.api),
             };
             // Requests in flight when stopping get API_DRAIN, then their
             // connections are dropped: stopping never waits on a client.

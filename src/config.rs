@@ -265,6 +265,9 @@ pub struct ApiSettings {
     pub max_connections: usize,
     /// Cron schedules may not fire more often than this (a 400 at creation).
     pub min_schedule_interval_seconds: u64,
+    /// `GET /api/v1/events` streams open at once (the dashboard holds one
+    /// per open page); beyond it, 429.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiSettings {
@@ -276,6 +279,7 @@ impl Default for ApiSettings {
             idle_timeout_seconds: 60.0,
             max_connections: 512,
             min_schedule_interval_seconds: 60,
+            max_event_streams: 16,
         }
     }
 }

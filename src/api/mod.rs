@@ -7,10 +7,12 @@
 
 mod auth;
 mod error;
+pub mod events;
 pub mod invocations;
 pub mod openapi;
 pub mod server;
 pub mod sources;
+pub mod ui;
 pub mod upload;
 
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub limits: ApiLimits,
     /// Uploads being received; at `[uploads] max_in_flight` more get 429.
     pub uploads_in_flight: Arc<tokio::sync::Semaphore>,
+    /// `GET /api/v1/events` streams: their cap and their end at shutdown.
+    pub events: events::EventStreams,
 }
 
 /// Bounds on what one API caller may ask of the daemon; each is checked
@@ -132,6 +136,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/invocations", get(invocations::list))
+        .route("/events", get(events::stream))
         .route(
             "/invocations/{invocation_id}",
             get(invocations::get).put(invocations::cancel),
@@ -150,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(|| async { Json(openapi::spec()) }))
         .route("/metrics", get(metrics))
+        .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(
             (state.limits.request_timeout, state.limits.upload_timeout),
@@ -164,7 +170,9 @@ const UPLOAD_FIELDS_BYTES: usize = 1024 * 1024;
 /// Answers 408 when a request, reading its body included, takes longer than
 /// `[api] request_timeout_seconds` (`[uploads] request_timeout_seconds` for
 /// an upload): a client trickling its body cannot hold a handler (and a
-/// connection) forever.
+/// connection) forever. It bounds producing the response head: the event
+/// stream (`/api/v1/events`) answers at once and bounds its body itself
+/// (see [`events`]).
 async fn request_timeout(
     State((api_limit, upload_limit)): State<(Duration, Duration)>,
     request: Request,
@@ -200,6 +208,10 @@ pub async fn serve(
     limits: server::ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let state = AppState {
+        events: state.events.ending_on(shutdown.child_token()),
+        ..state
+    };
     server::serve(listener, router(state), limits, shutdown).await
 }
 

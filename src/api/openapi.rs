@@ -25,6 +25,7 @@ use crate::model::*;
         super::invocations::cancel,
         super::invocations::list,
         super::invocations::latest_by_keys,
+        super::events::stream,
         super::health,
     ),
     components(schemas(
