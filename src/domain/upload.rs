@@ -437,6 +437,31 @@ pub async fn run(store: &UploadStore, job: &JobRun<'_>, spec: &UploadSpec) -> Re
         3,
         format!("reading {} ({} bytes)", spec.filename, spec.size),
     );
+    if let Some(reason) =
+        crate::extract::skipped_by_name(&spec.filename, spec.content_type.as_deref())
+    {
+        // Binary by its name or type: skipped without reading it.
+        context.skip(&spec.filename, reason).await?;
+    } else {
+        sync_file(store, &context, job, spec).await?;
+    }
+    job.finish(&collection).await?;
+    if let Err(error) = store.remove(queue, id).await {
+        tracing::warn!(%error, "the janitor will remove the upload");
+    }
+    Ok(())
+}
+
+/// Reads the stored file and hands it to the pipeline: text over a segment
+/// a segment at a time, anything else whole.
+async fn sync_file(
+    store: &UploadStore,
+    context: &crate::pipeline::DocumentContext<'_>,
+    job: &JobRun<'_>,
+    spec: &UploadSpec,
+) -> Result<(), JobError> {
+    let queue = job.services.queue.as_ref();
+    let id = job.claimed.job.id;
     let mut reader = store.reader(queue, id).await?;
     if spec.size > store.segment_bytes.max(4096)
         && crate::extract::streamable(&spec.filename, spec.content_type.as_deref())
@@ -474,10 +499,6 @@ pub async fn run(store: &UploadStore, job: &JobRun<'_>, spec: &UploadSpec) -> Re
                 metadata: Vec::new(),
             }))
             .await?;
-    }
-    job.finish(&collection).await?;
-    if let Err(error) = store.remove(queue, id).await {
-        tracing::warn!(%error, "the janitor will remove the upload");
     }
     Ok(())
 }

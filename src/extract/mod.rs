@@ -251,6 +251,18 @@ pub fn streamable(key: &str, content_type: Option<&str>) -> bool {
         && kind_of(key, content_type).is_ok_and(|kind| kind != TextKind::Html)
 }
 
+/// Why a document is skipped whatever its bytes, when its name or media
+/// type already says it is binary (and not a document format we convert):
+/// a source can skip it without reading it.
+pub fn skipped_by_name(key: &str, content_type: Option<&str>) -> Option<String> {
+    if document_format(key, content_type).is_some() {
+        return None;
+    }
+    refuse_binary(key, content_type)
+        .err()
+        .map(|Skipped(reason)| reason)
+}
+
 fn refuse_binary(key: &str, content_type: Option<&str>) -> Result<(), Skipped> {
     let extension = extension_of(key);
     if let Some(media) = essence(content_type).as_deref()
