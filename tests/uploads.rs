@@ -409,3 +409,24 @@ fn with_a_shared_postgres_queue_the_file_waits_in_the_queue_database() {
     });
     assert_eq!(pieces, 0);
 }
+
+#[test]
+fn a_binary_upload_is_skipped_with_its_reason_and_removed() {
+    let chroma = Chroma::start();
+    let daemon = daemon(&chroma);
+    let bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    let form = Form::new()
+        .text("database_name", "testdb")
+        .text("collection_name", "pictures")
+        .part("file", Part::bytes(bytes.clone()).file_name("diagram.png"));
+    let (status, created) = upload(&daemon, Some(bytes.len()), form);
+    assert_eq!(status, 201, "{created}");
+    let job = daemon.wait_complete(created["invocation_id"].as_str().unwrap());
+    assert_eq!(job["stats"]["skipped"], 1, "{job}");
+    let reason = job["stats"]["skipped_reasons"]["diagram.png"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("binary"), "{job}");
+    assert_eq!(job["stats"]["chunks_upserted"], 0);
+    assert!(stored_uploads(&daemon).is_empty());
+}
