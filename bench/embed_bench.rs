@@ -283,6 +283,21 @@ fn embed_throughput() {
         std::fs::write(&path, json.to_string()).unwrap();
         println!("texts written to {}", path.to_string_lossy());
     }
+    // The daemon's default: BERT_CPU_ISA when set, else the path measured
+    // fastest here (embed::kernels), as `serve` and `run` choose it.
+    let state = tempfile::tempdir().unwrap();
+    let choice = chroma_syncd::embed::kernels::choose(
+        chroma_syncd::config::EmbeddingPrecision::Auto,
+        state.path(),
+    )
+    .expect("choosing the kernels");
+    println!(
+        "kernels: {} ({}; {}) on {}",
+        choice.isa,
+        choice.decided.as_str(),
+        choice.figures,
+        bert_cpu::tune::cpu_identity()
+    );
     let model = MiniLm::load(&common::model_dir(), BATCH).expect("model installed");
     let tokenizer = model.tokenizer();
     let tokens: usize = refs

@@ -106,6 +106,8 @@ impl Daemon {
     /// Loads the model and builds the pipeline's services (slow: do it once).
     pub fn services(&self) -> Result<Arc<Services>, AppError> {
         let settings = &self.config.embedding;
+        let kernels = crate::embed::kernels::choose(settings.precision, &self.config.state_dir)
+            .map_err(AppError::Setup)?;
         let precision = match settings.precision {
             EmbeddingPrecision::Auto => Precision::best(),
             EmbeddingPrecision::F32 => Precision::F32,
@@ -114,7 +116,8 @@ impl Daemon {
         let model = MiniLm::load_in(&settings.model_dir, settings.batch_size, precision)
             .map_err(|e| AppError::Setup(e.to_string()))?;
         tracing::info!(
-            isa = bert_cpu::Isa::active().name(),
+            isa = kernels.isa.name(),
+            decided = kernels.decided.as_str(),
             precision = model.precision().as_str(),
             batch_size = settings.batch_size,
             "embedding model loaded"

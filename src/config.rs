@@ -268,6 +268,10 @@ pub struct ApiSettings {
     /// `GET /api/v1/events` streams open at once (the dashboard holds one
     /// per open page); beyond it, 429.
     pub max_event_streams: usize,
+    /// Host names (or addresses) the API answers to besides loopback ones;
+    /// requests naming any other `Host` are refused (DNS rebinding). `*`
+    /// allows any. Env: `CHROMA_SYNCD_ALLOWED_HOSTS` (comma-separated).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiSettings {
@@ -280,6 +284,7 @@ impl Default for ApiSettings {
             max_connections: 512,
             min_schedule_interval_seconds: 60,
             max_event_streams: 16,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -828,6 +833,14 @@ impl Config {
                     databases: all_databases(),
                 });
             }
+        }
+        if let Some(hosts) = get("CHROMA_SYNCD_ALLOWED_HOSTS") {
+            self.api.allowed_hosts = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .collect();
         }
         if let Some(url) = get("CHROMA_URL") {
             self.chroma.url = url;

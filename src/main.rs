@@ -95,6 +95,15 @@ enum Command {
         #[arg(long)]
         pdfium_library: Option<PathBuf>,
     },
+    /// Which embedding kernel path this CPU runs and why: forced
+    /// (`BERT_CPU_ISA`, `[embedding] precision`), or the fastest measured
+    /// here (remembered in the state directory's `kernels.json`). Prints
+    /// JSON; `--measure` times the paths again and replaces the memory.
+    Kernels {
+        /// Forget the remembered choice for this CPU and measure again.
+        #[arg(long)]
+        measure: bool,
+    },
     /// Health probe for container runtimes without curl: GET the URL, exit
     /// 0 on a 2xx answer, 1 otherwise (e.g. `probe --url http://127.0.0.1:8420/readyz`).
     Probe {
@@ -296,13 +305,45 @@ fn main() -> ExitCode {
     code
 }
 
-/// The embedding kernels' instruction-set path (`BERT_CPU_ISA`, else the
-/// fastest the CPU has), checked before anything else starts: a path this
-/// CPU lacks is a startup error naming the paths it has.
+/// A `BERT_CPU_ISA` this CPU cannot run is a startup error naming the paths
+/// it has, checked before anything else starts. The path itself is fixed
+/// when the model loads (`embed::kernels`: forced, or measured).
 fn check_cpu_path() -> Result<()> {
-    let isa = bert_cpu::Isa::configured().context("choosing the embedding kernels")?;
-    tracing::info!(isa = isa.name(), "embedding kernels selected");
+    if let Some(requested) = bert_cpu::Isa::requested() {
+        let isa =
+            bert_cpu::Isa::choose(Some(&requested)).context("choosing the embedding kernels")?;
+        tracing::info!(isa = isa.name(), "embedding kernels forced by BERT_CPU_ISA");
+    }
     Ok(())
+}
+
+/// `kernels`: the embedding kernel path, decided as the daemon decides it.
+fn kernels(config: Option<&Path>, measure: bool) -> Result<ExitCode> {
+    init_tracing();
+    check_cpu_path()?;
+    let config = Config::load(config)?;
+    if measure {
+        chroma_syncd::embed::kernels::forget(&config.state_dir)
+            .context("forgetting the remembered kernel choice")?;
+    }
+    let choice = chroma_syncd::embed::kernels::choose(
+        config.embedding.precision,
+        &config.state_dir,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let precision = match config.embedding.precision {
+        chroma_syncd::config::EmbeddingPrecision::Auto => bert_cpu::Precision::best(),
+        chroma_syncd::config::EmbeddingPrecision::F32 => bert_cpu::Precision::F32,
+        chroma_syncd::config::EmbeddingPrecision::Bf16 => bert_cpu::Precision::Bf16,
+    };
+    print(&serde_json::json!({
+        "isa": choice.isa.name(),
+        "precision": precision.as_str(),
+        "decided": choice.decided.as_str(),
+        "figures": choice.figures,
+        "cpu": bert_cpu::tune::cpu_identity(),
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How often `--wait` asks for the invocation's status.
@@ -339,6 +380,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::Probe { url } => Ok(probe(&url).await),
+        Command::Kernels { measure } => kernels(config, measure),
         Command::ExtractDocument { .. } => unreachable!("handled before the runtime starts"),
         // The API client is built for these commands only, so a bad
         // `--api-url` never stops `serve` or `run`.

@@ -133,7 +133,10 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
 pub enum ResolveError {
     #[error("{0}")]
     Lookup(String),
-    #[error("{host} resolves to {ip}, a {why}")]
+    /// The message names the host the caller gave and the kind of address,
+    /// never the address: an API caller must not learn what internal names
+    /// resolve to (`db.corp resolves to 10.1.2.3`).
+    #[error("{host} resolves to a {why}")]
     Forbidden {
         host: String,
         ip: IpAddr,

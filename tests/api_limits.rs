@@ -67,6 +67,19 @@ fn oversized_and_costly_requests_are_refused_before_anything_is_stored() {
         None,
     );
     assert_eq!(jobs.as_array().unwrap().len(), 0, "{jobs}");
+    // A key under the prefix only lexically (`docs/../payroll.csv`) is
+    // refused: a store that normalises paths would serve what is outside.
+    let prefixed = daemon.create_source(json!({"database_name": "testdb",
+        "s3": {"bucket_name": "team-docs", "region": "us-east-1", "path_prefix": "docs/",
+               "collection_name": "docs", "aws_credential_id": 0}}));
+    for key in ["docs/../payroll.csv", "docs/./a.md", "docs/a/../../b.md"] {
+        let (status, body) = daemon.request(
+            Method::POST,
+            &format!("/api/v1/sources/{prefixed}/invocations"),
+            Some(json!({ "object_key": key })),
+        );
+        assert_refused(status, &body, "`..` segment");
+    }
     // Metadata within the limit is accepted.
     let small: serde_json::Map<String, Value> = (0..4)
         .map(|i| (format!("field{i}"), json!("y".repeat(2_000))))

@@ -72,6 +72,41 @@ fn a_busy_or_broken_server_is_waited_for() {
     );
 }
 
+/// Issue 31: `Retry-After: 1e300` panicked in `Duration::from_secs_f64` and
+/// left the model's dispatcher dead until a restart. A server's wait is
+/// capped at `max_retry_after`, whatever number it sends, and the same
+/// embedder keeps working afterwards.
+#[test]
+fn a_hostile_retry_after_is_capped_and_the_embedder_lives_on() {
+    let server = EmbeddingServer::start(KEY, Vectors::Hashed);
+    let mut settings = OpenAiSettings::new("Qwen/Qwen3-Embedding-0.6B", &server.url);
+    settings.api_key = Some(Secret::new(KEY));
+    settings.max_retries = 5;
+    settings.backoff = Duration::from_millis(10);
+    settings.max_retry_after = Duration::from_millis(200);
+    let embedder = OpenAiEmbedder::new(settings).unwrap();
+    server.fail_next(&[
+        Fault::BusyFor("1e300"),
+        Fault::BusyFor("18446744073709551616"),
+        Fault::BusyFor("-1"),
+        Fault::BusyFor("NaN"),
+    ]);
+    let texts = texts(3);
+    // Bounded, so an uncapped wait fails the test instead of hanging it.
+    let vectors = runtime()
+        .block_on(tokio::time::timeout(
+            Duration::from_secs(120),
+            embedder.embed(&texts),
+        ))
+        .expect("the waits are capped")
+        .unwrap();
+    assert_eq!(vectors, texts.iter().map(|t| hashed(t)).collect::<Vec<_>>());
+    assert_eq!(server.seen().len(), 5, "four refusals, then vectors");
+    // The dispatcher still serves this embedder.
+    let again = runtime().block_on(embedder.embed(&texts)).unwrap();
+    assert_eq!(again, vectors);
+}
+
 #[test]
 fn a_refused_key_fails_at_once_with_the_servers_words_and_not_the_key() {
     let server = EmbeddingServer::start(KEY, Vectors::Hashed);

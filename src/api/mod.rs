@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 pub mod events;
+pub mod origin;
 pub mod invocations;
 pub mod openapi;
 pub mod server;
@@ -71,6 +72,8 @@ pub struct ApiLimits {
     pub max_upload_bytes: u64,
     /// `request_timeout` of the upload route.
     pub upload_timeout: Duration,
+    /// Host names served besides loopback ones ([`origin`]).
+    pub allowed_hosts: origin::AllowedHosts,
 }
 
 impl ApiLimits {
@@ -83,6 +86,7 @@ impl ApiLimits {
             sparse_models: Arc::new(config.embedding.sparse_model_names()),
             max_upload_bytes: config.uploads.max_file_bytes,
             upload_timeout: config.uploads.request_timeout(),
+            allowed_hosts: origin::AllowedHosts::new(&config.api.allowed_hosts),
         }
     }
 
@@ -160,6 +164,11 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             (state.limits.request_timeout, state.limits.upload_timeout),
             request_timeout,
+        ))
+        // Outermost: a request under a rebinding name reaches nothing.
+        .layer(middleware::from_fn_with_state(
+            state.limits.allowed_hosts.clone(),
+            origin::check,
         ))
         .with_state(state)
 }

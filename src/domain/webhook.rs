@@ -56,7 +56,9 @@ impl Answer {
 }
 
 impl WebhookRules {
-    pub fn new(settings: &WebhookSettings) -> Self {
+    /// Fails when an HTTP client cannot be built: the guarded client must
+    /// never be replaced by one without the guard (fail closed).
+    pub fn new(settings: &WebhookSettings) -> Result<Self, String> {
         let secret = std::env::var(&settings.signing_secret_env)
             .ok()
             .filter(|s| !s.is_empty())
@@ -71,15 +73,17 @@ impl WebhookRules {
             if guarded {
                 builder = builder.dns_resolver(PublicOnlyResolver).no_proxy();
             }
-            builder.build().unwrap_or_default()
+            builder
+                .build()
+                .map_err(|e| format!("building the webhook HTTP client: {e}"))
         };
-        WebhookRules {
+        Ok(WebhookRules {
             allowed: settings.allowed_origins.clone(),
             secret,
             secret_env: settings.signing_secret_env.clone(),
-            guarded: client(true),
-            trusted: client(false),
-        }
+            guarded: client(true)?,
+            trusted: client(false)?,
+        })
     }
 
     /// The signing key, for scrubbing it from any text.

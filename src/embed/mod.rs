@@ -9,11 +9,13 @@
 //! OpenAI-compatible endpoints. [`registry::Models`] holds every model the
 //! config defines, each loaded once, behind one async [`registry::DenseModel`].
 //! [`bm25`] computes Chroma/BM25 sparse vectors; [`splade::Splade`] runs
-//! SPLADE models on the same kernels.
+//! SPLADE models on the same kernels. [`kernels`] decides which kernel path
+//! those run on (forced, or measured once per CPU).
 
 use std::time::Duration;
 
 pub mod bm25;
+pub mod kernels;
 pub mod local;
 pub mod openai;
 pub mod registry;

@@ -243,7 +243,20 @@ async fn dispatch(client: Arc<Client>, mut queue: mpsc::UnboundedReceiver<Vec<Pe
         let client = Arc::clone(&client);
         tokio::spawn(async move {
             let texts: Vec<String> = batch.iter().map(|p| p.text.clone()).collect();
-            let result = client.embed_batch(&texts, Some(slot)).await;
+            // The request runs in a task of its own: a panic in it (a bug,
+            // or a peer's answer we did not foresee) fails this batch with
+            // an error, and the dispatcher and later batches go on.
+            let request = {
+                let client = Arc::clone(&client);
+                tokio::spawn(async move { client.embed_batch(&texts, Some(slot)).await })
+            };
+            let result = match request.await {
+                Ok(result) => result,
+                Err(join) => {
+                    tracing::error!(model = %client.settings.name, error = %join, "an embedding request panicked");
+                    Err(client.invalid("the embedding request failed unexpectedly; see the daemon's log".into()))
+                }
+            };
             match result {
                 Ok(vectors) => {
                     for (pending, vector) in batch.into_iter().zip(vectors) {
@@ -353,7 +366,13 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            // `Retry-After: 1e300` is finite but no Duration: a peer's
+            // number must not panic us. Anything past the cap waits the cap.
+            .map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .unwrap_or(Duration::MAX)
+                    .min(self.settings.max_retry_after)
+            });
         let text = match read_capped(response).await {
             Ok(text) => text,
             Err(message) => {

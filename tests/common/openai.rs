@@ -23,6 +23,8 @@ pub enum Fault {
     Busy,
     /// 500.
     Broken,
+    /// 429 with this `Retry-After` value (hostile ones included).
+    BusyFor(&'static str),
 }
 
 /// How the server computes vectors.
@@ -166,6 +168,14 @@ async fn embeddings(
             return (
                 StatusCode::TOO_MANY_REQUESTS,
                 [("retry-after", "0")],
+                Json(json!({"error": {"message": "slow down"}})),
+            )
+                .into_response();
+        }
+        Some(Fault::BusyFor(after)) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", after)],
                 Json(json!({"error": {"message": "slow down"}})),
             )
                 .into_response();

@@ -1,10 +1,14 @@
 //! Which instruction set the kernels use, chosen once at start.
 //!
-//! [`Isa::detect`] picks the fastest path this CPU has. `BERT_CPU_ISA`
+//! [`Isa::detect`] picks the widest path this CPU has. Widest is not always
+//! fastest (AVX-512 BF16 on an Intel Xeon without AMX is slower than f32
+//! AVX-512), so a program may measure the paths ([`crate::tune`]) and
+//! [`Isa::select`] the winner before the kernels first run. `BERT_CPU_ISA`
 //! (`portable`, `avx2`, `avx512`, `avx512bf16`, `neon`) forces one, so that
-//! every path can be tested and measured on one machine; naming a path this
-//! CPU lacks is an error ([`Isa::configured`]), not a silent fallback, so a
-//! benchmark or test never measures a different path than it names.
+//! every path can be tested and measured on one machine, and wins over a
+//! selection; naming a path this CPU lacks is an error ([`Isa::configured`]),
+//! not a silent fallback, so a benchmark or test never measures a different
+//! path than it names.
 //!
 //! The paths, fastest first on the CPUs that have them:
 //! - `avx512bf16`: dense GEMMs in bf16 (`vdpbf16ps`), everything else on the
@@ -142,19 +146,40 @@ impl Isa {
         Ok(isa)
     }
 
-    /// The path this process runs: `BERT_CPU_ISA` (or the legacy
-    /// `BERT_CPU_PORTABLE=1`) as read at first use, else [`Isa::detect`].
-    /// Loading a model fails with this error; the daemon checks it at start.
+    /// What the environment forces: `BERT_CPU_ISA`, or the legacy
+    /// `BERT_CPU_PORTABLE=1` as `portable`; `None` when neither is set (an
+    /// empty `BERT_CPU_ISA` counts as unset).
+    pub fn requested() -> Option<String> {
+        std::env::var("BERT_CPU_ISA")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| {
+                std::env::var("BERT_CPU_PORTABLE")
+                    .is_ok_and(|v| !v.is_empty() && v != "0")
+                    .then(|| "portable".to_string())
+            })
+    }
+
+    /// The path this process runs, fixed at first use: [`Isa::requested`]
+    /// when set, else the path given to [`Isa::select`] before first use,
+    /// else [`Isa::detect`]. Loading a model fails with this error; the
+    /// daemon checks [`Isa::requested`] at start.
     pub fn configured() -> Result<Isa, IsaError> {
-        static CONFIGURED: OnceLock<Result<Isa, IsaError>> = OnceLock::new();
         CONFIGURED
-            .get_or_init(|| {
-                let requested = std::env::var("BERT_CPU_ISA").ok().or_else(|| {
-                    std::env::var("BERT_CPU_PORTABLE")
-                        .is_ok_and(|v| !v.is_empty() && v != "0")
-                        .then(|| "portable".to_string())
-                });
-                Isa::choose(requested.as_deref())
+            .get_or_init(|| Isa::choose(Isa::requested().as_deref()))
+            .clone()
+    }
+
+    /// Makes `isa` this process's path, unless `BERT_CPU_ISA` forces one or
+    /// the path is already fixed (a kernel ran, or an earlier call): the
+    /// kernels cache their dispatch at first use, so a later change could
+    /// not take effect everywhere. Returns the path in effect, which callers
+    /// compare with what they asked for.
+    pub fn select(isa: Isa) -> Result<Isa, IsaError> {
+        CONFIGURED
+            .get_or_init(|| match Isa::requested() {
+                Some(requested) => Isa::choose(Some(&requested)),
+                None => Isa::choose(Some(isa.name())),
             })
             .clone()
     }
@@ -165,6 +190,9 @@ impl Isa {
         Isa::configured().unwrap_or(Isa::Portable)
     }
 }
+
+/// The path in effect, once fixed ([`Isa::configured`], [`Isa::select`]).
+static CONFIGURED: OnceLock<Result<Isa, IsaError>> = OnceLock::new();
 
 impl fmt::Display for Isa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

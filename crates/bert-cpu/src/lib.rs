@@ -12,18 +12,23 @@
 //!   sequences of a batch are concatenated (no padding) so every dense layer
 //!   is one GEMM over all real tokens, and attention runs per sequence.
 //!
+//! - [`tune`]: times the paths this CPU has on the model's GEMM shapes, so
+//!   a program can run the fastest by measurement ([`Isa::select`]).
+//!
 //! This crate is separate from the daemon so that it can be built optimised
 //! even in dev/test profiles (see the workspace `Cargo.toml`): unoptimised
 //! kernels would be ~50× slower and the test suite embeds a lot.
 //!
-//! **Invariant:** no IO beyond reading the weights handed in; no global state
-//! besides the cached CPU feature detection.
+//! **Invariant:** no IO beyond reading the weights handed in (and
+//! `/proc/cpuinfo` for [`tune::cpu_identity`]); no global state besides the
+//! cached CPU feature detection and the path in effect ([`Isa::configured`]).
 
 pub mod bert;
 pub mod bf16;
 mod crate_gemm;
 pub mod isa;
 pub mod kernels;
+pub mod tune;
 
 pub use bert::{Bert, BertConfig, BertError, MaskedLmHead, Pooling};
 pub use bf16::Precision;

@@ -223,7 +223,7 @@ impl Sources {
             github: github::GithubSource::new(config)?,
             web: web::WebSource::new(config),
             filesystem: filesystem::FilesystemSource::new(config),
-            webhooks: crate::domain::webhook::WebhookRules::new(&config.webhooks),
+            webhooks: crate::domain::webhook::WebhookRules::new(&config.webhooks)?,
             uploads: crate::domain::upload::UploadStore::new(config),
         })
     }

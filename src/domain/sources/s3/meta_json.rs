@@ -136,6 +136,11 @@ impl MetaJson {
                  object key of the bucket)"
             ));
         }
+        if super::has_dot_segment(&path) {
+            return Err(format!(
+                "`path` `{path}` has a `.` or `..` segment; name the object without them"
+            ));
+        }
         if is_meta_json(&path) {
             return Err(format!(
                 "`path` `{path}` names a metadata file; it must name the document to sync"

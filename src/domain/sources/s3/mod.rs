@@ -239,6 +239,13 @@ pub fn plan_object(
     })
 }
 
+/// Whether a key has a `.` or `..` segment. The prefix check is lexical:
+/// `docs/../payroll.csv` starts with `docs/`, and an S3-compatible store
+/// that normalises paths (as HTTP servers do) would serve `payroll.csv`.
+pub fn has_dot_segment(key: &str) -> bool {
+    key.split('/').any(|segment| segment == "." || segment == "..")
+}
+
 /// The checks of an object invocation that depend only on the source's
 /// settings: key under the prefix, `custom_id` and `metadata` within their
 /// limits (`sparse`: the source writes a sparse vector, one metadata key
@@ -259,6 +266,11 @@ pub fn check_object(
     if !object_key.starts_with(prefix) {
         return Err(DomainError::invalid(format!(
             "object_key `{object_key}` is not under the source's path_prefix `{prefix}`"
+        )));
+    }
+    if has_dot_segment(object_key) {
+        return Err(DomainError::invalid(format!(
+            "object_key `{object_key}` has a `.` or `..` segment; name the object without them"
         )));
     }
     if let Some(custom_id) = &payload.custom_id {
