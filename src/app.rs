@@ -277,6 +277,9 @@ impl Daemon {
                 uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(
                     self.config.uploads.max_in_flight,
                 )),
+                uploads_per_token: api::quota::PerToken::new(
+                    self.config.uploads.max_in_flight_per_token,
+                ),
                 events: api::events::EventStreams::from_settings(&self.config.api),
             };
             // Requests in flight when stopping get API_DRAIN, then their

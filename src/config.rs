@@ -268,6 +268,9 @@ pub struct ApiSettings {
     /// `GET /api/v1/events` streams open at once (the dashboard holds one
     /// per open page); beyond it, 429.
     pub max_event_streams: usize,
+    /// Event streams one API token may hold at once (below
+    /// `max_event_streams`, so one team cannot take every slot).
+    pub max_event_streams_per_token: usize,
     /// Host names (or addresses) the API answers to besides loopback ones;
     /// requests naming any other `Host` are refused (DNS rebinding). `*`
     /// allows any. Env: `CHROMA_SYNCD_ALLOWED_HOSTS` (comma-separated).
@@ -284,6 +287,7 @@ impl Default for ApiSettings {
             max_connections: 512,
             min_schedule_interval_seconds: 60,
             max_event_streams: 16,
+            max_event_streams_per_token: 4,
             allowed_hosts: Vec::new(),
         }
     }
@@ -543,6 +547,9 @@ pub struct UploadSettings {
     pub max_file_bytes: u64,
     /// Uploads being received at once; more get 429 with `Retry-After`.
     pub max_in_flight: usize,
+    /// Uploads one API token may have in flight at once (below
+    /// `max_in_flight`, so one team cannot take every slot).
+    pub max_in_flight_per_token: usize,
     /// An upload request, its body included, must end within this (it
     /// replaces `[api] request_timeout_seconds` for this one route).
     pub request_timeout_seconds: f64,
@@ -553,6 +560,7 @@ impl Default for UploadSettings {
         UploadSettings {
             max_file_bytes: 200 * 1024 * 1024,
             max_in_flight: 4,
+            max_in_flight_per_token: 2,
             request_timeout_seconds: 900.0,
         }
     }

@@ -189,7 +189,7 @@ fn slow_clients_cannot_hold_the_api() {
         .map(|_| {
             let mut stream = TcpStream::connect(&address).unwrap();
             stream
-                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
                 .unwrap();
             stream
         })
@@ -211,7 +211,7 @@ fn slow_clients_cannot_hold_the_api() {
 
     // A kept-alive connection that goes idle after a request is closed.
     let mut idle = TcpStream::connect(&address).unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let (closed, answer) = closed_by_server(&mut idle, Duration::from_secs(30));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -221,7 +221,7 @@ fn slow_clients_cannot_hold_the_api() {
     let mut trickle = TcpStream::connect(&address).unwrap();
     trickle
         .write_all(
-            b"POST /api/v1/sources HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            b"POST /api/v1/sources HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
               Content-Length: 1000\r\n\r\n{\"database_name\"",
         )
         .unwrap();
@@ -235,7 +235,7 @@ fn slow_clients_cannot_hold_the_api() {
     let _stalled: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut stream = TcpStream::connect(&address).unwrap();
-            let requests = "GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3_000);
+            let requests = "GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(3_000);
             stream.write_all(requests.as_bytes()).unwrap();
             stream
         })

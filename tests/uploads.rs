@@ -286,7 +286,7 @@ fn stalled_upload(daemon: &Daemon) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
     write!(
         stream,
-        "POST /api/v1/add-file HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+        "POST /api/v1/add-file HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; \
          boundary={boundary}\r\nContent-Length: {body_length}\r\nx-upload-content-length: \
          {file_length}\r\n\r\n{head}"
     )
@@ -429,4 +429,41 @@ fn a_binary_upload_is_skipped_with_its_reason_and_removed() {
     assert!(reason.contains("binary"), "{job}");
     assert_eq!(job["stats"]["chunks_upserted"], 0);
     assert!(stored_uploads(&daemon).is_empty());
+}
+
+/// Issue 31: a document replaced or skipped removes only the chunks its own
+/// source wrote. A binary upload named `README.md`, skipped, used to delete
+/// another source's `README.md` in the same collection.
+#[test]
+fn a_skipped_upload_does_not_delete_another_sources_document_of_the_same_name() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("shared-docs");
+    s3.put(
+        "shared-docs",
+        "README.md",
+        "# Team handbook\n\nThe on-call rota lives in the wiki; page the lead for outages.\n",
+        None,
+    );
+    let daemon = daemon(&chroma);
+    let source = daemon.create_source(s3_source(&s3, "shared-docs", "shared", None));
+    let job = daemon.invoke(&source, serde_json::json!({"object_key": "README.md"}));
+    daemon.wait_complete(&job);
+    let before = chroma.records("testdb", "shared").of_key("README.md").len();
+    assert!(before > 0);
+
+    let bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    let form = Form::new()
+        .text("database_name", "testdb")
+        .text("collection_name", "shared")
+        .text("content_type", "image/png")
+        .part("file", Part::bytes(bytes.clone()).file_name("README.md"));
+    let (status, created) = upload(&daemon, Some(bytes.len()), form);
+    assert_eq!(status, 201, "{created}");
+    let job = daemon.wait_complete(created["invocation_id"].as_str().unwrap());
+    assert_eq!(job["stats"]["skipped"], 1, "{job}");
+    let records = chroma.records("testdb", "shared");
+    let kept = records.of_key("README.md");
+    assert_eq!(kept.len(), before, "the S3 source's README.md lost chunks");
+    assert!(kept.iter().all(|r| r.metadata["source_id"] == source.as_str()));
 }

@@ -23,6 +23,9 @@ pub struct Authenticator {
 pub struct Principal {
     databases: Option<Vec<String>>,
     name: Option<String>,
+    /// The SHA-256 digest of the caller's token (`None`: a loopback caller
+    /// of an API without tokens): what per-token caps count by.
+    token: Option<String>,
 }
 
 impl Principal {
@@ -45,6 +48,30 @@ impl Principal {
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
+
+    /// What identifies the caller's token for per-token caps ([`super::quota`]).
+    pub fn token_key(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// A loopback caller of an API without tokens.
+    pub fn loopback() -> Principal {
+        Principal {
+            databases: None,
+            name: None,
+            token: None,
+        }
+    }
+
+    /// A caller with every database, known by its token's digest (tests).
+    #[cfg(test)]
+    pub fn for_token(digest: &str) -> Principal {
+        Principal {
+            databases: None,
+            name: None,
+            token: Some(digest.to_string()),
+        }
+    }
 }
 
 impl Authenticator {
@@ -63,10 +90,7 @@ impl Authenticator {
     ) -> Result<Principal, ApiError> {
         if self.tokens.is_empty() {
             return match peer {
-                Some(peer) if peer.ip().is_loopback() => Ok(Principal {
-                    databases: None,
-                    name: None,
-                }),
+                Some(peer) if peer.ip().is_loopback() => Ok(Principal::loopback()),
                 _ => Err(ApiError::unauthorized(
                     "no API tokens are configured (CHROMA_SYNCD_API_TOKENS), so only loopback \
                      clients are accepted",
@@ -86,6 +110,7 @@ impl Authenticator {
         Ok(Principal {
             databases: (!all).then(|| entry.databases.clone()),
             name: entry.name.clone(),
+            token: Some(entry.sha256.to_ascii_lowercase()),
         })
     }
 }

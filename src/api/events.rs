@@ -72,6 +72,8 @@ const MAX_LIFETIME: Duration = Duration::from_secs(600);
 pub struct EventStreams {
     slots: Arc<Semaphore>,
     max: usize,
+    /// `[api] max_event_streams_per_token`.
+    per_token: super::quota::PerToken,
     /// A stream ends by itself after this (see the module docs).
     lifetime: Duration,
     /// Cancelled when the API stops.
@@ -86,6 +88,7 @@ impl EventStreams {
         EventStreams {
             slots: Arc::new(Semaphore::new(max)),
             max,
+            per_token: super::quota::PerToken::new(settings.max_event_streams_per_token),
             lifetime: settings
                 .idle_timeout()
                 .mul_f64(0.8)
@@ -121,15 +124,32 @@ pub async fn stream(
     Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
     let streams = &state.events;
-    let permit = Arc::clone(&streams.slots).try_acquire_owned().map_err(|_| {
+    let token_slot = streams.per_token.try_acquire(&principal).map_err(|()| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_event_streams",
             format!(
-                "{} event streams are open ([api] max_event_streams); close one or retry later",
-                streams.max
+                "this token holds {} event streams, as many as one token may ([api] \
+                 max_event_streams_per_token); close one or retry later",
+                streams.per_token.per_token()
             ),
         )
+    });
+    let permit = token_slot.and_then(|token_slot| {
+        Arc::clone(&streams.slots)
+            .try_acquire_owned()
+            .map(|permit| (permit, token_slot))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_event_streams",
+                    format!(
+                        "{} event streams are open ([api] max_event_streams); close one or \
+                         retry later",
+                        streams.max
+                    ),
+                )
+            })
     });
     let permit = match permit {
         Ok(permit) => permit,
@@ -180,7 +200,7 @@ async fn follow(
     lifetime: Duration,
     shutdown: CancellationToken,
     sender: mpsc::Sender<Event>,
-    _slot: OwnedSemaphorePermit,
+    _slot: (OwnedSemaphorePermit, Option<super::quota::TokenSlot>),
 ) {
     let deadline = tokio::time::Instant::now() + lifetime;
     let mut seen: HashMap<Uuid, Seen> = HashMap::new();

@@ -9,6 +9,7 @@ mod auth;
 mod error;
 pub mod events;
 pub mod origin;
+pub mod quota;
 pub mod invocations;
 pub mod openapi;
 pub mod server;
@@ -52,6 +53,9 @@ pub struct AppState {
     pub limits: ApiLimits,
     /// Uploads being received; at `[uploads] max_in_flight` more get 429.
     pub uploads_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Uploads being received per token; at `[uploads]
+    /// max_in_flight_per_token` that token's next gets 429.
+    pub uploads_per_token: quota::PerToken,
     /// `GET /api/v1/events` streams: their cap and their end at shutdown.
     pub events: events::EventStreams,
 }

@@ -100,6 +100,16 @@ pub async fn add_file(
             format!("{pending} invocations are waiting (queue.max_pending_jobs); retry later"),
         ));
     }
+    let Ok(_token_slot) = state.uploads_per_token.try_acquire(&principal) else {
+        return Ok(busy(
+            "too_many_uploads",
+            format!(
+                "this token is sending {} uploads at once, as many as one token may \
+                 ([uploads] max_in_flight_per_token); retry later",
+                state.uploads_per_token.per_token()
+            ),
+        ));
+    };
     let Ok(_slot) = state.uploads_in_flight.clone().try_acquire_owned() else {
         return Ok(busy(
             "too_many_uploads",

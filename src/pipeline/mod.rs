@@ -352,7 +352,12 @@ impl DocumentContext<'_> {
             .chroma
             .find(
                 self.collection,
-                Filter::document_at(identity.key, identity.custom_id, identity.version).to_where(),
+                Filter::document_at(
+                    self.source_id,
+                    identity.key,
+                    identity.custom_id,
+                    identity.version,
+                ).to_where(),
                 1,
                 &doing,
             )
@@ -383,7 +388,7 @@ impl DocumentContext<'_> {
         let existing: HashMap<String, serde_json::Map<String, Value>> = chroma
             .scan_all(
                 self.collection,
-                Filter::document(key, self.custom_id).to_where(),
+                Filter::document(&self.source_id, key, self.custom_id).to_where(),
                 &doing,
             )
             .await?
@@ -511,7 +516,7 @@ impl DocumentContext<'_> {
             .chroma
             .delete_matching(
                 self.collection,
-                Filter::document_from(&key, self.custom_id, next_index).to_where(),
+                Filter::document_from(&self.source_id, &key, self.custom_id, next_index).to_where(),
                 &doing,
             )
             .await?;

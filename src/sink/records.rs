@@ -126,16 +126,24 @@ pub fn max_user_metadata_keys(sparse: bool) -> usize {
 pub struct Filter(Value);
 
 impl Filter {
-    /// The chunks of one document: its `document_key`, or its invocation's
-    /// `custom_id` (whose IDs belong to one document).
-    pub fn document(key: &str, custom_id: Option<&str>) -> Self {
-        Filter(match custom_id {
+    /// The chunks one source wrote of one document: its `document_key`, or
+    /// its invocation's `custom_id` (whose IDs belong to one document).
+    ///
+    /// **Invariant:** every filter that replaces or removes a document's
+    /// chunks is scoped to the writing source's `source_id` (uploads: the
+    /// empty one all uploads write), so a document can never delete another
+    /// source's document of the same name in a shared collection — a binary
+    /// upload named `README.md` is skipped without touching a GitHub
+    /// source's `README.md` (`tests/uploads.rs`).
+    pub fn document(source_id: &str, key: &str, custom_id: Option<&str>) -> Self {
+        let document = match custom_id {
             Some(custom_id) => json!({"$or": [
                 {field::DOCUMENT_KEY: key},
                 {field::CUSTOM_ID: custom_id},
             ]}),
             None => json!({field::DOCUMENT_KEY: key}),
-        })
+        };
+        Filter(json!({"$and": [{field::SOURCE_ID: source_id}, document]}))
     }
 
     /// The chunks a source wrote under one `custom_id`, whatever their
@@ -150,9 +158,9 @@ impl Filter {
     }
 
     /// A document's chunks numbered `from` and up.
-    pub fn document_from(key: &str, custom_id: Option<&str>, from: usize) -> Self {
+    pub fn document_from(source_id: &str, key: &str, custom_id: Option<&str>, from: usize) -> Self {
         Filter(json!({"$and": [
-            Self::document(key, custom_id).0,
+            Self::document(source_id, key, custom_id).0,
             {field::CHUNK_INDEX: {"$gte": from}},
         ]}))
     }
@@ -171,9 +179,9 @@ impl Filter {
     }
 
     /// A document's chunks stored at `version`.
-    pub fn document_at(key: &str, custom_id: Option<&str>, version: &str) -> Self {
+    pub fn document_at(source_id: &str, key: &str, custom_id: Option<&str>, version: &str) -> Self {
         Filter(json!({"$and": [
-            Self::document(key, custom_id).0,
+            Self::document(source_id, key, custom_id).0,
             {field::VERSION_KEY: version},
         ]}))
     }
@@ -599,13 +607,16 @@ mod tests {
     #[test]
     fn filters_name_the_standard_fields() {
         assert_eq!(
-            Filter::document("a.md", None).to_where(),
-            &json!({"document_key": "a.md"})
+            Filter::document("s", "a.md", None).to_where(),
+            &json!({"$and": [{"source_id": "s"}, {"document_key": "a.md"}]})
         );
         assert_eq!(
-            Filter::document_from("a.md", Some("c"), 3).to_where(),
+            Filter::document_from("s", "a.md", Some("c"), 3).to_where(),
             &json!({"$and": [
-                {"$or": [{"document_key": "a.md"}, {"custom_id": "c"}]},
+                {"$and": [
+                    {"source_id": "s"},
+                    {"$or": [{"document_key": "a.md"}, {"custom_id": "c"}]},
+                ]},
                 {"chunk_index": {"$gte": 3}},
             ]})
         );
