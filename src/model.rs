@@ -262,6 +262,18 @@ pub struct ScheduleSlots {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateSourceResponse {
     pub source_id: Uuid,
+    /// Extension: present when the source has a `webhook`; holds the
+    /// secret its deliveries are signed with, shown this once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSecret>,
+}
+
+/// A source's webhook signing secret (Standard Webhooks: `whsec_…`), shown
+/// only when created or rotated. Receivers verify `webhook-signature` with
+/// it (e.g. PyPI/npm `standardwebhooks`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSecret {
+    pub secret: String,
 }
 
 /// A GitHub repository source.

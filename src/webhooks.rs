@@ -62,15 +62,27 @@ pub async fn webhook_loop(
                     let (queue, sources) = (Arc::clone(&queue), Arc::clone(&sources));
                     let settings = settings.clone();
                     in_flight.spawn(async move {
-                        let answer = sources
-                            .webhooks
-                            .send(
-                                &delivery.url,
-                                delivery.event.as_str(),
-                                &delivery.id.to_string(),
-                                delivery.body.clone(),
-                            )
-                            .await;
+                        // Read per attempt: a rotated secret signs the next
+                        // attempt. A failed read is a failed attempt
+                        // (retried), never an unsigned delivery.
+                        let answer = match queue.webhook_secret(delivery.source_id).await {
+                            Ok(secret) => {
+                                sources
+                                    .webhooks
+                                    .send(
+                                        &delivery.url,
+                                        delivery.event.as_str(),
+                                        &delivery.id.to_string(),
+                                        delivery.body.clone(),
+                                        secret.as_deref(),
+                                    )
+                                    .await
+                            }
+                            Err(error) => crate::domain::webhook::Answer {
+                                status: None,
+                                error: Some(format!("reading the source's webhook secret: {error}")),
+                            },
+                        };
                         let delivered = answer.delivered();
                         tracing::info!(
                             delivery = %delivery.id,

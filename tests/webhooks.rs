@@ -28,6 +28,10 @@ struct Received {
     event: String,
     delivery: String,
     signature: String,
+    /// The Standard Webhooks headers.
+    webhook_id: String,
+    webhook_timestamp: String,
+    webhook_signature: String,
     body: Bytes,
 }
 
@@ -67,6 +71,9 @@ async fn receive(
         event: header("x-chroma-syncd-event"),
         delivery: header("x-chroma-syncd-delivery"),
         signature: header("x-chroma-syncd-signature"),
+        webhook_id: header("webhook-id"),
+        webhook_timestamp: header("webhook-timestamp"),
+        webhook_signature: header("webhook-signature"),
         body,
     });
     let status = state.answers.lock().unwrap().pop_front().unwrap_or(200);
@@ -170,6 +177,15 @@ fn a_finished_invocation_is_delivered_signed_to_a_receiver_that_fails_twice_firs
     let (status, got) = daemon.request(Method::GET, &format!("/api/v1/sources/{source}"), None);
     assert_eq!(status, 200);
     assert_eq!(got["webhook"]["url"], hook.as_str());
+    // The source's own secret (rotated here to learn it): every attempt
+    // also carries the Standard Webhooks headers.
+    let (status, rotated) = daemon.request(
+        Method::POST,
+        &format!("/api/v1/sources/{source}/webhook/rotate-secret"),
+        None,
+    );
+    assert_eq!(status, 200, "{rotated}");
+    let source_secret = rotated["secret"].as_str().unwrap().to_string();
 
     let job = daemon.invoke(&source, json!({}));
     daemon.wait_complete(&job);
@@ -188,6 +204,11 @@ fn a_finished_invocation_is_delivered_signed_to_a_receiver_that_fails_twice_firs
         },
     );
     assert_eq!(received.len(), 3, "no attempt after the receiver accepted");
+    assert_eq!(
+        verified_by_standardwebhooks(&source_secret, &received),
+        vec![true; 3]
+    );
+    assert!(received.iter().all(|r| r.webhook_id == received[0].delivery));
     for attempt in &received {
         assert_eq!(attempt.event, "complete");
         assert_eq!(attempt.delivery, received[0].delivery, "one delivery id");
@@ -320,32 +341,144 @@ fn webhook_urls_pass_the_outbound_rules() {
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
 }
 
+/// Which of `received` the Standard Webhooks reference verifier (PyPI
+/// `standardwebhooks`, in the test venv) accepts with `secret`: one bool
+/// per delivery, in order.
+fn verified_by_standardwebhooks(secret: &str, received: &[Received]) -> Vec<bool> {
+    let messages: Vec<Value> = received
+        .iter()
+        .map(|r| {
+            json!({
+                "body": String::from_utf8(r.body.to_vec()).unwrap(),
+                "headers": {
+                    "webhook-id": r.webhook_id,
+                    "webhook-timestamp": r.webhook_timestamp,
+                    "webhook-signature": r.webhook_signature,
+                },
+            })
+        })
+        .collect();
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+secret, messages = sys.argv[1], json.load(sys.stdin)
+results = []
+for m in messages:
+    try:
+        Webhook(secret).verify(m["body"].encode(), m["headers"])
+        results.append(True)
+    except WebhookVerificationError:
+        results.append(False)
+print(json.dumps(results))
+"#;
+    let mut child = std::process::Command::new(venv().join("bin/python"))
+        .args(["-c", script, secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        Value::Array(messages).to_string().as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Issue 31: each source signs its deliveries with a secret of its own, the
+/// Standard Webhooks way. No daemon-wide key is needed; the secret is shown
+/// once (at creation, or rotation) and never in reads; a receiver verifies
+/// with the reference library, and another source's secret does not verify.
 #[test]
-fn without_a_signing_key_webhooks_are_refused() {
+fn without_a_daemon_key_deliveries_are_signed_per_source_the_standard_way() {
     let chroma = Chroma::start();
+    let receiver = Receiver::start(&[]);
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.md"), "# Alpha\n\nFirst page.\n").unwrap();
     let daemon = Daemon::start_with(
         &chroma.url(),
         TEST_CONFIG,
-        &[(
-            "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
-            dir.path().to_str().unwrap(),
-        )],
+        &[
+            ("CHROMA_SYNCD_WEBHOOK_ALLOWED_ORIGINS", &receiver.url),
+            (
+                "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
+                dir.path().to_str().unwrap(),
+            ),
+        ],
     );
+    let hook = json!({"url": format!("{}/hook", receiver.url)});
+    let create = |body: Value| {
+        let (status, created) = daemon.request(Method::POST, "/api/v1/sources", Some(body));
+        assert_eq!(status, 201, "{created}");
+        created
+    };
+    let created = create(folder_source(dir.path(), hook.clone()));
+    let source = created["source_id"].as_str().unwrap().to_string();
+    let secret = created["webhook"]["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{created}");
+    // Another team's source, with a secret of its own.
+    let mut other_body = folder_source(dir.path(), hook);
+    other_body["filesystem"]["collection_name"] = json!("other");
+    let other = create(other_body);
+    let other_secret = other["webhook"]["secret"].as_str().unwrap().to_string();
+    assert_ne!(secret, other_secret);
+    // A source without a webhook has no secret to show.
+    let plain = create(folder_source(dir.path(), Value::Null));
+    assert!(plain.get("webhook").is_none(), "{plain}");
+    // Never shown again: not in the source, not in the list.
+    for path in [format!("/api/v1/sources/{source}"), "/api/v1/sources".into()] {
+        let (status, body) = daemon.request(Method::GET, &path, None);
+        assert_eq!(status, 200);
+        assert!(!body.to_string().contains(&secret), "{path} shows the secret");
+    }
+
+    let job = daemon.invoke(&source, json!({}));
+    daemon.wait_complete(&job);
+    let first = wait_until("a delivery", Duration::from_secs(60), || {
+        receiver.received().first().cloned()
+    });
+    assert_eq!(first.webhook_id, first.delivery, "webhook-id is the delivery id");
+    assert!(first.webhook_signature.starts_with("v1,"), "{first:?}");
+    assert!(first.signature.is_empty(), "no daemon key, no legacy signature");
+    assert_eq!(verified_by_standardwebhooks(&secret, &[first.clone()]), vec![true]);
+    assert_eq!(
+        verified_by_standardwebhooks(&other_secret, &[first.clone()]),
+        vec![false],
+        "another source's secret verifies this source's delivery"
+    );
+
+    // Rotation: a new secret, returned once; the next delivery is signed
+    // with it, and the old one no longer verifies.
+    let (status, rotated) = daemon.request(
+        Method::POST,
+        &format!("/api/v1/sources/{source}/webhook/rotate-secret"),
+        None,
+    );
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secret"].as_str().unwrap().to_string();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
     let (status, body) = daemon.request(
         Method::POST,
-        "/api/v1/sources",
-        Some(folder_source(
-            dir.path(),
-            json!({"url": "https://hooks.example.com/x"}),
-        )),
+        &format!(
+            "/api/v1/sources/{}/webhook/rotate-secret",
+            plain["source_id"].as_str().unwrap()
+        ),
+        None,
     );
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("CHROMA_SYNCD_WEBHOOK_SECRET"),
-        "{body}"
+    std::fs::write(dir.path().join("b.md"), "# Beta\n\nSecond page.\n").unwrap();
+    let job = daemon.invoke(&source, json!({}));
+    daemon.wait_complete(&job);
+    let second = wait_until("a second delivery", Duration::from_secs(60), || {
+        receiver.received().get(1).cloned()
+    });
+    assert_eq!(
+        verified_by_standardwebhooks(&new_secret, &[second.clone()]),
+        vec![true]
     );
+    assert_eq!(verified_by_standardwebhooks(&secret, &[second]), vec![false]);
+    assert!(!daemon.log().contains(&secret), "a webhook secret was logged");
 }

@@ -126,6 +126,10 @@ pub fn router(state: AppState) -> Router {
             get(sources::webhook_deliveries),
         )
         .route(
+            "/sources/{source_id}/webhook/rotate-secret",
+            post(sources::rotate_webhook_secret),
+        )
+        .route(
             "/sources/{source_id}/invocations",
             post(invocations::create),
         )

@@ -19,6 +19,7 @@ use crate::model::*;
         super::sources::delete,
         super::sources::schedule_slots,
         super::sources::webhook_deliveries,
+        super::sources::rotate_webhook_secret,
         super::upload::add_file,
         super::invocations::create,
         super::invocations::get,
@@ -35,7 +36,7 @@ use crate::model::*;
         GitRefIdentifier, Job, JobStatus, IndexJobMetadata, JobKind, S3JobMetadata, Progress,
         JobStats, Trigger, LatestByKeysRequest, HealthResponse, SourceSchedule, ScheduleSlot,
         ScheduleSlots, WebhookConfig, WebhookEvent, WebhookDelivery, DeliveryAttempt,
-        WebhookDeliveries, FileJobMetadata, AddFileResponse,
+        WebhookDeliveries, FileJobMetadata, AddFileResponse, WebhookSecret,
     )),
     modifiers(&TokenScheme),
 )]

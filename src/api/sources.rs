@@ -19,7 +19,7 @@ use super::{ApiError, AppState};
 use crate::domain::{authorize_source, effective, validate_source};
 use crate::model::{
     CreateSourcePayload, CreateSourceResponse, ErrorResponse, ScheduleSlots, Source, SourceType,
-    WebhookDeliveries,
+    WebhookDeliveries, WebhookSecret,
 };
 use crate::queue::{SourceFilter, SourceRecord};
 
@@ -113,15 +113,68 @@ pub async fn create(
     .map_err(|e| ApiError::internal(format!("validating the source failed: {e}")))??;
     authorize_source(&state.sources, &payload, &spec).await?;
     let source_type = spec.source_type();
+    // The secret is made before the source is stored, so a source with a
+    // webhook is never stored without a way to sign its deliveries.
+    let secret = match payload.webhook {
+        Some(_) => Some(crate::domain::webhook::new_secret().map_err(ApiError::internal)?),
+        None => None,
+    };
     let record = state.queue.create_source(source_type, &payload).await?;
+    if let Some(secret) = &secret {
+        state
+            .queue
+            .set_webhook_secret(record.id, secret.expose())
+            .await?;
+    }
     tracing::info!(source_id = %record.id, source_type = source_type.as_str(), "source created");
     Ok((
         StatusCode::CREATED,
         Json(CreateSourceResponse {
             source_id: record.id,
+            webhook: secret.map(|secret| WebhookSecret {
+                secret: secret.expose().to_string(),
+            }),
         }),
     )
         .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/sources/{source_id}/webhook/rotate-secret", tag = "Source",
+    operation_id = "rotate_webhook_secret",
+    description = "Extension: replaces the secret the source's webhook deliveries are signed with \
+        (Standard Webhooks), returning the new one once. The next delivery attempt is signed with it.",
+    params(("source_id" = Uuid, Path, description = "Source ID")),
+    responses(
+        (status = 200, description = "The new secret", body = WebhookSecret),
+        (status = 400, description = "The source has no webhook", body = ErrorResponse),
+        (status = 401, description = "Unauthorized", body = ErrorResponse),
+        (status = 403, description = "Forbidden", body = ErrorResponse),
+        (status = 404, description = "Source not found", body = ErrorResponse),
+        (status = 500, description = "Server error", body = ErrorResponse)),
+    security(("x-chroma-token" = [])))]
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<WebhookSecret>, ApiError> {
+    let record = load_source(&state, &principal, id).await?;
+    if record.payload.webhook.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "source {id} has no webhook, so it has no webhook secret"
+        )));
+    }
+    let secret = crate::domain::webhook::new_secret().map_err(ApiError::internal)?;
+    if !state
+        .queue
+        .set_webhook_secret(record.id, secret.expose())
+        .await?
+    {
+        return Err(ApiError::not_found(format!("source {id} not found")));
+    }
+    tracing::info!(source_id = %record.id, "webhook secret rotated");
+    Ok(Json(WebhookSecret {
+        secret: secret.expose().to_string(),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/sources", tag = "Source", operation_id = "list_sources",

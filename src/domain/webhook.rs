@@ -3,6 +3,19 @@
 //! queue's (`webhook_deliveries`); the loop that sends them is
 //! `src/webhooks.rs`.
 //!
+//! **Signatures (Standard Webhooks, standardwebhooks.com).** Each source
+//! with a webhook has a secret of its own, `whsec_` + base64 of 32 random
+//! bytes ([`new_secret`]), returned once when the source is created (and by
+//! `POST /api/v1/sources/{id}/webhook/rotate-secret`), never in reads.
+//! Every delivery carries `webhook-id` (the delivery id, the same on every
+//! retry), `webhook-timestamp` (unix seconds of the attempt) and
+//! `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`
+//! keyed by the secret's decoded bytes, so receivers verify with any
+//! Standard Webhooks library, reject replays by the timestamp, and one
+//! team cannot forge deliveries to another's receiver. A daemon-wide key
+//! (`[webhooks] signing_secret_env`) is optional: when set, deliveries also
+//! carry the older `X-Chroma-Syncd-Signature` (compatibility).
+//!
 //! Webhook URLs are chosen by API callers, so they pass the same outbound
 //! rules as S3 endpoints: public addresses only, checked at creation and
 //! again on every connection (DNS can change), unless their origin is in
@@ -29,13 +42,46 @@ const MAX_ANSWER_BYTES: usize = 1024;
 pub const EVENT_HEADER: &str = "x-chroma-syncd-event";
 pub const DELIVERY_HEADER: &str = "x-chroma-syncd-delivery";
 pub const SIGNATURE_HEADER: &str = "x-chroma-syncd-signature";
+/// Standard Webhooks headers (interface contract).
+pub const STANDARD_ID_HEADER: &str = "webhook-id";
+pub const STANDARD_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const STANDARD_SIGNATURE_HEADER: &str = "webhook-signature";
+/// Prefix of a per-source secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+/// Random bytes in a per-source secret (Standard Webhooks asks for 24–64).
+const SECRET_BYTES: usize = 32;
+
+/// A new per-source secret: `whsec_` + base64 of random bytes from the OS.
+pub fn new_secret() -> Result<Secret, String> {
+    use base64::Engine;
+    let mut bytes = [0u8; SECRET_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a webhook secret: {e}"))?;
+    Ok(Secret::new(format!(
+        "{SECRET_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )))
+}
+
+/// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` keyed by the
+/// secret's bytes (the base64 after `whsec_`); `None` for a secret that is
+/// not of that form.
+pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let key = engine.decode(secret.strip_prefix(SECRET_PREFIX)?).ok()?;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    Some(format!("v1,{}", engine.encode(mac.finalize().into_bytes())))
+}
 
 /// The outbound rules and the signing key, built once from `[webhooks]`.
 pub struct WebhookRules {
     allowed: AllowedOrigins,
-    /// `None` while `signing_secret_env` names no value: webhooks are off.
+    /// The daemon-wide key (`signing_secret_env`), optional: when set,
+    /// deliveries also carry `X-Chroma-Syncd-Signature`.
     secret: Option<Secret>,
-    secret_env: String,
     /// Connects to public addresses only, on every connection.
     guarded: reqwest::Client,
     /// For allowlisted origins only.
@@ -80,7 +126,6 @@ impl WebhookRules {
         Ok(WebhookRules {
             allowed: settings.allowed_origins.clone(),
             secret,
-            secret_env: settings.signing_secret_env.clone(),
             guarded: client(true)?,
             trusted: client(false)?,
         })
@@ -91,18 +136,11 @@ impl WebhookRules {
         self.secret.as_ref()
     }
 
-    /// The checks that need the daemon's config and the network: webhooks
-    /// are enabled (a signing key is set), and the URL's host is public or
-    /// allowlisted. A name that does not resolve now passes; it is checked
-    /// again on every connection.
+    /// The checks that need the daemon's config and the network: the URL's
+    /// host is public or allowlisted. A name that does not resolve now
+    /// passes; it is checked again on every connection. (Deliveries are
+    /// signed with the source's own secret, so no daemon-wide key is needed.)
     pub async fn authorize(&self, webhook: &WebhookConfig) -> Result<(), DomainError> {
-        if self.secret.is_none() {
-            return Err(DomainError::invalid(format!(
-                "webhooks are not enabled on this daemon: its operator sets {} (named by \
-                 [webhooks] signing_secret_env) to the key deliveries are signed with",
-                self.secret_env
-            )));
-        }
         let url = validate(webhook)?;
         if self.allowed.contains(&url) {
             return Ok(());
@@ -145,9 +183,18 @@ impl WebhookRules {
         ))
     }
 
-    /// Sends one attempt of a delivery. Never follows redirects; connects
-    /// to public addresses only unless the origin is allowlisted.
-    pub async fn send(&self, url: &str, event: &str, delivery: &str, body: String) -> Answer {
+    /// Sends one attempt of a delivery, signed with `source_secret` (the
+    /// Standard Webhooks headers) and, when the daemon has one, its
+    /// daemon-wide key. Never follows redirects; connects to public
+    /// addresses only unless the origin is allowlisted.
+    pub async fn send(
+        &self,
+        url: &str,
+        event: &str,
+        delivery: &str,
+        body: String,
+        source_secret: Option<&str>,
+    ) -> Answer {
         let failed = |error: String| Answer {
             status: None,
             error: Some(error),
@@ -165,18 +212,26 @@ impl WebhookRules {
             }
             &self.guarded
         };
-        let Some(signature) = self.signature(body.as_bytes()) else {
-            return failed("webhooks are disabled: no signing secret is set".into());
-        };
-        let sent = client
+        let mut request = client
             .post(parsed)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(EVENT_HEADER, event)
-            .header(DELIVERY_HEADER, delivery)
-            .header(SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
-            .await;
+            .header(DELIVERY_HEADER, delivery);
+        if let Some(signature) = self.signature(body.as_bytes()) {
+            request = request.header(SIGNATURE_HEADER, signature);
+        }
+        if let Some(secret) = source_secret {
+            let timestamp = chrono::Utc::now().timestamp();
+            let Some(signature) = standard_signature(secret, delivery, timestamp, body.as_bytes())
+            else {
+                return failed("the source's webhook secret is malformed; rotate it".into());
+            };
+            request = request
+                .header(STANDARD_ID_HEADER, delivery)
+                .header(STANDARD_TIMESTAMP_HEADER, timestamp.to_string())
+                .header(STANDARD_SIGNATURE_HEADER, signature);
+        }
+        let sent = request.body(body).send().await;
         match sent {
             Ok(response) => {
                 let status = response.status();
@@ -277,13 +332,28 @@ mod tests {
         assert!(validate(&empty).is_err());
     }
 
+    /// The example of the Standard Webhooks specification
+    /// (github.com/standard-webhooks/standard-webhooks, spec/standard-webhooks.md).
+    #[test]
+    fn standard_signatures_match_the_specifications_example() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            standard_signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap(),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert_eq!(standard_signature("not-a-secret", "id", 1, body), None);
+        let fresh = new_secret().unwrap();
+        assert!(fresh.expose().starts_with(SECRET_PREFIX));
+        assert_ne!(fresh.expose(), new_secret().unwrap().expose());
+    }
+
     #[test]
     fn signatures_are_hmac_sha256_of_the_body() {
         // RFC 4231 test case 2.
         let rules = WebhookRules {
             allowed: AllowedOrigins::default(),
             secret: Some(Secret::new("Jefe")),
-            secret_env: String::new(),
             guarded: reqwest::Client::new(),
             trusted: reqwest::Client::new(),
         };

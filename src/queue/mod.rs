@@ -352,6 +352,12 @@ pub trait Queue: Send + Sync + 'static {
         delivery: &PendingDelivery,
         result: DeliveryResult,
     ) -> Result<(), QueueError>;
+    /// Stores the secret a source's webhook deliveries are signed with
+    /// (replacing any); false when the source does not exist.
+    async fn set_webhook_secret(&self, source_id: Uuid, secret: &str) -> Result<bool, QueueError>;
+    /// The secret a source's webhook deliveries are signed with, if it has
+    /// one (sources created before per-source secrets have none).
+    async fn webhook_secret(&self, source_id: Uuid) -> Result<Option<String>, QueueError>;
     /// A source's deliveries, newest first.
     async fn list_deliveries(
         &self,

@@ -803,6 +803,24 @@ impl<D: Dialect> Queue for SqlQueue<D> {
         Ok(())
     }
 
+    async fn set_webhook_secret(&self, source_id: Uuid, secret: &str) -> Result<bool, QueueError> {
+        let mut update = Sql::new("UPDATE sources SET webhook_secret = ");
+        update
+            .bind(secret.to_string())
+            .push(" WHERE id = ")
+            .bind(source_id.to_string());
+        Ok(self.execute(update).await? > 0)
+    }
+
+    async fn webhook_secret(&self, source_id: Uuid) -> Result<Option<String>, QueueError> {
+        let mut select = Sql::new("SELECT webhook_secret FROM sources WHERE id = ");
+        select.bind(source_id.to_string());
+        match self.fetch_optional(select).await? {
+            Some(row) => Ok(row.optional_text("webhook_secret")?),
+            None => Ok(None),
+        }
+    }
+
     async fn list_deliveries(
         &self,
         source_id: Uuid,

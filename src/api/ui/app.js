@@ -506,6 +506,10 @@ function createSourceForm() {
     const answer = await api("POST", "/api/v1/sources", body);
     if (answer.status === 201) {
       result.textContent = `Source ${answer.body.source_id} created.`;
+      // The webhook's signing secret is shown this once (Standard Webhooks).
+      if (answer.body.webhook && answer.body.webhook.secret) {
+        result.textContent += ` Webhook signing secret (shown once; store it now): ${answer.body.webhook.secret}`;
+      }
       await loadSources();
       refreshLive();
     } else {
