@@ -1,11 +1,13 @@
 //! Several auto-synced sources on one SQS queue (one queue per region is
-//! the usual setup): each consumer deletes only the messages it handled, so
-//! no source loses another's events.
+//! the usual setup): whichever consumer receives a message enqueues it for
+//! every source it belongs to and deletes it once, so no source loses
+//! another's events — not even to a dead-letter queue.
 
 mod common;
 
 use std::time::Duration;
 
+use aws_sdk_sqs::types::QueueAttributeName;
 use common::{Chroma, Daemon, S3, runtime, s3_source, wait_until};
 use serde_json::json;
 
@@ -140,4 +142,83 @@ fn two_sources_sharing_one_queue_both_sync_their_objects() {
                 .then_some(())
         },
     );
+}
+
+/// Issue 31: releasing another source's message raised its receive count,
+/// so with a redrive policy an event could reach the dead-letter queue
+/// before its owner saw it. Each message is received once and handled for
+/// its owners: with `maxReceiveCount = 1` nothing is dead-lettered and
+/// every source syncs its objects.
+#[test]
+fn a_redrive_policy_never_dead_letters_a_live_sources_event() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("shared");
+    let sqs = s3.sqs_client();
+    let dead = runtime().block_on(async {
+        let url = sqs
+            .create_queue()
+            .queue_name("events-dlq")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
+        let arn = attributes.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+        (url, arn)
+    });
+    let policy = format!(r#"{{"deadLetterTargetArn": "{}", "maxReceiveCount": "1"}}"#, dead.1);
+    let queue_url = s3.event_queue_with(
+        "strict-events",
+        &["shared"],
+        &[(QueueAttributeName::RedrivePolicy, policy)],
+    );
+    let daemon = Daemon::start(&chroma.url());
+    let teams = [("alpha/", "alpha"), ("beta/", "beta"), ("gamma/", "gamma")];
+    for (prefix, collection) in teams {
+        let mut source = s3_source(&s3, "shared", collection, Some(prefix));
+        source["s3"]["auto_sync"] = json!("direct");
+        source["s3"]["sqs_queue_url"] = json!(queue_url);
+        daemon.create_source(source);
+    }
+    wait_until("three consumers to start", Duration::from_secs(30), || {
+        (daemon.log().matches("auto-sync: consuming S3 events").count() >= 3).then_some(())
+    });
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        for (prefix, collection) in teams {
+            let key = format!("{prefix}note-{i}.md");
+            s3.put("shared", &key, format!("# {key}\n\nWritten by {collection}.\n"), None);
+            expected.push((collection, key));
+        }
+    }
+    wait_until("every team's objects to be synced", Duration::from_secs(180), || {
+        expected
+            .iter()
+            .all(|(collection, key)| {
+                chroma.collection("testdb", collection).is_some()
+                    && !chroma.records("testdb", collection).of_key(key).is_empty()
+            })
+            .then_some(())
+    });
+    let dead_letters = runtime().block_on(async {
+        sqs.receive_message()
+            .queue_url(&dead.0)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default()
+            .len()
+    });
+    assert_eq!(dead_letters, 0, "live sources' events were dead-lettered");
 }

@@ -345,15 +345,24 @@ impl S3 {
     /// Creates the SQS queue `name` and has `buckets` send their object
     /// created/removed events to it, as S3 event notifications do; its URL.
     pub fn event_queue(&self, name: &str, buckets: &[&str]) -> String {
+        self.event_queue_with(name, buckets, &[])
+    }
+
+    /// [`S3::event_queue`] created with SQS `attributes` (e.g. a
+    /// `RedrivePolicy`).
+    pub fn event_queue_with(
+        &self,
+        name: &str,
+        buckets: &[&str],
+        attributes: &[(aws_sdk_sqs::types::QueueAttributeName, String)],
+    ) -> String {
         use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
         runtime().block_on(async {
-            let created = self
-                .sqs_client()
-                .create_queue()
-                .queue_name(name)
-                .send()
-                .await
-                .unwrap();
+            let mut create = self.sqs_client().create_queue().queue_name(name);
+            for (attribute, value) in attributes {
+                create = create.attributes(attribute.clone(), value);
+            }
+            let created = create.send().await.unwrap();
             for bucket in buckets {
                 self.client
                     .put_bucket_notification_configuration()

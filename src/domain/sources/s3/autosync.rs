@@ -3,8 +3,7 @@
 //! object into an invocation (`trigger: auto_sync`). A removed object's job
 //! finds it gone and deletes its chunks. In `metadata` mode only
 //! `.meta.json` files are the source's: other objects' events are not its
-//! own ([`covers`]), so they are released or discarded as any event no
-//! source wants. A metadata file's invocation is of the file itself; its
+//! own ([`covers`]), so they are discarded as any event no source wants. A metadata file's invocation is of the file itself; its
 //! job reads it and syncs what it names (see [`super::meta_json`]), so the
 //! consumer never reads an object body.
 //!
@@ -16,17 +15,18 @@
 //! this change, and its result must not be the last word.
 //!
 //! Several sources may share one queue (one queue per region is the usual
-//! setup), each with its own consumer. A consumer deletes only what it
-//! handled ([`verdict`]): a message whose records belong to other sources on
-//! the queue and none to it is made visible again at once for their
-//! consumers; one that no live source on the queue wants (S3's test event, a
-//! key under nobody's prefix) is deleted, or it would circulate forever. A
-//! message whose records belong to this source *and* others (S3 itself sends
-//! one record per message, so only batched or forwarded messages do this) is
-//! handled whole by whichever owner receives it: an invocation for every
-//! owning source, each planned from that source's own settings, then one
-//! delete. Releasing it instead would re-run this source's records each time
-//! it came back.
+//! setup), each with its own consumer. Whichever consumer receives a message
+//! handles it whole ([`verdict`]): an invocation for every live source on
+//! the queue whose bucket and prefix cover one of its records, each planned
+//! from that source's own settings, then one delete. A message no live
+//! source on the queue wants (S3's test event, a key under nobody's prefix)
+//! is deleted, or it would circulate forever.
+//!
+//! Why not leave other sources' messages to their own consumers: releasing
+//! a message (visibility 0) raises its receive count, so with a redrive
+//! policy an event could reach the dead-letter queue before its owner's
+//! consumer ever saw it — a silent loss. Handling on receipt costs nothing
+//! extra: the invocation is the same whoever enqueues it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,9 +48,6 @@ const REFRESH: Duration = Duration::from_secs(5);
 const WAIT_SECONDS: i32 = 5;
 /// A message not deleted (its key was busy, or enqueueing failed) comes back after this.
 const VISIBILITY_SECONDS: i32 = 10;
-/// After a receive that brought only other sources' messages, wait this long
-/// before the next, so their consumers get them rather than us again.
-const RELEASE_PAUSE: Duration = Duration::from_secs(1);
 
 /// One change to an object, from an S3 event notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,11 +190,8 @@ struct Consumer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Enqueue these (owner index into the sources given, event) and, once
-    /// all are stored, delete the message: every record is this source's,
-    /// or some are and the rest belong to other sources on the queue.
+    /// all are stored, delete the message, whichever sources own them.
     Handle(Vec<(usize, ObjectEvent)>),
-    /// Only other sources on the queue want it: make it visible again.
-    Release,
     /// No source on the queue wants it: delete it.
     Discard,
 }
@@ -213,9 +207,9 @@ fn covers(source: &S3SourceConfig, event: &ObjectEvent) -> bool {
         && (source.auto_sync != Some(AutoSync::Metadata) || is_meta_json(&event.key))
 }
 
-/// Decides a message's fate for the consumer of `sources[me]`; `sources`
-/// are the live auto-synced sources on the same queue, this one included.
-pub fn verdict(events: &[ObjectEvent], sources: &[&S3SourceConfig], me: usize) -> Verdict {
+/// Decides a message's fate for whichever consumer received it; `sources`
+/// are the live auto-synced sources on the same queue, its own included.
+pub fn verdict(events: &[ObjectEvent], sources: &[&S3SourceConfig]) -> Verdict {
     let owned: Vec<(usize, ObjectEvent)> = events
         .iter()
         .flat_map(|event| {
@@ -228,10 +222,8 @@ pub fn verdict(events: &[ObjectEvent], sources: &[&S3SourceConfig], me: usize) -
         .collect();
     if owned.is_empty() {
         Verdict::Discard
-    } else if owned.iter().any(|(owner, _)| *owner == me) {
-        Verdict::Handle(owned)
     } else {
-        Verdict::Release
+        Verdict::Handle(owned)
     }
 }
 
@@ -286,8 +278,6 @@ impl Consumer {
                     continue;
                 }
             };
-            let mut released = 0usize;
-            let received = messages.len();
             for message in messages {
                 let events = parse_events(message.body().unwrap_or_default());
                 let mut live = Arc::clone(&self.live.borrow());
@@ -327,26 +317,11 @@ impl Consumer {
                 let Some(handle) = message.receipt_handle() else {
                     continue;
                 };
-                match verdict(&events, &configs, 0) {
+                match verdict(&events, &configs) {
                     Verdict::Handle(owned) => {
                         if !self.enqueue_all(&sharing, &owned).await {
                             continue; // comes back after the visibility timeout
                         }
-                    }
-                    Verdict::Release => {
-                        released += 1;
-                        if let Err(error) = client
-                            .change_message_visibility()
-                            .queue_url(queue_url)
-                            .receipt_handle(handle)
-                            .visibility_timeout(0)
-                            .send()
-                            .await
-                        {
-                            // Its owner gets it after the visibility timeout instead.
-                            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "releasing another source's SQS message failed");
-                        }
-                        continue;
                     }
                     Verdict::Discard => {
                         tracing::debug!(source_id = %self.record.id, "deleting an SQS message no source wants");
@@ -363,12 +338,6 @@ impl Consumer {
                     tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "deleting an SQS message failed");
                 }
             }
-            if released > 0 && released == received {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(RELEASE_PAUSE) => {}
-                }
-            }
         }
     }
 
@@ -382,7 +351,7 @@ impl Consumer {
                 }))
                 .filter_map(|r| r.payload.s3.as_ref())
                 .collect();
-        verdict(events, &configs, 0) == Verdict::Discard
+        verdict(events, &configs) == Verdict::Discard
     }
 
     /// Enqueues one invocation per owned event, each for its owning source;
@@ -513,25 +482,21 @@ mod tests {
     }
 
     #[test]
-    fn a_consumer_takes_only_messages_with_its_records() {
+    fn a_message_is_handled_for_its_owners_by_whoever_receives_it() {
         let docs = source("b", "docs/");
         let blog = source("b", "blog/");
-        let sources = [&docs, &blog];
+        // The consumer of `blog` received `docs`'s event: it enqueues for
+        // `docs` (never releases it: that would raise its receive count).
         let mine = [event("b", "docs/a.md")];
         assert_eq!(
-            verdict(&mine, &sources, 0),
-            Verdict::Handle(vec![(0, mine[0].clone())])
+            verdict(&mine, &[&blog, &docs]),
+            Verdict::Handle(vec![(1, mine[0].clone())])
         );
-        // The other source's event is left for it, not deleted.
-        assert_eq!(verdict(&mine, &sources, 1), Verdict::Release);
+        let sources = [&docs, &blog];
         // Nobody's: S3's test event, another bucket, a key outside every prefix.
-        assert_eq!(verdict(&[], &sources, 0), Verdict::Discard);
+        assert_eq!(verdict(&[], &sources), Verdict::Discard);
         assert_eq!(
-            verdict(
-                &[event("other", "docs/a.md"), event("b", "x.md")],
-                &sources,
-                0
-            ),
+            verdict(&[event("other", "docs/a.md"), event("b", "x.md")], &sources),
             Verdict::Discard
         );
     }
@@ -544,15 +509,18 @@ mod tests {
         let upload = [event("b", "docs/report.pdf")];
         let file = [event("b", "docs/report.meta.json")];
         // Alone on the queue, a plain upload is nobody's.
-        assert_eq!(verdict(&upload, &[&meta], 0), Verdict::Discard);
+        assert_eq!(verdict(&upload, &[&meta]), Verdict::Discard);
         assert_eq!(
-            verdict(&file, &[&meta], 0),
+            verdict(&file, &[&meta]),
             Verdict::Handle(vec![(0, file[0].clone())])
         );
         // Beside a `direct` source of the same prefix, it is that source's.
-        assert_eq!(verdict(&upload, &[&meta, &direct], 0), Verdict::Release);
         assert_eq!(
-            verdict(&file, &[&meta, &direct], 1),
+            verdict(&upload, &[&meta, &direct]),
+            Verdict::Handle(vec![(1, upload[0].clone())])
+        );
+        assert_eq!(
+            verdict(&file, &[&meta, &direct]),
             Verdict::Handle(vec![(0, file[0].clone()), (1, file[0].clone())])
         );
     }
@@ -570,11 +538,6 @@ mod tests {
             (1, events[1].clone()),
             (2, events[1].clone()),
         ];
-        for me in 0..3 {
-            assert_eq!(
-                verdict(&events, &sources, me),
-                Verdict::Handle(expected.clone())
-            );
-        }
+        assert_eq!(verdict(&events, &sources), Verdict::Handle(expected));
     }
 }
