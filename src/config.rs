@@ -427,6 +427,65 @@ pub struct WebSettings {
     pub max_removal_fraction: f64,
 }
 
+/// One `[filesystem] allowed_roots` entry: a directory, and the databases
+/// whose sources may read under it (`None`: every database), as
+/// credentials are bound to databases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedRoot {
+    pub path: PathBuf,
+    pub databases: Option<Vec<String>>,
+}
+
+impl AllowedRoot {
+    /// Whether sources of `database` may read under this root.
+    pub fn serves(&self, database: &str) -> bool {
+        self.databases
+            .as_ref()
+            .is_none_or(|databases| databases.iter().any(|d| d == database || d == "*"))
+    }
+}
+
+impl From<PathBuf> for AllowedRoot {
+    fn from(path: PathBuf) -> Self {
+        AllowedRoot {
+            path,
+            databases: None,
+        }
+    }
+}
+
+/// A plain entry compares with its path (config tests, and callers that
+/// list paths).
+impl PartialEq<PathBuf> for AllowedRoot {
+    fn eq(&self, other: &PathBuf) -> bool {
+        self.databases.is_none() && self.path == *other
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowedRoot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Bound {
+            path: PathBuf,
+            databases: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a path, or a table { path, databases }")]
+        enum Entry {
+            Path(PathBuf),
+            Bound(Bound),
+        }
+        Ok(match Entry::deserialize(deserializer)? {
+            Entry::Path(path) => AllowedRoot::from(path),
+            Entry::Bound(bound) => AllowedRoot {
+                path: bound.path,
+                databases: Some(bound.databases),
+            },
+        })
+    }
+}
+
 /// Local directories as sources (`filesystem`). The daemon reads with its
 /// own permissions, so only directories an operator lists here can be
 /// named by API callers: without this list any caller could index
@@ -436,10 +495,12 @@ pub struct WebSettings {
 pub struct FilesystemSettings {
     /// A source's `root` must be one of these directories or lie inside
     /// one (compared after resolving symbolic links). Empty (the default)
-    /// disables the `filesystem` source type.
-    /// Env: `CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS` (comma-separated;
-    /// replaces the file's list).
-    pub allowed_roots: Vec<PathBuf>,
+    /// disables the `filesystem` source type. An entry is a path (every
+    /// database's sources may use it) or `{ path = "/srv/a", databases =
+    /// ["team_a"] }` (only those databases' sources may).
+    /// Env: `CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS` (comma-separated paths,
+    /// every database; replaces the file's list).
+    pub allowed_roots: Vec<AllowedRoot>,
     /// Files larger than this are skipped with a recorded reason, never read.
     pub max_file_bytes: u64,
     /// A walk of a root that finds more files than this fails the job
@@ -970,6 +1031,7 @@ impl Config {
             .filesystem
             .allowed_roots
             .iter()
+            .map(|root| &root.path)
             .find(|root| !root.is_absolute())
         {
             // A relative root would depend on the directory the daemon was
@@ -1179,7 +1241,7 @@ impl GitHubAppConfig {
 
 /// `CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS`: comma-separated absolute paths;
 /// blanks are ignored, so an empty value disables the source type.
-fn parse_allowed_roots(value: &str) -> Result<Vec<PathBuf>, String> {
+fn parse_allowed_roots(value: &str) -> Result<Vec<AllowedRoot>, String> {
     value
         .split(',')
         .map(str::trim)
@@ -1187,7 +1249,7 @@ fn parse_allowed_roots(value: &str) -> Result<Vec<PathBuf>, String> {
         .map(|root| {
             let path = PathBuf::from(root);
             if path.is_absolute() {
-                Ok(path)
+                Ok(AllowedRoot::from(path))
             } else {
                 Err(format!("`{root}` is not an absolute path"))
             }

@@ -147,3 +147,79 @@ fn a_database_cannot_use_credentials_bound_to_another() {
     assert!(error.contains("team-a"), "{error}");
     assert!(!daemon.log().contains("ghp_team_a_token_never_shown"));
 }
+
+/// Issue 31: filesystem roots are bound to databases like credentials. A
+/// source rooted under a directory bound to another team's database is a
+/// 403 at creation, and a job re-checks the binding when it runs.
+#[test]
+fn filesystem_roots_are_bound_to_databases() {
+    let chroma = Chroma::start();
+    let team_a_dir = tempfile::tempdir().unwrap();
+    let shared_dir = tempfile::tempdir().unwrap();
+    std::fs::write(team_a_dir.path().join("salaries.md"), "# Pay\n\nBands.\n").unwrap();
+    std::fs::write(shared_dir.path().join("faq.md"), "# FAQ\n\nAnswers.\n").unwrap();
+    let tokens = format!(
+        "[[api.tokens]]\nsha256 = \"{}\"\ndatabases = [\"team-a\"]\n\n\
+         [[api.tokens]]\nsha256 = \"{}\"\ndatabases = [\"team-b\"]\n",
+        sha256_hex(TEAM_A),
+        sha256_hex(TEAM_B)
+    );
+    let roots = |team_a_databases: &str| {
+        format!(
+            "{}\n[filesystem]\nallowed_roots = [\n  {{ path = \"{}\", databases = {team_a_databases} }},\n  \"{}\",\n]\n{tokens}",
+            common::TEST_CONFIG,
+            team_a_dir.path().display(),
+            shared_dir.path().display(),
+        )
+    };
+    let mut daemon = Daemon::start_with(&chroma.url(), &roots(r#"["team-a"]"#), &[]);
+    let folder = |database: &str, root: &std::path::Path| {
+        json!({"database_name": database,
+               "filesystem": {"root": root.to_str().unwrap(), "collection_name": "docs"}})
+    };
+    // Team B cannot root a source in team A's directory…
+    let (status, body) = daemon.request_with_token(
+        Method::POST,
+        "/api/v1/sources",
+        Some(folder("team-b", team_a_dir.path())),
+        Some(TEAM_B),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("team-b"), "{body}");
+    // …but may use the directory every database may, and team A its own.
+    let (status, body) = daemon.request_with_token(
+        Method::POST,
+        "/api/v1/sources",
+        Some(folder("team-b", shared_dir.path())),
+        Some(TEAM_B),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = daemon.request_with_token(
+        Method::POST,
+        "/api/v1/sources",
+        Some(folder("team-a", team_a_dir.path())),
+        Some(TEAM_A),
+    );
+    assert_eq!(status, 201, "{body}");
+    let team_a_source = body["source_id"].as_str().unwrap().to_string();
+
+    // The operator re-binds the directory to another database: team A's
+    // existing source is re-checked when its job runs, and fails.
+    std::fs::write(&daemon.config_path, roots(r#"["team-c"]"#)).unwrap();
+    daemon.terminate();
+    daemon.restart();
+    let (status, job) = daemon.request_with_token(
+        Method::POST,
+        &format!("/api/v1/sources/{team_a_source}/invocations"),
+        Some(json!({})),
+        Some(TEAM_A),
+    );
+    assert_eq!(status, 201, "{job}");
+    daemon.token = Some(TEAM_A.to_string());
+    let (_, error) = daemon.wait_failed(
+        job["invocation_id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert!(error.contains("allowed_roots"), "{error}");
+    assert!(chroma.collection("team-a", "docs").is_none(), "nothing was read");
+}

@@ -24,6 +24,9 @@ pub(super) async fn run(
     config: &FilesystemSourceConfig,
 ) -> Result<(), JobError> {
     let root = Arc::new(open_root(settings, config).map_err(JobError::Permanent)?);
+    // Re-checked at every run: the operator may have re-bound the directory.
+    root.serves(settings, &job.claimed.job.metadata.database_name)
+        .map_err(|e| JobError::Permanent(format!("filesystem.root: {e}")))?;
     let filter = Arc::new(path_filter(config).map_err(JobError::Permanent)?);
     let collection = job.open_collection().await?;
     let context = job.documents(&collection, SourceType::Filesystem);

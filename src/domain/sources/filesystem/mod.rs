@@ -92,6 +92,18 @@ impl SourceKind for FilesystemSource {
         Ok(())
     }
 
+    /// The root must lie inside an allowed root bound to the source's
+    /// database (403 otherwise), as credentials are bound to databases.
+    async fn authorize(
+        &self,
+        database: &str,
+        config: &FilesystemSourceConfig,
+    ) -> Result<(), DomainError> {
+        let root = open_root(&self.settings, config).map_err(DomainError::Invalid)?;
+        root.serves(&self.settings, database)
+            .map_err(|e| DomainError::Forbidden(format!("filesystem.root: {e}")))
+    }
+
     fn default_collection(config: &FilesystemSourceConfig) -> Option<&str> {
         Some(&config.collection_name)
     }

@@ -74,7 +74,7 @@ impl Root {
         let allowed: Vec<PathBuf> = settings
             .allowed_roots
             .iter()
-            .filter_map(|allowed| std::fs::canonicalize(allowed).ok())
+            .filter_map(|allowed| std::fs::canonicalize(&allowed.path).ok())
             .collect();
         let not_allowed = || {
             format!("root {root:?} is not inside any of the daemon's [filesystem] allowed_roots")
@@ -106,6 +106,27 @@ impl Root {
             }),
             Ok(_) => Err(format!("root {root:?} is not a directory")),
             Err(error) => Err(format!("root {root:?}: {error}")),
+        }
+    }
+
+    /// Whether sources of `database` may read this root: it lies inside an
+    /// allowed root bound to `database` (or to every database). Checked at
+    /// creation (403) and again when a job or a watch starts, so an
+    /// operator who re-binds a directory cuts off sources already made.
+    pub fn serves(&self, settings: &FilesystemSettings, database: &str) -> Result<(), String> {
+        let bound = settings.allowed_roots.iter().any(|allowed| {
+            allowed.serves(database)
+                && std::fs::canonicalize(&allowed.path)
+                    .is_ok_and(|canonical| self.canonical.starts_with(canonical))
+        });
+        if bound {
+            Ok(())
+        } else {
+            Err(format!(
+                "root {:?} is not inside any [filesystem] allowed_roots entry bound to database \
+                 `{database}`",
+                self.given
+            ))
         }
     }
 
@@ -277,7 +298,10 @@ pub(crate) mod tests {
     /// Settings allowing exactly `dirs`.
     pub(crate) fn settings(dirs: &[&Path]) -> FilesystemSettings {
         FilesystemSettings {
-            allowed_roots: dirs.iter().map(|d| d.to_path_buf()).collect(),
+            allowed_roots: dirs
+                .iter()
+                .map(|d| crate::config::AllowedRoot::from(d.to_path_buf()))
+                .collect(),
             ..FilesystemSettings::default()
         }
     }

@@ -98,6 +98,7 @@ impl SourceWatch {
         let id = self.record.id;
         let debounce = Duration::from_millis(self.settings.watch_debounce_ms);
         let started = Root::open(&self.settings, &self.config.root).and_then(|root| {
+            root.serves(&self.settings, &self.record.payload.database_name)?;
             let filter = path_filter(&self.config)?;
             Ok((
                 Watcher::start(&root, debounce)?,
