@@ -611,6 +611,13 @@ pub struct UploadSettings {
     /// Uploads one API token may have in flight at once (below
     /// `max_in_flight`, so one team cannot take every slot).
     pub max_in_flight_per_token: usize,
+    /// Bytes of uploads stored and not yet processed, across the daemon:
+    /// an upload that would pass it is refused (429) before its body is
+    /// stored.
+    pub max_pending_bytes: u64,
+    /// An upload is refused (507) when the state directory's filesystem
+    /// would have less free space than this after storing it.
+    pub min_free_bytes: u64,
     /// An upload request, its body included, must end within this (it
     /// replaces `[api] request_timeout_seconds` for this one route).
     pub request_timeout_seconds: f64,
@@ -622,6 +629,8 @@ impl Default for UploadSettings {
             max_file_bytes: 200 * 1024 * 1024,
             max_in_flight: 4,
             max_in_flight_per_token: 2,
+            max_pending_bytes: 10 * 1024 * 1024 * 1024,
+            min_free_bytes: 1024 * 1024 * 1024,
             request_timeout_seconds: 900.0,
         }
     }

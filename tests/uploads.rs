@@ -467,3 +467,93 @@ fn a_skipped_upload_does_not_delete_another_sources_document_of_the_same_name() 
     assert_eq!(kept.len(), before, "the S3 source's README.md lost chunks");
     assert!(kept.iter().all(|r| r.metadata["source_id"] == source.as_str()));
 }
+
+/// Issue 31: a body that never sends a multipart boundary was buffered by
+/// the parser until the file limit (200 MiB per upload slot). Now 64 KiB
+/// without a boundary or the end of a part's headers is a 400 at once, and
+/// the body may not run past the declared file plus a small margin.
+#[test]
+fn a_body_without_boundaries_is_refused_early() {
+    let chroma = Chroma::start();
+    let mut daemon = daemon(&chroma);
+    let pid = daemon.pid();
+    let send = |head: &str, filler: usize, length: usize, declared: usize| {
+        let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /api/v1/add-file HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: \
+             multipart/form-data; boundary=XBOUNDARYX\r\nContent-Length: {length}\r\n\
+             x-upload-content-length: {declared}\r\nConnection: close\r\n\r\n{head}"
+        )
+        .unwrap();
+        // Send until the daemon answers and closes (a refused body is not
+        // read to its end); the answer is whatever it said.
+        let piece = vec![b'z'; 64 * 1024];
+        let mut sent = 0;
+        while sent < filler && stream.write_all(&piece).is_ok() {
+            sent += piece.len();
+        }
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+        (answer, sent)
+    };
+    // 8 MiB of preamble with no boundary, declared as a 1-byte file.
+    let (answer, sent) = send("", 8 << 20, (8 << 20) + 100, 1);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("boundary"), "{answer}");
+    assert!(sent < 8 << 20, "the daemon read the whole body ({sent} bytes)");
+    // A part whose header block never ends.
+    let (answer, _) = send(
+        "--XBOUNDARYX\r\nContent-Disposition: form-data; name=\"database_name\"\r\nX-Pad: ",
+        8 << 20,
+        (8 << 20) + 200,
+        1,
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("boundary"), "{answer}");
+    assert!(daemon.is_running());
+    assert_eq!(daemon.pid(), pid);
+    // Nothing was stored; a proper upload still works.
+    assert!(stored_uploads(&daemon).is_empty());
+    upload_and_wait(&daemon, "after", "ok.txt", b"still serving uploads".to_vec());
+}
+
+/// Issue 31: uploads cannot fill the disk: one that would pass `[uploads]
+/// max_pending_bytes` is a 429, and one that would leave the state
+/// directory's filesystem with less than `min_free_bytes` a 507 — both
+/// before anything is stored.
+#[test]
+fn uploads_past_the_pending_budget_or_the_free_space_margin_are_refused() {
+    let chroma = Chroma::start();
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        &format!("{TEST_CONFIG}\n[uploads]\nmax_pending_bytes = 1000\n"),
+        &[],
+    );
+    let form = |bytes: Vec<u8>| {
+        Form::new()
+            .text("database_name", "testdb")
+            .text("collection_name", "budget")
+            .part("file", Part::bytes(bytes).file_name("big.txt"))
+    };
+    let (status, body) = upload(&daemon, Some(1001), form(vec![b'a'; 1001]));
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "too_many_pending_upload_bytes");
+    assert!(body["message"].as_str().unwrap().contains("max_pending_bytes"));
+    let (status, body) = upload(&daemon, Some(900), form(vec![b'a'; 900]));
+    assert_eq!(status, 201, "{body}");
+    assert!(stored_uploads(&daemon).iter().all(|f| !f.ends_with(".part")));
+
+    let tight = Daemon::start_with(
+        &chroma.url(),
+        &format!("{TEST_CONFIG}\n[uploads]\nmin_free_bytes = 1125899906842624000\n"),
+        &[],
+    );
+    let (status, body) = upload(&tight, Some(5), form(b"hello".to_vec()));
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["error"], "insufficient_storage");
+    assert!(stored_uploads(&tight).is_empty());
+}

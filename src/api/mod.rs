@@ -11,6 +11,7 @@ pub mod events;
 pub mod origin;
 pub mod quota;
 pub mod invocations;
+pub mod multipart_guard;
 pub mod openapi;
 pub mod server;
 pub mod sources;

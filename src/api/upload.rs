@@ -9,13 +9,13 @@
 //! that fails or is abandoned midway leaves nothing behind.
 
 use axum::Extension;
-use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{Multipart, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use uuid::Uuid;
 
 use super::auth::Principal;
+use super::multipart_guard::{GuardedField, GuardedMultipart};
 use super::{ApiError, AppState};
 use crate::config::sha256_hex;
 use crate::domain::names::validate_chroma_name;
@@ -65,14 +65,15 @@ struct Fields {
         (status = 401, description = "Unauthorized", body = ErrorResponse),
         (status = 403, description = "Forbidden", body = ErrorResponse),
         (status = 413, description = "The file is larger than [uploads] max_file_bytes", body = ErrorResponse),
-        (status = 429, description = "Too many uploads at once, or the queue is full; retry after `Retry-After` seconds", body = ErrorResponse),
+        (status = 429, description = "Too many uploads at once (in all, or from this token), the queue is full, or [uploads] max_pending_bytes of uploads wait to be processed; retry after `Retry-After` seconds", body = ErrorResponse),
+        (status = 507, description = "The daemon's storage would keep less than [uploads] min_free_bytes free", body = ErrorResponse),
         (status = 500, description = "Server error", body = ErrorResponse)),
     security(("x-chroma-token" = [])))]
 pub async fn add_file(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let max = state.limits.max_upload_bytes;
     let declared = headers
@@ -91,8 +92,6 @@ pub async fn add_file(
     if declared > max {
         return Err(too_large(declared, max));
     }
-    let mut multipart = multipart
-        .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body: {e}")))?;
     let pending = state.queue.pending_count().await?;
     if pending >= state.max_pending_jobs {
         return Ok(busy(
@@ -119,10 +118,32 @@ pub async fn add_file(
         ));
     };
 
+    // Room for the file before any of it is stored.
+    let _reservation = match state
+        .sources
+        .uploads
+        .reserve(state.queue.as_ref(), declared)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Ok(reservation) => reservation,
+        Err(full @ crate::domain::upload::StoreFull::Pending { .. }) => {
+            return Ok(busy("too_many_pending_upload_bytes", full.to_string()));
+        }
+        Err(full @ crate::domain::upload::StoreFull::Disk { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                full.to_string(),
+            ));
+        }
+    };
+    let mut multipart = GuardedMultipart::from_request(request, declared, &state).await?;
+
     let id = Uuid::new_v4();
     let mut fields = Fields::default();
     let mut stored = None;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+    while let Some(field) = multipart.next_field().await? {
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
             "file" => {
@@ -281,7 +302,7 @@ pub async fn add_file(
 async fn receive_file(
     state: &AppState,
     id: Uuid,
-    mut field: Field<'_>,
+    mut field: GuardedField<'_>,
     declared: u64,
     max: u64,
 ) -> Result<(crate::domain::upload::UploadWriter, String, Option<String>), ApiError> {
@@ -302,7 +323,7 @@ async fn receive_file(
         .writer(state.queue.clone(), id)
         .await
         .map_err(ApiError::internal)?;
-    while let Some(piece) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(piece) = field.chunk().await? {
         let size = writer.size() + piece.len() as u64;
         if size > max {
             return Err(too_large(size, max));
@@ -326,15 +347,19 @@ fn set<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn text(field: Field<'_>, name: &str) -> Result<String, ApiError> {
+async fn text(field: GuardedField<'_>, name: &str) -> Result<String, ApiError> {
     capped(field, name, MAX_FIELD_BYTES).await
 }
 
 /// A text field, read at most `limit` bytes far: a field is not a way to
 /// make the daemon buffer a file.
-async fn capped(mut field: Field<'_>, name: &str, limit: usize) -> Result<String, ApiError> {
+async fn capped(
+    mut field: GuardedField<'_>,
+    name: &str,
+    limit: usize,
+) -> Result<String, ApiError> {
     let mut value = Vec::new();
-    while let Some(piece) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(piece) = field.chunk().await? {
         if value.len() + piece.len() > limit {
             return Err(ApiError::bad_request(format!(
                 "field `{name}` is longer than {limit} bytes"
@@ -379,11 +404,3 @@ fn busy(code: &str, message: String) -> Response {
         .into_response()
 }
 
-/// A malformed or cut-off body; a body over the route's limit is a 413.
-fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
-    let status = error.status();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(status, "file_too_large", error.body_text());
-    }
-    ApiError::bad_request(format!("reading the multipart body: {}", error.body_text()))
-}

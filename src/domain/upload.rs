@@ -48,6 +48,55 @@ pub struct UploadStore {
     segment_bytes: u64,
     /// How long an upload request may take; older `.part` files are debris.
     request_timeout: Duration,
+    /// `[uploads] max_pending_bytes` and `min_free_bytes`.
+    max_pending_bytes: u64,
+    min_free_bytes: u64,
+    /// Declared sizes of the uploads this process is receiving: counted
+    /// against the budget before their bytes are stored, so uploads
+    /// checked at the same moment cannot all pass it.
+    reserved: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Why an upload cannot be stored now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreFull {
+    /// `max_pending_bytes` would be passed: uploads waiting for their jobs
+    /// must drain first (retry later).
+    Pending { pending: u64, limit: u64 },
+    /// The state directory's filesystem would keep less than
+    /// `min_free_bytes` free.
+    Disk { free: u64, margin: u64 },
+}
+
+impl std::fmt::Display for StoreFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreFull::Pending { pending, limit } => write!(
+                f,
+                "{pending} bytes of uploads are waiting to be processed; this one would pass \
+                 [uploads] max_pending_bytes ({limit}); retry later"
+            ),
+            StoreFull::Disk { free, margin } => write!(
+                f,
+                "the daemon's storage has {free} bytes free; this upload would leave less than \
+                 [uploads] min_free_bytes ({margin})"
+            ),
+        }
+    }
+}
+
+/// The budget one upload holds while it is received; released when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    bytes: u64,
+    reserved: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.reserved
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl UploadStore {
@@ -61,7 +110,65 @@ impl UploadStore {
             directory: config.state_dir.join("uploads"),
             segment_bytes: config.s3.stream_segment_bytes,
             request_timeout: config.uploads.request_timeout(),
+            max_pending_bytes: config.uploads.max_pending_bytes,
+            min_free_bytes: config.uploads.min_free_bytes,
+            reserved: Default::default(),
         }
+    }
+
+    /// Reserves room for an upload of `declared` bytes, before any of it is
+    /// stored: refused when the uploads stored and not yet processed (and
+    /// those being received) plus this one would pass `max_pending_bytes`,
+    /// or when the state directory's filesystem would keep less than
+    /// `min_free_bytes` free (the directory store only: a queue store's
+    /// disk is the database's).
+    pub async fn reserve(
+        &self,
+        queue: &dyn Queue,
+        declared: u64,
+    ) -> Result<Result<Reservation, StoreFull>, String> {
+        use std::sync::atomic::Ordering;
+        let stored = match self.kind {
+            UploadStoreKind::Queue => queue
+                .upload_bytes()
+                .await
+                .map_err(|e| format!("measuring stored uploads: {e}"))?,
+            UploadStoreKind::Directory => {
+                let directory = self.directory.clone();
+                tokio::task::spawn_blocking(move || directory_bytes(&directory))
+                    .await
+                    .map_err(|e| format!("measuring stored uploads: {e}"))?
+            }
+        };
+        if matches!(self.kind, UploadStoreKind::Directory) {
+            let probe = if self.directory.exists() {
+                self.directory.clone()
+            } else {
+                self.directory.parent().map(Path::to_path_buf).unwrap_or_default()
+            };
+            if let Some(free) = free_bytes(&probe)
+                && free.saturating_sub(declared) < self.min_free_bytes
+            {
+                return Ok(Err(StoreFull::Disk {
+                    free,
+                    margin: self.min_free_bytes,
+                }));
+            }
+        }
+        // Reserve first, then check: two uploads racing both count each other.
+        let before = self.reserved.fetch_add(declared, Ordering::SeqCst);
+        let reservation = Reservation {
+            bytes: declared,
+            reserved: std::sync::Arc::clone(&self.reserved),
+        };
+        let pending = stored.saturating_add(before);
+        if pending.saturating_add(declared) > self.max_pending_bytes {
+            return Ok(Err(StoreFull::Pending {
+                pending,
+                limit: self.max_pending_bytes,
+            }));
+        }
+        Ok(Ok(reservation))
     }
 
     pub fn kind(&self) -> UploadStoreKind {
@@ -502,3 +609,37 @@ async fn sync_file(
     }
     Ok(())
 }
+
+/// Bytes of the files in `directory` (finished uploads and `.part`s); 0 when
+/// it does not exist yet.
+fn directory_bytes(directory: &Path) -> u64 {
+    std::fs::read_dir(directory)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Free bytes (for unprivileged users) of the filesystem holding `path`.
+// The field types are u64 on 64-bit Linux and narrower elsewhere.
+#[allow(clippy::useless_conversion)]
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` a buffer of the
+    // right type, which statvfs fills when it returns 0.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+

@@ -374,6 +374,8 @@ pub trait Queue: Send + Sync + 'static {
     /// Piece `seq` of an uploaded file; `None` past its end.
     async fn upload_piece(&self, upload: Uuid, seq: u32) -> Result<Option<Vec<u8>>, QueueError>;
     async fn delete_upload(&self, upload: Uuid) -> Result<(), QueueError>;
+    /// Bytes of every uploaded file stored in the queue (finished or not).
+    async fn upload_bytes(&self) -> Result<u64, QueueError>;
     /// Uploads whose job has finished, or that were stored before `before`
     /// and have no job (a request that failed after the file): the
     /// janitor's list.

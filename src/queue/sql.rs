@@ -878,6 +878,18 @@ impl<D: Dialect> Queue for SqlQueue<D> {
         Ok(())
     }
 
+    async fn upload_bytes(&self) -> Result<u64, QueueError> {
+        let row = self
+            .fetch_optional(Sql::new(
+                "SELECT CAST(COALESCE(SUM(LENGTH(data)), 0) AS BIGINT) AS total FROM upload_blobs",
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => u64::try_from(row.int("total")?).unwrap_or(0),
+            None => 0,
+        })
+    }
+
     async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<Uuid>, QueueError> {
         let mut query = Sql::new(
             "SELECT b.upload_id AS id FROM upload_blobs b
