@@ -557,3 +557,50 @@ fn uploads_past_the_pending_budget_or_the_free_space_margin_are_refused() {
     assert_eq!(body["error"], "insufficient_storage");
     assert!(stored_uploads(&tight).is_empty());
 }
+
+/// Issue 31: a big HTML document is not parsed in the daemon. A 24 MiB page
+/// of empty elements (whose DOM is tens of times its size) goes to the
+/// converter child, under its limits: the daemon's memory barely moves and
+/// the page's text is indexed (or the page skipped with the limit named).
+#[test]
+fn a_big_html_upload_is_converted_outside_the_daemon() {
+    let chroma = Chroma::start();
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        &format!("{TEST_CONFIG}\n[uploads]\nmax_file_bytes = 67108864\n"),
+        &[],
+    );
+    let mut html = String::from("<html><body><h1>Quarterly lighthouse report</h1>");
+    html.push_str("<p>The keeper logged every storm on the northern cape.</p>");
+    let filler = "<div><span></span></div>";
+    while html.len() < 24 << 20 {
+        html.push_str(filler);
+    }
+    html.push_str("</body></html>");
+    let before = daemon.peak_rss_kib().unwrap();
+    let bytes = html.into_bytes();
+    let length = bytes.len();
+    let form = Form::new()
+        .text("database_name", "testdb")
+        .text("collection_name", "pages")
+        .part("file", Part::bytes(bytes).file_name("report.html"));
+    let (status, created) = upload(&daemon, Some(length), form);
+    assert_eq!(status, 201, "{created}");
+    let job = daemon.wait_finished(
+        created["invocation_id"].as_str().unwrap(),
+        Duration::from_secs(300),
+    );
+    let after = daemon.peak_rss_kib().unwrap();
+    // Parsed in the daemon, this page cost hundreds of MB; converted in the
+    // child, the daemon holds its bytes a few times at most.
+    assert!(
+        after.saturating_sub(before) < 200 * 1024,
+        "the daemon's peak memory rose {} MiB: {job}",
+        after.saturating_sub(before) / 1024
+    );
+    assert!(job["status"]["complete"].is_object(), "{job}");
+    let chunks = chroma.records("testdb", "pages");
+    let indexed = chunks.rows.iter().any(|r| r.document.contains("northern cape"));
+    let skipped = job["stats"]["skipped_reasons"]["report.html"].as_str();
+    assert!(indexed || skipped.is_some(), "{job}");
+}

@@ -27,6 +27,11 @@ pub enum DocumentFormat {
     /// are not indexed.
     Doc,
     Ppt,
+    /// HTML larger than [`super::MAX_INLINE_HTML_BYTES`]: never chosen by
+    /// name or media type (smaller HTML is text, converted in the daemon),
+    /// only by [`super::large_html`], so that a big page's DOM is built in
+    /// the child, under its memory and time limits.
+    Html,
 }
 
 const ZIP: &[u8] = b"PK\x03\x04";
@@ -55,6 +60,7 @@ impl DocumentFormat {
             DocumentFormat::Notebook => "application/x-ipynb+json",
             DocumentFormat::Doc => "application/msword",
             DocumentFormat::Ppt => "application/vnd.ms-powerpoint",
+            DocumentFormat::Html => "text/html",
         }
     }
 
@@ -118,7 +124,7 @@ impl DocumentFormat {
             DocumentFormat::Xls | DocumentFormat::Doc | DocumentFormat::Ppt => {
                 head.starts_with(OLE2)
             }
-            DocumentFormat::Csv | DocumentFormat::Notebook => {
+            DocumentFormat::Csv | DocumentFormat::Notebook | DocumentFormat::Html => {
                 !head[..head.len().min(8192)].contains(&0)
             }
         }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::Chunked;
 use crate::embed::Models;
 use crate::extract::isolate::Converter;
-use crate::extract::{Skipped, document_format, extract};
+use crate::extract::{Skipped, document_format, extract, large_html};
 use crate::model::{ChunkingConfig, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType};
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, sparse_vector_value};
@@ -638,7 +638,9 @@ impl DocumentContext<'_> {
         let chunker = self.embedding.chunker.clone();
         let chunking = self.chunking.cloned();
         let started = Instant::now();
-        let extracted = if let Some(format) = document_format(key, content_type.as_deref()) {
+        let format = document_format(key, content_type.as_deref())
+            .or_else(|| large_html(key, content_type.as_deref(), bytes.len()));
+        let extracted = if let Some(format) = format {
             match self.services.converter.convert(format, bytes).await {
                 Ok(converted) => {
                     if !converted.omitted.is_empty() {
