@@ -133,6 +133,23 @@ impl Daemon {
         let program = std::env::current_exe()
             .map_err(|e| AppError::Setup(format!("finding our own executable: {e}")))?;
         let converter = Converter::new(self.config.extract.isolation(program));
+        if self.config.extract.sandbox {
+            let support = crate::extract::sandbox::Support::probe();
+            match support.warning() {
+                Some(warning) => tracing::warn!("{warning}"),
+                None => tracing::info!(
+                    landlock_abi = support.landlock_abi,
+                    "document converters run sandboxed (Landlock, seccomp)"
+                ),
+            }
+        } else {
+            tracing::warn!("[extract] sandbox = false: document converters run unconfined");
+        }
+        // Another process of our user must not read our memory or
+        // environment (every secret) through /proc or ptrace.
+        if !crate::extract::sandbox::make_undumpable() {
+            tracing::warn!("could not make the daemon non-dumpable");
+        }
         Ok(Arc::new(Services {
             queue: Arc::clone(&self.queue),
             chroma: self.chroma.clone(),

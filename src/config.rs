@@ -531,6 +531,10 @@ pub struct ExtractSettings {
     /// puts the one from the `pypdfium2` wheel here). Without it, PDFs are
     /// skipped with the reason. Env: `CHROMA_SYNCD_PDFIUM_LIBRARY`.
     pub pdfium_library: PathBuf,
+    /// Confine converter children (Landlock: no file opened; seccomp: no
+    /// sockets, exec or ptrace; no new privileges). On by default; a
+    /// kernel without Landlock or seccomp gets a warning, not a refusal.
+    pub sandbox: bool,
 }
 
 impl Default for ExtractSettings {
@@ -541,6 +545,7 @@ impl Default for ExtractSettings {
             max_memory_bytes: 2 * 1024 * 1024 * 1024,
             max_concurrent: 0,
             pdfium_library: cache_dir().join("chroma-syncd/pdfium/libpdfium.so"),
+            sandbox: true,
         }
     }
 }
@@ -1174,6 +1179,7 @@ impl ExtractSettings {
             } else {
                 self.max_concurrent
             },
+            sandbox: self.sandbox,
         }
     }
 }

@@ -94,6 +94,21 @@ enum Command {
         max_extracted_bytes: usize,
         #[arg(long)]
         pdfium_library: Option<PathBuf>,
+        /// Confine the child (Landlock, seccomp) before it reads.
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Internal: confines this process as a converter child is confined,
+    /// then tries what a parser exploit would and prints what worked (JSON).
+    /// For the sandbox's tests; it is not meant to be typed.
+    #[command(name = "probe-sandbox", hide = true)]
+    ProbeSandbox {
+        /// A process whose memory and environment must stay out of reach.
+        #[arg(long)]
+        parent: u32,
+        /// A file the daemon can read that the child must not.
+        #[arg(long)]
+        readable: String,
     },
     /// Which embedding kernel path this CPU runs and why: forced
     /// (`BERT_CPU_ISA`, `[embedding] precision`), or the fastest measured
@@ -266,6 +281,7 @@ fn main() -> ExitCode {
         format,
         max_extracted_bytes,
         pdfium_library,
+        sandbox,
     } = &cli.command
     {
         // A converter child: no runtime, no config, no logging.
@@ -273,7 +289,19 @@ fn main() -> ExitCode {
             max_extracted_bytes: *max_extracted_bytes,
             pdfium_library: pdfium_library.clone(),
         };
-        return chroma_syncd::extract::isolate::child_main(format, limits);
+        return chroma_syncd::extract::isolate::child_main(format, limits, *sandbox);
+    }
+    if let Command::ProbeSandbox { parent, readable } = &cli.command {
+        return match chroma_syncd::extract::sandbox::probe_confined(*parent, readable) {
+            Ok(probe) => {
+                println!("{}", serde_json::to_string(&probe).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     cli.token = std::env::var("CHROMA_SYNCD_TOKEN")
         .ok()
@@ -381,7 +409,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Probe { url } => Ok(probe(&url).await),
         Command::Kernels { measure } => kernels(config, measure),
-        Command::ExtractDocument { .. } => unreachable!("handled before the runtime starts"),
+        Command::ExtractDocument { .. } | Command::ProbeSandbox { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         // The API client is built for these commands only, so a bad
         // `--api-url` never stops `serve` or `run`.
         Command::Source { command } => {

@@ -456,6 +456,7 @@ fn a_conversion_past_its_time_is_stopped_and_says_so() {
             max_seconds,
             max_memory_bytes: 1 << 30,
             max_concurrent: 1,
+            sandbox: true,
         })
     };
     let ledger = bytes::Bytes::from(read(dir.path(), "ledger.pdf"));

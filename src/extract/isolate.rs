@@ -40,6 +40,8 @@ pub struct IsolationSettings {
     pub max_memory_bytes: u64,
     /// Children running at once, across all jobs.
     pub max_concurrent: usize,
+    /// Children confine themselves ([`super::sandbox`]) before reading.
+    pub sandbox: bool,
 }
 
 /// Converts documents in child processes; cheap to clone and share.
@@ -80,6 +82,9 @@ impl Converter {
             .arg(settings.limits.max_extracted_bytes.to_string());
         if let Some(library) = &settings.limits.pdfium_library {
             command.arg("--pdfium-library").arg(library);
+        }
+        if settings.sandbox {
+            command.arg("--sandbox");
         }
         command
             .env_clear()
@@ -147,6 +152,20 @@ impl Converter {
             };
         }
         Err(Skipped(crash_reason(status, &err.0, memory)))
+    }
+}
+
+/// Loads a shared library for good (the handle is never closed), so that
+/// later `dlopen`s of the same path need no file access.
+fn preload(library: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(library.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: dlopen of a NUL-terminated path; a missing or bad library
+    // returns NULL, which the PDF converter then reports as it always has.
+    unsafe {
+        libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
     }
 }
 
@@ -234,13 +253,28 @@ async fn read_capped(mut reader: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>
     (out, overflowed)
 }
 
-/// The child's side: converts stdin to one JSON answer on stdout.
-pub fn child_main(format: &str, limits: Limits) -> std::process::ExitCode {
+/// The child's side: converts stdin to one JSON answer on stdout; with
+/// `sandbox`, confined first ([`super::sandbox::confine`]).
+pub fn child_main(format: &str, limits: Limits, sandbox: bool) -> std::process::ExitCode {
     use std::io::{Read, Write};
     let Some(format) = parse_format(format) else {
         eprintln!("unknown document format {format:?}");
         return std::process::ExitCode::from(2);
     };
+    if sandbox {
+        // The one file a converter opens, PDFium, is loaded before the
+        // sandbox forbids opening files (PDFium's later dlopen of the same
+        // path finds it loaded).
+        if format == DocumentFormat::Pdf
+            && let Some(library) = &limits.pdfium_library
+        {
+            preload(library);
+        }
+        if let Err(e) = super::sandbox::confine() {
+            eprintln!("confining the converter: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    }
     let mut bytes = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
         eprintln!("reading the document: {e}");

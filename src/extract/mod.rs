@@ -26,6 +26,7 @@ mod odf;
 mod package;
 mod pdf;
 mod pptx;
+pub mod sandbox;
 mod sheets;
 mod xml;
 
