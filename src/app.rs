@@ -150,11 +150,17 @@ impl Daemon {
         if !crate::extract::sandbox::make_undumpable() {
             tracing::warn!("could not make the daemon non-dumpable");
         }
+        let vectors = settings.reuse_vectors.then(|| {
+            Arc::new(crate::pipeline::reuse::VectorCache::new(
+                settings.reuse_cache_vectors,
+            ))
+        });
         Ok(Arc::new(Services {
             queue: Arc::clone(&self.queue),
             chroma: self.chroma.clone(),
             models,
             converter,
+            vectors,
         }))
     }
 

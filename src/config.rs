@@ -77,6 +77,12 @@ pub struct EmbeddingSettings {
     /// The forward pass's operand precision. Env:
     /// `CHROMA_SYNCD_EMBEDDING_PRECISION`.
     pub precision: EmbeddingPrecision,
+    /// Reuse vectors of identical inputs instead of embedding them again
+    /// (a duplicate chunk in a batch, a recent job's, or one stored in the
+    /// target collection; see `pipeline::reuse`).
+    pub reuse_vectors: bool,
+    /// Vectors the process-wide reuse cache holds (oldest out first).
+    pub reuse_cache_vectors: usize,
     /// Models sources may name besides the built-in all-MiniLM-L6-v2, keyed
     /// by the name sources use (`embedding_model.model`,
     /// `embedding.dense.model`).
@@ -757,6 +763,8 @@ impl Default for EmbeddingSettings {
             model_dir: default_model_dir(),
             batch_size: 32,
             precision: EmbeddingPrecision::Auto,
+            reuse_vectors: true,
+            reuse_cache_vectors: 4096,
             models: BTreeMap::new(),
         }
     }
@@ -936,6 +944,18 @@ impl Config {
         }
         if let Some(dir) = get("CHROMA_SYNCD_MODEL_DIR") {
             self.embedding.model_dir = PathBuf::from(dir);
+        }
+        if let Some(reuse) = get("CHROMA_SYNCD_EMBEDDING_REUSE") {
+            self.embedding.reuse_vectors = match reuse.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "CHROMA_SYNCD_EMBEDDING_REUSE",
+                        message: format!("`{reuse}` is not true or false"),
+                    });
+                }
+            };
         }
         if let Some(precision) = get("CHROMA_SYNCD_EMBEDDING_PRECISION") {
             self.embedding.precision = match precision.trim().to_ascii_lowercase().as_str() {

@@ -805,6 +805,11 @@ pub struct JobStats {
     /// Chunks stored with the same text and metadata: not re-embedded, not rewritten.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub chunks_unchanged: u64,
+    /// Chunks written with a vector reused from an identical input (same
+    /// model, same prompt and text) rather than embedded again: a duplicate
+    /// in the same batch, a recent job's, or one stored in the collection.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks_embedding_reused: u64,
     /// Documents found unchanged (same version as stored): nothing re-embedded.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unchanged: u64,

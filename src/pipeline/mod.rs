@@ -13,6 +13,7 @@ use std::time::Instant;
 
 mod document;
 mod embedding;
+pub mod reuse;
 pub mod segments;
 
 pub use document::{Document, Fetched, SegmentedDocument, SourceError};
@@ -86,6 +87,9 @@ pub struct Services {
     pub models: Models,
     /// Converts PDFs, office files and the like in child processes.
     pub converter: Converter,
+    /// Recent vectors by embedding identity, shared by every job
+    /// ([`reuse`]); `None`: reuse is off (`[embedding] reuse_vectors`).
+    pub vectors: Option<Arc<reuse::VectorCache>>,
 }
 
 /// Live state of a running job, read by its heartbeat.
@@ -679,11 +683,84 @@ impl DocumentContext<'_> {
         Ok(extracted)
     }
 
-    /// Embeds one batch (with the document prompt before each chunk),
-    /// timing it into `stats.embed_ms` (computing, or an endpoint's round
-    /// trips) and `stats.embed_wait_ms` (waiting for the shared embedder
-    /// while other jobs' batches ran).
+    /// The vectors of one batch: reused where a chunk of the same input
+    /// and model was embedded before ([`reuse`]), computed otherwise.
     async fn embed(&self, batch: &[Record]) -> Result<Vec<Vec<f32>>, JobError> {
+        let Some(cache) = &self.services.vectors else {
+            let texts: Vec<&Record> = batch.iter().collect();
+            return self.compute(&texts).await;
+        };
+        // Issue 33: each identity (model + `content_sha256`) is embedded at
+        // most once; see `reuse`.
+        let model = self.embedding.embedded_with().model.to_string();
+        let keys: Vec<Option<String>> = batch
+            .iter()
+            .map(|r| Stored(&r.metadata).content_sha256().map(str::to_string))
+            .collect();
+        let mut known: HashMap<String, Vec<f32>> = HashMap::new();
+        for key in keys.iter().flatten() {
+            if let Some(vector) = cache.get(&model, key) {
+                known.insert(key.clone(), vector);
+            }
+        }
+        let missing: Vec<String> = keys
+            .iter()
+            .flatten()
+            .filter(|key| !known.contains_key(*key))
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            let doing = format!("looking up stored vectors in {}", self.collection.name);
+            let found = self
+                .services
+                .chroma
+                .embeddings_matching(
+                    self.collection,
+                    Filter::same_input(&model, &missing).to_where(),
+                    missing.len(),
+                    &doing,
+                )
+                .await?;
+            for (metadata, vector) in found {
+                if let Some(key) = Stored(&metadata).content_sha256() {
+                    cache.put(&model, key, &vector);
+                    known.insert(key.to_string(), vector);
+                }
+            }
+        }
+        let (to_embed, source) = reuse::plan(&keys, &known);
+        let inputs: Vec<&Record> = to_embed.iter().map(|&i| &batch[i]).collect();
+        let computed = self.compute(&inputs).await?;
+        for (&index, vector) in to_embed.iter().zip(&computed) {
+            if let Some(key) = &keys[index] {
+                cache.put(&model, key, vector);
+            }
+        }
+        let reused = batch.len() - to_embed.len();
+        if reused > 0 {
+            self.state
+                .update(|stats| stats.chunks_embedding_reused += reused as u64);
+        }
+        Ok(keys
+            .iter()
+            .zip(source)
+            .map(|(key, source)| match source {
+                Some(slot) => computed[slot].clone(),
+                None => known[key.as_deref().unwrap_or_default()].clone(),
+            })
+            .collect())
+    }
+
+    /// Embeds `batch` (with the document prompt before each chunk), timing
+    /// it into `stats.embed_ms` (computing, or an endpoint's round trips)
+    /// and `stats.embed_wait_ms` (waiting for the shared embedder while
+    /// other jobs' batches ran).
+    async fn compute(&self, batch: &[&Record]) -> Result<Vec<Vec<f32>>, JobError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let with = self.embedding.embedded_with();
         let texts: Vec<String> = batch.iter().map(|r| with.input(&r.document)).collect();
         let started = Instant::now();

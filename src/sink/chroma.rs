@@ -455,6 +455,50 @@ impl ChromaClient {
         get_result(value, &doing)
     }
 
+    /// Up to `limit` records matching `filter`: their metadata and stored
+    /// embeddings.
+    pub async fn embeddings_matching(
+        &self,
+        collection: &CollectionHandle,
+        filter: &Value,
+        limit: usize,
+        doing: &str,
+    ) -> Result<Vec<(Map<String, Value>, Vec<f32>)>, ChromaError> {
+        let body = json!({
+            "where": filter,
+            "include": ["metadatas", "embeddings"],
+            "limit": limit,
+        });
+        let value = self
+            .call_ok(
+                Method::POST,
+                &format!("{}/get", self.collection_path(collection)),
+                Some(&body),
+                doing,
+            )
+            .await?;
+        // An answer without the arrays reuses nothing: the chunks are
+        // embedded as if nothing were stored.
+        let empty = Vec::new();
+        let metadatas = value
+            .get("metadatas")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty);
+        let embeddings = value
+            .get("embeddings")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty);
+        Ok(metadatas
+            .iter()
+            .zip(embeddings)
+            .filter_map(|(metadata, embedding)| {
+                let metadata = metadata.as_object()?.clone();
+                let vector: Vec<f32> = serde_json::from_value(embedding.clone()).ok()?;
+                Some((metadata, vector))
+            })
+            .collect())
+    }
+
     /// Deletes every record matching `filter`; how many there were.
     pub async fn delete_matching(
         &self,

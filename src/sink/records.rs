@@ -165,6 +165,16 @@ impl Filter {
         ]}))
     }
 
+    /// Chunks embedded by `model` from one of these inputs
+    /// (`content_sha256`), from any source: whose vectors a chunk of the
+    /// same input may reuse.
+    pub fn same_input(model: &str, content_sha256: &[String]) -> Self {
+        Filter(json!({"$and": [
+            {field::CONTENT_SHA256: {"$in": content_sha256}},
+            {field::EMBEDDING_MODEL: model},
+        ]}))
+    }
+
     /// Every chunk of one source.
     pub fn source(source_id: &str) -> Self {
         Filter(json!({field::SOURCE_ID: source_id}))
