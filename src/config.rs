@@ -386,6 +386,9 @@ pub struct GitHubSettings {
     pub apps: BTreeMap<String, GitHubAppConfig>,
     /// Files larger than this are skipped with a recorded reason.
     pub max_file_bytes: u64,
+    /// The same for documents converted in the child (PDF, Office, EPUB,
+    /// spreadsheets, notebooks), which are rarely under a megabyte.
+    pub max_document_bytes: u64,
     /// A repository archive that inflates beyond this fails the job
     /// (decompression-bomb guard).
     pub max_archive_bytes: u64,
@@ -509,6 +512,9 @@ pub struct FilesystemSettings {
     pub allowed_roots: Vec<AllowedRoot>,
     /// Files larger than this are skipped with a recorded reason, never read.
     pub max_file_bytes: u64,
+    /// The same for documents converted in the child (PDF, Office, EPUB,
+    /// spreadsheets, notebooks), which are rarely under a megabyte.
+    pub max_document_bytes: u64,
     /// A walk of a root that finds more files than this fails the job
     /// instead of holding an unbounded listing in memory.
     pub max_files: usize,
@@ -798,6 +804,26 @@ impl Default for S3Settings {
     }
 }
 
+/// Largest document (PDF, Office, …) a GitHub or filesystem source reads by
+/// default: Chroma Sync takes 200 MB files, and real PDFs are rarely under
+/// the 1 MiB text-file limit.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 200 * 1024 * 1024;
+
+/// The size limit for a file named `path`: `max_document_bytes` for a
+/// document converted in the child, else `max_file_bytes`; with the
+/// setting's name, for skip reasons.
+pub fn file_limit(
+    path: &str,
+    max_file_bytes: u64,
+    max_document_bytes: u64,
+) -> (u64, &'static str) {
+    if crate::extract::document_format(path, None).is_some() {
+        (max_document_bytes, "max_document_bytes")
+    } else {
+        (max_file_bytes, "max_file_bytes")
+    }
+}
+
 impl Default for GitHubSettings {
     fn default() -> Self {
         GitHubSettings {
@@ -807,6 +833,7 @@ impl Default for GitHubSettings {
             token_databases: None,
             apps: BTreeMap::new(),
             max_file_bytes: 1024 * 1024,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_archive_bytes: 4 * 1024 * 1024 * 1024,
             max_blob_fetches: 200,
             max_rate_limit_wait_seconds: 900,
@@ -838,6 +865,7 @@ impl Default for FilesystemSettings {
         FilesystemSettings {
             allowed_roots: Vec::new(),
             max_file_bytes: 1024 * 1024,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_files: 1_000_000,
             watch_debounce_ms: 500,
         }

@@ -160,12 +160,13 @@ impl Sync<'_> {
                 .skip(path, "excluded by the source's globs".into())
                 .await;
         }
-        let (root, relative, max_bytes) = (
-            Arc::clone(&self.root),
-            path.to_string(),
+        let limit = crate::config::file_limit(
+            path,
             self.settings.max_file_bytes,
+            self.settings.max_document_bytes,
         );
-        let read = tokio::task::spawn_blocking(move || read_document(&root, &relative, max_bytes))
+        let (root, relative) = (Arc::clone(&self.root), path.to_string());
+        let read = tokio::task::spawn_blocking(move || read_document(&root, &relative, limit))
             .await
             .map_err(|e| JobError::Permanent(format!("reading {path} failed: {e}")))?;
         match read {

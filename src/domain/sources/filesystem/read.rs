@@ -26,7 +26,36 @@ use crate::pipeline::{Document, Fetched, SourceError};
 ///   [`Fetched::Skipped`] with the reason.
 /// - Otherwise a [`Document`] keyed by `relative`, versioned by the SHA-256
 ///   of its content, so an unchanged file is recognised whatever its mtime.
-pub fn read_document(root: &Root, relative: &str, max_bytes: u64) -> Result<Fetched, SourceError> {
+/// A size limit and the `[filesystem]` setting it comes from (named in
+/// skip reasons); a bare number is `max_file_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct SizeLimit {
+    pub bytes: u64,
+    pub setting: &'static str,
+}
+
+impl From<u64> for SizeLimit {
+    fn from(bytes: u64) -> Self {
+        SizeLimit {
+            bytes,
+            setting: "max_file_bytes",
+        }
+    }
+}
+
+impl From<(u64, &'static str)> for SizeLimit {
+    fn from((bytes, setting): (u64, &'static str)) -> Self {
+        SizeLimit { bytes, setting }
+    }
+}
+
+pub fn read_document(
+    root: &Root,
+    relative: &str,
+    limit: impl Into<SizeLimit>,
+) -> Result<Fetched, SourceError> {
+    let limit = limit.into();
+    let max_bytes = limit.bytes;
     let skipped = |reason: String| {
         Ok(Fetched::Skipped {
             key: relative.to_string(),
@@ -57,7 +86,7 @@ pub fn read_document(root: &Root, relative: &str, max_bytes: u64) -> Result<Fetc
     check_still_inside(root, relative, &file)?;
     let size = metadata.len();
     if size > max_bytes {
-        return skipped(too_large(size, max_bytes));
+        return skipped(too_large(size, limit));
     }
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(max_bytes.saturating_add(1))
@@ -66,7 +95,7 @@ pub fn read_document(root: &Root, relative: &str, max_bytes: u64) -> Result<Fetc
     if bytes.len() as u64 > max_bytes {
         return skipped(format!(
             "{} while it was read",
-            too_large(bytes.len() as u64, max_bytes)
+            too_large(bytes.len() as u64, limit)
         ));
     }
     Ok(Fetched::Document(Document {
@@ -78,8 +107,11 @@ pub fn read_document(root: &Root, relative: &str, max_bytes: u64) -> Result<Fetc
     }))
 }
 
-fn too_large(size: u64, max_bytes: u64) -> String {
-    format!("file is {size} bytes, over the [filesystem] max_file_bytes limit of {max_bytes}")
+fn too_large(size: u64, limit: SizeLimit) -> String {
+    format!(
+        "file is {size} bytes, over the [filesystem] {} limit of {}",
+        limit.setting, limit.bytes
+    )
 }
 
 /// Opens the resolved path for reading. `O_NOFOLLOW`: a file swapped for a

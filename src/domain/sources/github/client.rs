@@ -378,7 +378,12 @@ impl GitHubRepo {
                 &format!("{path} (blob {blob_sha})"),
             )
             .await?;
-        read_body(response, self.settings.max_file_bytes.saturating_add(1)).await
+        let (limit, _) = crate::config::file_limit(
+            path,
+            self.settings.max_file_bytes,
+            self.settings.max_document_bytes,
+        );
+        read_body(response, limit.saturating_add(1)).await
     }
 
     /// Streams the files of commit `sha` from its tarball: those `filter`
@@ -395,6 +400,7 @@ impl GitHubRepo {
         let path = format!("/repos/{}/tarball/{sha}", self.full_name());
         let limits = ArchiveLimits {
             max_file_bytes: self.settings.max_file_bytes,
+            max_document_bytes: self.settings.max_document_bytes,
             max_archive_bytes: self.settings.max_archive_bytes,
         };
         tokio::spawn(async move {
@@ -675,8 +681,22 @@ pub fn skip_reason(entry_is_symlink: bool, size: u64, max_file_bytes: u64) -> Op
         .then(|| format!("file is {size} bytes, over the {max_file_bytes}-byte limit"))
 }
 
+/// [`skip_reason`] with the limit for `path`: `[github] max_document_bytes`
+/// for a document converted in the child, else `max_file_bytes`.
+pub fn skip_reason_for(
+    path: &str,
+    entry_is_symlink: bool,
+    size: u64,
+    max_file_bytes: u64,
+    max_document_bytes: u64,
+) -> Option<String> {
+    let (limit, _) = crate::config::file_limit(path, max_file_bytes, max_document_bytes);
+    skip_reason(entry_is_symlink, size, limit)
+}
+
 struct ArchiveLimits {
     max_file_bytes: u64,
+    max_document_bytes: u64,
     max_archive_bytes: u64,
 }
 
@@ -768,7 +788,13 @@ fn read_archive(
             continue;
         }
         let size = entry.header().size().map_err(failed)?;
-        let item = match skip_reason(symlink, size, limits.max_file_bytes) {
+        let item = match skip_reason_for(
+            &path,
+            symlink,
+            size,
+            limits.max_file_bytes,
+            limits.max_document_bytes,
+        ) {
             Some(reason) => Fetched::Skipped { key: path, reason },
             None => {
                 let mut bytes = Vec::with_capacity(size as usize);

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::GithubSource;
-use super::client::{DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason};
+use super::client::{DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason_for};
 use crate::model::{GitRefIdentifier, GithubSourceConfig, JobStatus, SourceType};
 use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun, Services, SourceError};
 use crate::queue::{ClaimedJob, JobFilter};
@@ -265,12 +265,21 @@ impl Sync<'_> {
     /// (`export-ignore` attributes apply to archives, not to trees): the tree
     /// is what a sync mirrors, in both modes.
     async fn fetch_blobs(&self, entries: Vec<TreeEntry>) -> Result<(), JobError> {
-        let max_file_bytes = self.repo_settings().max_file_bytes;
+        let (max_file_bytes, max_document_bytes) = (
+            self.repo_settings().max_file_bytes,
+            self.repo_settings().max_document_bytes,
+        );
         for entry in entries {
             if self.cancel().is_cancelled() {
                 return Err(JobError::Cancelled);
             }
-            let reason = skip_reason(entry.is_symlink(), entry.size.unwrap_or(0), max_file_bytes);
+            let reason = skip_reason_for(
+                &entry.path,
+                entry.is_symlink(),
+                entry.size.unwrap_or(0),
+                max_file_bytes,
+                max_document_bytes,
+            );
             let fetched = match reason {
                 Some(reason) => Fetched::Skipped {
                     key: entry.path,
