@@ -381,6 +381,43 @@ fn documents_in_a_directory_are_converted_too() {
     }
 }
 
+/// Issue 32: real PDFs were skipped by default in GitHub and filesystem
+/// sources, whose `max_file_bytes` (1 MiB) is a text-file limit. Documents
+/// converted in the child have their own, `max_document_bytes`: with the
+/// text limit below every file here, the documents still sync and the text
+/// file is skipped naming its limit.
+#[test]
+fn documents_have_their_own_size_limit_apart_from_text_files() {
+    let (dir, expected) = documents();
+    let chroma = Chroma::start();
+    let root = tempfile::tempdir().unwrap();
+    for name in ["survey.pdf", "manual.docx"] {
+        std::fs::copy(dir.path().join(name), root.path().join(name)).unwrap();
+    }
+    std::fs::write(root.path().join("notes.md"), "# Notes\n\n".repeat(40)).unwrap();
+    let root_path: PathBuf = root.path().canonicalize().unwrap();
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        &format!("{TEST_CONFIG}\n[filesystem]\nmax_file_bytes = 100\n"),
+        &[(
+            "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
+            root_path.to_str().unwrap(),
+        )],
+    );
+    let source = daemon.create_source(json!({
+        "database_name": "testdb",
+        "filesystem": {"root": root_path, "collection_name": "limits"},
+    }));
+    let job = daemon.wait_finished(&daemon.invoke(&source, json!({})), Duration::from_secs(300));
+    assert!(job["status"]["complete"].is_object(), "{job}");
+    let records = chroma.records("testdb", "limits");
+    for name in ["survey.pdf", "manual.docx"] {
+        assert_document(&records, name, name, &expected);
+    }
+    let reason = job["stats"]["skipped_reasons"]["notes.md"].as_str().unwrap_or_default();
+    assert!(reason.contains("max_file_bytes"), "{job}");
+}
+
 #[test]
 fn documents_in_a_repository_are_converted() {
     let (dir, expected) = documents();
