@@ -18,8 +18,8 @@ How:
    with the block after it, and consecutive pieces are packed greedily while
    the chunk stays within MAX_TOKENS including [CLS] and [SEP]. The daemon's
    window is 256; the default here is 128 because the numpy model (float64,
-   one thread) needs ~1.9 s per 256-token chunk for the four variants, which
-   is ~63 min for 2,000 chunks, against ~0.65 s per chunk at 128 tokens.
+   one thread) needs ~1.45 s per 256-token chunk for the four variants, which
+   is ~50 min for 2,000 chunks, against ~0.52 s per chunk at 128 tokens.
 3. CHUNKS chunks are drawn uniformly at random from all of them (seeded).
    QUERIES of those chunks are drawn, and from each one prose sentence of at
    least 8 words (not a heading or list item) that occurs in no other chunk
@@ -30,7 +30,9 @@ How:
    activations, int8 asymmetric u8 activations (VNNI's vpdpbusd form).
 5. Per variant: mean top-10 overlap with the exact documents' ranking
    (|top10_exact ∩ top10_variant| / 10), recall@10 and recall@1 of the source
-   chunk, and min / mean cosine of each document vector to its exact one.
+   chunk, how often the top-1 result is unchanged, the exact ranks of the
+   documents a variant brings into a top 10, and min / mean cosine of each
+   document vector to its exact one.
    The bar for offering precision = "int8": overlap >= 0.97 and recall@10
    within 1 point of f32.
 
@@ -41,7 +43,7 @@ it is checked at start against the unpatched model (cosine printed). And the
 quantised (int8) or rounded (bf16) weights are computed once per weight
 instead of on every call.
 
-Usage (one core; about 22 min with the defaults):
+Usage (one core; about 18 min with the defaults):
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \\
     ~/.cache/chroma-syncd/venv/bin/python bench/int8_retrieval.py \\
         [--chunks 2000] [--queries 1000] [--max-tokens 128] [--corpus-mb 10] \\
@@ -268,11 +270,21 @@ def metrics(queries, exact_docs, docs, sources):
     overlap = np.array([len(set(a) & set(b)) / K for a, b in zip(exact_top, top)])
     cosines = np.sum(exact_docs * docs, axis=1)
     ordered = np.sort(exact_scores, axis=1)[:, ::-1]
+    # Exact (1-based) ranks of the documents a variant brings into the top 10.
+    exact_rank = np.argsort(np.argsort(-exact_scores, axis=1, kind="stable"), axis=1) + 1
+    incoming = np.array([rank for i in range(len(top)) for d, rank in zip(top[i], exact_rank[i, top[i]])
+                         if d not in set(exact_top[i])] or [0])
+    found, exact_found = (top == sources[:, None]).any(axis=1), (exact_top == sources[:, None]).any(axis=1)
     return {
         "overlap": overlap.mean(),
+        "overlap_ci95": 1.96 * overlap.std(ddof=1) / math.sqrt(len(overlap)),
         "overlap_min": overlap.min(),
         "queries_identical_top10": float((overlap == 1).mean()),
-        "recall10": float((top == sources[:, None]).any(axis=1).mean()),
+        "top1_unchanged": float((top[:, 0] == exact_top[:, 0]).mean()),
+        "incoming_rank": (np.median(incoming), np.percentile(incoming, 95), incoming.max()),
+        "source_lost": int((exact_found & ~found).sum()),
+        "source_gained": int((~exact_found & found).sum()),
+        "recall10": float(found.mean()),
         "recall1": float((top[:, 0] == sources).mean()),
         "cos_min": cosines.min(),
         "cos_mean": cosines.mean(),
@@ -352,23 +364,29 @@ def main():
           f"chunk, unique to it), tokens mean {query_tokens.mean():.1f}.\n")
     print(f"GELU check: vectorised erf max |error| {erf_error:.1e}; exact-model cosine to the "
           f"math.erf model, min over 3 fixture texts: {gelu_cosine:.12f}.\n")
-    print("| document vectors | top-10 overlap with f32 (mean) | min | queries with identical top-10 "
-          "| recall@10 | Δ recall@10 vs f32 (points) | recall@1 | min cosine to f32 | mean cosine "
-          "| docs below 0.999 | bar met |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| f32 (exact) | 1.0000 | 1.0 | 100.0% | {100 * baseline['recall10']:.1f}% | — "
-          f"| {100 * baseline['recall1']:.1f}% | 1 | 1 | 0 | — |")
+    print("| document vectors | top-10 overlap with f32 (mean ± 95% CI) | min | queries with identical "
+          "top-10 | recall@10 | Δ recall@10 vs f32 (points) | recall@1 | top-1 unchanged "
+          "| min cosine to f32 | mean cosine | docs below 0.999 | bar met |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| f32 (exact) | 1 | 1 | 100% | {100 * baseline['recall10']:.1f}% | — "
+          f"| {100 * baseline['recall1']:.1f}% | 100% | 1 | 1 | 0 | — |")
     for label, key, _ in VARIANTS:
         r = results[key]
         delta = 100 * (r["recall10"] - baseline["recall10"])
         met = r["overlap"] >= 0.97 and abs(delta) <= 1.0
-        print(f"| {label} | {r['overlap']:.4f} | {r['overlap_min']:.1f} "
+        print(f"| {label} | {r['overlap']:.4f} ± {r['overlap_ci95']:.4f} | {r['overlap_min']:.1f} "
               f"| {100 * r['queries_identical_top10']:.1f}% | {100 * r['recall10']:.1f}% "
-              f"| {delta:+.1f} | {100 * r['recall1']:.1f}% | {r['cos_min']:.6f} | {r['cos_mean']:.6f} "
+              f"| {delta:+.1f} | {100 * r['recall1']:.1f}% | {100 * r['top1_unchanged']:.1f}% "
+              f"| {r['cos_min']:.6f} | {r['cos_mean']:.6f} "
               f"| {r['cos_below_0999']} / {len(docs)} | {'yes' if met else 'no'} |")
     print("\nMedian exact score gap between ranks 10 and 11: "
           f"{baseline['gap_10_11_median']:.5f}; median |query·doc score change| per variant: "
           + ", ".join(f"{key} {results[key]['score_shift_median']:.5f}" for _, key, _ in VARIANTS) + ".\n")
+    print("Documents a variant brings into a top 10, their exact rank (median / p95 / max), and "
+          "queries whose source chunk leaves / enters the top 10: "
+          + "; ".join(f"{key} {r[0]:g} / {r[1]:g} / {r[2]:g}, {results[key]['source_lost']} / "
+                      f"{results[key]['source_gained']}"
+                      for _, key, _ in VARIANTS for r in [results[key]["incoming_rank"]]) + ".\n")
     print("Seconds (one thread): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
           + f"; total {time.time() - started:.0f}.")
 
