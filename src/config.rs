@@ -812,11 +812,7 @@ pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 200 * 1024 * 1024;
 /// The size limit for a file named `path`: `max_document_bytes` for a
 /// document converted in the child, else `max_file_bytes`; with the
 /// setting's name, for skip reasons.
-pub fn file_limit(
-    path: &str,
-    max_file_bytes: u64,
-    max_document_bytes: u64,
-) -> (u64, &'static str) {
+pub fn file_limit(path: &str, max_file_bytes: u64, max_document_bytes: u64) -> (u64, &'static str) {
     if crate::extract::document_format(path, None).is_some() {
         (max_document_bytes, "max_document_bytes")
     } else {

@@ -354,11 +354,9 @@ fn kernels(config: Option<&Path>, measure: bool) -> Result<ExitCode> {
         chroma_syncd::embed::kernels::forget(&config.state_dir)
             .context("forgetting the remembered kernel choice")?;
     }
-    let choice = chroma_syncd::embed::kernels::choose(
-        config.embedding.precision,
-        &config.state_dir,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let choice =
+        chroma_syncd::embed::kernels::choose(config.embedding.precision, &config.state_dir)
+            .map_err(anyhow::Error::msg)?;
     let precision = match config.embedding.precision {
         chroma_syncd::config::EmbeddingPrecision::Auto => bert_cpu::Precision::best(),
         chroma_syncd::config::EmbeddingPrecision::F32 => bert_cpu::Precision::F32,

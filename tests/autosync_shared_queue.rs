@@ -174,7 +174,10 @@ fn a_redrive_policy_never_dead_letters_a_live_sources_event() {
         let arn = attributes.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
         (url, arn)
     });
-    let policy = format!(r#"{{"deadLetterTargetArn": "{}", "maxReceiveCount": "1"}}"#, dead.1);
+    let policy = format!(
+        r#"{{"deadLetterTargetArn": "{}", "maxReceiveCount": "1"}}"#,
+        dead.1
+    );
     let queue_url = s3.event_queue_with(
         "strict-events",
         &["shared"],
@@ -189,25 +192,39 @@ fn a_redrive_policy_never_dead_letters_a_live_sources_event() {
         daemon.create_source(source);
     }
     wait_until("three consumers to start", Duration::from_secs(30), || {
-        (daemon.log().matches("auto-sync: consuming S3 events").count() >= 3).then_some(())
+        (daemon
+            .log()
+            .matches("auto-sync: consuming S3 events")
+            .count()
+            >= 3)
+            .then_some(())
     });
     let mut expected = Vec::new();
     for i in 0..3 {
         for (prefix, collection) in teams {
             let key = format!("{prefix}note-{i}.md");
-            s3.put("shared", &key, format!("# {key}\n\nWritten by {collection}.\n"), None);
+            s3.put(
+                "shared",
+                &key,
+                format!("# {key}\n\nWritten by {collection}.\n"),
+                None,
+            );
             expected.push((collection, key));
         }
     }
-    wait_until("every team's objects to be synced", Duration::from_secs(180), || {
-        expected
-            .iter()
-            .all(|(collection, key)| {
-                chroma.collection("testdb", collection).is_some()
-                    && !chroma.records("testdb", collection).of_key(key).is_empty()
-            })
-            .then_some(())
-    });
+    wait_until(
+        "every team's objects to be synced",
+        Duration::from_secs(180),
+        || {
+            expected
+                .iter()
+                .all(|(collection, key)| {
+                    chroma.collection("testdb", collection).is_some()
+                        && !chroma.records("testdb", collection).of_key(key).is_empty()
+                })
+                .then_some(())
+        },
+    );
     let dead_letters = runtime().block_on(async {
         sqs.receive_message()
             .queue_url(&dead.0)

@@ -29,7 +29,11 @@ fn a_confined_converter_can_reach_nothing() {
     let probe: Value = serde_json::from_slice(&output.stdout).unwrap();
     let support = chroma_syncd::extract::sandbox::Support::probe();
     assert_eq!(probe["confined"]["no_new_privs"], true, "{probe}");
-    assert_eq!(probe["confined"]["landlock"], support.landlock_abi >= 1, "{probe}");
+    assert_eq!(
+        probe["confined"]["landlock"],
+        support.landlock_abi >= 1,
+        "{probe}"
+    );
     assert_eq!(probe["confined"]["seccomp"], support.seccomp, "{probe}");
     let attempts = probe["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 6, "{probe}");

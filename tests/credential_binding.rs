@@ -185,7 +185,10 @@ fn filesystem_roots_are_bound_to_databases() {
         Some(TEAM_B),
     );
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("team-b"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("team-b"),
+        "{body}"
+    );
     // …but may use the directory every database may, and team A its own.
     let (status, body) = daemon.request_with_token(
         Method::POST,
@@ -221,5 +224,8 @@ fn filesystem_roots_are_bound_to_databases() {
         Duration::from_secs(60),
     );
     assert!(error.contains("allowed_roots"), "{error}");
-    assert!(chroma.collection("team-a", "docs").is_none(), "nothing was read");
+    assert!(
+        chroma.collection("team-a", "docs").is_none(),
+        "nothing was read"
+    );
 }

@@ -81,8 +81,14 @@ fn a_rebinding_page_can_neither_read_nor_create_sources() {
         &[("origin", "http://attacker.example".to_string())],
     );
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("Origin"), "{body}");
-    assert!(sources(&daemon).is_empty(), "a refused request stored a source");
+    assert!(
+        body["message"].as_str().unwrap().contains("Origin"),
+        "{body}"
+    );
+    assert!(
+        sources(&daemon).is_empty(),
+        "a refused request stored a source"
+    );
 
     // The daemon's own origin (the dashboard's fetches) and no Origin (the
     // CLI, curl) are served.
@@ -104,7 +110,10 @@ fn a_rebinding_page_can_neither_read_nor_create_sources() {
             ("origin", "http://attacker.example".to_string()),
         ],
     );
-    assert_eq!(status, 200, "a read under a loopback name is served: {body}");
+    assert_eq!(
+        status, 200,
+        "a read under a loopback name is served: {body}"
+    );
     assert_eq!(sources(&daemon).len(), 1);
 
     // Container probes answer under any name.

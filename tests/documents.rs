@@ -414,7 +414,9 @@ fn documents_have_their_own_size_limit_apart_from_text_files() {
     for name in ["survey.pdf", "manual.docx"] {
         assert_document(&records, name, name, &expected);
     }
-    let reason = job["stats"]["skipped_reasons"]["notes.md"].as_str().unwrap_or_default();
+    let reason = job["stats"]["skipped_reasons"]["notes.md"]
+        .as_str()
+        .unwrap_or_default();
     assert!(reason.contains("max_file_bytes"), "{job}");
 }
 

@@ -15,7 +15,10 @@ use serde_json::Value;
 /// `chroma-syncd kernels [extra]` with `env`, no forced path inherited.
 fn kernels(state: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Value, Output) {
     let mut command = binary("http://127.0.0.1:9", state);
-    command.env_remove("BERT_CPU_ISA").arg("kernels").args(extra);
+    command
+        .env_remove("BERT_CPU_ISA")
+        .arg("kernels")
+        .args(extra);
     for (key, value) in env {
         command.env(key, value);
     }
@@ -65,7 +68,10 @@ fn the_default_is_measured_once_per_cpu_remembered_and_follows_the_measurement()
 
     // The next start on this CPU reads the choice instead of measuring.
     let (second, output) = kernels(state.path(), &[], &[]);
-    assert_eq!(field(&second, "decided"), "remembered from an earlier measurement");
+    assert_eq!(
+        field(&second, "decided"),
+        "remembered from an earlier measurement"
+    );
     assert_eq!(field(&second, "isa"), chosen);
     assert!(!String::from_utf8_lossy(&output.stderr).contains("embedding kernels measured"));
 

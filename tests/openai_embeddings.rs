@@ -94,10 +94,9 @@ fn a_hostile_retry_after_is_capped_and_the_embedder_lives_on() {
     let texts = texts(3);
     // Bounded, so an uncapped wait fails the test instead of hanging it.
     let vectors = runtime()
-        .block_on(tokio::time::timeout(
-            Duration::from_secs(120),
-            embedder.embed(&texts),
-        ))
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(120), embedder.embed(&texts)).await
+        })
         .expect("the waits are capped")
         .unwrap();
     assert_eq!(vectors, texts.iter().map(|t| hashed(t)).collect::<Vec<_>>());

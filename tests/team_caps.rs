@@ -31,10 +31,7 @@ fn daemon(chroma: &Chroma) -> Daemon {
 
 /// Opens `GET /api/v1/events`; the open response (kept to hold the
 /// stream) or the refusal's status and body.
-fn open_stream(
-    daemon: &Daemon,
-    token: &str,
-) -> Result<reqwest::blocking::Response, (u16, Value)> {
+fn open_stream(daemon: &Daemon, token: &str) -> Result<reqwest::blocking::Response, (u16, Value)> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

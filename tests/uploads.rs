@@ -465,7 +465,10 @@ fn a_skipped_upload_does_not_delete_another_sources_document_of_the_same_name() 
     let records = chroma.records("testdb", "shared");
     let kept = records.of_key("README.md");
     assert_eq!(kept.len(), before, "the S3 source's README.md lost chunks");
-    assert!(kept.iter().all(|r| r.metadata["source_id"] == source.as_str()));
+    assert!(
+        kept.iter()
+            .all(|r| r.metadata["source_id"] == source.as_str())
+    );
 }
 
 /// Issue 31: a body that never sends a multipart boundary was buffered by
@@ -504,7 +507,10 @@ fn a_body_without_boundaries_is_refused_early() {
     let (answer, sent) = send("", 8 << 20, (8 << 20) + 100, 1);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("boundary"), "{answer}");
-    assert!(sent < 8 << 20, "the daemon read the whole body ({sent} bytes)");
+    assert!(
+        sent < 8 << 20,
+        "the daemon read the whole body ({sent} bytes)"
+    );
     // A part whose header block never ends.
     let (answer, _) = send(
         "--XBOUNDARYX\r\nContent-Disposition: form-data; name=\"database_name\"\r\nX-Pad: ",
@@ -518,7 +524,12 @@ fn a_body_without_boundaries_is_refused_early() {
     assert_eq!(daemon.pid(), pid);
     // Nothing was stored; a proper upload still works.
     assert!(stored_uploads(&daemon).is_empty());
-    upload_and_wait(&daemon, "after", "ok.txt", b"still serving uploads".to_vec());
+    upload_and_wait(
+        &daemon,
+        "after",
+        "ok.txt",
+        b"still serving uploads".to_vec(),
+    );
 }
 
 /// Issue 31: uploads cannot fill the disk: one that would pass `[uploads]
@@ -542,10 +553,19 @@ fn uploads_past_the_pending_budget_or_the_free_space_margin_are_refused() {
     let (status, body) = upload(&daemon, Some(1001), form(vec![b'a'; 1001]));
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"], "too_many_pending_upload_bytes");
-    assert!(body["message"].as_str().unwrap().contains("max_pending_bytes"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_pending_bytes")
+    );
     let (status, body) = upload(&daemon, Some(900), form(vec![b'a'; 900]));
     assert_eq!(status, 201, "{body}");
-    assert!(stored_uploads(&daemon).iter().all(|f| !f.ends_with(".part")));
+    assert!(
+        stored_uploads(&daemon)
+            .iter()
+            .all(|f| !f.ends_with(".part"))
+    );
 
     let tight = Daemon::start_with(
         &chroma.url(),
@@ -600,7 +620,10 @@ fn a_big_html_upload_is_converted_outside_the_daemon() {
     );
     assert!(job["status"]["complete"].is_object(), "{job}");
     let chunks = chroma.records("testdb", "pages");
-    let indexed = chunks.rows.iter().any(|r| r.document.contains("northern cape"));
+    let indexed = chunks
+        .rows
+        .iter()
+        .any(|r| r.document.contains("northern cape"));
     let skipped = job["stats"]["skipped_reasons"]["report.html"].as_str();
     assert!(indexed || skipped.is_some(), "{job}");
 }

@@ -208,7 +208,11 @@ fn a_finished_invocation_is_delivered_signed_to_a_receiver_that_fails_twice_firs
         verified_by_standardwebhooks(&source_secret, &received),
         vec![true; 3]
     );
-    assert!(received.iter().all(|r| r.webhook_id == received[0].delivery));
+    assert!(
+        received
+            .iter()
+            .all(|r| r.webhook_id == received[0].delivery)
+    );
     for attempt in &received {
         assert_eq!(attempt.event, "complete");
         assert_eq!(attempt.delivery, received[0].delivery, "one delivery id");
@@ -429,10 +433,16 @@ fn without_a_daemon_key_deliveries_are_signed_per_source_the_standard_way() {
     let plain = create(folder_source(dir.path(), Value::Null));
     assert!(plain.get("webhook").is_none(), "{plain}");
     // Never shown again: not in the source, not in the list.
-    for path in [format!("/api/v1/sources/{source}"), "/api/v1/sources".into()] {
+    for path in [
+        format!("/api/v1/sources/{source}"),
+        "/api/v1/sources".into(),
+    ] {
         let (status, body) = daemon.request(Method::GET, &path, None);
         assert_eq!(status, 200);
-        assert!(!body.to_string().contains(&secret), "{path} shows the secret");
+        assert!(
+            !body.to_string().contains(&secret),
+            "{path} shows the secret"
+        );
     }
 
     let job = daemon.invoke(&source, json!({}));
@@ -440,12 +450,21 @@ fn without_a_daemon_key_deliveries_are_signed_per_source_the_standard_way() {
     let first = wait_until("a delivery", Duration::from_secs(60), || {
         receiver.received().first().cloned()
     });
-    assert_eq!(first.webhook_id, first.delivery, "webhook-id is the delivery id");
-    assert!(first.webhook_signature.starts_with("v1,"), "{first:?}");
-    assert!(first.signature.is_empty(), "no daemon key, no legacy signature");
-    assert_eq!(verified_by_standardwebhooks(&secret, &[first.clone()]), vec![true]);
     assert_eq!(
-        verified_by_standardwebhooks(&other_secret, &[first.clone()]),
+        first.webhook_id, first.delivery,
+        "webhook-id is the delivery id"
+    );
+    assert!(first.webhook_signature.starts_with("v1,"), "{first:?}");
+    assert!(
+        first.signature.is_empty(),
+        "no daemon key, no legacy signature"
+    );
+    assert_eq!(
+        verified_by_standardwebhooks(&secret, std::slice::from_ref(&first)),
+        vec![true]
+    );
+    assert_eq!(
+        verified_by_standardwebhooks(&other_secret, std::slice::from_ref(&first)),
         vec![false],
         "another source's secret verifies this source's delivery"
     );
@@ -476,9 +495,15 @@ fn without_a_daemon_key_deliveries_are_signed_per_source_the_standard_way() {
         receiver.received().get(1).cloned()
     });
     assert_eq!(
-        verified_by_standardwebhooks(&new_secret, &[second.clone()]),
+        verified_by_standardwebhooks(&new_secret, std::slice::from_ref(&second)),
         vec![true]
     );
-    assert_eq!(verified_by_standardwebhooks(&secret, &[second]), vec![false]);
-    assert!(!daemon.log().contains(&secret), "a webhook secret was logged");
+    assert_eq!(
+        verified_by_standardwebhooks(&secret, &[second]),
+        vec![false]
+    );
+    assert!(
+        !daemon.log().contains(&secret),
+        "a webhook secret was logged"
+    );
 }

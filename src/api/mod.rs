@@ -8,11 +8,11 @@
 mod auth;
 mod error;
 pub mod events;
-pub mod origin;
-pub mod quota;
 pub mod invocations;
 pub mod multipart_guard;
 pub mod openapi;
+pub mod origin;
+pub mod quota;
 pub mod server;
 pub mod sources;
 pub mod ui;

@@ -105,9 +105,9 @@ impl GuardedMultipart {
             futures::stream::iter(pieces)
         });
         let request = Request::from_parts(parts, Body::from_stream(pieces));
-        let inner = Multipart::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body: {e}")))?;
+        let inner = Multipart::from_request(request, state).await.map_err(|e| {
+            ApiError::bad_request(format!("expected a multipart/form-data body: {e}"))
+        })?;
         Ok(GuardedMultipart {
             inner,
             state: shared,
@@ -171,7 +171,10 @@ fn check(state: &State, piece: Bytes, limit: u64) -> Result<Bytes, std::io::Erro
             ),
         )));
     }
-    let since = state.since_progress.fetch_add(piece.len(), Ordering::SeqCst) + piece.len();
+    let since = state
+        .since_progress
+        .fetch_add(piece.len(), Ordering::SeqCst)
+        + piece.len();
     if since > FRAMING_BOUND + PIECE {
         return Err(state.trip(ApiError::bad_request(format!(
             "no multipart boundary or end of a part's headers within {} KiB; is the body \

@@ -52,7 +52,11 @@ impl AllowedHosts {
     /// Whether a request naming `host` (a `Host` header value) is served.
     pub fn allows(&self, host: &str) -> bool {
         let name = host_name(host).to_ascii_lowercase();
-        is_loopback_name(&name) || self.0.iter().any(|allowed| allowed == "*" || *allowed == name)
+        is_loopback_name(&name)
+            || self
+                .0
+                .iter()
+                .any(|allowed| allowed == "*" || *allowed == name)
     }
 }
 

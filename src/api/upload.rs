@@ -353,11 +353,7 @@ async fn text(field: GuardedField<'_>, name: &str) -> Result<String, ApiError> {
 
 /// A text field, read at most `limit` bytes far: a field is not a way to
 /// make the daemon buffer a file.
-async fn capped(
-    mut field: GuardedField<'_>,
-    name: &str,
-    limit: usize,
-) -> Result<String, ApiError> {
+async fn capped(mut field: GuardedField<'_>, name: &str, limit: usize) -> Result<String, ApiError> {
     let mut value = Vec::new();
     while let Some(piece) = field.chunk().await? {
         if value.len() + piece.len() > limit {
@@ -403,4 +399,3 @@ fn busy(code: &str, message: String) -> Response {
     )
         .into_response()
 }
-

@@ -144,7 +144,10 @@ impl UploadStore {
             let probe = if self.directory.exists() {
                 self.directory.clone()
             } else {
-                self.directory.parent().map(Path::to_path_buf).unwrap_or_default()
+                self.directory
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default()
             };
             if let Some(free) = free_bytes(&probe)
                 && free.saturating_sub(declared) < self.min_free_bytes
@@ -642,4 +645,3 @@ fn free_bytes(path: &Path) -> Option<u64> {
     };
     Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
-

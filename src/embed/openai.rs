@@ -254,7 +254,9 @@ async fn dispatch(client: Arc<Client>, mut queue: mpsc::UnboundedReceiver<Vec<Pe
                 Ok(result) => result,
                 Err(join) => {
                     tracing::error!(model = %client.settings.name, error = %join, "an embedding request panicked");
-                    Err(client.invalid("the embedding request failed unexpectedly; see the daemon's log".into()))
+                    Err(client.invalid(
+                        "the embedding request failed unexpectedly; see the daemon's log".into(),
+                    ))
                 }
             };
             match result {

@@ -233,8 +233,5 @@ pub fn probe_confined(parent: u32, readable: &str) -> Result<Probe, String> {
         )
     } == 0;
     attempt(format!("ptrace {parent}"), traced);
-    Ok(Probe {
-        confined,
-        attempts,
-    })
+    Ok(Probe { confined, attempts })
 }

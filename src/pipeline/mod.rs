@@ -361,7 +361,8 @@ impl DocumentContext<'_> {
                     identity.key,
                     identity.custom_id,
                     identity.version,
-                ).to_where(),
+                )
+                .to_where(),
                 1,
                 &doing,
             )
@@ -392,7 +393,7 @@ impl DocumentContext<'_> {
         let existing: HashMap<String, serde_json::Map<String, Value>> = chroma
             .scan_all(
                 self.collection,
-                Filter::document(&self.source_id, key, self.custom_id).to_where(),
+                Filter::document(self.source_id, key, self.custom_id).to_where(),
                 &doing,
             )
             .await?
@@ -520,7 +521,7 @@ impl DocumentContext<'_> {
             .chroma
             .delete_matching(
                 self.collection,
-                Filter::document_from(&self.source_id, &key, self.custom_id, next_index).to_where(),
+                Filter::document_from(self.source_id, &key, self.custom_id, next_index).to_where(),
                 &doing,
             )
             .await?;
@@ -730,27 +731,92 @@ impl DocumentContext<'_> {
                 }
             }
         }
-        let (to_embed, source) = reuse::plan(&keys, &known);
-        let inputs: Vec<&Record> = to_embed.iter().map(|&i| &batch[i]).collect();
-        let computed = self.compute(&inputs).await?;
-        for (&index, vector) in to_embed.iter().zip(&computed) {
-            if let Some(key) = &keys[index] {
-                cache.put(&model, key, vector);
+        // Claim what is still missing: another batch may be embedding it.
+        let mut tickets: HashMap<String, reuse::Ticket> = HashMap::new();
+        let mut waiting: Vec<(String, reuse::Pending)> = Vec::new();
+        for key in &missing {
+            if known.contains_key(key) {
+                continue;
+            }
+            match cache.claim(&model, key) {
+                reuse::Claim::Known(vector) => {
+                    known.insert(key.clone(), vector);
+                }
+                reuse::Claim::Mine(ticket) => {
+                    tickets.insert(key.clone(), ticket);
+                }
+                reuse::Claim::Theirs(pending) => waiting.push((key.clone(), pending)),
             }
         }
-        let reused = batch.len() - to_embed.len();
+        // Embed the first chunk of each identity this batch owns, and every
+        // chunk without one.
+        let mut inputs: Vec<&Record> = Vec::new();
+        let mut slot_of: HashMap<&str, usize> = HashMap::new();
+        let mut unkeyed: Vec<Option<usize>> = vec![None; batch.len()];
+        for (index, key) in keys.iter().enumerate() {
+            match key {
+                Some(key) if tickets.contains_key(key) => {
+                    slot_of.entry(key.as_str()).or_insert_with(|| {
+                        inputs.push(&batch[index]);
+                        inputs.len() - 1
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    inputs.push(&batch[index]);
+                    unkeyed[index] = Some(inputs.len() - 1);
+                }
+            }
+        }
+        let computed = self.compute(&inputs).await?;
+        for (key, slot) in &slot_of {
+            if let Some(ticket) = tickets.remove(*key) {
+                ticket.fulfil(&computed[*slot]);
+            }
+            known.insert(key.to_string(), computed[*slot].clone());
+        }
+        // Then what other batches were embedding; if one failed, embed its
+        // identities here.
+        let mut fallback: Vec<&Record> = Vec::new();
+        let mut fallback_keys: Vec<String> = Vec::new();
+        for (key, pending) in waiting {
+            match reuse::wait(pending).await {
+                Some(vector) => {
+                    known.insert(key, vector);
+                }
+                None => {
+                    if let Some(index) = keys.iter().position(|k| k.as_deref() == Some(&key)) {
+                        fallback.push(&batch[index]);
+                        fallback_keys.push(key);
+                    }
+                }
+            }
+        }
+        if !fallback.is_empty() {
+            let vectors = self.compute(&fallback).await?;
+            for (key, vector) in fallback_keys.into_iter().zip(vectors) {
+                cache.put(&model, &key, &vector);
+                known.insert(key, vector);
+            }
+        }
+        let embedded = inputs.len() + fallback.len();
+        let reused = batch.len().saturating_sub(embedded);
         if reused > 0 {
             self.state
                 .update(|stats| stats.chunks_embedding_reused += reused as u64);
         }
-        Ok(keys
-            .iter()
-            .zip(source)
-            .map(|(key, source)| match source {
-                Some(slot) => computed[slot].clone(),
-                None => known[key.as_deref().unwrap_or_default()].clone(),
+        keys.iter()
+            .zip(unkeyed)
+            .map(|(key, slot)| match (slot, key) {
+                (Some(slot), _) => Ok(computed[slot].clone()),
+                (None, Some(key)) => known.get(key).cloned().ok_or_else(|| {
+                    JobError::Permanent(format!("no vector for chunk input {key} (a bug)"))
+                }),
+                (None, None) => Err(JobError::Permanent(
+                    "a chunk without an identity was not embedded (a bug)".into(),
+                )),
             })
-            .collect())
+            .collect()
     }
 
     /// Embeds `batch` (with the document prompt before each chunk), timing

@@ -16,7 +16,10 @@
 //!    `embedding_model`, embeddings included (a copy stored by an earlier
 //!    sync, or by another document).
 //!
-//! Only what is left is embedded. The result is the same, byte for byte, as
+//! What is still missing is claimed ([`VectorCache::claim`]): an identity
+//! another batch is embedding right now is waited for rather than embedded
+//! again (if that batch fails, the waiter embeds it). Only what is left is
+//! embedded. The result is the same, byte for byte, as
 //! embedding again: the vector reused is the one the same model made from
 //! the same input (f32 values round-trip exactly through Chroma's JSON).
 //! `[embedding] reuse_vectors = false` turns it off.
@@ -24,12 +27,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 /// (dense model, `content_sha256`).
 type Key = (String, String);
 
+/// A vector being computed by another batch, received when it is done
+/// (`None` in the channel until then; closed if that batch failed).
+pub type Pending = watch::Receiver<Option<Arc<[f32]>>>;
+
 /// Recent vectors by embedding identity; at most `capacity`, oldest out
 /// first. Memory: `capacity` × dimension × 4 bytes (4,096 × 384 floats:
-/// 6 MiB).
+/// 6 MiB). Also the identities being embedded right now, so that two jobs
+/// embedding the same text at the same moment (two copies of a file, side
+/// by side) compute it once.
 #[derive(Debug)]
 pub struct VectorCache {
     capacity: usize,
@@ -40,6 +51,43 @@ pub struct VectorCache {
 struct Entries {
     vectors: HashMap<Key, Arc<[f32]>>,
     order: VecDeque<Key>,
+    /// Identities a batch has claimed and is embedding.
+    pending: HashMap<Key, Pending>,
+}
+
+/// Who embeds an identity no one has.
+pub enum Claim {
+    /// Nobody: it was embedded since this batch last looked.
+    Known(Vec<f32>),
+    /// This batch: embed it and [`Ticket::fulfil`] the ticket.
+    Mine(Ticket),
+    /// Another batch is embedding it: wait for its vector.
+    Theirs(Pending),
+}
+
+/// The duty to embed one identity. Dropped unfulfilled (the batch failed),
+/// it releases the claim and its waiters embed the text themselves.
+pub struct Ticket {
+    cache: Arc<VectorCache>,
+    key: Key,
+    sender: watch::Sender<Option<Arc<[f32]>>>,
+}
+
+impl Ticket {
+    /// Hands the vector to the waiters and the cache.
+    pub fn fulfil(self, vector: &[f32]) {
+        let vector: Arc<[f32]> = Arc::from(vector);
+        self.cache.insert(self.key.clone(), Arc::clone(&vector));
+        let _ = self.sender.send(Some(vector));
+        // `Drop` releases the claim.
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut entries = self.cache.lock();
+        entries.pending.remove(&self.key);
+    }
 }
 
 impl VectorCache {
@@ -50,20 +98,29 @@ impl VectorCache {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn get(&self, model: &str, content_sha256: &str) -> Option<Vec<f32>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
+        self.lock()
             .vectors
             .get(&(model.to_string(), content_sha256.to_string()))
             .map(|v| v.to_vec())
     }
 
     pub fn put(&self, model: &str, content_sha256: &str, vector: &[f32]) {
+        self.insert(
+            (model.to_string(), content_sha256.to_string()),
+            Arc::from(vector),
+        );
+    }
+
+    fn insert(&self, key: Key, vector: Arc<[f32]>) {
         if self.capacity == 0 {
             return;
         }
-        let key = (model.to_string(), content_sha256.to_string());
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.lock();
         if entries.vectors.contains_key(&key) {
             return;
         }
@@ -75,15 +132,32 @@ impl VectorCache {
             }
         }
         entries.order.push_back(key.clone());
-        entries.vectors.insert(key, Arc::from(vector));
+        entries.vectors.insert(key, vector);
+    }
+
+    /// Claims an identity to embed, or the vector another batch is
+    /// embedding for it (or has just embedded: the check and the claim are
+    /// one step, so no batch embeds what another finished meanwhile).
+    pub fn claim(self: &Arc<Self>, model: &str, content_sha256: &str) -> Claim {
+        let key = (model.to_string(), content_sha256.to_string());
+        let mut entries = self.lock();
+        if let Some(vector) = entries.vectors.get(&key) {
+            return Claim::Known(vector.to_vec());
+        }
+        if let Some(pending) = entries.pending.get(&key) {
+            return Claim::Theirs(pending.clone());
+        }
+        let (sender, receiver) = watch::channel(None);
+        entries.pending.insert(key.clone(), receiver);
+        Claim::Mine(Ticket {
+            cache: Arc::clone(self),
+            key,
+            sender,
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .vectors
-            .len()
+        self.lock().vectors.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -91,50 +165,15 @@ impl VectorCache {
     }
 }
 
-/// Which of `keys` (one per chunk, `None`: no identity) to embed: the first
-/// chunk of each identity not in `known`, and, for every chunk, the index of
-/// the embedded input its vector comes from (or `None` when `known` has it).
-pub fn plan(keys: &[Option<String>], known: &HashMap<String, Vec<f32>>) -> (Vec<usize>, Vec<Option<usize>>) {
-    let mut embed: Vec<usize> = Vec::new();
-    let mut first_of: HashMap<&str, usize> = HashMap::new();
-    let mut source = Vec::with_capacity(keys.len());
-    for (index, key) in keys.iter().enumerate() {
-        match key {
-            Some(key) if known.contains_key(key) => source.push(None),
-            Some(key) => {
-                let slot = *first_of.entry(key.as_str()).or_insert_with(|| {
-                    embed.push(index);
-                    embed.len() - 1
-                });
-                source.push(Some(slot));
-            }
-            None => {
-                embed.push(index);
-                source.push(Some(embed.len() - 1));
-            }
-        }
-    }
-    (embed, source)
+/// Waits for another batch's vector; `None` if that batch failed.
+pub async fn wait(mut pending: Pending) -> Option<Vec<f32>> {
+    let vector = pending.wait_for(Option::is_some).await.ok()?;
+    vector.as_ref().map(|v| v.to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identical_chunks_are_embedded_once_and_known_ones_not_at_all() {
-        let keys = vec![
-            Some("a".to_string()),
-            Some("b".to_string()),
-            Some("a".to_string()),
-            None,
-            Some("c".to_string()),
-        ];
-        let known = HashMap::from([("c".to_string(), vec![1.0])]);
-        let (embed, source) = plan(&keys, &known);
-        assert_eq!(embed, vec![0, 1, 3]);
-        assert_eq!(source, vec![Some(0), Some(1), Some(0), Some(2), None]);
-    }
 
     #[test]
     fn the_cache_keeps_the_most_recent_and_stays_bounded() {
@@ -148,5 +187,30 @@ mod tests {
         // Another model's vector of the same text is another identity.
         assert_eq!(cache.get("other", "c"), None);
         assert!(VectorCache::new(0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_identity_being_embedded_is_waited_for_not_embedded_again() {
+        let cache = Arc::new(VectorCache::new(8));
+        let Claim::Mine(ticket) = cache.claim("m", "a") else {
+            panic!("the first claim is ours");
+        };
+        let Claim::Theirs(pending) = cache.claim("m", "a") else {
+            panic!("the second waits");
+        };
+        let waiter = tokio::spawn(wait(pending));
+        ticket.fulfil(&[4.0, 2.0]);
+        assert_eq!(waiter.await.unwrap(), Some(vec![4.0, 2.0]));
+        assert_eq!(cache.get("m", "a"), Some(vec![4.0, 2.0]));
+        // A claim given up (its batch failed) frees its waiters to embed.
+        let Claim::Mine(ticket) = cache.claim("m", "b") else {
+            panic!("ours");
+        };
+        let Claim::Theirs(pending) = cache.claim("m", "b") else {
+            panic!("theirs");
+        };
+        drop(ticket);
+        assert_eq!(wait(pending).await, None);
+        assert!(matches!(cache.claim("m", "b"), Claim::Mine(_)));
     }
 }

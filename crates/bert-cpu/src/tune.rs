@@ -208,7 +208,8 @@ impl Workload {
             .zip(&self.weights)
             .map(|(&(n, k), w)| Operand::pack(isa, w, n, k))
             .collect();
-        let mut outputs: Vec<Vec<f32>> = SHAPES.iter().map(|(n, _)| vec![0.0; TOKENS * n]).collect();
+        let mut outputs: Vec<Vec<f32>> =
+            SHAPES.iter().map(|(n, _)| vec![0.0; TOKENS * n]).collect();
         self.run(&operands, &mut outputs);
         let error = self.error(&outputs);
         let bound = match precision {
@@ -359,7 +360,11 @@ mod tests {
             ],
         };
         assert_eq!(broken.fastest().unwrap().isa, Isa::Avx2);
-        assert!(broken.summary().contains("INACCURATE"), "{}", broken.summary());
+        assert!(
+            broken.summary().contains("INACCURATE"),
+            "{}",
+            broken.summary()
+        );
         let none = Measurement {
             timings: vec![timing(Isa::Avx2, 0.01, false)],
         };

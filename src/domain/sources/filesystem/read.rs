@@ -15,17 +15,6 @@ use super::walk::NOT_REGULAR;
 use crate::config::sha256_hex;
 use crate::pipeline::{Document, Fetched, SourceError};
 
-/// Reads `relative` (a path relative to the root, `/`-separated).
-///
-/// - A path that is refused (absolute, `..`, a link leading out of the
-///   root) is [`SourceError::Permanent`] with the reason: retrying cannot
-///   change the answer.
-/// - A path with nothing there is [`SourceError::NotFound`]: the
-///   document's chunks must go.
-/// - A file over `max_bytes`, a directory or a special file is
-///   [`Fetched::Skipped`] with the reason.
-/// - Otherwise a [`Document`] keyed by `relative`, versioned by the SHA-256
-///   of its content, so an unchanged file is recognised whatever its mtime.
 /// A size limit and the `[filesystem]` setting it comes from (named in
 /// skip reasons); a bare number is `max_file_bytes`.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +38,17 @@ impl From<(u64, &'static str)> for SizeLimit {
     }
 }
 
+/// Reads `relative` (a path relative to the root, `/`-separated).
+///
+/// - A path that is refused (absolute, `..`, a link leading out of the
+///   root) is [`SourceError::Permanent`] with the reason: retrying cannot
+///   change the answer.
+/// - A path with nothing there is [`SourceError::NotFound`]: the
+///   document's chunks must go.
+/// - A file over `max_bytes`, a directory or a special file is
+///   [`Fetched::Skipped`] with the reason.
+/// - Otherwise a [`Document`] keyed by `relative`, versioned by the SHA-256
+///   of its content, so an unchanged file is recognised whatever its mtime.
 pub fn read_document(
     root: &Root,
     relative: &str,

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::GithubSource;
-use super::client::{DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason_for};
+use super::client::{
+    DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason_for,
+};
 use crate::model::{GitRefIdentifier, GithubSourceConfig, JobStatus, SourceType};
 use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun, Services, SourceError};
 use crate::queue::{ClaimedJob, JobFilter};

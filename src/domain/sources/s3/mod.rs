@@ -243,7 +243,8 @@ pub fn plan_object(
 /// `docs/../payroll.csv` starts with `docs/`, and an S3-compatible store
 /// that normalises paths (as HTTP servers do) would serve `payroll.csv`.
 pub fn has_dot_segment(key: &str) -> bool {
-    key.split('/').any(|segment| segment == "." || segment == "..")
+    key.split('/')
+        .any(|segment| segment == "." || segment == "..")
 }
 
 /// The checks of an object invocation that depend only on the source's

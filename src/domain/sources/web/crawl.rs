@@ -128,13 +128,11 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let addresses: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some((_, why)) = first_forbidden(addresses.iter().map(SocketAddr::ip)) {
-                return Err(
-                    Box::new(Refused(format!(
-                        "{host} resolves to a {why}; refusing to crawl it (set \
+                return Err(Box::new(Refused(format!(
+                    "{host} resolves to a {why}; refusing to crawl it (set \
                          CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS=true to allow it)"
-                    )))
-                        as Box<dyn std::error::Error + Send + Sync>,
-                );
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
         })
