@@ -158,7 +158,8 @@ if ! output=$(PATH="$tmp/bin:$PATH" timeout 300 bash -e -o pipefail -c "$quickst
     echo "$output" >&2
     fail "README's quickstart commands failed"
 fi
-echo "$output"
+sed 's/^/  | /' "$tmp/quickstart.err" >&2
+while IFS= read -r line; do echo "  > $line"; done <<<"$output" >&2
 while IFS= read -r line; do
     [ -z "$line" ] && continue
     grep -qxF -- "$line" <<<"$output" || {
