@@ -53,7 +53,7 @@ fn one_token_cannot_hold_every_event_stream() {
     let daemon = daemon(&chroma);
     let _a1 = open_stream(&daemon, TEAM_A).expect("first stream");
     let a2 = open_stream(&daemon, TEAM_A).expect("second stream");
-    let (status, body) = open_stream(&daemon, TEAM_A).err().expect("capped");
+    let (status, body) = open_stream(&daemon, TEAM_A).expect_err("capped");
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"], "too_many_event_streams");
     assert!(

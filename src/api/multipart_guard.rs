@@ -9,23 +9,29 @@
 //!
 //! - **No progress, no more input**: once [`FRAMING_BOUND`] bytes have been
 //!   read since the handler last received a field or a piece of one, the
-//!   body is refused (400): a preamble or a header block that long is not
-//!   an upload. Input is handed to the parser in pieces of at most
-//!   [`PIECE`] bytes, so the bound holds to within one piece.
+//!   parser gets no more input until it hands something over. The parser
+//!   drains whatever input is ready before it parses, so the guard first
+//!   answers "not yet" (and wakes the task at once); a parser that then
+//!   still has nothing to hand over and asks again is stuck in a preamble
+//!   or a header block longer than the bound, and the body is refused
+//!   (400). Input goes to the parser in pieces of at most [`PIECE`] bytes,
+//!   so it holds at most the bound plus one piece of framing.
 //! - **The body is the declared file plus a margin**: more than
 //!   `x-upload-content-length` + [`FIELDS_MARGIN`] bytes is refused (413).
 //!
 //! The handler reads fields through [`GuardedMultipart`], which reports its
 //! progress to the guard and turns a tripped guard into its own error.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::StatusCode;
-use futures::StreamExt;
+use futures::Stream;
 
 use super::ApiError;
 
@@ -42,12 +48,20 @@ pub const FIELDS_MARGIN: u64 = 512 * 1024;
 #[derive(Debug, Default)]
 struct State {
     since_progress: AtomicUsize,
+    /// Set when the stream held input back at the bound; cleared by
+    /// progress. Held back twice without progress: the body is refused.
+    held: AtomicBool,
     total: AtomicU64,
     /// Set once, by the stream, when a bound is passed.
     tripped: Mutex<Option<ApiError>>,
 }
 
 impl State {
+    fn progress(&self) {
+        self.since_progress.store(0, Ordering::SeqCst);
+        self.held.store(false, Ordering::SeqCst);
+    }
+
     fn trip(&self, error: ApiError) -> std::io::Error {
         let message = error.message.clone();
         self.tripped
@@ -88,22 +102,12 @@ impl GuardedMultipart {
         let shared = Arc::new(State::default());
         let limit = declared.saturating_add(FIELDS_MARGIN);
         let (parts, body) = request.into_parts();
-        let guard = Arc::clone(&shared);
-        let pieces = body.into_data_stream().flat_map(move |chunk| {
-            let guard = Arc::clone(&guard);
-            let pieces: Vec<Result<Bytes, std::io::Error>> = match chunk {
-                Ok(mut bytes) => {
-                    let mut pieces = Vec::with_capacity(bytes.len() / PIECE + 1);
-                    while !bytes.is_empty() {
-                        let piece = bytes.split_to(PIECE.min(bytes.len()));
-                        pieces.push(check(&guard, piece, limit));
-                    }
-                    pieces
-                }
-                Err(error) => vec![Err(std::io::Error::other(error))],
-            };
-            futures::stream::iter(pieces)
-        });
+        let pieces = Guarded {
+            inner: body.into_data_stream(),
+            rest: Bytes::new(),
+            state: Arc::clone(&shared),
+            limit,
+        };
         let request = Request::from_parts(parts, Body::from_stream(pieces));
         let inner = Multipart::from_request(request, state).await.map_err(|e| {
             ApiError::bad_request(format!("expected a multipart/form-data body: {e}"))
@@ -120,7 +124,7 @@ impl GuardedMultipart {
         let state = &self.state;
         match next {
             Ok(Some(inner)) => {
-                state.since_progress.store(0, Ordering::SeqCst);
+                state.progress();
                 Ok(Some(GuardedField {
                     inner,
                     state: Arc::clone(state),
@@ -149,7 +153,7 @@ impl GuardedField<'_> {
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
         match self.inner.chunk().await {
             Ok(piece) => {
-                self.state.since_progress.store(0, Ordering::SeqCst);
+                self.state.progress();
                 Ok(piece)
             }
             Err(error) => Err(self.state.tripped().unwrap_or_else(|| parse_error(error))),
@@ -157,32 +161,63 @@ impl GuardedField<'_> {
     }
 }
 
-/// Counts a piece against both bounds.
-fn check(state: &State, piece: Bytes, limit: u64) -> Result<Bytes, std::io::Error> {
-    let total = state.total.fetch_add(piece.len() as u64, Ordering::SeqCst) + piece.len() as u64;
-    if total > limit {
-        return Err(state.trip(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "file_too_large",
-            format!(
-                "the body is longer than the declared file ({} bytes) and its fields; send \
-                 x-upload-content-length as the file's exact size",
-                limit - FIELDS_MARGIN
-            ),
-        )));
+/// The body as the parser reads it: in pieces, within both bounds.
+struct Guarded {
+    inner: axum::body::BodyDataStream,
+    /// What is left of the last chunk read.
+    rest: Bytes,
+    state: Arc<State>,
+    limit: u64,
+}
+
+impl Stream for Guarded {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if !self.rest.is_empty() {
+                let state = Arc::clone(&self.state);
+                if state.since_progress.load(Ordering::SeqCst) >= FRAMING_BOUND {
+                    if state.held.swap(true, Ordering::SeqCst) {
+                        // Held back, parsed, and still nothing to hand over.
+                        return Poll::Ready(Some(Err(state.trip(ApiError::bad_request(format!(
+                            "no multipart boundary or end of a part's headers within {} KiB; \
+                             is the body multipart/form-data with the boundary its \
+                             Content-Type names?",
+                            FRAMING_BOUND / 1024
+                        ))))));
+                    }
+                    // Let the parser work through what it holds first.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                let take = PIECE.min(self.rest.len());
+                let piece = self.rest.split_to(take);
+                let total = state.total.fetch_add(take as u64, Ordering::SeqCst) + take as u64;
+                if total > self.limit {
+                    return Poll::Ready(Some(Err(state.trip(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "file_too_large",
+                        format!(
+                            "the body is longer than the declared file ({} bytes) and its \
+                             fields; send x-upload-content-length as the file's exact size",
+                            self.limit - FIELDS_MARGIN
+                        ),
+                    )))));
+                }
+                state.since_progress.fetch_add(take, Ordering::SeqCst);
+                return Poll::Ready(Some(Ok(piece)));
+            }
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => self.rest = bytes,
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(Some(Err(std::io::Error::other(error))));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
-    let since = state
-        .since_progress
-        .fetch_add(piece.len(), Ordering::SeqCst)
-        + piece.len();
-    if since > FRAMING_BOUND + PIECE {
-        return Err(state.trip(ApiError::bad_request(format!(
-            "no multipart boundary or end of a part's headers within {} KiB; is the body \
-             multipart/form-data with the boundary its Content-Type names?",
-            FRAMING_BOUND / 1024
-        ))));
-    }
-    Ok(piece)
 }
 
 /// A malformed or cut-off body; a body over the route's limit is a 413.
