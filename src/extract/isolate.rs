@@ -202,6 +202,21 @@ fn limit_resources(memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `SIGABRT (signal 6)`, for messages operators read.
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGSYS => "SIGSYS",
+        _ => return format!("signal {signal}"),
+    };
+    format!("{name}, signal {signal}")
+}
+
 /// What a child that did not exit cleanly tells about why.
 fn crash_reason(status: std::process::ExitStatus, stderr: &[u8], memory: u64) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -214,17 +229,33 @@ fn crash_reason(status: std::process::ExitStatus, stderr: &[u8], memory: u64) ->
         .chars()
         .take(300)
         .collect::<String>();
-    if said.contains("memory allocation") || said.contains("out of memory") {
+    // Rust's allocator, C++'s `new` (PDFium) and glibc say it their ways.
+    let out_of_memory = ["memory allocation", "out of memory", "bad_alloc", "Cannot allocate"]
+        .iter()
+        .any(|phrase| said.to_ascii_lowercase().contains(&phrase.to_ascii_lowercase()));
+    if out_of_memory {
         return format!(
-            "converting ran out of memory (max_memory_bytes is {} MiB)",
+            "converting ran out of memory: the converter's limit, [extract] max_memory_bytes, \
+             is {} MiB",
             memory >> 20
         );
     }
     match status.signal() {
         Some(libc::SIGXCPU) | Some(libc::SIGKILL) => {
-            "converting used more CPU time than max_seconds_per_document".to_string()
+            "converting used more CPU time than [extract] max_seconds_per_document".to_string()
         }
-        Some(signal) => format!("the document converter crashed (signal {signal}) {last}")
+        // An abort or a trap with nothing said is how C++ code (PDFium)
+        // usually dies when an allocation fails under the address-space cap.
+        Some(signal @ (libc::SIGABRT | libc::SIGTRAP | libc::SIGILL | libc::SIGSEGV | libc::SIGBUS)) => {
+            format!(
+                "the document converter crashed ({}) {last}; a document this large may need \
+                 more than [extract] max_memory_bytes ({} MiB)",
+                signal_name(signal),
+                memory >> 20
+            )
+            .replace(" ;", ";")
+        }
+        Some(signal) => format!("the document converter crashed ({}) {last}", signal_name(signal))
             .trim_end()
             .to_string(),
         None => format!(
@@ -300,5 +331,36 @@ pub fn child_main(format: &str, limits: Limits, sandbox: bool) -> std::process::
             eprintln!("writing the answer: {e}");
             std::process::ExitCode::from(3)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// Issue 32: a converter killed by a limit says which limit.
+    #[test]
+    fn a_killed_converter_names_the_limit_it_hit() {
+        let memory = 512 << 20;
+        let by_signal = |signal: i32| std::process::ExitStatus::from_raw(signal);
+        let oom = crash_reason(
+            by_signal(libc::SIGABRT),
+            b"terminate called after throwing an instance of 'std::bad_alloc'\n",
+            memory,
+        );
+        assert!(oom.contains("ran out of memory"), "{oom}");
+        assert!(oom.contains("max_memory_bytes") && oom.contains("512 MiB"), "{oom}");
+        let abort = crash_reason(by_signal(libc::SIGABRT), b"", memory);
+        assert!(abort.contains("SIGABRT") && abort.contains("max_memory_bytes"), "{abort}");
+        let cpu = crash_reason(by_signal(libc::SIGXCPU), b"", memory);
+        assert!(cpu.contains("max_seconds_per_document"), "{cpu}");
+        let rust_oom = crash_reason(
+            by_signal(libc::SIGABRT),
+            b"memory allocation of 1073741824 bytes failed\n",
+            memory,
+        );
+        assert!(rust_oom.contains("ran out of memory"), "{rust_oom}");
     }
 }
