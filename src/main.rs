@@ -500,11 +500,12 @@ async fn backfill(
 
 fn print_run_summary(summary: &RunSummary) {
     println!(
-        "synced {} documents in {:.1}s: {} chunks embedded, {} unchanged, {} read; \
-         of {} jobs {} complete, {} failed, {} cancelled, {} unfinished",
+        "synced {} documents in {:.1}s: {} chunks embedded ({} with a vector reused), {} \
+         unchanged, {} read; of {} jobs {} complete, {} failed, {} cancelled, {} unfinished",
         summary.documents,
         summary.elapsed.as_secs_f64(),
         summary.chunks,
+        summary.stats.chunks_embedding_reused,
         summary.chunks_unchanged,
         indicatif::HumanBytes(summary.bytes),
         summary.complete + summary.failed.len() + summary.cancelled + summary.unfinished,

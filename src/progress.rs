@@ -171,6 +171,7 @@ pub fn add_stats(total: &mut JobStats, job: &JobStats) {
     total.chunks_deleted += job.chunks_deleted;
     total.chunks_unchanged += job.chunks_unchanged;
     total.chunks_restamped += job.chunks_restamped;
+    total.chunks_embedding_reused += job.chunks_embedding_reused;
     total.unchanged += job.unchanged;
     total.bytes += job.bytes;
     total.fetch_ms += job.fetch_ms;
