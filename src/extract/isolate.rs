@@ -230,9 +230,17 @@ fn crash_reason(status: std::process::ExitStatus, stderr: &[u8], memory: u64) ->
         .take(300)
         .collect::<String>();
     // Rust's allocator, C++'s `new` (PDFium) and glibc say it their ways.
-    let out_of_memory = ["memory allocation", "out of memory", "bad_alloc", "Cannot allocate"]
-        .iter()
-        .any(|phrase| said.to_ascii_lowercase().contains(&phrase.to_ascii_lowercase()));
+    let out_of_memory = [
+        "memory allocation",
+        "out of memory",
+        "bad_alloc",
+        "Cannot allocate",
+    ]
+    .iter()
+    .any(|phrase| {
+        said.to_ascii_lowercase()
+            .contains(&phrase.to_ascii_lowercase())
+    });
     if out_of_memory {
         return format!(
             "converting ran out of memory: the converter's limit, [extract] max_memory_bytes, \
@@ -246,18 +254,21 @@ fn crash_reason(status: std::process::ExitStatus, stderr: &[u8], memory: u64) ->
         }
         // An abort or a trap with nothing said is how C++ code (PDFium)
         // usually dies when an allocation fails under the address-space cap.
-        Some(signal @ (libc::SIGABRT | libc::SIGTRAP | libc::SIGILL | libc::SIGSEGV | libc::SIGBUS)) => {
-            format!(
-                "the document converter crashed ({}) {last}; a document this large may need \
+        Some(
+            signal @ (libc::SIGABRT | libc::SIGTRAP | libc::SIGILL | libc::SIGSEGV | libc::SIGBUS),
+        ) => format!(
+            "the document converter crashed ({}) {last}; a document this large may need \
                  more than [extract] max_memory_bytes ({} MiB)",
-                signal_name(signal),
-                memory >> 20
-            )
-            .replace(" ;", ";")
-        }
-        Some(signal) => format!("the document converter crashed ({}) {last}", signal_name(signal))
-            .trim_end()
-            .to_string(),
+            signal_name(signal),
+            memory >> 20
+        )
+        .replace(" ;", ";"),
+        Some(signal) => format!(
+            "the document converter crashed ({}) {last}",
+            signal_name(signal)
+        )
+        .trim_end()
+        .to_string(),
         None => format!(
             "the document converter failed (exit {}): {last}",
             status.code().unwrap_or(-1)
@@ -351,9 +362,15 @@ mod tests {
             memory,
         );
         assert!(oom.contains("ran out of memory"), "{oom}");
-        assert!(oom.contains("max_memory_bytes") && oom.contains("512 MiB"), "{oom}");
+        assert!(
+            oom.contains("max_memory_bytes") && oom.contains("512 MiB"),
+            "{oom}"
+        );
         let abort = crash_reason(by_signal(libc::SIGABRT), b"", memory);
-        assert!(abort.contains("SIGABRT") && abort.contains("max_memory_bytes"), "{abort}");
+        assert!(
+            abort.contains("SIGABRT") && abort.contains("max_memory_bytes"),
+            "{abort}"
+        );
         let cpu = crash_reason(by_signal(libc::SIGXCPU), b"", memory);
         assert!(cpu.contains("max_seconds_per_document"), "{cpu}");
         let rust_oom = crash_reason(
