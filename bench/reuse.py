@@ -26,7 +26,8 @@ from e2e import BINARY, ROOT, start_servers, timed  # noqa: E402
 
 def cpu():
     with open("/proc/cpuinfo") as f:
-        info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {key.strip(): value.strip() for key, value in (
+            line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)}
     flags = info.get("flags", "").split()
     simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16") if f in flags]
     return f"{info.get('model name', '?').strip()} (family {info.get('cpu family', '?').strip()}, " \
