@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
@@ -72,31 +70,6 @@ fn one_token_cannot_hold_every_event_stream() {
     });
 }
 
-/// Starts an upload with `token` and stops sending halfway: it stays in
-/// flight until the returned stream is dropped.
-fn stalled_upload(daemon: &Daemon, token: &str) -> TcpStream {
-    let boundary = "XBOUNDARYX";
-    let head = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"database_name\"\r\n\r\ntestdb\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"collection_name\"\r\n\r\nslow\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.txt\"\r\n\
-         Content-Type: text/plain\r\n\r\n"
-    );
-    let file_length = 500_000;
-    let body_length = head.len() + file_length + format!("\r\n--{boundary}--\r\n").len();
-    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
-    write!(
-        stream,
-        "POST /api/v1/add-file HTTP/1.1\r\nHost: 127.0.0.1\r\nx-chroma-token: {token}\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: \
-         {body_length}\r\nx-upload-content-length: {file_length}\r\n\r\n{head}"
-    )
-    .unwrap();
-    stream.write_all(&vec![b'z'; 200_000]).unwrap();
-    stream.flush().unwrap();
-    stream
-}
-
 fn upload(daemon: &Daemon, token: &str) -> (u16, Value) {
     let form = Form::new()
         .text("database_name", "testdb")
@@ -117,7 +90,7 @@ fn upload(daemon: &Daemon, token: &str) -> (u16, Value) {
 fn one_token_cannot_hold_every_upload_slot() {
     let chroma = Chroma::start();
     let daemon = daemon(&chroma);
-    let stalled = stalled_upload(&daemon, TEAM_A);
+    let stalled = stalled_upload(&daemon, Some(TEAM_A));
     // Team A's one slot is taken once its stalled upload is being received.
     let (status, body) = wait_until("team A's upload to start", Duration::from_secs(30), || {
         let (status, body) = upload(&daemon, TEAM_A);

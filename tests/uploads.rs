@@ -271,37 +271,12 @@ fn bad_uploads_are_refused_before_anything_is_stored() {
     assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
 }
 
-/// Starts an upload by hand and stops sending halfway: the connection
-/// stays open until the returned stream is dropped.
-fn stalled_upload(daemon: &Daemon) -> TcpStream {
-    let boundary = "XBOUNDARYX";
-    let head = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"database_name\"\r\n\r\ntestdb\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"collection_name\"\r\n\r\nslow\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.txt\"\r\n\
-         Content-Type: text/plain\r\n\r\n"
-    );
-    let file_length = 500_000;
-    let body_length = head.len() + file_length + format!("\r\n--{boundary}--\r\n").len();
-    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
-    write!(
-        stream,
-        "POST /api/v1/add-file HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; \
-         boundary={boundary}\r\nContent-Length: {body_length}\r\nx-upload-content-length: \
-         {file_length}\r\n\r\n{head}"
-    )
-    .unwrap();
-    stream.write_all(&vec![b'z'; 200_000]).unwrap();
-    stream.flush().unwrap();
-    stream
-}
-
 #[test]
 fn a_client_that_disconnects_mid_upload_leaves_nothing_and_the_cap_answers_429() {
     let chroma = Chroma::start();
     let mut daemon = daemon(&chroma);
     let pid = daemon.pid();
-    let stalled = stalled_upload(&daemon);
+    let stalled = stalled_upload(&daemon, None);
     // The part file exists while the upload is in flight…
     wait_until("the upload to start", Duration::from_secs(30), || {
         (!stored_uploads(&daemon).is_empty()).then_some(())

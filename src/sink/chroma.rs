@@ -469,14 +469,7 @@ impl ChromaClient {
             "include": ["metadatas", "embeddings"],
             "limit": limit,
         });
-        let value = self
-            .call_ok(
-                Method::POST,
-                &format!("{}/get", self.collection_path(collection)),
-                Some(&body),
-                doing,
-            )
-            .await?;
+        let value = self.get(collection, &body, doing).await?;
         // An answer without the arrays reuses nothing: the chunks are
         // embedded as if nothing were stored.
         let empty = Vec::new();
@@ -586,15 +579,24 @@ impl ChromaClient {
             "limit": limit,
             "offset": offset,
         });
-        let value = self
-            .call_ok(
-                Method::POST,
-                &format!("{}/get", self.collection_path(collection)),
-                Some(&body),
-                doing,
-            )
-            .await?;
+        let value = self.get(collection, &body, doing).await?;
         get_result(value, doing)
+    }
+
+    /// `POST …/get` with `body`: Chroma's answer as JSON.
+    async fn get(
+        &self,
+        collection: &CollectionHandle,
+        body: &Value,
+        doing: &str,
+    ) -> Result<Value, ChromaError> {
+        self.call_ok(
+            Method::POST,
+            &format!("{}/get", self.collection_path(collection)),
+            Some(body),
+            doing,
+        )
+        .await
     }
 
     /// Merges `metadatas` into existing records' metadata without touching

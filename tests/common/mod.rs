@@ -849,3 +849,32 @@ impl Drop for PgDatabase {
         });
     }
 }
+
+/// Starts an upload by hand (with `token`, if given) and stops sending
+/// halfway: it stays in flight until the returned stream is dropped.
+pub fn stalled_upload(daemon: &Daemon, token: Option<&str>) -> std::net::TcpStream {
+    use std::io::Write;
+    let boundary = "XBOUNDARYX";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"database_name\"\r\n\r\ntestdb\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"collection_name\"\r\n\r\nslow\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n"
+    );
+    let file_length = 500_000;
+    let body_length = head.len() + file_length + format!("\r\n--{boundary}--\r\n").len();
+    let token = token
+        .map(|token| format!("x-chroma-token: {token}\r\n"))
+        .unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/add-file HTTP/1.1\r\nHost: 127.0.0.1\r\n{token}Content-Type: \
+         multipart/form-data; boundary={boundary}\r\nContent-Length: {body_length}\r\n\
+         x-upload-content-length: {file_length}\r\n\r\n{head}"
+    )
+    .unwrap();
+    stream.write_all(&vec![b'z'; 200_000]).unwrap();
+    stream.flush().unwrap();
+    stream
+}

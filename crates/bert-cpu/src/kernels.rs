@@ -661,17 +661,9 @@ pub fn layer_norm(x: &mut [f32], delta: Option<&[f32]>, gamma: &[f32], beta: &[f
 pub(crate) mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1).
+    /// Deterministic values in [-1, 1) (the tuning workload's).
     pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        crate::tune::values(len, seed)
     }
 
     /// C = A · Wᵀ + bias, in f64.

@@ -305,8 +305,8 @@ impl Operand {
     }
 }
 
-/// Deterministic values in [-1, 1) (xorshift).
-fn values(len: usize, seed: u64) -> Vec<f32> {
+/// Deterministic values in [-1, 1) (xorshift); the kernels' tests use them too.
+pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
