@@ -11,6 +11,31 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use common::{Chroma, Daemon, S3, runtime, s3_source, wait_until};
 use serde_json::json;
 
+/// Creates an auto-synced source on `queue_url` per (bucket, prefix,
+/// collection), then waits until every consumer is polling, so none misses
+/// the first event.
+fn auto_synced_sources(
+    daemon: &Daemon,
+    s3: &S3,
+    queue_url: &str,
+    sources: &[(&str, Option<&str>, &str)],
+) {
+    for (bucket, prefix, collection) in sources {
+        let mut source = s3_source(s3, bucket, collection, *prefix);
+        source["s3"]["auto_sync"] = json!("direct");
+        source["s3"]["sqs_queue_url"] = json!(queue_url);
+        daemon.create_source(source);
+    }
+    wait_until("every consumer to start", Duration::from_secs(30), || {
+        (daemon
+            .log()
+            .matches("auto-sync: consuming S3 events")
+            .count()
+            >= sources.len())
+        .then_some(())
+    });
+}
+
 #[test]
 fn two_sources_sharing_one_queue_both_sync_their_objects() {
     let chroma = Chroma::start();
@@ -28,21 +53,7 @@ fn two_sources_sharing_one_queue_both_sync_their_objects() {
         ("handbook", Some("policies/"), "policies"),
         ("blog", None, "posts"),
     ];
-    for (bucket, prefix, collection) in sources {
-        let mut source = s3_source(&s3, bucket, collection, prefix);
-        source["s3"]["auto_sync"] = json!("direct");
-        source["s3"]["sqs_queue_url"] = json!(queue_url);
-        daemon.create_source(source);
-    }
-    // Every consumer is polling before the first event arrives.
-    wait_until("three consumers to start", Duration::from_secs(30), || {
-        (daemon
-            .log()
-            .matches("auto-sync: consuming S3 events")
-            .count()
-            >= 3)
-            .then_some(())
-    });
+    auto_synced_sources(&daemon, &s3, &queue_url, &sources);
 
     let mut expected = Vec::new();
     for i in 0..4 {
@@ -185,20 +196,8 @@ fn a_redrive_policy_never_dead_letters_a_live_sources_event() {
     );
     let daemon = Daemon::start(&chroma.url());
     let teams = [("alpha/", "alpha"), ("beta/", "beta"), ("gamma/", "gamma")];
-    for (prefix, collection) in teams {
-        let mut source = s3_source(&s3, "shared", collection, Some(prefix));
-        source["s3"]["auto_sync"] = json!("direct");
-        source["s3"]["sqs_queue_url"] = json!(queue_url);
-        daemon.create_source(source);
-    }
-    wait_until("three consumers to start", Duration::from_secs(30), || {
-        (daemon
-            .log()
-            .matches("auto-sync: consuming S3 events")
-            .count()
-            >= 3)
-            .then_some(())
-    });
+    let sources = teams.map(|(prefix, collection)| ("shared", Some(prefix), collection));
+    auto_synced_sources(&daemon, &s3, &queue_url, &sources);
     let mut expected = Vec::new();
     for i in 0..3 {
         for (prefix, collection) in teams {
