@@ -723,7 +723,20 @@ impl DocumentContext<'_> {
                     missing.len(),
                     &doing,
                 )
-                .await?;
+                .await
+                // The lookup only saves work: when Chroma cannot answer it
+                // (seen: a collection whose vector segment is not on disk
+                // yet answers 500 "Nothing found on disk"), the chunks are
+                // embedded as if nothing were stored. A Chroma that is
+                // really down fails the write that follows, with retries.
+                .unwrap_or_else(|error| {
+                    tracing::warn!(
+                        collection = %self.collection.name,
+                        %error,
+                        "stored-vector lookup failed; embedding these chunks instead"
+                    );
+                    Vec::new()
+                });
             for (metadata, vector) in found {
                 if let Some(key) = Stored(&metadata).content_sha256() {
                     cache.put(&model, key, &vector);
