@@ -87,6 +87,12 @@ pub struct CreateSourcePayload {
     /// Extension: POST each finished invocation's Job JSON to this URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+    /// Extension: a sync of this source refuses to remove more than this
+    /// share (0–1) of its stored documents at once; default 0.9 (web
+    /// sources: `[web] max_removal_fraction`). A listing that finds
+    /// nothing never removes everything, whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_removal_fraction: Option<f64>,
 }
 
 /// Where and for which outcomes a source's finished invocations are
@@ -485,6 +491,10 @@ pub struct Source {
     /// Extension: where finished invocations are announced, if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+    /// Extension: the share of stored documents one sync may remove, if
+    /// the source sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_removal_fraction: Option<f64>,
 }
 
 /// `source_type` filter values and the `source_type` chunk metadata.

@@ -220,6 +220,7 @@ fn s3_source(database: &str) -> CreateSourcePayload {
         embedding_model: None,
         schedule: None,
         webhook: None,
+        max_removal_fraction: None,
     }
 }
 

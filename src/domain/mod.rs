@@ -98,7 +98,7 @@ pub async fn run_job(
         source.payload.embedding.as_ref(),
         source.payload.embedding_model.as_ref(),
     )?;
-    let job = JobRun::new(
+    let mut job = JobRun::new(
         services,
         claimed,
         state,
@@ -106,5 +106,6 @@ pub async fn run_job(
         source.payload.chunking.as_ref(),
         embedding,
     );
+    job.max_removal_fraction = source.payload.max_removal_fraction;
     sources.run_job(&job, &spec).await
 }

@@ -78,6 +78,14 @@ pub fn validate_source(
     if let Some(webhook) = &payload.webhook {
         super::webhook::validate(webhook)?;
     }
+    if let Some(fraction) = payload.max_removal_fraction
+        && !(0.0..=1.0).contains(&fraction)
+    {
+        return Err(DomainError::invalid(format!(
+            "max_removal_fraction must be between 0 and 1 (the share of stored documents one \
+             sync may remove), not {fraction}"
+        )));
+    }
     Ok(spec)
 }
 
@@ -274,6 +282,7 @@ pub fn effective(record: &SourceRecord) -> Source {
         created_at: record.created_at,
         schedule: payload.schedule.clone(),
         webhook: payload.webhook.clone(),
+        max_removal_fraction: payload.max_removal_fraction,
     };
     if let Ok(spec) = spec_of(record) {
         Sources::effective(spec).write_into(&mut source);
