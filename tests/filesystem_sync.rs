@@ -355,6 +355,7 @@ fn wait_for_documents(chroma: &Chroma, collection: &str, wanted: &[(&str, &str)]
         "the collection to hold what the directory holds",
         Duration::from_secs(90),
         || {
+            chroma.collection("testdb", collection)?;
             let records = chroma.records("testdb", collection);
             let texts_match = wanted.iter().all(|(key, needle)| {
                 records
