@@ -23,10 +23,10 @@ pub mod upload;
 pub mod webhook;
 
 pub use plan::{
-    RunTarget, SourceLimits, authorize_source, effective, plan_job, spec_of, validate_settings,
+    SourceLimits, authorize_source, effective, plan_job, spec_of, validate_settings,
     validate_source, whole_source,
 };
-pub use sources::{SourceSpec, Sources};
+pub use sources::{RunTarget, SourceSpec, Sources};
 
 use tokio_util::sync::CancellationToken;
 
