@@ -20,7 +20,7 @@ use crate::model::{CreateSourcePayload, JobStats, JobStatus, Trigger};
 use crate::pipeline::Services;
 use crate::progress::{RunObserver, RunSnapshot, add_stats};
 use crate::queue::{JobFilter, PostgresQueue, Queue, QueueError, SourceFilter, SqliteQueue};
-use crate::schedule::{Scheduler, schedule_loop};
+use crate::domain::schedule::{Scheduler, schedule_loop};
 use crate::service;
 use crate::sink::chroma::ChromaClient;
 use crate::worker::{JobRunner, prune_loop, run_workers};
@@ -270,7 +270,7 @@ impl Daemon {
             },
             shutdown.clone(),
         ));
-        tokio::spawn(crate::webhooks::webhook_loop(
+        tokio::spawn(crate::domain::webhook::webhook_loop(
             Arc::clone(&self.queue),
             Arc::clone(&self.sources),
             self.config.webhooks.clone(),

@@ -735,6 +735,200 @@ fn sources_never_talk_to_chroma_nor_make_chunk_ids() {
     );
 }
 
+/// The dependencies of files under `module` that no file there may have,
+/// said one per line (`why` and where).
+fn forbidden(
+    module: &[&str],
+    except_files: &[&str],
+    why: impl Fn(&Dependency) -> Option<&'static str>,
+) -> Vec<String> {
+    let krate = read_crate();
+    let module: Vec<String> = module.iter().map(|s| s.to_string()).collect();
+    krate
+        .dependencies
+        .iter()
+        .filter(|d| d.from.starts_with(&module))
+        .filter(|d| !except_files.contains(&krate.modules[&d.from].as_str()))
+        .filter_map(|d| why(d).map(|why| format!("{why}: {}", d.written)))
+        .collect()
+}
+
+fn starts(path: &[String], prefix: &[&str]) -> bool {
+    path.len() >= prefix.len() && path.iter().zip(prefix).all(|(a, b)| a == b)
+}
+
+#[test]
+fn the_api_never_runs_jobs_nor_writes_to_chroma() {
+    let offenders = forbidden(&["api"], &[], |d| {
+        if starts(&d.to, &["pipeline"]) || starts(&d.to, &["worker"]) {
+            Some("reaches the job runners")
+        } else if d.path.last().is_some_and(|item| item == "run_job") {
+            Some("runs a job")
+        } else {
+            None
+        }
+    });
+    assert!(offenders.is_empty(), "{offenders:#?}");
+    // The Chroma client is there for `/health`'s heartbeat, a read.
+    let call = regex::Regex::new(r"\.chroma\s*\.\s*([a-z_]+)").unwrap();
+    let krate = read_crate();
+    let mut writes = Vec::new();
+    for (module, code) in &krate.code {
+        if !starts(module, &["api"]) {
+            continue;
+        }
+        for found in call.captures_iter(code) {
+            if &found[1] != "heartbeat" {
+                writes.push(format!("{}: `{}`", krate.modules[module], &found[0]));
+            }
+        }
+    }
+    assert!(writes.is_empty(), "the API calls Chroma beyond its heartbeat: {writes:#?}");
+}
+
+#[test]
+fn only_sink_knows_chunk_ids_and_field_names() {
+    // `records::field::*` are the standard metadata names; `chunk_id` the
+    // ID rule. The pipeline builds records through `build_records`.
+    let offenders = forbidden(&[], &[], |d| {
+        let inside_sink = starts(&d.from, &["sink"]);
+        let field_names = starts(&d.path, &["sink", "records", "field"]);
+        let id_rule = starts(&d.path, &["sink", "records", "chunk_id"]);
+        (!inside_sink && (field_names || id_rule)).then_some("names the chunk-ID rule or a field")
+    });
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+#[test]
+fn only_the_converter_child_calls_a_document_parser() {
+    // `extract::convert` runs the format parsers; the daemon reaches it only
+    // through the confined child (`isolate::child_main`).
+    let offenders = forbidden(&[], &["src/extract/isolate.rs", "src/extract/mod.rs"], |d| {
+        let parser = starts(&d.to, &["extract"])
+            && d.path.last().is_some_and(|item| item == "convert");
+        parser.then_some("calls a document parser in the daemon's process")
+    });
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+#[test]
+fn lib_rs_names_every_module_and_only_modules_that_exist() {
+    let krate = read_crate();
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    let layout: String = lib
+        .lines()
+        .filter_map(|line| line.strip_prefix("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let link = regex::Regex::new(r"\[`([a-z_:]+)`\]").unwrap();
+    let named: BTreeSet<String> = link
+        .captures_iter(&layout)
+        .map(|found| found[1].to_string())
+        .collect();
+    for name in &named {
+        let module: Vec<String> = name.split("::").map(String::from).collect();
+        assert!(
+            krate.modules.contains_key(&module),
+            "lib.rs's layout links `{name}`, which is not a module"
+        );
+    }
+    let declared = regex::Regex::new(r"(?m)^pub mod ([a-z_]+);").unwrap();
+    for found in declared.captures_iter(&lib) {
+        assert!(
+            named.contains(&found[1]),
+            "lib.rs declares `{}` but its layout does not name it",
+            &found[1]
+        );
+    }
+}
+
+/// Every file ARCHITECTURE.md names exists, and every invariant in its
+/// table names a test that does.
+#[test]
+fn architecture_md_names_only_files_and_tests_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut files = Vec::new();
+    for top in ["src", "tests", "bench", "crates", "scripts", "docs", "config", "fixtures"] {
+        if root.join(top).is_dir() {
+            all_files(&root.join(top), &mut files);
+        }
+    }
+    let known: Vec<String> = files
+        .iter()
+        .map(|f| format!("/{}", f.strip_prefix(root).unwrap().display()))
+        .collect();
+    let exists = |named: &str| {
+        let named = named.trim_end_matches('/');
+        root.join(named).exists()
+            || known
+                .iter()
+                .any(|f| f.ends_with(&format!("/{named}")) || f.contains(&format!("/{named}/")))
+    };
+    let path = regex::Regex::new(r"`([A-Za-z0-9_./-]+\.(?:rs|md|py|sh|json|toml|js|html|css)|[a-z0-9_/-]+/)`")
+        .unwrap();
+    let link = regex::Regex::new(r"\]\(([^)#]+)\)").unwrap();
+    let mut missing: Vec<String> = path
+        .captures_iter(&map)
+        .chain(link.captures_iter(&map))
+        .map(|found| found[1].to_string())
+        // URL paths (`/ui/`), suffixes (`.meta.json`) and files of a model's
+        // directory are not files of this repository.
+        .filter(|named| !named.starts_with(['/', '.']) && named != "config.json")
+        .filter(|named| !named.starts_with("http") && !exists(named))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    assert!(missing.is_empty(), "ARCHITECTURE.md names files that do not exist: {missing:#?}");
+
+    // `| invariant | `tests/x.rs`: `a_test`, `another` … |`
+    let section = map
+        .split("\n## ")
+        .find(|s| s.starts_with("Invariants"))
+        .expect("ARCHITECTURE.md has an `## Invariants` section");
+    let token = regex::Regex::new(r"`([A-Za-z0-9_./-]+)`").unwrap();
+    let mut rows = 0;
+    for row in section.lines().filter(|l| l.starts_with('|') && !l.starts_with("|-")) {
+        let Some(held_by) = row.trim_end_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        if held_by.trim() == "Held by" {
+            continue;
+        }
+        rows += 1;
+        let mut file: Option<String> = None;
+        let mut tests = 0;
+        for found in token.captures_iter(held_by) {
+            let name = &found[1];
+            if name.ends_with(".rs") {
+                file = Some(std::fs::read_to_string(root.join(name)).unwrap_or_else(|_| {
+                    panic!("the invariants name `{name}`, which does not exist")
+                }));
+            } else {
+                let text = file.as_ref().unwrap_or_else(|| panic!("`{name}` follows no file"));
+                assert!(
+                    text.contains(&format!("fn {name}(")) || text.contains(&format!("    {name},")),
+                    "the invariants name the test `{name}`, which its file does not have"
+                );
+                tests += 1;
+            }
+        }
+        assert!(tests > 0, "an invariant without a test: {row}");
+    }
+    assert!(rows >= 10, "the invariants table was not read: {rows} rows");
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
 #[test]
 fn the_scan_reads_use_trees_and_inline_paths_as_the_compiler_does() {
     let leaves = use_leaves("super::{a, b::{self, C as D}, e::*, f as _}");
