@@ -1033,7 +1033,10 @@ mod tests {
             r#"{"id":"00000000-0000-0000-0000-000000000000","invocation_id":"00000000-0000-0000-0000-000000000000","event":"complete","state":"delivered","attempts":1,"last_status":200,"responses":[],"created_at":"1970-01-01T00:00:00Z"}"#
         );
 
-        for (mode, text) in [(SyncMode::Full, "full"), (SyncMode::Incremental, "incremental")] {
+        for (mode, text) in [
+            (SyncMode::Full, "full"),
+            (SyncMode::Incremental, "incremental"),
+        ] {
             let stats = JobStats {
                 sync_mode: Some(mode),
                 ..JobStats::default()
@@ -1069,9 +1072,10 @@ mod tests {
     fn every_source_kind_is_listed_in_sources() {
         // A new variant does not compile here until it is sorted in or out.
         let is_source = |kind: SourceType| match kind {
-            SourceType::Github | SourceType::WebScrape | SourceType::S3 | SourceType::Filesystem => {
-                true
-            }
+            SourceType::Github
+            | SourceType::WebScrape
+            | SourceType::S3
+            | SourceType::Filesystem => true,
             SourceType::Upload => false,
         };
         let named: Vec<SourceType> = ["github", "web_scrape", "s3", "filesystem", "upload"]

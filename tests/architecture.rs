@@ -367,7 +367,10 @@ impl Crate {
                     let written = Written {
                         file: name.clone(),
                         line: line_of(&code, whole.start()),
-                        text: format!("use {}", tree.split_whitespace().collect::<Vec<_>>().join(" ")),
+                        text: format!(
+                            "use {}",
+                            tree.split_whitespace().collect::<Vec<_>>().join(" ")
+                        ),
                     };
                     written_paths.push((module.clone(), leaf.path, written));
                 }
@@ -454,7 +457,7 @@ impl Crate {
     fn defining_module(&self, path: &[String], hops: usize) -> (ModulePath, Vec<String>) {
         let mut module = Vec::new();
         for (at, segment) in path.iter().enumerate() {
-            let child = [module.as_slice(), &[segment.clone()]].concat();
+            let child = [module.as_slice(), std::slice::from_ref(segment)].concat();
             if self.is_module(&child) {
                 module = child;
                 continue;
@@ -688,11 +691,19 @@ fn sources_never_talk_to_chroma_nor_make_chunk_ids() {
         let file = krate.modules[&dependency.from].clone();
         // Handles and types of `sink::chroma` may pass through; the client
         // that sends requests may not.
-        if dependency.path.last().is_some_and(|item| item == "ChromaClient") {
+        if dependency
+            .path
+            .last()
+            .is_some_and(|item| item == "ChromaClient")
+        {
             offenders
                 .entry(file)
                 .or_insert_with(|| format!("uses the Chroma client: {}", dependency.written));
-        } else if dependency.path.last().is_some_and(|item| id_rule.contains(&item.as_str())) {
+        } else if dependency
+            .path
+            .last()
+            .is_some_and(|item| id_rule.contains(&item.as_str()))
+        {
             offenders
                 .entry(file)
                 .or_insert_with(|| format!("makes chunk IDs: {}", dependency.written));
@@ -717,7 +728,11 @@ fn sources_never_talk_to_chroma_nor_make_chunk_ids() {
     }
     let unexpected: Vec<String> = offenders
         .iter()
-        .filter(|(file, _)| !TALKS_TO_CHROMA_FOR_NOW.iter().any(|(known, _)| known == *file))
+        .filter(|(file, _)| {
+            !TALKS_TO_CHROMA_FOR_NOW
+                .iter()
+                .any(|(known, _)| known == *file)
+        })
         .map(|(_, why)| why.clone())
         .collect();
     assert!(
@@ -785,7 +800,10 @@ fn the_api_never_runs_jobs_nor_writes_to_chroma() {
             }
         }
     }
-    assert!(writes.is_empty(), "the API calls Chroma beyond its heartbeat: {writes:#?}");
+    assert!(
+        writes.is_empty(),
+        "the API calls Chroma beyond its heartbeat: {writes:#?}"
+    );
 }
 
 #[test]
@@ -805,11 +823,15 @@ fn only_sink_knows_chunk_ids_and_field_names() {
 fn only_the_converter_child_calls_a_document_parser() {
     // `extract::convert` runs the format parsers; the daemon reaches it only
     // through the confined child (`isolate::child_main`).
-    let offenders = forbidden(&[], &["src/extract/isolate.rs", "src/extract/mod.rs"], |d| {
-        let parser = starts(&d.to, &["extract"])
-            && d.path.last().is_some_and(|item| item == "convert");
-        parser.then_some("calls a document parser in the daemon's process")
-    });
+    let offenders = forbidden(
+        &[],
+        &["src/extract/isolate.rs", "src/extract/mod.rs"],
+        |d| {
+            let parser =
+                starts(&d.to, &["extract"]) && d.path.last().is_some_and(|item| item == "convert");
+            parser.then_some("calls a document parser in the daemon's process")
+        },
+    );
     assert!(offenders.is_empty(), "{offenders:#?}");
 }
 
@@ -851,7 +873,9 @@ fn architecture_md_names_only_files_and_tests_that_exist() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
     let mut files = Vec::new();
-    for top in ["src", "tests", "bench", "crates", "scripts", "docs", "config", "fixtures"] {
+    for top in [
+        "src", "tests", "bench", "crates", "scripts", "docs", "config", "fixtures",
+    ] {
         if root.join(top).is_dir() {
             all_files(&root.join(top), &mut files);
         }
@@ -867,8 +891,10 @@ fn architecture_md_names_only_files_and_tests_that_exist() {
                 .iter()
                 .any(|f| f.ends_with(&format!("/{named}")) || f.contains(&format!("/{named}/")))
     };
-    let path = regex::Regex::new(r"`([A-Za-z0-9_./-]+\.(?:rs|md|py|sh|json|toml|js|html|css)|[a-z0-9_/-]+/)`")
-        .unwrap();
+    let path = regex::Regex::new(
+        r"`([A-Za-z0-9_./-]+\.(?:rs|md|py|sh|json|toml|js|html|css)|[a-z0-9_/-]+/)`",
+    )
+    .unwrap();
     let link = regex::Regex::new(r"\]\(([^)#]+)\)").unwrap();
     let mut missing: Vec<String> = path
         .captures_iter(&map)
@@ -881,7 +907,10 @@ fn architecture_md_names_only_files_and_tests_that_exist() {
         .collect();
     missing.sort();
     missing.dedup();
-    assert!(missing.is_empty(), "ARCHITECTURE.md names files that do not exist: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names files that do not exist: {missing:#?}"
+    );
 
     // `| invariant | `tests/x.rs`: `a_test`, `another` … |`
     let section = map
@@ -890,7 +919,10 @@ fn architecture_md_names_only_files_and_tests_that_exist() {
         .expect("ARCHITECTURE.md has an `## Invariants` section");
     let token = regex::Regex::new(r"`([A-Za-z0-9_./-]+)`").unwrap();
     let mut rows = 0;
-    for row in section.lines().filter(|l| l.starts_with('|') && !l.starts_with("|-")) {
+    for row in section
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|-"))
+    {
         let Some(held_by) = row.trim_end_matches('|').rsplit('|').next() else {
             continue;
         };
@@ -903,11 +935,15 @@ fn architecture_md_names_only_files_and_tests_that_exist() {
         for found in token.captures_iter(held_by) {
             let name = &found[1];
             if name.ends_with(".rs") {
-                file = Some(std::fs::read_to_string(root.join(name)).unwrap_or_else(|_| {
-                    panic!("the invariants name `{name}`, which does not exist")
-                }));
+                file = Some(
+                    std::fs::read_to_string(root.join(name)).unwrap_or_else(|_| {
+                        panic!("the invariants name `{name}`, which does not exist")
+                    }),
+                );
             } else {
-                let text = file.as_ref().unwrap_or_else(|| panic!("`{name}` follows no file"));
+                let text = file
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("`{name}` follows no file"));
                 assert!(
                     text.contains(&format!("fn {name}(")) || text.contains(&format!("    {name},")),
                     "the invariants name the test `{name}`, which its file does not have"
@@ -953,10 +989,16 @@ fn the_scan_reads_use_trees_and_inline_paths_as_the_compiler_does() {
          let r = r#\"crate::x\"#; super::plan::f(); fn g<'a>(x: &'a str) {}",
     );
     assert!(!code.contains("crate::"), "{code}");
-    assert!(code.contains("super::plan::f()") && code.contains("&'a str"), "{code}");
+    assert!(
+        code.contains("super::plan::f()") && code.contains("&'a str"),
+        "{code}"
+    );
     let code =
         without_test_items("use a::b;\n#[cfg(test)]\nmod tests {\n use crate::api;\n}\nfn f() {}");
-    assert!(!code.contains("crate::api") && code.contains("fn f()"), "{code}");
+    assert!(
+        !code.contains("crate::api") && code.contains("fn f()"),
+        "{code}"
+    );
     assert_eq!(code.lines().count(), 6, "lines are kept: {code}");
 }
 

@@ -7,8 +7,8 @@ use super::PendingDelivery;
 use super::dialect::QueueRow;
 use super::{ClaimedJob, PageLinks, QueueError, SourceRecord};
 use crate::model::{
-    CreateJobPayload, DeliveryAttempt, DeliveryState, Job, JobState, JobStats, JobStatus, Progress, ScheduleSlot,
-    SlotOutcome, SourceType, Trigger, UploadSpec, WebhookDelivery, WebhookEvent,
+    CreateJobPayload, DeliveryAttempt, DeliveryState, Job, JobState, JobStats, JobStatus, Progress,
+    ScheduleSlot, SlotOutcome, SourceType, Trigger, UploadSpec, WebhookDelivery, WebhookEvent,
 };
 
 pub(super) fn to_time(ms: i64) -> DateTime<Utc> {
