@@ -144,7 +144,7 @@ fn pages_become_clean_markdown_chunks_with_titles_and_urls() {
     let daemon = start(&chroma);
     let source = daemon.create_source(web_source(&site, json!({"max_depth": 1})));
     let job = crawl(&daemon, &source, "site");
-    // DESIGN.md's form of the web kind (the seed's bare string cannot carry
+    // The original design's form of the web kind (the seed's bare string cannot carry
     // the database and collection beside it).
     assert_eq!(job["metadata"]["web_scrape"], Value::Null);
     assert_eq!(job["metadata"]["collection_name"], "site");

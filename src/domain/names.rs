@@ -30,3 +30,22 @@ pub fn refuse_fields(fields: &[(bool, &str, &str)]) -> Result<(), DomainError> {
         None => Ok(()),
     }
 }
+
+/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
+pub const MAX_CUSTOM_ID: usize = 120;
+
+/// A `custom_id` chunk IDs are built from: 1 to 120 bytes.
+pub fn validate_custom_id(custom_id: &str) -> Result<(), DomainError> {
+    if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
+        return Err(DomainError::invalid(format!(
+            "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
+        )));
+    }
+    if custom_id.len() > MAX_CUSTOM_ID {
+        return Err(DomainError::invalid(format!(
+            "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
+             within Chroma's 128 bytes"
+        )));
+    }
+    Ok(())
+}

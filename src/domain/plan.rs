@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use super::DomainError;
 use super::names::validate_chroma_name;
-use super::sources::{SourceSpec, Sources};
+/// Where `api/upload.rs` finds it (it lives with the other names).
+pub use super::names::validate_custom_id;
+use super::sources::{RunTarget, SourceSpec, Sources};
 use crate::model::{
     BM25_MODEL, ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
-    EmbeddingConfig, EmbeddingModel, GitRefIdentifier, SPLADE_MODEL, Source, Trigger,
+    EmbeddingConfig, EmbeddingModel, SPLADE_MODEL, Source, Trigger,
 };
 use crate::queue::{NewJob, SourceRecord};
 
@@ -193,25 +195,6 @@ fn validate_embedding(
     Ok(())
 }
 
-/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
-pub const MAX_CUSTOM_ID: usize = 120;
-
-/// A `custom_id` chunk IDs are built from: 1 to 120 bytes.
-pub fn validate_custom_id(custom_id: &str) -> Result<(), DomainError> {
-    if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
-        return Err(DomainError::invalid(format!(
-            "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
-        )));
-    }
-    if custom_id.len() > MAX_CUSTOM_ID {
-        return Err(DomainError::invalid(format!(
-            "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
-             within Chroma's 128 bytes"
-        )));
-    }
-    Ok(())
-}
-
 fn validate_chunking(chunking: &ChunkingConfig) -> Result<(), DomainError> {
     let (lines, bytes) = match chunking {
         ChunkingConfig::TreeSitter { max_size_bytes } => (None, *max_size_bytes),
@@ -303,21 +286,6 @@ pub async fn plan_job(
     sources.prepare(record, &spec, &mut payload).await?;
     let planned = sources.plan(record, &spec, &payload)?;
     Ok(planned.into_job(record, payload, trigger))
-}
-
-/// What a one-shot `run` (or a schedule slot) syncs of its source.
-#[derive(Debug, Default, Clone)]
-pub struct RunTarget {
-    /// S3: these keys; none means every key under the source's prefix.
-    pub object_keys: Vec<String>,
-    /// The collection to write (required where the source has no default).
-    pub collection: Option<String>,
-    /// GitHub: the ref; none means the repository's default branch.
-    pub git_ref: Option<GitRefIdentifier>,
-    /// S3: sync only the prefix's `.meta.json` files (each syncs the object
-    /// it names), as `auto_sync: "metadata"` does; always so for a source
-    /// in that mode. Ignored when `object_keys` are given.
-    pub meta_json: bool,
 }
 
 /// The invocations that sync a whole source (a one-shot run, a schedule

@@ -31,13 +31,28 @@ use tokio_util::sync::CancellationToken;
 pub use spec::SourceSpec;
 
 use super::DomainError;
-use super::plan::RunTarget;
 use crate::config::{Config, Secret, sha256_hex};
 use crate::model::{
-    CreateJobPayload, IndexJobMetadata, JobKind, SourceSchedule, Trigger, canonical_json,
+    CreateJobPayload, GitRefIdentifier, IndexJobMetadata, JobKind, SourceSchedule, Trigger,
+    canonical_json,
 };
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{NewJob, Queue, SourceRecord};
+
+/// What a one-shot `run` (or a schedule slot) syncs of its source.
+#[derive(Debug, Default, Clone)]
+pub struct RunTarget {
+    /// S3: these keys; none means every key under the source's prefix.
+    pub object_keys: Vec<String>,
+    /// The collection to write (required where the source has no default).
+    pub collection: Option<String>,
+    /// GitHub: the ref; none means the repository's default branch.
+    pub git_ref: Option<GitRefIdentifier>,
+    /// S3: sync only the prefix's `.meta.json` files (each syncs the object
+    /// it names), as `auto_sync: "metadata"` does; always so for a source
+    /// in that mode. Ignored when `object_keys` are given.
+    pub meta_json: bool,
+}
 
 /// What every source type provides. One implementation per source folder;
 /// [`Sources`] dispatches to them on [`SourceSpec`].

@@ -2,7 +2,8 @@
 //! from the shared library the `pypdfium2` wheel ships
 //! (`scripts/install-pdfium`). PDFium reads the text layer: each glyph with
 //! its position and size, which [`layout`] turns into markdown. Why PDFium
-//! and not a pure-Rust reader: ARCHITECTURE.md has the measurements.
+//! and not a pure-Rust reader: ARCHITECTURE.md says, with the measurements
+//! in `bench/results/documents.md`.
 //!
 //! Only ever run in a converter child ([`super::isolate`]): PDFium is C++
 //! reading hostile bytes.

@@ -91,13 +91,13 @@ pub(super) async fn run(
     match diff {
         Some(diff) => {
             state.update(|stats| {
-                stats.sync_mode = Some("incremental".into());
+                stats.sync_mode = Some(crate::model::SyncMode::Incremental);
                 stats.base_commit_sha = base.clone();
             });
             sync.incremental(diff).await?;
         }
         None => {
-            state.update(|stats| stats.sync_mode = Some("full".into()));
+            state.update(|stats| stats.sync_mode = Some(crate::model::SyncMode::Full));
             sync.full().await?;
         }
     }

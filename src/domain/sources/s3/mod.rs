@@ -275,7 +275,7 @@ pub fn check_object(
         )));
     }
     if let Some(custom_id) = &payload.custom_id {
-        crate::domain::plan::validate_custom_id(custom_id)?;
+        crate::domain::names::validate_custom_id(custom_id)?;
     }
     if let Some(metadata) = &payload.metadata {
         validate_user_metadata(metadata, sparse).map_err(DomainError::Invalid)?;
