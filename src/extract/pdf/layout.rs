@@ -616,6 +616,140 @@ mod tests {
         }
     }
 
+    /// Issue 32's handbook: each page opens with "Chapter N of the
+    /// handbook" (larger than the body) and a paragraph that differs from
+    /// the other pages' only in its numbers, and ends with another such
+    /// paragraph; `furniture` adds a running header and footer.
+    fn handbook(furniture: bool) -> (Vec<Page>, Vec<String>) {
+        let mut pages = Vec::new();
+        let mut wanted = Vec::new();
+        for n in 1..=3u32 {
+            let opening = [
+                format!(
+                    "In {} the {} wardens of district {n} walked",
+                    2020 + n,
+                    n + 10
+                ),
+                format!(
+                    "{} miles along the river and counted {} herons",
+                    n * 3 + 40,
+                    n + 60
+                ),
+                format!("between the {} weirs of the lower valley.", n + 4),
+            ];
+            let own = [
+                format!(
+                    "The {} page has a paragraph of its",
+                    ["first", "second", "third"][n as usize - 1]
+                ),
+                "own, unlike the others around it.".to_string(),
+            ];
+            let closing = [
+                format!("By the end of season {n} the {} volunteers", n + 30),
+                format!("had planted {} rows in the pale gold of", n + 90),
+                "valley yarrow.".to_string(),
+            ];
+            let heading = format!("Chapter {n} of the handbook");
+            let header = format!("The Handbook \u{2014} page {n}");
+            let footer = format!("Handbook revision 7 \u{2014} page {n} of 3");
+            let mut lines: Vec<(&str, f32, f32)> = Vec::new();
+            if furniture {
+                lines.push((&header, 760.0, 8.0));
+            }
+            lines.push((&heading, 700.0, 18.0));
+            let mut y = 670.0;
+            for paragraph in [&opening[..], &own[..], &closing[..]] {
+                for text in paragraph {
+                    lines.push((text, y, 10.0));
+                    y -= 12.0;
+                }
+                y -= 10.0;
+            }
+            if furniture {
+                lines.push((&footer, 30.0, 8.0));
+            }
+            pages.push(page(n, &lines));
+            wanted.push(format!(
+                "# {heading}\n\n{}\n\n{}\n\n{}",
+                opening.join(" "),
+                own.join(" "),
+                closing.join(" ")
+            ));
+        }
+        (pages, wanted)
+    }
+
+    #[test]
+    fn pages_alike_but_for_their_numbers_are_content() {
+        for furniture in [false, true] {
+            let (pages, wanted) = handbook(furniture);
+            let out: Vec<String> = texts(pages).into_iter().map(|(text, _)| text).collect();
+            assert_eq!(out, wanted, "with a running header and footer: {furniture}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_line_at_another_place_on_each_page_is_content() {
+        let pages = (1..=3)
+            .map(|n| {
+                let body = format!(
+                    "Page {} of the log says what happened there.",
+                    ["one", "two", "three"][n as usize - 1]
+                );
+                // The same closing line, lower on each page.
+                let y = 600.0 - n as f32 * 60.0;
+                page(
+                    n,
+                    &[
+                        ("ACME internal survey", 760.0, 8.0),
+                        (&body, 700.0, 10.0),
+                        ("Nothing else was seen.", y, 10.0),
+                    ],
+                )
+            })
+            .collect();
+        let out: Vec<String> = texts(pages).into_iter().map(|(text, _)| text).collect();
+        assert_eq!(
+            out,
+            vec![
+                "Page one of the log says what happened there.\n\nNothing else was seen.",
+                "Page two of the log says what happened there.\n\nNothing else was seen.",
+                "Page three of the log says what happened there.\n\nNothing else was seen.",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_whose_numbers_differ_in_more_than_the_page_number_is_content() {
+        let pages = (1..=3)
+            .map(|n| {
+                let tally = format!("Tally {}: {} gulls", n, n * 7 + 20);
+                let body = format!(
+                    "The {} count is in.",
+                    ["first", "second", "third"][n as usize - 1]
+                );
+                let footer = format!("Page {n} of 3");
+                page(
+                    n,
+                    &[
+                        (&tally, 760.0, 8.0),
+                        (&body, 700.0, 10.0),
+                        (&footer, 30.0, 8.0),
+                    ],
+                )
+            })
+            .collect();
+        let out: Vec<String> = texts(pages).into_iter().map(|(text, _)| text).collect();
+        assert_eq!(
+            out,
+            vec![
+                "Tally 1: 27 gulls\n\nThe first count is in.",
+                "Tally 2: 34 gulls\n\nThe second count is in.",
+                "Tally 3: 41 gulls\n\nThe third count is in.",
+            ]
+        );
+    }
+
     #[test]
     fn a_paragraph_across_a_page_break_stays_whole() {
         let out = texts(vec![
