@@ -669,11 +669,7 @@ fn no_import_cycle_between_files_at_any_depth() {
 /// Files under `domain/sources/` that still talk to Chroma themselves,
 /// each with why; the test fails when one no longer does, so the list
 /// only shrinks.
-const TALKS_TO_CHROMA_FOR_NOW: &[(&str, &str)] = &[(
-    "src/domain/sources/github/job.rs",
-    "re-stamps chunks with the synced commit itself (`update_metadata`); moving into the \
-     pipeline (issue 30)",
-)];
+const TALKS_TO_CHROMA_FOR_NOW: &[(&str, &str)] = &[];
 
 #[test]
 fn sources_never_talk_to_chroma_nor_make_chunk_ids() {
