@@ -227,6 +227,7 @@ pub struct KindDescription {
     )>,
 }
 
+/// What `kind` tells of itself, with its config type's schema.
 fn describe<K: SourceKind>(kind: &K) -> KindDescription {
     let mut schemas = Vec::new();
     <K::Config as utoipa::ToSchema>::schemas(&mut schemas);
