@@ -331,6 +331,9 @@ pub struct WebhookSecret {
 pub struct GithubSourceConfig {
     /// `owner/name`.
     pub repository: String,
+    /// A GitHub App of the daemon's config (`[github.apps.<id>]`) to read
+    /// the repository as; none means the daemon's GitHub token if it has
+    /// one, else anonymous access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
     /// Only paths matching one of these are synced (`src/**/*.rs`; a glob
@@ -347,13 +350,21 @@ pub struct GithubSourceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebScrapeSourceConfig {
+    /// The `http(s)` page the crawl starts from; the crawl stays on its
+    /// scheme, host and port.
     pub starting_url: String,
+    /// How many links away from the starting page the crawl goes (the
+    /// starting page is depth 0, sitemap pages depth 1); at most 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_depth: Option<u32>,
+    /// Most pages the collection holds (1 to 1,000,000), in discovery order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_limit: Option<u32>,
+    /// Only pages whose URL path matches one of these regexes are stored
+    /// (the starting page is always fetched and its links followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_path_regexes: Option<Vec<String>>,
+    /// Pages whose URL path matches one of these regexes are not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_path_regexes: Option<Vec<String>>,
 }
@@ -362,7 +373,9 @@ pub struct WebScrapeSourceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct S3SourceConfig {
+    /// The bucket's name.
     pub bucket_name: String,
+    /// The bucket's region (`us-east-1`, …).
     pub region: String,
     /// Collection written when an invocation names no `target_collection_name`.
     pub collection_name: String,

@@ -13,7 +13,10 @@
 //!
 //! Adding a source: a folder here with a [`SourceKind`] impl, a variant in
 //! [`SourceSpec`] (and its wire config in `model`), one line in
-//! [`dispatch!`] and a field in [`Sources`], its settings in `config`.
+//! [`dispatch!`], one in [`Sources::kinds`] and a field in [`Sources`], its
+//! settings in `config`. What the kind tells of itself (title, description,
+//! invocation fields, defaults) lives on its impl: the API's
+//! `GET /api/v1/source-types` and the dashboard read it from there.
 
 pub mod filesystem;
 pub mod github;
@@ -33,8 +36,8 @@ pub use spec::SourceSpec;
 use super::DomainError;
 use crate::config::{Config, Secret, sha256_hex};
 use crate::model::{
-    CreateJobPayload, GitRefIdentifier, IndexJobMetadata, JobKind, SourceSchedule, Trigger,
-    canonical_json,
+    CreateJobPayload, GitRefIdentifier, IndexJobMetadata, JobKind, SourceSchedule, SourceType,
+    Trigger, canonical_json,
 };
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{NewJob, Queue, SourceRecord};
@@ -57,8 +60,26 @@ pub struct RunTarget {
 /// What every source type provides. One implementation per source folder;
 /// [`Sources`] dispatches to them on [`SourceSpec`].
 pub trait SourceKind: Send + Sync {
-    /// The kind's settings, as the create payload gives them.
-    type Config: Send + Sync;
+    /// The kind's settings, as the create payload gives them. Its schema
+    /// (`ToSchema`) is what `GET /api/v1/source-types` shows of them.
+    type Config: Send + Sync + utoipa::ToSchema;
+
+    /// The kind's name on the wire: the `source_type` of its sources and
+    /// jobs, and the create payload's field holding its settings.
+    const SOURCE_TYPE: SourceType;
+    /// A short name for people (the dashboard's kind chooser).
+    const TITLE: &'static str;
+    /// What a source of this kind syncs, in a sentence or two.
+    const DESCRIPTION: &'static str;
+    /// The invocation body fields this kind accepts; [`SourceKind::plan`]
+    /// refuses the others.
+    const INVOCATION_FIELDS: &'static [InvocationField];
+
+    /// The value each optional setting takes when a source leaves it out,
+    /// by field name (shown as the schema's `default`s).
+    fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
 
     /// Every check of a config that needs neither credentials nor the
     /// network (shape, patterns, limits). Runs on a blocking thread: it may
@@ -146,6 +167,78 @@ pub trait SourceKind: Send + Sync {
     /// The config with every optional setting at its effective value.
     fn effective(config: Self::Config) -> Self::Config {
         config
+    }
+}
+
+/// An invocation body field ([`CreateJobPayload`]) a kind accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvocationField {
+    /// The field's name in the body.
+    pub name: &'static str,
+    /// Whether an invocation without it is refused.
+    pub required: bool,
+    /// The field of the job's `metadata.<source type>` that records it, if
+    /// any: what a retry of the job reads back. (`target_collection_name`
+    /// is recorded as every job's `metadata.collection_name`.)
+    pub recorded_as: Option<&'static str>,
+}
+
+impl InvocationField {
+    pub const fn optional(name: &'static str) -> Self {
+        InvocationField {
+            name,
+            required: false,
+            recorded_as: None,
+        }
+    }
+
+    pub const fn required(name: &'static str) -> Self {
+        InvocationField {
+            name,
+            required: true,
+            recorded_as: None,
+        }
+    }
+
+    pub const fn recorded_as(self, field: &'static str) -> Self {
+        InvocationField {
+            recorded_as: Some(field),
+            ..self
+        }
+    }
+}
+
+/// What a kind tells of itself ([`Sources::kinds`]): the API answers
+/// `GET /api/v1/source-types` with it.
+#[derive(Clone)]
+pub struct KindDescription {
+    pub source_type: SourceType,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub invocation_fields: &'static [InvocationField],
+    /// See [`SourceKind::defaults`].
+    pub defaults: serde_json::Map<String, serde_json::Value>,
+    /// The schema of the kind's settings, and the named schemas it refers
+    /// to (`#/components/schemas/<name>`).
+    pub schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    pub schemas: Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
+}
+
+/// What `kind` tells of itself, with its config type's schema.
+fn describe<K: SourceKind>(kind: &K) -> KindDescription {
+    let mut schemas = Vec::new();
+    <K::Config as utoipa::ToSchema>::schemas(&mut schemas);
+    KindDescription {
+        source_type: K::SOURCE_TYPE,
+        title: K::TITLE,
+        description: K::DESCRIPTION,
+        invocation_fields: K::INVOCATION_FIELDS,
+        defaults: kind.defaults(),
+        schema: <K::Config as utoipa::PartialSchema>::schema(),
+        schemas,
     }
 }
 
@@ -241,6 +334,16 @@ impl Sources {
             webhooks: crate::domain::webhook::WebhookRules::new(&config.webhooks)?,
             uploads: crate::domain::upload::UploadStore::new(config),
         })
+    }
+
+    /// Every kind, as it describes itself.
+    pub fn kinds(&self) -> Vec<KindDescription> {
+        vec![
+            describe(&self.s3),
+            describe(&self.github),
+            describe(&self.web),
+            describe(&self.filesystem),
+        ]
     }
 
     /// Every secret the sources' clients hold, for scrubbing.

@@ -6,10 +6,10 @@ mod job;
 pub mod links;
 
 use self::crawl::PathRules;
-use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
+use super::{InvocationField, Planned, SourceKind, collection_concurrency_key, collection_of};
 use crate::config::{Config, WebSettings};
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{CreateJobPayload, JobKind, WebScrapeSourceConfig};
+use crate::model::{CreateJobPayload, JobKind, SourceType, WebScrapeSourceConfig};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::SourceRecord;
 
@@ -31,6 +31,25 @@ impl WebSource {
 
 impl SourceKind for WebSource {
     type Config = WebScrapeSourceConfig;
+
+    const SOURCE_TYPE: SourceType = SourceType::WebScrape;
+    const TITLE: &'static str = "Website";
+    const DESCRIPTION: &'static str = "A website crawled from its starting URL (and its \
+        sitemap), politely and within a depth and a page budget, into one collection; a re-crawl \
+        removes the pages that are gone.";
+    const INVOCATION_FIELDS: &'static [InvocationField] =
+        &[InvocationField::required("target_collection_name")];
+
+    /// The crawl's bounds come from `[web]` when a source gives none.
+    fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
+        [
+            ("max_depth", self.settings.default_max_depth),
+            ("page_limit", self.settings.default_page_limit),
+        ]
+        .into_iter()
+        .map(|(field, value)| (field.to_string(), value.into()))
+        .collect()
+    }
 
     fn validate(&self, web: &WebScrapeSourceConfig) -> Result<(), DomainError> {
         let valid = reqwest::Url::parse(&web.starting_url)
