@@ -20,17 +20,6 @@ pub fn validate_chroma_name(what: &str, name: &str) -> Result<(), DomainError> {
     }
 }
 
-/// Refuses each invocation field that is `given` but not for this source
-/// type: `"{name} is only allowed for {owner}"`.
-pub fn refuse_fields(fields: &[(bool, &str, &str)]) -> Result<(), DomainError> {
-    match fields.iter().find(|(given, _, _)| *given) {
-        Some((_, name, owner)) => Err(DomainError::invalid(format!(
-            "{name} is only allowed for {owner}"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
 pub const MAX_CUSTOM_ID: usize = 120;
 

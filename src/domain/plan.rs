@@ -283,6 +283,7 @@ pub async fn plan_job(
     trigger: Trigger,
 ) -> Result<NewJob, DomainError> {
     let spec = spec_of(record)?;
+    sources.refuse_undeclared(&spec, &payload)?;
     sources.prepare(record, &spec, &mut payload).await?;
     let planned = sources.plan(record, &spec, &payload)?;
     Ok(planned.into_job(record, payload, trigger))

@@ -71,9 +71,12 @@ pub trait SourceKind: Send + Sync {
     const TITLE: &'static str;
     /// What a source of this kind syncs, in a sentence or two.
     const DESCRIPTION: &'static str;
-    /// The invocation body fields this kind accepts; [`SourceKind::plan`]
-    /// refuses the others.
+    /// The invocation body fields this kind accepts; the planner refuses
+    /// the others, for every kind alike ([`Sources::refuse_undeclared`]).
     const INVOCATION_FIELDS: &'static [InvocationField];
+    /// What refusals call the kind: `"{field} is only allowed for {CALLED}
+    /// sources"`.
+    const CALLED: &'static str;
 
     /// The value each optional setting takes when a source leaves it out,
     /// by field name (shown as the schema's `default`s).
@@ -216,6 +219,8 @@ pub struct KindDescription {
     pub title: &'static str,
     pub description: &'static str,
     pub invocation_fields: &'static [InvocationField],
+    /// See [`SourceKind::CALLED`].
+    pub called: &'static str,
     /// See [`SourceKind::defaults`].
     pub defaults: serde_json::Map<String, serde_json::Value>,
     /// The schema of the kind's settings, and the named schemas it refers
@@ -228,6 +233,10 @@ pub struct KindDescription {
 }
 
 /// What `kind` tells of itself, with its config type's schema.
+fn declared_fields<K: SourceKind>(_kind: &K) -> &'static [InvocationField] {
+    K::INVOCATION_FIELDS
+}
+
 fn describe<K: SourceKind>(kind: &K) -> KindDescription {
     let mut schemas = Vec::new();
     <K::Config as utoipa::ToSchema>::schemas(&mut schemas);
@@ -236,6 +245,7 @@ fn describe<K: SourceKind>(kind: &K) -> KindDescription {
         title: K::TITLE,
         description: K::DESCRIPTION,
         invocation_fields: K::INVOCATION_FIELDS,
+        called: K::CALLED,
         defaults: kind.defaults(),
         schema: <K::Config as utoipa::PartialSchema>::schema(),
         schemas,
@@ -384,6 +394,44 @@ impl Sources {
             .await)
     }
 
+    /// Refuses each invocation field the source's kind does not declare
+    /// ([`SourceKind::INVOCATION_FIELDS`]), naming the kinds that take it:
+    /// one check for every kind, before anything is asked of the source.
+    pub fn refuse_undeclared(
+        &self,
+        spec: &SourceSpec,
+        payload: &CreateJobPayload,
+    ) -> Result<(), DomainError> {
+        let declared = dispatch!(self, spec, |kind, _config| declared_fields(kind));
+        let given = [
+            ("object_key", payload.object_key.is_some()),
+            ("custom_id", payload.custom_id.is_some()),
+            ("metadata", payload.metadata.is_some()),
+            ("ref_identifier", payload.ref_identifier.is_some()),
+            ("path", payload.path.is_some()),
+            (
+                "target_collection_name",
+                payload.target_collection_name.is_some(),
+            ),
+        ];
+        let Some((name, _)) = given
+            .into_iter()
+            .find(|(name, given)| *given && !declared.iter().any(|field| field.name == *name))
+        else {
+            return Ok(());
+        };
+        let owners: Vec<String> = self
+            .kinds()
+            .iter()
+            .filter(|kind| kind.invocation_fields.iter().any(|f| f.name == name))
+            .map(|kind| format!("{} sources", kind.called))
+            .collect();
+        Err(DomainError::invalid(format!(
+            "{name} is only allowed for {}",
+            owners.join(" and ")
+        )))
+    }
+
     pub fn plan(
         &self,
         record: &SourceRecord,
@@ -448,18 +496,13 @@ impl Sources {
 }
 
 /// The collection a whole-source job (a repository at a ref, a crawl, a
-/// directory) writes, after refusing the S3-only invocation fields:
-/// `target_collection_name`, or `default` when the source has one.
+/// directory) writes: `target_collection_name`, or `default` when the
+/// source has one.
 pub(crate) fn collection_of(
     payload: &CreateJobPayload,
     kind: &str,
     default: Option<&str>,
 ) -> Result<String, DomainError> {
-    super::names::refuse_fields(&[
-        (payload.object_key.is_some(), "object_key", "S3 sources"),
-        (payload.custom_id.is_some(), "custom_id", "S3 sources"),
-        (payload.metadata.is_some(), "metadata", "S3 sources"),
-    ])?;
     let collection = match (&payload.target_collection_name, default) {
         (Some(name), _) => name.clone(),
         (None, Some(default)) => default.to_string(),

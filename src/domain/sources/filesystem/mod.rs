@@ -88,6 +88,7 @@ impl SourceKind for FilesystemSource {
         InvocationField::optional("path").recorded_as("path"),
         InvocationField::optional("target_collection_name"),
     ];
+    const CALLED: &'static str = "filesystem";
 
     fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
         [("auto_sync".to_string(), serde_json::json!(AutoSync::None))]
@@ -162,11 +163,6 @@ fn plan_path(
     config: &FilesystemSourceConfig,
     payload: &CreateJobPayload,
 ) -> Result<Planned, DomainError> {
-    if payload.ref_identifier.is_some() {
-        return Err(DomainError::invalid(
-            "ref_identifier is only allowed for GitHub sources",
-        ));
-    }
     let collection = collection_of(payload, "filesystem", Some(&config.collection_name))?;
     if let Some(path) = &payload.path {
         // Lexical checks (length, `..`, absolute) first: no IO for a bad path.

@@ -50,6 +50,7 @@ impl SourceKind for GithubSource {
         InvocationField::required("target_collection_name"),
         InvocationField::optional("ref_identifier").recorded_as("git_ref_identifier"),
     ];
+    const CALLED: &'static str = "GitHub";
 
     fn validate(&self, github: &GithubSourceConfig) -> Result<(), DomainError> {
         if split_repository(&github.repository).is_none() {
@@ -149,11 +150,6 @@ impl SourceKind for GithubSource {
         _: &GithubSourceConfig,
         payload: &CreateJobPayload,
     ) -> Result<Planned, DomainError> {
-        if payload.path.is_some() {
-            return Err(DomainError::invalid(
-                "path is only allowed for filesystem sources",
-            ));
-        }
         let collection = collection_of(payload, "GitHub", None)?;
         let git_ref = payload.ref_identifier.clone().ok_or_else(|| {
             DomainError::invalid("ref_identifier is required (the default branch was not resolved)")

@@ -80,6 +80,7 @@ impl SourceKind for S3Source {
         InvocationField::optional("metadata").recorded_as("additional_metadata"),
         InvocationField::optional("target_collection_name"),
     ];
+    const CALLED: &'static str = "S3";
 
     fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
         // What `effective` fills in.
@@ -224,16 +225,6 @@ pub fn plan_object(
     s3: &S3SourceConfig,
     payload: &CreateJobPayload,
 ) -> Result<Planned, DomainError> {
-    if payload.ref_identifier.is_some() {
-        return Err(DomainError::invalid(
-            "ref_identifier is only allowed for GitHub sources",
-        ));
-    }
-    if payload.path.is_some() {
-        return Err(DomainError::invalid(
-            "path is only allowed for filesystem sources",
-        ));
-    }
     let Some(object_key) = payload.object_key.as_deref() else {
         return Err(DomainError::invalid(
             "object_key is required for S3 sources",

@@ -39,6 +39,7 @@ impl SourceKind for WebSource {
         removes the pages that are gone.";
     const INVOCATION_FIELDS: &'static [InvocationField] =
         &[InvocationField::required("target_collection_name")];
+    const CALLED: &'static str = "web";
 
     /// The crawl's bounds come from `[web]` when a source gives none.
     fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
@@ -88,17 +89,7 @@ impl SourceKind for WebSource {
         _: &WebScrapeSourceConfig,
         payload: &CreateJobPayload,
     ) -> Result<Planned, DomainError> {
-        if payload.path.is_some() {
-            return Err(DomainError::invalid(
-                "path is only allowed for filesystem sources",
-            ));
-        }
         let collection = collection_of(payload, "web_scrape", None)?;
-        if payload.ref_identifier.is_some() {
-            return Err(DomainError::invalid(
-                "ref_identifier is only allowed for GitHub sources",
-            ));
-        }
         Ok(Planned {
             kind: JobKind::WebScrape(()),
             concurrency_key: collection_concurrency_key(record, &collection),
