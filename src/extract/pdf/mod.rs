@@ -4,6 +4,11 @@
 //! its position and size, which [`layout`] turns into markdown. Why PDFium
 //! and not a pure-Rust reader: ARCHITECTURE.md has the measurements.
 //!
+//! Pages without a text layer (scans) are rendered by PDFium at
+//! `[extract.ocr] dpi` (lowered to fit `max_pixels_per_page`) and read by
+//! OCR ([`super::ocr`]) when it is on; their sections join the laid-out
+//! ones in page order, marked as OCR'd.
+//!
 //! Only ever run in a converter child ([`super::isolate`]): PDFium is C++
 //! reading hostile bytes.
 
@@ -12,6 +17,7 @@ mod layout;
 use pdfium_render::prelude::*;
 
 use super::converted::{Builder, Converted};
+use super::ocr::{self, GreyImage, OcrPage, OcrSettings, PageText};
 use super::{Limits, Skipped};
 
 pub use layout::{Glyph, Page};
@@ -80,8 +86,126 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
         }
         pages.push(Page { number, glyphs });
     }
+    let textless: Vec<u32> = pages
+        .iter()
+        .filter(|page| page.glyphs.iter().all(|glyph| glyph.ch.is_whitespace()))
+        .map(|page| page.number)
+        .collect();
     layout::lay_out(pages, &mut builder)?;
+    if let Some(settings) = &limits.ocr
+        && !textless.is_empty()
+    {
+        ocr_pages(&document, &textless, settings, &mut builder)?;
+    }
     builder.finish()
+}
+
+/// What the layout notes for a page without glyphs (`layout::lay_out`);
+/// taken back for pages OCR then reads.
+fn no_text_layer(number: u32) -> String {
+    format!("page {number}: no text layer (OCR not enabled)")
+}
+
+/// Renders the pages numbered `textless` (up to `max_pages`) and adds what
+/// OCR reads on them.
+fn ocr_pages(
+    document: &PdfDocument,
+    textless: &[u32],
+    settings: &OcrSettings,
+    builder: &mut Builder,
+) -> Result<(), Skipped> {
+    let max_pages = settings.max_pages.max(1) as usize;
+    let (read, left) = textless.split_at(textless.len().min(max_pages));
+    let pages = read
+        .iter()
+        .map(|&number| render(document, number, settings).map_err(|why| (number, why)));
+    let texts = ocr::recognize_pages(settings, read.len(), pages)?;
+    for (number, text) in texts {
+        builder.unomit(&no_text_layer(number));
+        match text {
+            PageText::Markdown(markdown) => builder.ocr_page(number, markdown)?,
+            PageText::Nothing => {
+                builder.omit(format!("page {number}: no text layer, and OCR found no text"))
+            }
+            PageText::Unread(why) => builder.omit(format!("page {number}: no text layer; {why}")),
+        }
+    }
+    if let (Some(first), Some(last)) = (left.first(), left.last()) {
+        for &number in left {
+            builder.unomit(&no_text_layer(number));
+        }
+        builder.omit(format!(
+            "{} pages without a text layer from page {first} to {last}: not read, \
+             [extract.ocr] max_pages is {max_pages}",
+            left.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Page `number` as grey pixels at the configured resolution (lowered to
+/// fit the pixel budget).
+fn render(document: &PdfDocument, number: u32, settings: &OcrSettings) -> Result<OcrPage, String> {
+    let index = i32::try_from(number - 1).map_err(|_| "beyond the last page".to_string())?;
+    let page = document
+        .pages()
+        .get(index)
+        .map_err(|e| format!("could not be opened to render it ({e})"))?;
+    let (dpi, width, height) = settings.render_size(page.width().value, page.height().value);
+    let width = i32::try_from(width).map_err(|_| "too large to render".to_string())?;
+    let height = i32::try_from(height).map_err(|_| "too large to render".to_string())?;
+    let config = PdfRenderConfig::new()
+        .set_target_width(width)
+        .set_maximum_height(height)
+        .set_format(PdfBitmapFormat::Gray)
+        .render_form_data(true);
+    let bitmap = page
+        .render_with_config(&config)
+        .map_err(|e| format!("could not be rendered ({e})"))?;
+    let (width, height) = (bitmap.width().max(0) as u32, bitmap.height().max(0) as u32);
+    let raw = bitmap.as_raw_bytes();
+    let format = bitmap.format().unwrap_or(PdfBitmapFormat::BGRA);
+    Ok(OcrPage {
+        number,
+        image: grey(&raw, width, height, format)?,
+        dpi,
+    })
+}
+
+/// A PDFium bitmap's rows (each `stride` bytes) as tightly packed grey.
+fn grey(
+    raw: &[u8],
+    width: u32,
+    height: u32,
+    format: PdfBitmapFormat,
+) -> Result<GreyImage, String> {
+    let bytes_per_pixel = match format {
+        PdfBitmapFormat::Gray => 1,
+        PdfBitmapFormat::BGR => 3,
+        PdfBitmapFormat::BGRx | PdfBitmapFormat::BGRA => 4,
+    };
+    let (w, h) = (width as usize, height as usize);
+    if h == 0 || w == 0 || raw.len() / h < w * bytes_per_pixel {
+        return Err("rendered to an empty image".into());
+    }
+    let stride = raw.len() / h;
+    let mut pixels = Vec::with_capacity(w * h);
+    for row in raw.chunks_exact(stride).take(h) {
+        let row = &row[..w * bytes_per_pixel];
+        if bytes_per_pixel == 1 {
+            pixels.extend_from_slice(row);
+        } else {
+            pixels.extend(row.chunks_exact(bytes_per_pixel).map(|p| {
+                let [b, g, r] = [p[0], p[1], p[2]].map(u32::from);
+                ((r * 299 + g * 587 + b * 114) / 1000) as u8
+            }));
+        }
+    }
+    Ok(GreyImage {
+        width,
+        height,
+        pixels,
+    })
 }
 
 fn open_error(error: PdfiumError) -> Skipped {
