@@ -171,7 +171,8 @@ impl Daemon {
     fn check_ocr(&self, program: &std::path::Path) -> Result<crate::extract::OcrSettings, String> {
         let config = &self.config.extract.ocr;
         let checked = config.settings().and_then(|settings| {
-            crate::extract::isolate::probe_ocr(program, &settings).map(|version| (settings, version))
+            crate::extract::isolate::probe_ocr(program, &settings)
+                .map(|version| (settings, version))
         });
         match checked {
             Ok((settings, version)) => {

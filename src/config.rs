@@ -665,7 +665,11 @@ impl OcrConfig {
             max_pixels_per_page: self.max_pixels_per_page.max(1),
             max_millis_per_page: (self.max_seconds_per_page.max(0.001) * 1000.0) as u64,
             max_pages: self.max_pages.max(1),
-            threads: if self.threads == 0 { cpus } else { self.threads },
+            threads: if self.threads == 0 {
+                cpus
+            } else {
+                self.threads
+            },
         })
     }
 }
@@ -1367,7 +1371,10 @@ impl ExtractSettings {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (ocr, ocr_off) = match ocr {
             Ok(settings) => (Some(settings), None),
-            Err(why) => (None, Some(format!("image files are read by OCR, which is off: {why}"))),
+            Err(why) => (
+                None,
+                Some(format!("image files are read by OCR, which is off: {why}")),
+            ),
         };
         crate::extract::isolate::IsolationSettings {
             program,

@@ -163,12 +163,21 @@ fn scans_and_images_in_a_bucket_come_back_as_their_words_in_order() {
     }
     // …and for a name without an extension, the bytes.
     let png = std::fs::read(dir.path().join("page.png")).unwrap();
-    s3.put("scans", "inbox/scan-0001", png, Some("application/octet-stream"));
+    s3.put(
+        "scans",
+        "inbox/scan-0001",
+        png,
+        Some("application/octet-stream"),
+    );
     let source = daemon.create_source(s3_source(&s3, "scans", "scans", None));
     let started = Instant::now();
     let job = daemon.wait_finished(&daemon.invoke(&source, json!({})), Duration::from_secs(600));
     assert!(job["status"]["complete"].is_object(), "{job}");
-    println!("synced in {:.1} s: {}", started.elapsed().as_secs_f64(), job["stats"]);
+    println!(
+        "synced in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        job["stats"]
+    );
     let records = chroma.records("testdb", "scans");
     for (name, mime) in SCANNED {
         assert_read(&records, name, name, &expected);
@@ -246,15 +255,18 @@ fn hostile_images_end_with_a_reason_and_the_daemon_carries_on() {
         let said = job["stats"]["skipped_reasons"][name]
             .as_str()
             .unwrap_or_else(|| panic!("{name}: not skipped: {job}"));
-        println!(
-            "{name}: {:.1} s: {said}",
-            started.elapsed().as_secs_f64()
+        println!("{name}: {:.1} s: {said}", started.elapsed().as_secs_f64());
+        assert!(
+            said.contains(wanted),
+            "{name}: `{said}` does not say `{wanted}`"
         );
-        assert!(said.contains(wanted), "{name}: `{said}` does not say `{wanted}`");
         assert_eq!(job["attempt"], 1, "{name}: retried: {job}");
     }
     let fine = daemon.wait_complete(&daemon.invoke(&source, json!({ "object_key": "fine.png" })));
-    assert!(fine["stats"]["chunks_upserted"].as_u64() > Some(0), "{fine}");
+    assert!(
+        fine["stats"]["chunks_upserted"].as_u64() > Some(0),
+        "{fine}"
+    );
     assert!(daemon.is_running(), "the daemon died");
     assert_eq!(daemon.pid(), Some(pid), "the daemon is the same process");
     // The bomb was refused from its header: the daemon never held it.
@@ -281,7 +293,10 @@ fn without_ocr_images_are_skipped_saying_why() {
     let reason = job["stats"]["skipped_reasons"]["page.png"]
         .as_str()
         .unwrap_or_default();
-    assert!(reason.contains("OCR") && reason.contains("disabled"), "{job}");
+    assert!(
+        reason.contains("OCR") && reason.contains("disabled"),
+        "{job}"
+    );
     let omitted = job["stats"]["omitted_parts"]["mixed.pdf"]
         .as_str()
         .unwrap_or_default();

@@ -238,7 +238,11 @@ pub fn document_format(key: &str, content_type: Option<&str>) -> Option<Document
 /// else, for a file whose name has no extension and whose media type is
 /// generic (`application/octet-stream`) or absent, an image recognised by
 /// its magic bytes.
-pub fn sniffed_format(key: &str, content_type: Option<&str>, head: &[u8]) -> Option<DocumentFormat> {
+pub fn sniffed_format(
+    key: &str,
+    content_type: Option<&str>,
+    head: &[u8],
+) -> Option<DocumentFormat> {
     if let Some(format) = document_format(key, content_type) {
         return Some(format);
     }
@@ -309,5 +313,33 @@ mod tests {
         let legacy = confirm(DocumentFormat::Doc, OLE2).unwrap_err();
         assert!(legacy.0.contains(".doc"), "{legacy:?}");
         assert!(confirm(DocumentFormat::Csv, b"a,b\0").is_err());
+    }
+
+    #[test]
+    fn images_are_known_by_name_type_and_bytes() {
+        assert_eq!(
+            document_format("scan.JPG", None),
+            Some(DocumentFormat::Jpeg)
+        );
+        assert_eq!(
+            document_format("download", Some("image/tiff")),
+            Some(DocumentFormat::Tiff)
+        );
+        assert_eq!(document_format("logo.svg", Some("image/svg+xml")), None);
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(
+            sniffed_format("inbox/scan-0001", Some("application/octet-stream"), png),
+            Some(DocumentFormat::Png)
+        );
+        // Only a nameless, untyped file is sniffed: text stays text.
+        assert_eq!(sniffed_format("notes.txt", None, png), None);
+        assert_eq!(sniffed_format("readme", Some("text/plain"), png), None);
+        assert_eq!(sniffed_format("BMW", None, b"BMW report, 2024"), None);
+        // A JPEG named .png is read as the JPEG it is.
+        assert_eq!(
+            confirm(DocumentFormat::Png, b"\xFF\xD8\xFF\xE0\0\x10JFIF"),
+            Ok(DocumentFormat::Jpeg)
+        );
+        assert!(confirm(DocumentFormat::Gif, b"not an image").is_err());
     }
 }

@@ -17,7 +17,11 @@ use super::format::DocumentFormat;
 use super::ocr::{self, GreyImage, OcrPage, OcrSettings, PageText};
 use super::{Limits, Skipped};
 
-pub fn convert(format: DocumentFormat, bytes: &[u8], limits: &Limits) -> Result<Converted, Skipped> {
+pub fn convert(
+    format: DocumentFormat,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Converted, Skipped> {
     let settings = limits.ocr.as_ref().ok_or_else(|| {
         Skipped(
             "image files are read by OCR, which is not enabled ([extract.ocr]: Tesseract)".into(),
@@ -305,4 +309,97 @@ fn luma(rgb: &[u8]) -> u8 {
 /// A grey value over white paper.
 fn blend(luma: u32, alpha: u32) -> u8 {
     ((luma * alpha + 255 * (255 - alpha)) / 255) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> OcrSettings {
+        OcrSettings {
+            library: "libtesseract.so.5".into(),
+            tessdata: "/nonexistent".into(),
+            languages: vec!["eng".into()],
+            dpi: 300,
+            max_pixels_per_page: 40_000_000,
+            max_millis_per_page: 1000,
+            max_pages: 100,
+            threads: 1,
+        }
+    }
+
+    /// A PNG signature and IHDR chunk claiming `width` × `height`: all a
+    /// decoder reads before allocating.
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+        let crc = crc32(&ihdr);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    /// [`png_header`] followed by an empty `IDAT` chunk: a PNG whose size
+    /// can be read, with no pixels behind it.
+    fn png_without_pixels(width: u32, height: u32) -> Vec<u8> {
+        let mut png = png_header(width, height);
+        png.extend_from_slice(&0u32.to_be_bytes());
+        png.extend_from_slice(b"IDAT");
+        png.extend_from_slice(&crc32(b"IDAT").to_be_bytes());
+        png
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_pixel_bomb_is_refused_from_its_header() {
+        let bomb = png_without_pixels(20_000, 20_000);
+        let err = decode_single(DocumentFormat::Png, &bomb, &settings()).unwrap_err();
+        assert!(err.0.contains("20000 × 20000"), "{err:?}");
+        assert!(err.0.contains("max_pixels_per_page"), "{err:?}");
+    }
+
+    #[test]
+    fn a_truncated_image_says_it_is_unreadable() {
+        let header = png_header(100, 100);
+        let err = decode_single(DocumentFormat::Png, &header, &settings()).unwrap_err();
+        assert!(err.0.starts_with("not a readable PNG image"), "{err:?}");
+    }
+
+    #[test]
+    fn transparency_becomes_white_paper() {
+        let mut image = image::RgbaImage::new(2, 1);
+        image.put_pixel(0, 0, image::Rgba([0, 0, 0, 0]));
+        image.put_pixel(1, 0, image::Rgba([0, 0, 0, 255]));
+        let grey = grey(image::DynamicImage::ImageRgba8(image));
+        assert_eq!(grey.pixels, vec![255, 0]);
+    }
+
+    #[test]
+    fn without_ocr_images_are_skipped_saying_so() {
+        let err = convert(
+            DocumentFormat::Png,
+            &png_header(10, 10),
+            &Limits::for_tests(),
+        )
+        .unwrap_err();
+        assert!(err.0.contains("OCR"), "{err:?}");
+    }
 }

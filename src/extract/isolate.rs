@@ -101,7 +101,9 @@ impl Converter {
         }
         command.env_clear();
         if let Some(ocr) = ocr {
-            command.arg("--ocr").arg(serde_json::to_string(ocr).unwrap_or_default());
+            command
+                .arg("--ocr")
+                .arg(serde_json::to_string(ocr).unwrap_or_default());
             // Tesseract's OpenMP teams would oversubscribe the cores the
             // converter's own OCR threads already use (ocrmypdf sets the
             // same); libgomp reads this when Tesseract is loaded.
@@ -183,7 +185,10 @@ pub const PROBE_OCR_COMMAND: &str = "probe-ocr";
 /// Whether OCR works with `settings`, checked in a child as converters
 /// would run it (Tesseract loaded, its models read): Tesseract's version,
 /// or why not. Run once at start; the daemon itself never loads Tesseract.
-pub fn probe_ocr(program: &std::path::Path, settings: &super::OcrSettings) -> Result<String, String> {
+pub fn probe_ocr(
+    program: &std::path::Path,
+    settings: &super::OcrSettings,
+) -> Result<String, String> {
     let json = serde_json::to_string(settings).map_err(|e| e.to_string())?;
     let output = std::process::Command::new(program)
         .arg(PROBE_OCR_COMMAND)

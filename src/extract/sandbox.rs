@@ -97,8 +97,8 @@ pub fn confine(readable: &[&std::path::Path]) -> Result<Confined, String> {
     let support = Support::probe();
     let landlock = if support.landlock_abi >= 1 {
         use landlock::{
-            ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr,
-            RulesetCreatedAttr, RulesetStatus,
+            ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+            RulesetStatus,
         };
         let mut ruleset = Ruleset::default()
             .handle_access(AccessFs::from_all(ABI::V5))
@@ -108,7 +108,10 @@ pub fn confine(readable: &[&std::path::Path]) -> Result<Confined, String> {
             let directory = PathFd::new(path)
                 .map_err(|e| format!("opening {} for the sandbox: {e}", path.display()))?;
             ruleset = ruleset
-                .add_rule(PathBeneath::new(directory, AccessFs::ReadFile | AccessFs::ReadDir))
+                .add_rule(PathBeneath::new(
+                    directory,
+                    AccessFs::ReadFile | AccessFs::ReadDir,
+                ))
                 .map_err(|e| format!("letting the converter read {}: {e}", path.display()))?;
         }
         let status = ruleset

@@ -53,14 +53,25 @@ impl OcrSettings {
     }
 
     /// The resolution a page of `width_points` × `height_points` (1/72 in)
-    /// is rendered at: `dpi`, lowered until the image fits
-    /// `max_pixels_per_page`; with its size in pixels.
-    pub fn render_size(&self, width_points: f32, height_points: f32) -> (u32, u32, u32) {
+    /// is rendered at: `dpi`, or the resolution of the scan on the page
+    /// (`scan_dpi`, its largest image's) when that is lower — enlarging a
+    /// 200-dpi scan only blurs its speckles into letters — but not below
+    /// 150; then lowered until the image fits `max_pixels_per_page`. With
+    /// its size in pixels.
+    pub fn render_size(
+        &self,
+        width_points: f32,
+        height_points: f32,
+        scan_dpi: Option<f32>,
+    ) -> (u32, u32, u32) {
         let inches = (
             f64::from(width_points.abs().max(1.0)) / 72.0,
             f64::from(height_points.abs().max(1.0)) / 72.0,
         );
         let mut dpi = f64::from(self.dpi.max(1));
+        if let Some(scan) = scan_dpi.filter(|scan| scan.is_finite() && *scan > 0.0) {
+            dpi = dpi.min(f64::from(scan).round().max(150.0));
+        }
         let pixels = inches.0 * inches.1 * dpi * dpi;
         let budget = self.max_pixels_per_page.max(1) as f64;
         if pixels > budget {
@@ -140,7 +151,10 @@ where
                     let recognized = engine.recognize(&page.image, page.dpi, deadline);
                     let number = page.number;
                     drop(page);
-                    if done.send((number, page_text(recognized, deadline))).is_err() {
+                    if done
+                        .send((number, page_text(recognized, deadline)))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -195,7 +209,10 @@ pub fn probe(settings: &OcrSettings) -> Result<String, String> {
 
 /// Tesseract's text → markdown paragraphs: lines of a paragraph joined
 /// (a word hyphenated at a line's end made whole again), paragraphs
-/// separated by a blank line, whitespace squeezed.
+/// separated by a blank line, whitespace squeezed. Tesseract sometimes
+/// makes each line of a scanned paragraph a paragraph of its own: a
+/// "paragraph" that starts in lower case after one that stops
+/// mid-sentence continues it.
 pub fn to_markdown(text: &str) -> String {
     let mut paragraphs: Vec<String> = Vec::new();
     let mut current = String::new();
@@ -207,8 +224,19 @@ pub fn to_markdown(text: &str) -> String {
             }
             continue;
         }
+        if current.is_empty()
+            && let Some(previous) = paragraphs.last()
+            && !previous.ends_with(['.', '!', '?', ':', ';'])
+            && line.chars().next().is_some_and(char::is_lowercase)
+        {
+            current = paragraphs.pop().unwrap_or_default();
+        }
         let hyphenated = current.ends_with('-')
-            && current.chars().rev().nth(1).is_some_and(char::is_alphabetic)
+            && current
+                .chars()
+                .rev()
+                .nth(1)
+                .is_some_and(char::is_alphabetic)
             && line.chars().next().is_some_and(char::is_lowercase);
         if hyphenated {
             current.pop();
@@ -221,4 +249,49 @@ pub fn to_markdown(text: &str) -> String {
         paragraphs.push(current);
     }
     paragraphs.join("\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tesseract_text_becomes_paragraphs() {
+        let text = "The harbour master kept a led-\nger of every vessel.\n\n\nIn  winter the quay\nfroze at night.\n \n";
+        assert_eq!(
+            to_markdown(text),
+            "The harbour master kept a ledger of every vessel.\n\nIn winter the quay froze at night."
+        );
+        assert_eq!(to_markdown(" \n\n"), "");
+        // Lines Tesseract split into paragraphs of their own.
+        assert_eq!(
+            to_markdown("entered the bay, noting\n\nits tonnage.\n\nA survey"),
+            "entered the bay, noting its tonnage.\n\nA survey"
+        );
+    }
+
+    #[test]
+    fn pages_are_rendered_within_the_pixel_budget() {
+        let settings = OcrSettings {
+            library: "libtesseract.so.5".into(),
+            tessdata: "/usr/share/tesseract-ocr/5/tessdata".into(),
+            languages: vec!["eng".into(), "deu".into()],
+            dpi: 300,
+            max_pixels_per_page: 40_000_000,
+            max_millis_per_page: 1000,
+            max_pages: 100,
+            threads: 2,
+        };
+        // US letter at 300 dpi: 2550 × 3300, 8.4 MP, within the budget.
+        assert_eq!(settings.render_size(612.0, 792.0, None), (300, 2550, 3300));
+        // A 200-dpi scan is read at 200 dpi; a 600-dpi one at 300; a
+        // 72-dpi one at 150.
+        assert_eq!(settings.render_size(612.0, 792.0, Some(200.4)).0, 200);
+        assert_eq!(settings.render_size(612.0, 792.0, Some(600.0)).0, 300);
+        assert_eq!(settings.render_size(612.0, 792.0, Some(72.0)).0, 150);
+        // A 200-inch poster: the resolution drops until it fits.
+        let (dpi, width, height) = settings.render_size(14_400.0, 14_400.0, None);
+        assert!(dpi < 300 && u64::from(width) * u64::from(height) <= 40_000_000);
+        assert_eq!(settings.language_list(), "eng+deu");
+    }
 }

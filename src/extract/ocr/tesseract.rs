@@ -5,7 +5,7 @@
 //! those generate their bindings with bindgen at build time (libclang and
 //! the `-dev` headers on every build machine) and link the library at
 //! build time, so a binary built with them does not start where Tesseract
-//! is missing. We call fifteen functions whose C signatures have been
+//! is missing. We call sixteen functions whose C signatures have been
 //! stable since Tesseract 4; loading them at run time, like PDFium, keeps
 //! the binary running without Tesseract (OCR is then reported unavailable)
 //! and the build free of C toolchains. ARCHITECTURE.md records the choice.
@@ -32,6 +32,7 @@ struct Functions {
     set_variable: unsafe extern "C" fn(Handle, *const c_char, *const c_char) -> c_int,
     set_image: unsafe extern "C" fn(Handle, *const u8, c_int, c_int, c_int, c_int),
     set_source_resolution: unsafe extern "C" fn(Handle, c_int),
+    set_page_seg_mode: unsafe extern "C" fn(Handle, c_int),
     recognize: unsafe extern "C" fn(Handle, Handle) -> c_int,
     get_utf8_text: unsafe extern "C" fn(Handle) -> *mut c_char,
     delete_text: unsafe extern "C" fn(*const c_char),
@@ -90,6 +91,7 @@ impl Library {
             set_variable: function!(b"TessBaseAPISetVariable\0"),
             set_image: function!(b"TessBaseAPISetImage\0"),
             set_source_resolution: function!(b"TessBaseAPISetSourceResolution\0"),
+            set_page_seg_mode: function!(b"TessBaseAPISetPageSegMode\0"),
             recognize: function!(b"TessBaseAPIRecognize\0"),
             get_utf8_text: function!(b"TessBaseAPIGetUTF8Text\0"),
             delete_text: function!(b"TessDeleteText\0"),
@@ -145,6 +147,11 @@ impl Library {
                 tessdata.display()
             ));
         }
+        // PSM_AUTO: find the page's blocks, columns and paragraphs, as the
+        // `tesseract` command does (the API's default, PSM_SINGLE_BLOCK,
+        // reads a page as one block: noise becomes words, columns mix).
+        // SAFETY: a live, initialised handle; 3 is PSM_AUTO in capi.h.
+        unsafe { (f.set_page_seg_mode)(handle, 3) };
         Ok(engine)
     }
 }

@@ -124,9 +124,9 @@ fn ocr_pages(
         builder.unomit(&no_text_layer(number));
         match text {
             PageText::Markdown(markdown) => builder.ocr_page(number, markdown)?,
-            PageText::Nothing => {
-                builder.omit(format!("page {number}: no text layer, and OCR found no text"))
-            }
+            PageText::Nothing => builder.omit(format!(
+                "page {number}: no text layer, and OCR found no text"
+            )),
             PageText::Unread(why) => builder.omit(format!("page {number}: no text layer; {why}")),
         }
     }
@@ -151,13 +151,13 @@ fn render(document: &PdfDocument, number: u32, settings: &OcrSettings) -> Result
         .pages()
         .get(index)
         .map_err(|e| format!("could not be opened to render it ({e})"))?;
-    let (dpi, width, height) = settings.render_size(page.width().value, page.height().value);
+    let (dpi, width, height) =
+        settings.render_size(page.width().value, page.height().value, scan_dpi(&page));
     let width = i32::try_from(width).map_err(|_| "too large to render".to_string())?;
     let height = i32::try_from(height).map_err(|_| "too large to render".to_string())?;
     let config = PdfRenderConfig::new()
         .set_target_width(width)
         .set_maximum_height(height)
-        .set_format(PdfBitmapFormat::Gray)
         .render_form_data(true);
     let bitmap = page
         .render_with_config(&config)
@@ -172,13 +172,21 @@ fn render(document: &PdfDocument, number: u32, settings: &OcrSettings) -> Result
     })
 }
 
+/// The resolution of the largest image drawn on `page` (a scan), if any.
+fn scan_dpi(page: &PdfPage) -> Option<f32> {
+    page.objects()
+        .iter()
+        .filter_map(|object| {
+            let image = object.as_image_object()?;
+            let pixels = image.width().ok()? as f32 * image.height().ok()? as f32;
+            Some((pixels, image.horizontal_dpi().ok()?))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, dpi)| dpi)
+}
+
 /// A PDFium bitmap's rows (each `stride` bytes) as tightly packed grey.
-fn grey(
-    raw: &[u8],
-    width: u32,
-    height: u32,
-    format: PdfBitmapFormat,
-) -> Result<GreyImage, String> {
+fn grey(raw: &[u8], width: u32, height: u32, format: PdfBitmapFormat) -> Result<GreyImage, String> {
     let bytes_per_pixel = match format {
         PdfBitmapFormat::Gray => 1,
         PdfBitmapFormat::BGR => 3,
