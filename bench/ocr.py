@@ -19,7 +19,8 @@ saved as page PNGs and as an image-only PDF of the same pages.
 Routes, each timed as a whole (wall clock), peak RSS of the processes
 doing the work (getrusage of children, each route in a fresh process):
   1. OCR of the page images:
-     - pytesseract: image_to_string(Image.open(png)) page after page.
+     - pytesseract: image_to_string(Image.open(png)) page after page (and
+       again with OMP_THREAD_LIMIT=1, Tesseract's OpenMP off as in ours).
      - ours: the pages as one multi-page TIFF (LZW) in one child.
      - ours, one child per PNG, one after another (a folder of images).
   2. The scanned PDF, whole conversion (render + OCR):
@@ -113,7 +114,10 @@ def route(name, material):
     pages = material["pages"]
     threads = os.cpu_count() or 1
     started = time.perf_counter()
-    if name == "pytesseract-images":
+    if name in ("pytesseract-images", "pytesseract-images-omp1"):
+        if name.endswith("omp1"):
+            # Tesseract's OpenMP held to one thread, as ours is.
+            os.environ["OMP_THREAD_LIMIT"] = "1"
         import pytesseract
         from PIL import Image
         text = "\n".join(pytesseract.image_to_string(Image.open(p)) for p in pages)
@@ -183,7 +187,8 @@ def main():
     print(f"{ARGS.pages} pages, letter size, scanned at {ARGS.dpi} dpi "
           f"({images[0].size[0]}x{images[0].size[1]} px after rotation)\n")
     results = {}
-    for name in ("pytesseract-images", "ours-tiff", "ours-png-each", "python-pdf", "ours-pdf"):
+    for name in ("pytesseract-images", "pytesseract-images-omp1", "ours-tiff", "ours-png-each",
+                 "python-pdf", "ours-pdf"):
         best = None
         for _ in range(ARGS.runs):
             done = subprocess.run([sys.executable, __file__, "--route", name,
@@ -197,7 +202,8 @@ def main():
         results[name] = best
     print("| route | pages/s | vs Python | in-order word recall | precision | peak RSS |")
     print("|---|---|---|---|---|---|")
-    pairs = {"pytesseract-images": "pytesseract-images", "ours-tiff": "pytesseract-images",
+    pairs = {"pytesseract-images": "pytesseract-images",
+             "pytesseract-images-omp1": "pytesseract-images", "ours-tiff": "pytesseract-images",
              "ours-png-each": "pytesseract-images", "python-pdf": "python-pdf",
              "ours-pdf": "python-pdf"}
     for name, r in results.items():

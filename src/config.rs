@@ -571,7 +571,8 @@ pub struct OcrConfig {
     /// Tesseract language codes, read together (`["deu", "eng"]`); each
     /// needs its models installed (`apt-get install tesseract-ocr-deu`).
     pub languages: Vec<String>,
-    /// Resolution PDF pages are rendered at for OCR.
+    /// Resolution PDF pages are rendered at for OCR (or the resolution of
+    /// the scan on the page, when lower; not below 150).
     pub dpi: u32,
     /// Largest page image in pixels: PDF pages are rendered at a lower
     /// resolution to fit; larger image files are skipped without being

@@ -158,6 +158,9 @@ fn render(document: &PdfDocument, number: u32, settings: &OcrSettings) -> Result
     let config = PdfRenderConfig::new()
         .set_target_width(width)
         .set_maximum_height(height)
+        // Grey pixels in a 32-bit bitmap (PDFium draws no images into
+        // 8-bit grey bitmaps).
+        .use_grayscale_rendering(true)
         .render_form_data(true);
     let bitmap = page
         .render_with_config(&config)
@@ -197,6 +200,21 @@ fn grey(raw: &[u8], width: u32, height: u32, format: PdfBitmapFormat) -> Result<
         return Err("rendered to an empty image".into());
     }
     let stride = raw.len() / h;
+    if bytes_per_pixel == 4 && stride == w * 4 && raw.len() == w * h * 4 {
+        // The common case (PDFium's 32-bit bitmaps have no row padding):
+        // the `image` crate's conversion, optimised even in debug builds.
+        // Read as RGBA, blue and red swap places in the luma weights:
+        // pages are rendered grey ([`render`]), so that changes nothing.
+        if let Some(buffer) = image::RgbaImage::from_raw(width, height, raw.to_vec()) {
+            return Ok(GreyImage {
+                width,
+                height,
+                pixels: image::DynamicImage::ImageRgba8(buffer)
+                    .into_luma8()
+                    .into_raw(),
+            });
+        }
+    }
     let mut pixels = Vec::with_capacity(w * h);
     for row in raw.chunks_exact(stride).take(h) {
         let row = &row[..w * bytes_per_pixel];
