@@ -361,6 +361,16 @@ pub fn child_main(format: &str, limits: Limits, sandbox: bool) -> std::process::
         eprintln!("unknown document format {format:?}");
         return std::process::ExitCode::from(2);
     };
+    // The bytes are read first (read, not parsed: no parser runs before
+    // the sandbox) so that Tesseract is loaded only for documents that can
+    // need it: images, and PDFs that draw images.
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+        eprintln!("reading the document: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let needs_ocr = format.is_image()
+        || (format == DocumentFormat::Pdf && super::ocr::pdf_draws_images(&bytes));
     if sandbox {
         // The libraries a converter opens, PDFium and Tesseract, are loaded
         // before the sandbox forbids opening files (their later dlopen of
@@ -372,7 +382,7 @@ pub fn child_main(format: &str, limits: Limits, sandbox: bool) -> std::process::
             preload(library);
         }
         let mut readable = Vec::new();
-        if let Some(ocr) = limits.ocr.as_ref().filter(|_| format.may_need_ocr()) {
+        if let Some(ocr) = limits.ocr.as_ref().filter(|_| needs_ocr) {
             preload(&ocr.library);
             readable.push(ocr.tessdata.as_path());
         }
@@ -380,11 +390,6 @@ pub fn child_main(format: &str, limits: Limits, sandbox: bool) -> std::process::
             eprintln!("confining the converter: {e}");
             return std::process::ExitCode::from(2);
         }
-    }
-    let mut bytes = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
-        eprintln!("reading the document: {e}");
-        return std::process::ExitCode::from(2);
     }
     // Parsers that recurse get the same stack the daemon's blocking
     // threads have (see `crate::nesting`).

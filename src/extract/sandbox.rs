@@ -2,8 +2,9 @@
 //!
 //! Resource limits ([`super::isolate`]) stop a document from exhausting the
 //! machine; they do not stop code run by a PDFium or calamine exploit from
-//! acting as the daemon's user. Before the child reads a byte of the
-//! document it confines itself:
+//! acting as the daemon's user. Before any parser sees a byte of the
+//! document (the child only reads it into memory first, to know whether it
+//! needs Tesseract) it confines itself:
 //!
 //! - `PR_SET_NO_NEW_PRIVS`: nothing it runs can gain privileges.
 //! - **Landlock** (Linux ≥ 5.13), every filesystem access right handled and
@@ -85,7 +86,7 @@ pub struct Confined {
     pub seccomp: bool,
 }
 
-/// Confines the calling process (the converter child, before it reads the
+/// Confines the calling process (the converter child, before it parses the
 /// document and before it starts any thread): see the module doc; the
 /// directories in `readable` (and what is under them) stay readable, and
 /// nothing else can be opened. Parts the kernel lacks are skipped; a part

@@ -199,6 +199,17 @@ fn page_text(recognized: tesseract::Recognized, deadline: Duration) -> PageText 
     }
 }
 
+/// Whether a PDF's bytes draw an image (an image XObject's dictionary,
+/// `/Subtype /Image`, which is never inside a compressed object stream):
+/// only then can a page without text be a scan worth loading Tesseract for
+/// (about 10 ms a converter). A page PDFium finds an image on anyway (an
+/// inline image) is still tried, and, Tesseract not loaded, noted.
+pub fn pdf_draws_images(bytes: &[u8]) -> bool {
+    static IMAGE: std::sync::LazyLock<Option<regex::bytes::Regex>> =
+        std::sync::LazyLock::new(|| regex::bytes::Regex::new(r"/Image(?:[\s/>\[\]<(%]|$)").ok());
+    IMAGE.as_ref().is_none_or(|image| image.is_match(bytes))
+}
+
 /// The child's side of [`super::isolate::probe_ocr`]: loads Tesseract and
 /// its models as a converter would; Tesseract's version, or why not.
 pub fn probe(settings: &OcrSettings) -> Result<String, String> {
@@ -268,6 +279,18 @@ mod tests {
             to_markdown("entered the bay, noting\n\nits tonnage.\n\nA survey"),
             "entered the bay, noting its tonnage.\n\nA survey"
         );
+    }
+
+    #[test]
+    fn pdfs_that_draw_images_are_told_apart() {
+        assert!(pdf_draws_images(
+            b"<< /Type /XObject /Subtype /Image /Width 10 >>"
+        ));
+        assert!(pdf_draws_images(b"<</Subtype/Image/Width 10>>"));
+        assert!(!pdf_draws_images(
+            b"/ProcSet [/PDF /Text /ImageB /ImageC /ImageI]"
+        ));
+        assert!(!pdf_draws_images(b"%PDF-1.4 BT (Image) Tj ET"));
     }
 
     #[test]

@@ -114,12 +114,33 @@ fn ocr_pages(
     settings: &OcrSettings,
     builder: &mut Builder,
 ) -> Result<(), Skipped> {
+    // A page with neither text nor an image (blank, or only drawings) has
+    // nothing OCR could read.
+    let (scans, blank): (Vec<u32>, Vec<u32>) = textless.iter().partition(|&&number| {
+        i32::try_from(number - 1)
+            .ok()
+            .and_then(|index| document.pages().get(index).ok())
+            .is_some_and(|page| {
+                page.objects()
+                    .iter()
+                    .any(|object| object.as_image_object().is_some())
+            })
+    });
+    for number in blank {
+        builder.unomit(&no_text_layer(number));
+        builder.omit(format!("page {number}: no text layer, and no image to OCR"));
+    }
     let max_pages = settings.max_pages.max(1) as usize;
-    let (read, left) = textless.split_at(textless.len().min(max_pages));
+    let (read, left) = scans.split_at(scans.len().min(max_pages));
     let pages = read
         .iter()
         .map(|&number| render(document, number, settings).map_err(|why| (number, why)));
-    let texts = ocr::recognize_pages(settings, read.len(), pages)?;
+    // Tesseract failing to load costs these pages, not the document's text.
+    let texts = ocr::recognize_pages(settings, read.len(), pages).unwrap_or_else(|Skipped(why)| {
+        read.iter()
+            .map(|&number| (number, PageText::Unread(why.clone())))
+            .collect()
+    });
     for (number, text) in texts {
         builder.unomit(&no_text_layer(number));
         match text {
