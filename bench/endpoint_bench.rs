@@ -11,7 +11,10 @@
 //! daemon run on the other CPUs (the endpoint stands for another machine).
 //!
 //! Run: `cargo test --release --test endpoint_bench -- --ignored --nocapture`
-//! Corpus: `BENCH_DOCS` markdown files (default 300) of a few chunks each.
+//! Corpus: `BENCH_DOCS` markdown files (default 300) of a few chunks each,
+//! synced by each kind `BENCH_SOURCES` names (default
+//! `filesystem,github,web`): a directory, a repository of the GitHub
+//! emulator, and pages of the fixture site linked from its start page.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -111,19 +114,73 @@ fn endpoint_stays_busy_while_the_daemon_syncs() {
         // Threads started from here on (Chroma, the daemon) inherit this.
         pin_this_thread(&(1..cpus).collect::<Vec<_>>());
     }
+    let kinds: Vec<String> = std::env::var("BENCH_SOURCES")
+        .unwrap_or_else(|_| "filesystem,github,web".to_string())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    for kind in kinds {
+        sync_and_compare(&server, &kind, docs);
+    }
+}
+
+/// The corpus written where `kind` reads it, a daemon syncing it through
+/// the endpoint, then the tight loop over the same chunks; prints both
+/// rates and their ratio.
+fn sync_and_compare(server: &EmbeddingServer, kind: &str, docs: usize) {
     let chroma = Chroma::start();
     let allowed = tempfile::tempdir().unwrap();
     let root = allowed.path().join("corpus");
     std::fs::create_dir_all(&root).unwrap();
+    let github = common::github::GitHubEmulator::start();
+    let repo = common::github::GitRepo::new();
+    let site_dir = tempfile::tempdir().unwrap();
+    let mut index = String::from("<html><head><title>Notes</title></head><body><main><ul>");
     for i in 0..docs {
-        std::fs::write(root.join(format!("note-{i:04}.md")), document(i)).unwrap();
+        match kind {
+            "filesystem" => {
+                std::fs::write(root.join(format!("note-{i:04}.md")), document(i)).unwrap()
+            }
+            "github" => repo.write(&format!("notes/note-{i:04}.md"), document(i)),
+            "web" => {
+                let body = document(i)
+                    .split("\n\n")
+                    .map(|block| match block.strip_prefix("## ") {
+                        Some(heading) => format!("<h2>{heading}</h2>"),
+                        None => match block.strip_prefix("# ") {
+                            Some(title) => format!("<h1>{title}</h1>"),
+                            None => format!("<p>{block}</p>"),
+                        },
+                    })
+                    .collect::<String>();
+                std::fs::write(
+                    site_dir.path().join(format!("note-{i:04}.html")),
+                    format!(
+                        "<html><head><title>Note {i}</title></head><body><main>{body}</main>\
+                         </body></html>"
+                    ),
+                )
+                .unwrap();
+                index.push_str(&format!("<li><a href=\"/note-{i:04}.html\">{i}</a></li>"));
+            }
+            other => panic!("BENCH_SOURCES: unknown kind {other}"),
+        }
+    }
+    index.push_str("</ul></main></body></html>");
+    std::fs::write(site_dir.path().join("index.html"), index).unwrap();
+    let site = common::web::FixtureSite::serve(site_dir.path());
+    if kind == "github" {
+        repo.commit("notes");
+        github.add_repo("acme/notes", &repo);
     }
     // Chroma writes of the daemon's default size (the test config's 20
     // would cap each embedding call at one request).
     let config = format!(
         "{}\n[embedding.models.\"bench/endpoint\"]\nkind = \"openai\"\n\
          url = \"{}\"\napi_key_env = \"BENCH_KEY\"\nmax_batch = {MAX_BATCH}\n\
-         max_concurrency = {MAX_CONCURRENCY}\nmax_input_tokens = 256\n",
+         max_concurrency = {MAX_CONCURRENCY}\nmax_input_tokens = 256\n\
+         [github]\nmax_blob_fetches = 100000\n\
+         [web]\nrequests_per_second = 1000.0\nmax_concurrency_per_host = 4\n",
         TEST_CONFIG.replace("max_batch_size = 20", "max_batch_size = 300"),
         server.url
     );
@@ -135,17 +192,35 @@ fn endpoint_stays_busy_while_the_daemon_syncs() {
                 "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
                 allowed.path().to_str().unwrap(),
             ),
+            ("CHROMA_SYNCD_GITHUB_API_URL", &github.url),
+            ("CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS", "true"),
             ("BENCH_KEY", KEY),
         ],
     );
-    let source = daemon.create_source(json!({
-        "database_name": "bench",
-        "filesystem": {"root": root.to_str().unwrap(), "collection_name": "corpus"},
-        "embedding_model": {"model": "bench/endpoint"},
-    }));
+    let model = json!({"model": "bench/endpoint"});
+    let (source, invocation) = match kind {
+        "filesystem" => (
+            json!({"database_name": "bench", "embedding_model": model,
+                   "filesystem": {"root": root.to_str().unwrap(), "collection_name": "corpus"}}),
+            json!({}),
+        ),
+        "github" => (
+            json!({"database_name": "bench", "embedding_model": model,
+                   "github": {"repository": "acme/notes"}}),
+            json!({"target_collection_name": "corpus"}),
+        ),
+        _ => (
+            json!({"database_name": "bench", "embedding_model": model,
+                   "web_scrape": {"starting_url": site.url("/"), "max_depth": 1,
+                                  "page_limit": docs + 1}}),
+            json!({"target_collection_name": "corpus"}),
+        ),
+    };
+    let source = daemon.create_source(source);
+    let before = server.seen().len();
     let started = Instant::now();
     let job = daemon.wait_finished(
-        &daemon.invoke(&source, json!({})),
+        &daemon.invoke(&source, invocation),
         Duration::from_secs(3600),
     );
     let sync_wall = started.elapsed();
@@ -153,7 +228,7 @@ fn endpoint_stays_busy_while_the_daemon_syncs() {
     let chunks = chroma.records("bench", "corpus").rows;
     let texts: Vec<String> = chunks.iter().map(|r| r.document.clone()).collect();
     // The daemon's requests after its one dimension probe.
-    let (daemon_requests, daemon_inputs, daemon_rate) = served_rate(&server, 1);
+    let (daemon_requests, daemon_inputs, daemon_rate) = served_rate(server, before + 1);
     let seen = server.seen().len();
 
     // The tight loop over the same chunks.
@@ -165,12 +240,13 @@ fn endpoint_stays_busy_while_the_daemon_syncs() {
     let started = Instant::now();
     runtime().block_on(client.embed(&texts)).unwrap();
     let loop_wall = started.elapsed();
-    let (loop_requests, loop_inputs, loop_rate) = served_rate(&server, seen);
+    let (loop_requests, loop_inputs, loop_rate) = served_rate(server, seen);
     println!(
         "endpoint alone (tight client loop): {loop_inputs} inputs in {loop_requests} requests, \
          {loop_rate:.1}/s ({:.2}s)",
         loop_wall.as_secs_f64()
     );
+    println!("== {kind} source");
     println!(
         "endpoint while the daemon syncs {docs} documents ({} chunks): {daemon_inputs} inputs \
          in {daemon_requests} requests, {daemon_rate:.1}/s (whole sync {:.2}s, the first \

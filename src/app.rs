@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::api::server::ServerLimits;
 use crate::api::{self, ApiLimits, AppState, Authenticator};
 use crate::config::{Config, EmbeddingPrecision, Secret};
+use crate::domain::schedule::{Scheduler, schedule_loop};
 use crate::domain::{
     DomainError, Sources, authorize_source, plan_job, spec_of, validate_source, whole_source,
 };
@@ -20,7 +21,6 @@ use crate::model::{CreateSourcePayload, JobStats, JobStatus, Trigger};
 use crate::pipeline::Services;
 use crate::progress::{RunObserver, RunSnapshot, add_stats};
 use crate::queue::{JobFilter, PostgresQueue, Queue, QueueError, SourceFilter, SqliteQueue};
-use crate::schedule::{Scheduler, schedule_loop};
 use crate::service;
 use crate::sink::chroma::ChromaClient;
 use crate::worker::{JobRunner, prune_loop, run_workers};
@@ -306,7 +306,7 @@ impl Daemon {
             },
             shutdown.clone(),
         ));
-        tokio::spawn(crate::webhooks::webhook_loop(
+        tokio::spawn(crate::domain::webhook::webhook_loop(
             Arc::clone(&self.queue),
             Arc::clone(&self.sources),
             self.config.webhooks.clone(),

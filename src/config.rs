@@ -522,6 +522,37 @@ pub struct FilesystemSettings {
     /// been quiet this long, so an editor's save or a `git checkout`
     /// becomes one batch of invocations rather than one per event.
     pub watch_debounce_ms: u64,
+    /// How `auto_sync: "direct"` sees changes: `"auto"` (the kernel's
+    /// events — inotify — falling back to polling when they cannot be set
+    /// up, e.g. at the inotify watch limit), `"events"` (events only) or
+    /// `"poll"` (rescan the tree every `watch_poll_interval_ms`; for NFS,
+    /// SMB and container mounts whose changes raise no inotify events).
+    /// Env: `CHROMA_SYNCD_FILESYSTEM_WATCH`.
+    pub watch: WatchMode,
+    /// How often the polling watcher compares the tree with what it saw.
+    pub watch_poll_interval_ms: u64,
+}
+
+/// How a watched root reports its changes ([`FilesystemSettings::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    #[default]
+    Auto,
+    Events,
+    Poll,
+}
+
+impl std::str::FromStr for WatchMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(WatchMode::Auto),
+            "events" => Ok(WatchMode::Events),
+            "poll" => Ok(WatchMode::Poll),
+            other => Err(format!("`{other}` is not auto, events or poll")),
+        }
+    }
 }
 
 /// Document conversion (PDF, office files, spreadsheets, EPUB, notebooks).
@@ -1006,6 +1037,8 @@ impl Default for FilesystemSettings {
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_files: 1_000_000,
             watch_debounce_ms: 500,
+            watch: WatchMode::Auto,
+            watch_poll_interval_ms: 10_000,
         }
     }
 }
@@ -1015,6 +1048,12 @@ impl FilesystemSettings {
     /// hand every event over on its own.
     pub fn watch_debounce(&self) -> Duration {
         Duration::from_millis(self.watch_debounce_ms.max(1))
+    }
+
+    /// The polling watcher's period; at least 100 ms, since every poll
+    /// walks the whole tree.
+    pub fn watch_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.watch_poll_interval_ms.max(100))
     }
 }
 
@@ -1177,6 +1216,12 @@ impl Config {
                     name: "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
                     message,
                 })?;
+        }
+        if let Some(mode) = get("CHROMA_SYNCD_FILESYSTEM_WATCH") {
+            self.filesystem.watch = mode.parse().map_err(|message| ConfigError::Env {
+                name: "CHROMA_SYNCD_FILESYSTEM_WATCH",
+                message,
+            })?;
         }
         if let Some(agent) = get("CHROMA_SYNCD_WEB_USER_AGENT").filter(|a| !a.trim().is_empty()) {
             self.web.user_agent = agent;

@@ -9,7 +9,7 @@ use chroma_syncd::app::{Daemon, RunOptions, RunSummary, RunTarget};
 use chroma_syncd::client::{ApiClient, ListInvocations, ListSources, UploadFields};
 use chroma_syncd::config::Config;
 use chroma_syncd::model::{
-    CreateJobPayload, CreateSourcePayload, GitRefIdentifier, Job, JobStatus,
+    CreateJobPayload, CreateSourcePayload, GitRefIdentifier, Job, JobStatus, SourceType,
 };
 use chroma_syncd::progress;
 use clap::{Parser, Subcommand};
@@ -49,8 +49,9 @@ enum Command {
     Serve,
     /// Run workers only (they share the queue with a `serve` process).
     Worker,
-    /// One-shot: sync S3 object keys (default: every key under the source's prefix) or a GitHub
-    /// repository at a ref, then exit (non-zero on failure).
+    /// One-shot: sync a source (all of it, or the S3 object keys or GitHub ref
+    /// given), then exit (non-zero on failure).
+    #[command(after_help = source_kinds_help())]
     Run {
         /// Source JSON (as for `POST /api/v1/sources`), inline or `@file`.
         #[arg(long)]
@@ -167,6 +168,18 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+}
+
+/// `run --help`'s list of source kinds, read from the list of kinds.
+fn source_kinds_help() -> String {
+    let kinds: Vec<&str> = SourceType::SOURCES
+        .iter()
+        .map(|kind| kind.as_str())
+        .collect();
+    format!(
+        "Source kinds (the --source JSON has exactly one of these fields): {}",
+        kinds.join(", ")
+    )
 }
 
 #[derive(Subcommand)]

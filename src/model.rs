@@ -87,6 +87,12 @@ pub struct CreateSourcePayload {
     /// Extension: POST each finished invocation's Job JSON to this URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+    /// Extension: a sync of this source refuses to remove more than this
+    /// share (0–1) of its stored documents at once; default 0.9 (web
+    /// sources: `[web] max_removal_fraction`). A listing that finds
+    /// nothing never removes everything, whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_removal_fraction: Option<f64>,
 }
 
 /// Where and for which outcomes a source's finished invocations are
@@ -147,9 +153,7 @@ pub struct WebhookDelivery {
     pub id: Uuid,
     pub invocation_id: Uuid,
     pub event: WebhookEvent,
-    /// `pending` (waiting for its next attempt), `delivering`, `delivered`
-    /// or `failed` (gave up after `[webhooks] retry_for_seconds`).
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: u32,
     /// The last attempt's HTTP status, if the receiver answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +167,51 @@ pub struct WebhookDelivery {
     pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Where a webhook delivery stands; stored (`webhook_deliveries.state`)
+/// and sent as its lower-case name.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// An attempt is being made (the delivery is leased).
+    Delivering,
+    Delivered,
+    /// Gave up after `[webhooks] retry_for_seconds`.
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivering,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivering => "delivering",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        DeliveryState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+}
+
+/// A state equals its name (`state == "delivered"`), as when it was a string.
+impl PartialEq<&str> for DeliveryState {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
 }
 
 /// One attempt of a webhook delivery.
@@ -282,6 +331,9 @@ pub struct WebhookSecret {
 pub struct GithubSourceConfig {
     /// `owner/name`.
     pub repository: String,
+    /// A GitHub App of the daemon's config (`[github.apps.<id>]`) to read
+    /// the repository as; none means the daemon's GitHub token if it has
+    /// one, else anonymous access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
     /// Only paths matching one of these are synced (`src/**/*.rs`; a glob
@@ -298,13 +350,21 @@ pub struct GithubSourceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebScrapeSourceConfig {
+    /// The `http(s)` page the crawl starts from; the crawl stays on its
+    /// scheme, host and port.
     pub starting_url: String,
+    /// How many links away from the starting page the crawl goes (the
+    /// starting page is depth 0, sitemap pages depth 1); at most 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_depth: Option<u32>,
+    /// Most pages the collection holds (1 to 1,000,000), in discovery order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_limit: Option<u32>,
+    /// Only pages whose URL path matches one of these regexes are stored
+    /// (the starting page is always fetched and its links followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_path_regexes: Option<Vec<String>>,
+    /// Pages whose URL path matches one of these regexes are not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_path_regexes: Option<Vec<String>>,
 }
@@ -313,7 +373,9 @@ pub struct WebScrapeSourceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct S3SourceConfig {
+    /// The bucket's name.
     pub bucket_name: String,
+    /// The bucket's region (`us-east-1`, …).
     pub region: String,
     /// Collection written when an invocation names no `target_collection_name`.
     pub collection_name: String,
@@ -485,6 +547,10 @@ pub struct Source {
     /// Extension: where finished invocations are announced, if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+    /// Extension: the share of stored documents one sync may remove, if
+    /// the source sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_removal_fraction: Option<f64>,
 }
 
 /// `source_type` filter values and the `source_type` chunk metadata.
@@ -500,6 +566,15 @@ pub enum SourceType {
 }
 
 impl SourceType {
+    /// Every kind of source (all but `Upload`, which has no source), in
+    /// this enum's order.
+    pub const SOURCES: [SourceType; 4] = [
+        SourceType::Github,
+        SourceType::WebScrape,
+        SourceType::S3,
+        SourceType::Filesystem,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SourceType::Github => "github",
@@ -833,10 +908,20 @@ pub struct JobStats {
     pub commit_sha: Option<String>,
     /// GitHub: `full` or `incremental` (changes since `base_commit_sha` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_mode: Option<String>,
+    pub sync_mode: Option<SyncMode>,
     /// GitHub: the commit an incremental sync started from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_commit_sha: Option<String>,
+}
+
+/// How a GitHub job synced its commit (`stats.sync_mode`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Every file of the commit.
+    Full,
+    /// Only the files changed since `base_commit_sha`.
+    Incremental,
 }
 
 /// Bound on `stats.skipped_reasons`, so a repository of many binaries keeps
@@ -866,12 +951,13 @@ impl Trigger {
         }
     }
 
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "scheduled" => Trigger::Scheduled,
-            "auto_sync" => Trigger::AutoSync,
-            _ => Trigger::Manual,
-        }
+    pub const ALL: [Trigger; 3] = [Trigger::Manual, Trigger::Scheduled, Trigger::AutoSync];
+
+    /// The trigger named `text`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        Trigger::ALL
+            .into_iter()
+            .find(|trigger| trigger.as_str() == text)
     }
 }
 
@@ -935,6 +1021,92 @@ mod tests {
             JobStatus::Failed { error: "x".into() }.state(),
             JobState::Failed
         );
+    }
+
+    /// `WebhookDelivery.state`, `stats.sync_mode` and `trigger` were strings
+    /// before they became enums: the same names, stored and sent.
+    #[test]
+    fn delivery_states_sync_modes_and_triggers_keep_their_strings() {
+        for (state, text) in [
+            (DeliveryState::Pending, "pending"),
+            (DeliveryState::Delivering, "delivering"),
+            (DeliveryState::Delivered, "delivered"),
+            (DeliveryState::Failed, "failed"),
+        ] {
+            assert_eq!(state.as_str(), text);
+            assert_eq!(DeliveryState::parse(text), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), text);
+        }
+        assert_eq!(DeliveryState::parse("sent"), None);
+        let delivery = WebhookDelivery {
+            id: Uuid::nil(),
+            invocation_id: Uuid::nil(),
+            event: WebhookEvent::Complete,
+            state: DeliveryState::Delivered,
+            attempts: 1,
+            last_status: Some(200),
+            last_error: None,
+            responses: Vec::new(),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            next_attempt_at: None,
+            delivered_at: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&delivery).unwrap(),
+            r#"{"id":"00000000-0000-0000-0000-000000000000","invocation_id":"00000000-0000-0000-0000-000000000000","event":"complete","state":"delivered","attempts":1,"last_status":200,"responses":[],"created_at":"1970-01-01T00:00:00Z"}"#
+        );
+
+        for (mode, text) in [
+            (SyncMode::Full, "full"),
+            (SyncMode::Incremental, "incremental"),
+        ] {
+            let stats = JobStats {
+                sync_mode: Some(mode),
+                ..JobStats::default()
+            };
+            let json = serde_json::to_string(&stats).unwrap();
+            assert_eq!(
+                json,
+                format!(
+                    r#"{{"documents":0,"skipped":0,"chunks_upserted":0,"chunks_deleted":0,"bytes":0,"sync_mode":"{text}"}}"#
+                )
+            );
+            assert_eq!(serde_json::from_str::<JobStats>(&json).unwrap(), stats);
+        }
+        let none = serde_json::to_string(&JobStats::default()).unwrap();
+        assert!(!none.contains("sync_mode"), "{none}");
+        assert!(serde_json::from_str::<JobStats>(r#"{"documents":0,"skipped":0,"chunks_upserted":0,"chunks_deleted":0,"bytes":0,"sync_mode":"partial"}"#).is_err());
+
+        for (trigger, text) in [
+            (Trigger::Manual, "manual"),
+            (Trigger::Scheduled, "scheduled"),
+            (Trigger::AutoSync, "auto_sync"),
+        ] {
+            assert_eq!(trigger.as_str(), text);
+            assert_eq!(Trigger::parse(text), Some(trigger));
+            assert_eq!(serde_json::to_value(trigger).unwrap(), text);
+        }
+        // Unknown text is refused, not taken for `manual`.
+        assert_eq!(Trigger::parse("cron"), None);
+        assert_eq!(Trigger::parse(""), None);
+    }
+
+    #[test]
+    fn every_source_kind_is_listed_in_sources() {
+        // A new variant does not compile here until it is sorted in or out.
+        let is_source = |kind: SourceType| match kind {
+            SourceType::Github
+            | SourceType::WebScrape
+            | SourceType::S3
+            | SourceType::Filesystem => true,
+            SourceType::Upload => false,
+        };
+        let named: Vec<SourceType> = ["github", "web_scrape", "s3", "filesystem", "upload"]
+            .into_iter()
+            .filter_map(SourceType::parse)
+            .filter(|kind| is_source(*kind))
+            .collect();
+        assert_eq!(named, SourceType::SOURCES);
     }
 
     #[test]

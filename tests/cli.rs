@@ -21,6 +21,23 @@ fn describe(output: &Output) -> String {
     )
 }
 
+#[test]
+fn run_help_names_every_source_kind() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chroma-syncd"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let help = stdout(&output);
+    let kinds = help
+        .lines()
+        .find(|line| line.starts_with("Source kinds"))
+        .unwrap_or_else(|| panic!("no list of source kinds in:\n{help}"));
+    for kind in chroma_syncd::model::SourceType::SOURCES {
+        assert!(kinds.contains(kind.as_str()), "{kind:?} missing: {kinds}");
+    }
+}
+
 fn seed_bucket(s3: &S3) {
     s3.create_bucket("kb-bucket");
     s3.put(

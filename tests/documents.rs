@@ -191,6 +191,7 @@ fn assert_sheets(records: &Records, key: &str, expected: &Value) {
 
 const MIME: &[(&str, &str)] = &[
     ("survey.pdf", "application/pdf"),
+    ("handbook.pdf", "application/pdf"),
     ("open-encrypted.pdf", "application/pdf"),
     (
         "manual.docx",
@@ -480,26 +481,85 @@ fn documents_a_crawled_site_links_to_are_converted() {
     }
 }
 
+/// The converter the daemon runs documents through (a confined child).
+fn converter(max_seconds: f64) -> chroma_syncd::extract::isolate::Converter {
+    use chroma_syncd::extract::Limits;
+    use chroma_syncd::extract::isolate::{Converter, IsolationSettings};
+    Converter::new(IsolationSettings {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_chroma-syncd")),
+        limits: Limits {
+            max_extracted_bytes: 64 << 20,
+            pdfium_library: Some(home().join(".cache/chroma-syncd/pdfium/libpdfium.so")),
+            ocr: None,
+        },
+        max_seconds,
+        max_memory_bytes: 1 << 30,
+        max_concurrent: 1,
+        sandbox: true,
+        ocr_off: None,
+    })
+}
+
+/// Issue 32: running-header detection took pages that look alike — each
+/// opening with "Chapter N of the handbook" and a paragraph that differs
+/// from the other pages' only in its numbers — for furniture, and dropped
+/// headings and lines mid-sentence. Only the real running header and
+/// footer (the same text but for the page number, at the same place on
+/// every page) go; every word of the content comes through, in order.
+#[test]
+fn pages_alike_but_for_their_numbers_keep_every_word_and_lose_only_their_running_header() {
+    let (dir, expected) = documents();
+    for name in ["handbook.pdf", "handbook-plain.pdf"] {
+        assert_handbook(name, &read(dir.path(), name), &expected[name]);
+    }
+}
+
+fn assert_handbook(name: &str, pdf: &[u8], want: &Value) {
+    use chroma_syncd::extract::DocumentFormat;
+    use chroma_syncd::extract::converted::Section;
+    let converted = runtime()
+        .block_on(converter(120.0).convert(DocumentFormat::Pdf, bytes::Bytes::from(pdf.to_vec())))
+        .unwrap();
+    let mut text = String::new();
+    for section in &converted.sections {
+        let Section::Text { markdown, .. } = section else {
+            panic!("no tables in the handbook: {section:?}")
+        };
+        text.push_str(markdown);
+        text.push('\n');
+    }
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let wanted: Vec<&str> = want["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(words, wanted, "{name}: its words, in order, in:\n{text}");
+    for heading in want["headings"].as_array().unwrap() {
+        let heading = format!("# {}", heading.as_str().unwrap());
+        assert!(
+            text.lines()
+                .any(|line| line.ends_with(&heading) && line.starts_with('#')),
+            "{name}: `{heading}` is not a heading in:\n{text}"
+        );
+    }
+    for furniture in want["furniture"].as_array().unwrap() {
+        let furniture = furniture.as_str().unwrap();
+        assert!(
+            !text.contains(furniture),
+            "{name}: `{furniture}` leaked in:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn a_conversion_past_its_time_is_stopped_and_says_so() {
-    use chroma_syncd::extract::isolate::{Converter, IsolationSettings};
-    use chroma_syncd::extract::{DocumentFormat, Limits};
+    use chroma_syncd::extract::DocumentFormat;
     let (dir, _) = documents();
-    let converter = |max_seconds: f64| {
-        Converter::new(IsolationSettings {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_chroma-syncd")),
-            limits: Limits {
-                max_extracted_bytes: 64 << 20,
-                pdfium_library: Some(home().join(".cache/chroma-syncd/pdfium/libpdfium.so")),
-                ocr: None,
-            },
-            max_seconds,
-            max_memory_bytes: 1 << 30,
-            max_concurrent: 1,
-            sandbox: true,
-            ocr_off: None,
-        })
-    };
     let ledger = bytes::Bytes::from(read(dir.path(), "ledger.pdf"));
     // Ten thousand pages cannot be read in a millisecond: the child is
     // killed and the document skipped with the limit's name.

@@ -346,3 +346,130 @@ fn one_shot_run_backfills_a_directory() {
         set(&["a.md", "b/c.md"])
     );
 }
+
+/// Waits (bounded) until the collection holds exactly `wanted` documents,
+/// each named key's first chunk containing its text.
+fn wait_for_documents(chroma: &Chroma, collection: &str, wanted: &[(&str, &str)]) {
+    let want: BTreeSet<String> = wanted.iter().map(|(key, _)| key.to_string()).collect();
+    wait_until(
+        "the collection to hold what the directory holds",
+        Duration::from_secs(90),
+        || {
+            chroma.collection("testdb", collection)?;
+            let records = chroma.records("testdb", collection);
+            let texts_match = wanted.iter().all(|(key, needle)| {
+                records
+                    .of_key(key)
+                    .iter()
+                    .any(|record| record.document.contains(needle))
+            });
+            (keys(&records) == want && texts_match).then_some(())
+        },
+    );
+}
+
+/// A user creates a watched source and drops a file in at once, before any
+/// process has set its watch up (issue 30: such a file never arrived). No
+/// one asks for a sync: the watch's first act is to reconcile.
+#[test]
+fn a_file_written_right_after_a_watched_source_is_created_is_synced() {
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("inbox");
+    write(&root, "before.md", &runbook("Written before creation", 1));
+    let daemon = daemon_for(&chroma, allowed.path());
+    daemon.create_source(filesystem_source(
+        &root,
+        "inbox",
+        json!({"auto_sync": "direct"}),
+    ));
+    write(&root, "right-after.md", &runbook("Written right after", 1));
+    wait_for_documents(
+        &chroma,
+        "inbox",
+        &[
+            ("before.md", "Written before creation"),
+            ("right-after.md", "Written right after"),
+        ],
+    );
+}
+
+/// The daemon is stopped for maintenance while people keep editing: a file
+/// is added, one edited, one deleted. When it starts again, the watch
+/// catches up without anyone invoking a sync.
+#[test]
+fn a_watched_directory_catches_up_on_what_changed_while_the_daemon_was_stopped() {
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("handbook");
+    write(&root, "keep.md", &runbook("Kept as it was", 1));
+    write(&root, "edit.md", &runbook("First draft", 1));
+    write(&root, "delete.md", &runbook("Soon deleted", 1));
+    let mut daemon = daemon_for(&chroma, allowed.path());
+    daemon.create_source(filesystem_source(
+        &root,
+        "handbook",
+        json!({"auto_sync": "direct"}),
+    ));
+    wait_for_documents(
+        &chroma,
+        "handbook",
+        &[
+            ("delete.md", "Soon deleted"),
+            ("edit.md", "First draft"),
+            ("keep.md", "Kept as it was"),
+        ],
+    );
+    assert!(daemon.terminate().success());
+
+    write(&root, "edit.md", &runbook("Second draft", 1));
+    write(
+        &root,
+        "added/while-down.md",
+        &runbook("Added while down", 1),
+    );
+    std::fs::remove_file(root.join("delete.md")).unwrap();
+
+    daemon.restart();
+    wait_for_documents(
+        &chroma,
+        "handbook",
+        &[
+            ("added/while-down.md", "Added while down"),
+            ("edit.md", "Second draft"),
+            ("keep.md", "Kept as it was"),
+        ],
+    );
+}
+
+/// On a mount whose changes raise no inotify events (NFS, SMB), the
+/// operator sets `watch = "poll"`: changes are found by walking the tree.
+#[test]
+fn a_polled_directory_syncs_changes_without_file_events() {
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("share");
+    write(&root, "first.md", &runbook("First on the share", 1));
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        &format!(
+            "{TEST_CONFIG}\n[filesystem]\nwatch_debounce_ms = 200\nwatch = \"poll\"\n\
+             watch_poll_interval_ms = 300\n"
+        ),
+        &[(ALLOWED_ROOTS, allowed.path().to_str().unwrap())],
+    );
+    daemon.create_source(filesystem_source(
+        &root,
+        "share",
+        json!({"auto_sync": "direct"}),
+    ));
+    wait_for_documents(&chroma, "share", &[("first.md", "First on the share")]);
+    assert!(
+        daemon.log().contains("Poll("),
+        "the watch says it polls: {}",
+        daemon.log()
+    );
+    write(&root, "second.md", &runbook("Second on the share", 1));
+    std::fs::remove_file(root.join("first.md")).unwrap();
+    wait_for_documents(&chroma, "share", &[("second.md", "Second on the share")]);
+}

@@ -569,3 +569,64 @@ fn one_shot_run_syncs_a_repository_and_exits_non_zero_on_failure() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("branch `missing`"));
 }
+
+/// Someone pushes a commit that deletes nearly the whole repository (a bad
+/// merge, a script gone wrong). The next sync refuses to remove nearly
+/// everything the source holds and says what to raise; every chunk stays.
+/// A source that allows it (`max_removal_fraction: 1.0`) follows the
+/// repository, as the incremental and the full sync alike.
+#[test]
+fn a_commit_removing_nearly_everything_is_refused_unless_the_source_allows_it() {
+    let chroma = Chroma::start();
+    let github = GitHubEmulator::start();
+    let repo = GitRepo::new();
+    for i in 0..12 {
+        repo.write(
+            &format!("docs/page-{i:02}.md"),
+            format!("# Page {i}\n\nText of page {i}.\n"),
+        );
+    }
+    repo.commit("twelve pages");
+    github.add_repo("acme/handbook", &repo);
+    let daemon = start(&chroma, &github, "", &[]);
+    let guarded = daemon.create_source(github_source("acme/handbook"));
+    let mut lenient = github_source("acme/handbook");
+    lenient["max_removal_fraction"] = json!(1.0);
+    let lenient = daemon.create_source(lenient);
+    let main = |collection: &str| json!({"target_collection_name": collection, "ref_identifier": {"branch": "main"}});
+    daemon.wait_complete(&daemon.invoke(&guarded, main("guarded")));
+    daemon.wait_complete(&daemon.invoke(&lenient, main("lenient")));
+    let before = chroma.records("testdb", "guarded");
+    assert_eq!(keys(&before).len(), 12);
+
+    for i in 1..12 {
+        repo.remove(&format!("docs/page-{i:02}.md"));
+    }
+    repo.commit("oops");
+    let (_, error) = daemon.wait_failed(
+        &daemon.invoke(&guarded, main("guarded")),
+        Duration::from_secs(120),
+    );
+    assert!(error.contains("would remove 11 of the 12 files"), "{error}");
+    assert!(error.contains("max_removal_fraction"), "{error}");
+    assert_eq!(chroma.records("testdb", "guarded").ids(), before.ids());
+
+    daemon.wait_complete(&daemon.invoke(&lenient, main("lenient")));
+    assert_eq!(
+        keys(&chroma.records("testdb", "lenient")),
+        BTreeSet::from(["docs/page-00.md".to_string()])
+    );
+
+    // A fraction outside 0..1 is refused before anything is stored.
+    let mut bad = github_source("acme/handbook");
+    bad["max_removal_fraction"] = json!(1.5);
+    let (status, body) = daemon.request(Method::POST, "/api/v1/sources", Some(bad));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_removal_fraction"),
+        "{body}"
+    );
+}

@@ -115,6 +115,36 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Stores `value` in a job's `trigger_kind` behind the queue's back (a
+    /// row written by another version, or by hand).
+    async fn store_trigger(&self, id: Uuid, value: &str) {
+        use sqlx::Connection;
+        match self {
+            Backend::Sqlite(path) => {
+                let mut db = sqlx::SqliteConnection::connect(&sqlite_url(path))
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE jobs SET trigger_kind = ? WHERE id = ?")
+                    .bind(value)
+                    .bind(id.to_string())
+                    .execute(&mut db)
+                    .await
+                    .unwrap();
+            }
+            Backend::Postgres(url) => {
+                let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query("UPDATE jobs SET trigger_kind = $1 WHERE id = $2")
+                    .bind(value)
+                    .bind(id.to_string())
+                    .execute(&mut db)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
 /// Each database's clock in Unix milliseconds, written out here rather
 /// than taken from the crate, so the tests check the queue's choice.
 const SQLITE_NOW: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
@@ -194,6 +224,7 @@ conformance!(
     audit_names_are_recorded_on_create_and_cancel,
     remembered_page_links_are_replaced_forgotten_and_deleted_with_their_source,
     meta_json_documents_are_remembered_per_file_and_go_with_their_source,
+    an_unknown_stored_trigger_is_a_clear_error,
 );
 
 // ------------------------------------------------------------- fixtures
@@ -220,6 +251,7 @@ fn s3_source(database: &str) -> CreateSourcePayload {
         embedding_model: None,
         schedule: None,
         webhook: None,
+        max_removal_fraction: None,
     }
 }
 
@@ -1455,4 +1487,22 @@ async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(ba
         queue.meta_json_documents(second.id, file).await.unwrap(),
         vec![document("c", "r9", "docs/z.md")]
     );
+}
+
+async fn an_unknown_stored_trigger_is_a_clear_error(backend: Backend) {
+    let (queue, source) = backend.with_source().await;
+    let id = queue.enqueue(job(source.id, "a", "d")).await.unwrap().id;
+    for trigger in Trigger::ALL {
+        backend.store_trigger(id, trigger.as_str()).await;
+        let stored = queue.get_job(id).await.unwrap().unwrap();
+        assert_eq!(stored.trigger, trigger);
+    }
+    // Once any text but a trigger's name read as `manual`.
+    backend.store_trigger(id, "cron").await;
+    match queue.get_job(id).await {
+        Err(QueueError::Corrupt(message)) => {
+            assert_eq!(message, "job trigger: cron");
+        }
+        other => panic!("an unknown trigger was read as {other:?}"),
+    }
 }

@@ -144,7 +144,7 @@ fn pages_become_clean_markdown_chunks_with_titles_and_urls() {
     let daemon = start(&chroma);
     let source = daemon.create_source(web_source(&site, json!({"max_depth": 1})));
     let job = crawl(&daemon, &source, "site");
-    // DESIGN.md's form of the web kind (the seed's bare string cannot carry
+    // The original design's form of the web kind (the seed's bare string cannot carry
     // the database and collection beside it).
     assert_eq!(job["metadata"]["web_scrape"], Value::Null);
     assert_eq!(job["metadata"]["collection_name"], "site");
@@ -631,4 +631,36 @@ fn skips_by_design_do_not_stop_removals_but_fetch_failures_do() {
         urls(&site, &["/", "/a.html"]),
         "{job}"
     );
+}
+
+/// A page the site stops listing in its sitemap and links from nowhere is
+/// gone from the site's point of view, even though the server still
+/// answers for it: a re-crawl reaches pages the way a first crawl would
+/// (start page, sitemap, links), so it drops the page's chunks.
+#[test]
+fn a_page_dropped_from_the_sitemap_and_linked_from_nowhere_is_removed() {
+    let chroma = Chroma::start();
+    let site = FixtureSite::start();
+    let daemon = start(&chroma);
+    let source = daemon.create_source(web_source(&site, json!({"max_depth": 1})));
+    crawl(&daemon, &source, "unlisted");
+    let orphan = site.url("/orphan.html");
+    assert!(pages(&chroma, "unlisted").contains(&orphan));
+
+    site.write(
+        "sitemap.xml",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n\
+           <url><loc>{{BASE}}/</loc></url>\n\
+         </urlset>\n",
+    );
+    let job = crawl(&daemon, &source, "unlisted");
+    let after = pages(&chroma, "unlisted");
+    assert!(!after.contains(&orphan), "{after:?} {job}");
+    assert!(
+        after.contains(&site.url("/about.html")),
+        "linked pages stay: {after:?}"
+    );
+    let served = reqwest::blocking::get(&orphan).unwrap();
+    assert!(served.status().is_success(), "the server still answers");
 }

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod origin;
 pub mod quota;
 pub mod server;
+pub mod source_types;
 pub mod sources;
 pub mod ui;
 pub mod upload;
@@ -114,6 +115,7 @@ impl Default for ApiLimits {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/sources", post(sources::create).get(sources::list))
+        .route("/source-types", get(source_types::list))
         .route(
             "/sources/{source_id}",
             get(sources::get).delete(sources::delete),

@@ -3,6 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::source_types::{SourceTypeInfo, SourceTypes};
 use crate::model::*;
 
 #[derive(OpenApi)]
@@ -19,6 +20,7 @@ use crate::model::*;
         super::sources::delete,
         super::sources::schedule_slots,
         super::sources::webhook_deliveries,
+        super::source_types::list,
         super::sources::rotate_webhook_secret,
         super::upload::add_file,
         super::invocations::create,
@@ -31,12 +33,13 @@ use crate::model::*;
     ),
     components(schemas(
         ErrorResponse, CreateSourcePayload, CreateSourceResponse, Source, GithubSourceConfig,
-        WebScrapeSourceConfig, S3SourceConfig, AutoSync, ChunkingConfig, EmbeddingConfig,
+        WebScrapeSourceConfig, S3SourceConfig, FilesystemSourceConfig, AutoSync, ChunkingConfig, EmbeddingConfig,
         EmbeddingModel, SparseEmbedding, CreateJobPayload, CreateJobResponse, CancelJobResponse,
         GitRefIdentifier, Job, JobStatus, IndexJobMetadata, JobKind, S3JobMetadata, Progress,
         JobStats, Trigger, LatestByKeysRequest, HealthResponse, SourceSchedule, ScheduleSlot,
         ScheduleSlots, WebhookConfig, WebhookEvent, WebhookDelivery, DeliveryAttempt,
-        WebhookDeliveries, FileJobMetadata, AddFileResponse, WebhookSecret,
+        WebhookDeliveries, FileJobMetadata, AddFileResponse, WebhookSecret, SourceTypes,
+        SourceTypeInfo, SourceType,
     )),
     modifiers(&TokenScheme),
 )]

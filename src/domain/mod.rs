@@ -2,18 +2,21 @@
 //! how each source type fetches and syncs its documents.
 //!
 //! Layering (each layer uses only those below it; `tests/architecture.rs`
-//! checks there is no cycle):
+//! checks there is no cycle, between top-level modules or between files):
 //!
 //! ```text
-//! main → app → api, schedule, worker        (edges: HTTP, cron, job loop)
-//!            → domain                       (this: plan, validate, sources)
+//! main → app → api, worker                  (edges: HTTP, job loop)
+//!            → domain                       (this: plan, validate, sources,
+//!                                            schedules, webhooks)
 //!            → pipeline                     (one document: extract → chunk → embed → sink)
 //!            → queue, sink, extract, chunk, embed, model, config
 //! ```
 //!
-//! The API, the scheduler, auto-sync and the one-shot `run` all plan jobs
-//! here and get a [`DomainError`]; only `api/` turns it into a status code
-//! and `{error, message}`.
+//! The API, the scheduler ([`schedule`]), auto-sync and the one-shot `run`
+//! all plan jobs here and get a [`DomainError`]; only `api/` turns it into
+//! a status code and `{error, message}`. A concept is one module: a
+//! schedule's parsing and its firing loop live in [`schedule`], a webhook's
+//! rules, signing and delivery loop in [`webhook`]; `app` starts the loops.
 
 pub mod names;
 pub mod plan;
@@ -23,10 +26,10 @@ pub mod upload;
 pub mod webhook;
 
 pub use plan::{
-    RunTarget, SourceLimits, authorize_source, effective, plan_job, spec_of, validate_settings,
+    SourceLimits, authorize_source, effective, plan_job, spec_of, validate_settings,
     validate_source, whole_source,
 };
-pub use sources::{SourceSpec, Sources};
+pub use sources::{RunTarget, SourceSpec, Sources};
 
 use tokio_util::sync::CancellationToken;
 
@@ -98,7 +101,7 @@ pub async fn run_job(
         source.payload.embedding.as_ref(),
         source.payload.embedding_model.as_ref(),
     )?;
-    let job = JobRun::new(
+    let mut job = JobRun::new(
         services,
         claimed,
         state,
@@ -106,5 +109,6 @@ pub async fn run_job(
         source.payload.chunking.as_ref(),
         embedding,
     );
+    job.max_removal_fraction = source.payload.max_removal_fraction;
     sources.run_job(&job, &spec).await
 }

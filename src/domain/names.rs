@@ -20,13 +20,21 @@ pub fn validate_chroma_name(what: &str, name: &str) -> Result<(), DomainError> {
     }
 }
 
-/// Refuses each invocation field that is `given` but not for this source
-/// type: `"{name} is only allowed for {owner}"`.
-pub fn refuse_fields(fields: &[(bool, &str, &str)]) -> Result<(), DomainError> {
-    match fields.iter().find(|(given, _, _)| *given) {
-        Some((_, name, owner)) => Err(DomainError::invalid(format!(
-            "{name} is only allowed for {owner}"
-        ))),
-        None => Ok(()),
+/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
+pub const MAX_CUSTOM_ID: usize = 120;
+
+/// A `custom_id` chunk IDs are built from: 1 to 120 bytes.
+pub fn validate_custom_id(custom_id: &str) -> Result<(), DomainError> {
+    if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
+        return Err(DomainError::invalid(format!(
+            "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
+        )));
     }
+    if custom_id.len() > MAX_CUSTOM_ID {
+        return Err(DomainError::invalid(format!(
+            "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
+             within Chroma's 128 bytes"
+        )));
+    }
+    Ok(())
 }

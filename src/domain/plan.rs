@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use super::DomainError;
 use super::names::validate_chroma_name;
-use super::sources::{SourceSpec, Sources};
+/// Where `api/upload.rs` finds it (it lives with the other names).
+pub use super::names::validate_custom_id;
+use super::sources::{RunTarget, SourceSpec, Sources};
 use crate::model::{
     BM25_MODEL, ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
-    EmbeddingConfig, EmbeddingModel, GitRefIdentifier, SPLADE_MODEL, Source, Trigger,
+    EmbeddingConfig, EmbeddingModel, SPLADE_MODEL, Source, Trigger,
 };
 use crate::queue::{NewJob, SourceRecord};
 
@@ -77,6 +79,14 @@ pub fn validate_source(
     )?;
     if let Some(webhook) = &payload.webhook {
         super::webhook::validate(webhook)?;
+    }
+    if let Some(fraction) = payload.max_removal_fraction
+        && !(0.0..=1.0).contains(&fraction)
+    {
+        return Err(DomainError::invalid(format!(
+            "max_removal_fraction must be between 0 and 1 (the share of stored documents one \
+             sync may remove), not {fraction}"
+        )));
     }
     Ok(spec)
 }
@@ -185,25 +195,6 @@ fn validate_embedding(
     Ok(())
 }
 
-/// Longest custom_id (seed 002); with `-<n>` it stays within Chroma's 128-byte IDs.
-pub const MAX_CUSTOM_ID: usize = 120;
-
-/// A `custom_id` chunk IDs are built from: 1 to 120 bytes.
-pub fn validate_custom_id(custom_id: &str) -> Result<(), DomainError> {
-    if custom_id.is_empty() || custom_id.chars().count() > MAX_CUSTOM_ID {
-        return Err(DomainError::invalid(format!(
-            "custom_id must be 1 to {MAX_CUSTOM_ID} characters long"
-        )));
-    }
-    if custom_id.len() > MAX_CUSTOM_ID {
-        return Err(DomainError::invalid(format!(
-            "custom_id must be at most {MAX_CUSTOM_ID} bytes in UTF-8, to keep record IDs \
-             within Chroma's 128 bytes"
-        )));
-    }
-    Ok(())
-}
-
 fn validate_chunking(chunking: &ChunkingConfig) -> Result<(), DomainError> {
     let (lines, bytes) = match chunking {
         ChunkingConfig::TreeSitter { max_size_bytes } => (None, *max_size_bytes),
@@ -274,6 +265,7 @@ pub fn effective(record: &SourceRecord) -> Source {
         created_at: record.created_at,
         schedule: payload.schedule.clone(),
         webhook: payload.webhook.clone(),
+        max_removal_fraction: payload.max_removal_fraction,
     };
     if let Ok(spec) = spec_of(record) {
         Sources::effective(spec).write_into(&mut source);
@@ -291,24 +283,10 @@ pub async fn plan_job(
     trigger: Trigger,
 ) -> Result<NewJob, DomainError> {
     let spec = spec_of(record)?;
+    sources.refuse_undeclared(&spec, &payload)?;
     sources.prepare(record, &spec, &mut payload).await?;
     let planned = sources.plan(record, &spec, &payload)?;
     Ok(planned.into_job(record, payload, trigger))
-}
-
-/// What a one-shot `run` (or a schedule slot) syncs of its source.
-#[derive(Debug, Default, Clone)]
-pub struct RunTarget {
-    /// S3: these keys; none means every key under the source's prefix.
-    pub object_keys: Vec<String>,
-    /// The collection to write (required where the source has no default).
-    pub collection: Option<String>,
-    /// GitHub: the ref; none means the repository's default branch.
-    pub git_ref: Option<GitRefIdentifier>,
-    /// S3: sync only the prefix's `.meta.json` files (each syncs the object
-    /// it names), as `auto_sync: "metadata"` does; always so for a source
-    /// in that mode. Ignored when `object_keys` are given.
-    pub meta_json: bool,
 }
 
 /// The invocations that sync a whole source (a one-shot run, a schedule

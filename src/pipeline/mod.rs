@@ -15,9 +15,11 @@ mod document;
 mod embedding;
 pub mod reuse;
 pub mod segments;
+pub mod sync;
 
 pub use document::{Document, Fetched, SegmentedDocument, SourceError};
 pub use embedding::{JobEmbedding, SparseEmbedding, SparseFunction, embed_error};
+pub use sync::{DEFAULT_MAX_REMOVAL_FRACTION, Processed, RemovalPolicy};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -124,6 +126,8 @@ pub struct JobRun<'a> {
     pub source_id: String,
     /// The source's model, prompts and sparse function.
     pub embedding: JobEmbedding,
+    /// The source's own `max_removal_fraction`, if it sets one.
+    pub max_removal_fraction: Option<f64>,
 }
 
 impl<'a> JobRun<'a> {
@@ -148,6 +152,16 @@ impl<'a> JobRun<'a> {
             chunking,
             source_id,
             embedding,
+            max_removal_fraction: None,
+        }
+    }
+
+    /// The removal rule of this job: the source's `max_removal_fraction`,
+    /// else its kind's (`default`, from the setting `setting`).
+    pub fn removal_policy(&self, default: f64, setting: &str) -> RemovalPolicy {
+        match self.max_removal_fraction {
+            Some(fraction) => RemovalPolicy::new(fraction, "the source's max_removal_fraction"),
+            None => RemovalPolicy::new(default, setting),
         }
     }
 

@@ -7,8 +7,8 @@ use super::PendingDelivery;
 use super::dialect::QueueRow;
 use super::{ClaimedJob, PageLinks, QueueError, SourceRecord};
 use crate::model::{
-    CreateJobPayload, DeliveryAttempt, Job, JobState, JobStats, JobStatus, Progress, ScheduleSlot,
-    SlotOutcome, SourceType, Trigger, UploadSpec, WebhookDelivery, WebhookEvent,
+    CreateJobPayload, DeliveryAttempt, DeliveryState, Job, JobState, JobStats, JobStatus, Progress,
+    ScheduleSlot, SlotOutcome, SourceType, Trigger, UploadSpec, WebhookDelivery, WebhookEvent,
 };
 
 pub(super) fn to_time(ms: i64) -> DateTime<Utc> {
@@ -80,7 +80,7 @@ pub(super) fn job_from_row(row: &impl QueueRow) -> Result<Job, QueueError> {
             .map_err(|e| corrupt("job stats", e))?
             .unwrap_or_default(),
         last_error: row.optional_text("last_error")?,
-        trigger: Trigger::parse(&trigger),
+        trigger: Trigger::parse(&trigger).ok_or_else(|| corrupt("job trigger", &trigger))?,
         created_by: row.optional_text("created_by")?,
         cancel_requested_by: row.optional_text("cancel_requested_by")?,
     })
@@ -144,7 +144,8 @@ pub(super) fn responses_from_row(row: &impl QueueRow) -> Result<Vec<DeliveryAtte
 /// A delivery row as the API lists it.
 pub(super) fn delivery_from_row(row: &impl QueueRow) -> Result<WebhookDelivery, QueueError> {
     let state = row.text("state")?;
-    let waiting = state == "pending";
+    let state = DeliveryState::parse(&state).ok_or_else(|| corrupt("delivery state", &state))?;
+    let waiting = state == DeliveryState::Pending;
     Ok(WebhookDelivery {
         id: uuid_column(row, "id")?,
         invocation_id: uuid_column(row, "job_id")?,

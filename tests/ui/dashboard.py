@@ -44,6 +44,24 @@ def sign_in(page, token):
     expect(page.get_by_role("heading", name="Sources")).to_be_visible()
 
 
+def fill_source_form(page, kind, database, settings):
+    """Fills the create form, whose fields the dashboard generates from the
+    kind's schema: each labelled after its setting (`bucket_name` →
+    "Bucket name"); text and numbers are typed, booleans (un)checked,
+    lists given one item per line."""
+    form = page.locator("#create-source")
+    form.get_by_label("Type", exact=True).select_option(kind)
+    form.get_by_label("Database", exact=True).fill(database)
+    for field, value in settings.items():
+        control = form.get_by_label(field.replace("_", " ").capitalize(), exact=True)
+        if isinstance(value, bool):
+            control.set_checked(value)
+        elif isinstance(value, list):
+            control.fill("\n".join(value))
+        else:
+            control.fill(str(value))
+
+
 def source_row(page, bucket_collection):
     return page.locator("#sources-table tbody tr", has_text=bucket_collection)
 
@@ -71,23 +89,21 @@ def main_phase(browser):
     assert page.evaluate("sessionStorage.getItem('chroma-syncd-token')") == ADMIN
 
     # Create a source from the form; the API's refusal is shown first.
-    page.get_by_label("Type", exact=True).select_option("s3")
-    page.get_by_label("Database", exact=True).fill("testdb")
-    page.get_by_label("Settings of the type (JSON object)").fill('{"region": "us-east-1"}')
+    fill_source_form(page, "s3", "testdb", {"region": "us-east-1"})
     page.get_by_role("button", name="Create source").click()
     expect(page.locator("#create-result")).to_contain_text("400")
     expect(page.locator("#create-result")).to_contain_text("bucket_name")
-    settings = (
-        '{"bucket_name": "%s", "region": "us-east-1", "collection_name": "dash-ui",'
-        ' "aws_credential_id": 0, "endpoint_url": "%s", "force_path_style": true}'
-        % (BUCKET, ENDPOINT)
-    )
-    page.get_by_label("Settings of the type (JSON object)").fill(settings)
+    settings = {
+        "bucket_name": BUCKET, "region": "us-east-1", "collection_name": "dash-ui",
+        "aws_credential_id": 0, "endpoint_url": ENDPOINT, "force_path_style": True,
+    }
+    fill_source_form(page, "s3", "testdb", settings)
     page.get_by_role("button", name="Create source").click()
     expect(page.locator("#create-result")).to_contain_text("created")
     row = source_row(page, "dash-ui")
     expect(row).to_have_count(1)
     shot(page, "02-sources")
+    generated_form_of_another_kind(page)
 
     # Sync an object and watch it go from pending to complete, no reload:
     # the page makes no list request meanwhile, the event stream does it.
@@ -172,6 +188,59 @@ def main_phase(browser):
     expect(team.locator("#invocations-table tbody")).not_to_contain_text("docs/a.md")
     shot(team, "07-limited-token")
     assert admin_jobs >= 3, admin_jobs
+
+
+def generated_form_of_another_kind(page):
+    """The create form is built from the kind's schema: another kind brings
+    its own fields, with their documentation and the daemon's defaults; a
+    list is typed one item per line; the type filter knows the kind too."""
+    kinds = page.evaluate(
+        """async (token) => {
+             const r = await fetch('/api/v1/source-types', {headers: {'x-chroma-token': token}});
+             return (await r.json()).source_types;
+           }""",
+        ADMIN,
+    )
+    web = next(kind for kind in kinds if kind["type"] == "web_scrape")
+    form = page.locator("#create-source")
+    form.get_by_label("Type", exact=True).select_option("web_scrape")
+    expect(page.locator("#new-type-about")).to_have_text(web["description"])
+    expect(form.get_by_label("Bucket name", exact=True)).to_have_count(0)
+    url = form.get_by_label("Starting url", exact=True)
+    expect(url).to_have_attribute("aria-required", "true")
+    expect(form).to_contain_text(web["schema"]["properties"]["starting_url"]["description"])
+    depth = str(web["schema"]["properties"]["max_depth"]["default"])
+    expect(form.get_by_label("Max depth", exact=True)).to_have_value(depth)
+    shot(page, "02b-create-form-generated")
+    fill_source_form(page, "web_scrape", "testdb", {
+        "starting_url": "https://docs.example.com/start",
+        "include_path_regexes": ["^/docs/", "^/guide/"],
+        "page_limit": 25,
+    })
+    page.get_by_role("button", name="Create source").click()
+    expect(page.locator("#create-result")).to_contain_text("created")
+    created = page.locator("#create-result").inner_text().split()[1]
+    source = page.evaluate(
+        """async ([token, id]) => {
+             const r = await fetch(`/api/v1/sources/${id}`, {headers: {'x-chroma-token': token}});
+             return await r.json();
+           }""",
+        [ADMIN, created],
+    )
+    # Only what was typed, or changed from its default, is sent.
+    assert source["web_scrape"] == {
+        "starting_url": "https://docs.example.com/start",
+        "page_limit": 25,
+        "include_path_regexes": ["^/docs/", "^/guide/"],
+    }, source
+    row = page.locator(f"#sources-table tbody tr[data-source='{created}']")
+    expect(row).to_contain_text(web["title"])
+    expect(row.get_by_label("Target collection name")).to_be_visible()
+    page.locator("#filter-type").select_option("web_scrape")
+    expect(row).to_have_count(1)
+    expect(source_row(page, "dash-ui")).to_have_count(0)
+    page.locator("#filter-type").select_option("")
+    expect(source_row(page, "dash-ui")).to_have_count(1)
 
 
 def invocation_count(page):

@@ -5,12 +5,16 @@
 
 const TOKEN_KEY = "chroma-syncd-token";
 const STATUSES = ["pending", "processing", "complete", "failed", "cancelled"];
-const TYPES = ["s3", "github", "web_scrape", "filesystem"];
+// Every job's metadata has these; its one other key names its kind.
+const COMMON_METADATA = ["database_name", "collection_name"];
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   signedIn: false,
   sources: [],
+  // The daemon's source kinds (GET /api/v1/source-types): their settings'
+  // JSON Schema and invocation fields. The page knows no kind of its own.
+  types: [],
   jobs: new Map(), // id -> Job JSON, merged from lists and the event stream
   lastBySource: new Map(), // source id -> newest Job
   sourceFilter: { database: "", type: "" },
@@ -54,28 +58,52 @@ function jobError(job) {
   return job.last_error || "";
 }
 
+/** The key of a job's metadata that names its kind (a source type, or an upload's). */
 function jobKind(job) {
   const m = job.metadata || {};
-  for (const kind of ["s3", "github", "web_scrape", "filesystem", "file"]) {
-    if (kind in m) return kind;
-  }
-  return "unknown";
+  return Object.keys(m).find((key) => !COMMON_METADATA.includes(key)) || "unknown";
+}
+
+/** The entry of the daemon's source types `source` is of (null if none). */
+function kindOf(source) {
+  return state.types.find((t) => source[t.config_field]) || null;
+}
+
+function typeNamed(name) {
+  return state.types.find((t) => t.type === name) || null;
 }
 
 function sourceType(source) {
-  return TYPES.find((t) => source[t]) || "unknown";
+  const kind = kindOf(source);
+  return kind ? kind.type : "unknown";
+}
+
+function settingsOf(source) {
+  const kind = kindOf(source);
+  return (kind && source[kind.config_field]) || {};
 }
 
 function sourceCollection(source) {
-  const t = sourceType(source);
-  const settings = source[t] || {};
+  const settings = settingsOf(source);
   return settings.collection_name || (source.schedule && source.schedule.target_collection_name) || "";
 }
 
+/** What the source reads: the first setting its kind requires. */
 function sourceWhat(source) {
-  const s = source[sourceType(source)] || {};
-  return s.bucket_name ? `${s.bucket_name}${s.path_prefix ? "/" + s.path_prefix : ""}`
-    : s.repository || s.starting_url || s.root || "";
+  const kind = kindOf(source);
+  const first = kind && (kind.schema.required || [])[0];
+  return first ? brief(settingsOf(source)[first]) : "";
+}
+
+/** A value in a few words: text as is, `{"branch": "main"}` as `branch main`. */
+function brief(value) {
+  if (value === undefined || value === null) return "";
+  if (Array.isArray(value)) return value.map(brief).join(", ");
+  if (typeof value === "object") {
+    const entries = Object.entries(value);
+    return entries.length === 1 ? `${entries[0][0]} ${brief(entries[0][1])}` : JSON.stringify(value);
+  }
+  return String(value);
 }
 
 function when(text) {
@@ -180,9 +208,11 @@ function signOut() {
   showSignIn("Signed out.");
 }
 
-/** Loads the sources; on success the views and the event stream start. */
+/** Loads the sources and the source types; on success the views and the
+ *  event stream start. */
 async function start() {
-  const result = await api("GET", "/api/v1/sources?limit=1000");
+  const [result, types] = await Promise.all([
+    api("GET", "/api/v1/sources?limit=1000"), api("GET", "/api/v1/source-types")]);
   if (result.status === 401) {
     if (state.token) {
       sessionStorage.removeItem(TOKEN_KEY);
@@ -197,6 +227,8 @@ async function start() {
   }
   state.signedIn = true;
   state.sources = result.body;
+  if (types.status === 200) state.types = types.body.source_types;
+  else notice(`Could not load the source types: ${explain(types)}`, true);
   $("signin").hidden = true;
   $("signin-error").textContent = "";
   $("nav").hidden = false;
@@ -348,8 +380,8 @@ function refreshLive() {
   const focused = document.activeElement && document.activeElement.id;
   // What the user typed in a re-rendered row survives the re-render.
   const typed = new Map();
-  for (const input of document.querySelectorAll("[data-live] input")) {
-    if (input.id) typed.set(input.id, input.value);
+  for (const input of document.querySelectorAll("[data-live] input, [data-live] textarea, [data-live] select, [data-live] details")) {
+    if (input.id) typed.set(input.id, { value: input.value, checked: input.checked, open: input.open });
   }
   for (const body of document.querySelectorAll("[data-live]")) {
     const kind = body.dataset.live;
@@ -357,14 +389,199 @@ function refreshLive() {
     else if (kind === "sources") body.replaceChildren(...sourceRows());
     else if (kind === "detail") body.replaceChildren(detailBody(body.dataset.id));
   }
-  for (const [id, value] of typed) {
+  for (const [id, was] of typed) {
     const input = $(id);
-    if (input) input.value = value;
+    if (!input) continue;
+    if (input.tagName === "DETAILS") input.open = was.open;
+    else if (input.type === "checkbox") input.checked = was.checked;
+    else if (input.value !== was.value) {
+      input.value = was.value;
+      input.dispatchEvent(new Event("change"));
+    }
   }
   if (focused && document.activeElement && document.activeElement.id !== focused) {
     const again = $(focused);
     if (again) again.focus();
   }
+}
+
+// ---------------------------------------------------------------- forms from JSON Schema
+
+/** `collection_name` → `Collection name`. */
+function humanize(name) {
+  const words = String(name).replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** `schema` without its `null` alternative: `["string", "null"]` is a
+ *  string, `oneOf: [{type: null}, X]` is X (keeping the field's own
+ *  description and default). */
+function plain(schema) {
+  let s = schema || {};
+  for (const key of ["oneOf", "anyOf"]) {
+    if (!Array.isArray(s[key])) continue;
+    const options = s[key].filter((option) => option.type !== "null");
+    if (options.length === 1) {
+      const rest = Object.assign({}, s);
+      delete rest[key];
+      s = Object.assign({}, options[0], rest);
+    }
+  }
+  if (Array.isArray(s.type)) {
+    const types = s.type.filter((t) => t !== "null");
+    s = Object.assign({}, s, { type: types.length === 1 ? types[0] : types });
+  }
+  return s;
+}
+
+function sameValue(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * One field of a form generated from its JSON Schema: text, number,
+ * checkbox, a list (one item per line), a choice (an enum, or one of
+ * several shapes), a fieldset of nested fields, or JSON for anything else.
+ * Returns {node, read}: `read()` gives the value to send, `undefined` to
+ * leave the field out (empty, or an optional field at its default), or
+ * throws an Error saying what is wrong with what was typed.
+ *
+ * options: id (unique, prefixes nested ids), path (the field's dotted
+ * name, `data-field`), required, initial (a value to show), placeholder,
+ * compact (help as a tooltip), native (let the browser enforce `required`),
+ * legend (of a fieldset, instead of the name).
+ */
+function schemaField(name, schema, options) {
+  const s = plain(schema);
+  const id = options.id;
+  const help = [s.description, s.default !== undefined && !options.compact ? `Default: ${s.default === "" ? "empty" : brief(s.default)}.` : ""]
+    .filter(Boolean).join(" ");
+  const helpId = help ? `${id}-help` : undefined;
+  const initial = options.initial !== undefined ? options.initial : s.default;
+  const optionalAtDefault = (value) => !options.required && s.default !== undefined && sameValue(value, s.default);
+  const common = {
+    id, "data-field": options.path || name, "aria-describedby": options.compact ? undefined : helpId,
+    "aria-required": options.required ? "true" : undefined, required: options.required && options.native,
+    title: options.compact ? help : undefined,
+  };
+  const label = (text) => [h("label", { for: id }, text || humanize(name)),
+    options.required ? h("span", { class: "req", "aria-hidden": "true" }, " required") : null];
+  const helpNode = help && !options.compact ? h("p", { class: "help", id: helpId }, help) : null;
+  const field = (control) => h("div", { class: "field" }, h("span", {}, label()), control, helpNode);
+  const alternatives = (s.oneOf || s.anyOf || []).filter((option) => option.type !== "null");
+
+  if (Array.isArray(s.enum)) {
+    const select = h("select", Object.assign({ name }, common),
+      options.required ? null : h("option", { value: "" }, s.default !== undefined ? `(default: ${brief(s.default)})` : "(not set)"),
+      s.enum.map((value) => h("option", { value, selected: sameValue(value, initial) }, String(value))));
+    return { node: field(select), read: () => {
+      if (select.value === "") return undefined;
+      const value = s.enum.find((v) => String(v) === select.value);
+      return optionalAtDefault(value) ? undefined : value;
+    } };
+  }
+  if (alternatives.length > 1) {
+    // One of several shapes: choose the shape, then fill it in.
+    const title = (option, i) => option.title || (option.properties && Object.keys(option.properties).length === 1
+      ? Object.keys(option.properties)[0] : `option ${i + 1}`);
+    const holder = h("div", { class: "choice" });
+    let chosen = null;
+    // A shape with one property (`{"branch": …}`) is filled in as that property.
+    const only = (option) => (plain(option).type === "object" && option.properties
+      && Object.keys(option.properties).length === 1 ? Object.keys(option.properties)[0] : null);
+    const fieldOf = (option, i) => {
+      const key = only(option);
+      const inner = schemaField(key || title(option, i), key ? option.properties[key] : option,
+        { id: `${id}-${i}`, path: `${options.path || name}.${title(option, i)}`, required: true, compact: options.compact });
+      if (!key) return inner;
+      return { node: inner.node, read: () => {
+        const value = inner.read();
+        return value === undefined ? undefined : { [key]: value };
+      } };
+    };
+    const select = h("select", Object.assign({ name }, common, { onchange: () => {
+      const i = select.value === "" ? -1 : Number(select.value);
+      chosen = i < 0 ? null : fieldOf(alternatives[i], i);
+      holder.replaceChildren(chosen ? chosen.node : "");
+    } }),
+    options.required ? null : h("option", { value: "" }, "(not set)"),
+    alternatives.map((option, i) => h("option", { value: String(i) }, title(option, i))));
+    if (options.required) select.dispatchEvent(new Event("change"));
+    return { node: h("div", { class: "field" }, h("span", {}, label()), select, helpNode, holder),
+      read: () => (chosen ? chosen.read() : undefined) };
+  }
+  if (s.type === "boolean") {
+    const box = h("input", Object.assign({ type: "checkbox", name, checked: initial === true }, common));
+    return { node: h("div", { class: "field check" }, h("span", {}, box, " ", label()), helpNode), read: () => {
+      if (optionalAtDefault(box.checked) || (!options.required && s.default === undefined && !box.checked)) return undefined;
+      return box.checked;
+    } };
+  }
+  if (s.type === "integer" || s.type === "number") {
+    const input = h("input", Object.assign({ type: "number", name, inputmode: "numeric",
+      step: s.type === "integer" ? "1" : "any", min: s.minimum, max: s.maximum,
+      value: initial === undefined ? undefined : String(initial), placeholder: options.placeholder }, common));
+    return { node: field(input), read: () => {
+      const text = input.value.trim();
+      if (text === "") return undefined;
+      const value = Number(text);
+      if (!Number.isFinite(value) || (s.type === "integer" && !Number.isInteger(value))) {
+        throw new Error(`${humanize(name)}: \`${text}\` is not ${s.type === "integer" ? "a whole number" : "a number"}`);
+      }
+      return optionalAtDefault(value) ? undefined : value;
+    } };
+  }
+  if (s.type === "string") {
+    const input = h("input", Object.assign({ type: "text", name, spellcheck: "false",
+      value: initial === undefined ? undefined : String(initial), placeholder: options.placeholder }, common));
+    return { node: field(input), read: () => {
+      const value = input.value.trim();
+      return value === "" || optionalAtDefault(value) ? undefined : value;
+    } };
+  }
+  if (s.type === "array" && plain(s.items).type === "string") {
+    const area = h("textarea", Object.assign({ name, rows: 3, spellcheck: "false",
+      value: Array.isArray(initial) ? initial.join("\n") : undefined }, common));
+    const node = h("div", { class: "field" }, h("span", {}, label(), h("span", { class: "small" }, " (one per line)")), area, helpNode);
+    return { node, read: () => {
+      const items = area.value.split("\n").map((line) => line.trim()).filter(Boolean);
+      return items.length === 0 || optionalAtDefault(items) ? undefined : items;
+    } };
+  }
+  if (s.type === "object" && s.properties && Object.keys(s.properties).length) {
+    const required = s.required || [];
+    // Required fields first, in the schema's order; then the others.
+    const rank = (key) => (required.includes(key) ? required.indexOf(key) : required.length);
+    const entries = Object.entries(s.properties).sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
+    const children = entries.map(([child, childSchema]) => [child, schemaField(child, childSchema, {
+      id: `${id}-${child}`, path: `${options.path || name}.${child}`, required: required.includes(child),
+      initial: initial && typeof initial === "object" ? initial[child] : undefined, compact: options.compact,
+      native: options.native })]);
+    const node = h("fieldset", { id, "data-field": options.path || name, "aria-describedby": helpId },
+      h("legend", {}, options.legend || humanize(name), options.required && !options.legend ? h("span", { class: "req" }, " required") : null),
+      helpNode, h("div", { class: "form-grid" }, children.map(([, child]) => child.node)));
+    return { node, read: () => {
+      const value = {};
+      for (const [child, control] of children) {
+        const v = control.read();
+        if (v !== undefined) value[child] = v;
+      }
+      return Object.keys(value).length || options.required ? value : undefined;
+    } };
+  }
+  // A free-form object, a list of objects…: JSON.
+  const area = h("textarea", Object.assign({ name, rows: 3, spellcheck: "false",
+    value: initial === undefined ? undefined : JSON.stringify(initial, null, 2) }, common));
+  const node = h("div", { class: "field" }, h("span", {}, label(), h("span", { class: "small" }, " (JSON)")), area, helpNode);
+  return { node, read: () => {
+    const text = area.value.trim();
+    if (text === "") return undefined;
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      throw new Error(`${humanize(name)}: not valid JSON (${error.message})`);
+    }
+  } };
 }
 
 // ---------------------------------------------------------------- sources
@@ -381,7 +598,7 @@ function sourcesView() {
       h("label", { for: "filter-type" }, "Filter by type"),
       h("select", { id: "filter-type", onchange: (e) => { state.sourceFilter.type = e.target.value; refreshLive(); } },
         h("option", { value: "" }, "All types"),
-        TYPES.map((t) => h("option", { value: t, selected: state.sourceFilter.type === t }, t)))),
+        state.types.map((t) => h("option", { value: t.type, selected: state.sourceFilter.type === t.type }, t.title)))),
     h("div", {}, h("button", { type: "button", id: "reload-sources", onclick: async () => { await loadSources(); await loadJobs(); route(); } }, "Reload")));
   return h("section", { "aria-labelledby": "sources-title" },
     h("h1", { id: "sources-title" }, "Sources"),
@@ -407,33 +624,46 @@ function sourceRows() {
 }
 
 function sourceRow(source) {
-  const type = sourceType(source);
-  const settings = source[type] || {};
+  const kind = kindOf(source);
   const last = state.lastBySource.get(source.id);
   const schedule = source.schedule
     ? [h("code", {}, source.schedule.cron), source.schedule.time_zone ? ` (${source.schedule.time_zone})` : "",
       h("br"), h("a", { href: `#/sources`, class: "small", "data-slots": source.id, onclick: (e) => { e.preventDefault(); showSlots(source, e.target); } }, "latest slots")]
     : "—";
-  const field = { s3: ["Object key", true], filesystem: ["Path (optional)", false],
-    github: ["Target collection", true], web_scrape: ["Target collection", true] }[type];
-  const inputId = `sync-${source.id}`;
-  const sync = h("form", { "aria-label": `Sync source ${short(source.id)}`, onsubmit: (e) => { e.preventDefault(); syncNow(source, $(inputId)); } },
-    field ? [h("label", { for: inputId, class: "small" }, field[0]),
-      h("input", { id: inputId, name: "target", required: field[1] || undefined, value: type === "github" || type === "web_scrape" ? sourceCollection(source) : undefined })] : null,
-    h("button", { type: "submit", class: "primary" }, "Sync now"),
-    h("button", { type: "button", class: "danger", onclick: () => deleteSource(source) }, "Delete"));
   return h("tr", { "data-source": source.id },
     h("td", {}, h("code", { title: source.id }, short(source.id)), h("br"), h("span", { class: "small" }, sourceWhat(source))),
-    h("td", {}, type),
+    h("td", { title: kind ? kind.description : undefined }, kind ? kind.title : "unknown"),
     h("td", {}, source.database_name),
     h("td", {}, sourceCollection(source) || "—"),
     h("td", {}, schedule),
-    h("td", {}, settings.auto_sync || "none"),
+    h("td", {}, settingsOf(source).auto_sync || "none"),
     h("td", {}, last
       ? [h("a", { href: `#/invocations/${last.id}` }, h("span", { class: `status status-${statusWord(last)}` }, statusWord(last))),
         h("br"), h("span", { class: "small" }, when(last.created_at))]
       : "never"),
-    h("td", { class: "actions" }, sync));
+    h("td", { class: "actions" }, syncForm(source, kind)));
+}
+
+/** The invocation form of a source's row, from its kind's invocation
+ *  fields: the first inline, the others behind "More fields". */
+function syncForm(source, kind) {
+  const schema = (kind && kind.invocation_schema) || { properties: {}, required: [] };
+  const required = schema.required || [];
+  const controls = (kind ? kind.invocation_fields : []).map((name) => {
+    const needed = required.includes(name);
+    // The collection: prefilled where it must be given, else its default shown.
+    const collection = name === "target_collection_name" ? sourceCollection(source) : "";
+    return [name, schemaField(name, schema.properties[name], {
+      id: `sync-${source.id}-${name}`, required: needed, native: true, compact: true,
+      initial: needed && collection ? collection : undefined, placeholder: needed ? undefined : collection || undefined })];
+  });
+  const [first, ...rest] = controls;
+  return h("form", { "aria-label": `Sync source ${short(source.id)}`, onsubmit: (e) => { e.preventDefault(); syncNow(source, controls); } },
+    first ? first[1].node : null,
+    rest.length ? h("details", { id: `sync-${source.id}-more` }, h("summary", { class: "small" }, "More fields"),
+      rest.map(([, control]) => control.node)) : null,
+    h("button", { type: "submit", class: "primary" }, "Sync now"),
+    h("button", { type: "button", class: "danger", onclick: () => deleteSource(source) }, "Delete"));
 }
 
 async function showSlots(source, link) {
@@ -444,16 +674,17 @@ async function showSlots(source, link) {
     slots.length ? slots.map((s) => `${when(s.slot)}: ${typeof s.outcome === "string" ? s.outcome : JSON.stringify(s.outcome)}`).join("; ") : "no slot fired yet"));
 }
 
-function invocationBody(type, value) {
-  value = (value || "").trim();
-  if (type === "s3") return { object_key: value };
-  if (type === "filesystem") return value ? { path: value } : {};
-  return { target_collection_name: value };
-}
-
-async function syncNow(source, input) {
-  const type = sourceType(source);
-  const body = invocationBody(type, input ? input.value : "");
+async function syncNow(source, controls) {
+  const body = {};
+  try {
+    for (const [name, control] of controls) {
+      const value = control.read();
+      if (value !== undefined) body[name] = value;
+    }
+  } catch (error) {
+    notice(`Not sent: ${error.message}`, true);
+    return;
+  }
   const result = await api("POST", `/api/v1/sources/${source.id}/invocations`, body);
   if (result.status === 201) {
     notice(`Invocation ${short(result.body.invocation_id)} created for source ${short(source.id)}.`);
@@ -477,32 +708,37 @@ async function deleteSource(source) {
   }
 }
 
-const TEMPLATES = {
-  s3: { bucket_name: "", region: "us-east-1", collection_name: "", aws_credential_id: 0 },
-  github: { repository: "owner/name" },
-  web_scrape: { starting_url: "", max_depth: 3, page_limit: 500 },
-  filesystem: { root: "", collection_name: "" },
-};
-
+/** The create form: a kind chooser, then the kind's settings as fields
+ *  generated from its schema (with their documentation and defaults). */
 function createSourceForm() {
-  const type = h("select", { id: "new-type", name: "type", onchange: () => {
-    $("new-settings").value = JSON.stringify(TEMPLATES[type.value], null, 2);
-  } }, TYPES.map((t) => h("option", { value: t }, t)));
   const result = h("p", { id: "create-result", role: "alert" });
-  const form = h("form", { id: "create-source", onsubmit: async (e) => {
+  const about = h("p", { id: "new-type-about", class: "small" });
+  const holder = h("div", { id: "new-settings" });
+  let settings = null;
+  const type = h("select", { id: "new-type", name: "type", "aria-describedby": "new-type-about", onchange: () => {
+    const kind = typeNamed(type.value);
+    about.textContent = kind ? kind.description : "";
+    settings = kind ? schemaField(kind.config_field, kind.schema,
+      { id: "new-setting", path: kind.config_field, required: true, legend: `Settings: ${kind.title}` }) : null;
+    holder.replaceChildren(settings ? settings.node : h("p", {}, "This daemon listed no source types."));
+  } }, state.types.map((t) => h("option", { value: t.type }, `${t.title} (${t.type})`)));
+  // The API checks everything: the browser's own checks would hide its answer.
+  const form = h("form", { id: "create-source", novalidate: true, onsubmit: async (e) => {
     e.preventDefault();
     result.textContent = "";
     result.className = "";
-    let settings, extra;
+    const kind = typeNamed(type.value);
+    let values, extra;
     try {
-      settings = JSON.parse($("new-settings").value || "{}");
+      values = settings ? settings.read() : {};
       extra = JSON.parse($("new-extra").value.trim() || "{}");
     } catch (error) {
       result.className = "error";
-      result.textContent = `Not valid JSON: ${error.message}`;
+      result.textContent = error instanceof SyntaxError ? `Other fields: not valid JSON (${error.message})` : error.message;
       return;
     }
-    const body = Object.assign({}, extra, { database_name: $("new-database").value.trim(), [type.value]: settings });
+    if (!kind) return;
+    const body = Object.assign({}, extra, { database_name: $("new-database").value.trim(), [kind.config_field]: values });
     const answer = await api("POST", "/api/v1/sources", body);
     if (answer.status === 201) {
       result.textContent = `Source ${answer.body.source_id} created.`;
@@ -523,16 +759,15 @@ function createSourceForm() {
     h("div", { class: "form-grid" },
       h("div", { class: "field" }, h("label", { for: "new-type" }, "Type"), type),
       h("div", { class: "field" }, h("label", { for: "new-database" }, "Database"),
-        h("input", { id: "new-database", name: "database_name", required: true }))),
-    h("div", { class: "field" },
-      h("label", { for: "new-settings" }, "Settings of the type (JSON object)"),
-      h("textarea", { id: "new-settings", name: "settings", rows: 8, spellcheck: "false" })),
+        h("input", { id: "new-database", name: "database_name", "aria-required": "true" }))),
+    about,
+    holder,
     h("div", { class: "field" },
       h("label", { for: "new-extra" }, "Other fields, optional (JSON object: schedule, chunking, embedding_model, webhook…)"),
       h("textarea", { id: "new-extra", name: "extra", rows: 3, spellcheck: "false" })),
     h("p", {}, h("button", { type: "submit", class: "primary" }, "Create source")),
     result));
-  form.querySelector("#new-settings").value = JSON.stringify(TEMPLATES.s3, null, 2);
+  type.dispatchEvent(new Event("change"));
   return form;
 }
 
@@ -616,38 +851,33 @@ function jobRow(job) {
     h("td", { class: "actions" }, actions));
 }
 
+/** The collection and what the invocation asked for: the fields its kind
+ *  records from the invocation body (an upload: its file). */
 function target(job) {
   const m = job.metadata || {};
-  const kind = jobKind(job);
-  const what = kind === "s3" ? m.s3.object_key
-    : kind === "filesystem" ? (m.filesystem && m.filesystem.path) || "(whole root)"
-    : kind === "github" ? JSON.stringify(m.github.git_ref_identifier)
-    : kind === "file" ? m.file.file_name : "";
-  return [m.collection_name, what].filter(Boolean).join(" · ");
+  const details = m[jobKind(job)];
+  const kind = typeNamed(jobKind(job));
+  let what = [];
+  if (kind && details && typeof details === "object") {
+    what = Object.values(kind.job_metadata_fields).map((field) => brief(details[field]));
+  } else if (details && typeof details === "object") {
+    what = Object.values(details).filter((value) => typeof value === "string");
+  }
+  return [m.collection_name, ...what].filter(Boolean).join(" · ");
 }
 
-/** The body that created `job`, read back from its metadata; null for uploads. */
+/** The body that created `job`, read back from its metadata with the
+ *  fields its kind records; null for uploads. */
 function retryBody(job) {
+  const kind = typeNamed(jobKind(job));
+  if (!job.source_id || !kind) return null;
   const m = job.metadata || {};
-  if (!job.source_id) return null;
+  const recorded = m[kind.type] || {};
   const body = { target_collection_name: m.collection_name };
-  switch (jobKind(job)) {
-    case "s3":
-      body.object_key = m.s3.object_key;
-      if (m.s3.custom_id) body.custom_id = m.s3.custom_id;
-      if (m.s3.additional_metadata) body.metadata = m.s3.additional_metadata;
-      return body;
-    case "github":
-      if (m.github && m.github.git_ref_identifier) body.ref_identifier = m.github.git_ref_identifier;
-      return body;
-    case "filesystem":
-      if (m.filesystem && m.filesystem.path) body.path = m.filesystem.path;
-      return body;
-    case "web_scrape":
-      return body;
-    default:
-      return null;
+  for (const [field, from] of Object.entries(kind.job_metadata_fields)) {
+    if (recorded[from] !== undefined && recorded[from] !== null) body[field] = recorded[from];
   }
+  return body;
 }
 
 async function cancelJob(job) {

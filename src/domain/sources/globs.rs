@@ -61,6 +61,9 @@ pub const DEFAULT_EXCLUDE_GLOBS: &[&str] = &[
 pub struct PathFilter {
     include: Option<GlobSet>,
     exclude: GlobSet,
+    /// The exclude globs of the form `P/**`, as `P`: a directory matching
+    /// one has every path under it excluded, so walks need not enter it.
+    exclude_dirs: GlobSet,
 }
 
 impl PathFilter {
@@ -83,10 +86,34 @@ impl PathFilter {
             }
             (_, exclude) => exclude,
         };
+        let exclude = exclude.unwrap_or(&[]);
+        let dirs: Vec<String> = exclude
+            .iter()
+            .filter_map(|glob| glob.strip_suffix("/**"))
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| {
+                // As `build_globs` anchors it: `P/**` has a `/`, so `P` is
+                // matched from the root even when it has none itself.
+                let dir = dir.trim_start_matches("./").trim_start_matches('/');
+                if dir.contains('/') {
+                    dir.to_string()
+                } else {
+                    format!("/{dir}")
+                }
+            })
+            .collect();
         Ok(PathFilter {
             include: include.map(build_globs).transpose()?,
-            exclude: build_globs(exclude.unwrap_or(&[]))?,
+            exclude: build_globs(exclude)?,
+            exclude_dirs: build_globs(&dirs)?,
         })
+    }
+
+    /// Whether every path under the directory `dir` (relative, no trailing
+    /// `/`) is excluded, so a walk may skip it whole: `node_modules/` of a
+    /// source with the default globs is never entered.
+    pub fn excludes_directory(&self, dir: &str) -> bool {
+        self.exclude_dirs.is_match(dir)
     }
 
     pub fn accepts(&self, path: &str) -> bool {
@@ -110,4 +137,27 @@ fn build_globs(globs: &[String]) -> Result<GlobSet, String> {
         set.add(compiled);
     }
     set.build().map_err(|e| format!("globs are not valid: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PathFilter;
+
+    #[test]
+    fn only_directories_whose_every_path_is_excluded_are_pruned() {
+        let defaults = PathFilter::new(None, None).unwrap();
+        assert!(defaults.excludes_directory("node_modules"));
+        assert!(defaults.excludes_directory("web/node_modules"));
+        assert!(defaults.excludes_directory(".git"));
+        assert!(!defaults.excludes_directory("src"));
+        assert!(!defaults.excludes_directory("node_modules_docs"));
+        // `*.min.js` excludes files, not the directories holding them.
+        assert!(!defaults.excludes_directory("assets"));
+
+        let own =
+            PathFilter::new(None, Some(&["build/**".to_string(), "*.tmp".to_string()])).unwrap();
+        assert!(own.excludes_directory("build"), "anchored at the root");
+        assert!(!own.excludes_directory("docs/build"), "as the glob itself");
+        assert!(!own.accepts("build/out.md") && own.accepts("docs/build/out.md"));
+    }
 }

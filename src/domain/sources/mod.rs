@@ -13,7 +13,10 @@
 //!
 //! Adding a source: a folder here with a [`SourceKind`] impl, a variant in
 //! [`SourceSpec`] (and its wire config in `model`), one line in
-//! [`dispatch!`] and a field in [`Sources`], its settings in `config`.
+//! [`dispatch!`], one in [`Sources::kinds`] and a field in [`Sources`], its
+//! settings in `config`. What the kind tells of itself (title, description,
+//! invocation fields, defaults) lives on its impl: the API's
+//! `GET /api/v1/source-types` and the dashboard read it from there.
 
 pub mod filesystem;
 pub mod github;
@@ -31,19 +34,55 @@ use tokio_util::sync::CancellationToken;
 pub use spec::SourceSpec;
 
 use super::DomainError;
-use super::plan::RunTarget;
 use crate::config::{Config, Secret, sha256_hex};
 use crate::model::{
-    CreateJobPayload, IndexJobMetadata, JobKind, SourceSchedule, Trigger, canonical_json,
+    CreateJobPayload, GitRefIdentifier, IndexJobMetadata, JobKind, SourceSchedule, SourceType,
+    Trigger, canonical_json,
 };
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{NewJob, Queue, SourceRecord};
 
+/// What a one-shot `run` (or a schedule slot) syncs of its source.
+#[derive(Debug, Default, Clone)]
+pub struct RunTarget {
+    /// S3: these keys; none means every key under the source's prefix.
+    pub object_keys: Vec<String>,
+    /// The collection to write (required where the source has no default).
+    pub collection: Option<String>,
+    /// GitHub: the ref; none means the repository's default branch.
+    pub git_ref: Option<GitRefIdentifier>,
+    /// S3: sync only the prefix's `.meta.json` files (each syncs the object
+    /// it names), as `auto_sync: "metadata"` does; always so for a source
+    /// in that mode. Ignored when `object_keys` are given.
+    pub meta_json: bool,
+}
+
 /// What every source type provides. One implementation per source folder;
 /// [`Sources`] dispatches to them on [`SourceSpec`].
 pub trait SourceKind: Send + Sync {
-    /// The kind's settings, as the create payload gives them.
-    type Config: Send + Sync;
+    /// The kind's settings, as the create payload gives them. Its schema
+    /// (`ToSchema`) is what `GET /api/v1/source-types` shows of them.
+    type Config: Send + Sync + utoipa::ToSchema;
+
+    /// The kind's name on the wire: the `source_type` of its sources and
+    /// jobs, and the create payload's field holding its settings.
+    const SOURCE_TYPE: SourceType;
+    /// A short name for people (the dashboard's kind chooser).
+    const TITLE: &'static str;
+    /// What a source of this kind syncs, in a sentence or two.
+    const DESCRIPTION: &'static str;
+    /// The invocation body fields this kind accepts; the planner refuses
+    /// the others, for every kind alike ([`Sources::refuse_undeclared`]).
+    const INVOCATION_FIELDS: &'static [InvocationField];
+    /// What refusals call the kind: `"{field} is only allowed for {CALLED}
+    /// sources"`.
+    const CALLED: &'static str;
+
+    /// The value each optional setting takes when a source leaves it out,
+    /// by field name (shown as the schema's `default`s).
+    fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
 
     /// Every check of a config that needs neither credentials nor the
     /// network (shape, patterns, limits). Runs on a blocking thread: it may
@@ -131,6 +170,85 @@ pub trait SourceKind: Send + Sync {
     /// The config with every optional setting at its effective value.
     fn effective(config: Self::Config) -> Self::Config {
         config
+    }
+}
+
+/// An invocation body field ([`CreateJobPayload`]) a kind accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvocationField {
+    /// The field's name in the body.
+    pub name: &'static str,
+    /// Whether an invocation without it is refused.
+    pub required: bool,
+    /// The field of the job's `metadata.<source type>` that records it, if
+    /// any: what a retry of the job reads back. (`target_collection_name`
+    /// is recorded as every job's `metadata.collection_name`.)
+    pub recorded_as: Option<&'static str>,
+}
+
+impl InvocationField {
+    pub const fn optional(name: &'static str) -> Self {
+        InvocationField {
+            name,
+            required: false,
+            recorded_as: None,
+        }
+    }
+
+    pub const fn required(name: &'static str) -> Self {
+        InvocationField {
+            name,
+            required: true,
+            recorded_as: None,
+        }
+    }
+
+    pub const fn recorded_as(self, field: &'static str) -> Self {
+        InvocationField {
+            recorded_as: Some(field),
+            ..self
+        }
+    }
+}
+
+/// What a kind tells of itself ([`Sources::kinds`]): the API answers
+/// `GET /api/v1/source-types` with it.
+#[derive(Clone)]
+pub struct KindDescription {
+    pub source_type: SourceType,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub invocation_fields: &'static [InvocationField],
+    /// See [`SourceKind::CALLED`].
+    pub called: &'static str,
+    /// See [`SourceKind::defaults`].
+    pub defaults: serde_json::Map<String, serde_json::Value>,
+    /// The schema of the kind's settings, and the named schemas it refers
+    /// to (`#/components/schemas/<name>`).
+    pub schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    pub schemas: Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
+}
+
+/// What `kind` tells of itself, with its config type's schema.
+fn declared_fields<K: SourceKind>(_kind: &K) -> &'static [InvocationField] {
+    K::INVOCATION_FIELDS
+}
+
+fn describe<K: SourceKind>(kind: &K) -> KindDescription {
+    let mut schemas = Vec::new();
+    <K::Config as utoipa::ToSchema>::schemas(&mut schemas);
+    KindDescription {
+        source_type: K::SOURCE_TYPE,
+        title: K::TITLE,
+        description: K::DESCRIPTION,
+        invocation_fields: K::INVOCATION_FIELDS,
+        called: K::CALLED,
+        defaults: kind.defaults(),
+        schema: <K::Config as utoipa::PartialSchema>::schema(),
+        schemas,
     }
 }
 
@@ -228,6 +346,16 @@ impl Sources {
         })
     }
 
+    /// Every kind, as it describes itself.
+    pub fn kinds(&self) -> Vec<KindDescription> {
+        vec![
+            describe(&self.s3),
+            describe(&self.github),
+            describe(&self.web),
+            describe(&self.filesystem),
+        ]
+    }
+
     /// Every secret the sources' clients hold, for scrubbing.
     pub fn secret_values(&self) -> Vec<Secret> {
         let mut secrets = self.s3.clients.secret_values();
@@ -264,6 +392,44 @@ impl Sources {
         dispatch!(self, spec, |kind, config| kind
             .prepare(record, config, payload)
             .await)
+    }
+
+    /// Refuses each invocation field the source's kind does not declare
+    /// ([`SourceKind::INVOCATION_FIELDS`]), naming the kinds that take it:
+    /// one check for every kind, before anything is asked of the source.
+    pub fn refuse_undeclared(
+        &self,
+        spec: &SourceSpec,
+        payload: &CreateJobPayload,
+    ) -> Result<(), DomainError> {
+        let declared = dispatch!(self, spec, |kind, _config| declared_fields(kind));
+        let given = [
+            ("object_key", payload.object_key.is_some()),
+            ("custom_id", payload.custom_id.is_some()),
+            ("metadata", payload.metadata.is_some()),
+            ("ref_identifier", payload.ref_identifier.is_some()),
+            ("path", payload.path.is_some()),
+            (
+                "target_collection_name",
+                payload.target_collection_name.is_some(),
+            ),
+        ];
+        let Some((name, _)) = given
+            .into_iter()
+            .find(|(name, given)| *given && !declared.iter().any(|field| field.name == *name))
+        else {
+            return Ok(());
+        };
+        let owners: Vec<String> = self
+            .kinds()
+            .iter()
+            .filter(|kind| kind.invocation_fields.iter().any(|f| f.name == name))
+            .map(|kind| format!("{} sources", kind.called))
+            .collect();
+        Err(DomainError::invalid(format!(
+            "{name} is only allowed for {}",
+            owners.join(" and ")
+        )))
     }
 
     pub fn plan(
@@ -330,18 +496,13 @@ impl Sources {
 }
 
 /// The collection a whole-source job (a repository at a ref, a crawl, a
-/// directory) writes, after refusing the S3-only invocation fields:
-/// `target_collection_name`, or `default` when the source has one.
+/// directory) writes: `target_collection_name`, or `default` when the
+/// source has one.
 pub(crate) fn collection_of(
     payload: &CreateJobPayload,
     kind: &str,
     default: Option<&str>,
 ) -> Result<String, DomainError> {
-    super::names::refuse_fields(&[
-        (payload.object_key.is_some(), "object_key", "S3 sources"),
-        (payload.custom_id.is_some(), "custom_id", "S3 sources"),
-        (payload.metadata.is_some(), "metadata", "S3 sources"),
-    ])?;
     let collection = match (&payload.target_collection_name, default) {
         (Some(name), _) => name.clone(),
         (None, Some(default)) => default.to_string(),

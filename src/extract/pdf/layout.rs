@@ -7,9 +7,10 @@
 //! joined); a short line set clearly larger than the body text is a
 //! heading, its level by how large; consecutive lines cut by wide gaps into
 //! the same columns are a table. Lines at the top or bottom of pages that
-//! repeat across pages (running headers and footers), and page numbers,
-//! are dropped. A paragraph that runs on from one page to the next is kept
-//! whole, as a section of both pages.
+//! repeat across pages at the same height, the same but for a page number
+//! (running headers and footers), and page numbers, are dropped; headings
+//! and lines of a kept paragraph never are. A paragraph that runs on from
+//! one page to the next is kept whole, as a section of both pages.
 //!
 //! Pure: glyphs in, sections out, so it is tested without PDFium.
 
@@ -64,14 +65,13 @@ pub fn lay_out(pages: Vec<Page>, builder: &mut Builder) -> Result<(), Skipped> {
         .collect();
     let body = body_size(&lines);
     let heading_sizes = heading_sizes(&lines, body);
-    let furniture = Furniture::find(&lines);
+    let furniture = Furniture::find(&lines, body);
     let mut laid: Vec<(u32, Vec<Block>)> = Vec::with_capacity(lines.len());
-    for (number, page_lines) in lines {
-        let count = page_lines.len();
+    for (page, (number, page_lines)) in lines.into_iter().enumerate() {
         let kept: Vec<Line> = page_lines
             .into_iter()
             .enumerate()
-            .filter(|(index, line)| !furniture.drops(*index, count, line))
+            .filter(|(index, _)| !furniture.drops(page, *index))
             .map(|(_, line)| line)
             .collect();
         laid.push((number, blocks_of(&kept, body, &heading_sizes)));
@@ -275,45 +275,191 @@ fn is_heading_like(line: &Line, body: f32) -> bool {
         && line.text.chars().any(char::is_alphabetic)
 }
 
-/// Running headers and footers: lines among a page's first two or last two
-/// that recur (digits aside) on at least half the pages, and page numbers.
+/// Running headers and footers, and page numbers: the lines [`lay_out`]
+/// drops.
+///
+/// A running header or footer is among a page's first two or last two
+/// lines, and on at least half the pages (two at least) a line among
+/// theirs reads the same but for at most one run of digits (the page
+/// number) and sits at the same height. Pages that merely look alike are
+/// not enough: a line set larger than the body is a heading ("Chapter 3 of
+/// the handbook" may open every page), and a line of a paragraph whose
+/// other lines are kept (the same size, a line's pitch away, from the same
+/// left edge) is that paragraph's. A page number (`7`, `- 7 -`, `Page 7 of
+/// 9`) at a page's edge is furniture, unless it continues a paragraph where
+/// no other page has its page number (`… given in listing` / `3.`).
 struct Furniture {
-    repeated: std::collections::HashSet<String>,
+    /// Per page, per line: whether it is dropped.
+    dropped: Vec<Vec<bool>>,
+}
+
+/// A line that may be a running header or footer.
+struct Candidate {
+    page: usize,
+    index: usize,
+    middle: f32,
+    size: f32,
+    /// Its runs of digits, in order.
+    runs: Vec<String>,
 }
 
 impl Furniture {
-    fn find(pages: &[(u32, Vec<Line>)]) -> Furniture {
-        let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for (_, lines) in pages {
-            let mut seen = std::collections::HashSet::new();
+    fn find(pages: &[(u32, Vec<Line>)], body: f32) -> Furniture {
+        let mut dropped: Vec<Vec<bool>> = pages
+            .iter()
+            .map(|(_, lines)| vec![false; lines.len()])
+            .collect();
+        // Page numbers where pages have theirs stay dropped, whatever is near.
+        let mut firm = dropped.clone();
+        let mut by_shape: std::collections::HashMap<String, Vec<Candidate>> =
+            std::collections::HashMap::new();
+        let mut page_numbers = Vec::new();
+        for (page, (_, lines)) in pages.iter().enumerate() {
             for (index, line) in lines.iter().enumerate() {
-                if at_edge(index, lines.len()) {
-                    let shape = shape_of(&line.text);
-                    if seen.insert(shape.clone()) {
-                        *counts.entry(shape).or_default() += 1;
-                    }
+                if !at_edge(index, lines.len()) || is_heading_like(line, body) {
+                    continue;
+                }
+                let shape = shape_of(&line.text);
+                let candidate = Candidate {
+                    page,
+                    index,
+                    middle: (line.top + line.bottom) / 2.0,
+                    size: line.size,
+                    runs: digit_runs(&line.text),
+                };
+                if is_page_number(&shape) {
+                    dropped[page][index] = true;
+                    // Any page number is alike any other.
+                    page_numbers.push(Candidate {
+                        runs: Vec::new(),
+                        ..candidate
+                    });
+                } else if lines.len() > 1 {
+                    // A page's only line is its content, however often it recurs.
+                    by_shape.entry(shape).or_default().push(candidate);
                 }
             }
         }
         let needed = (pages.len() / 2).max(2);
-        Furniture {
-            repeated: counts
-                .into_iter()
-                .filter(|(_, count)| *count >= needed)
-                .map(|(shape, _)| shape)
-                .collect(),
+        for candidate in recurring(&mut page_numbers, needed) {
+            firm[candidate.page][candidate.index] = true;
         }
+        for candidates in by_shape.values_mut() {
+            for candidate in recurring(candidates, needed) {
+                dropped[candidate.page][candidate.index] = true;
+            }
+        }
+        // A dropped line that continues a kept paragraph is kept with it
+        // (and may keep the next one).
+        for (((_, lines), dropped), firm) in pages.iter().zip(&mut dropped).zip(&firm) {
+            if !dropped.contains(&true) {
+                continue;
+            }
+            let leading = leading_of(lines);
+            loop {
+                let kept: Vec<usize> = (0..lines.len())
+                    .filter(|&line| {
+                        dropped[line]
+                            && !firm[line]
+                            && (0..lines.len()).any(|other| {
+                                !dropped[other]
+                                    && one_paragraph(&lines[line], &lines[other], &leading)
+                            })
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    break;
+                }
+                for line in kept {
+                    dropped[line] = false;
+                }
+            }
+        }
+        Furniture { dropped }
     }
 
-    /// Whether line `index` of a page of `count` lines is furniture.
-    fn drops(&self, index: usize, count: usize, line: &Line) -> bool {
-        if !at_edge(index, count) {
-            return false;
-        }
-        let shape = shape_of(&line.text);
-        // A page's only line is its content, however often it recurs.
-        (count > 1 && self.repeated.contains(&shape)) || is_page_number(&shape)
+    /// Whether line `index` of the `page`th page (from 0) is furniture.
+    fn drops(&self, page: usize, index: usize) -> bool {
+        self.dropped[page][index]
     }
+}
+
+/// Of `candidates` (lines of one shape), those that recur: at the same
+/// height (each within half a line of the next) and, but for at most one
+/// run of digits, reading the same, on at least `needed` pages.
+fn recurring(candidates: &mut [Candidate], needed: usize) -> Vec<&Candidate> {
+    candidates.sort_by(|a, b| a.middle.total_cmp(&b.middle));
+    let mut found = Vec::new();
+    let mut start = 0;
+    while start < candidates.len() {
+        let mut end = start + 1;
+        while end < candidates.len()
+            && candidates[end].middle - candidates[end - 1].middle
+                <= candidates[end].size.max(candidates[end - 1].size) * 0.5
+        {
+            end += 1;
+        }
+        found.extend(alike_on_enough_pages(&candidates[start..end], needed));
+        start = end;
+    }
+    found
+}
+
+/// Of `alike` (lines of one shape at one height), those that, but for at
+/// most one run of digits, read as on at least `needed` pages.
+fn alike_on_enough_pages(alike: &[Candidate], needed: usize) -> Vec<&Candidate> {
+    // Two lines differ in at most one run when they agree once some one
+    // run is left out: count the pages per run left out and what remains.
+    let keys = alike.first().map_or(1, |c| c.runs.len().max(1));
+    let key = |candidate: &Candidate, left_out: usize| -> (usize, Vec<String>) {
+        let rest = candidate
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(run, _)| *run != left_out)
+            .map(|(_, digits)| digits.clone())
+            .collect();
+        (left_out, rest)
+    };
+    let mut pages: std::collections::HashMap<
+        (usize, Vec<String>),
+        std::collections::HashSet<usize>,
+    > = std::collections::HashMap::new();
+    for candidate in alike {
+        for left_out in 0..keys {
+            pages
+                .entry(key(candidate, left_out))
+                .or_default()
+                .insert(candidate.page);
+        }
+    }
+    alike
+        .iter()
+        .filter(|candidate| {
+            (0..keys).any(|left_out| pages[&key(candidate, left_out)].len() >= needed)
+        })
+        .collect()
+}
+
+/// Whether two lines of a page are consecutive lines of one paragraph:
+/// the same size, one a line's pitch (at most) below the other, starting
+/// at the same left edge (give or take a first line's indent). A page
+/// number set flush right under the last line is not its paragraph's.
+fn one_paragraph(a: &Line, b: &Line, leading: &impl Fn(f32) -> f32) -> bool {
+    let (above, below) = if a.top >= b.top { (a, b) } else { (b, a) };
+    let pitch = above.top - below.top;
+    (above.size - below.size).abs() <= above.size.max(1.0) * 0.1
+        && pitch > 0.0
+        && pitch <= leading(above.size) * 1.25
+        && (above.left - below.left).abs() <= above.size.max(1.0) * 3.0
+}
+
+/// The runs of digits in `text`, in order.
+fn digit_runs(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|run| !run.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Among a page's first two or last two lines.
@@ -614,6 +760,190 @@ mod tests {
             let n = n as u32 + 1;
             assert_eq!(*pages, Some((n, n)));
         }
+    }
+
+    /// Issue 32's handbook: each page opens with "Chapter N of the
+    /// handbook" (larger than the body) and a paragraph that differs from
+    /// the other pages' only in its numbers, and ends with another such
+    /// paragraph; `furniture` adds a running header and footer.
+    fn handbook(furniture: bool) -> (Vec<Page>, Vec<String>) {
+        let mut pages = Vec::new();
+        let mut wanted = Vec::new();
+        for n in 1..=3u32 {
+            let opening = [
+                format!(
+                    "In {} the {} wardens of district {n} walked",
+                    2020 + n,
+                    n + 10
+                ),
+                format!(
+                    "{} miles along the river and counted {} herons",
+                    n * 3 + 40,
+                    n + 60
+                ),
+                format!("between the {} weirs of the lower valley.", n + 4),
+            ];
+            let own = [
+                format!(
+                    "The {} page has a paragraph of its",
+                    ["first", "second", "third"][n as usize - 1]
+                ),
+                "own, unlike the others around it.".to_string(),
+            ];
+            let closing = [
+                format!("By the end of season {n} the {} volunteers", n + 30),
+                format!("had planted {} rows in the pale gold of", n + 90),
+                "valley yarrow.".to_string(),
+            ];
+            let heading = format!("Chapter {n} of the handbook");
+            let header = format!("The Handbook \u{2014} page {n}");
+            let footer = format!("Handbook revision 7 \u{2014} page {n} of 3");
+            let mut lines: Vec<(&str, f32, f32)> = Vec::new();
+            if furniture {
+                lines.push((&header, 760.0, 8.0));
+            }
+            lines.push((&heading, 700.0, 18.0));
+            let mut y = 670.0;
+            for paragraph in [&opening[..], &own[..], &closing[..]] {
+                for text in paragraph {
+                    lines.push((text, y, 10.0));
+                    y -= 12.0;
+                }
+                y -= 10.0;
+            }
+            if furniture {
+                lines.push((&footer, 30.0, 8.0));
+            }
+            pages.push(page(n, &lines));
+            wanted.push(format!(
+                "# {heading}\n\n{}\n\n{}\n\n{}",
+                opening.join(" "),
+                own.join(" "),
+                closing.join(" ")
+            ));
+        }
+        (pages, wanted)
+    }
+
+    #[test]
+    fn pages_alike_but_for_their_numbers_are_content() {
+        for furniture in [false, true] {
+            let (pages, wanted) = handbook(furniture);
+            let out: Vec<String> = texts(pages).into_iter().map(|(text, _)| text).collect();
+            assert_eq!(out, wanted, "with a running header and footer: {furniture}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_line_at_another_place_on_each_page_is_content() {
+        let pages = (1..=3)
+            .map(|n| {
+                let body = format!(
+                    "Page {} of the log says what happened there.",
+                    ["one", "two", "three"][n as usize - 1]
+                );
+                // The same closing line, lower on each page.
+                let y = 600.0 - n as f32 * 60.0;
+                page(
+                    n,
+                    &[
+                        ("ACME internal survey", 760.0, 8.0),
+                        (&body, 700.0, 10.0),
+                        ("Nothing else was seen.", y, 10.0),
+                    ],
+                )
+            })
+            .collect();
+        let out: Vec<String> = texts(pages).into_iter().map(|(text, _)| text).collect();
+        assert_eq!(
+            out,
+            vec![
+                "Page one of the log says what happened there.\n\nNothing else was seen.",
+                "Page two of the log says what happened there.\n\nNothing else was seen.",
+                "Page three of the log says what happened there.\n\nNothing else was seen.",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_whose_numbers_differ_in_more_than_the_page_number_is_content() {
+        let pages = (1..=3)
+            .map(|n| {
+                let tally = format!("Tally {}: {} gulls", n, n * 7 + 20);
+                let body = format!(
+                    "The {} count is in, made from the harbour wall at dawn.",
+                    ["first", "second", "third"][n as usize - 1]
+                );
+                let footer = format!("Page {n} of 3");
+                page(
+                    n,
+                    &[
+                        (&tally, 760.0, 8.0),
+                        (&body, 700.0, 10.0),
+                        (&footer, 30.0, 8.0),
+                    ],
+                )
+            })
+            .collect();
+        let out: Vec<String> = texts(pages).into_iter().map(|(text, _)| text).collect();
+        assert_eq!(
+            out,
+            vec![
+                "Tally 1: 27 gulls\n\nThe first count is in, made from the harbour wall at dawn.",
+                "Tally 2: 34 gulls\n\nThe second count is in, made from the harbour wall at dawn.",
+                "Tally 3: 41 gulls\n\nThe third count is in, made from the harbour wall at dawn.",
+            ]
+        );
+    }
+
+    #[test]
+    fn page_numbers_go_unless_they_end_a_sentence_where_no_page_number_stands() {
+        let out: Vec<String> = texts(vec![
+            page(
+                1,
+                &[
+                    ("The first page opens here and", 700.0, 10.0),
+                    ("goes on for a while.", 688.0, 10.0),
+                    ("1", 40.0, 10.0),
+                ],
+            ),
+            // Its number sits a line's pitch under the text, where every
+            // page has its number.
+            page(
+                2,
+                &[
+                    ("The second page opens here and", 700.0, 10.0),
+                    ("goes on for a while.", 688.0, 10.0),
+                    ("Then it runs down to the foot", 64.0, 10.0),
+                    ("of the page, just above its number.", 52.0, 10.0),
+                    ("2", 40.0, 10.0),
+                ],
+            ),
+            // `3.` ends a sentence, where no page has its number.
+            page(
+                3,
+                &[
+                    ("The third page opens here and", 700.0, 10.0),
+                    ("goes on for a while.", 688.0, 10.0),
+                    ("The method is given in listing", 650.0, 10.0),
+                    ("3.", 638.0, 10.0),
+                    ("3", 40.0, 10.0),
+                ],
+            ),
+        ])
+        .into_iter()
+        .map(|(text, _)| text)
+        .collect();
+        assert_eq!(
+            out,
+            vec![
+                "The first page opens here and goes on for a while.",
+                "The second page opens here and goes on for a while.\n\n\
+                 Then it runs down to the foot of the page, just above its number.",
+                "The third page opens here and goes on for a while.\n\n\
+                 The method is given in listing 3.",
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! from the shared library the `pypdfium2` wheel ships
 //! (`scripts/install-pdfium`). PDFium reads the text layer: each glyph with
 //! its position and size, which [`layout`] turns into markdown. Why PDFium
-//! and not a pure-Rust reader: ARCHITECTURE.md has the measurements.
+//! and not a pure-Rust reader: ARCHITECTURE.md says, with the measurements
+//! in `bench/results/documents.md`.
 //!
 //! Pages without a text layer (scans) are rendered by PDFium at
 //! `[extract.ocr] dpi` (lowered to fit `max_pixels_per_page`) and read by
@@ -267,5 +268,24 @@ fn open_error(error: PdfiumError) -> Skipped {
             Skipped("not a readable PDF (corrupt or truncated)".into())
         }
         other => Skipped(format!("not a readable PDF: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OCR takes back the layout's note for a page it reads: the two must
+    /// spell it alike.
+    #[test]
+    fn the_layouts_note_for_a_page_without_text_is_the_one_ocr_takes_back() {
+        let mut builder = Builder::new("application/pdf", 1 << 20);
+        let page = Page {
+            number: 2,
+            glyphs: Vec::new(),
+        };
+        layout::lay_out(vec![page], &mut builder).unwrap();
+        builder.unomit(&no_text_layer(2));
+        assert_eq!(builder.finish().unwrap_err().0, "no text to index");
     }
 }

@@ -15,7 +15,8 @@ use super::{PathFilter, open_root, path_filter};
 use crate::config::FilesystemSettings;
 use crate::model::{FilesystemSourceConfig, SourceType, Trigger};
 use crate::pipeline::{
-    DOCUMENTS_IN_FLIGHT, DocumentContext, Fetched, JobError, JobRun, SourceError,
+    DEFAULT_MAX_REMOVAL_FRACTION, DOCUMENTS_IN_FLIGHT, DocumentContext, Fetched, JobError, JobRun,
+    RemovalPolicy, SourceError,
 };
 
 pub(super) async fn run(
@@ -30,7 +31,9 @@ pub(super) async fn run(
     let filter = Arc::new(path_filter(config).map_err(JobError::Permanent)?);
     let collection = job.open_collection().await?;
     let context = job.documents(&collection, SourceType::Filesystem);
+    let removal = job.removal_policy(DEFAULT_MAX_REMOVAL_FRACTION, "max_removal_fraction");
     let sync = Sync {
+        removal: &removal,
         root,
         filter,
         settings,
@@ -58,6 +61,7 @@ pub(super) async fn run(
 }
 
 struct Sync<'a> {
+    removal: &'a RemovalPolicy,
     root: Arc<Root>,
     filter: Arc<PathFilter>,
     settings: &'a FilesystemSettings,
@@ -125,13 +129,14 @@ impl Sync<'_> {
             .chain(walked.skipped.iter().map(|s| s.path.as_str()))
             .collect();
         state.set_progress(3, 3, "removing documents whose files are gone".into());
-        for key in stored.keys().filter(|key| !seen.contains(key.as_str())) {
-            if self.context.cancel.is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
-            tracing::info!(document = %key, "file gone; removing its chunks");
-            self.context.write(key, Vec::new()).await?;
-        }
+        let gone: Vec<String> = stored
+            .keys()
+            .filter(|key| !seen.contains(key.as_str()))
+            .cloned()
+            .collect();
+        self.context
+            .remove_unseen(&gone, stored.len(), seen.len(), self.removal, "files")
+            .await?;
         Ok(())
     }
 

@@ -30,11 +30,11 @@ fn open_root(
     Root::open(settings, &config.root).map_err(|e| format!("filesystem.root: {e}"))
 }
 use super::globs::PathFilter;
-use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
+use super::{InvocationField, Planned, SourceKind, collection_concurrency_key, collection_of};
 use crate::config::{Config, FilesystemSettings};
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{AutoSync, CreateJobPayload, FilesystemSourceConfig, JobKind};
+use crate::model::{AutoSync, CreateJobPayload, FilesystemSourceConfig, JobKind, SourceType};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
 
@@ -78,6 +78,23 @@ pub fn path_filter(config: &FilesystemSourceConfig) -> Result<PathFilter, String
 
 impl SourceKind for FilesystemSource {
     type Config = FilesystemSourceConfig;
+
+    const SOURCE_TYPE: SourceType = SourceType::Filesystem;
+    const TITLE: &'static str = "Local directory";
+    const DESCRIPTION: &'static str = "A directory on the daemon's host, inside one of its \
+        `[filesystem] allowed_roots`: an invocation syncs the whole root, or one file or \
+        directory of it, into one collection. With auto-sync the root is watched.";
+    const INVOCATION_FIELDS: &'static [InvocationField] = &[
+        InvocationField::optional("path").recorded_as("path"),
+        InvocationField::optional("target_collection_name"),
+    ];
+    const CALLED: &'static str = "filesystem";
+
+    fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
+        [("auto_sync".to_string(), serde_json::json!(AutoSync::None))]
+            .into_iter()
+            .collect()
+    }
 
     fn validate(&self, config: &FilesystemSourceConfig) -> Result<(), DomainError> {
         open_root(&self.settings, config).map_err(DomainError::Invalid)?;
@@ -146,11 +163,6 @@ fn plan_path(
     config: &FilesystemSourceConfig,
     payload: &CreateJobPayload,
 ) -> Result<Planned, DomainError> {
-    if payload.ref_identifier.is_some() {
-        return Err(DomainError::invalid(
-            "ref_identifier is only allowed for GitHub sources",
-        ));
-    }
     let collection = collection_of(payload, "filesystem", Some(&config.collection_name))?;
     if let Some(path) = &payload.path {
         // Lexical checks (length, `..`, absolute) first: no IO for a bad path.

@@ -78,7 +78,16 @@ fn walk_from(
     let entries = WalkDir::new(start)
         .follow_links(false)
         .follow_root_links(false)
-        .min_depth(1);
+        .min_depth(1)
+        .into_iter()
+        // Directories whose every path the globs exclude (`node_modules/`,
+        // `.git/`) are not entered: a walk costs what the source keeps.
+        .filter_entry(|entry| {
+            !entry.file_type().is_dir()
+                || root
+                    .relative(entry.path())
+                    .is_none_or(|relative| !filter.excludes_directory(&relative))
+        });
     for entry in entries {
         let entry = entry.map_err(|error| format!("walking the root {root}: {error}"))?;
         let file_type = entry.file_type();

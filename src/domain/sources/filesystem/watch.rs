@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use notify::event::{EventKind, ModifyKind};
-use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
@@ -64,12 +64,25 @@ pub enum Batch {
     },
 }
 
+/// How a [`Watcher`] learns of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// The kernel's events (inotify on Linux).
+    Events,
+    /// notify's polling watcher: the tree is walked every period and
+    /// compared with the previous walk (file metadata, not contents). For
+    /// file systems whose changes raise no events (NFS, SMB, some
+    /// container mounts), and where events cannot be set up.
+    Poll(Duration),
+}
+
 /// A running watch of one root. Dropping it stops the watch.
 pub struct Watcher {
     /// Kept alive for its thread: dropping it stops watching and closes
     /// the channel.
-    _watcher: RecommendedWatcher,
+    _watcher: Box<dyn notify::Watcher + Send>,
     batcher: Batcher,
+    mechanism: Mechanism,
 }
 
 impl Watcher {
@@ -77,10 +90,20 @@ impl Watcher {
     /// (a link to `/` must not put the whole machine under watch).
     ///
     /// Blocking: setting up the watch visits every directory (one inotify
-    /// watch each), so call it on a blocking thread for large roots. Fails
-    /// when the watcher cannot be set up (e.g. the inotify watch limit,
-    /// `fs.inotify.max_user_watches`, is reached).
+    /// watch each; a polling watcher's first walk), so call it on a
+    /// blocking thread for large roots. Fails when the watcher cannot be
+    /// set up (e.g. the inotify watch limit, `fs.inotify.max_user_watches`,
+    /// is reached).
     pub fn start(root: &Root, debounce: Duration) -> Result<Watcher, String> {
+        Self::start_with(root, debounce, Mechanism::Events)
+    }
+
+    /// [`Watcher::start`] with the given mechanism.
+    pub fn start_with(
+        root: &Root,
+        debounce: Duration,
+        mechanism: Mechanism,
+    ) -> Result<Watcher, String> {
         let (sender, signals) = mpsc::channel(CHANNEL_CAPACITY);
         let overflowed = Arc::new(AtomicBool::new(false));
         let handler = Handler {
@@ -89,11 +112,18 @@ impl Watcher {
             overflowed: overflowed.clone(),
         };
         let config = notify::Config::default().with_follow_symlinks(false);
-        let mut watcher = RecommendedWatcher::new(handler, config)
-            .map_err(|error| format!("watching the root {root}: {error}"))?;
+        let failed = |error: notify::Error| format!("watching the root {root}: {error}");
+        let mut watcher: Box<dyn notify::Watcher + Send> = match mechanism {
+            Mechanism::Events => {
+                Box::new(RecommendedWatcher::new(handler, config).map_err(failed)?)
+            }
+            Mechanism::Poll(period) => Box::new(
+                PollWatcher::new(handler, config.with_poll_interval(period)).map_err(failed)?,
+            ),
+        };
         watcher
             .watch(root.path(), RecursiveMode::Recursive)
-            .map_err(|error| format!("watching the root {root}: {error}"))?;
+            .map_err(failed)?;
         Ok(Watcher {
             _watcher: watcher,
             batcher: Batcher {
@@ -101,7 +131,13 @@ impl Watcher {
                 overflowed,
                 debounce,
             },
+            mechanism,
         })
+    }
+
+    /// How this watch learns of changes.
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
     }
 
     /// The next batch of changes, once they have settled; `None` once the

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::root::{Resolved, Root};
-use super::watch::{Batch, Watcher};
+use super::watch::{Batch, Mechanism, Watcher};
 use super::{PathFilter, path_filter, plan_path};
-use crate::config::FilesystemSettings;
+use crate::config::{FilesystemSettings, WatchMode};
 use crate::model::{AutoSync, CreateJobPayload, FilesystemSourceConfig, SourceType, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
 
@@ -101,7 +101,7 @@ impl SourceWatch {
             root.serves(&self.settings, &self.record.payload.database_name)?;
             let filter = path_filter(&self.config)?;
             Ok((
-                Watcher::start(&root, debounce)?,
+                start_watcher(&self.settings, &root, debounce)?,
                 Arc::new(root),
                 Arc::new(filter),
             ))
@@ -113,9 +113,21 @@ impl SourceWatch {
                 return;
             }
         };
-        tracing::info!(source_id = %id, root = %self.config.root, "auto-sync: watching");
+        tracing::info!(
+            source_id = %id,
+            root = %self.config.root,
+            mechanism = ?watcher.mechanism(),
+            "auto-sync: watching"
+        );
         // Changes the queue did not take yet (`None`: the whole root).
-        let mut held: BTreeSet<Option<String>> = BTreeSet::new();
+        // A watch starts by reconciling: files written before it was set
+        // up — right after the source was created, or while no process
+        // watched (the daemon stopped, restarted) — raise no events, so
+        // one sync of the whole root catches them up. Unchanged files cost
+        // a read and a hash, nothing more. Enqueued after the watch is up,
+        // so every change is either seen by that sync or reported after it.
+        let mut held: BTreeSet<Option<String>> = BTreeSet::from([None]);
+        held = self.offer(held).await;
         loop {
             let batch = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -157,7 +169,17 @@ impl SourceWatch {
                 ..CreateJobPayload::default()
             };
             let job = match plan_path(&self.settings, &self.record, &self.config, &payload) {
-                Ok(planned) => planned.into_job(&self.record, payload, Trigger::AutoSync),
+                Ok(planned) => {
+                    let mut job = planned.into_job(&self.record, payload, Trigger::AutoSync);
+                    // Deduplicated against other watches' jobs (every
+                    // process watches), not against a caller's invocation:
+                    // a caller's sync of the root must not be refused
+                    // because the watch's reconciling sync is pending.
+                    // The shared concurrency key still runs them one at a
+                    // time.
+                    job.dedupe_key = format!("watch:{}", job.dedupe_key);
+                    job
+                }
                 Err(error) => {
                     tracing::warn!(source_id = %self.record.id, ?path, %error, "ignoring a change");
                     continue;
@@ -182,6 +204,26 @@ impl SourceWatch {
             self.wake.notify_waiters();
         }
         kept
+    }
+}
+
+/// Starts the watch the way `[filesystem] watch` asks: `auto` uses the
+/// kernel's events and falls back to polling when they cannot be set up.
+fn start_watcher(
+    settings: &FilesystemSettings,
+    root: &Root,
+    debounce: Duration,
+) -> Result<Watcher, String> {
+    let poll = Mechanism::Poll(settings.watch_poll_interval());
+    match settings.watch {
+        WatchMode::Events => Watcher::start_with(root, debounce, Mechanism::Events),
+        WatchMode::Poll => Watcher::start_with(root, debounce, poll),
+        WatchMode::Auto => {
+            Watcher::start_with(root, debounce, Mechanism::Events).or_else(|error| {
+                tracing::warn!(%root, %error, "file events unavailable; polling the root instead");
+                Watcher::start_with(root, debounce, poll)
+            })
+        }
     }
 }
 

@@ -17,17 +17,19 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
+use futures::StreamExt;
+use futures::future::BoxFuture;
 
 use super::GithubSource;
 use super::client::{
     DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason_for,
 };
 use crate::model::{GitRefIdentifier, GithubSourceConfig, JobStatus, SourceType};
-use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun, Services, SourceError};
+use crate::pipeline::{
+    DEFAULT_MAX_REMOVAL_FRACTION, DocumentContext, Fetched, JobError, JobRun, RemovalPolicy,
+    Services, SourceError,
+};
 use crate::queue::{ClaimedJob, JobFilter};
-use crate::sink::chroma::CollectionHandle;
-use crate::sink::records::{Filter, version_fields};
 
 /// Jobs of the source looked at to find the collection's current commit.
 const HISTORY: u32 = 200;
@@ -58,15 +60,16 @@ pub(super) async fn run(
     tracing::info!(repository = %repo.full_name(), git_ref = %label, commit = %sha, "resolved");
 
     let collection = job.open_collection().await?;
-    let source_id = &job.source_id;
     let labels = DocumentLabels {
         repository: repo.full_name(),
         git_ref: label,
         commit_sha: sha.clone(),
     };
     let context = job.documents(&collection, SourceType::Github);
+    let removal = job.removal_policy(DEFAULT_MAX_REMOVAL_FRACTION, "max_removal_fraction");
     let sync = Sync {
         settings: source.clients.settings(),
+        removal: &removal,
         context: &context,
         repo: &repo,
         labels: &labels,
@@ -79,7 +82,7 @@ pub(super) async fn run(
     let base = if retried {
         None
     } else {
-        previous_commit(services, claimed, &collection, source_id).await?
+        previous_commit(services, claimed, &context).await?
     };
     let diff = match &base {
         Some(base) => sync.diff(base).await?,
@@ -88,13 +91,13 @@ pub(super) async fn run(
     match diff {
         Some(diff) => {
             state.update(|stats| {
-                stats.sync_mode = Some("incremental".into());
+                stats.sync_mode = Some(crate::model::SyncMode::Incremental);
                 stats.base_commit_sha = base.clone();
             });
             sync.incremental(diff).await?;
         }
         None => {
-            state.update(|stats| stats.sync_mode = Some("full".into()));
+            state.update(|stats| stats.sync_mode = Some(crate::model::SyncMode::Full));
             sync.full().await?;
         }
     }
@@ -107,8 +110,7 @@ pub(super) async fn run(
 async fn previous_commit(
     services: &Services,
     claimed: &ClaimedJob,
-    collection: &CollectionHandle,
-    source_id: &str,
+    context: &DocumentContext<'_>,
 ) -> Result<Option<String>, JobError> {
     let jobs = services
         .queue
@@ -150,17 +152,7 @@ async fn previous_commit(
     let Some(base) = base else {
         return Ok(None);
     };
-    let filter = Filter::source_version(source_id, &base);
-    let holds = services
-        .chroma
-        .find(
-            collection,
-            filter.to_where(),
-            1,
-            "checking the collection's commit",
-        )
-        .await?;
-    Ok((!holds.is_empty()).then_some(base))
+    Ok(context.holds_version(&base).await?.then_some(base))
 }
 
 /// What changed between the collection's commit and the new one.
@@ -168,10 +160,14 @@ async fn previous_commit(
 struct Diff {
     changed: Vec<TreeEntry>,
     removed: Vec<String>,
+    /// Files the globs accept in the old and the new tree.
+    before: usize,
+    after: usize,
 }
 
 struct Sync<'a> {
     settings: &'a crate::config::GitHubSettings,
+    removal: &'a RemovalPolicy,
     context: &'a DocumentContext<'a>,
     repo: &'a GitHubRepo,
     labels: &'a DocumentLabels,
@@ -179,10 +175,6 @@ struct Sync<'a> {
 }
 
 impl Sync<'_> {
-    fn cancel(&self) -> &CancellationToken {
-        self.context.cancel
-    }
-
     /// Compares the two commits' trees, or `None` when that is impossible
     /// (base commit gone after a force-push, listing truncated).
     async fn diff(&self, base: &str) -> Result<Option<Diff>, JobError> {
@@ -228,6 +220,8 @@ impl Sync<'_> {
                 diff.changed.push(entry);
             }
         }
+        diff.before = old.len();
+        diff.after = present.len();
         diff.removed = old
             .into_keys()
             .filter(|path| !present.contains(path))
@@ -242,14 +236,18 @@ impl Sync<'_> {
     }
 
     async fn incremental(&self, diff: Diff) -> Result<(), JobError> {
-        let state = self.context.state;
-        for path in &diff.removed {
-            if self.cancel().is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
-            state.set_progress(3, 4, format!("removing {path}"));
-            self.context.write(path, Vec::new()).await?;
-        }
+        self.context
+            .state
+            .set_progress(3, 4, format!("removing {} files", diff.removed.len()));
+        self.context
+            .remove_unseen(
+                &diff.removed,
+                diff.before,
+                diff.after,
+                self.removal,
+                "files",
+            )
+            .await?;
         if diff.changed.len() > self.repo_settings().max_blob_fetches {
             let only: HashSet<String> = diff.changed.iter().map(|e| e.path.clone()).collect();
             let seen = self.stream_archive(Some(Arc::new(only))).await?;
@@ -263,41 +261,54 @@ impl Sync<'_> {
         self.fetch_blobs(diff.changed).await
     }
 
-    /// Syncs files one blob at a time. Also repairs what an archive left out
-    /// (`export-ignore` attributes apply to archives, not to trees): the tree
-    /// is what a sync mirrors, in both modes.
+    /// Syncs files one blob at a time, the pipeline keeping several in
+    /// flight. Also repairs what an archive left out (`export-ignore`
+    /// attributes apply to archives, not to trees): the tree is what a sync
+    /// mirrors, in both modes.
     async fn fetch_blobs(&self, entries: Vec<TreeEntry>) -> Result<(), JobError> {
-        let (max_file_bytes, max_document_bytes) = (
-            self.repo_settings().max_file_bytes,
-            self.repo_settings().max_document_bytes,
-        );
-        for entry in entries {
-            if self.cancel().is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
+        let total = entries.len();
+        let blobs = futures::stream::iter(entries.into_iter().enumerate())
+            .then(move |(done, entry)| self.fetch_blob(entry, done, total))
+            .boxed();
+        self.context
+            .process_all(blobs, &|_| false)
+            .await
+            .map(|_| ())
+    }
+
+    /// One tree entry as an item: skipped with the reason (a link, binary,
+    /// over a size limit) or its blob fetched. (A method returning a boxed
+    /// future: an `async` block borrowing `self` inside the stream's
+    /// closure would make the job's future fail its `Send` check.)
+    fn fetch_blob(
+        &self,
+        entry: TreeEntry,
+        done: usize,
+        total: usize,
+    ) -> BoxFuture<'_, Result<Fetched, SourceError>> {
+        Box::pin(async move {
+            let settings = self.repo_settings();
             let reason = skip_reason_for(
                 &entry.path,
                 entry.is_symlink(),
                 entry.size.unwrap_or(0),
-                max_file_bytes,
-                max_document_bytes,
+                settings.max_file_bytes,
+                settings.max_document_bytes,
             );
-            let fetched = match reason {
-                Some(reason) => Fetched::Skipped {
+            if let Some(reason) = reason {
+                return Ok(Fetched::Skipped {
                     key: entry.path,
                     reason,
-                },
-                None => {
-                    self.context
-                        .state
-                        .set_progress(3, 4, format!("fetching {}", entry.path));
-                    let bytes = self.repo.blob(&entry.sha, &entry.path).await?;
-                    Fetched::Document(self.labels.document(entry.path, bytes))
-                }
-            };
-            self.context.process(fetched).await?;
-        }
-        Ok(())
+                });
+            }
+            self.context.state.set_progress(
+                3,
+                4,
+                format!("fetching {} ({} of {total})", entry.path, done + 1),
+            );
+            let bytes = self.repo.blob(&entry.sha, &entry.path).await?;
+            Ok(Fetched::Document(self.labels.document(entry.path, bytes)))
+        })
     }
 
     /// Every file of the commit from its archive; then the documents the
@@ -313,15 +324,17 @@ impl Sync<'_> {
             self.fetch_blobs(missing).await?;
         }
         let stored = self.context.stored_documents().await?;
-        for key in stored.iter().filter(|key| !seen.contains(*key)) {
-            if self.cancel().is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
-            self.context
-                .state
-                .set_progress(3, 4, format!("removing {key}"));
-            self.context.write(key, Vec::new()).await?;
-        }
+        let gone: Vec<String> = stored
+            .iter()
+            .filter(|key| !seen.contains(*key))
+            .cloned()
+            .collect();
+        self.context
+            .state
+            .set_progress(3, 4, format!("removing {} files", gone.len()));
+        self.context
+            .remove_unseen(&gone, stored.len(), seen.len(), self.removal, "files")
+            .await?;
         Ok(())
     }
 
@@ -334,67 +347,27 @@ impl Sync<'_> {
         self.context
             .state
             .set_progress(3, 4, format!("streaming {}", self.repo.full_name()));
-        let mut files = self.repo.archive(
+        let files = self.repo.archive(
             &self.labels.commit_sha,
             self.labels.clone(),
             Arc::clone(self.filter),
             only,
         );
-        let mut seen = HashSet::new();
-        while let Some(fetched) = self.context.next_from(&mut files).await {
-            if self.cancel().is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
-            let fetched = fetched?;
-            seen.insert(fetched.key().to_string());
-            self.context.process(fetched).await?;
-        }
-        Ok(seen)
+        Ok(self.context.process_all(files, &|_| false).await?.seen)
     }
 
     /// Points every chunk of the source that still names another commit at
     /// the synced one: metadata only, nothing re-embedded.
     async fn restamp(&self) -> Result<(), JobError> {
-        let chroma = &self.context.services.chroma;
-        let collection = self.context.collection;
-        let sha = &self.labels.commit_sha;
         // Chunks naming another commit, or this commit under another ref label.
-        let filter = Filter::source_not_at(self.context.source_id, sha, &[self.labels.ref_field()]);
-        let mut fields = version_fields(sha);
-        for (name, value) in self.labels.commit_fields() {
-            fields.insert(name, value);
-        }
-        let batch = chroma.batch_size().await?;
-        let mut last_first: Option<String> = None;
-        loop {
-            if self.cancel().is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
-            let page = chroma
-                .find(
-                    collection,
-                    filter.to_where(),
-                    batch,
-                    "finding chunks to re-stamp",
-                )
-                .await?;
-            let Some((first, _)) = page.first() else {
-                return Ok(());
-            };
-            if last_first.as_ref() == Some(first) {
-                return Err(JobError::Transient(format!(
-                    "re-stamping chunks in {} made no progress",
-                    collection.name
-                )));
-            }
-            last_first = Some(first.clone());
-            let ids: Vec<String> = page.into_iter().map(|(id, _)| id).collect();
-            let metadatas = vec![fields.clone(); ids.len()];
-            chroma.update_metadata(collection, &ids, &metadatas).await?;
-            self.context
-                .state
-                .update(|stats| stats.chunks_restamped += ids.len() as u64);
-        }
+        self.context
+            .restamp(
+                &self.labels.commit_sha,
+                self.labels.commit_fields(),
+                &[self.labels.ref_field()],
+            )
+            .await
+            .map(|_| ())
     }
 
     fn repo_settings(&self) -> &crate::config::GitHubSettings {

@@ -10,11 +10,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{GitHubClients, path_filter, split_repository};
-use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
+use super::{InvocationField, Planned, SourceKind, collection_concurrency_key, collection_of};
 use crate::config::Config;
 use crate::domain::{DomainError, RunTarget};
 use crate::model::{
-    CreateJobPayload, GitRefIdentifier, GithubSourceConfig, JobKind, SourceSchedule,
+    CreateJobPayload, GitRefIdentifier, GithubSourceConfig, JobKind, SourceSchedule, SourceType,
 };
 use crate::pipeline::{JobError, JobRun, SourceError};
 use crate::queue::SourceRecord;
@@ -40,6 +40,17 @@ impl GithubSource {
 
 impl SourceKind for GithubSource {
     type Config = GithubSourceConfig;
+
+    const SOURCE_TYPE: SourceType = SourceType::Github;
+    const TITLE: &'static str = "GitHub repository";
+    const DESCRIPTION: &'static str = "A GitHub repository at a branch or a commit, synced into \
+        one collection: fully the first time, then only what changed since the last synced \
+        commit.";
+    const INVOCATION_FIELDS: &'static [InvocationField] = &[
+        InvocationField::required("target_collection_name"),
+        InvocationField::optional("ref_identifier").recorded_as("git_ref_identifier"),
+    ];
+    const CALLED: &'static str = "GitHub";
 
     fn validate(&self, github: &GithubSourceConfig) -> Result<(), DomainError> {
         if split_repository(&github.repository).is_none() {
@@ -139,11 +150,6 @@ impl SourceKind for GithubSource {
         _: &GithubSourceConfig,
         payload: &CreateJobPayload,
     ) -> Result<Planned, DomainError> {
-        if payload.path.is_some() {
-            return Err(DomainError::invalid(
-                "path is only allowed for filesystem sources",
-            ));
-        }
         let collection = collection_of(payload, "GitHub", None)?;
         let git_ref = payload.ref_identifier.clone().ok_or_else(|| {
             DomainError::invalid("ref_identifier is required (the default branch was not resolved)")

@@ -16,11 +16,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{S3Clients, list_keys};
-use super::{Planned, SourceKind};
+use super::{InvocationField, Planned, SourceKind};
 use crate::config::Config;
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{AutoSync, CreateJobPayload, JobKind, S3JobMetadata, S3SourceConfig};
+use crate::model::{
+    AutoSync, CreateJobPayload, JobKind, S3JobMetadata, S3SourceConfig, SourceType,
+};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
 use crate::sink::records::validate_user_metadata;
@@ -66,6 +68,31 @@ impl S3Source {
 
 impl SourceKind for S3Source {
     type Config = S3SourceConfig;
+
+    const SOURCE_TYPE: SourceType = SourceType::S3;
+    const TITLE: &'static str = "S3 bucket";
+    const DESCRIPTION: &'static str = "The objects of an S3 bucket (or an S3-compatible store: \
+        MinIO, R2, …) under a path prefix, one job per object key. With auto-sync, the bucket's \
+        event notifications sync each upload and removal as it happens.";
+    const INVOCATION_FIELDS: &'static [InvocationField] = &[
+        InvocationField::required("object_key").recorded_as("object_key"),
+        InvocationField::optional("custom_id").recorded_as("custom_id"),
+        InvocationField::optional("metadata").recorded_as("additional_metadata"),
+        InvocationField::optional("target_collection_name"),
+    ];
+    const CALLED: &'static str = "S3";
+
+    fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
+        // What `effective` fills in.
+        [
+            ("path_prefix", serde_json::json!("")),
+            ("auto_sync", serde_json::json!(AutoSync::None)),
+            ("force_path_style", serde_json::json!(false)),
+        ]
+        .into_iter()
+        .map(|(field, value)| (field.to_string(), value))
+        .collect()
+    }
 
     fn validate(&self, s3: &S3SourceConfig) -> Result<(), DomainError> {
         if s3.bucket_name.trim().is_empty() || s3.region.trim().is_empty() {
@@ -198,16 +225,6 @@ pub fn plan_object(
     s3: &S3SourceConfig,
     payload: &CreateJobPayload,
 ) -> Result<Planned, DomainError> {
-    if payload.ref_identifier.is_some() {
-        return Err(DomainError::invalid(
-            "ref_identifier is only allowed for GitHub sources",
-        ));
-    }
-    if payload.path.is_some() {
-        return Err(DomainError::invalid(
-            "path is only allowed for filesystem sources",
-        ));
-    }
     let Some(object_key) = payload.object_key.as_deref() else {
         return Err(DomainError::invalid(
             "object_key is required for S3 sources",
@@ -275,7 +292,7 @@ pub fn check_object(
         )));
     }
     if let Some(custom_id) = &payload.custom_id {
-        crate::domain::plan::validate_custom_id(custom_id)?;
+        crate::domain::names::validate_custom_id(custom_id)?;
     }
     if let Some(metadata) = &payload.metadata {
         validate_user_metadata(metadata, sparse).map_err(DomainError::Invalid)?;

@@ -6,10 +6,10 @@ mod job;
 pub mod links;
 
 use self::crawl::PathRules;
-use super::{Planned, SourceKind, collection_concurrency_key, collection_of};
+use super::{InvocationField, Planned, SourceKind, collection_concurrency_key, collection_of};
 use crate::config::{Config, WebSettings};
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{CreateJobPayload, JobKind, WebScrapeSourceConfig};
+use crate::model::{CreateJobPayload, JobKind, SourceType, WebScrapeSourceConfig};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::SourceRecord;
 
@@ -31,6 +31,26 @@ impl WebSource {
 
 impl SourceKind for WebSource {
     type Config = WebScrapeSourceConfig;
+
+    const SOURCE_TYPE: SourceType = SourceType::WebScrape;
+    const TITLE: &'static str = "Website";
+    const DESCRIPTION: &'static str = "A website crawled from its starting URL (and its \
+        sitemap), politely and within a depth and a page budget, into one collection; a re-crawl \
+        removes the pages that are gone.";
+    const INVOCATION_FIELDS: &'static [InvocationField] =
+        &[InvocationField::required("target_collection_name")];
+    const CALLED: &'static str = "web";
+
+    /// The crawl's bounds come from `[web]` when a source gives none.
+    fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
+        [
+            ("max_depth", self.settings.default_max_depth),
+            ("page_limit", self.settings.default_page_limit),
+        ]
+        .into_iter()
+        .map(|(field, value)| (field.to_string(), value.into()))
+        .collect()
+    }
 
     fn validate(&self, web: &WebScrapeSourceConfig) -> Result<(), DomainError> {
         let valid = reqwest::Url::parse(&web.starting_url)
@@ -69,17 +89,7 @@ impl SourceKind for WebSource {
         _: &WebScrapeSourceConfig,
         payload: &CreateJobPayload,
     ) -> Result<Planned, DomainError> {
-        if payload.path.is_some() {
-            return Err(DomainError::invalid(
-                "path is only allowed for filesystem sources",
-            ));
-        }
         let collection = collection_of(payload, "web_scrape", None)?;
-        if payload.ref_identifier.is_some() {
-            return Err(DomainError::invalid(
-                "ref_identifier is only allowed for GitHub sources",
-            ));
-        }
         Ok(Planned {
             kind: JobKind::WebScrape(()),
             concurrency_key: collection_concurrency_key(record, &collection),

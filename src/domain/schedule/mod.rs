@@ -1,5 +1,11 @@
-//! A source's cron schedule, parsed and checked; the loop that fires it is
-//! `crate::schedule`.
+//! Schedules (seed 004): a source's cron schedule, parsed and checked here
+//! (the planner checks it when a source is created), and fired by
+//! [`schedule_loop`] (`scheduler.rs`), which every `serve` and `worker`
+//! process runs.
+
+mod scheduler;
+
+pub use scheduler::{Scheduler, schedule_loop};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -78,7 +78,7 @@ pub async fn webhook_loop(
                                     )
                                     .await
                             }
-                            Err(error) => crate::domain::webhook::Answer {
+                            Err(error) => super::Answer {
                                 status: None,
                                 error: Some(format!("reading the source's webhook secret: {error}")),
                             },

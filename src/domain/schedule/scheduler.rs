@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::schedule::ParsedSchedule;
+use super::ParsedSchedule;
 use crate::domain::{RunTarget, Sources, plan_job, whole_source};
 use crate::model::{GitRefIdentifier, SourceSchedule, Trigger};
 use crate::queue::{JobFilter, JobState, Queue, QueueError, SlotOutcome, SourceRecord};

@@ -1,7 +1,7 @@
 //! A source's `webhook`: which URLs it may name, and how a delivery is
 //! signed and sent. Storing, retrying and listing deliveries is the
-//! queue's (`webhook_deliveries`); the loop that sends them is
-//! `src/webhooks.rs`.
+//! queue's (`webhook_deliveries`); the loop that announces finished jobs
+//! and sends their deliveries is [`webhook_loop`] (`delivery.rs`).
 //!
 //! **Signatures (Standard Webhooks, standardwebhooks.com).** Each source
 //! with a webhook has a secret of its own, `whsec_` + base64 of 32 random
@@ -20,6 +20,10 @@
 //! rules as S3 endpoints: public addresses only, checked at creation and
 //! again on every connection (DNS can change), unless their origin is in
 //! `[webhooks] allowed_origins`.
+
+mod delivery;
+
+pub use delivery::webhook_loop;
 
 use std::time::Duration;
 
