@@ -312,3 +312,43 @@ fn without_ocr_images_are_skipped_saying_why() {
     assert!(!chunks.is_empty());
     assert!(chunks.iter().all(|c| c.metadata.get("ocr").is_none()));
 }
+
+/// A page OCR cannot finish within `max_seconds_per_page` is left out
+/// naming that limit; the document's other pages are kept.
+#[test]
+fn a_page_past_its_time_is_left_out_naming_the_limit() {
+    let (dir, _) = material();
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let config = format!("{TEST_CONFIG}\n[extract.ocr]\nmax_seconds_per_page = 0.05\n");
+    let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    s3.create_bucket("slow");
+    let bytes = std::fs::read(dir.path().join("mixed.pdf")).unwrap();
+    s3.put("slow", "mixed.pdf", bytes, None);
+    let source = daemon.create_source(s3_source(&s3, "slow", "slow", None));
+    let job = daemon.wait_complete(&daemon.invoke(&source, json!({ "object_key": "mixed.pdf" })));
+    let omitted = job["stats"]["omitted_parts"]["mixed.pdf"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        omitted.contains("page 2") && omitted.contains("max_seconds_per_page"),
+        "{job}"
+    );
+    let records = chroma.records("testdb", "slow");
+    let chunks = chunks_of(&records, "mixed.pdf");
+    assert!(chunks.iter().any(|c| c.document.contains("tide tables")));
+}
+
+/// Languages whose models are not installed turn OCR off at start, saying
+/// which are missing and which are installed.
+#[test]
+fn a_language_not_installed_is_named_at_start() {
+    let chroma = Chroma::start();
+    let config = format!("{TEST_CONFIG}\n[extract.ocr]\nlanguages = [\"eng\", \"qqq\"]\n");
+    let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    let log = daemon.log();
+    assert!(
+        log.contains("OCR unavailable") && log.contains("qqq") && log.contains("installed: "),
+        "{log}"
+    );
+}
