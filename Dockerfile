@@ -20,7 +20,10 @@ COPY scripts/install-model /install-model
 RUN CHROMA_SYNCD_MODEL_DIR=/models/all-MiniLM-L6-v2 /install-model
 
 FROM debian:bookworm-slim
+# Tesseract (OCR of image files and scanned PDF pages, [extract.ocr]) is
+# loaded at run time by the converter children.
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+        tesseract-ocr tesseract-ocr-eng \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/chroma-syncd chroma-syncd \
     && mkdir -p /var/lib/chroma-syncd && chown chroma-syncd /var/lib/chroma-syncd

@@ -24,11 +24,13 @@ fn converter(sandbox: bool) -> Converter {
         limits: Limits {
             max_extracted_bytes: 64 << 20,
             pdfium_library: Some(home().join(".cache/chroma-syncd/pdfium/libpdfium.so")),
+            ocr: None,
         },
         max_seconds: 60.0,
         max_memory_bytes: 2 << 30,
         max_concurrent: 1,
         sandbox,
+        ocr_off: None,
     })
 }
 

@@ -132,7 +132,8 @@ impl Daemon {
         // Documents are converted by this same binary, run as a child.
         let program = std::env::current_exe()
             .map_err(|e| AppError::Setup(format!("finding our own executable: {e}")))?;
-        let converter = Converter::new(self.config.extract.isolation(program));
+        let ocr = self.check_ocr(&program);
+        let converter = Converter::new(self.config.extract.isolation(program, ocr));
         if self.config.extract.sandbox {
             let support = crate::extract::sandbox::Support::probe();
             match support.warning() {
@@ -162,6 +163,41 @@ impl Daemon {
             converter,
             vectors,
         }))
+    }
+
+    /// Whether converters can run OCR (`[extract.ocr]`), checked once at
+    /// start in a child ([`crate::extract::isolate::probe_ocr`]) and
+    /// logged: the settings children get, or why OCR is off.
+    fn check_ocr(&self, program: &std::path::Path) -> Result<crate::extract::OcrSettings, String> {
+        let config = &self.config.extract.ocr;
+        let checked = config.settings().and_then(|settings| {
+            crate::extract::isolate::probe_ocr(program, &settings)
+                .map(|version| (settings, version))
+        });
+        match checked {
+            Ok((settings, version)) => {
+                tracing::info!(
+                    tesseract = %version,
+                    languages = %settings.language_list(),
+                    tessdata = %settings.tessdata.display(),
+                    dpi = settings.dpi,
+                    "OCR available: image files and PDF pages without a text layer are read"
+                );
+                Ok(settings)
+            }
+            Err(why) if config.enabled == Some(true) => {
+                tracing::warn!(
+                    reason = %why,
+                    "[extract.ocr] enabled = true, but OCR is unavailable: image files are \
+                     skipped and PDF pages without a text layer omitted"
+                );
+                Err(why)
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "OCR unavailable");
+                Err(why)
+            }
+        }
     }
 
     fn secrets(&self) -> Arc<Vec<Secret>> {

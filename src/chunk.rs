@@ -58,6 +58,8 @@ pub struct Chunk {
     pub pages: Option<(u32, u32)>,
     /// Spreadsheets: the sheet the rows are from.
     pub sheet: Option<String>,
+    /// Its text was read by OCR (from a scanned page or an image file).
+    pub ocr: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,8 +212,10 @@ impl Chunker {
                     let chunked = self.chunk(&text, config);
                     strategy = chunked.strategy;
                     let mut section_chunks = chunked.chunks;
+                    let ocr = pages.is_some_and(|pages| doc.ocr_within(pages));
                     for chunk in &mut section_chunks {
                         chunk.pages = *pages;
+                        chunk.ocr = ocr;
                     }
                     (section_chunks, count_newlines(markdown) + 1)
                 }

@@ -578,6 +578,147 @@ pub struct ExtractSettings {
     /// sockets, exec or ptrace; no new privileges). On by default; a
     /// kernel without Landlock or seccomp gets a warning, not a refusal.
     pub sandbox: bool,
+    /// OCR of image files and of PDF pages without a text layer.
+    pub ocr: OcrConfig,
+}
+
+/// `[extract.ocr]`: Tesseract, loaded at run time by the converter child.
+/// Image files (png, jpg, webp, gif, tiff, bmp) and PDF pages without a
+/// text layer are read with it; without it, images are skipped and such
+/// pages omitted, each with the reason.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OcrConfig {
+    /// `true` or `false`; unset: on when Tesseract and the languages'
+    /// models are installed (the daemon logs at start which it is).
+    /// Env: `CHROMA_SYNCD_OCR` (`true`/`false`).
+    pub enabled: Option<bool>,
+    /// The Tesseract shared library: a file name the dynamic loader finds
+    /// (Debian's `libtesseract5`) or a path.
+    pub library: PathBuf,
+    /// The directory holding `<language>.traineddata`; unset: the first
+    /// of Debian's and Tesseract's default directories that has models.
+    pub tessdata_dir: Option<PathBuf>,
+    /// Tesseract language codes, read together (`["deu", "eng"]`); each
+    /// needs its models installed (`apt-get install tesseract-ocr-deu`).
+    pub languages: Vec<String>,
+    /// Resolution PDF pages are rendered at for OCR (or the resolution of
+    /// the scan on the page, when lower; not below 150).
+    pub dpi: u32,
+    /// Largest page image in pixels: PDF pages are rendered at a lower
+    /// resolution to fit; larger image files are skipped without being
+    /// decoded (decompression bombs).
+    pub max_pixels_per_page: u64,
+    /// Time OCR may spend on one page; a slower page is left out with
+    /// that reason.
+    pub max_seconds_per_page: f64,
+    /// Pages OCR'd per document at most (PDF pages without a text layer,
+    /// TIFF pages); the rest are listed as omitted.
+    pub max_pages: u32,
+    /// OCR threads in one converter child; `0`: one per CPU.
+    pub threads: usize,
+}
+
+impl Default for OcrConfig {
+    fn default() -> Self {
+        OcrConfig {
+            enabled: None,
+            library: PathBuf::from("libtesseract.so.5"),
+            tessdata_dir: None,
+            languages: vec!["eng".to_string()],
+            dpi: 300,
+            max_pixels_per_page: 40_000_000,
+            max_seconds_per_page: 60.0,
+            max_pages: 100,
+            threads: 0,
+        }
+    }
+}
+
+/// Where Debian (`tesseract-ocr-*`) and Tesseract's own `make install`
+/// put language models.
+const TESSDATA_DIRS: &[&str] = &[
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+];
+
+impl OcrConfig {
+    /// The models directory: the configured one, else the first default
+    /// one holding a `.traineddata` file.
+    pub fn tessdata(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.tessdata_dir {
+            return Some(dir.clone());
+        }
+        TESSDATA_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .find(|dir| !installed_languages(dir).is_empty())
+    }
+
+    /// What the converter child gets, before the library is probed: the
+    /// settings, or why OCR is off.
+    pub fn settings(&self) -> Result<crate::extract::OcrSettings, String> {
+        if self.enabled == Some(false) {
+            return Err("OCR is disabled ([extract.ocr] enabled = false)".into());
+        }
+        let tessdata = self.tessdata().ok_or_else(|| {
+            format!(
+                "no Tesseract language models found in {} (Debian: apt-get install \
+                 tesseract-ocr tesseract-ocr-eng; or set [extract.ocr] tessdata_dir)",
+                TESSDATA_DIRS.join(", ")
+            )
+        })?;
+        let installed = installed_languages(&tessdata);
+        let missing: Vec<&str> = self
+            .languages
+            .iter()
+            .map(String::as_str)
+            .filter(|language| !installed.iter().any(|i| i == language))
+            .collect();
+        if self.languages.is_empty() {
+            return Err("[extract.ocr] languages is empty".into());
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "OCR languages not installed in {}: {} (installed: {})",
+                tessdata.display(),
+                missing.join(", "),
+                installed.join(", ")
+            ));
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(crate::extract::OcrSettings {
+            library: self.library.clone(),
+            tessdata,
+            languages: self.languages.clone(),
+            dpi: self.dpi.clamp(50, 1200),
+            max_pixels_per_page: self.max_pixels_per_page.max(1),
+            max_millis_per_page: (self.max_seconds_per_page.max(0.001) * 1000.0) as u64,
+            max_pages: self.max_pages.max(1),
+            threads: if self.threads == 0 {
+                cpus
+            } else {
+                self.threads
+            },
+        })
+    }
+}
+
+/// The language codes whose models `tessdata` holds (`eng`, `osd`), sorted.
+pub fn installed_languages(tessdata: &std::path::Path) -> Vec<String> {
+    let mut languages: Vec<String> = std::fs::read_dir(tessdata)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            name.strip_suffix(".traineddata").map(str::to_string)
+        })
+        .collect();
+    languages.sort();
+    languages
 }
 
 impl Default for ExtractSettings {
@@ -589,6 +730,7 @@ impl Default for ExtractSettings {
             max_concurrent: 0,
             pdfium_library: cache_dir().join("chroma-syncd/pdfium/libpdfium.so"),
             sandbox: true,
+            ocr: OcrConfig::default(),
         }
     }
 }
@@ -1036,6 +1178,18 @@ impl Config {
         if let Some(library) = get("CHROMA_SYNCD_PDFIUM_LIBRARY").filter(|l| !l.is_empty()) {
             self.extract.pdfium_library = PathBuf::from(library);
         }
+        if let Some(ocr) = get("CHROMA_SYNCD_OCR").filter(|v| !v.trim().is_empty()) {
+            self.extract.ocr.enabled = Some(match ocr.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                other => {
+                    return Err(ConfigError::Env {
+                        name: "CHROMA_SYNCD_OCR",
+                        message: format!("`{other}` is not true or false"),
+                    });
+                }
+            });
+        }
         if let Some(url) = get("CHROMA_SYNCD_GITHUB_API_URL").filter(|u| !u.is_empty()) {
             self.github.api_url = url;
         }
@@ -1251,15 +1405,31 @@ impl Config {
 }
 
 impl ExtractSettings {
-    /// How the daemon runs converters: `program` is its own executable.
-    pub fn isolation(&self, program: PathBuf) -> crate::extract::isolate::IsolationSettings {
+    /// How the daemon runs converters: `program` is its own executable;
+    /// `ocr` the OCR settings the children get, or why OCR is off
+    /// ([`OcrConfig::settings`], then probed by
+    /// [`crate::extract::isolate::probe_ocr`]).
+    pub fn isolation(
+        &self,
+        program: PathBuf,
+        ocr: Result<crate::extract::OcrSettings, String>,
+    ) -> crate::extract::isolate::IsolationSettings {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (ocr, ocr_off) = match ocr {
+            Ok(settings) => (Some(settings), None),
+            Err(why) => (
+                None,
+                Some(format!("image files are read by OCR, which is off: {why}")),
+            ),
+        };
         crate::extract::isolate::IsolationSettings {
             program,
+            ocr_off,
             limits: crate::extract::Limits {
                 max_extracted_bytes: usize::try_from(self.max_extracted_bytes)
                     .unwrap_or(usize::MAX),
                 pdfium_library: Some(self.pdfium_library.clone()),
+                ocr,
             },
             max_seconds: self.max_seconds_per_document,
             max_memory_bytes: self.max_memory_bytes,

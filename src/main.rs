@@ -98,6 +98,17 @@ enum Command {
         /// Confine the child (Landlock, seccomp) before it reads.
         #[arg(long)]
         sandbox: bool,
+        /// OCR settings (JSON of `extract::OcrSettings`); absent: OCR off.
+        #[arg(long)]
+        ocr: Option<String>,
+    },
+    /// Internal: loads Tesseract and its models as a converter child would
+    /// and prints its version (the daemon checks OCR at start this way).
+    #[command(name = "probe-ocr", hide = true)]
+    ProbeOcr {
+        /// OCR settings (JSON of `extract::OcrSettings`).
+        #[arg(long)]
+        ocr: String,
     },
     /// Internal: confines this process as a converter child is confined,
     /// then tries what a parser exploit would and prints what worked (JSON).
@@ -295,14 +306,39 @@ fn main() -> ExitCode {
         max_extracted_bytes,
         pdfium_library,
         sandbox,
+        ocr,
     } = &cli.command
     {
         // A converter child: no runtime, no config, no logging.
+        let ocr = match ocr.as_deref().map(serde_json::from_str) {
+            None => None,
+            Some(Ok(settings)) => Some(settings),
+            Some(Err(e)) => {
+                eprintln!("--ocr: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let limits = chroma_syncd::extract::Limits {
             max_extracted_bytes: *max_extracted_bytes,
             pdfium_library: pdfium_library.clone(),
+            ocr,
         };
         return chroma_syncd::extract::isolate::child_main(format, limits, *sandbox);
+    }
+    if let Command::ProbeOcr { ocr } = &cli.command {
+        let probed = serde_json::from_str(ocr)
+            .map_err(|e| format!("--ocr: {e}"))
+            .and_then(|settings| chroma_syncd::extract::ocr::probe(&settings));
+        return match probed {
+            Ok(version) => {
+                println!("{version}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Command::ProbeSandbox { parent, readable } = &cli.command {
         return match chroma_syncd::extract::sandbox::probe_confined(*parent, readable) {
@@ -420,7 +456,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Probe { url } => Ok(probe(&url).await),
         Command::Kernels { measure } => kernels(config, measure),
-        Command::ExtractDocument { .. } | Command::ProbeSandbox { .. } => {
+        Command::ExtractDocument { .. }
+        | Command::ProbeOcr { .. }
+        | Command::ProbeSandbox { .. } => {
             unreachable!("handled before the runtime starts")
         }
         // The API client is built for these commands only, so a bad

@@ -46,13 +46,13 @@ fn oversized_and_costly_requests_are_refused_before_anything_is_stored() {
     let config = format!("{TEST_CONFIG}\n[api]\nmin_schedule_interval_seconds = 300\n");
     let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
 
-    // Invocation metadata is copied onto every chunk: 14 values of 120 KB
+    // Invocation metadata is copied onto every chunk: 13 values of 120 KB
     // are refused (16 KiB in all is the limit), and the job is not stored.
     // (An AWS bucket: nothing is fetched, the invocations are only planned.)
     let source_id = daemon.create_source(json!({"database_name": "testdb",
         "s3": {"bucket_name": "team-docs", "region": "us-east-1",
                "collection_name": "docs", "aws_credential_id": 0}}));
-    let big: serde_json::Map<String, Value> = (0..14)
+    let big: serde_json::Map<String, Value> = (0..13)
         .map(|i| (format!("field{i}"), json!("x".repeat(120_000))))
         .collect();
     let (status, body) = daemon.request(

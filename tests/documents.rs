@@ -282,7 +282,7 @@ fn a_bucket_of_office_documents_becomes_markdown_chunks_that_cite_their_pages() 
 /// files a lenient reader may also partly recover).
 const HOSTILE: &[(&str, Option<&str>)] = &[
     ("locked.pdf", Some("password")),
-    ("scanned.pdf", Some("no text layer (OCR not enabled)")),
+    ("scanned.pdf", Some("no text layer")),
     ("ledger.pdf", Some("max_extracted_bytes")),
     ("truncated.pdf", None),
     ("deep.pdf", None),
@@ -490,11 +490,13 @@ fn converter(max_seconds: f64) -> chroma_syncd::extract::isolate::Converter {
         limits: Limits {
             max_extracted_bytes: 64 << 20,
             pdfium_library: Some(home().join(".cache/chroma-syncd/pdfium/libpdfium.so")),
+            ocr: None,
         },
         max_seconds,
         max_memory_bytes: 1 << 30,
         max_concurrent: 1,
         sandbox: true,
+        ocr_off: None,
     })
 }
 

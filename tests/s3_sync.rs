@@ -131,10 +131,11 @@ fn s3_objects_sync_into_chroma_and_resync_replaces_stale_chunks() {
     assert_eq!(logo_job["stats"]["skipped"], 1);
     assert_eq!(logo_job["stats"]["chunks_upserted"], 0);
     assert!(
+        // Images are documents read by OCR: this one is cut short.
         logo_job["stats"]["skipped_reasons"]["docs/logo.png"]
             .as_str()
             .unwrap()
-            .contains("binary")
+            .contains("image")
     );
 
     // --- the "knowledge" collection: markdown, html and text, sha256 IDs

@@ -193,7 +193,8 @@ fn pages_become_clean_markdown_chunks_with_titles_and_urls() {
     let reasons = &job["stats"]["skipped_reasons"];
     let reason = |path: &str| reasons[site.url(path)].as_str().unwrap_or("").to_string();
     assert!(reason("/huge.html").contains("limit"), "{reasons}");
-    assert!(reason("/logo.png").contains("image/png"), "{reasons}");
+    // A linked image is a document read by OCR: this one is cut short.
+    assert!(reason("/logo.png").contains("image"), "{reasons}");
     assert!(
         reason("/redirect-out").contains("out of scope"),
         "{reasons}"

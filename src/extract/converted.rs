@@ -21,6 +21,19 @@ pub struct Converted {
     pub sections: Vec<Section>,
     /// Parts of the document left out, with why (`page 3: no text layer`).
     pub omitted: Vec<String>,
+    /// Pages whose text came from OCR (1-based, ascending): their chunks
+    /// carry `ocr = true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ocr_pages: Vec<u32>,
+}
+
+impl Converted {
+    /// Whether any of pages `first..=last` was read by OCR.
+    pub fn ocr_within(&self, (first, last): (u32, u32)) -> bool {
+        self.ocr_pages
+            .iter()
+            .any(|page| (first..=last).contains(page))
+    }
 }
 
 /// A run of the document's markdown.
@@ -156,6 +169,40 @@ impl Builder {
                 .sections
                 .push(Section::Text { markdown, pages });
         }
+    }
+
+    /// Adds the text OCR read from page `page`, in page order among the
+    /// sections already built (which may be of later pages).
+    pub fn ocr_page(&mut self, page: u32, markdown: String) -> Result<(), Skipped> {
+        let markdown = markdown.trim().to_string();
+        if markdown.is_empty() {
+            return Ok(());
+        }
+        self.budget.charge(markdown.len())?;
+        let sections = &mut self.converted.sections;
+        let at = sections
+            .iter()
+            .position(|section| {
+                matches!(section, Section::Text { pages: Some((first, _)), .. } if *first > page)
+            })
+            .unwrap_or(sections.len());
+        sections.insert(
+            at,
+            Section::Text {
+                markdown,
+                pages: Some((page, page)),
+            },
+        );
+        let pages = &mut self.converted.ocr_pages;
+        if let Err(at) = pages.binary_search(&page) {
+            pages.insert(at, page);
+        }
+        Ok(())
+    }
+
+    /// Takes back an omission noted earlier (a page OCR then read).
+    pub fn unomit(&mut self, what: &str) {
+        self.converted.omitted.retain(|omitted| omitted != what);
     }
 
     pub fn omit(&mut self, what: String) {
@@ -425,6 +472,38 @@ mod tests {
         builder.text("12345".into(), None).unwrap();
         let err = builder.text("123456".into(), None).unwrap_err();
         assert!(err.0.contains("max_extracted_bytes"), "{err:?}");
+    }
+
+    #[test]
+    fn ocr_pages_join_in_page_order_and_are_marked() {
+        let mut builder = Builder::new("application/pdf", 1 << 20);
+        builder.text("one".into(), Some((1, 1))).unwrap();
+        builder.text("three".into(), Some((3, 3))).unwrap();
+        builder.omit("page 2: no text layer".into());
+        builder.ocr_page(2, "two\n".into()).unwrap();
+        builder.unomit("page 2: no text layer");
+        builder.ocr_page(4, "four".into()).unwrap();
+        let converted = builder.finish().unwrap();
+        let order: Vec<_> = converted
+            .sections
+            .iter()
+            .map(|s| match s {
+                Section::Text { markdown, pages } => (markdown.as_str(), *pages),
+                Section::Table { .. } => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("one", Some((1, 1))),
+                ("two", Some((2, 2))),
+                ("three", Some((3, 3))),
+                ("four", Some((4, 4)))
+            ]
+        );
+        assert_eq!(converted.ocr_pages, vec![2, 4]);
+        assert!(converted.omitted.is_empty());
+        assert!(converted.ocr_within((1, 2)) && !converted.ocr_within((3, 3)));
     }
 
     #[test]

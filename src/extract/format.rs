@@ -32,6 +32,15 @@ pub enum DocumentFormat {
     /// only by [`super::large_html`], so that a big page's DOM is built in
     /// the child, under its memory and time limits.
     Html,
+    /// Image files, read by OCR ([`super::images`]).
+    Png,
+    Jpeg,
+    Webp,
+    /// Its first frame.
+    Gif,
+    /// Every page (up to `[extract.ocr] max_pages`).
+    Tiff,
+    Bmp,
 }
 
 const ZIP: &[u8] = b"PK\x03\x04";
@@ -61,7 +70,59 @@ impl DocumentFormat {
             DocumentFormat::Doc => "application/msword",
             DocumentFormat::Ppt => "application/vnd.ms-powerpoint",
             DocumentFormat::Html => "text/html",
+            DocumentFormat::Png => "image/png",
+            DocumentFormat::Jpeg => "image/jpeg",
+            DocumentFormat::Webp => "image/webp",
+            DocumentFormat::Gif => "image/gif",
+            DocumentFormat::Tiff => "image/tiff",
+            DocumentFormat::Bmp => "image/bmp",
         }
+    }
+
+    /// Image files, which only OCR reads.
+    pub fn is_image(self) -> bool {
+        matches!(
+            self,
+            DocumentFormat::Png
+                | DocumentFormat::Jpeg
+                | DocumentFormat::Webp
+                | DocumentFormat::Gif
+                | DocumentFormat::Tiff
+                | DocumentFormat::Bmp
+        )
+    }
+
+    /// Whether converting may run OCR (images; PDF pages without text).
+    pub fn may_need_ocr(self) -> bool {
+        self.is_image() || self == DocumentFormat::Pdf
+    }
+
+    /// The format's name in reasons (`PNG`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DocumentFormat::Png => "PNG",
+            DocumentFormat::Jpeg => "JPEG",
+            DocumentFormat::Webp => "WebP",
+            DocumentFormat::Gif => "GIF",
+            DocumentFormat::Tiff => "TIFF",
+            DocumentFormat::Bmp => "BMP",
+            other => other.mime(),
+        }
+    }
+
+    /// The image format whose first bytes `head` are, if any: for files
+    /// whose name and media type say nothing (`application/octet-stream`).
+    pub fn sniff_image(head: &[u8]) -> Option<Self> {
+        [
+            DocumentFormat::Png,
+            DocumentFormat::Jpeg,
+            DocumentFormat::Gif,
+            DocumentFormat::Webp,
+            DocumentFormat::Tiff,
+            DocumentFormat::Bmp,
+        ]
+        .into_iter()
+        .find(|format| format.matches(head))
     }
 
     fn from_extension(extension: &str) -> Option<Self> {
@@ -79,12 +140,18 @@ impl DocumentFormat {
             "ipynb" => DocumentFormat::Notebook,
             "doc" => DocumentFormat::Doc,
             "ppt" => DocumentFormat::Ppt,
+            "png" => DocumentFormat::Png,
+            "jpg" | "jpeg" | "jpe" | "jfif" => DocumentFormat::Jpeg,
+            "webp" => DocumentFormat::Webp,
+            "gif" => DocumentFormat::Gif,
+            "tif" | "tiff" => DocumentFormat::Tiff,
+            "bmp" | "dib" => DocumentFormat::Bmp,
             _ => return None,
         })
     }
 
     fn from_media_type(media: &str) -> Option<Self> {
-        const ALL: [DocumentFormat; 13] = [
+        const ALL: [DocumentFormat; 19] = [
             DocumentFormat::Pdf,
             DocumentFormat::Docx,
             DocumentFormat::Odt,
@@ -98,8 +165,17 @@ impl DocumentFormat {
             DocumentFormat::Notebook,
             DocumentFormat::Doc,
             DocumentFormat::Ppt,
+            DocumentFormat::Png,
+            DocumentFormat::Jpeg,
+            DocumentFormat::Webp,
+            DocumentFormat::Gif,
+            DocumentFormat::Tiff,
+            DocumentFormat::Bmp,
         ];
         match media {
+            "image/jpg" | "image/pjpeg" => Some(DocumentFormat::Jpeg),
+            "image/x-ms-bmp" | "image/x-bmp" => Some(DocumentFormat::Bmp),
+            "image/tif" | "image/x-tiff" => Some(DocumentFormat::Tiff),
             "application/vnd.ms-excel.sheet.macroenabled.12" => Some(DocumentFormat::Xlsx),
             "application/x-pdf" => Some(DocumentFormat::Pdf),
             _ => ALL.into_iter().find(|format| format.mime() == media),
@@ -127,6 +203,25 @@ impl DocumentFormat {
             DocumentFormat::Csv | DocumentFormat::Notebook | DocumentFormat::Html => {
                 !head[..head.len().min(8192)].contains(&0)
             }
+            DocumentFormat::Png => head.starts_with(b"\x89PNG\r\n\x1a\n"),
+            DocumentFormat::Jpeg => head.starts_with(b"\xFF\xD8\xFF"),
+            DocumentFormat::Gif => head.starts_with(b"GIF87a") || head.starts_with(b"GIF89a"),
+            DocumentFormat::Webp => {
+                head.len() >= 12 && head.starts_with(b"RIFF") && &head[8..12] == b"WEBP"
+            }
+            // Classic and BigTIFF, either byte order.
+            DocumentFormat::Tiff => [b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"]
+                .iter()
+                .any(|magic| head.starts_with(*magic)),
+            // "BM", then a DIB header of a size some BMP version uses.
+            DocumentFormat::Bmp => {
+                head.len() >= 18
+                    && head.starts_with(b"BM")
+                    && matches!(
+                        u32::from_le_bytes([head[14], head[15], head[16], head[17]]),
+                        12 | 16 | 40 | 52 | 56 | 64 | 108 | 124
+                    )
+            }
         }
     }
 }
@@ -138,9 +233,39 @@ pub fn document_format(key: &str, content_type: Option<&str>) -> Option<Document
         .or_else(|| DocumentFormat::from_media_type(essence(content_type)?.as_str()))
 }
 
+/// The format of a file named `key`, served as `content_type`, whose
+/// bytes start with `head`: by name and media type ([`document_format`]),
+/// else, for a file whose name has no extension and whose media type is
+/// generic (`application/octet-stream`) or absent, an image recognised by
+/// its magic bytes.
+pub fn sniffed_format(
+    key: &str,
+    content_type: Option<&str>,
+    head: &[u8],
+) -> Option<DocumentFormat> {
+    if let Some(format) = document_format(key, content_type) {
+        return Some(format);
+    }
+    let generic = match essence(content_type).as_deref() {
+        None | Some("application/octet-stream" | "binary/octet-stream") => true,
+        Some(_) => false,
+    };
+    (generic && extension_of(key).is_empty())
+        .then(|| DocumentFormat::sniff_image(head))
+        .flatten()
+}
+
 /// `format` confirmed against the file's first bytes; legacy formats and
 /// files that are not what their name says end here with the reason.
 pub fn confirm(format: DocumentFormat, head: &[u8]) -> Result<DocumentFormat, Skipped> {
+    // Images are often served under another image type's name (a JPEG
+    // saved as `.png`): their bytes decide which image they are.
+    if format.is_image()
+        && !format.matches(head)
+        && let Some(actual) = DocumentFormat::sniff_image(head)
+    {
+        return Ok(actual);
+    }
     if !format.matches(head) {
         return Err(Skipped(format!(
             "not a valid {} file (its bytes do not start like one)",
@@ -188,5 +313,33 @@ mod tests {
         let legacy = confirm(DocumentFormat::Doc, OLE2).unwrap_err();
         assert!(legacy.0.contains(".doc"), "{legacy:?}");
         assert!(confirm(DocumentFormat::Csv, b"a,b\0").is_err());
+    }
+
+    #[test]
+    fn images_are_known_by_name_type_and_bytes() {
+        assert_eq!(
+            document_format("scan.JPG", None),
+            Some(DocumentFormat::Jpeg)
+        );
+        assert_eq!(
+            document_format("download", Some("image/tiff")),
+            Some(DocumentFormat::Tiff)
+        );
+        assert_eq!(document_format("logo.svg", Some("image/svg+xml")), None);
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(
+            sniffed_format("inbox/scan-0001", Some("application/octet-stream"), png),
+            Some(DocumentFormat::Png)
+        );
+        // Only a nameless, untyped file is sniffed: text stays text.
+        assert_eq!(sniffed_format("notes.txt", None, png), None);
+        assert_eq!(sniffed_format("readme", Some("text/plain"), png), None);
+        assert_eq!(sniffed_format("BMW", None, b"BMW report, 2024"), None);
+        // A JPEG named .png is read as the JPEG it is.
+        assert_eq!(
+            confirm(DocumentFormat::Png, b"\xFF\xD8\xFF\xE0\0\x10JFIF"),
+            Ok(DocumentFormat::Jpeg)
+        );
+        assert!(confirm(DocumentFormat::Gif, b"not an image").is_err());
     }
 }

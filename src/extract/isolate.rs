@@ -42,6 +42,9 @@ pub struct IsolationSettings {
     pub max_concurrent: usize,
     /// Children confine themselves ([`super::sandbox`]) before reading.
     pub sandbox: bool,
+    /// Why OCR is off, when it is (`limits.ocr` is `None`): image files
+    /// are skipped with this reason without starting a child.
+    pub ocr_off: Option<String>,
 }
 
 /// Converts documents in child processes; cheap to clone and share.
@@ -73,6 +76,16 @@ impl Converter {
             .await
             .map_err(|_| Skipped("the daemon is shutting down".into()))?;
         let settings = &self.settings;
+        let ocr = settings
+            .limits
+            .ocr
+            .as_ref()
+            .filter(|_| format.may_need_ocr());
+        if format.is_image() && ocr.is_none() {
+            return Err(Skipped(settings.ocr_off.clone().unwrap_or_else(|| {
+                "image files are read by OCR, which is off ([extract.ocr])".into()
+            })));
+        }
         let mut command = tokio::process::Command::new(&settings.program);
         command
             .arg(CHILD_COMMAND)
@@ -86,8 +99,17 @@ impl Converter {
         if settings.sandbox {
             command.arg("--sandbox");
         }
+        command.env_clear();
+        if let Some(ocr) = ocr {
+            command
+                .arg("--ocr")
+                .arg(serde_json::to_string(ocr).unwrap_or_default());
+            // Tesseract's OpenMP teams would oversubscribe the cores the
+            // converter's own OCR threads already use (ocrmypdf sets the
+            // same); libgomp reads this when Tesseract is loaded.
+            command.env("OMP_THREAD_LIMIT", "1");
+        }
         command
-            .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -95,7 +117,9 @@ impl Converter {
         let memory = settings.max_memory_bytes;
         // The CPU cap backs up the wall-clock one for a child that ignores
         // SIGKILL's cousin: a tight loop is killed by the kernel either way.
-        let cpu_seconds = settings.max_seconds.ceil() as u64 + 1;
+        // OCR threads spend CPU time in parallel: each gets the wall time.
+        let threads = ocr.map_or(1, |ocr| ocr.threads.max(1)) as f64;
+        let cpu_seconds = (settings.max_seconds * threads).ceil() as u64 + 1;
         // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
         unsafe {
             command.pre_exec(move || limit_resources(memory, cpu_seconds));
@@ -152,6 +176,40 @@ impl Converter {
             };
         }
         Err(Skipped(crash_reason(status, &err.0, memory)))
+    }
+}
+
+/// The hidden subcommand that checks OCR works ([`probe_ocr`]).
+pub const PROBE_OCR_COMMAND: &str = "probe-ocr";
+
+/// Whether OCR works with `settings`, checked in a child as converters
+/// would run it (Tesseract loaded, its models read): Tesseract's version,
+/// or why not. Run once at start; the daemon itself never loads Tesseract.
+pub fn probe_ocr(
+    program: &std::path::Path,
+    settings: &super::OcrSettings,
+) -> Result<String, String> {
+    let json = serde_json::to_string(settings).map_err(|e| e.to_string())?;
+    let output = std::process::Command::new(program)
+        .arg(PROBE_OCR_COMMAND)
+        .arg("--ocr")
+        .arg(json)
+        .env_clear()
+        .env("OMP_THREAD_LIMIT", "1")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not start the OCR probe: {e}"))?;
+    let said = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if output.status.success() {
+        Ok(said)
+    } else if !said.is_empty() {
+        Err(said)
+    } else {
+        Err(format!(
+            "the OCR probe failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
     }
 }
 
@@ -303,24 +361,35 @@ pub fn child_main(format: &str, limits: Limits, sandbox: bool) -> std::process::
         eprintln!("unknown document format {format:?}");
         return std::process::ExitCode::from(2);
     };
+    // The bytes are read first (read, not parsed: no parser runs before
+    // the sandbox) so that Tesseract is loaded only for documents that can
+    // need it: images, and PDFs that draw images.
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+        eprintln!("reading the document: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let needs_ocr = format.is_image()
+        || (format == DocumentFormat::Pdf && super::ocr::pdf_draws_images(&bytes));
     if sandbox {
-        // The one file a converter opens, PDFium, is loaded before the
-        // sandbox forbids opening files (PDFium's later dlopen of the same
-        // path finds it loaded).
+        // The libraries a converter opens, PDFium and Tesseract, are loaded
+        // before the sandbox forbids opening files (their later dlopen of
+        // the same path finds them loaded); Tesseract's models are read
+        // when a page needs them, from the one directory left readable.
         if format == DocumentFormat::Pdf
             && let Some(library) = &limits.pdfium_library
         {
             preload(library);
         }
-        if let Err(e) = super::sandbox::confine() {
+        let mut readable = Vec::new();
+        if let Some(ocr) = limits.ocr.as_ref().filter(|_| needs_ocr) {
+            preload(&ocr.library);
+            readable.push(ocr.tessdata.as_path());
+        }
+        if let Err(e) = super::sandbox::confine(&readable) {
             eprintln!("confining the converter: {e}");
             return std::process::ExitCode::from(2);
         }
-    }
-    let mut bytes = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
-        eprintln!("reading the document: {e}");
-        return std::process::ExitCode::from(2);
     }
     // Parsers that recurse get the same stack the daemon's blocking
     // threads have (see `crate::nesting`).

@@ -2,10 +2,11 @@
 //!
 //! Two paths. Text (markdown, HTML, code, plain text) is decoded here, in
 //! the daemon, by [`extract`]. Documents ([`DocumentFormat`]: PDF, Word,
-//! PowerPoint, spreadsheets, EPUB, notebooks) are converted to markdown
-//! sections by [`convert`] — which the daemon only ever runs in a child
-//! process with limits ([`isolate`]), because their parsers read hostile
-//! binary formats.
+//! PowerPoint, spreadsheets, EPUB, notebooks, images) are converted to
+//! markdown sections by [`convert`] — which the daemon only ever runs in a
+//! child process with limits ([`isolate`]), because their parsers read
+//! hostile binary formats. Images, and PDF pages without a text layer, are
+//! read by OCR ([`ocr`]: Tesseract, loaded at run time) in that child.
 //!
 //! Architecture invariant: pure functions, no IO (the one exception,
 //! [`isolate`], runs these functions in a child). The kind of a document is
@@ -20,8 +21,10 @@ pub mod converted;
 mod docx;
 mod epub;
 pub mod format;
+mod images;
 pub mod isolate;
 mod notebook;
+pub mod ocr;
 mod odf;
 mod package;
 mod pdf;
@@ -32,6 +35,7 @@ mod xml;
 
 pub use converted::{Converted, Section};
 pub use format::{DocumentFormat, document_format};
+pub use ocr::OcrSettings;
 
 /// Bounds a conversion works within (the child's own; the daemon adds
 /// time and memory caps around it).
@@ -41,6 +45,9 @@ pub struct Limits {
     pub max_extracted_bytes: usize,
     /// `libpdfium.so`; without it PDFs are skipped with the reason.
     pub pdfium_library: Option<PathBuf>,
+    /// OCR for images and PDF pages without a text layer; `None`: off
+    /// (images are skipped, such pages omitted, with the reason).
+    pub ocr: Option<OcrSettings>,
 }
 
 impl Limits {
@@ -57,6 +64,7 @@ impl Limits {
         Limits {
             max_extracted_bytes: 8 << 20,
             pdfium_library: None,
+            ocr: None,
         }
     }
 }
@@ -88,10 +96,29 @@ pub fn convert(
             builder.text(extracted.text, None)?;
             builder.finish()
         }
+        DocumentFormat::Png
+        | DocumentFormat::Jpeg
+        | DocumentFormat::Webp
+        | DocumentFormat::Gif
+        | DocumentFormat::Tiff
+        | DocumentFormat::Bmp => images::convert(format, bytes, limits),
         DocumentFormat::Doc | DocumentFormat::Ppt => {
             unreachable!("format::confirm refuses legacy formats")
         }
     }
+}
+
+/// The document format `bytes` (named `key`, served as `content_type`) are
+/// converted as, if any: by name or media type, else an image by its magic
+/// bytes ([`format::sniffed_format`]), else HTML too large to convert in
+/// the daemon ([`large_html`]).
+pub fn converted_format(
+    key: &str,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Option<DocumentFormat> {
+    format::sniffed_format(key, content_type, &bytes[..bytes.len().min(64)])
+        .or_else(|| large_html(key, content_type, bytes.len()))
 }
 
 /// Languages we chunk syntax-aware with tree-sitter.

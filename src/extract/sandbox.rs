@@ -2,14 +2,17 @@
 //!
 //! Resource limits ([`super::isolate`]) stop a document from exhausting the
 //! machine; they do not stop code run by a PDFium or calamine exploit from
-//! acting as the daemon's user. Before the child reads a byte of the
-//! document it confines itself:
+//! acting as the daemon's user. Before any parser sees a byte of the
+//! document (the child only reads it into memory first, to know whether it
+//! needs Tesseract) it confines itself:
 //!
 //! - `PR_SET_NO_NEW_PRIVS`: nothing it runs can gain privileges.
 //! - **Landlock** (Linux ≥ 5.13), every filesystem access right handled and
-//!   none granted: it can open no file at all — not `/proc/<daemon>/environ`
-//!   (every secret), not the state directory (other teams' uploads, the
-//!   queue). The one library it needs (PDFium) is loaded *before*.
+//!   none granted but reading the OCR models' directory (`tessdata`, public
+//!   files Tesseract reads when a page needs OCR): it can open no other
+//!   file — not `/proc/<daemon>/environ` (every secret), not the state
+//!   directory (other teams' uploads, the queue). The libraries it needs
+//!   (PDFium, Tesseract) are loaded *before*.
 //! - **seccomp** (a denylist built with `seccompiler`): no `socket`,
 //!   `connect` and kin (no network, no Unix sockets), no `execve`, no
 //!   `ptrace` or `process_vm_*`, no `fork`/`vfork` (threads still work), no
@@ -83,20 +86,37 @@ pub struct Confined {
     pub seccomp: bool,
 }
 
-/// Confines the calling process (the converter child, before it reads the
-/// document and before it starts any thread): see the module doc. Parts the
-/// kernel lacks are skipped; a part it has that fails to apply is an error
-/// (the child then refuses to convert).
-pub fn confine() -> Result<Confined, String> {
+/// Confines the calling process (the converter child, before it parses the
+/// document and before it starts any thread): see the module doc; the
+/// directories in `readable` (and what is under them) stay readable, and
+/// nothing else can be opened. Parts the kernel lacks are skipped; a part
+/// it has that fails to apply is an error (the child then refuses to
+/// convert).
+pub fn confine(readable: &[&std::path::Path]) -> Result<Confined, String> {
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) only sets a flag on this process.
     let no_new_privs = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0;
     let support = Support::probe();
     let landlock = if support.landlock_abi >= 1 {
-        use landlock::{ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetStatus};
-        let status = Ruleset::default()
+        use landlock::{
+            ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+            RulesetStatus,
+        };
+        let mut ruleset = Ruleset::default()
             .handle_access(AccessFs::from_all(ABI::V5))
             .and_then(|ruleset| ruleset.create())
-            .and_then(|ruleset| ruleset.restrict_self())
+            .map_err(|e| format!("applying the Landlock ruleset: {e}"))?;
+        for path in readable {
+            let directory = PathFd::new(path)
+                .map_err(|e| format!("opening {} for the sandbox: {e}", path.display()))?;
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(
+                    directory,
+                    AccessFs::ReadFile | AccessFs::ReadDir,
+                ))
+                .map_err(|e| format!("letting the converter read {}: {e}", path.display()))?;
+        }
+        let status = ruleset
+            .restrict_self()
             .map_err(|e| format!("applying the Landlock ruleset: {e}"))?;
         status.ruleset != RulesetStatus::NotEnforced
     } else {
@@ -199,7 +219,7 @@ pub struct Probe {
 /// daemon's pid; `readable` a file the daemon can read, e.g. in its state
 /// directory).
 pub fn probe_confined(parent: u32, readable: &str) -> Result<Probe, String> {
-    let confined = confine()?;
+    let confined = confine(&[])?;
     let mut attempts = Vec::new();
     let mut attempt = |what: String, worked: bool| attempts.push((what, worked));
     attempt(

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::Chunked;
 use crate::embed::Models;
 use crate::extract::isolate::Converter;
-use crate::extract::{Skipped, document_format, extract, large_html};
+use crate::extract::{Skipped, converted_format, document_format, extract};
 use crate::model::{ChunkingConfig, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType};
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, sparse_vector_value};
@@ -657,8 +657,7 @@ impl DocumentContext<'_> {
         let chunker = self.embedding.chunker.clone();
         let chunking = self.chunking.cloned();
         let started = Instant::now();
-        let format = document_format(key, content_type.as_deref())
-            .or_else(|| large_html(key, content_type.as_deref(), bytes.len()));
+        let format = converted_format(key, content_type.as_deref(), &bytes);
         let extracted = if let Some(format) = format {
             match self.services.converter.convert(format, bytes).await {
                 Ok(converted) => {

@@ -16,10 +16,10 @@ use crate::config::sha256_hex;
 pub const MAX_METADATA_KEYS: usize = 32;
 /// Keys we set on a chunk, at most: the twelve always there, `custom_id`,
 /// a source field or two, and either `language` (code) or the converted
-/// documents' `page_start`, `page_end` (or `sheet`), `document_title` and
-/// `content_type`. A source's sparse vector key takes one more, counted
-/// against the invocation's own metadata ([`max_user_metadata_keys`]).
-pub const STANDARD_METADATA_KEYS: usize = 18;
+/// documents' `page_start`, `page_end` (or `sheet`), `document_title`,
+/// `content_type` and `ocr`. A source's sparse vector key takes one more,
+/// counted against the invocation's own metadata ([`max_user_metadata_keys`]).
+pub const STANDARD_METADATA_KEYS: usize = 19;
 /// What is left for an invocation's own `metadata`.
 pub const MAX_USER_METADATA_KEYS: usize = MAX_METADATA_KEYS - STANDARD_METADATA_KEYS;
 /// Largest invocation `metadata`, serialized as JSON: the hosted Chroma
@@ -50,6 +50,8 @@ pub mod field {
     pub const SHEET: &str = "sheet";
     pub const DOCUMENT_TITLE: &str = "document_title";
     pub const CONTENT_TYPE: &str = "content_type";
+    /// `true` on chunks whose text OCR read (scanned pages, image files).
+    pub const OCR: &str = "ocr";
     /// The dense model the chunk's embedding came from (as sources name it).
     pub const EMBEDDING_MODEL: &str = "embedding_model";
 }
@@ -77,6 +79,7 @@ pub fn is_standard_field(name: &str) -> bool {
         SHEET,
         DOCUMENT_TITLE,
         CONTENT_TYPE,
+        OCR,
         EMBEDDING_MODEL,
     ]
     .contains(&name)
@@ -354,6 +357,9 @@ pub fn build_segment_records(
             if let Some(sheet) = &chunk.sheet {
                 put(field::SHEET, sheet.clone().into());
             }
+            if chunk.ocr {
+                put(field::OCR, true.into());
+            }
             if let Some(document) = &chunked.document {
                 put(field::CONTENT_TYPE, document.content_type.clone().into());
                 if let Some(title) = &document.title {
@@ -383,6 +389,7 @@ const CONTENT_FIELDS: &[&str] = &[
     field::SHEET,
     field::DOCUMENT_TITLE,
     field::CONTENT_TYPE,
+    field::OCR,
 ];
 
 /// Whether a stored chunk's metadata holds exactly what `identity` would
