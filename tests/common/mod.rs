@@ -221,16 +221,35 @@ impl Chroma {
             .collection(database, name)
             .unwrap_or_else(|| panic!("collection {database}/{name} exists"));
         let id = collection["id"].as_str().unwrap().to_string();
-        let value: Value = http()
-            .post(format!(
-                "{}/collections/{id}/get",
-                self.database_path(database)
-            ))
-            .json(&json!({"include": ["documents", "metadatas", "embeddings"], "limit": 100000}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let get = || -> Value {
+            http()
+                .post(format!(
+                    "{}/collections/{id}/get",
+                    self.database_path(database)
+                ))
+                .json(
+                    &json!({"include": ["documents", "metadatas", "embeddings"], "limit": 100000}),
+                )
+                .send()
+                .unwrap()
+                .json()
+                .unwrap()
+        };
+        // A get racing the daemon's writes can meet a transient error
+        // answer from Chroma (its index being written); ask again a few
+        // times, a bounded loop, before taking it for an answer.
+        let mut value = get();
+        for _ in 0..5 {
+            if value["ids"].is_array()
+                || value["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Nothing found on disk"))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            value = get();
+        }
         // Chroma 1.5 answers a get that includes embeddings on a collection
         // nothing was written to yet with this error, not with no rows.
         if value["message"]

@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use tokio::sync::{Notify, watch};
@@ -114,8 +114,30 @@ pub fn parse_events(body: &str) -> Vec<ObjectEvent> {
 }
 
 /// How long a list of sources read for a message nobody seemed to want is
-/// used for the next such messages.
+/// used for the next such messages (only for messages sent before it was
+/// read: [`read_after`]).
 const FRESH_FOR: Duration = Duration::from_secs(1);
+/// How far SQS's clock may be from ours when telling whether a list of
+/// sources was read after a message was sent.
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// When SQS says `message` was sent (`SentTimestamp`, ms since the epoch).
+fn sent_at(message: &aws_sdk_sqs::types::Message) -> Option<SystemTime> {
+    let millis: u64 = message
+        .attributes()?
+        .get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)?
+        .parse()
+        .ok()?;
+    Some(UNIX_EPOCH + Duration::from_millis(millis))
+}
+
+/// Whether a list of sources read at `read_at` already holds every source
+/// created before a message sent at `sent` (and so before its upload):
+/// only when it was read clearly after the message was sent. Unknown send
+/// times never qualify.
+fn read_after(read_at: SystemTime, sent: Option<SystemTime>) -> bool {
+    sent.is_some_and(|sent| read_at > sent + CLOCK_SKEW)
+}
 
 /// Consumes the SQS queues of every auto-synced S3 source until `shutdown`.
 pub async fn autosync_loop(
@@ -249,7 +271,8 @@ impl Consumer {
         tracing::info!(source_id = %self.record.id, queue_url, "auto-sync: consuming S3 events");
         let mut failures = 0u32;
         // The sources last read for a message nobody seemed to want.
-        let mut fresh: Option<(std::time::Instant, Arc<Vec<SourceRecord>>)> = None;
+        // (When, on the monotonic clock and the wall clock, and what.)
+        let mut fresh: Option<(std::time::Instant, SystemTime, Arc<Vec<SourceRecord>>)> = None;
         while !stop.is_cancelled() {
             let received = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -259,6 +282,9 @@ impl Consumer {
                     .max_number_of_messages(10)
                     .wait_time_seconds(WAIT_SECONDS)
                     .visibility_timeout(VISIBILITY_SECONDS)
+                    .message_system_attribute_names(
+                        aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+                    )
                     .send() => received,
             };
             let messages = match received {
@@ -284,16 +310,26 @@ impl Consumer {
                 // "Nobody's" messages are deleted; the list of sources may be
                 // up to a refresh old, so a source created since must not
                 // lose its first events: look again before deleting.
-                // (At most one such look a second, however many messages.)
+                // (At most one such look a second, however many messages —
+                // but a look older than the message cannot speak for it: a
+                // source created just before its first upload would be
+                // missing from it, and its event deleted as nobody's.)
                 if !events.is_empty() && self.nobody_wants(&events, &live, queue_url) {
+                    let sent = sent_at(&message);
                     match &fresh {
-                        Some((at, sources)) if at.elapsed() < FRESH_FOR => {
+                        Some((at, read_at, sources))
+                            if at.elapsed() < FRESH_FOR && read_after(*read_at, sent) =>
+                        {
                             live = Arc::clone(sources);
                         }
                         _ => match autosynced_sources(self.queue.as_ref()).await {
                             Ok(sources) => {
                                 live = Arc::new(sources);
-                                fresh = Some((std::time::Instant::now(), Arc::clone(&live)));
+                                fresh = Some((
+                                    std::time::Instant::now(),
+                                    SystemTime::now(),
+                                    Arc::clone(&live),
+                                ));
                             }
                             Err(error) => {
                                 tracing::warn!(%error, "listing auto-synced sources failed");
@@ -416,6 +452,20 @@ fn queue_of(record: &SourceRecord) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_of_sources_speaks_only_for_messages_sent_well_before_it_was_read() {
+        let read = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert!(read_after(read, Some(read - Duration::from_secs(60))));
+        // Sent just before or after the read (or within the clock skew):
+        // the source it is for may be missing from the list.
+        assert!(!read_after(read, Some(read - Duration::from_secs(1))));
+        assert!(!read_after(read, Some(read + Duration::from_secs(1))));
+        assert!(
+            !read_after(read, None),
+            "an unknown send time never qualifies"
+        );
+    }
 
     #[test]
     fn one_queue_spelled_two_ways_is_one_queue() {
