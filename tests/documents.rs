@@ -360,22 +360,13 @@ fn documents_in_a_directory_are_converted_too() {
     for name in ["survey.pdf", "manual.docx", "ledger.xlsx"] {
         std::fs::copy(dir.path().join(name), root.path().join(name)).unwrap();
     }
-    let root_path: PathBuf = root.path().canonicalize().unwrap();
-    let daemon = Daemon::start_with(
-        &chroma.url(),
-        TEST_CONFIG,
-        &[(
-            "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
-            root_path.to_str().unwrap(),
-        )],
+    sync_directory(
+        &chroma,
+        root.path(),
+        None,
+        "folder",
+        Duration::from_secs(300),
     );
-    let source = daemon.create_source(json!({
-        "database_name": "testdb",
-        "filesystem": {"root": root_path, "collection_name": "folder"},
-    }));
-    let job = daemon.invoke(&source, json!({}));
-    let job = daemon.wait_finished(&job, Duration::from_secs(300));
-    assert!(job["status"]["complete"].is_object(), "{job}");
     let records = chroma.records("testdb", "folder");
     for name in ["survey.pdf", "manual.docx", "ledger.xlsx"] {
         assert_document(&records, name, name, &expected);
@@ -396,21 +387,13 @@ fn documents_have_their_own_size_limit_apart_from_text_files() {
         std::fs::copy(dir.path().join(name), root.path().join(name)).unwrap();
     }
     std::fs::write(root.path().join("notes.md"), "# Notes\n\n".repeat(40)).unwrap();
-    let root_path: PathBuf = root.path().canonicalize().unwrap();
-    let daemon = Daemon::start_with(
-        &chroma.url(),
-        &format!("{TEST_CONFIG}\n[filesystem]\nmax_file_bytes = 100\n"),
-        &[(
-            "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
-            root_path.to_str().unwrap(),
-        )],
+    let (_daemon, job) = sync_directory(
+        &chroma,
+        root.path(),
+        Some(100),
+        "limits",
+        Duration::from_secs(300),
     );
-    let source = daemon.create_source(json!({
-        "database_name": "testdb",
-        "filesystem": {"root": root_path, "collection_name": "limits"},
-    }));
-    let job = daemon.wait_finished(&daemon.invoke(&source, json!({})), Duration::from_secs(300));
-    assert!(job["status"]["complete"].is_object(), "{job}");
     let records = chroma.records("testdb", "limits");
     for name in ["survey.pdf", "manual.docx"] {
         assert_document(&records, name, name, &expected);

@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -207,23 +207,15 @@ fn scans_in_a_directory_are_read_too() {
     for name in ["scanned.pdf", "page.jpg", "pages.tiff"] {
         std::fs::copy(dir.path().join(name), root.path().join(name)).unwrap();
     }
-    let root_path: PathBuf = root.path().canonicalize().unwrap();
     // The text-file limit is below every image: images are documents, with
     // the document limit.
-    let daemon = Daemon::start_with(
-        &chroma.url(),
-        &format!("{TEST_CONFIG}\n[filesystem]\nmax_file_bytes = 1000\n"),
-        &[(
-            "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
-            root_path.to_str().unwrap(),
-        )],
+    sync_directory(
+        &chroma,
+        root.path(),
+        Some(1000),
+        "folder",
+        Duration::from_secs(600),
     );
-    let source = daemon.create_source(json!({
-        "database_name": "testdb",
-        "filesystem": {"root": root_path, "collection_name": "folder"},
-    }));
-    let job = daemon.wait_finished(&daemon.invoke(&source, json!({})), Duration::from_secs(600));
-    assert!(job["status"]["complete"].is_object(), "{job}");
     let records = chroma.records("testdb", "folder");
     for name in ["scanned.pdf", "page.jpg", "pages.tiff"] {
         assert_read(&records, name, name, &expected);

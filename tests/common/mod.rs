@@ -897,3 +897,36 @@ pub fn stalled_upload(daemon: &Daemon, token: Option<&str>) -> std::net::TcpStre
     stream.flush().unwrap();
     stream
 }
+
+/// A daemon allowed to read `root` (and nothing else), with text files
+/// over `max_file_bytes` skipped (`None`: the default limit), syncs the
+/// whole directory into `collection` of `testdb`: the daemon and the
+/// finished job (complete).
+pub fn sync_directory(
+    chroma: &Chroma,
+    root: &Path,
+    max_file_bytes: Option<u64>,
+    collection: &str,
+    limit: Duration,
+) -> (Daemon, Value) {
+    let root = root.canonicalize().unwrap();
+    let config = match max_file_bytes {
+        Some(bytes) => format!("{TEST_CONFIG}\n[filesystem]\nmax_file_bytes = {bytes}\n"),
+        None => TEST_CONFIG.to_string(),
+    };
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        &config,
+        &[(
+            "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
+            root.to_str().unwrap(),
+        )],
+    );
+    let source = daemon.create_source(json!({
+        "database_name": "testdb",
+        "filesystem": {"root": root, "collection_name": collection},
+    }));
+    let job = daemon.wait_finished(&daemon.invoke(&source, json!({})), limit);
+    assert!(job["status"]["complete"].is_object(), "{job}");
+    (daemon, job)
+}
