@@ -21,7 +21,6 @@ pub use document::{Document, Fetched, SegmentedDocument, SourceError};
 pub use embedding::{JobEmbedding, SparseEmbedding, SparseFunction, embed_error};
 pub use sync::{DEFAULT_MAX_REMOVAL_FRACTION, Processed, RemovalPolicy};
 
-use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -630,18 +629,6 @@ impl DocumentContext<'_> {
             upsert.await?;
         }
         Ok(())
-    }
-
-    /// Times how long `next` waits for the source, into `stats.fetch_ms`.
-    pub async fn next_from<S>(&self, source: &mut S) -> Option<S::Item>
-    where
-        S: futures::Stream + Unpin,
-    {
-        let started = Instant::now();
-        let item = source.next().await;
-        self.state
-            .update(|stats| stats.fetch_ms += elapsed_ms(started));
-        item
     }
 
     /// Extracts and chunks `bytes` on a blocking thread (documents are
