@@ -14,6 +14,9 @@ python3 -m venv ~/.cache/chroma-syncd/bench-venv && \
 Prints documents, chunks, wall time, chunks/s, MB/s, peak RSS of each, the
 ratios ours/peer, and our time by stage.
 
+E2E_FILESYSTEM=0 leaves out the filesystem source's first sync and
+unchanged re-sync of the same corpus (run by default).
+
 E2E_PATHS=avx2,avx512 adds a first sync per forced kernel path
 (BERT_CPU_ISA), each into its own collection and state, in the same run,
 with its ratio to the same peer run.
@@ -55,6 +58,20 @@ def timed(command, env):
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command[0]} failed:\n{out}\n{err[-3000:]}")
     return wall, rss_mb, out
+
+
+def cpu_model():
+    """The CPU the figures were measured on: model name, family/model, and
+    the flags that decide the kernel path."""
+    info = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            info.setdefault(name.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile"]
+    return (f'{info.get("model name")} (family {info.get("cpu family")}, model {info.get("model")}; '
+            f'{os.cpu_count()} CPUs; {" ".join(f for f in wanted if f in flags)})')
 
 
 def free_port():
@@ -133,7 +150,7 @@ def main(total_mb="10"):
         results = {"documents": files, "megabytes": round(mb, 2)}
         for label in ("ours_first_sync", "ours_resync"):
             wall, rss, out = timed([BINARY, "run", "--source", json.dumps(source)], env)
-            results[label] = {"wall_seconds": round(wall, 1), "peak_rss_mb": rss,
+            results[label] = {"wall_seconds": round(wall, 2), "peak_rss_mb": rss,
                               "output": out.strip().splitlines()}
         for isa in filter(None, os.environ.get("E2E_PATHS", "").split(",")):
             forced = {**source, "s3": {**source["s3"], "collection_name": f"corpus-{isa}"}}
@@ -145,12 +162,26 @@ def main(total_mb="10"):
                 "wall_seconds": round(wall, 1), "peak_rss_mb": rss, "chunks": forced_chunks,
                 "chunks_per_second": round(forced_chunks / wall, 1),
                 "megabytes_per_second": round(mb / wall, 3), "output": out.strip().splitlines()}
+        if os.environ.get("E2E_FILESYSTEM", "1") != "0":
+            # The same corpus as a local directory: the filesystem source's
+            # first sync and its unchanged re-sync.
+            fs_source = {"database_name": "bench", "filesystem": {
+                "root": corpus, "collection_name": "corpus-fs"}}
+            fs_env = {**env, "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS": corpus,
+                      "CHROMA_SYNCD_STATE_DIR": os.path.join(work, "state-fs")}
+            for label in ("ours_fs_first_sync", "ours_fs_resync"):
+                wall, rss, out = timed([BINARY, "run", "--source", json.dumps(fs_source)], fs_env)
+                results[label] = {"wall_seconds": round(wall, 2), "peak_rss_mb": rss,
+                                  "output": out.strip().splitlines()}
+            results["ours_fs_resync"]["fraction_of_first"] = round(
+                results["ours_fs_resync"]["wall_seconds"] / results["ours_fs_first_sync"]["wall_seconds"], 3)
         chunks = count("corpus")
         first = results["ours_first_sync"]
         first.update(chunks=chunks, chunks_per_second=round(chunks / first["wall_seconds"], 1),
                      megabytes_per_second=round(mb / first["wall_seconds"], 3))
         results["ours_resync"]["fraction_of_first"] = round(
             results["ours_resync"]["wall_seconds"] / first["wall_seconds"], 3)
+        results["cpu"] = cpu_model()
         if os.path.exists(f"{BENCH_VENV}/bin/python"):
             wall, rss, out = timed([f"{BENCH_VENV}/bin/python", os.path.join(ROOT, "bench/peer.py"),
                                     f"http://127.0.0.1:{s3_port}", "corpus", str(chroma_port),

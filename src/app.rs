@@ -13,12 +13,14 @@ use crate::api::{self, ApiLimits, AppState, Authenticator};
 use crate::config::{Config, EmbeddingPrecision, Secret};
 use crate::domain::schedule::{Scheduler, schedule_loop};
 use crate::domain::{
-    DomainError, Sources, authorize_source, plan_job, spec_of, validate_source, whole_source,
+    DomainError, Sources, WholeSourcePlan, authorize_source, plan_job, spec_of, validate_source,
+    whole_source,
 };
 use crate::embed::{MiniLm, Models};
 use crate::extract::isolate::Converter;
 use crate::model::{CreateSourcePayload, JobStats, JobStatus, Trigger};
 use crate::pipeline::Services;
+use crate::pipeline::listing::Unchanged;
 use crate::progress::{RunObserver, RunSnapshot, add_stats};
 use crate::queue::{JobFilter, PostgresQueue, Queue, QueueError, SourceFilter, SqliteQueue};
 use crate::service;
@@ -294,7 +296,7 @@ impl Daemon {
             chroma = %self.config.chroma.url,
             "workers starting"
         );
-        let workers = self.workers(services, shutdown.clone());
+        let workers = self.workers(Arc::clone(&services), shutdown.clone());
         // Triggers that enqueue on their own: schedules and S3 events.
         self.sources
             .start_auto_sync(&self.queue, &self.wake, &shutdown);
@@ -302,6 +304,7 @@ impl Daemon {
             Scheduler {
                 queue: Arc::clone(&self.queue),
                 sources: Arc::clone(&self.sources),
+                services,
                 wake: Arc::clone(&self.wake),
             },
             shutdown.clone(),
@@ -397,8 +400,17 @@ impl Daemon {
                 .ok_or_else(|| AppError::Setup("source exists but cannot be found".into()))?,
             Err(e) => return Err(e.into()),
         };
-        let payloads = whole_source(&self.sources, &record, target).await?;
-        tracing::info!(jobs = payloads.len(), source_id = %record.id, "one-shot sync starting");
+        let services = self.services()?;
+        let WholeSourcePlan {
+            payloads,
+            mut unchanged,
+        } = whole_source(&self.sources, &services, &record, target).await?;
+        tracing::info!(
+            jobs = payloads.len(),
+            unchanged = unchanged.documents.len(),
+            source_id = %record.id,
+            "one-shot sync starting"
+        );
         let mut jobs: Vec<(String, Uuid)> = Vec::with_capacity(payloads.len());
         let mut left_pending = Vec::new();
         for payload in payloads {
@@ -417,11 +429,17 @@ impl Daemon {
             }
         }
         jobs.extend(self.taken_over(&record, left_pending).await?);
-        let services = self.services()?;
+        // An interrupted run may have stored a document and stopped before
+        // its job ended: that job is taken over too (and counts itself).
+        let stored_keys = unchanged.documents.keys().cloned().collect();
+        for (key, job) in self.taken_over(&record, stored_keys).await? {
+            unchanged.documents.remove(&key);
+            jobs.push((key, job));
+        }
         let stop_workers = shutdown.child_token();
         let workers = self.workers(services, stop_workers.clone());
         let started = std::time::Instant::now();
-        let mut tracker = RunTracker::new(jobs);
+        let mut tracker = RunTracker::new(jobs, &unchanged);
         loop {
             tracker.refresh(self.queue.as_ref()).await?;
             let snapshot = tracker.snapshot(started.elapsed());
@@ -522,11 +540,19 @@ struct RunTracker {
 const PENDING_READS_PER_REFRESH: usize = 64;
 
 impl RunTracker {
-    fn new(jobs: Vec<(String, Uuid)>) -> Self {
+    /// `unchanged`: documents the listing found stored as they are, which
+    /// got no job but count as synced.
+    fn new(jobs: Vec<(String, Uuid)>, unchanged: &Unchanged) -> Self {
+        let documents = unchanged.documents.len() as u64;
         RunTracker {
             total: jobs.len(),
             open: jobs,
-            finished: JobStats::default(),
+            finished: JobStats {
+                documents,
+                unchanged: documents,
+                chunks_unchanged: unchanged.chunks(),
+                ..JobStats::default()
+            },
             running: JobStats::default(),
             complete: 0,
             failed: Vec::new(),
@@ -619,7 +645,8 @@ impl RunTracker {
 pub struct RunSummary {
     /// Jobs complete.
     pub complete: usize,
-    /// Documents read by the run's jobs.
+    /// Documents synced: read by the run's jobs, or found stored at the
+    /// version the source's listing gives (no job needed).
     pub documents: u64,
     /// Jobs neither finished nor cancelled (the run was interrupted).
     pub unfinished: usize,

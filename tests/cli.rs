@@ -425,6 +425,14 @@ fn run_logs_progress_off_a_terminal_keeps_going_on_request_and_never_re_embeds()
     assert!(again.status.success(), "{}", describe(&again));
     assert_eq!(summary_count(&again, "chunks"), 0, "{}", describe(&again));
     assert_eq!(summary_count(&again, "unchanged"), embedded);
+    // The listing said so: not one job, not one object read.
+    assert_eq!(summary_count(&again, "jobs"), 0, "{}", describe(&again));
+    assert_eq!(
+        summary_count(&again, "documents"),
+        3,
+        "{}",
+        describe(&again)
+    );
 
     // A missing object fails the run; --keep-going still runs the others.
     s3.put(
@@ -547,4 +555,97 @@ fn an_interrupted_run_resumes_without_redoing_finished_documents() {
             "{i}"
         );
     }
+}
+
+/// A nightly re-sync of a bucket where little changed: the listing's ETags
+/// are compared with what the collection holds, and only what changed (or
+/// what the collection lost) gets a job.
+#[test]
+fn a_re_sync_makes_jobs_only_for_what_changed_or_what_the_collection_lost() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("nightly");
+    let page = |i: usize, edition: &str| -> String {
+        (0..40)
+            .map(|p| format!("Paragraph {p} of page {i}, {edition} edition: the harbour lights come on at dusk.\n\n"))
+            .collect()
+    };
+    for i in 0..6 {
+        s3.put("nightly", &format!("kb/{i}.md"), page(i, "first"), None);
+    }
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("run.toml");
+    std::fs::write(&config, TEST_CONFIG).unwrap();
+    let source = s3_source(&s3, "nightly", "nightly", Some("kb/")).to_string();
+    let run = || {
+        binary(&chroma.url(), state.path())
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--source", &source])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", describe(&first));
+    assert_eq!(summary_count(&first, "jobs"), 6, "{}", describe(&first));
+    let stored = chroma.records("testdb", "nightly");
+
+    // One page edited, one added; a third loses a chunk in the middle of
+    // its document behind the daemon's back.
+    s3.put("nightly", "kb/2.md", page(2, "second"), None);
+    s3.put("nightly", "kb/9.md", page(9, "first"), None);
+    let damaged = stored.of_key("kb/4.md");
+    assert!(damaged.len() >= 3, "a page is several chunks: {damaged:?}");
+    let middle = damaged
+        .iter()
+        .find(|r| r.metadata["chunk_index"] == 1)
+        .expect("chunk 1 of kb/4.md");
+    chroma.delete_ids("testdb", "nightly", &[middle.id.as_str()]);
+
+    let again = run();
+    assert!(again.status.success(), "{}", describe(&again));
+    assert_eq!(summary_count(&again, "jobs"), 3, "{}", describe(&again));
+    assert_eq!(
+        summary_count(&again, "documents"),
+        7,
+        "{}",
+        describe(&again)
+    );
+    let unchanged_pages: u64 = ["kb/0.md", "kb/1.md", "kb/3.md", "kb/5.md"]
+        .iter()
+        .map(|key| stored.of_key(key).len() as u64)
+        .sum();
+    // The damaged page's job finds its other chunks as they are.
+    let damaged_kept = damaged.len() as u64 - 1;
+    assert_eq!(
+        summary_count(&again, "unchanged"),
+        unchanged_pages + damaged_kept,
+        "{}",
+        describe(&again)
+    );
+    let records = chroma.records("testdb", "nightly");
+    assert_eq!(records.of_key("kb/4.md").len(), damaged.len(), "repaired");
+    assert!(
+        records
+            .of_key("kb/2.md")
+            .iter()
+            .all(|r| r.document.contains("second edition")),
+        "the edited page is stored as edited"
+    );
+    assert!(
+        !records.of_key("kb/9.md").is_empty(),
+        "the new page is stored"
+    );
+
+    // Nothing changed since: no job at all.
+    let third = run();
+    assert!(third.status.success(), "{}", describe(&third));
+    assert_eq!(summary_count(&third, "jobs"), 0, "{}", describe(&third));
+    assert_eq!(summary_count(&third, "chunks"), 0, "{}", describe(&third));
+    assert_eq!(
+        summary_count(&third, "unchanged"),
+        records.rows.len() as u64,
+        "{}",
+        describe(&third)
+    );
 }

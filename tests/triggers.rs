@@ -122,6 +122,16 @@ fn a_schedule_fires_once_per_slot_across_two_daemons_and_skips_while_a_run_is_go
         "one invocation per fired slot: {slots:?} {jobs:?}"
     );
     assert!(jobs.iter().all(|j| j["trigger"] == "scheduled"), "{jobs:?}");
+    // A slot after the first run finished found report.md stored at the
+    // version the bucket lists: it made no job.
+    assert!(
+        slots.iter().any(|s| s["outcome"] == "enqueued"
+            && s["jobs"] == 0
+            && s["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("1 documents unchanged"))),
+        "{slots:?}"
+    );
     assert!(
         jobs.iter().any(|j| j["status"]["complete"].is_object()),
         "{jobs:?}"

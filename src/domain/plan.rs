@@ -10,11 +10,13 @@ use super::DomainError;
 use super::names::validate_chroma_name;
 /// Where `api/upload.rs` finds it (it lives with the other names).
 pub use super::names::validate_custom_id;
-use super::sources::{RunTarget, SourceSpec, Sources};
+use super::sources::{RunTarget, SourceSpec, Sources, WholeSource};
 use crate::model::{
     BM25_MODEL, ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
     EmbeddingConfig, EmbeddingModel, SPLADE_MODEL, Source, Trigger,
 };
+use crate::pipeline::listing::{Listing, Scope, Unchanged};
+use crate::pipeline::{JobEmbedding, JobError, Services};
 use crate::queue::{NewJob, SourceRecord};
 
 /// Bounds on what a source may ask of the daemon (`[api]` in the config)
@@ -291,12 +293,74 @@ pub async fn plan_job(
 
 /// The invocations that sync a whole source (a one-shot run, a schedule
 /// slot): one per object for S3 (the given keys, or every key under the
-/// prefix), one for a repository at a ref, a site or a directory.
+/// prefix), one for a repository at a ref, a site or a directory. Objects
+/// the listing shows already stored at their version get none
+/// ([`crate::pipeline::listing`]); `unchanged` says which. Failing to tell
+/// only costs the saving: every object then gets its job.
 pub async fn whole_source(
     sources: &Sources,
+    services: &Services,
     record: &SourceRecord,
     target: RunTarget,
-) -> Result<Vec<CreateJobPayload>, DomainError> {
+) -> Result<WholeSourcePlan, DomainError> {
     let spec = spec_of(record)?;
-    sources.whole_source(record, &spec, target).await
+    let WholeSource { payloads, listing } = sources.whole_source(record, &spec, target).await?;
+    let Some(listing) = listing else {
+        return Ok(WholeSourcePlan {
+            payloads,
+            unchanged: Unchanged::default(),
+        });
+    };
+    let unchanged = match listed_unchanged(services, record, &spec, &listing).await {
+        Ok(unchanged) => unchanged,
+        Err(error) => {
+            tracing::warn!(
+                source_id = %record.id,
+                %error,
+                "could not compare the listing with the collection; syncing every object"
+            );
+            Unchanged::default()
+        }
+    };
+    let payloads = payloads
+        .into_iter()
+        .filter(|payload| {
+            payload
+                .object_key
+                .as_ref()
+                .is_none_or(|key| !unchanged.contains(key))
+        })
+        .collect();
+    Ok(WholeSourcePlan {
+        payloads,
+        unchanged,
+    })
+}
+
+/// What a whole-source sync enqueues, and what it found with nothing to do.
+#[derive(Debug, Default)]
+pub struct WholeSourcePlan {
+    pub payloads: Vec<CreateJobPayload>,
+    pub unchanged: Unchanged,
+}
+
+async fn listed_unchanged(
+    services: &Services,
+    record: &SourceRecord,
+    spec: &SourceSpec,
+    listing: &Listing,
+) -> Result<Unchanged, JobError> {
+    let embedding = JobEmbedding::for_source(
+        &services.models,
+        record.payload.embedding.as_ref(),
+        record.payload.embedding_model.as_ref(),
+    )?;
+    let source_id = record.id.to_string();
+    let scope = Scope {
+        database: &record.payload.database_name,
+        source_id: &source_id,
+        source_type: spec.source_type(),
+        embedding: &embedding,
+    };
+    crate::pipeline::listing::unchanged(services, &scope, listing).await
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 mod document;
 mod embedding;
+pub mod listing;
 pub mod reuse;
 pub mod segments;
 pub mod sync;
@@ -32,7 +33,7 @@ use crate::model::{ChunkingConfig, JobStats, MAX_SKIPPED_REASONS, Progress, Sour
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, sparse_vector_value};
 use crate::sink::records::{
-    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records,
+    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records, field,
     same_embedding_input, same_identity,
 };
 
@@ -584,11 +585,25 @@ impl DocumentContext<'_> {
                 }
             }
         }
-        let unchanged_chunks = wanted - records.len() - restamp.len();
-        if unchanged_chunks > 0 || !restamp.is_empty() {
+        // The first chunk is written last, after every other chunk of the
+        // document: a first chunk at a version means the document was
+        // stored whole at that version, which is what a whole-source sync
+        // compares a listing with ([`listing`]) to leave it without a job.
+        if let Some(at) = records.iter().position(is_first_chunk) {
+            let first = records.remove(at);
+            records.push(first);
+        }
+        let first_restamp = restamp
+            .iter()
+            .position(is_first_chunk)
+            .map(|at| restamp.remove(at));
+        let unchanged_chunks =
+            wanted - records.len() - restamp.len() - usize::from(first_restamp.is_some());
+        if unchanged_chunks > 0 || !restamp.is_empty() || first_restamp.is_some() {
             self.state.update(|stats| {
                 stats.chunks_unchanged += unchanged_chunks as u64;
-                stats.chunks_restamped += restamp.len() as u64;
+                stats.chunks_restamped +=
+                    (restamp.len() + usize::from(first_restamp.is_some())) as u64;
             });
         }
         for batch in restamp.chunks(batch_size) {
@@ -627,6 +642,15 @@ impl DocumentContext<'_> {
         }
         if let Some(upsert) = in_flight {
             upsert.await?;
+        }
+        if let Some(first) = first_restamp {
+            chroma
+                .update_metadata(
+                    self.collection,
+                    std::slice::from_ref(&first.id),
+                    std::slice::from_ref(&first.metadata),
+                )
+                .await?;
         }
         Ok(())
     }
@@ -880,6 +904,14 @@ impl DocumentContext<'_> {
 /// dropped: nothing to do. The sparse vector (under `sparse_key`) follows
 /// from the text, so it is compared by presence only: Chroma hands it back
 /// in its own float precision.
+fn is_first_chunk(record: &Record) -> bool {
+    record
+        .metadata
+        .get(field::CHUNK_INDEX)
+        .and_then(Value::as_u64)
+        == Some(0)
+}
+
 fn split_unchanged(
     records: Vec<Record>,
     existing: &HashMap<String, serde_json::Map<String, Value>>,

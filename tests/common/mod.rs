@@ -215,6 +215,28 @@ impl Chroma {
             .then(|| response.json().unwrap())
     }
 
+    /// Deletes records behind the daemon's back (a write that never
+    /// finished, a collection edited by hand).
+    pub fn delete_ids(&self, database: &str, name: &str, ids: &[&str]) {
+        let collection = self
+            .collection(database, name)
+            .unwrap_or_else(|| panic!("collection {database}/{name} exists"));
+        let id = collection["id"].as_str().unwrap();
+        let response = http()
+            .post(format!(
+                "{}/collections/{id}/delete",
+                self.database_path(database)
+            ))
+            .json(&json!({"ids": ids}))
+            .send()
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().unwrap()
+        );
+    }
+
     /// All records: `{ids, documents, metadatas, embeddings}`, sorted by id.
     pub fn records(&self, database: &str, name: &str) -> Records {
         let collection = self

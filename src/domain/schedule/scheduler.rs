@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::ParsedSchedule;
 use crate::domain::{RunTarget, Sources, plan_job, whole_source};
 use crate::model::{GitRefIdentifier, SourceSchedule, Trigger};
+use crate::pipeline::Services;
 use crate::queue::{JobFilter, JobState, Queue, QueueError, SlotOutcome, SourceRecord};
 
 /// What scheduled invocations need: the queue, and the sources (which list
@@ -26,6 +27,8 @@ use crate::queue::{JobFilter, JobState, Queue, QueueError, SlotOutcome, SourceRe
 pub struct Scheduler {
     pub queue: Arc<dyn Queue>,
     pub sources: Arc<Sources>,
+    /// Compares a listing with the collection (S3: unchanged objects get no job).
+    pub services: Arc<Services>,
     pub wake: Arc<Notify>,
 }
 
@@ -97,7 +100,7 @@ impl Scheduler {
             )
         } else {
             match self.enqueue(record, schedule).await {
-                Ok(jobs) => (SlotOutcome::Enqueued, jobs, None),
+                Ok((jobs, message)) => (SlotOutcome::Enqueued, jobs, message),
                 // Stored and listed over the API: no secret may be quoted.
                 Err(error) => (
                     SlotOutcome::Failed,
@@ -135,24 +138,30 @@ impl Scheduler {
         Ok(false)
     }
 
-    /// Enqueues the slot's invocations; how many. Errors are messages for
-    /// the slot's record (a bucket that cannot be listed, a missing branch).
+    /// Enqueues the slot's invocations: how many, and what the slot's
+    /// record says of the documents that needed none. Errors are messages
+    /// for the slot's record (a bucket that cannot be listed, a missing
+    /// branch).
     async fn enqueue(
         &self,
         record: &SourceRecord,
         schedule: &SourceSchedule,
-    ) -> Result<u32, String> {
+    ) -> Result<(u32, Option<String>), String> {
         let target = RunTarget {
             object_keys: Vec::new(),
             collection: schedule.target_collection_name.clone(),
             git_ref: schedule.branch.clone().map(GitRefIdentifier::Branch),
             meta_json: false,
         };
-        let payloads = whole_source(&self.sources, record, target)
+        let plan = whole_source(&self.sources, &self.services, record, target)
             .await
             .map_err(|e| e.to_string())?;
+        let unchanged = plan.unchanged.documents.len();
+        let message = (unchanged > 0).then(|| {
+            format!("{unchanged} documents unchanged since they were stored: no job for them")
+        });
         let mut enqueued = 0;
-        for payload in payloads {
+        for payload in plan.payloads {
             let job = plan_job(&self.sources, record, payload, Trigger::Scheduled)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -163,6 +172,6 @@ impl Scheduler {
             }
         }
         self.wake.notify_waiters();
-        Ok(enqueued)
+        Ok((enqueued, message))
     }
 }

@@ -39,6 +39,7 @@ use crate::model::{
     CreateJobPayload, GitRefIdentifier, IndexJobMetadata, JobKind, SourceSchedule, SourceType,
     Trigger, canonical_json,
 };
+use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{NewJob, Queue, SourceRecord};
 
@@ -55,6 +56,26 @@ pub struct RunTarget {
     /// it names), as `auto_sync: "metadata"` does; always so for a source
     /// in that mode. Ignored when `object_keys` are given.
     pub meta_json: bool,
+}
+
+/// The invocations that sync a whole source.
+#[derive(Debug, Default)]
+pub struct WholeSource {
+    pub payloads: Vec<CreateJobPayload>,
+    /// Kinds with one job per document whose listing tells each document's
+    /// stored version (S3's ETags), keyed by `object_key`: the documents
+    /// the collection holds at that version need no job
+    /// ([`crate::pipeline::listing`]).
+    pub listing: Option<Listing>,
+}
+
+impl From<Vec<CreateJobPayload>> for WholeSource {
+    fn from(payloads: Vec<CreateJobPayload>) -> Self {
+        WholeSource {
+            payloads,
+            listing: None,
+        }
+    }
 }
 
 /// What every source type provides. One implementation per source folder;
@@ -145,13 +166,14 @@ pub trait SourceKind: Send + Sync {
     ) -> Result<Planned, DomainError>;
 
     /// The invocations that sync the whole source (a one-shot `run`, a
-    /// schedule slot).
+    /// schedule slot), and what the kind's listing said of each document
+    /// where it tells the version a job would store.
     fn whole_source(
         &self,
         record: &SourceRecord,
         config: &Self::Config,
         target: RunTarget,
-    ) -> impl Future<Output = Result<Vec<CreateJobPayload>, DomainError>> + Send;
+    ) -> impl Future<Output = Result<WholeSource, DomainError>> + Send;
 
     /// Whether a whole-source sync is one job per document (looked up by
     /// document key when an interrupted run is taken over) rather than one
@@ -447,7 +469,7 @@ impl Sources {
         record: &SourceRecord,
         spec: &SourceSpec,
         target: RunTarget,
-    ) -> Result<Vec<CreateJobPayload>, DomainError> {
+    ) -> Result<WholeSource, DomainError> {
         if target.meta_json && !matches!(spec, SourceSpec::S3(_)) {
             return Err(DomainError::invalid(
                 "--meta-json applies to S3 sources only (their `.meta.json` files)",

@@ -30,7 +30,9 @@ fn open_root(
     Root::open(settings, &config.root).map_err(|e| format!("filesystem.root: {e}"))
 }
 use super::globs::PathFilter;
-use super::{InvocationField, Planned, SourceKind, collection_concurrency_key, collection_of};
+use super::{
+    InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key, collection_of,
+};
 use crate::config::{Config, FilesystemSettings};
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
@@ -139,11 +141,12 @@ impl SourceKind for FilesystemSource {
         _: &SourceRecord,
         _: &FilesystemSourceConfig,
         target: RunTarget,
-    ) -> Result<Vec<CreateJobPayload>, DomainError> {
+    ) -> Result<WholeSource, DomainError> {
         Ok(vec![CreateJobPayload {
             target_collection_name: target.collection,
             ..CreateJobPayload::default()
-        }])
+        }]
+        .into())
     }
 
     async fn run_job(

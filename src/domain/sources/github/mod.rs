@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{GitHubClients, path_filter, split_repository};
-use super::{InvocationField, Planned, SourceKind, collection_concurrency_key, collection_of};
+use super::{
+    InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key, collection_of,
+};
 use crate::config::Config;
 use crate::domain::{DomainError, RunTarget};
 use crate::model::{
@@ -169,14 +171,14 @@ impl SourceKind for GithubSource {
         record: &SourceRecord,
         config: &GithubSourceConfig,
         target: RunTarget,
-    ) -> Result<Vec<CreateJobPayload>, DomainError> {
+    ) -> Result<WholeSource, DomainError> {
         let mut payload = CreateJobPayload {
             target_collection_name: target.collection,
             ref_identifier: target.git_ref,
             ..CreateJobPayload::default()
         };
         self.prepare(record, config, &mut payload).await?;
-        Ok(vec![payload])
+        Ok(vec![payload].into())
     }
 
     async fn run_job(&self, run: &JobRun<'_>, github: &GithubSourceConfig) -> Result<(), JobError> {

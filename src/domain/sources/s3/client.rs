@@ -378,7 +378,7 @@ impl SegmentedDocument for StreamedObject {
         self.size
     }
     fn source_fields(&self) -> Vec<(String, serde_json::Value)> {
-        vec![("bucket".to_string(), self.bucket.clone().into())]
+        source_fields(&self.bucket)
     }
     async fn next_segment(&mut self) -> Result<Option<Bytes>, SourceError> {
         StreamedObject::next_segment(self).await
@@ -454,7 +454,7 @@ impl S3Object {
             version,
             content_type,
             bytes: bytes.freeze(),
-            metadata: vec![("bucket".to_string(), self.bucket.clone().into())],
+            metadata: source_fields(&self.bucket),
         })))
     }
 }
@@ -570,12 +570,29 @@ pub async fn read_small(
 }
 
 /// Every object key under `prefix`, following `ListObjectsV2` pagination.
-pub async fn list_keys(
+/// What every chunk of an object says about where it came from.
+pub fn source_fields(bucket: &str) -> Vec<(String, serde_json::Value)> {
+    vec![("bucket".to_string(), bucket.into())]
+}
+
+/// An object as `ListObjectsV2` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedObject {
+    pub key: String,
+    /// The ETag without its quotes: what a GET of an unversioned object
+    /// answers, and so the version a job stores for it.
+    pub etag: Option<String>,
+    pub size: u64,
+}
+
+/// Every object under `prefix` (folder markers, keys ending in `/`, left
+/// out), a page of 1,000 at a time.
+pub async fn list_objects(
     client: &Client,
     bucket: &str,
     prefix: &str,
-) -> Result<Vec<String>, SourceError> {
-    let mut keys = Vec::new();
+) -> Result<Vec<ListedObject>, SourceError> {
+    let mut objects = Vec::new();
     let mut pages = client
         .list_objects_v2()
         .bucket(bucket)
@@ -584,14 +601,23 @@ pub async fn list_keys(
         .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| classify(&format!("listing s3://{bucket}/{prefix}"), e))?;
-        keys.extend(
+        objects.extend(
             page.contents()
                 .iter()
-                .filter_map(|object| object.key().map(str::to_string))
-                .filter(|key| !key.ends_with('/')),
+                .filter_map(|object| {
+                    Some(ListedObject {
+                        key: object.key()?.to_string(),
+                        etag: object
+                            .e_tag()
+                            .map(|tag| tag.trim_matches('"').to_string())
+                            .filter(|tag| !tag.is_empty()),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                    })
+                })
+                .filter(|object| !object.key.ends_with('/')),
         );
     }
-    Ok(keys)
+    Ok(objects)
 }
 
 #[cfg(test)]

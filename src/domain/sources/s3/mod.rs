@@ -15,14 +15,15 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use self::client::{S3Clients, list_keys};
-use super::{InvocationField, Planned, SourceKind};
+use self::client::{S3Clients, list_objects};
+use super::{InvocationField, Planned, SourceKind, WholeSource};
 use crate::config::Config;
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
 use crate::model::{
     AutoSync, CreateJobPayload, JobKind, S3JobMetadata, S3SourceConfig, SourceType,
 };
+use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
 use crate::sink::records::validate_user_metadata;
@@ -174,33 +175,49 @@ impl SourceKind for S3Source {
         record: &SourceRecord,
         s3: &S3SourceConfig,
         target: RunTarget,
-    ) -> Result<Vec<CreateJobPayload>, DomainError> {
-        let keys = if target.object_keys.is_empty() {
-            let client = self
-                .clients
-                .client(&record.payload.database_name, s3)
-                .await
-                .map_err(|e| DomainError::Source(e.to_string()))?;
-            let prefix = s3.path_prefix.clone().unwrap_or_default();
-            let mut keys = list_keys(&client, &s3.bucket_name, &prefix)
-                .await
-                .map_err(|e| DomainError::Source(e.to_string()))?;
-            // As `metadata` auto-sync does: only what metadata files name.
-            if target.meta_json || s3.auto_sync == Some(AutoSync::Metadata) {
-                keys.retain(|key| meta_json::is_meta_json(key));
-            }
-            keys
-        } else {
-            target.object_keys
-        };
-        Ok(keys
-            .into_iter()
-            .map(|key| CreateJobPayload {
-                object_key: Some(key),
-                target_collection_name: target.collection.clone(),
-                ..CreateJobPayload::default()
-            })
-            .collect())
+    ) -> Result<WholeSource, DomainError> {
+        if !target.object_keys.is_empty() {
+            // Named keys are synced as asked, each by its job.
+            return Ok(payloads(target.object_keys, &target.collection).into());
+        }
+        let client = self
+            .clients
+            .client(&record.payload.database_name, s3)
+            .await
+            .map_err(|e| DomainError::Source(e.to_string()))?;
+        let prefix = s3.path_prefix.clone().unwrap_or_default();
+        let mut objects = list_objects(&client, &s3.bucket_name, &prefix)
+            .await
+            .map_err(|e| DomainError::Source(e.to_string()))?;
+        // As `metadata` auto-sync does: only what metadata files name. Their
+        // jobs read the file first, so the listing says nothing about what
+        // is stored.
+        if target.meta_json || s3.auto_sync == Some(AutoSync::Metadata) {
+            objects.retain(|object| meta_json::is_meta_json(&object.key));
+            let keys = objects.into_iter().map(|object| object.key).collect();
+            return Ok(payloads(keys, &target.collection).into());
+        }
+        // Objects read a segment at a time are left to their jobs: their
+        // segments are written one after another, so what is stored says
+        // less about whether the last attempt finished.
+        let whole = self.stream_segment_bytes.max(4096);
+        let versions = objects
+            .iter()
+            .filter(|object| object.size <= whole)
+            .filter_map(|object| Some((object.key.clone(), object.etag.clone()?)))
+            .collect();
+        let keys = objects.into_iter().map(|object| object.key).collect();
+        Ok(WholeSource {
+            payloads: payloads(keys, &target.collection),
+            listing: Some(Listing {
+                collection: target
+                    .collection
+                    .clone()
+                    .unwrap_or_else(|| s3.collection_name.clone()),
+                versions,
+                source_fields: client::source_fields(&s3.bucket_name),
+            }),
+        })
     }
 
     fn one_job_per_document(&self) -> bool {
@@ -217,6 +234,17 @@ impl SourceKind for S3Source {
         s3.force_path_style.get_or_insert(false);
         s3
     }
+}
+
+/// One invocation per key, writing `collection` (else the source's).
+fn payloads(keys: Vec<String>, collection: &Option<String>) -> Vec<CreateJobPayload> {
+    keys.into_iter()
+        .map(|key| CreateJobPayload {
+            object_key: Some(key),
+            target_collection_name: collection.clone(),
+            ..CreateJobPayload::default()
+        })
+        .collect()
 }
 
 /// An invocation of one object of an S3 source (from the API or an event).

@@ -6,7 +6,9 @@ mod job;
 pub mod links;
 
 use self::crawl::PathRules;
-use super::{InvocationField, Planned, SourceKind, collection_concurrency_key, collection_of};
+use super::{
+    InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key, collection_of,
+};
 use crate::config::{Config, WebSettings};
 use crate::domain::{DomainError, RunTarget};
 use crate::model::{CreateJobPayload, JobKind, SourceType, WebScrapeSourceConfig};
@@ -102,11 +104,12 @@ impl SourceKind for WebSource {
         _: &SourceRecord,
         _: &WebScrapeSourceConfig,
         target: RunTarget,
-    ) -> Result<Vec<CreateJobPayload>, DomainError> {
+    ) -> Result<WholeSource, DomainError> {
         Ok(vec![CreateJobPayload {
             target_collection_name: target.collection,
             ..CreateJobPayload::default()
-        }])
+        }]
+        .into())
     }
 
     async fn run_job(&self, run: &JobRun<'_>, web: &WebScrapeSourceConfig) -> Result<(), JobError> {
