@@ -548,7 +548,6 @@ impl RunTracker {
             total: jobs.len(),
             open: jobs,
             finished: JobStats {
-                documents,
                 unchanged: documents,
                 chunks_unchanged: unchanged.chunks(),
                 ..JobStats::default()
@@ -627,7 +626,9 @@ impl RunTracker {
     fn summary(self, snapshot: RunSnapshot) -> RunSummary {
         RunSummary {
             complete: self.complete,
-            documents: snapshot.stats.documents,
+            // Read and synced, or found unchanged (by a job, or by the
+            // listing before any job).
+            documents: snapshot.stats.documents + snapshot.stats.unchanged,
             chunks: snapshot.stats.chunks_upserted,
             chunks_unchanged: snapshot.stats.chunks_unchanged,
             bytes: snapshot.stats.bytes,
@@ -645,8 +646,8 @@ impl RunTracker {
 pub struct RunSummary {
     /// Jobs complete.
     pub complete: usize,
-    /// Documents synced: read by the run's jobs, or found stored at the
-    /// version the source's listing gives (no job needed).
+    /// Documents synced: read by the run's jobs, or found unchanged (by
+    /// their jobs, or by the source's listing before any job).
     pub documents: u64,
     /// Jobs neither finished nor cancelled (the run was interrupted).
     pub unfinished: usize,
