@@ -101,6 +101,10 @@ enum Command {
         /// OCR settings (JSON of `extract::OcrSettings`); absent: OCR off.
         #[arg(long)]
         ocr: Option<String>,
+        /// Pictures to hand back for description (JSON of
+        /// `extract::FigureSettings`); absent: none.
+        #[arg(long)]
+        figures: Option<String>,
     },
     /// Internal: loads Tesseract and its models as a converter child would
     /// and prints its version (the daemon checks OCR at start this way).
@@ -299,6 +303,22 @@ fn hard_exit_after(limit: Duration) {
     });
 }
 
+/// A converter child's JSON argument `name`, if given; a bad one is
+/// said on stderr (which the daemon reports) and ends the child.
+fn json_arg<T: serde::de::DeserializeOwned>(
+    name: &str,
+    value: &Option<String>,
+) -> Result<Option<T>, ExitCode> {
+    value
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| {
+            eprintln!("{name}: {e}");
+            ExitCode::from(2)
+        })
+}
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     if let Command::ExtractDocument {
@@ -307,21 +327,19 @@ fn main() -> ExitCode {
         pdfium_library,
         sandbox,
         ocr,
+        figures,
     } = &cli.command
     {
         // A converter child: no runtime, no config, no logging.
-        let ocr = match ocr.as_deref().map(serde_json::from_str) {
-            None => None,
-            Some(Ok(settings)) => Some(settings),
-            Some(Err(e)) => {
-                eprintln!("--ocr: {e}");
-                return ExitCode::from(2);
-            }
+        let (ocr, figures) = match (json_arg("--ocr", ocr), json_arg("--figures", figures)) {
+            (Ok(ocr), Ok(figures)) => (ocr, figures),
+            (Err(code), _) | (_, Err(code)) => return code,
         };
         let limits = chroma_syncd::extract::Limits {
             max_extracted_bytes: *max_extracted_bytes,
             pdfium_library: pdfium_library.clone(),
             ocr,
+            figures,
         };
         return chroma_syncd::extract::isolate::child_main(format, limits, *sandbox);
     }

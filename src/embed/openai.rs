@@ -362,20 +362,8 @@ impl Client {
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            // `Retry-After: 1e300` is finite but no Duration: a peer's
-            // number must not panic us. Anything past the cap waits the cap.
-            .map(|s| {
-                Duration::try_from_secs_f64(s)
-                    .unwrap_or(Duration::MAX)
-                    .min(self.settings.max_retry_after)
-            });
-        let text = match read_capped(response).await {
+        let retry_after = retry_after(&response, self.settings.max_retry_after);
+        let text = match read_capped(response, MAX_ANSWER_BYTES).await {
             Ok(text) => text,
             Err(message) => {
                 return Attempt::Retry {
@@ -450,13 +438,35 @@ impl Client {
 /// 12 MB of JSON; an endpoint sending more is not answering the question.
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 
-async fn read_capped(mut response: reqwest::Response) -> Result<String, String> {
+/// `Retry-After` in seconds, at most `cap`, if the answer has one.
+pub(crate) fn retry_after(response: &reqwest::Response, cap: Duration) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        // `Retry-After: 1e300` is finite but no Duration: a peer's
+        // number must not panic us. Anything past the cap waits the cap.
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .unwrap_or(Duration::MAX)
+                .min(cap)
+        })
+}
+
+/// The answer's body, read up to `cap` bytes (an endpoint sending more is
+/// not answering the question).
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<String, String> {
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                    return Err(format!("the answer is over {MAX_ANSWER_BYTES} bytes"));
+                if body.len() + chunk.len() > cap {
+                    return Err(format!("the answer is over {cap} bytes"));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -469,7 +479,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<String, String> 
 
 /// What an error body says: OpenAI's `{"error": {"message"}}`, TEI's
 /// `{"error": "..."}`, else the body's start.
-fn endpoint_message(body: &str) -> String {
+pub(crate) fn endpoint_message(body: &str) -> String {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let said = parsed.as_ref().and_then(|v| {
         v["error"]["message"]

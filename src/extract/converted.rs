@@ -25,6 +25,20 @@ pub struct Converted {
     /// carry `ocr = true`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ocr_pages: Vec<u32>,
+    /// Pictures to describe (`[extract.vision]` only), in marker order:
+    /// figure `i` stands in the markdown as [`super::figures::marker`]`(i)`
+    /// until the daemon replaces it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+}
+
+/// A picture of the document, as the vision model is sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    /// The page it is on (paged documents).
+    pub page: Option<u32>,
+    /// The picture as PNG, base64 (what a data URL holds).
+    pub png: String,
 }
 
 impl Converted {
@@ -198,6 +212,11 @@ impl Builder {
             pages.insert(at, page);
         }
         Ok(())
+    }
+
+    /// The document's pictures to describe ([`super::figures`]).
+    pub fn figures(&mut self, figures: Vec<Figure>) {
+        self.converted.figures = figures;
     }
 
     /// Takes back an omission noted earlier (a page OCR then read).

@@ -7,6 +7,7 @@ pub mod faulty;
 pub mod github;
 pub mod openai;
 pub mod stall;
+pub mod vision;
 pub mod web;
 
 use std::net::TcpListener;
