@@ -131,11 +131,15 @@ fn pictures_are_described_where_they_stand() {
     let records = chroma.records("testdb", "pictures");
     let plain_keys: Vec<_> = records.of_key("plain.pdf")[0]
         .metadata
+        .as_object()
+        .unwrap()
         .keys()
         .cloned()
         .collect();
     let report_keys: Vec<_> = records.of_key("report.pdf")[0]
         .metadata
+        .as_object()
+        .unwrap()
         .keys()
         .cloned()
         .collect();

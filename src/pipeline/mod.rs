@@ -676,7 +676,7 @@ impl DocumentContext<'_> {
                 )
                 .await;
             let converted = match (converted, &self.services.vision, &nonce) {
-                (Ok(converted), Some(vision), Some(nonce)) => {
+                (Ok(converted), Some(vision), Some(nonce)) if !converted.figures.is_empty() => {
                     self.state
                         .set_progress(2, 3, format!("describing the pictures of {key}"));
                     figures::describe(vision, nonce, converted).await
