@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::config::{Secret, VisionConfig};
-use crate::embed::openai::{endpoint_message, read_capped, retry_after};
+use crate::embed::openai::{Attempt, Backoff, Request};
 
 /// Largest answer read: a description is a paragraph or two.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -97,15 +97,6 @@ pub fn chat_completions_url(url: &str) -> String {
     }
 }
 
-enum Attempt {
-    Done(String),
-    Retry {
-        message: String,
-        after: Option<Duration>,
-    },
-    Fail(VisionError),
-}
-
 /// The vision model's client, shared by every job.
 pub struct VisionClient {
     settings: VisionSettings,
@@ -154,7 +145,7 @@ impl VisionClient {
             }],
         });
         let mut attempts = 0;
-        let mut backoff = self.settings.backoff;
+        let mut backoff = Backoff::new(self.settings.backoff, self.settings.max_retry_after);
         loop {
             attempts += 1;
             let attempt = {
@@ -172,68 +163,39 @@ impl VisionClient {
                             attempts,
                         });
                     }
-                    let wait = after.unwrap_or(backoff).min(self.settings.max_retry_after);
+                    let wait = backoff.wait(after);
                     tracing::warn!(model = %self.settings.api_model, %message, wait_ms = wait.as_millis() as u64, "vision request retried");
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.settings.max_retry_after);
                 }
             }
         }
     }
 
-    async fn attempt(&self, body: &Value) -> Attempt {
-        let mut request = self.http.post(&self.settings.endpoint).json(body);
-        if let Some(key) = &self.settings.api_key {
-            request = request.bearer_auth(key.expose());
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => {
-                let kind = if error.is_timeout() {
-                    "timed out"
-                } else {
-                    "could not connect"
-                };
-                // Only the URL is named: reqwest's message never quotes
-                // headers, but ours need not rely on it.
-                return Attempt::Retry {
-                    message: format!("{kind} ({})", self.settings.endpoint),
-                    after: None,
-                };
-            }
+    async fn attempt(&self, body: &Value) -> Attempt<String, VisionError> {
+        let model = &self.settings.api_model;
+        let request = Request {
+            http: &self.http,
+            url: &self.settings.endpoint,
+            key: self.settings.api_key.as_ref(),
+            max_retry_after: self.settings.max_retry_after,
+            cap: MAX_ANSWER_BYTES,
         };
-        let status = response.status();
-        let after = retry_after(&response, self.settings.max_retry_after);
-        let text = match read_capped(response, MAX_ANSWER_BYTES).await {
-            Ok(text) => text,
-            Err(message) => {
-                return Attempt::Retry {
+        request
+            .attempt(
+                body,
+                |text| {
+                    description(text).ok_or_else(|| VisionError::Invalid {
+                        model: model.clone(),
+                        message: "the answer has no choices[0].message.content text".into(),
+                    })
+                },
+                |status, message| VisionError::Permanent {
+                    model: model.clone(),
+                    status,
                     message,
-                    after: None,
-                };
-            }
-        };
-        if status.is_success() {
-            return match description(&text) {
-                Some(text) => Attempt::Done(text),
-                None => Attempt::Fail(VisionError::Invalid {
-                    model: self.settings.api_model.clone(),
-                    message: "the answer has no choices[0].message.content text".into(),
-                }),
-            };
-        }
-        let message = endpoint_message(&text);
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Attempt::Retry {
-                message: format!("the endpoint answered {status}: {message}"),
-                after,
-            };
-        }
-        Attempt::Fail(VisionError::Permanent {
-            model: self.settings.api_model.clone(),
-            status: status.as_u16(),
-            message,
-        })
+                },
+            )
+            .await
     }
 }
 

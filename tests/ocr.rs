@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,13 +21,7 @@ use serde_json::{Value, json};
 
 /// Generates the material into a fresh directory; with `expected.json`.
 fn material() -> (tempfile::TempDir, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(venv().join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ocr.py"))
-        .arg(dir.path())
-        .status()
-        .expect("running tests/fixtures/ocr.py");
-    assert!(status.success(), "generating the scanned material failed");
+    let dir = generated("tests/fixtures/ocr.py");
     let expected =
         serde_json::from_slice(&std::fs::read(dir.path().join("expected.json")).unwrap()).unwrap();
     (dir, expected)
@@ -420,13 +413,7 @@ fn a_source_reads_its_scans_in_the_languages_it_names() {
 /// back, marked `ocr = true` — rather than indexed as the stamp alone.
 #[test]
 fn a_scan_with_a_scrap_of_text_layer_is_read_by_ocr() {
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(venv().join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/figures.py"))
-        .arg(dir.path())
-        .status()
-        .expect("running tests/fixtures/figures.py");
-    assert!(status.success());
+    let dir = generated("tests/fixtures/figures.py");
     let chroma = Chroma::start();
     let s3 = S3::start();
     let daemon = Daemon::start(&chroma.url());

@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::openai::Fault;
@@ -23,18 +23,6 @@ use serde_json::{Value, json};
 
 const KEY: &str = "sk-vision-test-key-7f3a";
 const PROMPT: &str = "Describe this image for search: what it shows and any text in it.";
-
-/// The pictures and PDFs, generated into a fresh directory.
-fn material() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(venv().join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/figures.py"))
-        .arg(dir.path())
-        .status()
-        .expect("running tests/fixtures/figures.py");
-    assert!(status.success(), "generating the pictures failed");
-    dir
-}
 
 /// A daemon whose `[extract.vision]` is `server`, its key in the
 /// environment as `key`.
@@ -47,15 +35,38 @@ fn daemon_for(chroma: &Chroma, server: &VisionServer, key: &str) -> Daemon {
     Daemon::start_with(&chroma.url(), &config, &[("TEST_VISION_KEY", key)])
 }
 
-/// A bucket holding the material, and an S3 source syncing it into
-/// `collection`.
-fn bucket(s3: &S3, dir: &Path, daemon: &Daemon, collection: &str) -> String {
+/// One story's world: the pictures in a bucket, a vision model accepting
+/// [`KEY`], and a daemon sending it `key`, with an S3 source syncing the
+/// bucket into `collection`.
+struct World {
+    daemon: Daemon,
+    server: Arc<VisionServer>,
+    source: String,
+    chroma: Chroma,
+    _s3: S3,
+    _dir: tempfile::TempDir,
+}
+
+fn world(collection: &str, key: &str) -> World {
+    let dir = generated("tests/fixtures/figures.py");
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let server = VisionServer::start(KEY);
+    let daemon = daemon_for(&chroma, &server, key);
     s3.create_bucket(collection);
     for name in ["harbour.png", "report.pdf", "plain.pdf"] {
-        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let bytes = std::fs::read(dir.path().join(name)).unwrap();
         s3.put(collection, name, bytes, None);
     }
-    daemon.create_source(s3_source(s3, collection, collection, None))
+    let source = daemon.create_source(s3_source(&s3, collection, collection, None));
+    World {
+        daemon,
+        server,
+        source,
+        chroma,
+        _s3: s3,
+        _dir: dir,
+    }
 }
 
 fn sync(daemon: &Daemon, source: &str, key: &str) -> Value {
@@ -86,12 +97,13 @@ fn position(text: &str, word: &str) -> usize {
 
 #[test]
 fn pictures_are_described_where_they_stand() {
-    let dir = material();
-    let chroma = Chroma::start();
-    let s3 = S3::start();
-    let server = VisionServer::start(KEY);
-    let daemon = daemon_for(&chroma, &server, KEY);
-    let source = bucket(&s3, dir.path(), &daemon, "pictures");
+    let World {
+        daemon,
+        server,
+        source,
+        chroma,
+        ..
+    } = world("pictures", KEY);
 
     sync(&daemon, &source, "harbour.png");
     sync(&daemon, &source, "report.pdf");
@@ -129,20 +141,11 @@ fn pictures_are_described_where_they_stand() {
     sync(&daemon, &source, "plain.pdf");
     assert_eq!(server.seen().len(), 2, "a PDF without pictures was sent");
     let records = chroma.records("testdb", "pictures");
-    let plain_keys: Vec<_> = records.of_key("plain.pdf")[0]
-        .metadata
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    let report_keys: Vec<_> = records.of_key("report.pdf")[0]
-        .metadata
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
+    let keys_of = |key: &str| -> Vec<String> {
+        let metadata = records.of_key(key)[0].metadata.as_object().unwrap();
+        metadata.keys().cloned().collect()
+    };
+    let (plain_keys, report_keys) = (keys_of("plain.pdf"), keys_of("report.pdf"));
     assert_eq!(
         plain_keys, report_keys,
         "a description changed the metadata"
@@ -151,14 +154,15 @@ fn pictures_are_described_where_they_stand() {
 
 #[test]
 fn a_busy_or_broken_model_is_waited_out() {
-    let dir = material();
-    let chroma = Chroma::start();
-    let s3 = S3::start();
-    let server = VisionServer::start(KEY);
-    let daemon = daemon_for(&chroma, &server, KEY);
-    let source = bucket(&s3, dir.path(), &daemon, "retried");
+    let World {
+        daemon,
+        server,
+        source,
+        chroma,
+        ..
+    } = world("retried", KEY);
 
-    server.fail_next(&[Fault::Busy, Fault::Broken, Fault::Broken]);
+    server.fail_next(&[Fault::BusyFor("1"), Fault::Broken, Fault::Broken]);
     let job = sync(&daemon, &source, "harbour.png");
     assert_eq!(job["attempt"], 1, "{job}");
     let answered: Vec<u16> = server.seen().iter().map(|s| s.answered).collect();
@@ -173,13 +177,14 @@ fn a_busy_or_broken_model_is_waited_out() {
 
 #[test]
 fn a_refused_key_costs_the_descriptions_not_the_documents() {
-    let dir = material();
-    let chroma = Chroma::start();
-    let s3 = S3::start();
-    let server = VisionServer::start(KEY);
     let wrong = "sk-wrong-key-91c2";
-    let daemon = daemon_for(&chroma, &server, wrong);
-    let source = bucket(&s3, dir.path(), &daemon, "refused");
+    let World {
+        daemon,
+        server,
+        source,
+        chroma,
+        ..
+    } = world("refused", wrong);
 
     for key in ["harbour.png", "report.pdf"] {
         let job = sync(&daemon, &source, key);

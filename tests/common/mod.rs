@@ -899,6 +899,20 @@ pub fn stalled_upload(daemon: &Daemon, token: Option<&str>) -> std::net::TcpStre
     stream
 }
 
+/// What the fixture generator `script` (a Python file of the repository,
+/// run by the venv's Python with the directory as its argument) writes,
+/// in a fresh directory.
+pub fn generated(script: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(venv().join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+        .arg(dir.path())
+        .status()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(status.success(), "{script} failed");
+    dir
+}
+
 /// A daemon allowed to read `root` (and nothing else), with text files
 /// over `max_file_bytes` skipped (`None`: the default limit), syncs the
 /// whole directory into `collection` of `testdb`: the daemon and the

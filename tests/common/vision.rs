@@ -3,7 +3,7 @@
 //! request's shape (the model, the prompt, one picture as a base64 data URL
 //! that decodes as an image), records what it saw, answers a description
 //! holding a word nobody else writes, and can be told to answer 429 (with
-//! `Retry-After`) or 500 first.
+//! `Retry-After`) or 500 first ([`Fault`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -14,8 +14,7 @@ use axum::{Json, Router, routing::post};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::openai::Fault;
-use super::runtime;
+use super::openai::{Fault, loopback_v1, next_fault, serve};
 
 /// The word every description holds.
 pub const DESCRIBED: &str = "quokkalighthouse";
@@ -41,10 +40,9 @@ pub struct VisionServer {
 
 impl VisionServer {
     pub fn start(key: &str) -> Arc<VisionServer> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
+        let (listener, url) = loopback_v1();
         let server = Arc::new(VisionServer {
-            url: format!("http://{}/v1", listener.local_addr().unwrap()),
+            url,
             key: key.to_string(),
             faults: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
@@ -52,10 +50,7 @@ impl VisionServer {
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
             .with_state(Arc::clone(&server));
-        runtime().spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
+        serve(listener, app);
         server
     }
 
@@ -102,10 +97,7 @@ async fn complete(
             .flatten(),
         answered: 200,
     };
-    let fault = {
-        let mut faults = server.faults.lock().unwrap();
-        (!faults.is_empty()).then(|| faults.remove(0))
-    };
+    let fault = next_fault(&server.faults);
     let response = if authorization != format!("Bearer {}", server.key) {
         (
             StatusCode::UNAUTHORIZED,
@@ -120,21 +112,7 @@ async fn complete(
             .into_response()
     } else {
         match fault {
-            Some(Fault::Busy) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "1")],
-                Json(json!({"error": {"message": "slow down"}})),
-            )
-                .into_response(),
-            Some(Fault::BusyFor(after)) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", after)],
-                Json(json!({"error": {"message": "slow down"}})),
-            )
-                .into_response(),
-            Some(Fault::Broken) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response()
-            }
+            Some(fault) => fault.response(),
             None => Json(json!({
                 "id": "chatcmpl-1",
                 "object": "chat.completion",
