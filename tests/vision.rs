@@ -35,7 +35,8 @@ fn daemon_for(chroma: &Chroma, server: &VisionServer, key: &str) -> Daemon {
     Daemon::start_with(&chroma.url(), &config, &[("TEST_VISION_KEY", key)])
 }
 
-/// One story's world: the pictures in a bucket, a vision model accepting
+/// One story's world (bind every field: the S3 server and the directory
+/// must live as long as the test): the pictures in a bucket, a vision model accepting
 /// [`KEY`], and a daemon sending it `key`, with an S3 source syncing the
 /// bucket into `collection`.
 struct World {
@@ -102,7 +103,8 @@ fn pictures_are_described_where_they_stand() {
         server,
         source,
         chroma,
-        ..
+        _s3,
+        _dir,
     } = world("pictures", KEY);
 
     sync(&daemon, &source, "harbour.png");
@@ -159,7 +161,8 @@ fn a_busy_or_broken_model_is_waited_out() {
         server,
         source,
         chroma,
-        ..
+        _s3,
+        _dir,
     } = world("retried", KEY);
 
     server.fail_next(&[Fault::BusyFor("1"), Fault::Broken, Fault::Broken]);
@@ -183,7 +186,8 @@ fn a_refused_key_costs_the_descriptions_not_the_documents() {
         server,
         source,
         chroma,
-        ..
+        _s3,
+        _dir,
     } = world("refused", wrong);
 
     for key in ["harbour.png", "report.pdf"] {
