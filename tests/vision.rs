@@ -1,7 +1,8 @@
 //! User stories: an operator points `[extract.vision]` at an
 //! OpenAI-compatible vision model, and what pictures show becomes
 //! searchable — an image file gets a description after its OCR'd caption,
-//! a report's chart gets one between the paragraphs it stands between.
+//! a report's chart (PDF or Word) gets one between the paragraphs it
+//! stands between.
 //! The model is a loopback server speaking the real chat-completions
 //! protocol (`tests/common/vision.rs`), which checks each request carries
 //! the prompt and a decodable PNG data URL. A busy or broken endpoint is
@@ -55,7 +56,7 @@ fn world(collection: &str, key: &str) -> World {
     let server = VisionServer::start(KEY);
     let daemon = daemon_for(&chroma, &server, key);
     s3.create_bucket(collection);
-    for name in ["harbour.png", "report.pdf", "plain.pdf"] {
+    for name in ["harbour.png", "report.pdf", "report.docx", "plain.pdf"] {
         let bytes = std::fs::read(dir.path().join(name)).unwrap();
         s3.put(collection, name, bytes, None);
     }
@@ -107,8 +108,9 @@ fn pictures_are_described_where_they_stand() {
         _dir,
     } = world("pictures", KEY);
 
-    sync(&daemon, &source, "harbour.png");
-    sync(&daemon, &source, "report.pdf");
+    for key in ["harbour.png", "report.pdf", "report.docx"] {
+        sync(&daemon, &source, key);
+    }
     let records = chroma.records("testdb", "pictures");
     // The image file: its caption (OCR), then what it shows.
     let harbour = text_of(&records, "harbour.png");
@@ -120,17 +122,25 @@ fn pictures_are_described_where_they_stand() {
         harbour.contains(&format!("red and white {DESCRIBED}")),
         "{harbour}"
     );
-    // The report: the chart's description between the paragraphs above
-    // and below it.
-    let report = text_of(&records, "report.pdf");
-    let described = position(&report, DESCRIBED);
-    assert!(position(&report, "harbour master") < described, "{report}");
-    assert!(described < position(&report, "northern quay"), "{report}");
-    assert!(report.contains("](figure)"), "{report}");
+    // The report, as a PDF and as a Word document: the chart's
+    // description between the paragraphs above and below it.
+    for key in ["report.pdf", "report.docx"] {
+        let report = text_of(&records, key);
+        let described = position(&report, DESCRIBED);
+        assert!(
+            position(&report, "harbour master") < described,
+            "{key}: {report}"
+        );
+        assert!(
+            described < position(&report, "northern quay"),
+            "{key}: {report}"
+        );
+        assert!(report.contains("](figure)"), "{key}: {report}");
+    }
     // Each request was the real protocol: the model, the prompt and a
     // decodable picture no larger than 1024 pixels a side.
     let seen = server.seen();
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen.len(), 3, "{seen:?}");
     for request in &seen {
         assert_eq!(request.authorization, format!("Bearer {KEY}"));
         assert_eq!(request.model, "describer-1");
@@ -141,7 +151,7 @@ fn pictures_are_described_where_they_stand() {
     // A PDF without pictures costs no request and its chunks carry the
     // metadata they always have.
     sync(&daemon, &source, "plain.pdf");
-    assert_eq!(server.seen().len(), 2, "a PDF without pictures was sent");
+    assert_eq!(server.seen().len(), 3, "a PDF without pictures was sent");
     let records = chroma.records("testdb", "pictures");
     let keys_of = |key: &str| -> Vec<String> {
         let metadata = records.of_key(key)[0].metadata.as_object().unwrap();

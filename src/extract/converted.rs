@@ -296,6 +296,13 @@ impl Markdown {
         self.text.is_empty()
     }
 
+    /// Replaces a placeholder written earlier (a picture's, once it is
+    /// known whether it will be described); the budget was charged for
+    /// the placeholder.
+    pub fn replace(&mut self, placeholder: &str, with: &str) {
+        self.text = self.text.replace(placeholder, with);
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
