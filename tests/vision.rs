@@ -36,8 +36,8 @@ fn daemon_for(chroma: &Chroma, server: &VisionServer, key: &str) -> Daemon {
     Daemon::start_with(&chroma.url(), &config, &[("TEST_VISION_KEY", key)])
 }
 
-/// One story's world (bind every field: the S3 server and the directory
-/// must live as long as the test): the pictures in a bucket, a vision model accepting
+/// One story's world (kept whole: the S3 server and the directory must
+/// live as long as the test): the pictures in a bucket, a vision model accepting
 /// [`KEY`], and a daemon sending it `key`, with an S3 source syncing the
 /// bucket into `collection`.
 struct World {
@@ -99,17 +99,12 @@ fn position(text: &str, word: &str) -> usize {
 
 #[test]
 fn pictures_are_described_where_they_stand() {
-    let World {
-        daemon,
-        server,
-        source,
-        chroma,
-        _s3,
-        _dir,
-    } = world("pictures", KEY);
+    let world = world("pictures", KEY);
+    let (daemon, server, source, chroma) =
+        (&world.daemon, &world.server, &world.source, &world.chroma);
 
     for key in ["harbour.png", "report.pdf", "report.docx"] {
-        sync(&daemon, &source, key);
+        sync(daemon, source, key);
     }
     let records = chroma.records("testdb", "pictures");
     // The image file: its caption (OCR), then what it shows.
@@ -150,7 +145,7 @@ fn pictures_are_described_where_they_stand() {
     }
     // A PDF without pictures costs no request and its chunks carry the
     // metadata they always have.
-    sync(&daemon, &source, "plain.pdf");
+    sync(daemon, source, "plain.pdf");
     assert_eq!(server.seen().len(), 3, "a PDF without pictures was sent");
     let records = chroma.records("testdb", "pictures");
     let keys_of = |key: &str| -> Vec<String> {
@@ -166,17 +161,12 @@ fn pictures_are_described_where_they_stand() {
 
 #[test]
 fn a_busy_or_broken_model_is_waited_out() {
-    let World {
-        daemon,
-        server,
-        source,
-        chroma,
-        _s3,
-        _dir,
-    } = world("retried", KEY);
+    let world = world("retried", KEY);
+    let (daemon, server, source, chroma) =
+        (&world.daemon, &world.server, &world.source, &world.chroma);
 
     server.fail_next(&[Fault::BusyFor("1"), Fault::Broken, Fault::Broken]);
-    let job = sync(&daemon, &source, "harbour.png");
+    let job = sync(daemon, source, "harbour.png");
     assert_eq!(job["attempt"], 1, "{job}");
     let answered: Vec<u16> = server.seen().iter().map(|s| s.answered).collect();
     assert_eq!(answered, vec![429, 500, 500, 200]);
@@ -191,17 +181,12 @@ fn a_busy_or_broken_model_is_waited_out() {
 #[test]
 fn a_refused_key_costs_the_descriptions_not_the_documents() {
     let wrong = "sk-wrong-key-91c2";
-    let World {
-        daemon,
-        server,
-        source,
-        chroma,
-        _s3,
-        _dir,
-    } = world("refused", wrong);
+    let world = world("refused", wrong);
+    let (daemon, server, source, chroma) =
+        (&world.daemon, &world.server, &world.source, &world.chroma);
 
     for key in ["harbour.png", "report.pdf"] {
-        let job = sync(&daemon, &source, key);
+        let job = sync(daemon, source, key);
         assert_eq!(job["attempt"], 1, "{job}");
         let omitted = job["stats"]["omitted_parts"][key]
             .as_str()
