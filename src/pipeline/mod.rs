@@ -679,7 +679,12 @@ impl DocumentContext<'_> {
                 (Ok(converted), Some(vision), Some(nonce)) if !converted.figures.is_empty() => {
                     self.state
                         .set_progress(2, 3, format!("describing the pictures of {key}"));
-                    figures::describe(vision, nonce, converted).await
+                    // Descriptions can take a while (retries): a cancel
+                    // does not wait for them.
+                    tokio::select! {
+                        described = figures::describe(vision, nonce, converted) => described,
+                        () = self.cancel.cancelled() => return Err(JobError::Cancelled),
+                    }
                 }
                 (converted, _, _) => converted,
             };
