@@ -25,6 +25,7 @@ fn converter(sandbox: bool) -> Converter {
             max_extracted_bytes: 64 << 20,
             pdfium_library: Some(home().join(".cache/chroma-syncd/pdfium/libpdfium.so")),
             ocr: None,
+            figures: None,
         },
         max_seconds: 60.0,
         max_memory_bytes: 2 << 30,

@@ -158,12 +158,28 @@ impl Daemon {
                 settings.reuse_cache_vectors,
             ))
         });
+        let vision = match &self.config.extract.vision {
+            Some(config) => {
+                let settings =
+                    crate::vision::VisionSettings::from_config(config).map_err(AppError::Setup)?;
+                tracing::info!(
+                    endpoint = %settings.endpoint,
+                    model = %settings.api_model,
+                    "pictures are described by a vision model ([extract.vision])"
+                );
+                let client = crate::vision::VisionClient::new(settings)
+                    .map_err(|e| AppError::Setup(e.to_string()))?;
+                Some(Arc::new(client))
+            }
+            None => None,
+        };
         Ok(Arc::new(Services {
             queue: Arc::clone(&self.queue),
             chroma: self.chroma.clone(),
             models,
             converter,
             vectors,
+            vision,
         }))
     }
 
@@ -213,6 +229,9 @@ impl Daemon {
             {
                 secrets.push(key);
             }
+        }
+        if let Some(Ok(Some(key))) = self.config.extract.vision.as_ref().map(|v| v.resolve_key()) {
+            secrets.push(key);
         }
         // A queue URL's password, should an error ever quote it.
         secrets.extend(

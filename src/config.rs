@@ -199,16 +199,25 @@ impl OpenAiModelConfig {
     /// The API key from `api_key_env`, if one is named. An empty or unset
     /// variable is an error rather than an unauthenticated endpoint.
     pub fn resolve_key(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
-        let Some(variable) = &self.api_key_env else {
-            return Ok(None);
-        };
-        match std::env::var(variable) {
-            Ok(key) if !key.trim().is_empty() => Ok(Some(Secret::new(key.trim()))),
-            _ => Err(ConfigError::Credential {
-                id: format!("embedding.models.\"{name}\""),
-                message: format!("api_key_env names {variable}, which is not set"),
-            }),
-        }
+        resolve_key_env(
+            self.api_key_env.as_deref(),
+            &format!("embedding.models.\"{name}\""),
+        )
+    }
+}
+
+/// The API key in the environment variable `variable` names, if one is
+/// named; `id` is the config table errors name.
+fn resolve_key_env(variable: Option<&str>, id: &str) -> Result<Option<Secret>, ConfigError> {
+    let Some(variable) = variable else {
+        return Ok(None);
+    };
+    match std::env::var(variable) {
+        Ok(key) if !key.trim().is_empty() => Ok(Some(Secret::new(key.trim()))),
+        _ => Err(ConfigError::Credential {
+            id: id.to_string(),
+            message: format!("api_key_env names {variable}, which is not set"),
+        }),
     }
 }
 
@@ -580,6 +589,93 @@ pub struct ExtractSettings {
     pub sandbox: bool,
     /// OCR of image files and of PDF pages without a text layer.
     pub ocr: OcrConfig,
+    /// Descriptions of pictures by a vision model; unset: pictures are
+    /// never sent anywhere.
+    pub vision: Option<VisionConfig>,
+}
+
+/// `[extract.vision]`: an OpenAI-compatible chat-completions model that
+/// describes pictures — image files (after their OCR'd text) and figures
+/// inside PDF pages — so that what they show is searchable. Operator
+/// configured, like `[embedding.models]` endpoints; the picture is sent
+/// as a base64 PNG data URL in the message content.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisionConfig {
+    /// `"openai"`: the one protocol spoken.
+    pub kind: VisionKind,
+    /// Base URL up to `/v1` (requests go to `{url}/chat/completions`), or
+    /// the full `…/chat/completions` URL.
+    pub url: String,
+    /// The model name the endpoint knows.
+    pub api_model: String,
+    /// Environment variable holding the API key (sent as a Bearer token).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once, for all jobs together.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// What the model is asked about each picture.
+    #[serde(default = "default_vision_prompt")]
+    pub prompt: String,
+    /// Smallest picture described, in pixels (width × height; 128 × 128
+    /// by default): icons, bullets and rules are not worth a request.
+    #[serde(default = "default_vision_min_pixels")]
+    pub min_pixels: u64,
+    /// Longest side of a picture as sent; larger ones are downscaled.
+    #[serde(default = "default_vision_max_side")]
+    pub max_side: u32,
+    /// Pictures described per document at most; later ones are noted as
+    /// omitted.
+    #[serde(default = "default_vision_max_figures")]
+    pub max_figures_per_document: usize,
+    /// Per request.
+    #[serde(default = "default_endpoint_timeout")]
+    pub timeout_seconds: f64,
+    /// Retries of one request after 429, 5xx, timeouts and dropped
+    /// connections.
+    #[serde(default = "default_endpoint_retries")]
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VisionKind {
+    Openai,
+}
+
+fn default_vision_prompt() -> String {
+    "Describe this image for search: what it shows and any text in it.".to_string()
+}
+fn default_vision_min_pixels() -> u64 {
+    128 * 128
+}
+fn default_vision_max_side() -> u32 {
+    1024
+}
+fn default_vision_max_figures() -> usize {
+    32
+}
+
+impl VisionConfig {
+    /// The API key from `api_key_env`, if one is named; an empty or unset
+    /// variable is an error rather than an unauthenticated endpoint.
+    pub fn resolve_key(&self) -> Result<Option<Secret>, ConfigError> {
+        resolve_key_env(self.api_key_env.as_deref(), "extract.vision")
+    }
+
+    /// What converter children collect for it; the nonce is drawn per
+    /// conversion.
+    pub fn figures(&self) -> crate::extract::FigureSettings {
+        crate::extract::FigureSettings {
+            min_pixels: self.min_pixels,
+            max_side: self.max_side.clamp(64, 4096),
+            max_count: self.max_figures_per_document.min(1000),
+            // A 1024-pixel PNG of a photograph is 1–2 MB.
+            max_bytes: 64 << 20,
+            nonce: String::new(),
+        }
+    }
 }
 
 /// `[extract.ocr]`: Tesseract, loaded at run time by the converter child.
@@ -731,6 +827,7 @@ impl Default for ExtractSettings {
             pdfium_library: cache_dir().join("chroma-syncd/pdfium/libpdfium.so"),
             sandbox: true,
             ocr: OcrConfig::default(),
+            vision: None,
         }
     }
 }
@@ -1344,6 +1441,28 @@ impl Config {
                 }
             }
         }
+        if let Some(vision) = &self.extract.vision {
+            let invalid = |message: String| ConfigError::Credential {
+                id: "extract.vision".into(),
+                message,
+            };
+            let url = url::Url::parse(&vision.url)
+                .map_err(|e| invalid(format!("url `{}`: {e}", vision.url)))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(format!("url `{}` is not http(s)", vision.url)));
+            }
+            if vision.max_concurrency == 0 || vision.api_model.trim().is_empty() {
+                return Err(invalid(
+                    "max_concurrency must be positive and api_model named".into(),
+                ));
+            }
+            if !(vision.timeout_seconds.is_finite() && vision.timeout_seconds > 0.0) {
+                return Err(invalid("timeout_seconds must be positive".into()));
+            }
+            if vision.prompt.trim().is_empty() || vision.prompt.len() > 4096 {
+                return Err(invalid("prompt has 1 to 4096 bytes".into()));
+            }
+        }
         for token in &self.api.tokens {
             if let Some(name) = &token.name
                 && (name.is_empty()
@@ -1430,6 +1549,7 @@ impl ExtractSettings {
                     .unwrap_or(usize::MAX),
                 pdfium_library: Some(self.pdfium_library.clone()),
                 ocr,
+                figures: self.vision.as_ref().map(VisionConfig::figures),
             },
             max_seconds: self.max_seconds_per_document,
             max_memory_bytes: self.max_memory_bytes,

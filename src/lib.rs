@@ -27,6 +27,8 @@
 //! - [`embed`]: chunks → vectors (all-MiniLM-L6-v2 in-process, any
 //!   configured model, or an OpenAI-compatible endpoint).
 //! - [`sink`]: chunk IDs and metadata (`records`), Chroma writes (`chroma`).
+//! - [`vision`]: pictures → descriptions from an OpenAI-compatible
+//!   chat-completions model (`[extract.vision]`), asked by the daemon.
 //! - [`model`]: the wire types; [`config`]: settings and env overrides;
 //!   [`net`]: the outbound address policy (SSRF guard, allowed endpoints);
 //!   [`app`]: wiring for `serve`, `worker` and `run`; [`client`]: the CLI's API client;
@@ -53,4 +55,5 @@ pub mod queue;
 pub mod secrets;
 pub mod service;
 pub mod sink;
+pub mod vision;
 pub mod worker;

@@ -101,6 +101,10 @@ enum Command {
         /// OCR settings (JSON of `extract::OcrSettings`); absent: OCR off.
         #[arg(long)]
         ocr: Option<String>,
+        /// Pictures to hand back for description (JSON of
+        /// `extract::FigureSettings`); absent: none.
+        #[arg(long)]
+        figures: Option<String>,
     },
     /// Internal: loads Tesseract and its models as a converter child would
     /// and prints its version (the daemon checks OCR at start this way).
@@ -299,6 +303,7 @@ fn hard_exit_after(limit: Duration) {
     });
 }
 
+<<<<<<< HEAD
 /// Arenas glibc's malloc may keep, unless `MALLOC_ARENA_MAX` says
 /// otherwise. Its default, 8 per core, lets every thread that ever ran a
 /// forward pass (tokio's blocking pool hands them to whichever thread is
@@ -317,6 +322,22 @@ fn limit_malloc_arenas() {
             libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
         }
     }
+=======
+/// A converter child's JSON argument `name`, if given; a bad one is
+/// said on stderr (which the daemon reports) and ends the child.
+fn json_arg<T: serde::de::DeserializeOwned>(
+    name: &str,
+    value: &Option<String>,
+) -> Result<Option<T>, ExitCode> {
+    value
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| {
+            eprintln!("{name}: {e}");
+            ExitCode::from(2)
+        })
+>>>>>>> vision
 }
 
 fn main() -> ExitCode {
@@ -328,21 +349,19 @@ fn main() -> ExitCode {
         pdfium_library,
         sandbox,
         ocr,
+        figures,
     } = &cli.command
     {
         // A converter child: no runtime, no config, no logging.
-        let ocr = match ocr.as_deref().map(serde_json::from_str) {
-            None => None,
-            Some(Ok(settings)) => Some(settings),
-            Some(Err(e)) => {
-                eprintln!("--ocr: {e}");
-                return ExitCode::from(2);
-            }
+        let (ocr, figures) = match (json_arg("--ocr", ocr), json_arg("--figures", figures)) {
+            (Ok(ocr), Ok(figures)) => (ocr, figures),
+            (Err(code), _) | (_, Err(code)) => return code,
         };
         let limits = chroma_syncd::extract::Limits {
             max_extracted_bytes: *max_extracted_bytes,
             pdfium_library: pdfium_library.clone(),
             ocr,
+            figures,
         };
         return chroma_syncd::extract::isolate::child_main(format, limits, *sandbox);
     }

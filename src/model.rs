@@ -93,6 +93,20 @@ pub struct CreateSourcePayload {
     /// nothing never removes everything, whatever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_removal_fraction: Option<f64>,
+    /// Extension: how OCR reads this source's image files and scanned
+    /// pages (its languages), instead of `[extract.ocr]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocr: Option<SourceOcrConfig>,
+}
+
+/// A source's own OCR settings (issue 32).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceOcrConfig {
+    /// Tesseract language codes read together (`["deu", "eng"]`), instead
+    /// of `[extract.ocr] languages`; each must be installed on the daemon
+    /// (`tesseract-ocr-deu`), which a source naming another is refused for.
+    pub languages: Vec<String>,
 }
 
 /// Where and for which outcomes a source's finished invocations are
@@ -551,6 +565,9 @@ pub struct Source {
     /// the source sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_removal_fraction: Option<f64>,
+    /// Extension: the source's own OCR languages, if it sets them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocr: Option<SourceOcrConfig>,
 }
 
 /// `source_type` filter values and the `source_type` chunk metadata.

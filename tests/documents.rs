@@ -474,6 +474,7 @@ fn converter(max_seconds: f64) -> chroma_syncd::extract::isolate::Converter {
             max_extracted_bytes: 64 << 20,
             pdfium_library: Some(home().join(".cache/chroma-syncd/pdfium/libpdfium.so")),
             ocr: None,
+            figures: None,
         },
         max_seconds,
         max_memory_bytes: 1 << 30,

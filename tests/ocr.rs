@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,13 +21,7 @@ use serde_json::{Value, json};
 
 /// Generates the material into a fresh directory; with `expected.json`.
 fn material() -> (tempfile::TempDir, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(venv().join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ocr.py"))
-        .arg(dir.path())
-        .status()
-        .expect("running tests/fixtures/ocr.py");
-    assert!(status.success(), "generating the scanned material failed");
+    let dir = generated("tests/fixtures/ocr.py");
     let expected =
         serde_json::from_slice(&std::fs::read(dir.path().join("expected.json")).unwrap()).unwrap();
     (dir, expected)
@@ -342,5 +335,110 @@ fn a_language_not_installed_is_named_at_start() {
     assert!(
         log.contains("OCR unavailable") && log.contains("qqq") && log.contains("installed: "),
         "{log}"
+    );
+}
+
+/// A team whose scans are in another language names it on its source
+/// (`"ocr": {"languages": [...]}`) instead of the daemon's
+/// `[extract.ocr] languages`. A language the daemon has no model for is
+/// refused when the source is created, naming those installed, and nothing
+/// is stored. Here the daemon's own default is `osd` (a model that reads
+/// no words), so only a source that names `eng` gets the page's words
+/// back: the source's languages are the ones its converters read with.
+#[test]
+fn a_source_reads_its_scans_in_the_languages_it_names() {
+    let (dir, expected) = material();
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let config = format!("{TEST_CONFIG}\n[extract.ocr]\nlanguages = [\"osd\"]\n");
+    let daemon = Daemon::start_with(&chroma.url(), &config, &[]);
+    s3.create_bucket("languages");
+    let png = std::fs::read(dir.path().join("page.png")).unwrap();
+    s3.put("languages", "page.png", png, None);
+
+    let mut unknown = s3_source(&s3, "languages", "english", None);
+    unknown["ocr"] = json!({"languages": ["xyz"]});
+    let (status, error) = daemon.request(reqwest::Method::POST, "/api/v1/sources", Some(unknown));
+    assert_eq!(status, 400, "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(error["error"].is_string(), "{error}");
+    assert!(
+        message.contains("xyz") && message.contains("installed: ") && message.contains("eng"),
+        "{error}"
+    );
+    let (_, listed) = daemon.request(reqwest::Method::GET, "/api/v1/sources", None);
+    assert_eq!(listed, json!([]), "a refused source was stored");
+
+    let mut english = s3_source(&s3, "languages", "english", None);
+    english["ocr"] = json!({"languages": ["eng"]});
+    let english = daemon.create_source(english);
+    let plain = daemon.create_source(s3_source(&s3, "languages", "default", None));
+    let get = |id: &str| {
+        let (status, source) =
+            daemon.request(reqwest::Method::GET, &format!("/api/v1/sources/{id}"), None);
+        assert_eq!(status, 200, "{source}");
+        source
+    };
+    assert_eq!(get(&english)["ocr"], json!({"languages": ["eng"]}));
+    // A source without it reads as it always has: no `ocr` key at all.
+    assert!(get(&plain).get("ocr").is_none(), "{}", get(&plain));
+
+    for source in [&english, &plain] {
+        let job = daemon.wait_complete(&daemon.invoke(source, json!({"object_key": "page.png"})));
+        assert_eq!(job["attempt"], 1, "{job}");
+    }
+    let records = chroma.records("testdb", "english");
+    assert_read(&records, "page.png", "page.png", &expected);
+    // Read with `osd`, the daemon's default, the same page is not its words.
+    let want: Vec<String> = expected["page.png"]["pages"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    let default = chroma.records("testdb", "default");
+    let text: String = chunks_of(&default, "page.png")
+        .iter()
+        .map(|c| c.document.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let recall = in_order_recall(&want, &words(&text));
+    println!("page.png read with the daemon's `osd`: in-order word recall {recall:.3}");
+    assert!(recall < 0.5, "the daemon's languages read the page: {text}");
+}
+
+/// A copier stamps its scans with a few characters of real text ("Copy 7"):
+/// such a page has a text layer, but only a scrap of one over a
+/// page-covering picture. It is read by OCR like any scan — its prose comes
+/// back, marked `ocr = true` — rather than indexed as the stamp alone.
+#[test]
+fn a_scan_with_a_scrap_of_text_layer_is_read_by_ocr() {
+    let dir = generated("tests/fixtures/figures.py");
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    let daemon = Daemon::start(&chroma.url());
+    s3.create_bucket("stamped");
+    let bytes = std::fs::read(dir.path().join("stamped.pdf")).unwrap();
+    s3.put("stamped", "stamped.pdf", bytes, None);
+    let source = daemon.create_source(s3_source(&s3, "stamped", "stamped", None));
+    let job = daemon.wait_complete(&daemon.invoke(&source, json!({"object_key": "stamped.pdf"})));
+    assert!(job["stats"]["chunks_upserted"].as_u64() > Some(0), "{job}");
+    let records = chroma.records("testdb", "stamped");
+    let chunks = chunks_of(&records, "stamped.pdf");
+    let text: String = chunks
+        .iter()
+        .map(|c| c.document.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let expected = words(
+        "The harbour master kept a ledger of every vessel that entered the bay, noting its \
+         tonnage, its cargo and the hour the tide allowed it to berth.",
+    );
+    let recall = in_order_recall(&expected, &words(&text));
+    assert!(recall >= 0.9, "recall {recall:.3} in:\n{text}");
+    assert!(
+        chunks.iter().all(|c| c.metadata["ocr"] == json!(true)),
+        "{:?}",
+        chunks.iter().map(|c| &c.metadata).collect::<Vec<_>>()
     );
 }

@@ -252,6 +252,7 @@ fn s3_source(database: &str) -> CreateSourcePayload {
         schedule: None,
         webhook: None,
         max_removal_fraction: None,
+        ocr: None,
     }
 }
 

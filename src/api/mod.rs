@@ -74,6 +74,9 @@ pub struct ApiLimits {
     pub models: Arc<Vec<String>>,
     /// The sparse models (SPLADE) sources may name.
     pub sparse_models: Arc<Vec<String>>,
+    /// Where sources' OCR languages are checked, or why OCR is off
+    /// (`SourceLimits::ocr_models`).
+    pub ocr_models: Result<std::path::PathBuf, String>,
     /// Largest file `POST /api/v1/add-file` takes.
     pub max_upload_bytes: u64,
     /// `request_timeout` of the upload route.
@@ -90,6 +93,7 @@ impl ApiLimits {
             min_schedule_interval: config.api.min_schedule_interval(),
             models: Arc::new(config.embedding.model_names()),
             sparse_models: Arc::new(config.embedding.sparse_model_names()),
+            ocr_models: config.extract.ocr.settings().map(|ocr| ocr.tessdata),
             max_upload_bytes: config.uploads.max_file_bytes,
             upload_timeout: config.uploads.request_timeout(),
             allowed_hosts: origin::AllowedHosts::new(&config.api.allowed_hosts),
@@ -102,6 +106,7 @@ impl ApiLimits {
             min_schedule_interval: self.min_schedule_interval,
             models: Arc::clone(&self.models),
             sparse_models: Arc::clone(&self.sparse_models),
+            ocr_models: self.ocr_models.clone(),
         }
     }
 }

@@ -39,7 +39,7 @@ use crate::model::*;
         JobStats, Trigger, LatestByKeysRequest, HealthResponse, SourceSchedule, ScheduleSlot,
         ScheduleSlots, WebhookConfig, WebhookEvent, WebhookDelivery, DeliveryAttempt,
         WebhookDeliveries, FileJobMetadata, AddFileResponse, WebhookSecret, SourceTypes,
-        SourceTypeInfo, SourceType,
+        SourceTypeInfo, SourceType, SourceOcrConfig,
     )),
     modifiers(&TokenScheme),
 )]

@@ -110,5 +110,6 @@ pub async fn run_job(
         embedding,
     );
     job.max_removal_fraction = source.payload.max_removal_fraction;
+    job.ocr_languages = source.payload.ocr.as_ref().map(|ocr| ocr.languages.clone());
     sources.run_job(&job, &spec).await
 }

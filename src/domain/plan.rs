@@ -3,6 +3,7 @@
 //! auto-sync and one-shot runs all go through here, so every way a job is
 //! created is held to the same checks.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ pub use super::names::validate_custom_id;
 use super::sources::{RunTarget, SourceSpec, Sources, WholeSource};
 use crate::model::{
     BM25_MODEL, ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
-    EmbeddingConfig, EmbeddingModel, SPLADE_MODEL, Source, Trigger,
+    EmbeddingConfig, EmbeddingModel, SPLADE_MODEL, Source, SourceOcrConfig, Trigger,
 };
 use crate::pipeline::listing::{Listing, Scope, Unchanged};
 use crate::pipeline::{JobEmbedding, JobError, Services};
@@ -29,7 +30,15 @@ pub struct SourceLimits {
     pub models: Arc<Vec<String>>,
     /// The SPLADE models the config defines (`kind = "splade"`).
     pub sparse_models: Arc<Vec<String>>,
+    /// The directory converters read OCR models (`<language>.traineddata`)
+    /// from, which a source's `ocr.languages` are checked against; or why
+    /// OCR is off (then a source cannot name languages).
+    pub ocr_models: Result<PathBuf, String>,
 }
+
+/// Most languages a source's OCR reads together: Tesseract loads a model
+/// per language per OCR thread, and each costs tens of MB.
+const MAX_OCR_LANGUAGES: usize = 8;
 
 /// Longest task name and prompt accepted.
 const MAX_TASK_NAME_CHARS: usize = 128;
@@ -90,7 +99,62 @@ pub fn validate_source(
              sync may remove), not {fraction}"
         )));
     }
+    if let Some(ocr) = &payload.ocr {
+        validate_ocr(limits, ocr)?;
+    }
     Ok(spec)
+}
+
+/// A source's OCR languages are ones this daemon has models for: a typo
+/// (`"ger"`) is a 400 naming what is installed, not a job whose every
+/// image fails.
+fn validate_ocr(limits: &SourceLimits, ocr: &SourceOcrConfig) -> Result<(), DomainError> {
+    let tessdata = limits.ocr_models.as_ref().map_err(|why| {
+        DomainError::invalid(format!(
+            "ocr.languages: OCR is off on this daemon, so a source cannot choose its languages \
+             ({why})"
+        ))
+    })?;
+    let installed = crate::config::installed_languages(tessdata);
+    let listed = || {
+        if installed.is_empty() {
+            "none".to_string()
+        } else {
+            installed.join(", ")
+        }
+    };
+    if ocr.languages.is_empty() || ocr.languages.len() > MAX_OCR_LANGUAGES {
+        return Err(DomainError::invalid(format!(
+            "ocr.languages names 1 to {MAX_OCR_LANGUAGES} Tesseract languages, not {} \
+             (installed: {})",
+            ocr.languages.len(),
+            listed()
+        )));
+    }
+    for (index, language) in ocr.languages.iter().enumerate() {
+        if ocr.languages[..index].contains(language) {
+            return Err(DomainError::invalid(format!(
+                "ocr.languages names `{language}` twice"
+            )));
+        }
+    }
+    // Only names read from the models directory match: `../x` or `eng+deu`
+    // never reach Tesseract.
+    let missing: Vec<String> = ocr
+        .languages
+        .iter()
+        .filter(|language| !installed.contains(language))
+        .map(|language| format!("`{}`", language.chars().take(64).collect::<String>()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(DomainError::invalid(format!(
+            "ocr.languages: {} not installed on this daemon (installed: {}; an operator adds \
+             one with its tesseract-ocr-<language> package)",
+            missing.join(", "),
+            listed()
+        )));
+    }
+    Ok(())
 }
 
 /// The `chunking` and `embedding` of something that is not a stored source
@@ -268,6 +332,7 @@ pub fn effective(record: &SourceRecord) -> Source {
         schedule: payload.schedule.clone(),
         webhook: payload.webhook.clone(),
         max_removal_fraction: payload.max_removal_fraction,
+        ocr: payload.ocr.clone(),
     };
     if let Ok(spec) = spec_of(record) {
         Sources::effective(spec).write_into(&mut source);

@@ -90,14 +90,15 @@ pub enum RemoteError {
     Invalid { model: String, message: String },
 }
 
-/// What happened to one attempt.
-enum Attempt {
-    Done(Vec<Vec<f32>>),
+/// What happened to one attempt at a request to an OpenAI-compatible
+/// endpoint that answers a `T` or fails with an `E`.
+pub(crate) enum Attempt<T, E> {
+    Done(T),
     Retry {
         message: String,
         after: Option<Duration>,
     },
-    Fail(RemoteError),
+    Fail(E),
 }
 
 /// The endpoint's HTTP side: one request (with its retries) per batch.
@@ -284,7 +285,7 @@ impl Client {
         mut slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Vec<Vec<f32>>, RemoteError> {
         let mut attempts = 0;
-        let mut backoff = self.settings.backoff;
+        let mut backoff = Backoff::new(self.settings.backoff, self.settings.max_retry_after);
         loop {
             attempts += 1;
             let attempt = {
@@ -321,16 +322,15 @@ impl Client {
                         });
                     }
                     crate::metrics::request_error("embedding", "retry");
-                    let wait = after.unwrap_or(backoff).min(self.settings.max_retry_after);
+                    let wait = backoff.wait(after);
                     tracing::warn!(model = %self.settings.name, %message, wait_ms = wait.as_millis() as u64, "embedding request retried");
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.settings.max_retry_after);
                 }
             }
         }
     }
 
-    async fn attempt(&self, batch: &[String]) -> Attempt {
+    async fn attempt(&self, batch: &[String]) -> Attempt<Vec<Vec<f32>>, RemoteError> {
         let mut body = json!({
             "model": self.settings.api_model,
             "input": batch,
@@ -339,69 +339,24 @@ impl Client {
         if let Some(dimensions) = self.settings.dimensions {
             body["dimensions"] = dimensions.into();
         }
-        let mut request = self
-            .http
-            .post(format!("{}/embeddings", self.settings.url))
-            .json(&body);
-        if let Some(key) = &self.settings.api_key {
-            request = request.bearer_auth(key.expose());
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => {
-                let kind = if error.is_timeout() {
-                    "timed out"
-                } else {
-                    "could not connect"
-                };
-                // reqwest's message may quote the URL, never the headers.
-                return Attempt::Retry {
-                    message: format!("{kind} ({})", self.settings.url),
-                    after: None,
-                };
-            }
+        let request = Request {
+            http: &self.http,
+            url: &format!("{}/embeddings", self.settings.url),
+            key: self.settings.api_key.as_ref(),
+            max_retry_after: self.settings.max_retry_after,
+            cap: MAX_ANSWER_BYTES,
         };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            // `Retry-After: 1e300` is finite but no Duration: a peer's
-            // number must not panic us. Anything past the cap waits the cap.
-            .map(|s| {
-                Duration::try_from_secs_f64(s)
-                    .unwrap_or(Duration::MAX)
-                    .min(self.settings.max_retry_after)
-            });
-        let text = match read_capped(response).await {
-            Ok(text) => text,
-            Err(message) => {
-                return Attempt::Retry {
+        request
+            .attempt(
+                &body,
+                |text| self.parse(text, batch.len()),
+                |status, message| RemoteError::Permanent {
+                    model: self.settings.name.clone(),
+                    status,
                     message,
-                    after: None,
-                };
-            }
-        };
-        if status.is_success() {
-            return match self.parse(&text, batch.len()) {
-                Ok(vectors) => Attempt::Done(vectors),
-                Err(error) => Attempt::Fail(error),
-            };
-        }
-        let message = endpoint_message(&text);
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Attempt::Retry {
-                message: format!("the endpoint answered {status}: {message}"),
-                after: retry_after,
-            };
-        }
-        Attempt::Fail(RemoteError::Permanent {
-            model: self.settings.name.clone(),
-            status: status.as_u16(),
-            message,
-        })
+                },
+            )
+            .await
     }
 
     /// `data[].embedding` ordered by `data[].index`, one per input.
@@ -450,13 +405,121 @@ impl Client {
 /// 12 MB of JSON; an endpoint sending more is not answering the question.
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 
-async fn read_capped(mut response: reqwest::Response) -> Result<String, String> {
+/// Waits between attempts: the peer's `Retry-After` when it gives one,
+/// else a backoff that doubles; never more than `cap`.
+pub(crate) struct Backoff {
+    next: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(first: Duration, cap: Duration) -> Self {
+        Backoff { next: first, cap }
+    }
+
+    /// How long to wait before the next attempt.
+    pub(crate) fn wait(&mut self, retry_after: Option<Duration>) -> Duration {
+        let wait = retry_after.unwrap_or(self.next).min(self.cap);
+        self.next = (self.next * 2).min(self.cap);
+        wait
+    }
+}
+
+/// Where and how one request to an OpenAI-compatible endpoint goes.
+pub(crate) struct Request<'a> {
+    pub http: &'a reqwest::Client,
+    pub url: &'a str,
+    /// Sent as a Bearer token.
+    pub key: Option<&'a Secret>,
+    /// Longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
+    /// Largest answer read, in bytes.
+    pub cap: usize,
+}
+
+impl Request<'_> {
+    /// POSTs `body`: a success answer's text `parse`d; 429, 5xx, timeouts,
+    /// dropped connections and answers over the cap to retry (with the
+    /// peer's `Retry-After`); other statuses `refused` with what the
+    /// endpoint said. Messages name the URL only, never a header.
+    pub(crate) async fn attempt<T, E>(
+        &self,
+        body: &Value,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+        refused: impl FnOnce(u16, String) -> E,
+    ) -> Attempt<T, E> {
+        let mut request = self.http.post(self.url).json(body);
+        if let Some(key) = self.key {
+            request = request.bearer_auth(key.expose());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let kind = if error.is_timeout() {
+                    "timed out"
+                } else {
+                    "could not connect"
+                };
+                return Attempt::Retry {
+                    message: format!("{kind} ({})", self.url),
+                    after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let after = retry_after(&response, self.max_retry_after);
+        let text = match read_capped(response, self.cap).await {
+            Ok(text) => text,
+            Err(message) => {
+                return Attempt::Retry {
+                    message,
+                    after: None,
+                };
+            }
+        };
+        if status.is_success() {
+            return match parse(&text) {
+                Ok(answer) => Attempt::Done(answer),
+                Err(error) => Attempt::Fail(error),
+            };
+        }
+        let message = endpoint_message(&text);
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Attempt::Retry {
+                message: format!("the endpoint answered {status}: {message}"),
+                after,
+            };
+        }
+        Attempt::Fail(refused(status.as_u16(), message))
+    }
+}
+
+/// `Retry-After` in seconds, at most `cap`, if the answer has one.
+fn retry_after(response: &reqwest::Response, cap: Duration) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        // `Retry-After: 1e300` is finite but no Duration: a peer's
+        // number must not panic us. Anything past the cap waits the cap.
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .unwrap_or(Duration::MAX)
+                .min(cap)
+        })
+}
+
+/// The answer's body, read up to `cap` bytes (an endpoint sending more is
+/// not answering the question).
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<String, String> {
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                    return Err(format!("the answer is over {MAX_ANSWER_BYTES} bytes"));
+                if body.len() + chunk.len() > cap {
+                    return Err(format!("the answer is over {cap} bytes"));
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -25,6 +25,20 @@ pub struct Converted {
     /// carry `ocr = true`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ocr_pages: Vec<u32>,
+    /// Pictures to describe (`[extract.vision]` only), in marker order:
+    /// figure `i` stands in the markdown as [`super::figures::marker`]`(i)`
+    /// until the daemon replaces it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+}
+
+/// A picture of the document, as the vision model is sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    /// The page it is on (paged documents).
+    pub page: Option<u32>,
+    /// The picture as PNG, base64 (what a data URL holds).
+    pub png: String,
 }
 
 impl Converted {
@@ -200,6 +214,11 @@ impl Builder {
         Ok(())
     }
 
+    /// The document's pictures to describe ([`super::figures`]).
+    pub fn figures(&mut self, figures: Vec<Figure>) {
+        self.converted.figures = figures;
+    }
+
     /// Takes back an omission noted earlier (a page OCR then read).
     pub fn unomit(&mut self, what: &str) {
         self.converted.omitted.retain(|omitted| omitted != what);
@@ -275,6 +294,13 @@ impl Markdown {
 
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()
+    }
+
+    /// Replaces a placeholder written earlier (a picture's, once it is
+    /// known whether it will be described); the budget was charged for
+    /// the placeholder.
+    pub fn replace(&mut self, placeholder: &str, with: &str) {
+        self.text = self.text.replace(placeholder, with);
     }
 
     pub fn as_str(&self) -> &str {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::io::BufRead;
 
 use super::converted::{Budget, Builder, Converted, Markdown, Tables, markdown_table};
+use super::figures::Figures;
 use super::package::Package;
 use super::xml::{Node, XmlStream};
 use super::{Limits, Skipped};
@@ -32,9 +33,30 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
         .walk_xml("word/styles.xml", |xml| Ok(read_styles(xml)))?
         .unwrap_or_default();
     let mut markdown = Markdown::default();
-    package.walk_xml("word/document.xml", |xml| {
-        Body::new(&styles, builder.budget(), &mut markdown).walk(xml)
-    })?;
+    let pictures = package
+        .walk_xml("word/document.xml", |xml| {
+            Body::new(
+                &styles,
+                builder.budget(),
+                &mut markdown,
+                limits.figures.is_some(),
+            )
+            .walk(xml)
+        })?
+        .unwrap_or_default();
+    if let Some(settings) = &limits.figures {
+        let mut figures = Figures::new(settings);
+        let targets = package
+            .walk_xml("word/_rels/document.xml.rels", |xml| Ok(relationships(xml)))?
+            .unwrap_or_default();
+        for (index, id) in pictures.iter().enumerate() {
+            let marker = targets
+                .get(id)
+                .and_then(|target| picture(&mut package, &part_path("word", target), &mut figures));
+            markdown.replace(&placeholder(index), marker.as_deref().unwrap_or(""));
+        }
+        figures.finish(&mut builder);
+    }
     let footnotes = package
         .walk_xml("word/footnotes.xml", |xml| read_footnotes(xml))?
         .unwrap_or_default();
@@ -43,6 +65,68 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
     }
     builder.markdown(markdown, None);
     builder.finish()
+}
+
+/// Where picture `index` stands until it is known whether it is
+/// described: NUL, which XML text cannot hold, so no document writes it.
+fn placeholder(index: usize) -> String {
+    format!("\u{0}{index}\u{0}")
+}
+
+/// Largest picture in a document decoded for description, in pixels.
+const MAX_PICTURE_PIXELS: u64 = 40_000_000;
+
+/// Relationship id → target (`rId5` → `media/image1.png`).
+fn relationships<R: BufRead>(xml: &mut XmlStream<R>) -> HashMap<String, String> {
+    xml.by_ref()
+        .map_while(Result::ok)
+        .filter_map(|node| match node {
+            Node::Open(tag) if tag.name == "Relationship" => {
+                Some((tag.attr("Id")?.to_string(), tag.attr("Target")?.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A relationship's target as a part name: relative to `base`, or
+/// absolute (`/word/media/x.png`).
+fn part_path(base: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = match target.strip_prefix('/') {
+        Some(_) => Vec::new(),
+        None => base.split('/').filter(|p| !p.is_empty()).collect(),
+    };
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
+/// The picture in part `name`, kept for description: its marker, or
+/// `None` (missing, unreadable, too small, too large, over the bounds).
+fn picture(package: &mut Package, name: &str, figures: &mut Figures) -> Option<String> {
+    let bytes = package.read(name).ok()??;
+    let reader = || {
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .ok()?;
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
+        reader.limits(limits);
+        Some(reader)
+    };
+    let (width, height) = reader()?.into_dimensions().ok()?;
+    if u64::from(width) * u64::from(height) > MAX_PICTURE_PIXELS || !figures.wants(width, height) {
+        return None;
+    }
+    let image = reader()?.decode().ok()?;
+    figures.add(&image, None)
 }
 
 /// Style id → what its name or outline level says (`heading 2`, `List Bullet`).
@@ -106,6 +190,9 @@ struct Body<'a> {
     in_text: bool,
     /// Depth inside `w:del`/`w:moveFrom`: text there is not the document's.
     deleted: u32,
+    /// Pictures' relationship ids (`a:blip r:embed`), in order, when they
+    /// are collected for description; each stands as its [`placeholder`].
+    pictures: Option<Vec<String>>,
 }
 
 impl<'a> Body<'a> {
@@ -113,6 +200,7 @@ impl<'a> Body<'a> {
         styles: &'a HashMap<String, StyleInfo>,
         budget: &'a mut Budget,
         out: &'a mut Markdown,
+        pictures: bool,
     ) -> Self {
         Body {
             styles,
@@ -122,10 +210,12 @@ impl<'a> Body<'a> {
             tables: Tables::default(),
             in_text: false,
             deleted: 0,
+            pictures: pictures.then(Vec::new),
         }
     }
 
-    fn walk<R: BufRead>(mut self, xml: &mut XmlStream<R>) -> Result<(), Skipped> {
+    /// Reads the body into the markdown: the pictures' relationship ids.
+    fn walk<R: BufRead>(mut self, xml: &mut XmlStream<R>) -> Result<Vec<String>, Skipped> {
         for node in xml {
             match node? {
                 Node::Open(tag) => match tag.name.as_str() {
@@ -159,6 +249,14 @@ impl<'a> Body<'a> {
                         }
                     }
                     "del" | "moveFrom" => self.deleted += 1,
+                    "blip" if self.deleted == 0 => {
+                        if let (Some(pictures), Some(id)) = (&mut self.pictures, tag.attr("embed"))
+                        {
+                            pictures.push(id.to_string());
+                            let index = pictures.len() - 1;
+                            self.push_text(&format!(" {} ", placeholder(index)));
+                        }
+                    }
                     "tbl" => self.tables.open(),
                     "tr" => self.tables.start_row(),
                     "tc" => self.tables.start_cell(),
@@ -181,7 +279,7 @@ impl<'a> Body<'a> {
                 },
             }
         }
-        Ok(())
+        Ok(self.pictures.unwrap_or_default())
     }
 
     fn push_text(&mut self, text: &str) {
@@ -268,4 +366,20 @@ fn read_footnotes<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Vec<(String, Str
         }
     }
     Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relationship_targets_become_part_names() {
+        assert_eq!(
+            part_path("word", "media/image1.png"),
+            "word/media/image1.png"
+        );
+        assert_eq!(part_path("word", "../media/a.png"), "media/a.png");
+        assert_eq!(part_path("word", "/word/media/b.png"), "word/media/b.png");
+        assert_eq!(part_path("word", "../../../etc/passwd"), "etc/passwd");
+    }
 }

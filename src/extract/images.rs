@@ -13,6 +13,7 @@
 use std::io::Cursor;
 
 use super::converted::{Builder, Converted};
+use super::figures::Figures;
 use super::format::DocumentFormat;
 use super::ocr::{self, GreyImage, OcrPage, OcrSettings, PageText};
 use super::{Limits, Skipped};
@@ -28,13 +29,20 @@ pub fn convert(
         )
     })?;
     let mut builder = Builder::new(format.mime(), limits.max_extracted_bytes);
+    let mut figures = limits.figures.as_ref().map(Figures::new);
+    // The picture described (`[extract.vision]`): a single image, after
+    // its OCR'd text; a TIFF's pages are scans, read by OCR only.
+    let mut described = None;
     let texts = if format == DocumentFormat::Tiff {
         tiff_pages(bytes, settings, &mut builder)?
     } else {
         let image = decode_single(format, bytes, settings)?;
+        if let Some(figures) = &mut figures {
+            described = figures.add(&image, Some(1));
+        }
         let page = OcrPage {
             number: 1,
-            image,
+            image: grey(image),
             dpi: 0,
         };
         ocr::recognize_pages(settings, 1, std::iter::once(Ok(page)))?
@@ -51,6 +59,12 @@ pub fn convert(
             PageText::Nothing => builder.omit(format!("{place}: OCR found no text")),
             PageText::Unread(why) => builder.omit(format!("{place}: {why}")),
         }
+    }
+    if let Some(marker) = described {
+        builder.text(marker, Some((1, 1)))?;
+    }
+    if let Some(figures) = figures {
+        figures.finish(&mut builder);
     }
     builder.finish()
 }
@@ -98,7 +112,7 @@ fn decode_single(
     format: DocumentFormat,
     bytes: &[u8],
     settings: &OcrSettings,
-) -> Result<GreyImage, Skipped> {
+) -> Result<image::DynamicImage, Skipped> {
     let name = format.name();
     let reader = || {
         let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image_format(format));
@@ -114,10 +128,9 @@ fn decode_single(
         .into_dimensions()
         .map_err(|e| Skipped(decode_error(name, &e)))?;
     check_size(width, height, settings).map_err(Skipped)?;
-    let decoded = reader()
+    reader()
         .decode()
-        .map_err(|e| Skipped(decode_error(name, &e)))?;
-    Ok(grey(decoded))
+        .map_err(|e| Skipped(decode_error(name, &e)))
 }
 
 fn decode_error(name: &str, error: &image::ImageError) -> String {

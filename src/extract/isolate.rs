@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::converted::Converted;
 use super::format::DocumentFormat;
-use super::{Limits, Skipped, convert};
+use super::{FigureSettings, Limits, OcrSettings, Skipped, convert};
 
 /// The hidden subcommand the child runs.
 pub const CHILD_COMMAND: &str = "extract-document";
@@ -47,6 +47,18 @@ pub struct IsolationSettings {
     pub ocr_off: Option<String>,
 }
 
+/// What one job asks of a conversion beyond the daemon's settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConvertOptions<'a> {
+    /// OCR reads these languages (a source's own, checked when it was
+    /// created) instead of `[extract.ocr] languages`.
+    pub ocr_languages: Option<&'a [String]>,
+    /// Hand pictures back for description, their markers carrying this
+    /// nonce ([`super::figures`]); only when the daemon collects figures
+    /// (`limits.figures`, from `[extract.vision]`).
+    pub figure_nonce: Option<&'a str>,
+}
+
 /// Converts documents in child processes; cheap to clone and share.
 #[derive(Debug, Clone)]
 pub struct Converter {
@@ -63,12 +75,24 @@ impl Converter {
         }
     }
 
-    /// `bytes` as `format`, converted by a child; every failure is a
-    /// reason to skip the document.
+    /// `bytes` as `format`, converted by a child with the daemon's
+    /// settings; every failure is a reason to skip the document.
     pub async fn convert(
         &self,
         format: DocumentFormat,
         bytes: bytes::Bytes,
+    ) -> Result<Converted, Skipped> {
+        self.convert_with(format, bytes, &ConvertOptions::default())
+            .await
+    }
+
+    /// [`Converter::convert`], with what a job asks beyond the daemon's
+    /// settings.
+    pub async fn convert_with(
+        &self,
+        format: DocumentFormat,
+        bytes: bytes::Bytes,
+        options: &ConvertOptions<'_>,
     ) -> Result<Converted, Skipped> {
         let _slot = self
             .slots
@@ -80,7 +104,15 @@ impl Converter {
             .limits
             .ocr
             .as_ref()
-            .filter(|_| format.may_need_ocr());
+            .filter(|_| format.may_need_ocr())
+            .map(|ocr| match options.ocr_languages {
+                Some(languages) => OcrSettings {
+                    languages: languages.to_vec(),
+                    ..ocr.clone()
+                },
+                None => ocr.clone(),
+            });
+        let ocr = ocr.as_ref();
         if format.is_image() && ocr.is_none() {
             return Err(Skipped(settings.ocr_off.clone().unwrap_or_else(|| {
                 "image files are read by OCR, which is off ([extract.ocr])".into()
@@ -98,6 +130,20 @@ impl Converter {
         }
         if settings.sandbox {
             command.arg("--sandbox");
+        }
+        let figures = settings
+            .limits
+            .figures
+            .as_ref()
+            .zip(options.figure_nonce)
+            .map(|(figures, nonce)| FigureSettings {
+                nonce: nonce.to_string(),
+                ..figures.clone()
+            });
+        if let Some(figures) = &figures {
+            command
+                .arg("--figures")
+                .arg(serde_json::to_string(figures).unwrap_or_default());
         }
         command.env_clear();
         if let Some(ocr) = ocr {
@@ -130,7 +176,11 @@ impl Converter {
         let mut stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let output_cap = settings.limits.max_extracted_bytes * 2 + (1 << 20);
+        // Figures travel base64-encoded: 4 bytes for every 3.
+        let figure_bytes = figures
+            .as_ref()
+            .map_or(0, |f| f.max_bytes / 3 * 4 + (64 << 10));
+        let output_cap = settings.limits.max_extracted_bytes * 2 + (1 << 20) + figure_bytes;
         let run = async {
             let feed = async {
                 // A child that stops reading (it failed early) closes the

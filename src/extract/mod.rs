@@ -20,6 +20,7 @@ use crate::nesting;
 pub mod converted;
 mod docx;
 mod epub;
+pub mod figures;
 pub mod format;
 mod images;
 pub mod isolate;
@@ -33,7 +34,8 @@ pub mod sandbox;
 mod sheets;
 mod xml;
 
-pub use converted::{Converted, Section};
+pub use converted::{Converted, Figure, Section};
+pub use figures::FigureSettings;
 pub use format::{DocumentFormat, document_format};
 pub use ocr::OcrSettings;
 
@@ -48,6 +50,9 @@ pub struct Limits {
     /// OCR for images and PDF pages without a text layer; `None`: off
     /// (images are skipped, such pages omitted, with the reason).
     pub ocr: Option<OcrSettings>,
+    /// Pictures (image files, figures in PDF pages) handed back for
+    /// description; `None`: none (`[extract.vision]` is not set).
+    pub figures: Option<FigureSettings>,
 }
 
 impl Limits {
@@ -65,6 +70,7 @@ impl Limits {
             max_extracted_bytes: 8 << 20,
             pdfium_library: None,
             ocr: None,
+            figures: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 mod document;
 mod embedding;
+pub mod figures;
 pub mod listing;
 pub mod reuse;
 pub mod segments;
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::Chunked;
 use crate::embed::Models;
-use crate::extract::isolate::Converter;
+use crate::extract::isolate::{ConvertOptions, Converter};
 use crate::extract::{Skipped, converted_format, document_format, extract};
 use crate::model::{ChunkingConfig, JobStats, MAX_SKIPPED_REASONS, Progress, SourceType};
 use crate::queue::{ClaimedJob, Queue};
@@ -36,6 +37,7 @@ use crate::sink::records::{
     DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records, field,
     same_embedding_input, same_identity,
 };
+use crate::vision::VisionClient;
 
 /// Documents a job's driver may have in the pipeline at once: while one
 /// waits for the embedder (or an endpoint's answer), the next are read,
@@ -92,6 +94,9 @@ pub struct Services {
     /// Recent vectors by embedding identity, shared by every job
     /// ([`reuse`]); `None`: reuse is off (`[embedding] reuse_vectors`).
     pub vectors: Option<Arc<reuse::VectorCache>>,
+    /// Describes pictures (`[extract.vision]`); `None`: pictures are
+    /// never sent anywhere.
+    pub vision: Option<Arc<VisionClient>>,
 }
 
 /// Live state of a running job, read by its heartbeat.
@@ -128,6 +133,8 @@ pub struct JobRun<'a> {
     pub embedding: JobEmbedding,
     /// The source's own `max_removal_fraction`, if it sets one.
     pub max_removal_fraction: Option<f64>,
+    /// The source's own OCR languages (`ocr.languages`), if it sets them.
+    pub ocr_languages: Option<Vec<String>>,
 }
 
 impl<'a> JobRun<'a> {
@@ -153,6 +160,7 @@ impl<'a> JobRun<'a> {
             source_id,
             embedding,
             max_removal_fraction: None,
+            ocr_languages: None,
         }
     }
 
@@ -202,6 +210,7 @@ impl<'a> JobRun<'a> {
             user_metadata: None,
             chunking: self.chunking,
             embedding: &self.embedding,
+            ocr_languages: self.ocr_languages.as_deref(),
         }
     }
 
@@ -233,6 +242,8 @@ pub struct DocumentContext<'a> {
     pub user_metadata: Option<&'a serde_json::Map<String, Value>>,
     pub chunking: Option<&'a ChunkingConfig>,
     pub embedding: &'a JobEmbedding,
+    /// OCR languages instead of `[extract.ocr] languages` (the source's).
+    pub ocr_languages: Option<&'a [String]>,
 }
 
 impl DocumentContext<'_> {
@@ -670,7 +681,38 @@ impl DocumentContext<'_> {
         let started = Instant::now();
         let format = converted_format(key, content_type.as_deref(), &bytes);
         let extracted = if let Some(format) = format {
-            match self.services.converter.convert(format, bytes).await {
+            // Markers of pictures carry a nonce the document cannot know.
+            let nonce = self
+                .services
+                .vision
+                .as_ref()
+                .map(|_| uuid::Uuid::new_v4().simple().to_string());
+            let converted = self
+                .services
+                .converter
+                .convert_with(
+                    format,
+                    bytes,
+                    &ConvertOptions {
+                        ocr_languages: self.ocr_languages,
+                        figure_nonce: nonce.as_deref(),
+                    },
+                )
+                .await;
+            let converted = match (converted, &self.services.vision, &nonce) {
+                (Ok(converted), Some(vision), Some(nonce)) if !converted.figures.is_empty() => {
+                    self.state
+                        .set_progress(2, 3, format!("describing the pictures of {key}"));
+                    // Descriptions can take a while (retries): a cancel
+                    // does not wait for them.
+                    tokio::select! {
+                        described = figures::describe(vision, nonce, converted) => described,
+                        () = self.cancel.cancelled() => return Err(JobError::Cancelled),
+                    }
+                }
+                (converted, _, _) => converted,
+            };
+            match converted {
                 Ok(converted) => {
                     if !converted.omitted.is_empty() {
                         let omitted = converted.omitted.join("; ");

@@ -7,6 +7,7 @@ pub mod faulty;
 pub mod github;
 pub mod openai;
 pub mod stall;
+pub mod vision;
 pub mod web;
 
 use std::net::TcpListener;
@@ -918,6 +919,20 @@ pub fn stalled_upload(daemon: &Daemon, token: Option<&str>) -> std::net::TcpStre
     stream.write_all(&vec![b'z'; 200_000]).unwrap();
     stream.flush().unwrap();
     stream
+}
+
+/// What the fixture generator `script` (a Python file of the repository,
+/// run by the venv's Python with the directory as its argument) writes,
+/// in a fresh directory.
+pub fn generated(script: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(venv().join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+        .arg(dir.path())
+        .status()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(status.success(), "{script} failed");
+    dir
 }
 
 /// A daemon allowed to read `root` (and nothing else), with text files

@@ -27,6 +27,50 @@ pub enum Fault {
     BusyFor(&'static str),
 }
 
+impl Fault {
+    /// What the server answers for this fault.
+    pub fn response(self) -> Response {
+        let busy = |after: &'static str| {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", after)],
+                Json(json!({"error": {"message": "slow down"}})),
+            )
+                .into_response()
+        };
+        match self {
+            Fault::Busy => busy("0"),
+            Fault::BusyFor(after) => busy(after),
+            Fault::Broken => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response()
+            }
+        }
+    }
+}
+
+/// The first of the faults a server was told to answer, taken.
+pub fn next_fault(faults: &Mutex<Vec<Fault>>) -> Option<Fault> {
+    let mut faults = faults.lock().unwrap();
+    (!faults.is_empty()).then(|| faults.remove(0))
+}
+
+/// A loopback listener for a server in the test process, and its base
+/// URL up to `/v1`.
+pub fn loopback_v1() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+/// Serves `app` on `listener` from the tests' runtime.
+pub fn serve(listener: std::net::TcpListener, app: Router) {
+    runtime().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
 /// How the server computes vectors.
 pub enum Vectors {
     /// 8 numbers from the text's bytes.
@@ -95,10 +139,9 @@ impl EmbeddingServer {
         vectors: Vectors,
         latency: Option<(Duration, usize)>,
     ) -> Arc<EmbeddingServer> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
+        let (listener, url) = loopback_v1();
         let server = Arc::new(EmbeddingServer {
-            url: format!("http://{}/v1", listener.local_addr().unwrap()),
+            url,
             key: key.to_string(),
             vectors,
             faults: Mutex::new(Vec::new()),
@@ -110,10 +153,7 @@ impl EmbeddingServer {
         let app = Router::new()
             .route("/v1/embeddings", post(embeddings))
             .with_state(Arc::clone(&server));
-        runtime().spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
+        serve(listener, app);
         server
     }
 
@@ -159,31 +199,8 @@ async fn embeddings(
         )
             .into_response();
     }
-    let fault = {
-        let mut faults = server.faults.lock().unwrap();
-        (!faults.is_empty()).then(|| faults.remove(0))
-    };
-    match fault {
-        Some(Fault::Busy) => {
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "0")],
-                Json(json!({"error": {"message": "slow down"}})),
-            )
-                .into_response();
-        }
-        Some(Fault::BusyFor(after)) => {
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", after)],
-                Json(json!({"error": {"message": "slow down"}})),
-            )
-                .into_response();
-        }
-        Some(Fault::Broken) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response();
-        }
-        None => {}
+    if let Some(fault) = next_fault(&server.faults) {
+        return fault.response();
     }
     let _slot = match &server.latency {
         Some((latency, capacity)) => {

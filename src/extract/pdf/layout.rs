@@ -34,6 +34,10 @@ pub struct Glyph {
 pub struct Page {
     pub number: u32,
     pub glyphs: Vec<Glyph>,
+    /// Pictures to describe (`[extract.vision]`): the top of each (PDF
+    /// units) and the marker put where it stands, between the blocks
+    /// above and below it.
+    pub figures: Vec<(f32, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,15 +57,23 @@ enum Block {
     Heading(u8, String),
     Paragraph(String),
     Table(Vec<Vec<String>>),
+    /// A picture's marker ([`crate::extract::figures`]).
+    Figure(String),
 }
 
 /// Lays out `pages` into `builder`: one text section per page (pages with
 /// no text are noted as omitted), plus a two-page section wherever a
 /// paragraph runs across a page break.
 pub fn lay_out(pages: Vec<Page>, builder: &mut Builder) -> Result<(), Skipped> {
+    let mut figures: Vec<Vec<(f32, String)>> = Vec::with_capacity(pages.len());
     let lines: Vec<(u32, Vec<Line>)> = pages
         .into_iter()
-        .map(|page| (page.number, lines_of(&page.glyphs)))
+        .map(|mut page| {
+            // Top of the page first, as lines are.
+            page.figures.sort_by(|a, b| b.0.total_cmp(&a.0));
+            figures.push(page.figures);
+            (page.number, lines_of(&page.glyphs))
+        })
         .collect();
     let body = body_size(&lines);
     let heading_sizes = heading_sizes(&lines, body);
@@ -74,7 +86,10 @@ pub fn lay_out(pages: Vec<Page>, builder: &mut Builder) -> Result<(), Skipped> {
             .filter(|(index, _)| !furniture.drops(page, *index))
             .map(|(_, line)| line)
             .collect();
-        laid.push((number, blocks_of(&kept, body, &heading_sizes)));
+        laid.push((
+            number,
+            blocks_of(&kept, body, &heading_sizes, &figures[page]),
+        ));
     }
     let mut carried: Option<(u32, String)> = None;
     let count = laid.len();
@@ -117,6 +132,7 @@ pub fn lay_out(pages: Vec<Page>, builder: &mut Builder) -> Result<(), Skipped> {
                 Block::Heading(level, text) => markdown.heading(builder.budget(), *level, text)?,
                 Block::Paragraph(text) => markdown.block(builder.budget(), text)?,
                 Block::Table(rows) => markdown.block(builder.budget(), &markdown_table(rows))?,
+                Block::Figure(marker) => markdown.block(builder.budget(), marker)?,
             }
         }
         builder.markdown(markdown, Some((number, number)));
@@ -497,9 +513,16 @@ fn is_page_number(shape: &str) -> bool {
 }
 
 /// Lines → blocks: headings, tables (two or more consecutive lines cut
-/// into the same columns), paragraphs (lines close together in one size).
-fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
+/// into the same columns), paragraphs (lines close together in one size);
+/// each of `figures` (top first) before the first line below its top.
+fn blocks_of(
+    lines: &[Line],
+    body: f32,
+    heading_sizes: &[i32],
+    figures: &[(f32, String)],
+) -> Vec<Block> {
     let mut blocks = Vec::new();
+    let mut figures = figures.iter().peekable();
     let mut paragraph: Option<(String, f32, f32)> = None; // text, size, top
     let leading = leading_of(lines);
     let mut index = 0;
@@ -513,6 +536,10 @@ fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
     };
     while index < lines.len() {
         let line = &lines[index];
+        while let Some((_, marker)) = figures.next_if(|(top, _)| *top > line.top) {
+            flush(&mut paragraph, &mut blocks);
+            blocks.push(Block::Figure(marker.clone()));
+        }
         let table_end = table_run(lines, index);
         if table_end > index + 1 {
             flush(&mut paragraph, &mut blocks);
@@ -566,6 +593,7 @@ fn blocks_of(lines: &[Line], body: f32, heading_sizes: &[i32]) -> Vec<Block> {
         index += 1;
     }
     flush(&mut paragraph, &mut blocks);
+    blocks.extend(figures.map(|(_, marker)| Block::Figure(marker.clone())));
     blocks
 }
 
@@ -691,7 +719,28 @@ mod tests {
                 .iter()
                 .flat_map(|(text, y, size)| line(text, 72.0, *y, *size))
                 .collect(),
+            figures: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_figure_stands_between_the_paragraphs_above_and_below_it() {
+        let mut with_figure = page(
+            1,
+            &[
+                ("The quay froze at night.", 700.0, 10.0),
+                ("The ferry left at dawn.", 400.0, 10.0),
+            ],
+        );
+        with_figure.figures = vec![
+            (80.0, "[figure n 1]".into()),
+            (600.0, "[figure n 0]".into()),
+        ];
+        let texts = texts(vec![with_figure]);
+        assert_eq!(
+            texts[0].0,
+            "The quay froze at night.\n\n[figure n 0]\n\nThe ferry left at dawn.\n\n[figure n 1]"
+        );
     }
 
     fn texts(pages: Vec<Page>) -> Vec<(String, Option<(u32, u32)>)> {

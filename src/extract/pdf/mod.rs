@@ -18,6 +18,7 @@ mod layout;
 use pdfium_render::prelude::*;
 
 use super::converted::{Builder, Converted};
+use super::figures::Figures;
 use super::ocr::{self, GreyImage, OcrPage, OcrSettings, PageText};
 use super::{Limits, Skipped};
 
@@ -50,6 +51,7 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
     // against a copy of the budget while reading, so a 10,000-page PDF
     // stops here rather than after holding every glyph.
     let mut reading = builder.budget().clone();
+    let mut figures = limits.figures.as_ref().map(Figures::new);
     let mut pages = Vec::new();
     for (index, page) in document.pages().iter().enumerate() {
         let number = index as u32 + 1;
@@ -59,7 +61,7 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
                 builder.omit(format!("page {number}: its text could not be read ({e})"));
                 pages.push(Page {
                     number,
-                    glyphs: Vec::new(),
+                    ..Page::default()
                 });
                 continue;
             }
@@ -85,7 +87,25 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
                 size: ch.scaled_font_size().value,
             });
         }
-        pages.push(Page { number, glyphs });
+        // A scan with a few characters of text on it (a copier's page
+        // stamp, a Bates number) is a scan all the same: with OCR on, its
+        // page is read by OCR — which reads the stamp too — not by its
+        // scrap of text layer.
+        if limits.ocr.is_some()
+            && glyphs.iter().filter(|g| !g.ch.is_whitespace()).count() < SPARSE_TEXT_CHARS
+            && covered_by_an_image(&page)
+        {
+            glyphs.clear();
+        }
+        let figures = match &mut figures {
+            Some(figures) => page_figures(&document, &page, number, figures),
+            None => Vec::new(),
+        };
+        pages.push(Page {
+            number,
+            glyphs,
+            figures,
+        });
     }
     let textless: Vec<u32> = pages
         .iter()
@@ -93,12 +113,92 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
         .map(|page| page.number)
         .collect();
     layout::lay_out(pages, &mut builder)?;
+    if let Some(figures) = figures {
+        figures.finish(&mut builder);
+    }
     if let Some(settings) = &limits.ocr
         && !textless.is_empty()
     {
         ocr_pages(&document, &textless, settings, &mut builder)?;
     }
     builder.finish()
+}
+
+/// A picture covering this share of its page or more is a scan (read by
+/// OCR, not described).
+const SCAN_COVERAGE: f32 = 0.9;
+
+/// A page-covering scan with fewer characters of text layer than this is
+/// OCR'd as if it had none.
+const SPARSE_TEXT_CHARS: usize = 20;
+
+/// Whether an image covers the page ([`SCAN_COVERAGE`]).
+fn covered_by_an_image(page: &PdfPage) -> bool {
+    page.objects().iter().any(|object| {
+        object.as_image_object().is_some()
+            && object.bounds().is_ok_and(|bounds| covers(page, &bounds))
+    })
+}
+
+/// Whether `bounds` cover [`SCAN_COVERAGE`] of `page`.
+fn covers(page: &PdfPage, bounds: &PdfQuadPoints) -> bool {
+    let page_area = (page.width().value * page.height().value).abs().max(1.0);
+    (bounds.width().value * bounds.height().value).abs() >= page_area * SCAN_COVERAGE
+}
+
+/// The pictures on `page` to describe (image objects of at least
+/// `min_pixels`, not page-covering scans), each drawn as PDFium renders it
+/// (masks and filters applied) at most `max_side` pixels long: their tops
+/// and markers.
+fn page_figures(
+    document: &PdfDocument,
+    page: &PdfPage,
+    number: u32,
+    figures: &mut Figures,
+) -> Vec<(f32, String)> {
+    let mut found = Vec::new();
+    for object in page.objects().iter() {
+        let Some(image) = object.as_image_object() else {
+            continue;
+        };
+        let (Ok(width), Ok(height), Ok(bounds)) = (image.width(), image.height(), object.bounds())
+        else {
+            continue;
+        };
+        let (width, height) = (width.max(0) as u32, height.max(0) as u32);
+        if covers(page, &bounds) || !figures.wants(width, height) {
+            continue;
+        }
+        let Some(picture) = figure_image(document, image, figures.max_side(), (width, height))
+        else {
+            continue;
+        };
+        if let Some(marker) = figures.add(&picture, Some(number)) {
+            found.push((bounds.top().value, marker));
+        }
+    }
+    found
+}
+
+/// An image object as pixels, scaled to fit `max_side`.
+fn figure_image(
+    document: &PdfDocument,
+    image: &PdfPageImageObject,
+    max_side: u32,
+    (width, height): (u32, u32),
+) -> Option<image::DynamicImage> {
+    let scale = (max_side as f32 / width.max(height).max(1) as f32).min(1.0);
+    let target = |side: u32| ((side as f32 * scale).round() as i32).max(1);
+    let bitmap = image
+        .get_processed_bitmap_with_size(document, target(width), target(height))
+        .ok()?;
+    let (w, h) = (bitmap.width().max(0) as u32, bitmap.height().max(0) as u32);
+    let bytes = bitmap.as_rgba_bytes();
+    if bitmap.format().ok()? == PdfBitmapFormat::Gray {
+        image::GrayImage::from_raw(w, h, bytes).map(image::DynamicImage::ImageLuma8)
+    } else {
+        image::RgbaImage::from_raw(w, h, bytes).map(image::DynamicImage::ImageRgba8)
+    }
 }
 
 /// What the layout notes for a page without glyphs (`layout::lay_out`);
@@ -282,7 +382,7 @@ mod tests {
         let mut builder = Builder::new("application/pdf", 1 << 20);
         let page = Page {
             number: 2,
-            glyphs: Vec::new(),
+            ..Page::default()
         };
         layout::lay_out(vec![page], &mut builder).unwrap();
         builder.unomit(&no_text_layer(2));
