@@ -303,7 +303,6 @@ fn hard_exit_after(limit: Duration) {
     });
 }
 
-<<<<<<< HEAD
 /// Arenas glibc's malloc may keep, unless `MALLOC_ARENA_MAX` says
 /// otherwise. Its default, 8 per core, lets every thread that ever ran a
 /// forward pass (tokio's blocking pool hands them to whichever thread is
@@ -322,7 +321,8 @@ fn limit_malloc_arenas() {
             libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
         }
     }
-=======
+}
+
 /// A converter child's JSON argument `name`, if given; a bad one is
 /// said on stderr (which the daemon reports) and ends the child.
 fn json_arg<T: serde::de::DeserializeOwned>(
@@ -337,7 +337,6 @@ fn json_arg<T: serde::de::DeserializeOwned>(
             eprintln!("{name}: {e}");
             ExitCode::from(2)
         })
->>>>>>> vision
 }
 
 fn main() -> ExitCode {
