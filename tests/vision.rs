@@ -1,8 +1,8 @@
 //! User stories: an operator points `[extract.vision]` at an
 //! OpenAI-compatible vision model, and what pictures show becomes
 //! searchable — an image file gets a description after its OCR'd caption,
-//! a report's chart (PDF or Word) gets one between the paragraphs it
-//! stands between.
+//! a report's chart (PDF, Word or PowerPoint) gets one between the
+//! paragraphs it stands between.
 //! The model is a loopback server speaking the real chat-completions
 //! protocol (`tests/common/vision.rs`), which checks each request carries
 //! the prompt and a decodable PNG data URL. A busy or broken endpoint is
@@ -56,7 +56,13 @@ fn world(collection: &str, key: &str) -> World {
     let server = VisionServer::start(KEY);
     let daemon = daemon_for(&chroma, &server, key);
     s3.create_bucket(collection);
-    for name in ["harbour.png", "report.pdf", "report.docx", "plain.pdf"] {
+    for name in [
+        "harbour.png",
+        "report.pdf",
+        "report.docx",
+        "report.pptx",
+        "plain.pdf",
+    ] {
         let bytes = std::fs::read(dir.path().join(name)).unwrap();
         s3.put(collection, name, bytes, None);
     }
@@ -103,7 +109,7 @@ fn pictures_are_described_where_they_stand() {
     let (daemon, server, source, chroma) =
         (&world.daemon, &world.server, &world.source, &world.chroma);
 
-    for key in ["harbour.png", "report.pdf", "report.docx"] {
+    for key in ["harbour.png", "report.pdf", "report.docx", "report.pptx"] {
         sync(daemon, source, key);
     }
     let records = chroma.records("testdb", "pictures");
@@ -117,9 +123,10 @@ fn pictures_are_described_where_they_stand() {
         harbour.contains(&format!("red and white {DESCRIBED}")),
         "{harbour}"
     );
-    // The report, as a PDF and as a Word document: the chart's
-    // description between the paragraphs above and below it.
-    for key in ["report.pdf", "report.docx"] {
+    // The report, as a PDF, a Word document and a slide: the chart's
+    // description between the paragraphs above and below it (on the
+    // slide: after its text, before its speaker notes).
+    for key in ["report.pdf", "report.docx", "report.pptx"] {
         let report = text_of(&records, key);
         let described = position(&report, DESCRIBED);
         assert!(
@@ -135,7 +142,7 @@ fn pictures_are_described_where_they_stand() {
     // Each request was the real protocol: the model, the prompt and a
     // decodable picture no larger than 1024 pixels a side.
     let seen = server.seen();
-    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
     for request in &seen {
         assert_eq!(request.authorization, format!("Bearer {KEY}"));
         assert_eq!(request.model, "describer-1");
@@ -146,7 +153,7 @@ fn pictures_are_described_where_they_stand() {
     // A PDF without pictures costs no request and its chunks carry the
     // metadata they always have.
     sync(daemon, source, "plain.pdf");
-    assert_eq!(server.seen().len(), 3, "a PDF without pictures was sent");
+    assert_eq!(server.seen().len(), 4, "a PDF without pictures was sent");
     let records = chroma.records("testdb", "pictures");
     let keys_of = |key: &str| -> Vec<String> {
         let metadata = records.of_key(key)[0].metadata.as_object().unwrap();

@@ -52,7 +52,9 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
         for (index, id) in pictures.iter().enumerate() {
             let marker = targets
                 .get(id)
-                .and_then(|target| picture(&mut package, &part_path("word", target), &mut figures));
+                .and_then(|target| {
+                    picture(&mut package, &part_path("word", target), &mut figures, None)
+                });
             markdown.replace(&placeholder(index), marker.as_deref().unwrap_or(""));
         }
         figures.finish(&mut builder);
@@ -110,7 +112,12 @@ fn part_path(base: &str, target: &str) -> String {
 
 /// The picture in part `name`, kept for description: its marker, or
 /// `None` (missing, unreadable, too small, too large, over the bounds).
-fn picture(package: &mut Package, name: &str, figures: &mut Figures) -> Option<String> {
+pub(super) fn picture(
+    package: &mut Package,
+    name: &str,
+    figures: &mut Figures,
+    page: Option<u32>,
+) -> Option<String> {
     let bytes = package.read(name).ok()??;
     let reader = || {
         let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
@@ -126,7 +133,7 @@ fn picture(package: &mut Package, name: &str, figures: &mut Figures) -> Option<S
         return None;
     }
     let image = reader()?.decode().ok()?;
-    figures.add(&image, None)
+    figures.add(&image, page)
 }
 
 /// Style id → what its name or outline level says (`heading 2`, `List Bullet`).

@@ -1,12 +1,15 @@
 //! PowerPoint presentations (`.pptx`): slide by slide in presentation
 //! order, each a section with its slide number as the page: the title as a
 //! heading, body text, tables, then the speaker notes. Slide numbers,
-//! dates and footers (placeholders, not content) are left out.
+//! dates and footers (placeholders, not content) are left out. With
+//! `[extract.vision]`, each slide's pictures (`a:blip`) are handed back for
+//! description, their markers after the slide's text.
 
 use std::collections::HashMap;
 use std::io::BufRead;
 
 use super::converted::{Builder, Converted, Markdown, Tables, markdown_table};
+use super::figures::Figures;
 use super::package::Package;
 use super::xml::{Node, XmlStream};
 use super::{Limits, Skipped};
@@ -22,6 +25,7 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
     let rels = relationships(&mut package, "ppt/_rels/presentation.xml.rels")?;
     let mut builder = Builder::new(content_type, limits.max_extracted_bytes);
     builder.title(package.core_title());
+    let mut figures = limits.figures.as_ref().map(Figures::new);
     for (index, rid) in order.iter().enumerate() {
         let number = index as u32 + 1;
         let Some(target) = rels.get(rid) else {
@@ -46,6 +50,17 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
             markdown.heading(budget, 1, title)?;
         }
         write_blocks(&mut markdown, budget, &slide.blocks)?;
+        if let Some(figures) = figures.as_mut() {
+            for id in &slide.pictures {
+                let marker = slide_rels.get(id).and_then(|target| {
+                    let part = resolve(&format!("{dir}/"), target);
+                    super::docx::picture(&mut package, &part, figures, Some(number))
+                });
+                if let Some(marker) = marker {
+                    markdown.block(budget, &marker)?;
+                }
+            }
+        }
         if let Some(notes) = notes {
             let text = notes
                 .blocks
@@ -61,6 +76,9 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
             }
         }
         builder.markdown(markdown, Some((number, number)));
+    }
+    if let Some(figures) = figures {
+        figures.finish(&mut builder);
     }
     builder.finish()
 }
@@ -171,6 +189,8 @@ pub(super) enum Block {
 struct Shapes {
     title: Option<String>,
     blocks: Vec<Block>,
+    /// Pictures' relationship ids (`a:blip r:embed`), in drawing order.
+    pictures: Vec<String>,
 }
 
 /// Placeholders whose text is page furniture, not content.
@@ -210,6 +230,11 @@ fn read_shapes<R: BufRead>(xml: &mut XmlStream<R>) -> Result<Shapes, Skipped> {
                 "tbl" => tables.open(),
                 "tr" => tables.start_row(),
                 "tc" => tables.start_cell(),
+                "blip" => {
+                    if let Some(id) = tag.attr("r:embed") {
+                        shapes.pictures.push(id.to_string());
+                    }
+                }
                 _ => {}
             },
             Node::Text(t) if in_text => {

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use super::{JobEmbedding, JobError, Services};
 use crate::model::SourceType;
-use crate::sink::records::{DocumentIdentity, Filter, Stored, field, same_identity};
+use crate::sink::records::{DocumentIdentity, Filter, Stored, same_identity};
 
 /// The documents a listing found, each with the version a job would store
 /// for it (S3: the object's ETag, as a GET of it answers).
@@ -102,7 +102,7 @@ pub async fn unchanged(
                     };
                     let entry = seen.entry(key.as_str()).or_default();
                     entry.chunks += 1;
-                    let index = metadata.get(field::CHUNK_INDEX).and_then(Value::as_u64);
+                    let index = stored.chunk_index();
                     entry.max_index = entry.max_index.max(index.unwrap_or(u64::MAX));
                     if stored.version_key() != Some(listed.as_str()) || index.is_none() {
                         entry.stale = true;

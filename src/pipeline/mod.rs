@@ -34,7 +34,7 @@ use crate::model::{ChunkingConfig, JobStats, MAX_SKIPPED_REASONS, Progress, Sour
 use crate::queue::{ClaimedJob, Queue};
 use crate::sink::chroma::{ChromaClient, ChromaError, CollectionHandle, sparse_vector_value};
 use crate::sink::records::{
-    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records, field,
+    DocumentIdentity, Filter, Record, Stored, build_records, build_segment_records,
     same_embedding_input, same_identity,
 };
 use crate::vision::VisionClient;
@@ -940,20 +940,18 @@ impl DocumentContext<'_> {
     }
 }
 
+/// Whether `record` is its document's first chunk (written last: see
+/// `store`).
+fn is_first_chunk(record: &Record) -> bool {
+    Stored(&record.metadata).chunk_index() == Some(0)
+}
+
 /// Splits `records` into those to embed and upsert, and those whose stored
 /// chunk was embedded from the same input by the same model but has other
 /// metadata (to update in place). Records stored exactly as they are are
 /// dropped: nothing to do. The sparse vector (under `sparse_key`) follows
 /// from the text, so it is compared by presence only: Chroma hands it back
 /// in its own float precision.
-fn is_first_chunk(record: &Record) -> bool {
-    record
-        .metadata
-        .get(field::CHUNK_INDEX)
-        .and_then(Value::as_u64)
-        == Some(0)
-}
-
 fn split_unchanged(
     records: Vec<Record>,
     existing: &HashMap<String, serde_json::Map<String, Value>>,

@@ -243,6 +243,10 @@ impl<'a> Stored<'a> {
     pub fn content_sha256(&self) -> Option<&'a str> {
         self.text(field::CONTENT_SHA256)
     }
+    /// The chunk's place in its document, from 0.
+    pub fn chunk_index(&self) -> Option<u64> {
+        self.0.get(field::CHUNK_INDEX).and_then(Value::as_u64)
+    }
     /// The model that embedded the chunk; chunks written before models
     /// could be chosen say none, and the built-in made them.
     pub fn embedding_model(&self) -> &'a str {
