@@ -50,11 +50,9 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
             .walk_xml("word/_rels/document.xml.rels", |xml| Ok(relationships(xml)))?
             .unwrap_or_default();
         for (index, id) in pictures.iter().enumerate() {
-            let marker = targets
-                .get(id)
-                .and_then(|target| {
-                    picture(&mut package, &part_path("word", target), &mut figures, None)
-                });
+            let marker = targets.get(id).and_then(|target| {
+                picture(&mut package, &part_path("word", target), &mut figures, None)
+            });
             markdown.replace(&placeholder(index), marker.as_deref().unwrap_or(""));
         }
         figures.finish(&mut builder);
