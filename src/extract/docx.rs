@@ -10,6 +10,7 @@ use std::io::BufRead;
 use super::converted::{Budget, Builder, Converted, Markdown, Tables, markdown_table};
 use super::figures::Figures;
 use super::package::Package;
+use super::pptx::resolve;
 use super::xml::{Node, XmlStream};
 use super::{Limits, Skipped};
 
@@ -51,7 +52,7 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
             .unwrap_or_default();
         for (index, id) in pictures.iter().enumerate() {
             let marker = targets.get(id).and_then(|target| {
-                picture(&mut package, &part_path("word", target), &mut figures, None)
+                picture(&mut package, &resolve("word/", target), &mut figures, None)
             });
             markdown.replace(&placeholder(index), marker.as_deref().unwrap_or(""));
         }
@@ -87,25 +88,6 @@ fn relationships<R: BufRead>(xml: &mut XmlStream<R>) -> HashMap<String, String> 
             _ => None,
         })
         .collect()
-}
-
-/// A relationship's target as a part name: relative to `base`, or
-/// absolute (`/word/media/x.png`).
-fn part_path(base: &str, target: &str) -> String {
-    let mut parts: Vec<&str> = match target.strip_prefix('/') {
-        Some(_) => Vec::new(),
-        None => base.split('/').filter(|p| !p.is_empty()).collect(),
-    };
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    parts.join("/")
 }
 
 /// The picture in part `name`, kept for description: its marker, or
@@ -380,11 +362,11 @@ mod tests {
     #[test]
     fn relationship_targets_become_part_names() {
         assert_eq!(
-            part_path("word", "media/image1.png"),
+            resolve("word/", "media/image1.png"),
             "word/media/image1.png"
         );
-        assert_eq!(part_path("word", "../media/a.png"), "media/a.png");
-        assert_eq!(part_path("word", "/word/media/b.png"), "word/media/b.png");
-        assert_eq!(part_path("word", "../../../etc/passwd"), "etc/passwd");
+        assert_eq!(resolve("word/", "../media/a.png"), "media/a.png");
+        assert_eq!(resolve("word/", "/word/media/b.png"), "word/media/b.png");
+        assert_eq!(resolve("word/", "../../../etc/passwd"), "etc/passwd");
     }
 }
