@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::io::BufRead;
 
 use super::converted::{Budget, Builder, Converted, Markdown, Tables, markdown_table};
-use super::figures::Figures;
+use super::figures::{Figures, picture};
 use super::package::Package;
-use super::pptx::resolve;
+use super::package::resolve;
 use super::xml::{Node, XmlStream};
 use super::{Limits, Skipped};
 
@@ -74,9 +74,6 @@ fn placeholder(index: usize) -> String {
     format!("\u{0}{index}\u{0}")
 }
 
-/// Largest picture in a document decoded for description, in pixels.
-const MAX_PICTURE_PIXELS: u64 = 40_000_000;
-
 /// Relationship id → target (`rId5` → `media/image1.png`).
 fn relationships<R: BufRead>(xml: &mut XmlStream<R>) -> HashMap<String, String> {
     xml.by_ref()
@@ -88,32 +85,6 @@ fn relationships<R: BufRead>(xml: &mut XmlStream<R>) -> HashMap<String, String> 
             _ => None,
         })
         .collect()
-}
-
-/// The picture in part `name`, kept for description: its marker, or
-/// `None` (missing, unreadable, too small, too large, over the bounds).
-pub(super) fn picture(
-    package: &mut Package,
-    name: &str,
-    figures: &mut Figures,
-    page: Option<u32>,
-) -> Option<String> {
-    let bytes = package.read(name).ok()??;
-    let reader = || {
-        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
-            .with_guessed_format()
-            .ok()?;
-        let mut limits = image::Limits::default();
-        limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
-        reader.limits(limits);
-        Some(reader)
-    };
-    let (width, height) = reader()?.into_dimensions().ok()?;
-    if u64::from(width) * u64::from(height) > MAX_PICTURE_PIXELS || !figures.wants(width, height) {
-        return None;
-    }
-    let image = reader()?.decode().ok()?;
-    figures.add(&image, page)
 }
 
 /// Style id → what its name or outline level says (`heading 2`, `List Bullet`).

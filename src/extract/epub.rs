@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::converted::{Builder, Converted};
 use super::package::Package;
-use super::pptx::resolve;
+use super::package::resolve;
 use super::xml::{Node, XmlStream};
 use super::{Limits, Skipped, html_to_markdown_bounded};
 

@@ -17,6 +17,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::converted::{Builder, Figure};
+use super::package::Package;
 
 /// What the child collects (the daemon's `[extract.vision]`, resolved).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +127,35 @@ impl<'a> Figures<'a> {
         }
         builder.figures(self.figures);
     }
+}
+
+/// Largest picture in a document decoded for description, in pixels.
+const MAX_PICTURE_PIXELS: u64 = 40_000_000;
+
+/// The picture in part `name`, kept for description: its marker, or
+/// `None` (missing, unreadable, too small, too large, over the bounds).
+pub(super) fn picture(
+    package: &mut Package<'_>,
+    name: &str,
+    figures: &mut Figures,
+    page: Option<u32>,
+) -> Option<String> {
+    let bytes = package.read(name).ok()??;
+    let reader = || {
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .ok()?;
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_PICTURE_PIXELS * 8);
+        reader.limits(limits);
+        Some(reader)
+    };
+    let (width, height) = reader()?.into_dimensions().ok()?;
+    if u64::from(width) * u64::from(height) > MAX_PICTURE_PIXELS || !figures.wants(width, height) {
+        return None;
+    }
+    let image = reader()?.decode().ok()?;
+    figures.add(&image, page)
 }
 
 #[cfg(test)]

@@ -123,6 +123,26 @@ fn zip_error(name: &str, error: ZipError) -> Skipped {
     }
 }
 
+/// `target` relative to the folder `base` (ends with `/`), with `..` steps
+/// resolved; absolute targets (`/ppt/…`) are taken from the package root.
+pub fn resolve(base: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = if let Some(absolute) = target.strip_prefix('/') {
+        return absolute.to_string();
+    } else {
+        base.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for step in target.split('/') {
+        match step {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            step => parts.push(step),
+        }
+    }
+    parts.join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::io::BufRead;
 
 use super::converted::{Builder, Converted, Markdown, Tables, markdown_table};
-use super::figures::Figures;
-use super::package::Package;
+use super::figures::{Figures, picture};
+use super::package::{Package, resolve};
 use super::xml::{Node, XmlStream};
 use super::{Limits, Skipped};
 
@@ -54,7 +54,7 @@ pub fn convert(bytes: &[u8], content_type: &str, limits: &Limits) -> Result<Conv
             for id in &slide.pictures {
                 let marker = slide_rels.get(id).and_then(|target| {
                     let part = resolve(&format!("{dir}/"), target);
-                    super::docx::picture(&mut package, &part, figures, Some(number))
+                    picture(&mut package, &part, figures, Some(number))
                 });
                 if let Some(marker) = marker {
                     markdown.block(budget, &marker)?;
@@ -139,26 +139,6 @@ fn relationships(package: &mut Package<'_>, path: &str) -> Result<Relationships,
         Ok(())
     })?;
     Ok(rels)
-}
-
-/// `target` relative to the folder `base` (ends with `/`), with `..` steps
-/// resolved; absolute targets (`/ppt/…`) are taken from the package root.
-pub(super) fn resolve(base: &str, target: &str) -> String {
-    let mut parts: Vec<&str> = if let Some(absolute) = target.strip_prefix('/') {
-        return absolute.to_string();
-    } else {
-        base.split('/').filter(|p| !p.is_empty()).collect()
-    };
-    for step in target.split('/') {
-        match step {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            step => parts.push(step),
-        }
-    }
-    parts.join("/")
 }
 
 /// Slide relationship ids in presentation order.
