@@ -27,8 +27,12 @@
 //! check guards against a kernel that misbehaves on a CPU nobody tested.
 //!
 //! **Testing the choice.** `BERT_CPU_TUNE_SLOW` names paths (comma-separated)
-//! to make slow on purpose: each timed run of those paths also sleeps
-//! [`SLOWDOWN`], so the selection can be shown to follow the measurement.
+//! to make slow on purpose: they are timed after the others, and each of
+//! their timed runs also sleeps [`SLOWDOWN`] or twice the slowest other
+//! path's time, whichever is longer, so the selection can be shown to follow
+//! the measurement on any machine and build (in an unoptimised build every
+//! path takes seconds and a fixed sleep would drown in the noise between
+//! them).
 
 use std::time::{Duration, Instant};
 
@@ -40,7 +44,7 @@ use crate::kernels::{Backend, PackedB, gemm};
 pub const TOKENS: usize = 128;
 /// Timed runs per path, after one warm-up run.
 pub const REPEATS: usize = 3;
-/// Added to each timed run of a path named in `BERT_CPU_TUNE_SLOW`.
+/// The least added to each timed run of a path named in `BERT_CPU_TUNE_SLOW`.
 pub const SLOWDOWN: Duration = Duration::from_millis(250);
 
 /// (outputs, inputs) of one encoder layer's dense GEMMs.
@@ -140,11 +144,26 @@ pub fn measure(paths: &[Isa]) -> Measurement {
 /// [`measure`] with `slow` given rather than read from the environment.
 pub fn measure_slowing(paths: &[Isa], slow: &[Isa]) -> Measurement {
     let workload = Workload::new();
-    let timings = paths
+    let mut timings: Vec<Option<Timing>> = paths
         .iter()
-        .map(|&isa| workload.time(isa, slow.contains(&isa)))
+        .map(|&isa| (!slow.contains(&isa)).then(|| workload.time(isa, Duration::ZERO)))
         .collect();
-    Measurement { timings }
+    // Invariant: a slowed path's every run takes longer than twice the
+    // slowest fair path's best, so it cannot win on noise.
+    let slowest = timings
+        .iter()
+        .flatten()
+        .map(|t| t.seconds)
+        .fold(0.0, f64::max);
+    let pause = SLOWDOWN.max(Duration::from_secs_f64(2.0 * slowest));
+    for (timing, &isa) in timings.iter_mut().zip(paths) {
+        if timing.is_none() {
+            *timing = Some(workload.time(isa, pause));
+        }
+    }
+    Measurement {
+        timings: timings.into_iter().flatten().collect(),
+    }
 }
 
 /// A string naming this CPU closely enough that a choice measured on it
@@ -200,8 +219,10 @@ impl Workload {
         }
     }
 
-    /// Warm-up and check, then the fastest of [`REPEATS`] timed runs.
-    fn time(&self, isa: Isa, slowed: bool) -> Timing {
+    /// Warm-up and check, then the fastest of [`REPEATS`] timed runs;
+    /// `pause` is slept within each timed run (zero but for paths made slow
+    /// on purpose).
+    fn time(&self, isa: Isa, pause: Duration) -> Timing {
         let precision = precision_of(isa);
         let operands: Vec<Operand> = SHAPES
             .iter()
@@ -220,8 +241,8 @@ impl Workload {
         for _ in 0..REPEATS {
             let start = Instant::now();
             self.run(&operands, &mut outputs);
-            if slowed {
-                std::thread::sleep(SLOWDOWN);
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
             }
             best = best.min(start.elapsed().as_secs_f64());
         }
