@@ -316,9 +316,16 @@ impl Daemon {
             "workers starting"
         );
         let workers = self.workers(Arc::clone(&services), shutdown.clone());
-        // Triggers that enqueue on their own: schedules and S3 events.
+        // Triggers that enqueue on their own: schedules, S3 events and
+        // directory watches (each reconciling with its source first).
+        let reconciler = Arc::new(crate::domain::Reconciler {
+            sources: Arc::clone(&self.sources),
+            services: Arc::clone(&services),
+            queue: Arc::clone(&self.queue),
+            wake: Arc::clone(&self.wake),
+        });
         self.sources
-            .start_auto_sync(&self.queue, &self.wake, &shutdown);
+            .start_auto_sync(&self.queue, &self.wake, &shutdown, reconciler);
         tokio::spawn(schedule_loop(
             Scheduler {
                 queue: Arc::clone(&self.queue),
@@ -423,6 +430,7 @@ impl Daemon {
         let WholeSourcePlan {
             payloads,
             mut unchanged,
+            ..
         } = whole_source(&self.sources, &services, &record, target).await?;
         tracing::info!(
             jobs = payloads.len(),

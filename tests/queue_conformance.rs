@@ -14,16 +14,19 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chroma_syncd::domain::sources::s3::synced::{MetaJsonDocument, MetaJsonMemory};
+use chroma_syncd::domain::sources::web::links::{LinkMemory, PageLinks};
 use chroma_syncd::model::{
     CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, JobStats, JobStatus,
     S3JobMetadata, S3SourceConfig, SourceType, Trigger, WebhookEvent,
 };
 use chroma_syncd::queue::{
     CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, IdempotencyKey, JobFilter,
-    JobState, MetaJsonDocument, NewDelivery, NewJob, Outcome, PageLinks, PostgresQueue, Queue,
-    QueueError, SlotOutcome, SourceFilter, SourceRecord, SqliteQueue,
+    JobState, NewDelivery, NewJob, Outcome, PostgresQueue, Queue, QueueError, SlotOutcome,
+    SourceFilter, SourceRecord, SqliteQueue,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
@@ -81,6 +84,52 @@ impl Backend {
                 .fetch_one(&mut db)
                 .await
                 .unwrap()
+            }
+        }
+    }
+
+    /// Creates the queue's database as a daemon before migration
+    /// `version` left it, then runs each of `statements` on it.
+    async fn as_before_migration(&self, version: i64, statements: &[&str]) {
+        use sqlx::Connection;
+        let dir = match self {
+            Backend::Sqlite(_) => "migrations/sqlite",
+            Backend::Postgres(_) => "migrations/postgres",
+        };
+        let migrator = sqlx::migrate::Migrator::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+        )
+        .await
+        .unwrap();
+        let before = migrator
+            .iter()
+            .map(|migration| migration.version)
+            .filter(|&v| v < version)
+            .max()
+            .unwrap();
+        match self {
+            Backend::Sqlite(path) => {
+                let mut db =
+                    sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", sqlite_url(path)))
+                        .await
+                        .unwrap();
+                migrator.run_to(before, &mut db).await.unwrap();
+                for statement in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+                        .execute(&mut db)
+                        .await
+                        .unwrap();
+                }
+            }
+            Backend::Postgres(url) => {
+                let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+                migrator.run_to(before, &mut db).await.unwrap();
+                for statement in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+                        .execute(&mut db)
+                        .await
+                        .unwrap();
+                }
             }
         }
     }
@@ -224,6 +273,7 @@ conformance!(
     audit_names_are_recorded_on_create_and_cancel,
     remembered_page_links_are_replaced_forgotten_and_deleted_with_their_source,
     meta_json_documents_are_remembered_per_file_and_go_with_their_source,
+    state_in_the_older_per_kind_tables_survives_the_upgrade,
     an_unknown_stored_trigger_is_a_clear_error,
 );
 
@@ -1310,17 +1360,27 @@ fn page_links(url: &str, version: &str, links: &[&str]) -> PageLinks {
 }
 
 /// Sorted by URL, for comparing answers given in no particular order.
-async fn remembered(queue: &dyn Queue, source: Uuid, urls: &[&str]) -> Vec<PageLinks> {
+async fn remembered(queue: &Arc<dyn Queue>, source: Uuid, urls: &[&str]) -> Vec<PageLinks> {
     let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
-    let mut rows = queue.page_links(source, &urls).await.unwrap();
+    let mut rows: Vec<PageLinks> = links(queue, source)
+        .recall(&urls)
+        .await
+        .into_values()
+        .collect();
     rows.sort_by(|a, b| a.url.cmp(&b.url));
     rows
+}
+
+/// The web kind's page memory of `source`, in the queue's source state.
+fn links(queue: &Arc<dyn Queue>, source: Uuid) -> LinkMemory {
+    LinkMemory::new(Arc::clone(queue), source)
 }
 
 async fn remembered_page_links_are_replaced_forgotten_and_deleted_with_their_source(
     backend: Backend,
 ) {
     let (queue, source) = backend.with_source().await;
+    let queue: Arc<dyn Queue> = Arc::from(queue);
     let other = queue
         .create_source(SourceType::S3, &s3_source("db2"))
         .await
@@ -1331,36 +1391,32 @@ async fn remembered_page_links_are_replaced_forgotten_and_deleted_with_their_sou
     skipped_b.skip_reason = Some("noindex".into());
     skipped_b.etag = None;
     skipped_b.last_modified = Some("Tue, 01 Dec 2026 10:00:00 GMT".into());
-    queue
-        .store_page_links(source.id, &[first_a.clone(), skipped_b.clone()], &[])
-        .await
-        .unwrap();
-    queue
-        .store_page_links(other.id, &[page_links(a, "9", &[])], &[])
-        .await
-        .unwrap();
+    links(&queue, source.id)
+        .store(&[first_a.clone(), skipped_b.clone()], &[])
+        .await;
+    links(&queue, other.id)
+        .store(&[page_links(a, "9", &[])], &[])
+        .await;
     assert_eq!(
-        remembered(&*queue, source.id, &[a, b, c]).await,
+        remembered(&queue, source.id, &[a, b, c]).await,
         vec![first_a, skipped_b.clone()]
     );
 
     // A new fetch replaces a row (the last of a URL named twice wins); a
     // forgotten page loses its row; other sources keep theirs.
     let second_a = page_links(a, "2", &[c]);
-    queue
-        .store_page_links(
-            source.id,
+    links(&queue, source.id)
+        .store(
             &[page_links(a, "1.5", &[]), second_a.clone()],
             &[b.to_string()],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
-        remembered(&*queue, source.id, &[a, b, c]).await,
+        remembered(&queue, source.id, &[a, b, c]).await,
         vec![second_a]
     );
     assert_eq!(
-        remembered(&*queue, other.id, &[a]).await,
+        remembered(&queue, other.id, &[a]).await,
         vec![page_links(a, "9", &[])]
     );
 
@@ -1368,17 +1424,14 @@ async fn remembered_page_links_are_replaced_forgotten_and_deleted_with_their_sou
     let many: Vec<PageLinks> = (0..1200)
         .map(|i| page_links(&format!("https://x.test/p{i}"), "1", &[a]))
         .collect();
-    queue.store_page_links(source.id, &many, &[]).await.unwrap();
+    links(&queue, source.id).store(&many, &[]).await;
     let urls: Vec<String> = many.iter().map(|p| p.url.clone()).collect();
-    assert_eq!(
-        queue.page_links(source.id, &urls).await.unwrap().len(),
-        1200
-    );
+    assert_eq!(links(&queue, source.id).recall(&urls).await.len(), 1200);
 
     assert!(queue.delete_source(source.id).await.unwrap());
-    assert!(queue.page_links(source.id, &urls).await.unwrap().is_empty());
-    assert!(remembered(&*queue, source.id, &[a]).await.is_empty());
-    assert_eq!(remembered(&*queue, other.id, &[a]).await.len(), 1);
+    assert!(links(&queue, source.id).recall(&urls).await.is_empty());
+    assert!(remembered(&queue, source.id, &[a]).await.is_empty());
+    assert_eq!(remembered(&queue, other.id, &[a]).await.len(), 1);
 }
 
 async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(backend: Backend) {
@@ -1390,34 +1443,34 @@ async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(ba
     };
     let file = "docs/report.meta.json";
     assert!(
-        queue
-            .meta_json_documents(source.id, file)
+        MetaJsonMemory::new(&*queue, source.id)
+            .documents(file)
             .await
             .unwrap()
             .is_empty()
     );
-    queue
-        .put_meta_json_document(source.id, file, &document("c", "r1", "docs/a.pdf"))
+    MetaJsonMemory::new(&*queue, source.id)
+        .put(file, &document("c", "r1", "docs/a.pdf"))
         .await
         .unwrap();
     // The same document again takes the new object key, no second row.
-    queue
-        .put_meta_json_document(source.id, file, &document("c", "r1", "docs/b.pdf"))
+    MetaJsonMemory::new(&*queue, source.id)
+        .put(file, &document("c", "r1", "docs/b.pdf"))
         .await
         .unwrap();
-    queue
-        .put_meta_json_document(source.id, file, &document("reports", "r2", "docs/b.pdf"))
+    MetaJsonMemory::new(&*queue, source.id)
+        .put(file, &document("reports", "r2", "docs/b.pdf"))
         .await
         .unwrap();
     let other = "docs/copy.meta.json";
-    queue
-        .put_meta_json_document(source.id, other, &document("c", "r1", "docs/b.pdf"))
+    MetaJsonMemory::new(&*queue, source.id)
+        .put(other, &document("c", "r1", "docs/b.pdf"))
         .await
         .unwrap();
     // Another daemon on the same queue sees them.
     let other_daemon = backend.open().await;
-    let mut listed = other_daemon
-        .meta_json_documents(source.id, file)
+    let mut listed = MetaJsonMemory::new(&*other_daemon, source.id)
+        .documents(file)
         .await
         .unwrap();
     listed.sort_by(|a, b| a.custom_id.cmp(&b.custom_id));
@@ -1429,32 +1482,35 @@ async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(ba
         ]
     );
     assert_eq!(
-        queue
-            .meta_json_files_of(source.id, "c", "r1")
+        MetaJsonMemory::new(&*queue, source.id)
+            .files_of("c", "r1")
             .await
             .unwrap(),
         vec![other.to_string(), file.to_string()]
     );
     assert!(
-        queue
-            .meta_json_files_of(source.id, "reports", "r1")
+        MetaJsonMemory::new(&*queue, source.id)
+            .files_of("reports", "r1")
             .await
             .unwrap()
             .is_empty(),
         "per collection"
     );
 
-    queue
-        .remove_meta_json_document(source.id, file, &document("c", "r1", "ignored"))
+    MetaJsonMemory::new(&*queue, source.id)
+        .remove(file, &document("c", "r1", "ignored"))
         .await
         .unwrap();
     assert_eq!(
-        queue.meta_json_documents(source.id, file).await.unwrap(),
+        MetaJsonMemory::new(&*queue, source.id)
+            .documents(file)
+            .await
+            .unwrap(),
         vec![document("reports", "r2", "docs/b.pdf")]
     );
     assert_eq!(
-        queue
-            .meta_json_files_of(source.id, "c", "r1")
+        MetaJsonMemory::new(&*queue, source.id)
+            .files_of("c", "r1")
             .await
             .unwrap(),
         vec![other.to_string()]
@@ -1465,28 +1521,93 @@ async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(ba
         .create_source(SourceType::S3, &s3_source("db2"))
         .await
         .unwrap();
-    queue
-        .put_meta_json_document(second.id, file, &document("c", "r9", "docs/z.md"))
+    MetaJsonMemory::new(&*queue, second.id)
+        .put(file, &document("c", "r9", "docs/z.md"))
         .await
         .unwrap();
     assert!(queue.delete_source(source.id).await.unwrap());
     assert!(
-        queue
-            .meta_json_documents(source.id, file)
+        MetaJsonMemory::new(&*queue, source.id)
+            .documents(file)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        queue
-            .meta_json_files_of(source.id, "c", "r1")
+        MetaJsonMemory::new(&*queue, source.id)
+            .files_of("c", "r1")
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        queue.meta_json_documents(second.id, file).await.unwrap(),
+        MetaJsonMemory::new(&*queue, second.id)
+            .documents(file)
+            .await
+            .unwrap(),
         vec![document("c", "r9", "docs/z.md")]
+    );
+}
+
+/// Issue 30: per-kind state moved from a table (and queue methods) per kind
+/// into one key-value store; a queue written by an older daemon upgrades
+/// in place and its kinds find what they remembered.
+async fn state_in_the_older_per_kind_tables_survives_the_upgrade(backend: Backend) {
+    let source = Uuid::new_v4();
+    let web = format!(
+        "INSERT INTO web_page_links (source_id, page_url, etag, last_modified, version, \
+         skip_reason, links, recorded_at) VALUES ('{source}', 'https://x.test/a', '\"v1\"', \
+         NULL, 'v1', 'noindex', '[\"https://x.test/b\",\"https://x.test/c\"]', 5)"
+    );
+    let meta = |file: &str, collection: &str, id: &str, key: &str| {
+        format!(
+            "INSERT INTO meta_json_documents (source_id, meta_key, collection_name, custom_id, \
+             object_key, updated_at) VALUES ('{source}', '{file}', '{collection}', '{id}', \
+             '{key}', 7)"
+        )
+    };
+    let first = meta("docs/é.meta.json", "c", "r1", "docs/a.pdf");
+    let second = meta("docs/é.meta.json", "reports", "r2:x", "docs/b.pdf");
+    let copy = meta("docs/copy.meta.json", "c", "r1", "docs/a.pdf");
+    backend
+        .as_before_migration(9, &[&web, &first, &second, &copy])
+        .await;
+    let queue: Arc<dyn Queue> = Arc::from(backend.open().await);
+    let mut expected = page_links(
+        "https://x.test/a",
+        "v1",
+        &["https://x.test/b", "https://x.test/c"],
+    );
+    expected.skip_reason = Some("noindex".into());
+    assert_eq!(
+        remembered(&queue, source, &["https://x.test/a"]).await,
+        vec![expected]
+    );
+    let memory = MetaJsonMemory::new(&*queue, source);
+    let mut synced = memory.documents("docs/é.meta.json").await.unwrap();
+    synced.sort_by(|a, b| a.custom_id.cmp(&b.custom_id));
+    let document = |collection: &str, id: &str, key: &str| MetaJsonDocument {
+        collection_name: collection.into(),
+        custom_id: id.into(),
+        object_key: key.into(),
+    };
+    assert_eq!(
+        synced,
+        vec![
+            document("c", "r1", "docs/a.pdf"),
+            document("reports", "r2:x", "docs/b.pdf")
+        ]
+    );
+    assert_eq!(
+        memory.files_of("c", "r1").await.unwrap(),
+        vec![
+            "docs/copy.meta.json".to_string(),
+            "docs/é.meta.json".to_string()
+        ]
+    );
+    assert_eq!(
+        memory.files_of("reports", "r2:x").await.unwrap(),
+        vec!["docs/é.meta.json".to_string()]
     );
 }
 

@@ -229,3 +229,150 @@ fn s3_event_notifications_sync_created_objects_and_remove_deleted_ones() {
         },
     );
 }
+
+/// Every job of `source` so far.
+fn jobs_of(daemon: &Daemon, source: &str) -> Vec<Value> {
+    let (_, jobs) = daemon.request(
+        reqwest::Method::GET,
+        &format!("/api/v1/invocations?source_id={source}&limit=200"),
+        None,
+    );
+    jobs.as_array().unwrap().clone()
+}
+
+/// The text a key's chunks hold now.
+fn text_of(chroma: &Chroma, collection: &str, key: &str) -> String {
+    chroma
+        .records("testdb", collection)
+        .of_key(key)
+        .iter()
+        .map(|record| record.document.clone())
+        .collect()
+}
+
+/// Issue 30: an event consumer reconciles when it starts. Objects written
+/// before the bucket sent events raise none; nor do changes whose events
+/// were lost while no daemon listened (here: purged, as a queue's
+/// retention or a dead-letter queue would). After creation and after a
+/// restart the source catches up anyway — new and edited objects synced,
+/// deleted ones removed — and what did not change gets no job. A bucket
+/// that suddenly lists nothing removes nothing.
+#[test]
+fn s3_auto_sync_catches_up_with_what_changed_before_the_source_and_while_no_daemon_listened() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("catchup");
+    s3.put(
+        "catchup",
+        "docs/before.md",
+        "# Before\n\nThere before the source.\n",
+        None,
+    );
+    s3.put(
+        "catchup",
+        "docs/doomed.md",
+        "# Doomed\n\nDeleted while down.\n",
+        None,
+    );
+    s3.put(
+        "catchup",
+        "docs/edited.md",
+        "# Edited\n\nThe first version.\n",
+        None,
+    );
+    // Set up after the uploads: none of them is an event.
+    let queue_url = s3.event_queue("catchup-events", &["catchup"]);
+    let mut daemon = Daemon::start(&chroma.url());
+    let mut source = s3_source(&s3, "catchup", "catchup-docs", Some("docs/"));
+    source["s3"]["auto_sync"] = json!("direct");
+    source["s3"]["sqs_queue_url"] = json!(queue_url);
+    let id = daemon.create_source(source);
+    let keys = ["docs/before.md", "docs/doomed.md", "docs/edited.md"];
+    wait_until(
+        "the objects there before the source to be synced",
+        Duration::from_secs(120),
+        || {
+            chroma.collection("testdb", "catchup-docs")?;
+            let records = chroma.records("testdb", "catchup-docs");
+            keys.iter()
+                .all(|key| !records.of_key(key).is_empty())
+                .then_some(())
+        },
+    );
+    assert!(
+        jobs_of(&daemon, &id)
+            .iter()
+            .all(|job| job["trigger"] == "auto_sync")
+    );
+
+    // Down: one object edited, one deleted, one created; their events lost.
+    daemon.terminate();
+    s3.put(
+        "catchup",
+        "docs/edited.md",
+        "# Edited\n\nThe second version.\n",
+        None,
+    );
+    s3.delete("catchup", "docs/doomed.md");
+    s3.put(
+        "catchup",
+        "docs/new.md",
+        "# New\n\nWritten while down.\n",
+        None,
+    );
+    s3.purge(&queue_url);
+    daemon.restart();
+    wait_until(
+        "the restarted daemon to catch up",
+        Duration::from_secs(120),
+        || {
+            let records = chroma.records("testdb", "catchup-docs");
+            (records.of_key("docs/doomed.md").is_empty()
+                && !records.of_key("docs/new.md").is_empty()
+                && text_of(&chroma, "catchup-docs", "docs/edited.md").contains("second version"))
+            .then_some(())
+        },
+    );
+    assert!(
+        !chroma
+            .records("testdb", "catchup-docs")
+            .of_key("docs/before.md")
+            .is_empty()
+    );
+    wait_until("every job to finish", Duration::from_secs(60), || {
+        jobs_of(&daemon, &id)
+            .iter()
+            .all(|job| job["status"]["complete"].is_object())
+            .then_some(())
+    });
+    // Unchanged since it was stored: one job ever, the first one.
+    let jobs = jobs_of(&daemon, &id);
+    let before = jobs
+        .iter()
+        .filter(|job| job["metadata"]["s3"]["object_key"] == "docs/before.md")
+        .count();
+    assert_eq!(before, 1, "{jobs:#?}");
+
+    // A bucket that suddenly lists nothing (a policy hiding the prefix, a
+    // wrong account) is likelier a fault than the truth: nothing removed.
+    daemon.terminate();
+    for key in ["docs/before.md", "docs/edited.md", "docs/new.md"] {
+        s3.delete("catchup", key);
+    }
+    s3.purge(&queue_url);
+    daemon.restart();
+    wait_until(
+        "the refused removal to be logged",
+        Duration::from_secs(120),
+        || {
+            daemon
+                .log()
+                .contains("kept the gone documents")
+                .then_some(())
+        },
+    );
+    let records = chroma.records("testdb", "catchup-docs");
+    for key in ["docs/before.md", "docs/edited.md", "docs/new.md"] {
+        assert!(!records.of_key(key).is_empty(), "{key} was removed");
+    }
+}

@@ -26,10 +26,10 @@ pub mod upload;
 pub mod webhook;
 
 pub use plan::{
-    SourceLimits, WholeSourcePlan, authorize_source, effective, plan_job, spec_of,
-    validate_settings, validate_source, whole_source,
+    Enqueued, Reconciler, SourceLimits, WholeSourcePlan, authorize_source, effective,
+    enqueue_whole_source, plan_job, spec_of, validate_settings, validate_source, whole_source,
 };
-pub use sources::{RunTarget, SourceSpec, Sources, WholeSource};
+pub use sources::{Reconcile, RunTarget, SourceSpec, Sources, WholeSource};
 
 use tokio_util::sync::CancellationToken;
 

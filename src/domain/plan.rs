@@ -11,14 +11,16 @@ use super::DomainError;
 use super::names::validate_chroma_name;
 /// Where `api/upload.rs` finds it (it lives with the other names).
 pub use super::names::validate_custom_id;
-use super::sources::{RunTarget, SourceSpec, Sources, WholeSource};
+use super::sources::{Reconcile, RunTarget, SourceSpec, Sources, WholeSource};
 use crate::model::{
     BM25_MODEL, ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
     EmbeddingConfig, EmbeddingModel, SPLADE_MODEL, Source, SourceOcrConfig, Trigger,
 };
-use crate::pipeline::listing::{Listing, Scope, Unchanged};
-use crate::pipeline::{JobEmbedding, JobError, Services};
-use crate::queue::{NewJob, SourceRecord};
+use crate::pipeline::listing::{Comparison, Listing, Scope, Unchanged};
+use crate::pipeline::{
+    DEFAULT_MAX_REMOVAL_FRACTION, JobEmbedding, JobError, RemovalPolicy, Services,
+};
+use crate::queue::{NewJob, Queue, QueueError, SourceRecord};
 
 /// Bounds on what a source may ask of the daemon (`[api]` in the config)
 /// and what it may choose from (`[embedding.models]`).
@@ -373,20 +375,21 @@ pub async fn whole_source(
     let Some(listing) = listing else {
         return Ok(WholeSourcePlan {
             payloads,
-            unchanged: Unchanged::default(),
+            ..WholeSourcePlan::default()
         });
     };
-    let unchanged = match listed_unchanged(services, record, &spec, &listing).await {
-        Ok(unchanged) => unchanged,
+    let comparison = match compared(services, record, &spec, &listing).await {
+        Ok(comparison) => comparison,
         Err(error) => {
             tracing::warn!(
                 source_id = %record.id,
                 %error,
                 "could not compare the listing with the collection; syncing every object"
             );
-            Unchanged::default()
+            Comparison::default()
         }
     };
+    let unchanged = comparison.unchanged;
     let payloads = payloads
         .into_iter()
         .filter(|payload| {
@@ -399,6 +402,10 @@ pub async fn whole_source(
     Ok(WholeSourcePlan {
         payloads,
         unchanged,
+        gone: comparison.gone,
+        stored: comparison.stored,
+        listed: listing.complete.map_or(0, |keys| keys.len()),
+        collection: Some(listing.collection),
     })
 }
 
@@ -407,14 +414,132 @@ pub async fn whole_source(
 pub struct WholeSourcePlan {
     pub payloads: Vec<CreateJobPayload>,
     pub unchanged: Unchanged,
+    /// Stored documents a complete listing no longer has (S3: objects
+    /// deleted from the prefix), for a sync that removes them
+    /// ([`reconcile`]); empty when the listing was not complete.
+    pub gone: Vec<String>,
+    /// Documents of the source the collection holds, and how many the
+    /// complete listing found: what the removal policy weighs.
+    pub stored: usize,
+    pub listed: usize,
+    /// The collection the listing was compared with.
+    pub collection: Option<String>,
 }
 
-async fn listed_unchanged(
+/// What [`enqueue_whole_source`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Enqueued {
+    /// Jobs the queue took (a document whose job is already pending or
+    /// running gets no second one: that job reads it as it is now).
+    pub enqueued: u32,
+    /// Documents stored at their listed version: no job for them.
+    pub unchanged: usize,
+    /// Removal jobs among `enqueued`'s, for documents gone from the source.
+    pub removing: usize,
+    /// Why the gone documents were not removed (the removal policy).
+    pub kept: Option<String>,
+}
+
+/// Plans a whole-source sync and enqueues its jobs with `trigger`. With
+/// `remove_gone`, documents a complete listing no longer has get a job
+/// each too — which finds the object gone and deletes its chunks — unless
+/// the source's removal policy refuses (a listing that suddenly lacks
+/// nearly everything is likelier a fault than the truth); then none does.
+pub async fn enqueue_whole_source(
+    sources: &Sources,
+    services: &Services,
+    queue: &dyn Queue,
+    record: &SourceRecord,
+    target: RunTarget,
+    trigger: Trigger,
+    remove_gone: bool,
+) -> Result<Enqueued, DomainError> {
+    let plan = whole_source(sources, services, record, target).await?;
+    let mut done = Enqueued {
+        unchanged: plan.unchanged.documents.len(),
+        ..Enqueued::default()
+    };
+    let mut payloads = plan.payloads;
+    if remove_gone && !plan.gone.is_empty() {
+        let policy = RemovalPolicy::new(
+            record
+                .payload
+                .max_removal_fraction
+                .unwrap_or(DEFAULT_MAX_REMOVAL_FRACTION),
+            "the source's max_removal_fraction",
+        );
+        match policy.check(plan.gone.len(), plan.stored, plan.listed, "documents") {
+            Ok(()) => {
+                done.removing = plan.gone.len();
+                payloads.extend(plan.gone.into_iter().map(|key| CreateJobPayload {
+                    object_key: Some(key),
+                    target_collection_name: plan.collection.clone(),
+                    ..CreateJobPayload::default()
+                }));
+            }
+            Err(refused) => done.kept = Some(refused.to_string()),
+        }
+    }
+    for payload in payloads {
+        let job = plan_job(sources, record, payload, trigger).await?;
+        match queue.enqueue(job).await {
+            Ok(_) => done.enqueued += 1,
+            Err(QueueError::Duplicate(_)) => {}
+            Err(error) => return Err(DomainError::Queue(error)),
+        }
+    }
+    Ok(done)
+}
+
+/// Catches an auto-synced source up when its watch or event consumer
+/// starts — after the source is created and after every restart: what was
+/// written before the events reached us, or while no process listened, or
+/// whose events were lost, raises no event. A whole-source comparison
+/// that enqueues only what changed, and removes what is gone.
+pub struct Reconciler {
+    pub sources: Arc<Sources>,
+    pub services: Arc<Services>,
+    pub queue: Arc<dyn Queue>,
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Reconcile for Reconciler {
+    fn reconcile<'a>(
+        &'a self,
+        record: &'a SourceRecord,
+    ) -> futures::future::BoxFuture<'a, Result<String, DomainError>> {
+        Box::pin(async move {
+            let done = enqueue_whole_source(
+                &self.sources,
+                &self.services,
+                self.queue.as_ref(),
+                record,
+                RunTarget::default(),
+                Trigger::AutoSync,
+                true,
+            )
+            .await?;
+            if done.enqueued > 0 {
+                self.wake.notify_waiters();
+            }
+            let mut summary = format!(
+                "{} jobs enqueued ({} to remove documents gone from the source), {} documents unchanged",
+                done.enqueued, done.removing, done.unchanged
+            );
+            if let Some(kept) = done.kept {
+                summary.push_str(&format!("; kept the gone documents: {kept}"));
+            }
+            Ok(summary)
+        })
+    }
+}
+
+async fn compared(
     services: &Services,
     record: &SourceRecord,
     spec: &SourceSpec,
     listing: &Listing,
-) -> Result<Unchanged, JobError> {
+) -> Result<Comparison, JobError> {
     let embedding = JobEmbedding::for_source(
         &services.models,
         record.payload.embedding.as_ref(),
@@ -427,5 +552,5 @@ async fn listed_unchanged(
         source_type: spec.source_type(),
         embedding: &embedding,
     };
-    crate::pipeline::listing::unchanged(services, &scope, listing).await
+    crate::pipeline::listing::compare(services, &scope, listing).await
 }

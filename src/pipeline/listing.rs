@@ -18,7 +18,7 @@
 //! another model still gets its job. Anything that goes wrong here only
 //! costs the saving: the caller enqueues every document.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -34,6 +34,11 @@ pub struct Listing {
     pub collection: String,
     /// Document key → version.
     pub versions: HashMap<String, String>,
+    /// Every key the source holds now, when the listing saw all of them
+    /// (S3: the whole prefix): stored documents missing from it are gone
+    /// from the source ([`Comparison::gone`]). `None` (named keys only)
+    /// says nothing of what is gone.
+    pub complete: Option<HashSet<String>>,
     /// The source's own fields on every chunk (S3: `bucket`).
     pub source_fields: Vec<(String, Value)>,
 }
@@ -55,7 +60,19 @@ impl Unchanged {
     }
 }
 
-/// Whose documents a listing names: the scope of [`unchanged`].
+/// What [`compare`] found: the listed documents stored as a job would
+/// store them, and the stored ones the source no longer has.
+#[derive(Debug, Default, PartialEq)]
+pub struct Comparison {
+    pub unchanged: Unchanged,
+    /// Stored documents a complete listing lacks (empty when the listing
+    /// is not complete), sorted.
+    pub gone: Vec<String>,
+    /// How many documents of the source the collection holds.
+    pub stored: usize,
+}
+
+/// Whose documents a listing names: the scope of [`compare`].
 pub struct Scope<'a> {
     pub database: &'a str,
     pub source_id: &'a str,
@@ -64,15 +81,16 @@ pub struct Scope<'a> {
 }
 
 /// The documents of `listing` the collection holds at their listed version
-/// and identity. Reads only chunk metadata, a page at a time; memory holds
-/// a few bytes per listed document.
-pub async fn unchanged(
+/// and identity, and (for a complete listing) the stored documents it
+/// lacks. Reads only chunk metadata, a page at a time; memory holds a few
+/// bytes per stored document.
+pub async fn compare(
     services: &Services,
     scope: &Scope<'_>,
     listing: &Listing,
-) -> Result<Unchanged, JobError> {
-    if listing.versions.is_empty() {
-        return Ok(Unchanged::default());
+) -> Result<Comparison, JobError> {
+    if listing.versions.is_empty() && listing.complete.is_none() {
+        return Ok(Comparison::default());
     }
     let spec = scope.embedding.collection_spec().await?;
     let collection = services
@@ -84,6 +102,7 @@ pub async fn unchanged(
         scope.source_id, listing.collection
     );
     let mut seen: HashMap<&str, Seen> = HashMap::new();
+    let mut stored: HashSet<String> = HashSet::new();
     services
         .chroma
         .scan(
@@ -93,18 +112,21 @@ pub async fn unchanged(
             &doing,
             |page| {
                 for (_, metadata) in &page {
-                    let stored = Stored(metadata);
-                    let Some((key, listed)) = stored
-                        .document_key()
-                        .and_then(|key| listing.versions.get_key_value(key))
-                    else {
+                    let chunk = Stored(metadata);
+                    let Some(document) = chunk.document_key() else {
+                        continue;
+                    };
+                    if !stored.contains(document) {
+                        stored.insert(document.to_string());
+                    }
+                    let Some((key, listed)) = listing.versions.get_key_value(document) else {
                         continue;
                     };
                     let entry = seen.entry(key.as_str()).or_default();
                     entry.chunks += 1;
-                    let index = stored.chunk_index();
+                    let index = chunk.chunk_index();
                     entry.max_index = entry.max_index.max(index.unwrap_or(u64::MAX));
-                    if stored.version_key() != Some(listed.as_str()) || index.is_none() {
+                    if chunk.version_key() != Some(listed.as_str()) || index.is_none() {
                         entry.stale = true;
                     }
                     if index == Some(0) {
@@ -121,7 +143,20 @@ pub async fn unchanged(
             unchanged.documents.insert(key.to_string(), seen.chunks);
         }
     }
-    Ok(unchanged)
+    let mut gone: Vec<String> = match &listing.complete {
+        Some(listed) => stored
+            .iter()
+            .filter(|key| !listed.contains(key.as_str()))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    gone.sort();
+    Ok(Comparison {
+        unchanged,
+        gone,
+        stored: stored.len(),
+    })
 }
 
 /// What the scan found of one listed document.

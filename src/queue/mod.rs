@@ -1,8 +1,8 @@
 //! The durable queue: the only state the API and the workers share.
 //!
-//! It holds sources and invocations ("jobs"), and the outgoing links web
-//! crawls remember of the pages they fetched ([`PageLinks`]: a web job's
-//! workers share them like the rest). A worker *claims* a pending job
+//! It holds sources and invocations ("jobs"), and what source kinds
+//! remember between syncs ([`Queue::state`]: one key-value store for every
+//! kind, shared by every process like the rest). A worker *claims* a pending job
 //! and receives a lease; it renews the lease with heartbeats while it works.
 //! A job whose lease runs out (its worker died) can be claimed again, and the
 //! claim increments `attempt`. Every write of a job's outcome names the
@@ -178,38 +178,20 @@ pub struct SourceFilter {
     pub ascending: bool,
 }
 
-/// What a web crawl remembers of one fetched page, so that the page
-/// answering `304 Not Modified` next time still leads the crawl on (see
-/// `domain/sources/web/links.rs`, which decides what is stored and bounds it).
+/// One value of a source's durable state ([`Queue::state`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageLinks {
-    /// The page's normalised URL, as the crawl requested it.
-    pub url: String,
-    /// The validators the page answered with (sent back as `If-None-Match`
-    /// and `If-Modified-Since`).
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-    /// The version the crawl computed for the page (its ETag, else a hash
-    /// of its content): what the collection must hold for a 304 to say it
-    /// is current.
-    pub version: String,
-    /// Why the page itself asks not to be stored (a canonical copy,
-    /// noindex), if it does.
-    pub skip_reason: Option<String>,
-    /// Its outgoing links: normalised URLs in the crawl's scope.
-    pub links: Vec<String>,
+pub struct StateEntry {
+    pub key: String,
+    pub value: String,
 }
 
-/// A document a `.meta.json` file of an S3 source had synced: its
-/// `custom_id` in a collection, and the object it was read from. The queue
-/// remembers it per metadata file (`meta_json_documents`), because the
-/// event of a removed metadata file carries no body to say which document
-/// to delete.
+/// A change to a source's durable state: `value` stored under `key` in
+/// `namespace`, or (`None`) the key forgotten.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaJsonDocument {
-    pub collection_name: String,
-    pub custom_id: String,
-    pub object_key: String,
+pub struct StateChange {
+    pub namespace: &'static str,
+    pub key: String,
+    pub value: Option<String>,
 }
 
 /// Result of a cancel request.
@@ -381,53 +363,34 @@ pub trait Queue: Send + Sync + 'static {
     /// janitor's list.
     async fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<Uuid>, QueueError>;
 
-    // ------------------------------------------------------ web page links
+    // ------------------------------------------------------ source state
 
-    /// What web source `source_id`'s crawls remember of these pages (those
-    /// it remembers anything of, in no particular order).
-    async fn page_links(
+    /// What source kinds remember between syncs, one store for all kinds
+    /// (a web crawl's page validators and links, what S3 `.meta.json` files
+    /// synced): the values of `keys` in the source's `namespace`, those it
+    /// has, in no particular order. What a value holds is the kind's
+    /// business; deleting the source forgets all of it.
+    async fn state(
         &self,
         source_id: Uuid,
-        urls: &[String],
-    ) -> Result<Vec<PageLinks>, QueueError>;
-    /// Replaces what is remembered of `pages` and forgets the pages in
-    /// `forget`, in one transaction. Deleting the source forgets them all.
-    async fn store_page_links(
+        namespace: &str,
+        keys: &[String],
+    ) -> Result<Vec<StateEntry>, QueueError>;
+    /// Every value in the source's `namespace` whose key starts with
+    /// `prefix`, oldest change first.
+    async fn state_with_prefix(
         &self,
         source_id: Uuid,
-        pages: &[PageLinks],
-        forget: &[String],
+        namespace: &str,
+        prefix: &str,
+    ) -> Result<Vec<StateEntry>, QueueError>;
+    /// Applies `changes` in one transaction (of a key changed twice, the
+    /// last change counts).
+    async fn change_state(
+        &self,
+        source_id: Uuid,
+        changes: &[StateChange],
     ) -> Result<(), QueueError>;
-    /// The documents the metadata file `meta_key` of a source has synced
-    /// (more than one only while a changed file's old target is retired).
-    async fn meta_json_documents(
-        &self,
-        source_id: Uuid,
-        meta_key: &str,
-    ) -> Result<Vec<MetaJsonDocument>, QueueError>;
-    /// Records that `meta_key` syncs `document` (before its first chunk is
-    /// written); an existing row for the same collection and custom ID
-    /// takes the new object key.
-    async fn put_meta_json_document(
-        &self,
-        source_id: Uuid,
-        meta_key: &str,
-        document: &MetaJsonDocument,
-    ) -> Result<(), QueueError>;
-    /// Forgets that `meta_key` syncs `document` (after its chunks are gone).
-    async fn remove_meta_json_document(
-        &self,
-        source_id: Uuid,
-        meta_key: &str,
-        document: &MetaJsonDocument,
-    ) -> Result<(), QueueError>;
-    /// The metadata files of a source that name `custom_id` in `collection_name`.
-    async fn meta_json_files_of(
-        &self,
-        source_id: Uuid,
-        collection_name: &str,
-        custom_id: &str,
-    ) -> Result<Vec<String>, QueueError>;
 }
 
 /// Every source (of `source_type`, if given), read page by page: for the

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::PendingDelivery;
 use super::dialect::QueueRow;
-use super::{ClaimedJob, PageLinks, QueueError, SourceRecord};
+use super::{ClaimedJob, QueueError, SourceRecord};
 use crate::model::{
     CreateJobPayload, DeliveryAttempt, DeliveryState, Job, JobState, JobStats, JobStatus, Progress,
     ScheduleSlot, SlotOutcome, SourceType, Trigger, UploadSpec, WebhookDelivery, WebhookEvent,
@@ -178,17 +178,5 @@ pub(super) fn pending_delivery_from_row(
         body: row.text("body")?,
         attempts: u32::try_from(row.int("attempts")?).unwrap_or(0),
         responses: responses_from_row(row)?,
-    })
-}
-
-pub(super) fn page_links_from_row(row: &impl QueueRow) -> Result<PageLinks, QueueError> {
-    let links = row.text("links")?;
-    Ok(PageLinks {
-        url: row.text("page_url")?,
-        etag: row.optional_text("etag")?,
-        last_modified: row.optional_text("last_modified")?,
-        version: row.text("version")?,
-        skip_reason: row.optional_text("skip_reason")?,
-        links: serde_json::from_str(&links).map_err(|e| corrupt("page links", e))?,
     })
 }

@@ -20,13 +20,13 @@ use uuid::Uuid;
 
 use super::dialect::{Dialect, Param, QueueRow, Sql};
 use super::rows::{
-    claimed_from_row, corrupt, delivery_from_row, job_from_row, page_links_from_row,
-    pending_delivery_from_row, slot_from_row, source_from_row, to_time,
+    claimed_from_row, corrupt, delivery_from_row, job_from_row, pending_delivery_from_row,
+    slot_from_row, source_from_row, to_time,
 };
 use super::{
-    CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, JobFilter, MetaJsonDocument,
-    NewDelivery, NewJob, Outcome, PageLinks, PendingDelivery, Queue, QueueError, SourceFilter,
-    SourceRecord,
+    CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, JobFilter, NewDelivery, NewJob,
+    Outcome, PendingDelivery, Queue, QueueError, SourceFilter, SourceRecord, StateChange,
+    StateEntry,
 };
 use crate::config::sha256_hex;
 use crate::model::{
@@ -41,8 +41,8 @@ const CLAIM_ATTEMPTS: usize = 4;
 /// Object keys looked up per statement by `latest_by_keys` (well under
 /// either database's limit on bound parameters).
 const KEYS_PER_LOOKUP: usize = 500;
-/// Rows of remembered page links written per `INSERT` (8 values each).
-const PAGE_LINKS_PER_INSERT: usize = 100;
+/// Rows of source state written per `INSERT` (5 values each).
+const STATE_PER_INSERT: usize = 100;
 
 /// The queue on database `D`: [`super::SqliteQueue`] or [`super::PostgresQueue`].
 pub struct SqlQueue<D: Dialect> {
@@ -327,14 +327,11 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             .push(") WHERE source_id = ")
             .bind(id.to_string())
             .push(" AND state = 'processing'");
-        let mut links = Sql::new("DELETE FROM web_page_links WHERE source_id = ");
-        links.bind(id.to_string());
-        // What its `.meta.json` files synced is the source's too.
-        let mut meta_json = Sql::new("DELETE FROM meta_json_documents WHERE source_id = ");
-        meta_json.bind(id.to_string());
+        // What its kind remembered of it goes with it.
+        let mut state = Sql::new("DELETE FROM source_state WHERE source_id = ");
+        state.bind(id.to_string());
         let changed =
-            D::execute_in_transaction(&self.pool, vec![delete, cancel, request, links, meta_json])
-                .await?;
+            D::execute_in_transaction(&self.pool, vec![delete, cancel, request, state]).await?;
         Ok(changed.first().is_some_and(|deleted| *deleted > 0))
     }
 
@@ -909,104 +906,113 @@ impl<D: Dialect> Queue for SqlQueue<D> {
             .collect()
     }
 
-    async fn meta_json_documents(
+    /// One statement per [`KEYS_PER_LOOKUP`] keys.
+    async fn state(
         &self,
         source_id: Uuid,
-        meta_key: &str,
-    ) -> Result<Vec<MetaJsonDocument>, QueueError> {
-        let mut select = Sql::new(
-            "SELECT collection_name, custom_id, object_key FROM meta_json_documents
-             WHERE source_id = ",
-        );
-        select
-            .bind(source_id.to_string())
-            .push(" AND meta_key = ")
-            .bind(meta_key)
-            .push(" ORDER BY updated_at, collection_name, custom_id");
-        let rows = self.fetch_all(select).await?;
-        rows.iter()
-            .map(|row| -> Result<_, QueueError> {
-                Ok(MetaJsonDocument {
-                    collection_name: row.text("collection_name")?,
-                    custom_id: row.text("custom_id")?,
-                    object_key: row.text("object_key")?,
-                })
-            })
-            .collect()
-    }
-
-    /// One statement per [`KEYS_PER_LOOKUP`] URLs.
-    async fn page_links(
-        &self,
-        source_id: Uuid,
-        urls: &[String],
-    ) -> Result<Vec<PageLinks>, QueueError> {
-        let mut pages = Vec::new();
-        for batch in urls.chunks(KEYS_PER_LOOKUP) {
-            let mut select = Sql::new("SELECT * FROM web_page_links WHERE source_id = ");
+        namespace: &str,
+        keys: &[String],
+    ) -> Result<Vec<StateEntry>, QueueError> {
+        let mut entries = Vec::new();
+        for batch in keys.chunks(KEYS_PER_LOOKUP) {
+            let mut select = Sql::new("SELECT key, value FROM source_state WHERE source_id = ");
             select
                 .bind(source_id.to_string())
-                .push(" AND page_url IN ")
+                .push(" AND namespace = ")
+                .bind(namespace)
+                .push(" AND key IN ")
                 .bind_list(batch.iter().map(String::as_str));
             for row in self.fetch_all(select).await? {
-                pages.push(page_links_from_row(&row)?);
+                entries.push(state_entry(&row)?);
             }
         }
-        Ok(pages)
+        Ok(entries)
     }
 
-    /// Deletes every named page's row, then inserts `pages` (the last one
-    /// of a URL named twice), [`PAGE_LINKS_PER_INSERT`] rows a statement.
-    async fn store_page_links(
+    /// `substr` rather than a range or `LIKE`: the same in both dialects,
+    /// whatever the collation, with nothing in the prefix to escape.
+    async fn state_with_prefix(
         &self,
         source_id: Uuid,
-        pages: &[PageLinks],
-        forget: &[String],
-    ) -> Result<(), QueueError> {
-        let mut latest: HashMap<&str, &PageLinks> = HashMap::new();
-        for page in pages {
-            latest.insert(page.url.as_str(), page);
+        namespace: &str,
+        prefix: &str,
+    ) -> Result<Vec<StateEntry>, QueueError> {
+        let mut select = Sql::new("SELECT key, value FROM source_state WHERE source_id = ");
+        select
+            .bind(source_id.to_string())
+            .push(" AND namespace = ")
+            .bind(namespace);
+        if !prefix.is_empty() {
+            select
+                .push(" AND substr(key, 1, length(")
+                .bind(prefix)
+                .push(")) = ")
+                .bind(prefix);
         }
-        let mut named: Vec<&str> = forget.iter().map(String::as_str).collect();
-        named.extend(latest.keys());
+        select.push(" ORDER BY updated_at, key");
+        let rows = self.fetch_all(select).await?;
+        rows.iter().map(state_entry).collect()
+    }
+
+    /// Deletes, then upserts [`STATE_PER_INSERT`] rows a statement, all in
+    /// one transaction.
+    async fn change_state(
+        &self,
+        source_id: Uuid,
+        changes: &[StateChange],
+    ) -> Result<(), QueueError> {
+        // The last change of each key: a statement may not touch a row twice.
+        let mut last: HashMap<(&str, &str), &StateChange> = HashMap::new();
+        for change in changes {
+            last.insert((change.namespace, change.key.as_str()), change);
+        }
+        let mut forget: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut put: Vec<&StateChange> = Vec::new();
+        for change in last.into_values() {
+            match change.value {
+                Some(_) => put.push(change),
+                None => forget
+                    .entry(change.namespace)
+                    .or_default()
+                    .push(change.key.as_str()),
+            }
+        }
         let mut statements = Vec::new();
-        for batch in named.chunks(KEYS_PER_LOOKUP) {
-            let mut delete = Sql::new("DELETE FROM web_page_links WHERE source_id = ");
-            delete
-                .bind(source_id.to_string())
-                .push(" AND page_url IN ")
-                .bind_list(batch.iter().copied());
-            statements.push(delete);
+        for (namespace, keys) in forget {
+            for batch in keys.chunks(KEYS_PER_LOOKUP) {
+                let mut delete = Sql::new("DELETE FROM source_state WHERE source_id = ");
+                delete
+                    .bind(source_id.to_string())
+                    .push(" AND namespace = ")
+                    .bind(namespace)
+                    .push(" AND key IN ")
+                    .bind_list(batch.iter().copied());
+                statements.push(delete);
+            }
         }
         let now = now_ms();
-        let rows: Vec<&PageLinks> = latest.into_values().collect();
-        for batch in rows.chunks(PAGE_LINKS_PER_INSERT) {
+        for batch in put.chunks(STATE_PER_INSERT) {
             let mut insert = Sql::new(
-                "INSERT INTO web_page_links (source_id, page_url, etag, last_modified, version,
-                                             skip_reason, links, recorded_at) VALUES ",
+                "INSERT INTO source_state (source_id, namespace, key, value, updated_at) VALUES ",
             );
-            for (i, page) in batch.iter().enumerate() {
-                let links =
-                    serde_json::to_string(&page.links).map_err(|e| corrupt("page links", e))?;
+            for (i, change) in batch.iter().enumerate() {
                 insert
                     .push(if i == 0 { "(" } else { ", (" })
                     .bind(source_id.to_string())
                     .push(", ")
-                    .bind(page.url.as_str())
+                    .bind(change.namespace)
                     .push(", ")
-                    .bind(page.etag.clone())
+                    .bind(change.key.as_str())
                     .push(", ")
-                    .bind(page.last_modified.clone())
-                    .push(", ")
-                    .bind(page.version.as_str())
-                    .push(", ")
-                    .bind(page.skip_reason.clone())
-                    .push(", ")
-                    .bind(links)
+                    .bind(change.value.clone())
                     .push(", ")
                     .bind(now)
                     .push(")");
             }
+            insert.push(
+                " ON CONFLICT (source_id, namespace, key) \
+                 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            );
             statements.push(insert);
         }
         if !statements.is_empty() {
@@ -1014,75 +1020,13 @@ impl<D: Dialect> Queue for SqlQueue<D> {
         }
         Ok(())
     }
+}
 
-    async fn put_meta_json_document(
-        &self,
-        source_id: Uuid,
-        meta_key: &str,
-        document: &MetaJsonDocument,
-    ) -> Result<(), QueueError> {
-        let mut upsert = Sql::new(
-            "INSERT INTO meta_json_documents (source_id, meta_key, collection_name, custom_id,
-                                              object_key, updated_at) VALUES (",
-        );
-        upsert
-            .bind(source_id.to_string())
-            .push(", ")
-            .bind(meta_key)
-            .push(", ")
-            .bind(document.collection_name.as_str())
-            .push(", ")
-            .bind(document.custom_id.as_str())
-            .push(", ")
-            .bind(document.object_key.as_str())
-            .push(", ")
-            .bind(now_ms())
-            .push(
-                ") ON CONFLICT (source_id, meta_key, collection_name, custom_id)
-                 DO UPDATE SET object_key = excluded.object_key, updated_at = excluded.updated_at",
-            );
-        self.execute(upsert).await?;
-        Ok(())
-    }
-
-    async fn remove_meta_json_document(
-        &self,
-        source_id: Uuid,
-        meta_key: &str,
-        document: &MetaJsonDocument,
-    ) -> Result<(), QueueError> {
-        let mut delete = Sql::new("DELETE FROM meta_json_documents WHERE source_id = ");
-        delete
-            .bind(source_id.to_string())
-            .push(" AND meta_key = ")
-            .bind(meta_key)
-            .push(" AND collection_name = ")
-            .bind(document.collection_name.as_str())
-            .push(" AND custom_id = ")
-            .bind(document.custom_id.as_str());
-        self.execute(delete).await?;
-        Ok(())
-    }
-
-    async fn meta_json_files_of(
-        &self,
-        source_id: Uuid,
-        collection_name: &str,
-        custom_id: &str,
-    ) -> Result<Vec<String>, QueueError> {
-        let mut select = Sql::new("SELECT meta_key FROM meta_json_documents WHERE source_id = ");
-        select
-            .bind(source_id.to_string())
-            .push(" AND collection_name = ")
-            .bind(collection_name)
-            .push(" AND custom_id = ")
-            .bind(custom_id)
-            .push(" ORDER BY meta_key");
-        let rows = self.fetch_all(select).await?;
-        rows.iter()
-            .map(|row| -> Result<_, QueueError> { Ok(row.text("meta_key")?) })
-            .collect()
-    }
+fn state_entry(row: &impl QueueRow) -> Result<StateEntry, QueueError> {
+    Ok(StateEntry {
+        key: row.text("key")?,
+        value: row.text("value")?,
+    })
 }
 
 #[cfg(test)]

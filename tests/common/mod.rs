@@ -501,6 +501,19 @@ impl S3 {
         });
     }
 
+    /// Drops every message of an SQS queue: events lost (past the queue's
+    /// retention, or moved to a dead-letter queue).
+    pub fn purge(&self, queue_url: &str) {
+        runtime().block_on(async {
+            self.sqs_client()
+                .purge_queue()
+                .queue_url(queue_url)
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+
     pub fn delete(&self, bucket: &str, key: &str) {
         runtime().block_on(async {
             self.client

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::ParsedSchedule;
-use crate::domain::{RunTarget, Sources, plan_job, whole_source};
+use crate::domain::{RunTarget, Sources, enqueue_whole_source};
 use crate::model::{GitRefIdentifier, SourceSchedule, Trigger};
 use crate::pipeline::Services;
 use crate::queue::{JobFilter, JobState, Queue, QueueError, SlotOutcome, SourceRecord};
@@ -153,24 +153,22 @@ impl Scheduler {
             git_ref: schedule.branch.clone().map(GitRefIdentifier::Branch),
             meta_json: false,
         };
-        let plan = whole_source(&self.sources, &self.services, record, target)
-            .await
-            .map_err(|e| e.to_string())?;
-        let unchanged = plan.unchanged.documents.len();
+        let done = enqueue_whole_source(
+            &self.sources,
+            &self.services,
+            self.queue.as_ref(),
+            record,
+            target,
+            Trigger::Scheduled,
+            false,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let unchanged = done.unchanged;
         let message = (unchanged > 0).then(|| {
             format!("{unchanged} documents unchanged since they were stored: no job for them")
         });
-        let mut enqueued = 0;
-        for payload in plan.payloads {
-            let job = plan_job(&self.sources, record, payload, Trigger::Scheduled)
-                .await
-                .map_err(|e| e.to_string())?;
-            match self.queue.enqueue(job).await {
-                Ok(_) => enqueued += 1,
-                Err(QueueError::Duplicate(_)) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        let enqueued = done.enqueued;
         self.wake.notify_waiters();
         Ok((enqueued, message))
     }

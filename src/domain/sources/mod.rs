@@ -78,6 +78,18 @@ impl From<Vec<CreateJobPayload>> for WholeSource {
     }
 }
 
+/// A whole-source comparison that enqueues only what changed and what is
+/// gone: what a watch or event consumer runs when it starts, to catch up
+/// with changes no event told of. Planning lives above the sources
+/// (`domain::plan::Reconciler`), so it is handed to them as this seam.
+pub trait Reconcile: Send + Sync {
+    /// A summary of what was enqueued, for the log.
+    fn reconcile<'a>(
+        &'a self,
+        record: &'a SourceRecord,
+    ) -> futures::future::BoxFuture<'a, Result<String, DomainError>>;
+}
+
 /// What every source type provides. One implementation per source folder;
 /// [`Sources`] dispatches to them on [`SourceSpec`].
 pub trait SourceKind: Send + Sync {
@@ -511,8 +523,9 @@ impl Sources {
         queue: &Arc<dyn Queue>,
         wake: &Arc<Notify>,
         shutdown: &CancellationToken,
+        reconcile: Arc<dyn Reconcile>,
     ) {
-        self.s3.start_auto_sync(queue, wake, shutdown);
+        self.s3.start_auto_sync(queue, wake, shutdown, reconcile);
         self.filesystem.start_auto_sync(queue, wake, shutdown);
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::read::read_document;
 use super::root::{Resolved, Root};
@@ -15,8 +15,8 @@ use super::{PathFilter, open_root, path_filter};
 use crate::config::FilesystemSettings;
 use crate::model::{FilesystemSourceConfig, SourceType, Trigger};
 use crate::pipeline::{
-    DEFAULT_MAX_REMOVAL_FRACTION, DOCUMENTS_IN_FLIGHT, DocumentContext, Fetched, JobError, JobRun,
-    RemovalPolicy, SourceError,
+    DEFAULT_MAX_REMOVAL_FRACTION, DocumentContext, Fetched, JobError, JobRun, RemovalPolicy,
+    SourceError,
 };
 
 pub(super) async fn run(
@@ -97,26 +97,21 @@ impl Sync<'_> {
             )));
         }
         let total = walked.files.len();
-        // Several files at once (`DOCUMENTS_IN_FLIGHT`): while one waits for
-        // the embedder, the next is read, chunked and compared with Chroma.
-        // The first error stops the rest.
+        // The pipeline's loop, as every kind's: several files in flight
+        // (`pipeline::DOCUMENTS_IN_FLIGHT`), the next one read (on a blocking thread)
+        // when a slot frees, so no more documents are held than that. The
+        // first error stops the rest.
         // (By index: a closure over `&WalkedFile` items would make the
         // future generic over that borrow, which a `Send` job cannot be.)
-        futures::stream::iter(0..total)
-            .map(|done| {
+        let files = futures::stream::iter(0..total)
+            .then(|done| {
                 let file = &walked.files[done];
                 let stored = stored.get(&file.path).map(String::as_str);
-                async move {
-                    if self.context.cancel.is_cancelled() {
-                        return Err(JobError::Cancelled);
-                    }
-                    state.set_progress(2, 3, format!("{} ({} of {total})", file.path, done + 1));
-                    self.file(&file.path, stored).await
-                }
+                state.set_progress(2, 3, format!("{} ({} of {total})", file.path, done + 1));
+                self.fetch(&file.path, stored)
             })
-            .buffer_unordered(DOCUMENTS_IN_FLIGHT)
-            .try_collect::<()>()
-            .await?;
+            .boxed();
+        self.context.process_all(files, &|_| false).await?;
         for skipped in &walked.skipped {
             self.context
                 .skip(&skipped.path, skipped.reason.clone())
@@ -159,11 +154,19 @@ impl Sync<'_> {
     /// Syncs one file; `stored` is the version the collection holds, when
     /// known (an unchanged file is then not even chunked).
     async fn file(&self, path: &str, stored: Option<&str>) -> Result<(), JobError> {
+        let fetched = self.fetch(path, stored).await?;
+        self.context.process(fetched).await
+    }
+
+    /// Reads one file for the pipeline: excluded by the globs, unchanged
+    /// since it was stored (`stored`, when known), gone since the walk, or
+    /// the document to convert and chunk.
+    async fn fetch(&self, path: &str, stored: Option<&str>) -> Result<Fetched, SourceError> {
         if !self.filter.accepts(path) {
-            return self
-                .context
-                .skip(path, "excluded by the source's globs".into())
-                .await;
+            return Ok(Fetched::Skipped {
+                key: path.to_string(),
+                reason: "excluded by the source's globs".into(),
+            });
         }
         let limit = crate::config::file_limit(
             path,
@@ -173,20 +176,21 @@ impl Sync<'_> {
         let (root, relative) = (Arc::clone(&self.root), path.to_string());
         let read = tokio::task::spawn_blocking(move || read_document(&root, &relative, limit))
             .await
-            .map_err(|e| JobError::Permanent(format!("reading {path} failed: {e}")))?;
+            .map_err(|e| SourceError::Permanent(format!("reading {path} failed: {e}")))?;
         match read {
             Ok(Fetched::Document(document)) if stored == Some(document.version.as_str()) => {
-                self.context
-                    .process(Fetched::Kept {
-                        key: document.key,
-                        reason: None,
-                    })
-                    .await
+                Ok(Fetched::Kept {
+                    key: document.key,
+                    reason: None,
+                })
             }
-            Ok(fetched) => self.context.process(fetched).await,
+            Ok(fetched) => Ok(fetched),
             // Gone between the walk and the read: so are its chunks.
-            Err(SourceError::NotFound(_)) => self.context.write(path, Vec::new()).await.map(|_| ()),
-            Err(error) => Err(error.into()),
+            Err(SourceError::NotFound(reason)) => Ok(Fetched::Gone {
+                key: path.to_string(),
+                reason,
+            }),
+            Err(error) => Err(error),
         }
     }
 

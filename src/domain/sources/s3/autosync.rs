@@ -7,6 +7,13 @@
 //! job reads it and syncs what it names (see [`super::meta_json`]), so the
 //! consumer never reads an object body.
 //!
+//! A consumer starts by reconciling ([`Reconcile`]): objects written
+//! before the bucket's events reached the queue (before the source was
+//! created), or whose events were lost (past the queue's retention, in a
+//! dead-letter queue), raise no event, so one whole-prefix comparison —
+//! after creation and after every restart — enqueues what changed and
+//! removes what is gone. Objects stored at their listed ETag cost nothing.
+//!
 //! Every process runs [`autosync_loop`]; SQS hands each message to one
 //! consumer at a time. A message is deleted only once its invocations are in
 //! our queue, so a crash or a queue outage redelivers it. An event for a key
@@ -37,6 +44,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::Reconcile;
 use super::client::S3Clients;
 use super::meta_json::is_meta_json;
 use crate::model::{AutoSync, CreateJobPayload, S3SourceConfig, Trigger};
@@ -48,6 +56,8 @@ const REFRESH: Duration = Duration::from_secs(5);
 const WAIT_SECONDS: i32 = 5;
 /// A message not deleted (its key was busy, or enqueueing failed) comes back after this.
 const VISIBILITY_SECONDS: i32 = 10;
+/// The longest wait between attempts at a reconciliation that failed.
+const RECONCILE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// One change to an object, from an S3 event notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +155,7 @@ pub async fn autosync_loop(
     s3: Arc<S3Clients>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
+    reconcile: Arc<dyn Reconcile>,
 ) {
     let mut consumers: HashMap<Uuid, (CancellationToken, tokio::task::JoinHandle<()>)> =
         HashMap::new();
@@ -165,6 +176,11 @@ pub async fn autosync_loop(
                 for record in sources {
                     consumers.entry(record.id).or_insert_with(|| {
                         let stop = shutdown.child_token();
+                        tokio::spawn(reconciled(
+                            Arc::clone(&reconcile),
+                            record.clone(),
+                            stop.clone(),
+                        ));
                         let consumer = Consumer {
                             queue: Arc::clone(&queue),
                             s3: Arc::clone(&s3),
@@ -185,6 +201,31 @@ pub async fn autosync_loop(
     }
     for (_, (_, handle)) in consumers {
         let _ = handle.await;
+    }
+}
+
+/// Reconciles a source whose consumer just started, retrying (with a
+/// growing pause) until it succeeds or the consumer stops: a bucket or
+/// collection that does not answer now must not leave the source stale.
+/// Runs beside the consumer: events are held by SQS, and an event for a
+/// key the reconciliation also enqueued finds its job pending and waits.
+async fn reconciled(reconcile: Arc<dyn Reconcile>, record: SourceRecord, stop: CancellationToken) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match reconcile.reconcile(&record).await {
+            Ok(summary) => {
+                tracing::info!(source_id = %record.id, %summary, "auto-sync: reconciled with the bucket");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(source_id = %record.id, %error, ?pause, "auto-sync: reconciling with the bucket failed; trying again");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(RECONCILE_BACKOFF_MAX);
     }
 }
 

@@ -26,7 +26,8 @@
 //!
 //! How a removed metadata file finds its document: the removal event has no
 //! body, so the queue remembers, per metadata file, which custom ID in which
-//! collection it synced ([`MetaJsonDocument`], table `meta_json_documents`).
+//! collection it synced ([`MetaJsonDocument`], in the queue's source state:
+//! [`super::synced`]).
 //! The row is written before the document's first chunk and removed after
 //! its chunks are deleted (by `source_id` + `custom_id`, whatever object
 //! they came from), so a crash at any point leaves every written chunk
@@ -43,9 +44,9 @@ use serde_json::{Map, Value};
 
 use super::S3Source;
 use super::client::{Opened, S3Object, read_small};
+use super::synced::{MetaJsonDocument, MetaJsonMemory};
 use crate::model::{CreateJobPayload, S3SourceConfig, SourceType, Trigger};
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
-use crate::queue::MetaJsonDocument;
 
 /// What marks a metadata file.
 pub const META_JSON_SUFFIX: &str = ".meta.json";
@@ -221,8 +222,8 @@ pub(super) async fn run(
         // Gone: so is what it synced. Asked for by name, that is an error
         // to report; after an S3 removal event, it is the sync.
         Err(SourceError::NotFound(message)) => {
-            let synced = queue
-                .meta_json_documents(source_id, meta_key)
+            let synced = MetaJsonMemory::new(queue.as_ref(), source_id)
+                .documents(meta_key)
                 .await
                 .map_err(queue_error)?;
             let mut removed = 0;
@@ -256,16 +257,11 @@ pub(super) async fn run(
         custom_id: meta.id.clone(),
         object_key: meta.path.clone(),
     };
-    let before = queue
-        .meta_json_documents(source_id, meta_key)
-        .await
-        .map_err(queue_error)?;
+    let memory = MetaJsonMemory::new(queue.as_ref(), source_id);
+    let before = memory.documents(meta_key).await.map_err(queue_error)?;
     // Remembered before anything is written: a removal finds it whatever
     // happens from here on.
-    queue
-        .put_meta_json_document(source_id, meta_key, &document)
-        .await
-        .map_err(queue_error)?;
+    memory.put(meta_key, &document).await.map_err(queue_error)?;
 
     job.state.set_progress(
         1,
@@ -335,10 +331,10 @@ async fn retire(
     meta_key: &str,
     document: &MetaJsonDocument,
 ) -> Result<usize, JobError> {
-    let queue = &job.services.queue;
+    let memory = MetaJsonMemory::new(job.services.queue.as_ref(), source_id);
     let queue_error = |e: crate::queue::QueueError| JobError::Transient(e.to_string());
-    let holders = queue
-        .meta_json_files_of(source_id, &document.collection_name, &document.custom_id)
+    let holders = memory
+        .files_of(&document.collection_name, &document.custom_id)
         .await
         .map_err(queue_error)?;
     let mut removed = 0;
@@ -351,8 +347,8 @@ async fn retire(
     } else {
         tracing::info!(meta_key, custom_id = %document.custom_id, "another metadata file still names this document; kept");
     }
-    queue
-        .remove_meta_json_document(source_id, meta_key, document)
+    memory
+        .remove(meta_key, document)
         .await
         .map_err(queue_error)?;
     Ok(removed)

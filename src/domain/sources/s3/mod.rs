@@ -9,6 +9,7 @@ pub mod autosync;
 pub mod client;
 mod job;
 pub mod meta_json;
+pub mod synced;
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{S3Clients, list_objects};
-use super::{InvocationField, Planned, SourceKind, WholeSource};
+use super::{InvocationField, Planned, Reconcile, SourceKind, WholeSource};
 use crate::config::Config;
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
@@ -57,12 +58,14 @@ impl S3Source {
         queue: &Arc<dyn Queue>,
         wake: &Arc<Notify>,
         shutdown: &CancellationToken,
+        reconcile: Arc<dyn Reconcile>,
     ) {
         tokio::spawn(autosync::autosync_loop(
             Arc::clone(queue),
             Arc::clone(&self.clients),
             Arc::clone(wake),
             shutdown.clone(),
+            reconcile,
         ));
     }
 }
@@ -206,10 +209,12 @@ impl SourceKind for S3Source {
             .filter(|object| object.size <= whole)
             .filter_map(|object| Some((object.key.clone(), object.etag.clone()?)))
             .collect();
-        let keys = objects.into_iter().map(|object| object.key).collect();
+        let keys: Vec<String> = objects.into_iter().map(|object| object.key).collect();
+        let complete = keys.iter().cloned().collect();
         Ok(WholeSource {
             payloads: payloads(keys, &target.collection),
             listing: Some(Listing {
+                complete: Some(complete),
                 collection: target
                     .collection
                     .clone()

@@ -59,13 +59,12 @@ use url::Url;
 pub const HTTP_ETAG: &str = "http_etag";
 pub const HTTP_LAST_MODIFIED: &str = "http_last_modified";
 
-use super::links::{self, LinkMemory};
+use super::links::{self, LinkMemory, PageLinks};
 use crate::config::{WebSettings, sha256_hex};
 use crate::domain::sources::globs::{MAX_COMPILED_PATTERN_BYTES, check_pattern_list};
 use crate::model::WebScrapeSourceConfig;
 use crate::net::{first_forbidden, forbidden_address, literal_ip};
 use crate::pipeline::{Document, Fetched, SourceError};
-use crate::queue::PageLinks;
 
 /// Query parameters that only track visitors: dropped from URLs.
 const TRACKING_PARAMETERS: &[&str] = &["fbclid", "gclid", "msclkid", "mc_cid", "mc_eid", "_ga"];

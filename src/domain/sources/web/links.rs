@@ -4,9 +4,10 @@
 //! and still follow the links of a page that answers `304 Not Modified`.
 //! An unchanged site then re-crawls with bodies of almost no bytes.
 //!
-//! **Where: a table of the queue database** (`web_page_links`, through
-//! [`Queue::page_links`] / [`Queue::store_page_links`]), one row per source
-//! and normalised page URL, rather than chunk metadata in Chroma:
+//! **Where: the queue database's source state** ([`Queue::state`],
+//! namespace [`NAMESPACE`]: the page's normalised URL → a [`PageLinks`] as
+//! JSON), one row per source and page, rather than chunk metadata in
+//! Chroma:
 //! - the queue is already the one state the processes share, on SQLite and
 //!   PostgreSQL alike, and deleting the source deletes the rows with it;
 //! - in Chroma the links would need a standard metadata key on the page's
@@ -40,10 +41,37 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
-use crate::queue::{PageLinks, Queue};
+use crate::queue::{Queue, StateChange};
+
+/// The web kind's namespace in the queue's source state.
+pub const NAMESPACE: &str = "web.page";
+
+/// What a web crawl remembers of one fetched page, so that the page
+/// answering `304 Not Modified` next time still leads the crawl on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageLinks {
+    /// The page's normalised URL, as the crawl requested it (the row's
+    /// key, not part of its value).
+    #[serde(skip)]
+    pub url: String,
+    /// The validators the page answered with (sent back as `If-None-Match`
+    /// and `If-Modified-Since`).
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The version the crawl computed for the page (its ETag, else a hash
+    /// of its content): what the collection must hold for a 304 to say it
+    /// is current.
+    pub version: String,
+    /// Why the page itself asks not to be stored (a canonical copy,
+    /// noindex), if it does.
+    pub skip_reason: Option<String>,
+    /// Its outgoing links: normalised URLs in the crawl's scope.
+    pub links: Vec<String>,
+}
 
 /// In-scope links a remembered page may have.
 pub const MAX_REMEMBERED_LINKS: usize = 1000;
@@ -66,10 +94,22 @@ impl LinkMemory {
         LinkMemory { queue, source_id }
     }
 
-    /// The rows of these pages, by URL.
+    /// The rows of these pages, by URL. A row that does not parse is
+    /// left out (its page is fetched in full, and its row replaced).
     pub async fn recall(&self, urls: &[String]) -> HashMap<String, PageLinks> {
-        match self.queue.page_links(self.source_id, urls).await {
-            Ok(rows) => rows.into_iter().map(|row| (row.url.clone(), row)).collect(),
+        match self.queue.state(self.source_id, NAMESPACE, urls).await {
+            Ok(entries) => entries
+                .into_iter()
+                .filter_map(|entry| {
+                    let mut row: PageLinks = serde_json::from_str(&entry.value)
+                        .inspect_err(|error| {
+                            tracing::warn!(url = %entry.key, %error, "unreadable remembered page links");
+                        })
+                        .ok()?;
+                    row.url = entry.key;
+                    Some((row.url.clone(), row))
+                })
+                .collect(),
             Err(error) => {
                 tracing::warn!(%error, "reading remembered page links; fetching those pages in full");
                 HashMap::new()
@@ -77,16 +117,26 @@ impl LinkMemory {
         }
     }
 
-    /// Replaces the rows of `pages` and deletes those of `forget`.
+    /// Replaces the rows of `pages` and deletes those of `forget`, in one
+    /// transaction (a page named twice keeps its last row).
     pub async fn store(&self, pages: &[PageLinks], forget: &[String]) {
         if pages.is_empty() && forget.is_empty() {
             return;
         }
-        if let Err(error) = self
-            .queue
-            .store_page_links(self.source_id, pages, forget)
-            .await
-        {
+        let forgotten = forget.iter().map(|url| StateChange {
+            namespace: NAMESPACE,
+            key: url.clone(),
+            value: None,
+        });
+        let stored = pages.iter().filter_map(|page| {
+            Some(StateChange {
+                namespace: NAMESPACE,
+                key: page.url.clone(),
+                value: Some(serde_json::to_string(page).ok()?),
+            })
+        });
+        let changes: Vec<StateChange> = forgotten.chain(stored).collect();
+        if let Err(error) = self.queue.change_state(self.source_id, &changes).await {
             tracing::warn!(%error, "storing remembered page links");
         }
     }
