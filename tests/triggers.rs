@@ -252,7 +252,7 @@ fn text_of(chroma: &Chroma, collection: &str, key: &str) -> String {
 
 /// Issue 30: an event consumer reconciles when it starts. Objects written
 /// before the bucket sent events raise none; nor do changes whose events
-/// were lost while no daemon listened (here: purged, as a queue's
+/// were lost while no daemon listened (here: drained, as a queue's
 /// retention or a dead-letter queue would). After creation and after a
 /// restart the source catches up anyway — new and edited objects synced,
 /// deleted ones removed — and what did not change gets no job. A bucket
@@ -320,7 +320,7 @@ fn s3_auto_sync_catches_up_with_what_changed_before_the_source_and_while_no_daem
         "# New\n\nWritten while down.\n",
         None,
     );
-    s3.purge(&queue_url);
+    assert!(s3.drain(&queue_url) > 0, "the changes' events, lost");
     daemon.restart();
     wait_until(
         "the restarted daemon to catch up",
@@ -345,6 +345,15 @@ fn s3_auto_sync_catches_up_with_what_changed_before_the_source_and_while_no_daem
             .all(|job| job["status"]["complete"].is_object())
             .then_some(())
     });
+    // The reconciliation did it, not events: a job per change, one of them
+    // a removal, and none for what did not change.
+    assert!(
+        daemon.log().contains(
+            "3 jobs enqueued (1 to remove documents gone from the source), 1 documents unchanged"
+        ),
+        "{}",
+        daemon.log()
+    );
     // Unchanged since it was stored: one job ever, the first one.
     let jobs = jobs_of(&daemon, &id);
     let before = jobs
@@ -359,7 +368,7 @@ fn s3_auto_sync_catches_up_with_what_changed_before_the_source_and_while_no_daem
     for key in ["docs/before.md", "docs/edited.md", "docs/new.md"] {
         s3.delete("catchup", key);
     }
-    s3.purge(&queue_url);
+    assert!(s3.drain(&queue_url) > 0);
     daemon.restart();
     wait_until(
         "the refused removal to be logged",

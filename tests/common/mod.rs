@@ -502,16 +502,44 @@ impl S3 {
     }
 
     /// Drops every message of an SQS queue: events lost (past the queue's
-    /// retention, or moved to a dead-letter queue).
-    pub fn purge(&self, queue_url: &str) {
+    /// retention, or moved to a dead-letter queue). Received and deleted
+    /// one by one (SQS allows one `PurgeQueue` a minute); stops after two
+    /// empty answers in a row, or after a bounded number of rounds.
+    pub fn drain(&self, queue_url: &str) -> usize {
         runtime().block_on(async {
-            self.sqs_client()
-                .purge_queue()
-                .queue_url(queue_url)
-                .send()
-                .await
-                .unwrap();
-        });
+            let sqs = self.sqs_client();
+            let mut drained = 0;
+            let mut empty = 0;
+            for _ in 0..100 {
+                let received = sqs
+                    .receive_message()
+                    .queue_url(queue_url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .unwrap();
+                let messages = received.messages.unwrap_or_default();
+                if messages.is_empty() {
+                    empty += 1;
+                    if empty == 2 {
+                        return drained;
+                    }
+                    continue;
+                }
+                empty = 0;
+                for message in messages {
+                    sqs.delete_message()
+                        .queue_url(queue_url)
+                        .receipt_handle(message.receipt_handle.unwrap_or_default())
+                        .send()
+                        .await
+                        .unwrap();
+                    drained += 1;
+                }
+            }
+            panic!("{queue_url} did not run dry");
+        })
     }
 
     pub fn delete(&self, bucket: &str, key: &str) {

@@ -45,7 +45,7 @@ use serde_json::{Map, Value};
 use super::S3Source;
 use super::client::{Opened, S3Object, read_small};
 use super::synced::{MetaJsonDocument, MetaJsonMemory};
-use crate::model::{CreateJobPayload, S3SourceConfig, SourceType, Trigger};
+use crate::model::{CreateJobPayload, JobStatus, S3SourceConfig, SourceType, Trigger};
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
 
 /// What marks a metadata file.
@@ -257,6 +257,7 @@ pub(super) async fn run(
         custom_id: meta.id.clone(),
         object_key: meta.path.clone(),
     };
+    after_direct_job(job, source_id, &meta.path).await?;
     let memory = MetaJsonMemory::new(queue.as_ref(), source_id);
     let before = memory.documents(meta_key).await.map_err(queue_error)?;
     // Remembered before anything is written: a removal finds it whatever
@@ -320,6 +321,58 @@ pub(super) async fn run(
         ),
     );
     job.finish(&collection).await
+}
+
+/// How long a metadata file's job waits in place for a direct job of the
+/// object it names before it gives the worker back and retries later.
+const DIRECT_JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often it looks again meanwhile.
+const DIRECT_JOB_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits while a direct job of `object_key` — an upload event's, or a
+/// reconciliation's in `direct` mode — is pending or running. The two have
+/// different concurrency keys (this job learns the object only from the
+/// file), and a direct write running beside this one could leave the
+/// object's `<sha256>-<n>` chunks beside its `<id>-<n>` ones. Once it is
+/// done, this job's write replaces them (same source, same document key):
+/// the metadata file's ID and metadata win. Past [`DIRECT_JOB_WAIT`] the
+/// job retries with the worker's backoff rather than hold a worker.
+async fn after_direct_job(
+    job: &JobRun<'_>,
+    source_id: uuid::Uuid,
+    object_key: &str,
+) -> Result<(), JobError> {
+    let keys = [object_key.to_string()];
+    let started = std::time::Instant::now();
+    loop {
+        let latest = job
+            .services
+            .queue
+            .latest_by_keys(source_id, &keys)
+            .await
+            .map_err(|e| JobError::Transient(e.to_string()))?;
+        let live = latest.iter().any(|(_, other)| {
+            other.id != job.claimed.job.id
+                && matches!(other.status, JobStatus::Pending | JobStatus::Processing)
+        });
+        if !live {
+            return Ok(());
+        }
+        if started.elapsed() >= DIRECT_JOB_WAIT {
+            return Err(JobError::Transient(format!(
+                "waiting for the job syncing {object_key} directly to finish first"
+            )));
+        }
+        job.state.set_progress(
+            1,
+            3,
+            format!("waiting for the job syncing {object_key} directly"),
+        );
+        tokio::select! {
+            _ = job.cancel.cancelled() => return Err(JobError::Cancelled),
+            _ = tokio::time::sleep(DIRECT_JOB_POLL) => {}
+        }
+    }
 }
 
 /// Deletes the chunks of a document `meta_key` had synced — unless another
