@@ -75,69 +75,16 @@ pub async fn add_file(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let max = state.limits.max_upload_bytes;
-    let declared = headers
-        .get(LENGTH_HEADER)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "the {LENGTH_HEADER} header (the file's size in bytes) is required"
-            ))
-        })?
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("{LENGTH_HEADER} must be a number of bytes"))
-        })?;
-    if declared > max {
-        return Err(too_large(declared, max));
-    }
-    let pending = state.queue.pending_count().await?;
-    if pending >= state.max_pending_jobs {
-        return Ok(busy(
-            "queue_full",
-            format!("{pending} invocations are waiting (queue.max_pending_jobs); retry later"),
-        ));
-    }
-    let Ok(_token_slot) = state.uploads_per_token.try_acquire(&principal) else {
-        return Ok(busy(
-            "too_many_uploads",
-            format!(
-                "this token is sending {} uploads at once, as many as one token may \
-                 ([uploads] max_in_flight_per_token); retry later",
-                state.uploads_per_token.per_token()
-            ),
-        ));
-    };
-    let Ok(_slot) = state.uploads_in_flight.clone().try_acquire_owned() else {
-        return Ok(busy(
-            "too_many_uploads",
-            "the daemon is receiving as many uploads as it takes at once ([uploads] \
-             max_in_flight); retry later"
-                .to_string(),
-        ));
-    };
-
-    // Room for the file before any of it is stored.
-    let _reservation = match state
-        .sources
-        .uploads
-        .reserve(state.queue.as_ref(), declared)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        Ok(reservation) => reservation,
-        Err(full @ crate::domain::upload::StoreFull::Pending { .. }) => {
-            return Ok(busy("too_many_pending_upload_bytes", full.to_string()));
-        }
-        Err(full @ crate::domain::upload::StoreFull::Disk { .. }) => {
-            return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "insufficient_storage",
-                full.to_string(),
-            ));
+    let (parts, body) = request.into_parts();
+    let admitted = match admit(&state, &principal, &headers).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            linger(body).await;
+            return refusal;
         }
     };
+    let (declared, max) = (admitted.declared, state.limits.max_upload_bytes);
+    let request = Request::from_parts(parts, body);
     let mut multipart = GuardedMultipart::from_request(request, declared, &state).await?;
 
     let id = Uuid::new_v4();
@@ -294,6 +241,128 @@ pub async fn add_file(
         }),
     )
         .into_response())
+}
+
+/// What a refused upload may still send before its answer: read and
+/// dropped, up to this many bytes …
+const LINGER_BYTES: usize = 1 << 20;
+/// … for at most this long.
+const LINGER_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops what a refused upload is sending (bounded by
+/// [`LINGER_BYTES`] and [`LINGER_FOR`]) before the refusal goes out. A
+/// client that writes its whole body before reading the answer — most do,
+/// for a small file — otherwise finds the connection reset under it and
+/// never sees the `{error, message}`; a large or slow body is still cut
+/// off at the bound.
+async fn linger(body: axum::body::Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(LINGER_FOR, async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read >= LINGER_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// An upload let in: what it declared, and the room held for it while it
+/// is received (released when this drops).
+struct Admitted {
+    declared: u64,
+    _token_slot: Option<super::quota::TokenSlot>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _reservation: crate::domain::upload::Reservation,
+}
+
+/// The checks an upload passes before any of its body is read: its
+/// declared size, the queue's and the store's room, the token's and the
+/// daemon's concurrent uploads. A refusal is the answer to send.
+async fn admit(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<Admitted, Result<Response, ApiError>> {
+    let max = state.limits.max_upload_bytes;
+    let declared = headers
+        .get(LENGTH_HEADER)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the {LENGTH_HEADER} header (the file's size in bytes) is required"
+            ))
+        })
+        .map_err(Err)?
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            Err(ApiError::bad_request(format!(
+                "{LENGTH_HEADER} must be a number of bytes"
+            )))
+        })?;
+    if declared > max {
+        return Err(Err(too_large(declared, max)));
+    }
+    let pending = state
+        .queue
+        .pending_count()
+        .await
+        .map_err(|e| Err(e.into()))?;
+    if pending >= state.max_pending_jobs {
+        return Err(Ok(busy(
+            "queue_full",
+            format!("{pending} invocations are waiting (queue.max_pending_jobs); retry later"),
+        )));
+    }
+    let Ok(token_slot) = state.uploads_per_token.try_acquire(&principal) else {
+        return Err(Ok(busy(
+            "too_many_uploads",
+            format!(
+                "this token is sending {} uploads at once, as many as one token may \
+                 ([uploads] max_in_flight_per_token); retry later",
+                state.uploads_per_token.per_token()
+            ),
+        )));
+    };
+    let Ok(slot) = state.uploads_in_flight.clone().try_acquire_owned() else {
+        return Err(Ok(busy(
+            "too_many_uploads",
+            "the daemon is receiving as many uploads as it takes at once ([uploads] \
+             max_in_flight); retry later"
+                .to_string(),
+        )));
+    };
+
+    // Room for the file before any of it is stored.
+    let reservation = match state
+        .sources
+        .uploads
+        .reserve(state.queue.as_ref(), declared)
+        .await
+        .map_err(|e| Err(ApiError::internal(e)))?
+    {
+        Ok(reservation) => reservation,
+        Err(full @ crate::domain::upload::StoreFull::Pending { .. }) => {
+            return Err(Ok(busy("too_many_pending_upload_bytes", full.to_string())));
+        }
+        Err(full @ crate::domain::upload::StoreFull::Disk { .. }) => {
+            return Err(Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                full.to_string(),
+            )));
+        }
+    };
+    Ok(Admitted {
+        declared,
+        _token_slot: token_slot,
+        _slot: slot,
+        _reservation: reservation,
+    })
 }
 
 /// Streams the file part to the store, bounded by the declared size and
