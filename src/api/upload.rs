@@ -318,7 +318,7 @@ async fn admit(
             format!("{pending} invocations are waiting (queue.max_pending_jobs); retry later"),
         )));
     }
-    let Ok(token_slot) = state.uploads_per_token.try_acquire(&principal) else {
+    let Ok(token_slot) = state.uploads_per_token.try_acquire(principal) else {
         return Err(Ok(busy(
             "too_many_uploads",
             format!(
