@@ -64,24 +64,8 @@ impl<'a> MetaJsonMemory<'a> {
     /// Records that `meta_key` syncs `document`; an existing row for the
     /// same collection and custom ID takes the new object key.
     pub async fn put(&self, meta_key: &str, document: &MetaJsonDocument) -> Result<(), QueueError> {
-        let (file, named) = keys(meta_key, document);
-        self.queue
-            .change_state(
-                self.source_id,
-                &[
-                    StateChange {
-                        namespace: FILES,
-                        key: file,
-                        value: Some(document.object_key.clone()),
-                    },
-                    StateChange {
-                        namespace: DOCUMENTS,
-                        key: named,
-                        value: Some(String::new()),
-                    },
-                ],
-            )
-            .await
+        let changes = both_ways(meta_key, document, Some(&document.object_key));
+        self.queue.change_state(self.source_id, &changes).await
     }
 
     /// Forgets that `meta_key` syncs `document` (its object key aside).
@@ -90,24 +74,8 @@ impl<'a> MetaJsonMemory<'a> {
         meta_key: &str,
         document: &MetaJsonDocument,
     ) -> Result<(), QueueError> {
-        let (file, named) = keys(meta_key, document);
-        self.queue
-            .change_state(
-                self.source_id,
-                &[
-                    StateChange {
-                        namespace: FILES,
-                        key: file,
-                        value: None,
-                    },
-                    StateChange {
-                        namespace: DOCUMENTS,
-                        key: named,
-                        value: None,
-                    },
-                ],
-            )
-            .await
+        let changes = both_ways(meta_key, document, None);
+        self.queue.change_state(self.source_id, &changes).await
     }
 
     /// The metadata files that name `custom_id` in `collection_name`,
@@ -137,12 +105,26 @@ impl<'a> MetaJsonMemory<'a> {
     }
 }
 
-fn keys(meta_key: &str, document: &MetaJsonDocument) -> (String, String) {
+/// The two rows of "`meta_key` syncs `document`": stored (`object_key`
+/// given) or forgotten, together.
+fn both_ways(
+    meta_key: &str,
+    document: &MetaJsonDocument,
+    object_key: Option<&str>,
+) -> [StateChange; 2] {
     let (collection, custom_id) = (&document.collection_name, &document.custom_id);
-    (
-        key(&[meta_key, collection, custom_id]),
-        key(&[collection, custom_id, meta_key]),
-    )
+    [
+        StateChange {
+            namespace: FILES,
+            key: key(&[meta_key, collection, custom_id]),
+            value: object_key.map(str::to_string),
+        },
+        StateChange {
+            namespace: DOCUMENTS,
+            key: key(&[collection, custom_id, meta_key]),
+            value: object_key.map(|_| String::new()),
+        },
+    ]
 }
 
 fn corrupt(key: &str) -> QueueError {
