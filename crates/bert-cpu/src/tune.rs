@@ -12,8 +12,16 @@
 //! layer — 384→1152 (query, key, value), 384→384 (attention output),
 //! 384→1536 and 1536→384 — over [`TOKENS`] tokens: ~450 MFLOP, the kind of
 //! work that takes ~90% of a forward pass. Each path runs it once to warm up
-//! and check its result, then [`REPEATS`] times; its figure is its fastest
-//! run (the one least disturbed by other work on the machine). One thread:
+//! and check its result; then [`ROUNDS`] rounds time every path once each,
+//! in an order that rotates from round to round, and a path's figure is its
+//! fastest run (the one least disturbed by other work on the machine).
+//! Interleaved, not one path after another: a clock that ramps up or down,
+//! or a neighbour's burst, then touches every path alike instead of
+//! deciding the race (measured on an Intel Xeon, family 6 model 167: timed
+//! one after another, f32 AVX-512 read 5.8 ms in one process and 3.8–4.3 ms
+//! in the next three, which flipped the choice to the bf16 path at 5.1 ms).
+//! A path already three times slower than the best stops being timed: it
+//! cannot win, and the portable path would take most of the budget. One thread:
 //! the forward pass splits a batch's rows across cores, so per-core speed
 //! orders the paths. The portable path is timed too (it is what a CPU
 //! without SIMD runs, and it makes the choice testable on a CPU with one
@@ -42,8 +50,15 @@ use crate::kernels::{Backend, PackedB, gemm};
 
 /// Rows (tokens) of the timed GEMMs.
 pub const TOKENS: usize = 128;
-/// Timed runs per path, after one warm-up run.
-pub const REPEATS: usize = 3;
+/// Timed rounds (one run of every path each), after one warm-up run each.
+pub const ROUNDS: usize = 5;
+/// How the race is run; part of [`cpu_identity`], so a choice remembered
+/// from an older way of measuring (2: interleaved rounds; 1: one path after
+/// another, which noise could flip) is measured again.
+const METHOD: u32 = 2;
+/// A path whose best is this many times the best of all is not timed in
+/// later rounds.
+const HOPELESS: f64 = 3.0;
 /// The least added to each timed run of a path named in `BERT_CPU_TUNE_SLOW`.
 pub const SLOWDOWN: Duration = Duration::from_millis(250);
 
@@ -144,32 +159,22 @@ pub fn measure(paths: &[Isa]) -> Measurement {
 /// [`measure`] with `slow` given rather than read from the environment.
 pub fn measure_slowing(paths: &[Isa], slow: &[Isa]) -> Measurement {
     let workload = Workload::new();
-    let mut timings: Vec<Option<Timing>> = paths
-        .iter()
-        .map(|&isa| (!slow.contains(&isa)).then(|| workload.time(isa, Duration::ZERO)))
-        .collect();
+    let (slowed, fair): (Vec<Isa>, Vec<Isa>) = paths.iter().partition(|isa| slow.contains(isa));
+    let mut timings = workload.race(&fair, Duration::ZERO);
     // Invariant: a slowed path's every run takes longer than twice the
     // slowest fair path's best, so it cannot win on noise.
-    let slowest = timings
-        .iter()
-        .flatten()
-        .map(|t| t.seconds)
-        .fold(0.0, f64::max);
+    let slowest = timings.iter().map(|t| t.seconds).fold(0.0, f64::max);
     let pause = SLOWDOWN.max(Duration::from_secs_f64(2.0 * slowest));
-    for (timing, &isa) in timings.iter_mut().zip(paths) {
-        if timing.is_none() {
-            *timing = Some(workload.time(isa, pause));
-        }
-    }
-    Measurement {
-        timings: timings.into_iter().flatten().collect(),
-    }
+    timings.extend(workload.race(&slowed, pause));
+    timings.sort_by_key(|t| paths.iter().position(|&isa| isa == t.isa));
+    Measurement { timings }
 }
 
 /// A string naming this CPU closely enough that a choice measured on it
 /// holds for it: vendor, model name, family/model/stepping (or the ARM
-/// implementer and part), the paths it has, and this crate's version (new
-/// kernels deserve a new measurement).
+/// implementer and part), the paths it has, this crate's version (new
+/// kernels deserve a new measurement) and the race's [`METHOD`] (so does a
+/// better way of measuring).
 pub fn cpu_identity() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let first = cpuinfo.split("\n\n").next().unwrap_or_default();
@@ -198,6 +203,7 @@ pub fn cpu_identity() -> String {
     let paths: Vec<&str> = Isa::available().iter().map(|isa| isa.name()).collect();
     parts.push(format!("paths={}", paths.join("+")));
     parts.push(format!("bert-cpu={}", env!("CARGO_PKG_VERSION")));
+    parts.push(format!("race={METHOD}"));
     parts.join("; ")
 }
 
@@ -219,10 +225,35 @@ impl Workload {
         }
     }
 
-    /// Warm-up and check, then the fastest of [`REPEATS`] timed runs;
-    /// `pause` is slept within each timed run (zero but for paths made slow
-    /// on purpose).
-    fn time(&self, isa: Isa, pause: Duration) -> Timing {
+    /// Warm-up and check of each path, then [`ROUNDS`] interleaved rounds;
+    /// `pause` is slept within each timed run (zero but for paths made
+    /// slow on purpose).
+    fn race(&self, paths: &[Isa], pause: Duration) -> Vec<Timing> {
+        let mut entrants: Vec<Entrant> = paths.iter().map(|&isa| self.enter(isa)).collect();
+        for round in 0..ROUNDS {
+            let best = entrants
+                .iter()
+                .map(|e| e.timing.seconds)
+                .fold(f64::INFINITY, f64::min);
+            for turn in 0..entrants.len() {
+                let entrant = &mut entrants[(round + turn) % paths.len()];
+                if round > 0 && entrant.timing.seconds > HOPELESS * best {
+                    continue;
+                }
+                let start = Instant::now();
+                self.run(&entrant.operands, &mut entrant.outputs);
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+                let seconds = start.elapsed().as_secs_f64();
+                entrant.timing.seconds = entrant.timing.seconds.min(seconds);
+            }
+        }
+        entrants.into_iter().map(|e| e.timing).collect()
+    }
+
+    /// A path packed, warmed up and checked against float64; not timed yet.
+    fn enter(&self, isa: Isa) -> Entrant {
         let precision = precision_of(isa);
         let operands: Vec<Operand> = SHAPES
             .iter()
@@ -237,21 +268,16 @@ impl Workload {
             Precision::F32 => 1e-4,
             Precision::Bf16 => 2e-2,
         };
-        let mut best = f64::INFINITY;
-        for _ in 0..REPEATS {
-            let start = Instant::now();
-            self.run(&operands, &mut outputs);
-            if !pause.is_zero() {
-                std::thread::sleep(pause);
-            }
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        Timing {
-            isa,
-            precision,
-            seconds: best,
-            error,
-            accurate: error.is_finite() && error <= bound,
+        Entrant {
+            operands,
+            outputs,
+            timing: Timing {
+                isa,
+                precision,
+                seconds: f64::INFINITY,
+                error,
+                accurate: error.is_finite() && error <= bound,
+            },
         }
     }
 
@@ -291,6 +317,14 @@ impl Workload {
         }
         worst
     }
+}
+
+/// A path in a [`Workload::race`]: its operands, its outputs, and its
+/// figures so far.
+struct Entrant {
+    operands: Vec<Operand>,
+    outputs: Vec<Vec<f32>>,
+    timing: Timing,
 }
 
 /// One weight laid out for a path's kernels.
