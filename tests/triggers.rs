@@ -280,6 +280,8 @@ fn s3_auto_sync_catches_up_with_what_changed_before_the_source_and_while_no_daem
         "# Edited\n\nThe first version.\n",
         None,
     );
+    // A key no invocation may name: left out, and the rest still syncs.
+    s3.put("catchup", "docs/../escape.md", "# Escape\n", None);
     // Set up after the uploads: none of them is an event.
     let queue_url = s3.event_queue("catchup-events", &["catchup"]);
     let mut daemon = Daemon::start(&chroma.url());
@@ -303,6 +305,13 @@ fn s3_auto_sync_catches_up_with_what_changed_before_the_source_and_while_no_daem
         jobs_of(&daemon, &id)
             .iter()
             .all(|job| job["trigger"] == "auto_sync")
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("left out 1: object_key `docs/../escape.md` has a `.` or `..` segment"),
+        "{}",
+        daemon.log()
     );
 
     // Down: one object edited, one deleted, one created; their events lost.
@@ -365,7 +374,12 @@ fn s3_auto_sync_catches_up_with_what_changed_before_the_source_and_while_no_daem
     // A bucket that suddenly lists nothing (a policy hiding the prefix, a
     // wrong account) is likelier a fault than the truth: nothing removed.
     daemon.terminate();
-    for key in ["docs/before.md", "docs/edited.md", "docs/new.md"] {
+    for key in [
+        "docs/before.md",
+        "docs/edited.md",
+        "docs/new.md",
+        "docs/../escape.md",
+    ] {
         s3.delete("catchup", key);
     }
     assert!(s3.drain(&queue_url) > 0);

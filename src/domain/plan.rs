@@ -416,7 +416,7 @@ pub struct WholeSourcePlan {
     pub unchanged: Unchanged,
     /// Stored documents a complete listing no longer has (S3: objects
     /// deleted from the prefix), for a sync that removes them
-    /// ([`reconcile`]); empty when the listing was not complete.
+    /// ([`Reconciler`]); empty when the listing was not complete.
     pub gone: Vec<String>,
     /// Documents of the source the collection holds, and how many the
     /// complete listing found: what the removal policy weighs.
@@ -438,6 +438,10 @@ pub struct Enqueued {
     pub removing: usize,
     /// Why the gone documents were not removed (the removal policy).
     pub kept: Option<String>,
+    /// Documents left out because no invocation may name them, and why
+    /// the first was.
+    pub refused: usize,
+    pub first_refusal: Option<String>,
 }
 
 /// Plans a whole-source sync and enqueues its jobs with `trigger`. With
@@ -461,12 +465,10 @@ pub async fn enqueue_whole_source(
     };
     let mut payloads = plan.payloads;
     if remove_gone && !plan.gone.is_empty() {
-        let policy = RemovalPolicy::new(
-            record
-                .payload
-                .max_removal_fraction
-                .unwrap_or(DEFAULT_MAX_REMOVAL_FRACTION),
-            "the source's max_removal_fraction",
+        let policy = RemovalPolicy::of_source(
+            record.payload.max_removal_fraction,
+            DEFAULT_MAX_REMOVAL_FRACTION,
+            "max_removal_fraction",
         );
         match policy.check(plan.gone.len(), plan.stored, plan.listed, "documents") {
             Ok(()) => {
@@ -481,7 +483,18 @@ pub async fn enqueue_whole_source(
         }
     }
     for payload in payloads {
-        let job = plan_job(sources, record, payload, trigger).await?;
+        let job = match plan_job(sources, record, payload, trigger).await {
+            Ok(job) => job,
+            // A key no invocation could name (a `..` segment, too long):
+            // the others still sync.
+            Err(DomainError::Invalid(reason)) => {
+                tracing::warn!(source_id = %record.id, %reason, "leaving out a document no invocation may name");
+                done.refused += 1;
+                done.first_refusal.get_or_insert(reason);
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         match queue.enqueue(job).await {
             Ok(_) => done.enqueued += 1,
             Err(QueueError::Duplicate(_)) => {}
@@ -528,6 +541,9 @@ impl Reconcile for Reconciler {
             );
             if let Some(kept) = done.kept {
                 summary.push_str(&format!("; kept the gone documents: {kept}"));
+            }
+            if let Some(reason) = done.first_refusal {
+                summary.push_str(&format!("; left out {}: {reason}", done.refused));
             }
             Ok(summary)
         })

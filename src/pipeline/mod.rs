@@ -167,10 +167,7 @@ impl<'a> JobRun<'a> {
     /// The removal rule of this job: the source's `max_removal_fraction`,
     /// else its kind's (`default`, from the setting `setting`).
     pub fn removal_policy(&self, default: f64, setting: &str) -> RemovalPolicy {
-        match self.max_removal_fraction {
-            Some(fraction) => RemovalPolicy::new(fraction, "the source's max_removal_fraction"),
-            None => RemovalPolicy::new(default, setting),
-        }
+        RemovalPolicy::of_source(self.max_removal_fraction, default, setting)
     }
 
     /// The job's target collection, created with the source's embedding

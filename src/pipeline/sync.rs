@@ -50,6 +50,15 @@ impl RemovalPolicy {
         }
     }
 
+    /// A source's rule: its own `max_removal_fraction` if it sets one,
+    /// else its kind's (`default`, from the setting `setting`).
+    pub fn of_source(own: Option<f64>, default: f64, setting: &str) -> Self {
+        match own {
+            Some(fraction) => RemovalPolicy::new(fraction, "the source's max_removal_fraction"),
+            None => RemovalPolicy::new(default, setting),
+        }
+    }
+
     /// Refuses removing `removing` of the `stored` documents (`noun`: what
     /// the source calls them) when the listing found `listed`.
     pub fn check(

@@ -165,9 +165,19 @@ impl Scheduler {
         .await
         .map_err(|e| e.to_string())?;
         let unchanged = done.unchanged;
-        let message = (unchanged > 0).then(|| {
-            format!("{unchanged} documents unchanged since they were stored: no job for them")
-        });
+        let mut notes = Vec::new();
+        if unchanged > 0 {
+            notes.push(format!(
+                "{unchanged} documents unchanged since they were stored: no job for them"
+            ));
+        }
+        if let Some(reason) = &done.first_refusal {
+            notes.push(format!(
+                "{} documents left out, no invocation may name them: {reason}",
+                done.refused
+            ));
+        }
+        let message = (!notes.is_empty()).then(|| notes.join("; "));
         let enqueued = done.enqueued;
         self.wake.notify_waiters();
         Ok((enqueued, message))
