@@ -390,6 +390,38 @@ fn in_direct_mode_meta_json_files_sync_what_they_name_and_bad_ones_fail_with_the
             .all(|r| r.metadata["owner"] == "finance")
     );
     assert!(records.rows.iter().all(|r| !r.id.starts_with("rep-1-")));
+
+    // The document re-uploaded on its own: its upload event's job syncs it
+    // through the metadata file that names it, so it keeps that file's ID
+    // and metadata rather than becoming a `<sha256>-<n>` document.
+    s3.put(
+        "mixed",
+        "kb/shared/report.txt",
+        format!("{REPORT}\n\nAddendum: the kestrel audit closed.\n"),
+        None,
+    );
+    wait_until(
+        "the re-uploaded document to be synced",
+        Duration::from_secs(120),
+        || {
+            let records = chroma.records("testdb", "mixed-docs");
+            let report = records.of_key("kb/shared/report.txt");
+            report
+                .iter()
+                .any(|r| r.document.contains("kestrel audit closed"))
+                .then_some(())
+        },
+    );
+    let records = chroma.records("testdb", "mixed-docs");
+    for record in records.of_key("kb/shared/report.txt") {
+        assert!(record.id.starts_with("rep-2-"), "{}", record.id);
+        assert_eq!(record.metadata["owner"], "finance");
+    }
+    assert!(
+        daemon
+            .log()
+            .contains("object synced through its metadata file")
+    );
 }
 
 #[test]

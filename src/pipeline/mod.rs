@@ -352,6 +352,29 @@ impl DocumentContext<'_> {
             .collect())
     }
 
+    /// The IDs under which the collection holds document `key` of this
+    /// job's source (chunks an invocation or an S3 `.meta.json` file wrote
+    /// with a `custom_id`), sorted; empty when it holds it under none.
+    pub async fn custom_ids_of(&self, key: &str) -> Result<Vec<String>, JobError> {
+        let doing = format!("reading the IDs of {key} in {}", self.collection.name);
+        let chunks = self
+            .services
+            .chroma
+            .scan_all(
+                self.collection,
+                Filter::document(self.source_id, key, None).to_where(),
+                &doing,
+            )
+            .await?;
+        let mut ids: Vec<String> = chunks
+            .iter()
+            .filter_map(|(_, metadata)| Stored(metadata).custom_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// The metadata of the first chunk of each document of this job's
     /// source: one record per document, which carries what the source
     /// stored about it (version, validators).

@@ -243,6 +243,10 @@ impl<'a> Stored<'a> {
     pub fn content_sha256(&self) -> Option<&'a str> {
         self.text(field::CONTENT_SHA256)
     }
+    /// The ID an invocation (or an S3 `.meta.json` file) gave the document.
+    pub fn custom_id(&self) -> Option<&'a str> {
+        self.text(field::CUSTOM_ID)
+    }
     /// The chunk's place in its document, from 0.
     pub fn chunk_index(&self) -> Option<u64> {
         self.0.get(field::CHUNK_INDEX).and_then(Value::as_u64)

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::S3Source;
 use super::client::{Opened, S3Object};
+use super::synced::MetaJsonMemory;
 use crate::model::{S3SourceConfig, SourceType, Trigger};
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
 
@@ -58,8 +59,49 @@ pub(super) async fn run(
             }
         }
         Err(error) => return Err(error.into()),
-        Ok(Opened::Whole(fetched)) => context.process(fetched).await?,
-        Ok(Opened::Streamed(object)) => context.process_streamed(object).await?,
+        Ok(opened) => {
+            if claimed.payload.custom_id.is_none()
+                && let Some(meta_key) =
+                    named_by(job, &context, &collection.name, &object.key).await?
+            {
+                // Stored under the ID a metadata file gave it: synced
+                // through that file, whatever order the two jobs ran in.
+                tracing::info!(key = %object.key, %meta_key, "object synced through its metadata file");
+                drop(opened);
+                return super::meta_json::run(source, job, s3, &meta_key).await;
+            }
+            match opened {
+                Opened::Whole(fetched) => context.process(fetched).await?,
+                Opened::Streamed(object) => context.process_streamed(object).await?,
+            }
+        }
     }
     job.finish(&collection).await
+}
+
+/// The metadata file of the source that names `key`, if the collection
+/// holds `key` under an ID such a file gave it: a direct job (an upload
+/// event, a reconciliation) must not replace the file's `<id>-<n>` chunks
+/// with `<sha256>-<n>` ones. An ID no metadata file gave (an invocation's
+/// `custom_id`) is not a file's: the object syncs directly, as before.
+async fn named_by(
+    job: &JobRun<'_>,
+    context: &crate::pipeline::DocumentContext<'_>,
+    collection: &str,
+    key: &str,
+) -> Result<Option<String>, JobError> {
+    let Some(source_id) = job.claimed.job.source_id else {
+        return Ok(None);
+    };
+    let memory = MetaJsonMemory::new(job.services.queue.as_ref(), source_id);
+    for custom_id in context.custom_ids_of(key).await? {
+        let files = memory
+            .files_of(collection, &custom_id)
+            .await
+            .map_err(|e| JobError::Transient(e.to_string()))?;
+        if let Some(file) = files.into_iter().next() {
+            return Ok(Some(file));
+        }
+    }
+    Ok(None)
 }

@@ -257,12 +257,14 @@ pub(super) async fn run(
         custom_id: meta.id.clone(),
         object_key: meta.path.clone(),
     };
-    after_direct_job(job, source_id, &meta.path).await?;
     let memory = MetaJsonMemory::new(queue.as_ref(), source_id);
     let before = memory.documents(meta_key).await.map_err(queue_error)?;
     // Remembered before anything is written: a removal finds it whatever
-    // happens from here on.
+    // happens from here on. A direct job of the object that looks after
+    // this defers to the file once the file's chunks are written
+    // (`job.rs`: `named_by`); one already live is waited for.
     memory.put(meta_key, &document).await.map_err(queue_error)?;
+    after_direct_job(job, source_id, &meta.path).await?;
 
     job.state.set_progress(
         1,
