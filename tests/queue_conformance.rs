@@ -1434,13 +1434,17 @@ async fn remembered_page_links_are_replaced_forgotten_and_deleted_with_their_sou
     assert_eq!(remembered(&queue, other.id, &[a]).await.len(), 1);
 }
 
-async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(backend: Backend) {
-    let (queue, source) = backend.with_source().await;
-    let document = |collection: &str, id: &str, key: &str| MetaJsonDocument {
+/// What a metadata file synced: `id` in `collection`, read from `key`.
+fn document(collection: &str, id: &str, key: &str) -> MetaJsonDocument {
+    MetaJsonDocument {
         collection_name: collection.into(),
         custom_id: id.into(),
         object_key: key.into(),
-    };
+    }
+}
+
+async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(backend: Backend) {
+    let (queue, source) = backend.with_source().await;
     let file = "docs/report.meta.json";
     assert!(
         MetaJsonMemory::new(&*queue, source.id)
@@ -1586,11 +1590,6 @@ async fn state_in_the_older_per_kind_tables_survives_the_upgrade(backend: Backen
     let memory = MetaJsonMemory::new(&*queue, source);
     let mut synced = memory.documents("docs/é.meta.json").await.unwrap();
     synced.sort_by(|a, b| a.custom_id.cmp(&b.custom_id));
-    let document = |collection: &str, id: &str, key: &str| MetaJsonDocument {
-        collection_name: collection.into(),
-        custom_id: id.into(),
-        object_key: key.into(),
-    };
     assert_eq!(
         synced,
         vec![
