@@ -1,5 +1,6 @@
-//! GitHub sync of a real-sized repository: a full sync, then a one-file
-//! change synced incrementally, against the harness's GitHub emulator and a
+//! GitHub sync of a real-sized repository: a full sync, the same commit
+//! synced again (unchanged re-sync), then a one-file change synced
+//! incrementally, against the harness's GitHub emulator and a
 //! real Chroma server. Reports wall time per sync, chunks embedded in each,
 //! their ratio, and the daemon's peak RSS.
 //!
@@ -103,6 +104,23 @@ fn github_full_then_incremental_sync() {
         stats["chunks_upserted"],
         full_time.as_secs_f64(),
         stats["chunks_upserted"].as_f64().unwrap() / full_time.as_secs_f64()
+    );
+
+    // Nothing changed since the full sync: the same commit again.
+    let (same_time, same) = sync("unchanged re-sync");
+    let stats = &same["stats"];
+    assert_eq!(
+        stats["chunks_upserted"], 0,
+        "an unchanged re-sync embeds nothing: {same}"
+    );
+    println!(
+        "unchanged re-sync: sync_mode {}, {} documents, {} chunks embedded, {:.2} s wall, \
+         {:.4} of the full sync's time",
+        stats["sync_mode"],
+        stats["documents"],
+        stats["chunks_upserted"],
+        same_time.as_secs_f64(),
+        same_time.as_secs_f64() / full_time.as_secs_f64()
     );
 
     let lib = repo.path().join("src/lib.rs");
