@@ -54,24 +54,22 @@ pub struct ErrorResponse {
 
 // ---------------------------------------------------------------- sources
 
-/// Body of `POST /api/v1/sources`: exactly one of `github`, `web_scrape`,
-/// `s3`, `filesystem`.
+/// Body of `POST /api/v1/sources`: exactly one field naming the source's
+/// kind (`github`, `web_scrape`, `s3`, `filesystem`: whatever kinds the
+/// registry has) with its settings, and the settings every kind shares.
 ///
-/// The source type is modelled as optional fields rather than a serde enum
-/// so that "none given" and "two given" produce a precise 400 message;
-/// `domain::SourceSpec` is the parsed form the daemon works with.
+/// The kind's field is carried untyped ([`KindSettings`]): the registry
+/// (`domain::sources::SourceSpec`) parses it into the kind's own settings
+/// type, defined in the kind's folder, and gives "none given", "two given"
+/// and an unknown field their precise 400 messages. So this layer names no
+/// kind, and adding one touches nothing here.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct CreateSourcePayload {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub github: Option<GithubSourceConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub web_scrape: Option<WebScrapeSourceConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3: Option<S3SourceConfig>,
-    /// Extension: a directory on the daemon's host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filesystem: Option<FilesystemSourceConfig>,
+    /// Every field not declared below: the kind's settings (and anything
+    /// unknown, which the registry refuses before anything is stored).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub kind: KindSettings,
     /// Chroma database the source's collections live in.
     pub database_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +96,13 @@ pub struct CreateSourcePayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocr: Option<SourceOcrConfig>,
 }
+
+/// A source's kind and its settings as the wire carries them: the one
+/// field named for the kind (`"s3": {…}`), untyped. Only the registry
+/// (`domain::sources`) reads or writes it, with the kind's settings type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KindSettings(pub serde_json::Map<String, serde_json::Value>);
 
 /// A source's own OCR settings (issue 32).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -339,105 +344,6 @@ pub struct WebhookSecret {
     pub secret: String,
 }
 
-/// A GitHub repository source.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GithubSourceConfig {
-    /// `owner/name`.
-    pub repository: String,
-    /// A GitHub App of the daemon's config (`[github.apps.<id>]`) to read
-    /// the repository as; none means the daemon's GitHub token if it has
-    /// one, else anonymous access.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
-    /// Only paths matching one of these are synced (`src/**/*.rs`; a glob
-    /// without `/` matches file names anywhere, e.g. `*.md`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include_globs: Option<Vec<String>>,
-    /// Extension: paths matching one of these are never synced. With neither
-    /// list given, vendored and generated trees (`node_modules/`, lockfiles, …) are skipped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclude_globs: Option<Vec<String>>,
-}
-
-/// A website crawl source.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WebScrapeSourceConfig {
-    /// The `http(s)` page the crawl starts from; the crawl stays on its
-    /// scheme, host and port.
-    pub starting_url: String,
-    /// How many links away from the starting page the crawl goes (the
-    /// starting page is depth 0, sitemap pages depth 1); at most 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_depth: Option<u32>,
-    /// Most pages the collection holds (1 to 1,000,000), in discovery order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub page_limit: Option<u32>,
-    /// Only pages whose URL path matches one of these regexes are stored
-    /// (the starting page is always fetched and its links followed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include_path_regexes: Option<Vec<String>>,
-    /// Pages whose URL path matches one of these regexes are not stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclude_path_regexes: Option<Vec<String>>,
-}
-
-/// An S3 bucket (or S3-compatible store) source.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct S3SourceConfig {
-    /// The bucket's name.
-    pub bucket_name: String,
-    /// The bucket's region (`us-east-1`, …).
-    pub region: String,
-    /// Collection written when an invocation names no `target_collection_name`.
-    pub collection_name: String,
-    /// Names a credential of the daemon's config; `0` means the standard AWS
-    /// credential chain of the daemon's environment. Keys never travel over the API.
-    pub aws_credential_id: i64,
-    /// Every synced object key must start with this prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_prefix: Option<String>,
-    /// `direct`: every upload under the prefix syncs (and a `.meta.json`
-    /// file syncs what it names); `metadata`: only `.meta.json` files do.
-    /// Both need `sqs_queue_url`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_sync: Option<AutoSync>,
-    /// Extension: endpoint of an S3-compatible store (MinIO, R2, moto, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-    /// Extension: address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub force_path_style: Option<bool>,
-    /// Extension, for `auto_sync: "direct"` or `"metadata"`: the SQS queue the bucket sends
-    /// its `s3:ObjectCreated:*` and `s3:ObjectRemoved:*` notifications to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sqs_queue_url: Option<String>,
-}
-
-/// Extension: a directory on the daemon's host (a volume shared with a
-/// sidecar, a backfill from a laptop). It must sit inside one of the
-/// daemon's `[filesystem] allowed_roots`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FilesystemSourceConfig {
-    /// Absolute path of the directory.
-    pub root: String,
-    /// Collection written when an invocation names no `target_collection_name`.
-    pub collection_name: String,
-    /// Only paths (relative to the root) matching one of these are synced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include_globs: Option<Vec<String>>,
-    /// Paths matching one of these are never synced. With neither list
-    /// given, vendored and generated trees (`node_modules/`, lockfiles, …) are skipped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclude_globs: Option<Vec<String>>,
-    /// `direct`: watch the directory and sync changed and removed files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_sync: Option<AutoSync>,
-}
-
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoSync {
@@ -540,14 +446,11 @@ pub struct SparseEmbedding {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Source {
     pub id: Uuid,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub github: Option<GithubSourceConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub web_scrape: Option<WebScrapeSourceConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3: Option<S3SourceConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filesystem: Option<FilesystemSourceConfig>,
+    /// The kind's field with its effective settings (see
+    /// [`CreateSourcePayload::kind`]); it follows `id` on the wire.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub kind: KindSettings,
     pub database_name: String,
     /// `null` means the per-document default (tree-sitter for known code,
     /// markdown-aware for markdown/HTML, else 10 lines / 4096 bytes).

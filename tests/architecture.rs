@@ -653,13 +653,16 @@ fn the_domain_layer_has_no_import_cycle_and_never_reaches_up() {
 fn no_import_cycle_between_files_at_any_depth() {
     let edges = read_crate().file_edges(&[]);
     // The scan sees `super::` paths and follows re-exports: the planner
-    // reaches the registry through `super::sources::{…}`, and the spec
-    // enum through the registry's `pub use spec::SourceSpec`.
-    let plan = edges.get("crate::domain::plan");
-    for reached in ["crate::domain::sources", "crate::domain::sources::spec"] {
+    // reaches the registry through `super::sources::{…}`, and the worker
+    // reaches it through the domain's `pub use sources::{…, Sources, …}`.
+    for (from, reached) in [
+        ("crate::domain::plan", "crate::domain::sources"),
+        ("crate::worker", "crate::domain::sources"),
+    ] {
+        let to = edges.get(from);
         assert!(
-            plan.is_some_and(|to| to.contains_key(reached)),
-            "the scan sees `super::` imports and re-exports: plan → {reached}: {plan:#?}"
+            to.is_some_and(|to| to.contains_key(reached)),
+            "the scan sees `super::` imports and re-exports: {from} → {reached}: {to:#?}"
         );
     }
     let cycles = describe_cycles("between files", &edges);
@@ -1000,11 +1003,7 @@ fn the_scan_reads_use_trees_and_inline_paths_as_the_compiler_does() {
 
 #[test]
 fn only_the_registry_and_the_spec_enum_tell_source_kinds_apart() {
-    let allowed = [
-        "domain/sources/mod.rs",
-        "domain/sources/spec.rs",
-        "model.rs",
-    ];
+    let allowed = ["domain/sources/mod.rs", "model.rs"];
     let kind_test = regex::Regex::new(
         r"SourceType::(S3|Github|WebScrape|Filesystem)\s*=>|\.(s3|github|web_scrape|filesystem)\s*\.is_(some|none)\(\)",
     )
@@ -1023,6 +1022,42 @@ fn only_the_registry_and_the_spec_enum_tell_source_kinds_apart() {
         }
         if let Some(found) = kind_test.find(&code_of(&file)) {
             offenders.push(format!("{relative}: {}", found.as_str()));
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+/// The settings types of the kinds (`domain/sources/<kind>/settings.rs`):
+/// each named in its own folder only. The wire model carries them untyped
+/// and the registry's macro reaches them through `SourceKind::Config`, so a
+/// kind's settings change inside its folder.
+#[test]
+fn a_kinds_settings_type_is_named_only_in_its_folder() {
+    let sources = src().join("domain/sources");
+    let struct_name = regex::Regex::new(r"pub struct (\w+)").unwrap();
+    let mut settings = Vec::new();
+    for entry in std::fs::read_dir(&sources).unwrap().flatten() {
+        let file = entry.path().join("settings.rs");
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            for name in struct_name.captures_iter(&text) {
+                settings.push((entry.path(), name[1].to_string()));
+            }
+        }
+    }
+    assert!(
+        settings.len() >= 4,
+        "every kind has its settings.rs: {settings:?}"
+    );
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut offenders = Vec::new();
+    for file in &files {
+        let code = code_of(file);
+        for (folder, name) in &settings {
+            let word = regex::Regex::new(&format!(r"\b{name}\b")).unwrap();
+            if !file.starts_with(folder) && word.is_match(&code) {
+                offenders.push(format!("{}: {name}", file.display()));
+            }
         }
     }
     assert!(offenders.is_empty(), "{offenders:#?}");

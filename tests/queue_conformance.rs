@@ -17,11 +17,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chroma_syncd::domain::sources::s3::S3SourceConfig;
 use chroma_syncd::domain::sources::s3::synced::{MetaJsonDocument, MetaJsonMemory};
 use chroma_syncd::domain::sources::web::links::{LinkMemory, PageLinks};
 use chroma_syncd::model::{
     CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, JobStats, JobStatus,
-    S3JobMetadata, S3SourceConfig, SourceType, Trigger, WebhookEvent,
+    KindSettings, S3JobMetadata, SourceType, Trigger, WebhookEvent,
 };
 use chroma_syncd::queue::{
     CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, IdempotencyKey, JobFilter,
@@ -280,21 +281,23 @@ conformance!(
 // ------------------------------------------------------------- fixtures
 
 fn s3_source(database: &str) -> CreateSourcePayload {
+    let s3 = S3SourceConfig {
+        bucket_name: "bucket".into(),
+        region: "us-east-1".into(),
+        collection_name: "coll".into(),
+        aws_credential_id: 0,
+        path_prefix: None,
+        auto_sync: None,
+        endpoint_url: None,
+        force_path_style: None,
+        sqs_queue_url: None,
+    };
     CreateSourcePayload {
-        github: None,
-        web_scrape: None,
-        s3: Some(S3SourceConfig {
-            bucket_name: "bucket".into(),
-            region: "us-east-1".into(),
-            collection_name: "coll".into(),
-            aws_credential_id: 0,
-            path_prefix: None,
-            auto_sync: None,
-            endpoint_url: None,
-            force_path_style: None,
-            sqs_queue_url: None,
-        }),
-        filesystem: None,
+        kind: KindSettings(
+            [("s3".to_string(), serde_json::to_value(s3).unwrap())]
+                .into_iter()
+                .collect(),
+        ),
         database_name: database.into(),
         chunking: None,
         embedding: None,

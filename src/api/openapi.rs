@@ -1,9 +1,12 @@
 //! `/openapi.json`, generated from the handlers' and wire types' annotations.
 
+use utoipa::openapi::schema::{OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{Object, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::source_types::{SourceTypeInfo, SourceTypes};
+use crate::domain::sources::Sources;
 use crate::model::*;
 
 #[derive(OpenApi)]
@@ -32,8 +35,8 @@ use crate::model::*;
         super::health,
     ),
     components(schemas(
-        ErrorResponse, CreateSourcePayload, CreateSourceResponse, Source, GithubSourceConfig,
-        WebScrapeSourceConfig, S3SourceConfig, FilesystemSourceConfig, AutoSync, ChunkingConfig, EmbeddingConfig,
+        ErrorResponse, CreateSourcePayload, CreateSourceResponse, Source, AutoSync, ChunkingConfig,
+        EmbeddingConfig,
         EmbeddingModel, SparseEmbedding, CreateJobPayload, CreateJobResponse, CancelJobResponse,
         GitRefIdentifier, Job, JobStatus, IndexJobMetadata, JobKind, S3JobMetadata, Progress,
         JobStats, Trigger, LatestByKeysRequest, HealthResponse, SourceSchedule, ScheduleSlot,
@@ -41,7 +44,7 @@ use crate::model::*;
         WebhookDeliveries, FileJobMetadata, AddFileResponse, WebhookSecret, SourceTypes,
         SourceTypeInfo, SourceType, SourceOcrConfig,
     )),
-    modifiers(&TokenScheme),
+    modifiers(&TokenScheme, &KindSettingsSchemas),
 )]
 struct ApiDoc;
 
@@ -54,6 +57,40 @@ impl Modify for TokenScheme {
             "x-chroma-token",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-chroma-token"))),
         );
+    }
+}
+
+/// Each kind's settings type (defined in the kind's folder, carried
+/// untyped by the wire model) in the document: its schema among the
+/// components, and an optional property of `CreateSourcePayload` and
+/// `Source` named for the kind, as a typed field would have been.
+struct KindSettingsSchemas;
+
+impl Modify for KindSettingsSchemas {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for kind in Sources::settings_schemas() {
+            for (name, schema) in kind.schemas {
+                components.schemas.entry(name).or_insert(schema);
+            }
+            components
+                .schemas
+                .entry(kind.name.clone())
+                .or_insert(kind.schema);
+            for holder in ["CreateSourcePayload", "Source"] {
+                let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(holder)
+                else {
+                    continue;
+                };
+                let optional = OneOfBuilder::new()
+                    .item(Object::with_type(Type::Null))
+                    .item(Ref::from_schema_name(kind.name.clone()))
+                    .build();
+                object
+                    .properties
+                    .insert(kind.field.to_string(), Schema::OneOf(optional).into());
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::auth::Principal;
 use super::error::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
-use crate::domain::{authorize_source, effective, validate_source};
+use crate::domain::{SourceSpec, authorize_source, effective, validate_source};
 use crate::model::{
     CreateSourcePayload, CreateSourceResponse, ErrorResponse, ScheduleSlots, Source, SourceType,
     WebhookDeliveries, WebhookSecret,
@@ -67,7 +67,8 @@ pub fn parse_source_type(value: Option<&str>) -> Result<Option<SourceType>, ApiE
         .map(|v| {
             SourceType::parse(v).ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "source_type must be github, web_scrape, s3 or filesystem, not `{v}`"
+                    "source_type must be {}, not `{v}`",
+                    SourceSpec::kind_fields().join(", ")
                 ))
             })
         })

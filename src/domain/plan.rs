@@ -14,7 +14,7 @@ pub use super::names::validate_custom_id;
 use super::sources::{Reconcile, RunTarget, SourceSpec, Sources, WholeSource};
 use crate::model::{
     BM25_MODEL, ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
-    EmbeddingConfig, EmbeddingModel, SPLADE_MODEL, Source, SourceOcrConfig, Trigger,
+    EmbeddingConfig, EmbeddingModel, KindSettings, SPLADE_MODEL, Source, SourceOcrConfig, Trigger,
 };
 use crate::pipeline::listing::{Comparison, Listing, Scope, Unchanged};
 use crate::pipeline::{
@@ -319,10 +319,7 @@ pub fn effective(record: &SourceRecord) -> Source {
         });
     let mut source = Source {
         id: record.id,
-        github: None,
-        web_scrape: None,
-        s3: None,
-        filesystem: None,
+        kind: KindSettings::default(),
         database_name: payload.database_name.clone(),
         chunking: payload.chunking.clone(),
         embedding: payload.embedding.clone().unwrap_or(EmbeddingConfig {
@@ -337,7 +334,7 @@ pub fn effective(record: &SourceRecord) -> Source {
         ocr: payload.ocr.clone(),
     };
     if let Ok(spec) = spec_of(record) {
-        Sources::effective(spec).write_into(&mut source);
+        spec.effective().write_into(&mut source);
     }
     source
 }

@@ -1,26 +1,22 @@
 //! The source seam: every source type (S3, GitHub, websites, local
-//! directories) lives in its own folder and implements [`SourceKind`]; the
-//! rest of the daemon knows only [`SourceSpec`] (a source's parsed kind)
-//! and [`Sources`] (the registry, built once per process, holding each
-//! kind's clients).
+//! directories) lives in its own folder — its settings on the wire
+//! (`settings.rs`), its [`SourceKind`] impl, its client or reader, its job,
+//! its auto-sync and what it remembers — and is registered by one line of
+//! the `registry!` call below. The rest of the daemon knows only
+//! [`SourceSpec`] (a source's parsed kind) and [`Sources`] (the registry,
+//! built once per process, holding each kind's clients); both are written
+//! by the macro (`registry.rs` says why a macro and not trait objects).
 //!
-//! Why an enum and a generic trait rather than `dyn` trait objects: each
-//! kind's settings are a different type, so a trait object would take them
-//! as the enum anyway and re-check the variant in every method. With one
-//! `match` per operation in [`Sources`] (written once, by [`dispatch!`])
-//! each kind gets its own typed config, futures stay `Send` without boxing,
-//! and a new variant is a compile error everywhere it is not handled yet.
-//!
-//! Adding a source: a folder here with a [`SourceKind`] impl, a variant in
-//! [`SourceSpec`] (and its wire config in `model`), one line in
-//! [`dispatch!`], one in [`Sources::kinds`] and a field in [`Sources`], its
-//! settings in `config`. What the kind tells of itself (title, description,
-//! invocation fields, defaults) lives on its impl: the API's
-//! `GET /api/v1/source-types` and the dashboard read it from there.
+//! Adding a source: a folder here with its settings type and a
+//! [`SourceKind`] impl, and its line in `registry!`. What the kind tells of
+//! itself (title, description, invocation fields, defaults, the schema of
+//! its settings) lives on its impl: the API's `GET /api/v1/source-types`,
+//! the OpenAPI document and the dashboard read it from there.
 
 pub mod filesystem;
 pub mod github;
 pub mod globs;
+mod registry;
 pub mod s3;
 pub mod spec;
 pub mod web;
@@ -31,13 +27,13 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use spec::SourceSpec;
+use registry::registry;
 
 use super::DomainError;
 use crate::config::{Config, Secret, sha256_hex};
 use crate::model::{
-    CreateJobPayload, GitRefIdentifier, IndexJobMetadata, JobKind, SourceSchedule, SourceType,
-    Trigger, canonical_json,
+    CreateJobPayload, CreateSourcePayload, GitRefIdentifier, IndexJobMetadata, JobKind,
+    KindSettings, Source, SourceSchedule, SourceType, Trigger, canonical_json,
 };
 use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
@@ -95,7 +91,14 @@ pub trait Reconcile: Send + Sync {
 pub trait SourceKind: Send + Sync {
     /// The kind's settings, as the create payload gives them. Its schema
     /// (`ToSchema`) is what `GET /api/v1/source-types` shows of them.
-    type Config: Send + Sync + utoipa::ToSchema;
+    type Config: std::fmt::Debug
+        + Clone
+        + PartialEq
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + utoipa::ToSchema;
 
     /// The kind's name on the wire: the `source_type` of its sources and
     /// jobs, and the create payload's field holding its settings.
@@ -110,6 +113,31 @@ pub trait SourceKind: Send + Sync {
     /// What refusals call the kind: `"{field} is only allowed for {CALLED}
     /// sources"`.
     const CALLED: &'static str;
+    /// Whether `run --meta-json` applies: the kind syncs what metadata
+    /// files (`.meta.json`) name.
+    const META_JSON_FILES: bool = false;
+
+    /// The kind's handler, with its clients and its `[<kind>]` settings of
+    /// the daemon's config; an error says what in the config is wrong.
+    fn build(config: &Config) -> Result<Self, String>
+    where
+        Self: Sized;
+
+    /// Every secret the kind's clients hold, for scrubbing.
+    fn secret_values(&self) -> Vec<Secret> {
+        Vec::new()
+    }
+
+    /// Starts the kind's triggers that enqueue on their own (event
+    /// notifications, watches), if it has any; each starts by reconciling.
+    fn start_auto_sync(
+        &self,
+        _queue: &Arc<dyn Queue>,
+        _wake: &Arc<Notify>,
+        _shutdown: &CancellationToken,
+        _reconcile: Arc<dyn Reconcile>,
+    ) {
+    }
 
     /// The value each optional setting takes when a source leaves it out,
     /// by field name (shown as the schema's `default`s).
@@ -267,10 +295,6 @@ pub struct KindDescription {
 }
 
 /// What `kind` tells of itself, with its config type's schema.
-fn declared_fields<K: SourceKind>(_kind: &K) -> &'static [InvocationField] {
-    K::INVOCATION_FIELDS
-}
-
 fn describe<K: SourceKind>(kind: &K) -> KindDescription {
     let mut schemas = Vec::new();
     <K::Config as utoipa::ToSchema>::schemas(&mut schemas);
@@ -284,6 +308,40 @@ fn describe<K: SourceKind>(kind: &K) -> KindDescription {
         schema: <K::Config as utoipa::PartialSchema>::schema(),
         schemas,
     }
+}
+
+/// A kind's wire settings type, by the create payload's field naming it
+/// ([`Sources::settings_schemas`]).
+pub struct SettingsSchema {
+    /// The payload's field (the kind's `source_type`).
+    pub field: &'static str,
+    /// The settings type's name in the OpenAPI document's schemas.
+    pub name: String,
+    pub schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    /// The named schemas it refers to.
+    pub schemas: Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
+}
+
+fn settings_schema<K: SourceKind>() -> SettingsSchema {
+    let mut schemas = Vec::new();
+    <K::Config as utoipa::ToSchema>::schemas(&mut schemas);
+    SettingsSchema {
+        field: K::SOURCE_TYPE.as_str(),
+        name: <K::Config as utoipa::ToSchema>::name().into_owned(),
+        schema: <K::Config as utoipa::PartialSchema>::schema(),
+        schemas,
+    }
+}
+
+/// The settings of kind `K` a stored source holds, if it is of that kind
+/// (stored sources were checked when created, so `None` means another
+/// kind).
+pub fn settings_of<K: SourceKind>(payload: &CreateSourcePayload) -> Option<K::Config> {
+    let value = payload.kind.0.get(K::SOURCE_TYPE.as_str())?;
+    serde_json::from_value(value.clone()).ok()
 }
 
 /// What a source type decides about one invocation; [`Planned::into_job`]
@@ -329,105 +387,14 @@ impl Planned {
     }
 }
 
-/// The registry: one of each source kind, with its clients and settings.
-/// Built once per process and shared (`Arc`) by the API, the workers, the
-/// scheduler and auto-sync.
-pub struct Sources {
-    pub s3: s3::S3Source,
-    pub github: github::GithubSource,
-    pub web: web::WebSource,
-    pub filesystem: filesystem::FilesystemSource,
-    /// Not a kind: the outbound rules every source's `webhook` passes.
-    pub webhooks: crate::domain::webhook::WebhookRules,
-    /// Not a kind: where files sent to `POST /api/v1/add-file` wait.
-    pub uploads: crate::domain::upload::UploadStore,
-}
-
-/// Runs `$body` with `$kind` bound to the registry's handler of `$spec`'s
-/// kind and `$config` to its settings: the one `match` on source kinds.
-macro_rules! dispatch {
-    ($sources:expr, $spec:expr, |$kind:ident, $config:ident| $body:expr) => {
-        match $spec {
-            SourceSpec::S3($config) => {
-                let $kind = &$sources.s3;
-                $body
-            }
-            SourceSpec::Github($config) => {
-                let $kind = &$sources.github;
-                $body
-            }
-            SourceSpec::WebScrape($config) => {
-                let $kind = &$sources.web;
-                $body
-            }
-            SourceSpec::Filesystem($config) => {
-                let $kind = &$sources.filesystem;
-                $body
-            }
-        }
-    };
+registry! {
+    S3 => s3: s3::S3Source,
+    Github => github: github::GithubSource,
+    WebScrape => web: web::WebSource,
+    Filesystem => filesystem: filesystem::FilesystemSource,
 }
 
 impl Sources {
-    pub fn new(config: &Config) -> Result<Self, String> {
-        Ok(Sources {
-            s3: s3::S3Source::new(config),
-            github: github::GithubSource::new(config)?,
-            web: web::WebSource::new(config),
-            filesystem: filesystem::FilesystemSource::new(config),
-            webhooks: crate::domain::webhook::WebhookRules::new(&config.webhooks)?,
-            uploads: crate::domain::upload::UploadStore::new(config),
-        })
-    }
-
-    /// Every kind, as it describes itself.
-    pub fn kinds(&self) -> Vec<KindDescription> {
-        vec![
-            describe(&self.s3),
-            describe(&self.github),
-            describe(&self.web),
-            describe(&self.filesystem),
-        ]
-    }
-
-    /// Every secret the sources' clients hold, for scrubbing.
-    pub fn secret_values(&self) -> Vec<Secret> {
-        let mut secrets = self.s3.clients.secret_values();
-        secrets.extend(self.github.clients.secret_values());
-        secrets.extend(self.webhooks.secret().cloned());
-        secrets
-    }
-
-    pub fn validate(&self, spec: &SourceSpec) -> Result<(), DomainError> {
-        dispatch!(self, spec, |kind, config| kind.validate(config))
-    }
-
-    pub async fn authorize(&self, database: &str, spec: &SourceSpec) -> Result<(), DomainError> {
-        dispatch!(self, spec, |kind, config| kind
-            .authorize(database, config)
-            .await)
-    }
-
-    pub fn check_schedule(
-        &self,
-        spec: &SourceSpec,
-        schedule: &SourceSchedule,
-    ) -> Result<(), DomainError> {
-        dispatch!(self, spec, |kind, config| kind
-            .check_schedule(config, schedule))
-    }
-
-    pub async fn prepare(
-        &self,
-        record: &SourceRecord,
-        spec: &SourceSpec,
-        payload: &mut CreateJobPayload,
-    ) -> Result<(), DomainError> {
-        dispatch!(self, spec, |kind, config| kind
-            .prepare(record, config, payload)
-            .await)
-    }
-
     /// Refuses each invocation field the source's kind does not declare
     /// ([`SourceKind::INVOCATION_FIELDS`]), naming the kinds that take it:
     /// one check for every kind, before anything is asked of the source.
@@ -436,7 +403,7 @@ impl Sources {
         spec: &SourceSpec,
         payload: &CreateJobPayload,
     ) -> Result<(), DomainError> {
-        let declared = dispatch!(self, spec, |kind, _config| declared_fields(kind));
+        let declared = self.declared_fields(spec);
         let given = [
             ("object_key", payload.object_key.is_some()),
             ("custom_id", payload.custom_id.is_some()),
@@ -464,69 +431,6 @@ impl Sources {
             "{name} is only allowed for {}",
             owners.join(" and ")
         )))
-    }
-
-    pub fn plan(
-        &self,
-        record: &SourceRecord,
-        spec: &SourceSpec,
-        payload: &CreateJobPayload,
-    ) -> Result<Planned, DomainError> {
-        dispatch!(self, spec, |kind, config| kind
-            .plan(record, config, payload))
-    }
-
-    pub async fn whole_source(
-        &self,
-        record: &SourceRecord,
-        spec: &SourceSpec,
-        target: RunTarget,
-    ) -> Result<WholeSource, DomainError> {
-        if target.meta_json && !matches!(spec, SourceSpec::S3(_)) {
-            return Err(DomainError::invalid(
-                "--meta-json applies to S3 sources only (their `.meta.json` files)",
-            ));
-        }
-        dispatch!(self, spec, |kind, config| kind
-            .whole_source(record, config, target)
-            .await)
-    }
-
-    pub fn one_job_per_document(&self, spec: &SourceSpec) -> bool {
-        dispatch!(self, spec, |kind, _config| kind.one_job_per_document())
-    }
-
-    pub async fn run_job(&self, job: &JobRun<'_>, spec: &SourceSpec) -> Result<(), JobError> {
-        dispatch!(self, spec, |kind, config| kind.run_job(job, config).await)
-    }
-
-    /// `spec` with every optional setting at its effective value.
-    pub fn effective(spec: SourceSpec) -> SourceSpec {
-        match spec {
-            SourceSpec::S3(config) => SourceSpec::S3(s3::S3Source::effective(config)),
-            SourceSpec::Github(config) => {
-                SourceSpec::Github(github::GithubSource::effective(config))
-            }
-            SourceSpec::WebScrape(config) => {
-                SourceSpec::WebScrape(web::WebSource::effective(config))
-            }
-            SourceSpec::Filesystem(config) => {
-                SourceSpec::Filesystem(filesystem::FilesystemSource::effective(config))
-            }
-        }
-    }
-
-    /// Starts the triggers that enqueue on their own: S3 event
-    /// notifications and directory watches (`auto_sync: "direct"`).
-    pub fn start_auto_sync(
-        &self,
-        queue: &Arc<dyn Queue>,
-        wake: &Arc<Notify>,
-        shutdown: &CancellationToken,
-        reconcile: Arc<dyn Reconcile>,
-    ) {
-        self.s3.start_auto_sync(queue, wake, shutdown, reconcile);
-        self.filesystem.start_auto_sync(queue, wake, shutdown);
     }
 }
 

@@ -1,67 +1,87 @@
-//! The one place a source's kind is told apart: the create payload carries
-//! one optional field per source type (so "none" and "several" get precise
-//! 400s); [`SourceSpec`] is that payload parsed once, at the edge, into the
-//! one kind it names. Everything past this point matches on the enum.
+//! Parsing a create payload's kind field: what [`SourceSpec`] (written by
+//! the registry, `registry.rs`) needs that is not per kind — the kind's
+//! settings read from the untyped field with the path of what is wrong, and
+//! the messages for an unknown field, none or several kinds.
+//!
+//! [`SourceSpec`]: super::SourceSpec
 
-use crate::model::{
-    CreateSourcePayload, FilesystemSourceConfig, GithubSourceConfig, S3SourceConfig, Source,
-    SourceType, WebScrapeSourceConfig,
-};
+use serde::de::DeserializeOwned;
+use utoipa::PartialSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 
 use crate::domain::DomainError;
+use crate::model::CreateSourcePayload;
 
-/// A source's kind and its kind-specific settings.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    S3(S3SourceConfig),
-    Github(GithubSourceConfig),
-    WebScrape(WebScrapeSourceConfig),
-    Filesystem(FilesystemSourceConfig),
+/// How a body that does not deserialize is refused (`api/error.rs` adds the
+/// first half to axum's message, the second is axum's): an error in the
+/// kind's field reads as it did when the field was typed.
+const BODY_ERROR: &str =
+    "invalid request body: Failed to deserialize the JSON body into the target type: ";
+
+/// The kind's settings in `value` (the payload's `field`), or a 400 naming
+/// the setting that is wrong, as a JSON body error would have:
+/// `invalid request body: s3.region: invalid type: …`.
+pub(super) fn settings_of<T: DeserializeOwned>(
+    field: &str,
+    value: &serde_json::Value,
+) -> Result<T, DomainError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let at = if path == "." {
+            field.to_string()
+        } else {
+            format!("{field}.{path}")
+        };
+        DomainError::invalid(format!("{BODY_ERROR}{at}: {}", error.inner()))
+    })
 }
 
-/// The payload fields that name a source type, for messages.
-const KINDS: &str = "`github`, `web_scrape`, `s3` or `filesystem`";
+/// A payload field that is neither a kind nor a shared setting; lists what
+/// is accepted, as serde's own message for an unknown field does.
+pub(super) fn unknown_field(field: &str, kind_fields: &[&str]) -> DomainError {
+    let mut accepted: Vec<String> = kind_fields.iter().map(|f| format!("`{f}`")).collect();
+    accepted.extend(shared_fields().into_iter().map(|f| format!("`{f}`")));
+    DomainError::invalid(format!(
+        "{BODY_ERROR}{field}: unknown field `{field}`, expected one of {}",
+        accepted.join(", ")
+    ))
+}
 
-impl SourceSpec {
-    /// The one source type `payload` names, or why it names none or several.
-    pub fn from_payload(payload: &CreateSourcePayload) -> Result<Self, DomainError> {
-        let given: Vec<SourceSpec> = [
-            payload.s3.clone().map(SourceSpec::S3),
-            payload.github.clone().map(SourceSpec::Github),
-            payload.web_scrape.clone().map(SourceSpec::WebScrape),
-            payload.filesystem.clone().map(SourceSpec::Filesystem),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let mut given = given.into_iter();
-        match (given.next(), given.next()) {
-            (Some(spec), None) => Ok(spec),
-            (None, _) => Err(DomainError::invalid(format!(
-                "a source needs exactly one of {KINDS}"
-            ))),
-            (Some(_), Some(_)) => Err(DomainError::invalid(format!(
-                "a source takes exactly one of {KINDS}, not several"
-            ))),
-        }
+/// The create payload's fields every kind shares, read off its schema so
+/// the list cannot drift from the struct.
+fn shared_fields() -> Vec<String> {
+    match CreateSourcePayload::schema() {
+        RefOr::T(Schema::Object(object)) => object.properties.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// "`a`, `b` or `c`".
+pub(super) fn one_of(fields: &[&str]) -> String {
+    let quoted: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_of_reads_as_a_sentence() {
+        assert_eq!(one_of(&["s3"]), "`s3`");
+        assert_eq!(one_of(&["s3", "github"]), "`s3` or `github`");
+        assert_eq!(one_of(&["a", "b", "c"]), "`a`, `b` or `c`");
     }
 
-    pub fn source_type(&self) -> SourceType {
-        match self {
-            SourceSpec::S3(_) => SourceType::S3,
-            SourceSpec::Github(_) => SourceType::Github,
-            SourceSpec::WebScrape(_) => SourceType::WebScrape,
-            SourceSpec::Filesystem(_) => SourceType::Filesystem,
-        }
-    }
-
-    /// Puts this spec into the source's wire form (`GET /sources/{id}`).
-    pub fn write_into(self, source: &mut Source) {
-        match self {
-            SourceSpec::S3(config) => source.s3 = Some(config),
-            SourceSpec::Github(config) => source.github = Some(config),
-            SourceSpec::WebScrape(config) => source.web_scrape = Some(config),
-            SourceSpec::Filesystem(config) => source.filesystem = Some(config),
-        }
+    #[test]
+    fn the_shared_fields_come_from_the_payload_s_schema() {
+        let shared = shared_fields();
+        assert!(shared.contains(&"database_name".to_string()), "{shared:?}");
+        assert!(shared.contains(&"webhook".to_string()), "{shared:?}");
+        assert!(!shared.contains(&"kind".to_string()), "{shared:?}");
     }
 }

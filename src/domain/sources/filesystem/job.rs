@@ -10,10 +10,11 @@ use futures::StreamExt;
 
 use super::read::read_document;
 use super::root::{Resolved, Root};
+use super::settings::FilesystemSourceConfig;
 use super::walk::{Walk, walk, walk_under};
 use super::{PathFilter, open_root, path_filter};
 use crate::config::FilesystemSettings;
-use crate::model::{FilesystemSourceConfig, SourceType, Trigger};
+use crate::model::{SourceType, Trigger};
 use crate::pipeline::{
     DEFAULT_MAX_REMOVAL_FRACTION, DocumentContext, Fetched, JobError, JobRun, RemovalPolicy,
     SourceError,

@@ -11,6 +11,7 @@
 mod job;
 pub mod read;
 pub mod root;
+pub mod settings;
 pub mod walk;
 pub mod watch;
 mod watching;
@@ -31,14 +32,16 @@ fn open_root(
 }
 use super::globs::PathFilter;
 use super::{
-    InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key, collection_of,
+    InvocationField, Planned, Reconcile, SourceKind, WholeSource, collection_concurrency_key,
+    collection_of,
 };
 use crate::config::{Config, FilesystemSettings};
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{AutoSync, CreateJobPayload, FilesystemSourceConfig, JobKind, SourceType};
+use crate::model::{AutoSync, CreateJobPayload, JobKind, SourceType};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
+pub use settings::FilesystemSourceConfig;
 
 pub struct FilesystemSource {
     settings: Arc<FilesystemSettings>,
@@ -49,24 +52,6 @@ impl FilesystemSource {
         FilesystemSource {
             settings: Arc::new(config.filesystem.clone()),
         }
-    }
-
-    /// Watches the root of every `auto_sync: "direct"` filesystem source.
-    pub fn start_auto_sync(
-        &self,
-        queue: &Arc<dyn Queue>,
-        wake: &Arc<Notify>,
-        shutdown: &CancellationToken,
-    ) {
-        if self.settings.allowed_roots.is_empty() {
-            return; // the source type is off: no source can name a root
-        }
-        tokio::spawn(watching::watch_loop(
-            Arc::clone(&self.settings),
-            Arc::clone(queue),
-            Arc::clone(wake),
-            shutdown.clone(),
-        ));
     }
 }
 
@@ -91,6 +76,30 @@ impl SourceKind for FilesystemSource {
         InvocationField::optional("target_collection_name"),
     ];
     const CALLED: &'static str = "filesystem";
+
+    fn build(config: &Config) -> Result<Self, String> {
+        Ok(FilesystemSource::new(config))
+    }
+
+    /// Watches the root of every `auto_sync: "direct"` filesystem source
+    /// (each watch reconciles its root when it starts, by itself).
+    fn start_auto_sync(
+        &self,
+        queue: &Arc<dyn Queue>,
+        wake: &Arc<Notify>,
+        shutdown: &CancellationToken,
+        _reconcile: Arc<dyn Reconcile>,
+    ) {
+        if self.settings.allowed_roots.is_empty() {
+            return; // the source type is off: no source can name a root
+        }
+        tokio::spawn(watching::watch_loop(
+            Arc::clone(&self.settings),
+            Arc::clone(queue),
+            Arc::clone(wake),
+            shutdown.clone(),
+        ));
+    }
 
     fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
         [("auto_sync".to_string(), serde_json::json!(AutoSync::None))]

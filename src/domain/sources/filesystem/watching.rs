@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::root::{Resolved, Root};
+use super::settings::FilesystemSourceConfig;
 use super::watch::{Batch, Mechanism, Watcher};
 use super::{PathFilter, path_filter, plan_path};
 use crate::config::{FilesystemSettings, WatchMode};
-use crate::model::{AutoSync, CreateJobPayload, FilesystemSourceConfig, SourceType, Trigger};
+use crate::model::{AutoSync, CreateJobPayload, SourceType, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
 
 /// How often the set of watched sources is re-read.
@@ -79,7 +80,7 @@ async fn watched_sources(
     Ok(sources
         .into_iter()
         .filter_map(|record| {
-            let config = record.payload.filesystem.clone()?;
+            let config = super::super::settings_of::<super::FilesystemSource>(&record.payload)?;
             (config.auto_sync == Some(AutoSync::Direct)).then_some((record, config))
         })
         .collect())

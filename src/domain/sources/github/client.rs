@@ -39,9 +39,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{Document, Fetched, SourceError};
 
+use super::settings::GithubSourceConfig;
 use crate::config::{GitHubSettings, Secret};
 pub use crate::domain::sources::globs::{DEFAULT_EXCLUDE_GLOBS, PathFilter};
-use crate::model::{GitRefIdentifier, GithubSourceConfig};
+use crate::model::GitRefIdentifier;
 
 /// Consecutive 5xx/transport failures of one request before giving up (to the queue's retry).
 const MAX_SERVER_ERRORS: u32 = 3;

@@ -24,7 +24,8 @@ use super::GithubSource;
 use super::client::{
     DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason_for,
 };
-use crate::model::{GitRefIdentifier, GithubSourceConfig, JobStatus, SourceType};
+use super::settings::GithubSourceConfig;
+use crate::model::{GitRefIdentifier, JobStatus, SourceType};
 use crate::pipeline::{
     DEFAULT_MAX_REMOVAL_FRACTION, DocumentContext, Fetched, JobError, JobRun, RemovalPolicy,
     Services, SourceError,

@@ -3,6 +3,7 @@
 
 pub mod client;
 mod job;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +14,12 @@ use self::client::{GitHubClients, path_filter, split_repository};
 use super::{
     InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key, collection_of,
 };
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{
-    CreateJobPayload, GitRefIdentifier, GithubSourceConfig, JobKind, SourceSchedule, SourceType,
-};
+use crate::model::{CreateJobPayload, GitRefIdentifier, JobKind, SourceSchedule, SourceType};
 use crate::pipeline::{JobError, JobRun, SourceError};
 use crate::queue::SourceRecord;
+pub use settings::GithubSourceConfig;
 
 /// How long planning an invocation may wait for GitHub to name the default branch.
 const DEFAULT_BRANCH_LOOKUP: Duration = Duration::from_secs(20);
@@ -53,6 +53,14 @@ impl SourceKind for GithubSource {
         InvocationField::optional("ref_identifier").recorded_as("git_ref_identifier"),
     ];
     const CALLED: &'static str = "GitHub";
+
+    fn build(config: &Config) -> Result<Self, String> {
+        GithubSource::new(config)
+    }
+
+    fn secret_values(&self) -> Vec<Secret> {
+        self.clients.secret_values()
+    }
 
     fn validate(&self, github: &GithubSourceConfig) -> Result<(), DomainError> {
         if split_repository(&github.repository).is_none() {

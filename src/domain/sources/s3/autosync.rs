@@ -47,7 +47,8 @@ use uuid::Uuid;
 use super::Reconcile;
 use super::client::S3Clients;
 use super::meta_json::is_meta_json;
-use crate::model::{AutoSync, CreateJobPayload, S3SourceConfig, Trigger};
+use super::settings::S3SourceConfig;
+use crate::model::{AutoSync, CreateJobPayload, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
 
 /// How often the set of auto-synced sources is re-read.
@@ -174,6 +175,9 @@ pub async fn autosync_loop(
                     keep
                 });
                 for record in sources {
+                    let Some(config) = super::settings(&record) else {
+                        continue;
+                    };
                     consumers.entry(record.id).or_insert_with(|| {
                         let stop = shutdown.child_token();
                         tokio::spawn(reconciled(
@@ -186,6 +190,7 @@ pub async fn autosync_loop(
                             s3: Arc::clone(&s3),
                             wake: Arc::clone(&wake),
                             record,
+                            config,
                             live: live_sources.subscribe(),
                         };
                         (stop.clone(), tokio::spawn(consumer.run(stop)))
@@ -232,7 +237,7 @@ async fn reconciled(reconcile: Arc<dyn Reconcile>, record: SourceRecord, stop: C
 async fn autosynced_sources(queue: &dyn Queue) -> Result<Vec<SourceRecord>, QueueError> {
     let mut sources = crate::queue::all_sources(queue, Some(crate::model::SourceType::S3)).await?;
     sources.retain(|r| {
-        r.payload.s3.as_ref().is_some_and(|s3| {
+        super::settings(r).is_some_and(|s3| {
             matches!(s3.auto_sync, Some(AutoSync::Direct | AutoSync::Metadata))
                 && s3.sqs_queue_url.is_some()
         })
@@ -245,6 +250,8 @@ struct Consumer {
     s3: Arc<S3Clients>,
     wake: Arc<Notify>,
     record: SourceRecord,
+    /// `record`'s settings.
+    config: S3SourceConfig,
     /// Every auto-synced source, refreshed by [`autosync_loop`].
     live: watch::Receiver<Arc<Vec<SourceRecord>>>,
 }
@@ -292,7 +299,7 @@ pub fn verdict(events: &[ObjectEvent], sources: &[&S3SourceConfig]) -> Verdict {
 
 impl Consumer {
     fn config(&self) -> (&S3SourceConfig, &str) {
-        let s3 = self.record.payload.s3.as_ref().expect("an S3 source");
+        let s3 = &self.config;
         (s3, s3.sqs_queue_url.as_deref().expect("a queue URL"))
     }
 
@@ -383,14 +390,14 @@ impl Consumer {
                     .iter()
                     .filter(|r| {
                         r.id != self.record.id
-                            && queue_of(r).and_then(queue_identity) == queue_identity(queue_url)
+                            && queue_of(r).as_deref().and_then(queue_identity)
+                                == queue_identity(queue_url)
                     })
                     .collect();
                 sharing.insert(0, &self.record);
-                let configs: Vec<&S3SourceConfig> = sharing
-                    .iter()
-                    .filter_map(|r| r.payload.s3.as_ref())
-                    .collect();
+                let parsed: Vec<S3SourceConfig> =
+                    sharing.iter().filter_map(|r| super::settings(r)).collect();
+                let configs: Vec<&S3SourceConfig> = parsed.iter().collect();
                 let Some(handle) = message.receipt_handle() else {
                     continue;
                 };
@@ -421,13 +428,13 @@ impl Consumer {
     /// Whether no source in `live` on this queue covers any of `events`.
     fn nobody_wants(&self, events: &[ObjectEvent], live: &[SourceRecord], queue_url: &str) -> bool {
         let here = queue_identity(queue_url);
-        let configs: Vec<&S3SourceConfig> =
-            std::iter::once(&self.record)
-                .chain(live.iter().filter(|r| {
-                    r.id != self.record.id && queue_of(r).and_then(queue_identity) == here
-                }))
-                .filter_map(|r| r.payload.s3.as_ref())
-                .collect();
+        let parsed: Vec<S3SourceConfig> = std::iter::once(&self.record)
+            .chain(live.iter().filter(|r| {
+                r.id != self.record.id && queue_of(r).as_deref().and_then(queue_identity) == here
+            }))
+            .filter_map(super::settings)
+            .collect();
+        let configs: Vec<&S3SourceConfig> = parsed.iter().collect();
         verdict(events, &configs) == Verdict::Discard
     }
 
@@ -441,10 +448,10 @@ impl Consumer {
                 object_key: Some(event.key.clone()),
                 ..CreateJobPayload::default()
             };
-            let Some(s3) = record.payload.s3.as_ref() else {
+            let Some(s3) = super::settings(record) else {
                 continue;
             };
-            let job = match super::plan_object(record, s3, &payload) {
+            let job = match super::plan_object(record, &s3, &payload) {
                 Ok(planned) => planned.into_job(record, payload, Trigger::AutoSync),
                 Err(error) => {
                     tracing::warn!(key = %event.key, %error, "ignoring an S3 event");
@@ -482,12 +489,8 @@ fn queue_identity(url: &str) -> Option<String> {
     ))
 }
 
-fn queue_of(record: &SourceRecord) -> Option<&str> {
-    record
-        .payload
-        .s3
-        .as_ref()
-        .and_then(|s3| s3.sqs_queue_url.as_deref())
+fn queue_of(record: &SourceRecord) -> Option<String> {
+    super::settings(record).and_then(|s3| s3.sqs_queue_url)
 }
 
 #[cfg(test)]

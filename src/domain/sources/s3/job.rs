@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use super::S3Source;
 use super::client::{Opened, S3Object};
+use super::settings::S3SourceConfig;
 use super::synced::MetaJsonMemory;
-use crate::model::{S3SourceConfig, SourceType, Trigger};
+use crate::model::{SourceType, Trigger};
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
 
 pub(super) async fn run(

@@ -44,8 +44,9 @@ use serde_json::{Map, Value};
 
 use super::S3Source;
 use super::client::{Opened, S3Object, read_small};
+use super::settings::S3SourceConfig;
 use super::synced::{MetaJsonDocument, MetaJsonMemory};
-use crate::model::{CreateJobPayload, JobStatus, S3SourceConfig, SourceType, Trigger};
+use crate::model::{CreateJobPayload, JobStatus, SourceType, Trigger};
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
 
 /// What marks a metadata file.

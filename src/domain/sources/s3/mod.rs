@@ -9,6 +9,7 @@ pub mod autosync;
 pub mod client;
 mod job;
 pub mod meta_json;
+pub mod settings;
 pub mod synced;
 
 use std::sync::Arc;
@@ -18,16 +19,15 @@ use tokio_util::sync::CancellationToken;
 
 use self::client::{S3Clients, list_objects};
 use super::{InvocationField, Planned, Reconcile, SourceKind, WholeSource};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{
-    AutoSync, CreateJobPayload, JobKind, S3JobMetadata, S3SourceConfig, SourceType,
-};
+use crate::model::{AutoSync, CreateJobPayload, JobKind, S3JobMetadata, SourceType};
 use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
 use crate::sink::records::validate_user_metadata;
+pub use settings::S3SourceConfig;
 
 /// S3's own limit on key length.
 const MAX_OBJECT_KEY_BYTES: usize = 1024;
@@ -51,23 +51,11 @@ impl S3Source {
             stream_segment_bytes: config.s3.stream_segment_bytes,
         }
     }
+}
 
-    /// Consumes the SQS queues of every `auto_sync: "direct"` or `"metadata"` S3 source.
-    pub fn start_auto_sync(
-        &self,
-        queue: &Arc<dyn Queue>,
-        wake: &Arc<Notify>,
-        shutdown: &CancellationToken,
-        reconcile: Arc<dyn Reconcile>,
-    ) {
-        tokio::spawn(autosync::autosync_loop(
-            Arc::clone(queue),
-            Arc::clone(&self.clients),
-            Arc::clone(wake),
-            shutdown.clone(),
-            reconcile,
-        ));
-    }
+/// The S3 settings of a stored source, if it is an S3 source.
+pub(crate) fn settings(record: &SourceRecord) -> Option<S3SourceConfig> {
+    super::settings_of::<S3Source>(&record.payload)
 }
 
 impl SourceKind for S3Source {
@@ -85,6 +73,32 @@ impl SourceKind for S3Source {
         InvocationField::optional("target_collection_name"),
     ];
     const CALLED: &'static str = "S3";
+    const META_JSON_FILES: bool = true;
+
+    fn build(config: &Config) -> Result<Self, String> {
+        Ok(S3Source::new(config))
+    }
+
+    fn secret_values(&self) -> Vec<Secret> {
+        self.clients.secret_values()
+    }
+
+    /// Consumes the SQS queues of every `auto_sync: "direct"` or `"metadata"` S3 source.
+    fn start_auto_sync(
+        &self,
+        queue: &Arc<dyn Queue>,
+        wake: &Arc<Notify>,
+        shutdown: &CancellationToken,
+        reconcile: Arc<dyn Reconcile>,
+    ) {
+        tokio::spawn(autosync::autosync_loop(
+            Arc::clone(queue),
+            Arc::clone(&self.clients),
+            Arc::clone(wake),
+            shutdown.clone(),
+            reconcile,
+        ));
+    }
 
     fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {
         // What `effective` fills in.

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use super::WebSource;
 use super::crawl::{Crawl, HTTP_ETAG, HTTP_LAST_MODIFIED, KnownPage};
 use super::links::LinkMemory;
-use crate::model::{SourceType, WebScrapeSourceConfig};
+use super::settings::WebScrapeSourceConfig;
+use crate::model::SourceType;
 use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun};
 use crate::sink::records::Stored;
 

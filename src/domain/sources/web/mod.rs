@@ -4,6 +4,7 @@
 pub mod crawl;
 mod job;
 pub mod links;
+pub mod settings;
 
 use self::crawl::PathRules;
 use super::{
@@ -11,9 +12,10 @@ use super::{
 };
 use crate::config::{Config, WebSettings};
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{CreateJobPayload, JobKind, SourceType, WebScrapeSourceConfig};
+use crate::model::{CreateJobPayload, JobKind, SourceType};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::SourceRecord;
+pub use settings::WebScrapeSourceConfig;
 
 /// Deepest crawl and most pages one source may ask for.
 const MAX_CRAWL_DEPTH: u32 = 100;
@@ -42,6 +44,10 @@ impl SourceKind for WebSource {
     const INVOCATION_FIELDS: &'static [InvocationField] =
         &[InvocationField::required("target_collection_name")];
     const CALLED: &'static str = "web";
+
+    fn build(config: &Config) -> Result<Self, String> {
+        Ok(WebSource::new(config))
+    }
 
     /// The crawl's bounds come from `[web]` when a source gives none.
     fn defaults(&self) -> serde_json::Map<String, serde_json::Value> {

@@ -1,0 +1,256 @@
+//! The `registry!` macro: from one line per kind it writes everything that
+//! tells kinds apart — the [`SourceSpec`](super::SourceSpec) enum (a
+//! payload's kind field parsed into the kind's own settings type), the
+//! [`Sources`](super::Sources) registry holding one of each kind, and the
+//! one `match` per operation that hands a spec to its kind.
+//!
+//! Why a macro rather than `dyn` trait objects: each kind's settings are a
+//! different type, so a trait object would take them as the enum anyway and
+//! re-check the variant in every method. Generated matches give each kind
+//! its own typed config, keep futures `Send` without boxing, and make a new
+//! kind one line in `sources/mod.rs`'s `registry!` call.
+
+/// `registry! { Variant => field: path::KindType, … }`: see the module doc.
+/// The order of the lines is the order `GET /api/v1/source-types` lists the
+/// kinds in.
+macro_rules! registry {
+    ($($variant:ident => $field:ident : $kind:ty),+ $(,)?) => {
+        /// A source's kind and its kind-specific settings: the payload's
+        /// kind field, parsed once at the edge ([`SourceSpec::from_payload`]).
+        /// Everything past this point matches on the enum.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum SourceSpec {
+            $($variant(<$kind as SourceKind>::Config),)+
+        }
+
+        impl SourceSpec {
+            /// The one kind `payload` names, with its settings parsed, or
+            /// why it names none or several, or an unknown field.
+            pub fn from_payload(payload: &CreateSourcePayload) -> Result<Self, DomainError> {
+                let mut given = Vec::new();
+                for (field, value) in &payload.kind.0 {
+                    $(
+                        if field == <$kind as SourceKind>::SOURCE_TYPE.as_str() {
+                            given.push(SourceSpec::$variant(spec::settings_of(field, value)?));
+                            continue;
+                        }
+                    )+
+                    return Err(spec::unknown_field(field, &Self::kind_fields()));
+                }
+                let mut given = given.into_iter();
+                match (given.next(), given.next()) {
+                    (Some(spec), None) => Ok(spec),
+                    (None, _) => Err(DomainError::invalid(format!(
+                        "a source needs exactly one of {}",
+                        spec::one_of(&Self::kind_fields())
+                    ))),
+                    (Some(_), Some(_)) => Err(DomainError::invalid(format!(
+                        "a source takes exactly one of {}, not several",
+                        spec::one_of(&Self::kind_fields())
+                    ))),
+                }
+            }
+
+            /// The payload's fields that name a kind, in the order the
+            /// wire's `source_type` lists them (messages name them so).
+            pub fn kind_fields() -> Vec<&'static str> {
+                let mut kinds = vec![$(<$kind as SourceKind>::SOURCE_TYPE),+];
+                kinds.sort_by_key(|kind| SourceType::SOURCES.iter().position(|k| k == kind));
+                kinds.into_iter().map(SourceType::as_str).collect()
+            }
+
+            pub fn source_type(&self) -> SourceType {
+                match self {
+                    $(SourceSpec::$variant(_) => <$kind as SourceKind>::SOURCE_TYPE,)+
+                }
+            }
+
+            /// Puts this spec into the source's wire form (`GET /sources/{id}`).
+            pub fn write_into(self, source: &mut Source) {
+                let field = self.source_type().as_str().to_string();
+                let value = match self {
+                    $(SourceSpec::$variant(config) => serde_json::to_value(config),)+
+                };
+                // A settings type serializes to JSON (plain data); were it
+                // ever not to, the field would be left out, not a panic.
+                if let Ok(value) = value {
+                    source.kind = KindSettings([(field, value)].into_iter().collect());
+                }
+            }
+
+            /// `self` with every optional setting at its effective value.
+            pub fn effective(self) -> SourceSpec {
+                match self {
+                    $(SourceSpec::$variant(config) => {
+                        SourceSpec::$variant(<$kind as SourceKind>::effective(config))
+                    })+
+                }
+            }
+        }
+
+        /// The registry: one of each source kind, with its clients and
+        /// settings. Built once per process and shared (`Arc`) by the API,
+        /// the workers, the scheduler and auto-sync.
+        pub struct Sources {
+            $(pub $field: $kind,)+
+            /// Not a kind: the outbound rules every source's `webhook` passes.
+            pub webhooks: $crate::domain::webhook::WebhookRules,
+            /// Not a kind: where files sent to `POST /api/v1/add-file` wait.
+            pub uploads: $crate::domain::upload::UploadStore,
+        }
+
+        impl Sources {
+            pub fn new(config: &Config) -> Result<Self, String> {
+                Ok(Sources {
+                    $($field: <$kind as SourceKind>::build(config)?,)+
+                    webhooks: $crate::domain::webhook::WebhookRules::new(&config.webhooks)?,
+                    uploads: $crate::domain::upload::UploadStore::new(config),
+                })
+            }
+
+            /// Every kind, as it describes itself.
+            pub fn kinds(&self) -> Vec<KindDescription> {
+                vec![$(describe(&self.$field),)+]
+            }
+
+            /// The wire settings type of every kind, by the payload field
+            /// naming it, with the schemas it refers to: the OpenAPI
+            /// document's `CreateSourcePayload` and `Source` properties.
+            pub fn settings_schemas() -> Vec<SettingsSchema> {
+                vec![$(settings_schema::<$kind>(),)+]
+            }
+
+            /// Every secret the sources' clients hold, for scrubbing.
+            pub fn secret_values(&self) -> Vec<Secret> {
+                let mut secrets = Vec::new();
+                $(secrets.extend(<$kind as SourceKind>::secret_values(&self.$field));)+
+                secrets.extend(self.webhooks.secret().cloned());
+                secrets
+            }
+
+            pub fn validate(&self, spec: &SourceSpec) -> Result<(), DomainError> {
+                match spec {
+                    $(SourceSpec::$variant(config) => {
+                        <$kind as SourceKind>::validate(&self.$field, config)
+                    })+
+                }
+            }
+
+            pub async fn authorize(
+                &self,
+                database: &str,
+                spec: &SourceSpec,
+            ) -> Result<(), DomainError> {
+                match spec {
+                    $(SourceSpec::$variant(config) => {
+                        <$kind as SourceKind>::authorize(&self.$field, database, config).await
+                    })+
+                }
+            }
+
+            pub fn check_schedule(
+                &self,
+                spec: &SourceSpec,
+                schedule: &SourceSchedule,
+            ) -> Result<(), DomainError> {
+                match spec {
+                    $(SourceSpec::$variant(config) => {
+                        <$kind as SourceKind>::check_schedule(&self.$field, config, schedule)
+                    })+
+                }
+            }
+
+            pub async fn prepare(
+                &self,
+                record: &SourceRecord,
+                spec: &SourceSpec,
+                payload: &mut CreateJobPayload,
+            ) -> Result<(), DomainError> {
+                match spec {
+                    $(SourceSpec::$variant(config) => {
+                        <$kind as SourceKind>::prepare(&self.$field, record, config, payload).await
+                    })+
+                }
+            }
+
+            /// The invocation fields `spec`'s kind declares.
+            fn declared_fields(&self, spec: &SourceSpec) -> &'static [InvocationField] {
+                match spec {
+                    $(SourceSpec::$variant(_) => <$kind as SourceKind>::INVOCATION_FIELDS,)+
+                }
+            }
+
+            pub fn plan(
+                &self,
+                record: &SourceRecord,
+                spec: &SourceSpec,
+                payload: &CreateJobPayload,
+            ) -> Result<Planned, DomainError> {
+                match spec {
+                    $(SourceSpec::$variant(config) => {
+                        <$kind as SourceKind>::plan(&self.$field, record, config, payload)
+                    })+
+                }
+            }
+
+            pub async fn whole_source(
+                &self,
+                record: &SourceRecord,
+                spec: &SourceSpec,
+                target: RunTarget,
+            ) -> Result<WholeSource, DomainError> {
+                match spec {
+                    $(SourceSpec::$variant(config) => {
+                        if target.meta_json && !<$kind as SourceKind>::META_JSON_FILES {
+                            return Err(DomainError::invalid(
+                                "--meta-json applies to S3 sources only (their `.meta.json` files)",
+                            ));
+                        }
+                        <$kind as SourceKind>::whole_source(&self.$field, record, config, target)
+                            .await
+                    })+
+                }
+            }
+
+            pub fn one_job_per_document(&self, spec: &SourceSpec) -> bool {
+                match spec {
+                    $(SourceSpec::$variant(_) => {
+                        <$kind as SourceKind>::one_job_per_document(&self.$field)
+                    })+
+                }
+            }
+
+            pub async fn run_job(
+                &self,
+                job: &JobRun<'_>,
+                spec: &SourceSpec,
+            ) -> Result<(), JobError> {
+                match spec {
+                    $(SourceSpec::$variant(config) => {
+                        <$kind as SourceKind>::run_job(&self.$field, job, config).await
+                    })+
+                }
+            }
+
+            /// Starts the triggers that enqueue on their own (S3 event
+            /// notifications, directory watches): each kind's, if it has any.
+            pub fn start_auto_sync(
+                &self,
+                queue: &Arc<dyn Queue>,
+                wake: &Arc<Notify>,
+                shutdown: &CancellationToken,
+                reconcile: Arc<dyn Reconcile>,
+            ) {
+                $(<$kind as SourceKind>::start_auto_sync(
+                    &self.$field,
+                    queue,
+                    wake,
+                    shutdown,
+                    Arc::clone(&reconcile),
+                );)+
+            }
+        }
+    };
+}
+
+pub(super) use registry;
