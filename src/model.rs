@@ -100,9 +100,159 @@ pub struct CreateSourcePayload {
 /// A source's kind and its settings as the wire carries them: the one
 /// field named for the kind (`"s3": {…}`), untyped. Only the registry
 /// (`domain::sources`) reads or writes it, with the kind's settings type.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KindSettings(pub serde_json::Map<String, serde_json::Value>);
+///
+/// Values are [`OrderedJson`] rather than `serde_json::Value`, whose
+/// objects sort their keys: the registry writes a kind's settings from its
+/// typed struct, so `GET /sources` keeps the fields in the struct's order,
+/// byte for byte as when the field was typed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KindSettings(pub Vec<(String, OrderedJson)>);
+
+impl KindSettings {
+    /// One kind's field holding `settings`.
+    pub fn of(field: &str, settings: &impl Serialize) -> serde_json::Result<Self> {
+        let value = serde_json::from_str(&serde_json::to_string(settings)?)?;
+        Ok(KindSettings(vec![(field.to_string(), value)]))
+    }
+
+    /// The value of the field named `field`, if present.
+    pub fn get(&self, field: &str) -> Option<&OrderedJson> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == field)
+            .map(|(_, value)| value)
+    }
+}
+
+impl Serialize for KindSettings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_entries(&self.0, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for KindSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match OrderedJson::deserialize(deserializer)? {
+            OrderedJson::Object(fields) => Ok(KindSettings(fields)),
+            _ => Err(serde::de::Error::custom("expected an object")),
+        }
+    }
+}
+
+/// JSON that keeps an object's keys in the order they were written (a
+/// `serde_json::Value` sorts them): what [`KindSettings`] carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderedJson {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<OrderedJson>),
+    Object(Vec<(String, OrderedJson)>),
+}
+
+impl OrderedJson {
+    /// The same JSON as a `serde_json::Value` (keys sorted), to read it
+    /// into a typed struct.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn serialize_entries<S: serde::Serializer>(
+    entries: &[(String, OrderedJson)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(entries.len()))?;
+    for (key, value) in entries {
+        map.serialize_entry(key, value)?;
+    }
+    map.end()
+}
+
+impl Serialize for OrderedJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OrderedJson::Null => serializer.serialize_unit(),
+            OrderedJson::Bool(value) => serializer.serialize_bool(*value),
+            OrderedJson::Number(value) => value.serialize(serializer),
+            OrderedJson::String(value) => serializer.serialize_str(value),
+            OrderedJson::Array(items) => serializer.collect_seq(items),
+            OrderedJson::Object(entries) => serialize_entries(entries, serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(OrderedJsonVisitor)
+    }
+}
+
+struct OrderedJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OrderedJsonVisitor {
+    type Value = OrderedJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<OrderedJson, E> {
+        Ok(OrderedJson::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<OrderedJson, E> {
+        Ok(OrderedJson::Number(value.into()))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<OrderedJson, E> {
+        Ok(OrderedJson::Number(value.into()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<OrderedJson, E> {
+        serde_json::Number::from_f64(value)
+            .map(OrderedJson::Number)
+            .ok_or_else(|| E::custom("a number JSON cannot hold"))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<OrderedJson, E> {
+        Ok(OrderedJson::String(value.to_string()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<OrderedJson, E> {
+        Ok(OrderedJson::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<OrderedJson, E> {
+        Ok(OrderedJson::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<OrderedJson, E> {
+        Ok(OrderedJson::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, inner: D) -> Result<OrderedJson, D::Error> {
+        OrderedJson::deserialize(inner)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OrderedJson, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(OrderedJson::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OrderedJson, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<String, OrderedJson>()? {
+            entries.push(entry);
+        }
+        Ok(OrderedJson::Object(entries))
+    }
+}
 
 /// A source's own OCR settings (issue 32).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -891,6 +1041,38 @@ pub struct HealthResponse {
 
 #[cfg(test)]
 mod tests {
+
+    /// The kind field is carried untyped, yet a source's settings leave in
+    /// the order their type declares them, and a payload reads back equal.
+    #[test]
+    fn a_kinds_settings_keep_their_order_and_read_back_equal() {
+        #[derive(Serialize)]
+        struct Settings {
+            root: &'static str,
+            collection_name: &'static str,
+        }
+        let settings = Settings {
+            root: "/srv",
+            collection_name: "docs",
+        };
+        let kind = KindSettings::of("filesystem", &settings).unwrap();
+        assert_eq!(
+            serde_json::to_string(&kind).unwrap(),
+            r#"{"filesystem":{"root":"/srv","collection_name":"docs"}}"#
+        );
+        let body = r#"{"filesystem":{"root":"/srv","collection_name":"docs"},"database_name":"db","zz":1}"#;
+        let payload: CreateSourcePayload = serde_json::from_str(body).unwrap();
+        assert_eq!(payload.database_name, "db");
+        let fields: Vec<&str> = payload.kind.0.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["filesystem", "zz"],
+            "unknown fields are kept for the registry to refuse"
+        );
+        let again: CreateSourcePayload =
+            serde_json::from_str(&serde_json::to_string(&payload).unwrap()).unwrap();
+        assert_eq!(again, payload);
+    }
     use super::*;
 
     #[test]

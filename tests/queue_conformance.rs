@@ -293,11 +293,7 @@ fn s3_source(database: &str) -> CreateSourcePayload {
         sqs_queue_url: None,
     };
     CreateSourcePayload {
-        kind: KindSettings(
-            [("s3".to_string(), serde_json::to_value(s3).unwrap())]
-                .into_iter()
-                .collect(),
-        ),
+        kind: KindSettings::of("s3", &s3).unwrap(),
         database_name: database.into(),
         chunking: None,
         embedding: None,

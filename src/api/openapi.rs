@@ -1,6 +1,6 @@
 //! `/openapi.json`, generated from the handlers' and wire types' annotations.
 
-use utoipa::openapi::schema::{OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{Object, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -69,6 +69,12 @@ struct KindSettingsSchemas;
 impl Modify for KindSettingsSchemas {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        if let Some(RefOr::T(Schema::Object(payload))) =
+            components.schemas.get_mut("CreateSourcePayload")
+        {
+            // What a typed field per kind said: no other field is taken.
+            payload.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        }
         for kind in Sources::settings_schemas() {
             for (name, schema) in kind.schemas {
                 components.schemas.entry(name).or_insert(schema);
@@ -82,9 +88,13 @@ impl Modify for KindSettingsSchemas {
                 else {
                     continue;
                 };
+                let mut settings = Ref::from_schema_name(kind.name.clone());
+                if let Some(doc) = kind.field_doc.filter(|_| holder == "CreateSourcePayload") {
+                    settings.description = doc.to_string();
+                }
                 let optional = OneOfBuilder::new()
+                    .item(settings)
                     .item(Object::with_type(Type::Null))
-                    .item(Ref::from_schema_name(kind.name.clone()))
                     .build();
                 object
                     .properties

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::auth::Principal;
 use super::error::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
+use crate::domain::sources::spec::either;
 use crate::domain::{SourceSpec, authorize_source, effective, validate_source};
 use crate::model::{
     CreateSourcePayload, CreateSourceResponse, ErrorResponse, ScheduleSlots, Source, SourceType,
@@ -68,7 +69,7 @@ pub fn parse_source_type(value: Option<&str>) -> Result<Option<SourceType>, ApiE
             SourceType::parse(v).ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "source_type must be {}, not `{v}`",
-                    SourceSpec::kind_fields().join(", ")
+                    either(&SourceSpec::kind_fields())
                 ))
             })
         })

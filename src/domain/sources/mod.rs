@@ -33,7 +33,7 @@ use super::DomainError;
 use crate::config::{Config, Secret, sha256_hex};
 use crate::model::{
     CreateJobPayload, CreateSourcePayload, GitRefIdentifier, IndexJobMetadata, JobKind,
-    KindSettings, Source, SourceSchedule, SourceType, Trigger, canonical_json,
+    KindSettings, OrderedJson, Source, SourceSchedule, SourceType, Trigger, canonical_json,
 };
 use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
@@ -113,6 +113,10 @@ pub trait SourceKind: Send + Sync {
     /// What refusals call the kind: `"{field} is only allowed for {CALLED}
     /// sources"`.
     const CALLED: &'static str;
+    /// What the OpenAPI document says of the create payload's field for
+    /// the kind, if anything (a kind beyond Chroma Sync's says it is an
+    /// extension).
+    const FIELD_DOC: Option<&'static str> = None;
     /// Whether `run --meta-json` applies: the kind syncs what metadata
     /// files (`.meta.json`) name.
     const META_JSON_FILES: bool = false;
@@ -317,6 +321,8 @@ pub struct SettingsSchema {
     pub field: &'static str,
     /// The settings type's name in the OpenAPI document's schemas.
     pub name: String,
+    /// See [`SourceKind::FIELD_DOC`].
+    pub field_doc: Option<&'static str>,
     pub schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
     /// The named schemas it refers to.
     pub schemas: Vec<(
@@ -331,6 +337,7 @@ fn settings_schema<K: SourceKind>() -> SettingsSchema {
     SettingsSchema {
         field: K::SOURCE_TYPE.as_str(),
         name: <K::Config as utoipa::ToSchema>::name().into_owned(),
+        field_doc: K::FIELD_DOC,
         schema: <K::Config as utoipa::PartialSchema>::schema(),
         schemas,
     }
@@ -340,8 +347,8 @@ fn settings_schema<K: SourceKind>() -> SettingsSchema {
 /// (stored sources were checked when created, so `None` means another
 /// kind).
 pub fn settings_of<K: SourceKind>(payload: &CreateSourcePayload) -> Option<K::Config> {
-    let value = payload.kind.0.get(K::SOURCE_TYPE.as_str())?;
-    serde_json::from_value(value.clone()).ok()
+    let value = payload.kind.get(K::SOURCE_TYPE.as_str())?;
+    serde_json::from_value(value.to_value()).ok()
 }
 
 /// What a source type decides about one invocation; [`Planned::into_job`]
@@ -464,4 +471,58 @@ pub(crate) fn collection_concurrency_key(record: &SourceRecord, collection: &str
         record.id,
         record.payload.database_name
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(body: serde_json::Value) -> Result<SourceSpec, String> {
+        let payload: CreateSourcePayload = serde_json::from_value(body).unwrap();
+        SourceSpec::from_payload(&payload).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_kind_field_is_parsed_into_the_kinds_own_settings() {
+        let s3 = serde_json::json!({"bucket_name": "b", "region": "r",
+            "collection_name": "c", "aws_credential_id": 0});
+        let spec = parsed(serde_json::json!({"database_name": "db", "s3": s3.clone(),
+            "github": null}))
+        .unwrap();
+        assert_eq!(
+            spec.source_type(),
+            SourceType::S3,
+            "a null kind is a kind left out"
+        );
+
+        let none = parsed(serde_json::json!({"database_name": "db", "github": null}));
+        assert!(
+            none.unwrap_err()
+                .contains("needs exactly one of `github`, `web_scrape`, `s3` or `filesystem`")
+        );
+        let several = parsed(serde_json::json!({"database_name": "db", "s3": s3,
+            "web_scrape": {"starting_url": "https://example.com/"}}));
+        assert!(several.unwrap_err().contains("not several"));
+        let unknown = parsed(serde_json::json!({"database_name": "db", "sftp": {}}));
+        let unknown = unknown.unwrap_err();
+        assert!(
+            unknown.contains("unknown field `sftp`, expected one of `github`"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("`database_name`"), "{unknown}");
+        let wrong = parsed(serde_json::json!({"database_name": "db",
+            "filesystem": {"root": "/srv", "collection_name": 5}}));
+        let wrong = wrong.unwrap_err();
+        assert!(
+            wrong.contains("filesystem.collection_name: invalid type: integer `5`"),
+            "{wrong}"
+        );
+        let extra = parsed(serde_json::json!({"database_name": "db",
+            "filesystem": {"root": "/srv", "collection_name": "c", "depth": 1}}));
+        assert!(
+            extra
+                .unwrap_err()
+                .contains("filesystem.depth: unknown field `depth`")
+        );
+    }
 }

@@ -29,9 +29,14 @@ macro_rules! registry {
             pub fn from_payload(payload: &CreateSourcePayload) -> Result<Self, DomainError> {
                 let mut given = Vec::new();
                 for (field, value) in &payload.kind.0 {
+                    let field = field.as_str();
                     $(
                         if field == <$kind as SourceKind>::SOURCE_TYPE.as_str() {
-                            given.push(SourceSpec::$variant(spec::settings_of(field, value)?));
+                            // `null` is a kind left out, as it was when
+                            // each kind was an optional field.
+                            if *value != OrderedJson::Null {
+                                given.push(SourceSpec::$variant(spec::settings_of(field, value)?));
+                            }
                             continue;
                         }
                     )+
@@ -67,14 +72,14 @@ macro_rules! registry {
 
             /// Puts this spec into the source's wire form (`GET /sources/{id}`).
             pub fn write_into(self, source: &mut Source) {
-                let field = self.source_type().as_str().to_string();
-                let value = match self {
-                    $(SourceSpec::$variant(config) => serde_json::to_value(config),)+
+                let field = self.source_type().as_str();
+                let settings = match self {
+                    $(SourceSpec::$variant(config) => KindSettings::of(field, &config),)+
                 };
                 // A settings type serializes to JSON (plain data); were it
                 // ever not to, the field would be left out, not a panic.
-                if let Ok(value) = value {
-                    source.kind = KindSettings([(field, value)].into_iter().collect());
+                if let Ok(settings) = settings {
+                    source.kind = settings;
                 }
             }
 

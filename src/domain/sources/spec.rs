@@ -11,7 +11,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
 use crate::domain::DomainError;
-use crate::model::CreateSourcePayload;
+use crate::model::{CreateSourcePayload, OrderedJson};
 
 /// How a body that does not deserialize is refused (`api/error.rs` adds the
 /// first half to axum's message, the second is axum's): an error in the
@@ -24,9 +24,9 @@ const BODY_ERROR: &str =
 /// `invalid request body: s3.region: invalid type: …`.
 pub(super) fn settings_of<T: DeserializeOwned>(
     field: &str,
-    value: &serde_json::Value,
+    value: &OrderedJson,
 ) -> Result<T, DomainError> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+    serde_path_to_error::deserialize(value.to_value()).map_err(|error| {
         let path = error.path().to_string();
         let at = if path == "." {
             field.to_string()
@@ -60,9 +60,15 @@ fn shared_fields() -> Vec<String> {
 /// "`a`, `b` or `c`".
 pub(super) fn one_of(fields: &[&str]) -> String {
     let quoted: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
-    match quoted.split_last() {
+    either(&quoted)
+}
+
+/// "a, b or c".
+pub fn either(items: &[impl AsRef<str>]) -> String {
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    match items.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => quoted.join(""),
+        _ => items.join(""),
     }
 }
 

@@ -76,6 +76,7 @@ impl SourceKind for FilesystemSource {
         InvocationField::optional("target_collection_name"),
     ];
     const CALLED: &'static str = "filesystem";
+    const FIELD_DOC: Option<&'static str> = Some("Extension: a directory on the daemon's host.");
 
     fn build(config: &Config) -> Result<Self, String> {
         Ok(FilesystemSource::new(config))
