@@ -11,6 +11,10 @@ hashed from each text, so a gigabyte takes minutes, not hours, and what is
 measured is the daemon's own memory: its peak RSS (wait4) per run, and the
 ratio of each size's peak to the smallest size's.
 
+While a run goes, a progress line every BENCH_MEMORY_SAMPLE_SECONDS (60)
+gives its peak RSS so far and the chunks stored: a gigabyte takes hours
+where Chroma is the bottleneck, and a run stopped early still tells.
+
 Usage: bench/memory.py [SIZE_MB ...]   (default: 10 100)
 Needs a release build and the test venv (scripts/test-venv). The daemon
 limits glibc's malloc arenas to 2 unless MALLOC_ARENA_MAX is set: run with
@@ -95,6 +99,47 @@ for n in range({count}):
     subprocess.run([f"{e2e.VENV}/bin/python", "-c", script], check=True)
 
 
+def timed_with_samples(command, env, chroma_port, collection, labels):
+    """`e2e.timed`, printing a progress line every BENCH_MEMORY_SAMPLE_SECONDS
+    (default 60): the run's peak RSS so far (VmHWM) and the chunks its
+    collection holds. A gigabyte takes hours on a small machine (Chroma
+    takes the documents in at ~50 chunks/s on 2 vCPUs), so a run stopped
+    early still says how the peak grew with the documents processed."""
+    every = float(os.environ.get("BENCH_MEMORY_SAMPLE_SECONDS", "60"))
+    done = threading.Event()
+
+    def sample():
+        import chromadb  # the test venv's, as the servers
+        client = None
+        while not done.wait(every):
+            pids = subprocess.run(["pgrep", "-f", "--", f"--source .*{collection}"],
+                                  capture_output=True, text=True).stdout.split()
+            hwm = None
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        for line in f:
+                            if line.startswith("VmHWM:"):
+                                hwm = round(int(line.split()[1]) / 1024, 1)
+                except OSError:
+                    pass
+            try:
+                # The run creates the database: connect once it exists.
+                client = client or chromadb.HttpClient(
+                    host="127.0.0.1", port=chroma_port, database="bench")
+                stored = client.get_collection(collection).count()
+            except Exception:  # not created yet, or Chroma busy: skip this sample
+                stored = None
+            print(json.dumps({**labels, "progress": True, "chunks_stored": stored,
+                              "peak_rss_mb_so_far": hwm}), flush=True)
+
+    threading.Thread(target=sample, daemon=True).start()
+    try:
+        return e2e.timed(command, env)
+    finally:
+        done.set()
+
+
 def main(sizes):
     sources = os.environ.get("BENCH_MEMORY_SOURCES", "filesystem,s3").split(",")
     work = tempfile.mkdtemp(prefix="chroma-syncd-memory-")
@@ -143,8 +188,9 @@ max_input_tokens = 4000
                 source.update(database_name="bench", embedding_model={"model": MODEL})
                 run_env = {**env, **extra,
                            "CHROMA_SYNCD_STATE_DIR": os.path.join(work, f"state-{collection}")}
-                wall, rss, out = e2e.timed(
-                    [e2e.BINARY, "run", "--config", config, "--source", json.dumps(source)], run_env)
+                wall, rss, out = timed_with_samples(
+                    [e2e.BINARY, "run", "--config", config, "--source", json.dumps(source)], run_env,
+                    chroma_port, collection, {"source": kind, "corpus_mb": round(total / 2**20, 1)})
                 results["runs"].append({"source": kind, "corpus_mb": round(total / 2**20, 1),
                                         "files": len(files), "wall_seconds": round(wall, 1),
                                         "peak_rss_mb": rss, "summary": out.strip().splitlines()[0]})
