@@ -1040,21 +1040,22 @@ fn a_kinds_settings_type_is_named_only_in_its_folder() {
         let file = entry.path().join("settings.rs");
         if let Ok(text) = std::fs::read_to_string(&file) {
             for name in struct_name.captures_iter(&text) {
-                settings.push((entry.path(), name[1].to_string()));
+                let word = regex::Regex::new(&format!(r"\b{}\b", &name[1])).unwrap();
+                settings.push((entry.path(), name[1].to_string(), word));
             }
         }
     }
     assert!(
         settings.len() >= 4,
-        "every kind has its settings.rs: {settings:?}"
+        "every kind has its settings.rs: {:?}",
+        settings.iter().map(|(_, name, _)| name).collect::<Vec<_>>()
     );
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
     let mut offenders = Vec::new();
     for file in &files {
         let code = code_of(file);
-        for (folder, name) in &settings {
-            let word = regex::Regex::new(&format!(r"\b{name}\b")).unwrap();
+        for (folder, name, word) in &settings {
             if !file.starts_with(folder) && word.is_match(&code) {
                 offenders.push(format!("{}: {name}", file.display()));
             }

@@ -347,8 +347,8 @@ fn settings_schema<K: SourceKind>() -> SettingsSchema {
 /// (stored sources were checked when created, so `None` means another
 /// kind).
 pub fn settings_of<K: SourceKind>(payload: &CreateSourcePayload) -> Option<K::Config> {
-    let value = payload.kind.get(K::SOURCE_TYPE.as_str())?;
-    serde_json::from_value(value.to_value()).ok()
+    let field = K::SOURCE_TYPE.as_str();
+    spec::settings_of(field, payload.kind.get(field)?).ok()
 }
 
 /// What a source type decides about one invocation; [`Planned::into_job`]
