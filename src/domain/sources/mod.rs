@@ -300,8 +300,7 @@ pub struct KindDescription {
 
 /// What `kind` tells of itself, with its config type's schema.
 fn describe<K: SourceKind>(kind: &K) -> KindDescription {
-    let mut schemas = Vec::new();
-    <K::Config as utoipa::ToSchema>::schemas(&mut schemas);
+    let settings = settings_schema::<K>();
     KindDescription {
         source_type: K::SOURCE_TYPE,
         title: K::TITLE,
@@ -309,8 +308,8 @@ fn describe<K: SourceKind>(kind: &K) -> KindDescription {
         invocation_fields: K::INVOCATION_FIELDS,
         called: K::CALLED,
         defaults: kind.defaults(),
-        schema: <K::Config as utoipa::PartialSchema>::schema(),
-        schemas,
+        schema: settings.schema,
+        schemas: settings.schemas,
     }
 }
 
