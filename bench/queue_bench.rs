@@ -12,30 +12,36 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use chroma_syncd::domain::sources::s3::S3JobMetadata;
 use chroma_syncd::model::{
-    CreateJobPayload, IndexJobMetadata, JobKind, JobStats, S3JobMetadata, SourceType, Trigger,
+    CreateJobPayload, IndexJobMetadata, JobKind, JobStats, SourceType, Trigger,
 };
 use chroma_syncd::queue::{JobFilter, NewJob, Outcome, PostgresQueue, Queue, SqliteQueue};
 use common::*;
 
 const JOBS: usize = 4000;
+const S3: SourceType = SourceType::named("s3");
 
 fn new_job(source: uuid::Uuid, n: usize) -> NewJob {
     let key = format!("bench/{n}");
     NewJob {
         source_id: source,
-        source_type: SourceType::S3,
+        source_type: S3,
         payload: CreateJobPayload {
             object_key: Some(key.clone()),
             ..CreateJobPayload::default()
         },
         metadata: IndexJobMetadata {
-            kind: JobKind::S3(S3JobMetadata {
-                bucket_name: "bench".into(),
-                object_key: Some(key.clone()),
-                custom_id: None,
-                additional_metadata: None,
-            }),
+            kind: JobKind::of(
+                "s3",
+                &S3JobMetadata {
+                    bucket_name: "bench".into(),
+                    object_key: Some(key.clone()),
+                    custom_id: None,
+                    additional_metadata: None,
+                },
+            )
+            .unwrap(),
             database_name: "bench".into(),
             collection_name: "bench".into(),
         },

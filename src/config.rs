@@ -17,8 +17,12 @@ use sha2::{Digest, Sha256};
 use crate::net::AllowedOrigins;
 
 /// Everything the daemon can be told.
+/// Every key is checked: a section no module reads is refused, here
+/// (`deny_unknown_fields` of each section type) or, for a top-level name
+/// that is not a section of this struct, when the source kinds are built
+/// (`domain::sources::Sources::new`: it must be a kind's section).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     /// Address of the HTTP API. Env: `CHROMA_SYNCD_LISTEN`.
     pub listen: SocketAddr,
@@ -36,16 +40,37 @@ pub struct Config {
     pub embedding: EmbeddingSettings,
     pub queue: QueueSettings,
     pub api: ApiSettings,
-    pub s3: S3Settings,
-    pub github: GitHubSettings,
-    pub web: WebSettings,
-    pub filesystem: FilesystemSettings,
     pub extract: ExtractSettings,
     pub webhooks: WebhookSettings,
     pub uploads: UploadSettings,
     /// AWS credentials that S3 sources refer to by `aws_credential_id`.
     /// Id `0` is reserved for the standard AWS credential chain.
     pub aws_credentials: BTreeMap<String, AwsCredentialConfig>,
+    /// The source kinds' sections (`[s3]`, `[github]`, `[web]`,
+    /// `[filesystem]`, …) by name, untyped: each kind defines its section's
+    /// type in its folder ([`KindSection`]) and reads it when it is built
+    /// ([`Config::section`]), so this module names no kind.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, toml::Value>,
+}
+
+/// A source kind's section of the config (`[<kind>]`), defined in the
+/// kind's folder and read with [`Config::section`]: its keys (serde, with
+/// `deny_unknown_fields`), its environment overrides and its checks.
+pub trait KindSection: serde::de::DeserializeOwned + Default {
+    /// Applies the section's `CHROMA_SYNCD_<KIND>_*` overrides read
+    /// through `get`.
+    fn apply_env(
+        &mut self,
+        _get: &dyn Fn(&'static str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Checks values the types alone do not bound.
+    fn check(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,216 +377,6 @@ pub struct ApiToken {
 
 fn all_databases() -> Vec<String> {
     vec!["*".to_string()]
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Settings {
-    /// Objects larger than this are skipped with a recorded reason.
-    pub max_object_bytes: u64,
-    /// Text objects (markdown, code, plain text) larger than this are read,
-    /// chunked and written a segment of about this size at a time, so memory
-    /// does not grow with the object: raise `max_object_bytes` freely.
-    pub stream_segment_bytes: u64,
-    /// Per-request timeout for S3 calls.
-    pub timeout_seconds: u64,
-    /// Origins (`http://minio.internal:9000`) a source's `endpoint_url` or
-    /// `sqs_queue_url` may name even though they are internal. Any other
-    /// endpoint must resolve to public addresses only, checked when the
-    /// source is created and on every connection (SSRF guard); sources
-    /// without `endpoint_url` (AWS itself) are unaffected.
-    /// Env: `CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS` (comma-separated; replaces
-    /// the file's list).
-    pub allowed_endpoints: AllowedOrigins,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GitHubSettings {
-    /// REST base URL; GitHub Enterprise: `https://HOST/api/v3`.
-    /// Env: `CHROMA_SYNCD_GITHUB_API_URL`.
-    pub api_url: String,
-    /// Token for sources without `app_id`. Env only: `CHROMA_SYNCD_GITHUB_TOKEN`
-    /// (or `token_file`). Without either, public repositories are read anonymously.
-    #[serde(skip)]
-    pub token: Option<Secret>,
-    /// A file holding the token (e.g. a systemd credential).
-    pub token_file: Option<PathBuf>,
-    /// Databases whose sources may use the token; absent means every
-    /// database. A source of another database is refused (403).
-    pub token_databases: Option<Vec<String>>,
-    /// GitHub Apps by app id: sources with that `app_id` authenticate as the
-    /// app's installation on the repository.
-    pub apps: BTreeMap<String, GitHubAppConfig>,
-    /// Files larger than this are skipped with a recorded reason.
-    pub max_file_bytes: u64,
-    /// The same for documents converted in the child (PDF, Office, EPUB,
-    /// spreadsheets, notebooks), which are rarely under a megabyte.
-    pub max_document_bytes: u64,
-    /// A repository archive that inflates beyond this fails the job
-    /// (decompression-bomb guard).
-    pub max_archive_bytes: u64,
-    /// An incremental sync fetches changed files one by one up to this many;
-    /// beyond it, streaming the archive once is cheaper.
-    pub max_blob_fetches: usize,
-    /// Longest rate-limit wait taken inside a job; a longer one ends the
-    /// attempt as a transient failure, retried by the queue.
-    pub max_rate_limit_wait_seconds: u64,
-    /// Per-request timeout.
-    pub timeout_seconds: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebSettings {
-    /// Sent as `User-Agent` and matched against robots.txt groups.
-    /// Env: `CHROMA_SYNCD_WEB_USER_AGENT`.
-    pub user_agent: String,
-    /// Lets crawls reach loopback, private, link-local and metadata
-    /// addresses. Off by default (SSRF guard).
-    /// Env: `CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS=true`.
-    pub allow_private_networks: bool,
-    /// Pages larger than this are skipped with a recorded reason.
-    pub max_page_bytes: u64,
-    /// Per-request timeout.
-    pub timeout_seconds: u64,
-    /// Requests in flight at once to the crawled host.
-    pub max_concurrency_per_host: usize,
-    /// Requests started per second on the crawled host; a robots.txt
-    /// `Crawl-delay` slows this further, never speeds it up.
-    pub requests_per_second: f64,
-    /// Longest `Retry-After` honoured on 429/503 before the page is given up for this crawl.
-    pub max_retry_after_seconds: u64,
-    /// `max_depth` when a source gives none (the starting page is depth 0).
-    pub default_max_depth: u32,
-    /// `page_limit` when a source gives none.
-    pub default_page_limit: u32,
-    /// URLs taken from sitemaps at most (sitemap indexes included).
-    pub max_sitemap_urls: usize,
-    /// A re-crawl that would remove more than this fraction of the pages a
-    /// source has stored removes none and fails: a broken site (a start page
-    /// without its links, a half-deployed site) must not wipe a collection.
-    /// `1.0` turns the check off. Env: `CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION`.
-    pub max_removal_fraction: f64,
-}
-
-/// One `[filesystem] allowed_roots` entry: a directory, and the databases
-/// whose sources may read under it (`None`: every database), as
-/// credentials are bound to databases.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedRoot {
-    pub path: PathBuf,
-    pub databases: Option<Vec<String>>,
-}
-
-impl AllowedRoot {
-    /// Whether sources of `database` may read under this root.
-    pub fn serves(&self, database: &str) -> bool {
-        self.databases
-            .as_ref()
-            .is_none_or(|databases| databases.iter().any(|d| d == database || d == "*"))
-    }
-}
-
-impl From<PathBuf> for AllowedRoot {
-    fn from(path: PathBuf) -> Self {
-        AllowedRoot {
-            path,
-            databases: None,
-        }
-    }
-}
-
-/// A plain entry compares with its path (config tests, and callers that
-/// list paths).
-impl PartialEq<PathBuf> for AllowedRoot {
-    fn eq(&self, other: &PathBuf) -> bool {
-        self.databases.is_none() && self.path == *other
-    }
-}
-
-impl<'de> Deserialize<'de> for AllowedRoot {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Bound {
-            path: PathBuf,
-            databases: Vec<String>,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged, expecting = "a path, or a table { path, databases }")]
-        enum Entry {
-            Path(PathBuf),
-            Bound(Bound),
-        }
-        Ok(match Entry::deserialize(deserializer)? {
-            Entry::Path(path) => AllowedRoot::from(path),
-            Entry::Bound(bound) => AllowedRoot {
-                path: bound.path,
-                databases: Some(bound.databases),
-            },
-        })
-    }
-}
-
-/// Local directories as sources (`filesystem`). The daemon reads with its
-/// own permissions, so only directories an operator lists here can be
-/// named by API callers: without this list any caller could index
-/// `/etc` or another team's files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FilesystemSettings {
-    /// A source's `root` must be one of these directories or lie inside
-    /// one (compared after resolving symbolic links). Empty (the default)
-    /// disables the `filesystem` source type. An entry is a path (every
-    /// database's sources may use it) or `{ path = "/srv/a", databases =
-    /// ["team_a"] }` (only those databases' sources may).
-    /// Env: `CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS` (comma-separated paths,
-    /// every database; replaces the file's list).
-    pub allowed_roots: Vec<AllowedRoot>,
-    /// Files larger than this are skipped with a recorded reason, never read.
-    pub max_file_bytes: u64,
-    /// The same for documents converted in the child (PDF, Office, EPUB,
-    /// spreadsheets, notebooks), which are rarely under a megabyte.
-    pub max_document_bytes: u64,
-    /// A walk of a root that finds more files than this fails the job
-    /// instead of holding an unbounded listing in memory.
-    pub max_files: usize,
-    /// With `auto_sync: "direct"`, changes are gathered until the root has
-    /// been quiet this long, so an editor's save or a `git checkout`
-    /// becomes one batch of invocations rather than one per event.
-    pub watch_debounce_ms: u64,
-    /// How `auto_sync: "direct"` sees changes: `"auto"` (the kernel's
-    /// events — inotify — falling back to polling when they cannot be set
-    /// up, e.g. at the inotify watch limit), `"events"` (events only) or
-    /// `"poll"` (rescan the tree every `watch_poll_interval_ms`; for NFS,
-    /// SMB and container mounts whose changes raise no inotify events).
-    /// Env: `CHROMA_SYNCD_FILESYSTEM_WATCH`.
-    pub watch: WatchMode,
-    /// How often the polling watcher compares the tree with what it saw.
-    pub watch_poll_interval_ms: u64,
-}
-
-/// How a watched root reports its changes ([`FilesystemSettings::watch`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WatchMode {
-    #[default]
-    Auto,
-    Events,
-    Poll,
-}
-
-impl std::str::FromStr for WatchMode {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(WatchMode::Auto),
-            "events" => Ok(WatchMode::Events),
-            "poll" => Ok(WatchMode::Poll),
-            other => Err(format!("`{other}` is not auto, events or poll")),
-        }
-    }
 }
 
 /// Document conversion (PDF, office files, spreadsheets, EPUB, notebooks).
@@ -929,16 +744,6 @@ impl UploadSettings {
     }
 }
 
-/// One GitHub App: its private key (PEM) from an env var or a file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GitHubAppConfig {
-    pub private_key_env: Option<String>,
-    pub private_key_file: Option<PathBuf>,
-    /// Databases whose sources may use this app; absent means every database.
-    pub databases: Option<Vec<String>>,
-}
-
 /// Keys for one `aws_credential_id`, each read from an environment variable
 /// or a file (e.g. a systemd credential), never written in the config itself.
 #[derive(Debug, Clone, Deserialize)]
@@ -996,6 +801,8 @@ pub enum ConfigError {
     Credential { id: String, message: String },
     #[error("config key {key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("config section [{name}]: {message}")]
+    Section { name: String, message: String },
 }
 
 impl Default for Config {
@@ -1009,14 +816,11 @@ impl Default for Config {
             embedding: EmbeddingSettings::default(),
             queue: QueueSettings::default(),
             api: ApiSettings::default(),
-            s3: S3Settings::default(),
-            github: GitHubSettings::default(),
-            web: WebSettings::default(),
-            filesystem: FilesystemSettings::default(),
             extract: ExtractSettings::default(),
             webhooks: WebhookSettings::default(),
             uploads: UploadSettings::default(),
             aws_credentials: BTreeMap::new(),
+            sections: BTreeMap::new(),
         }
     }
 }
@@ -1063,17 +867,6 @@ impl Default for QueueSettings {
     }
 }
 
-impl Default for S3Settings {
-    fn default() -> Self {
-        S3Settings {
-            max_object_bytes: 64 * 1024 * 1024,
-            stream_segment_bytes: 8 * 1024 * 1024,
-            timeout_seconds: 60,
-            allowed_endpoints: AllowedOrigins::default(),
-        }
-    }
-}
-
 /// Largest document (PDF, Office, …) a GitHub or filesystem source reads by
 /// default: Chroma Sync takes 200 MB files, and real PDFs are rarely under
 /// the 1 MiB text-file limit.
@@ -1087,70 +880,6 @@ pub fn file_limit(path: &str, max_file_bytes: u64, max_document_bytes: u64) -> (
         (max_document_bytes, "max_document_bytes")
     } else {
         (max_file_bytes, "max_file_bytes")
-    }
-}
-
-impl Default for GitHubSettings {
-    fn default() -> Self {
-        GitHubSettings {
-            api_url: "https://api.github.com".to_string(),
-            token: None,
-            token_file: None,
-            token_databases: None,
-            apps: BTreeMap::new(),
-            max_file_bytes: 1024 * 1024,
-            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
-            max_archive_bytes: 4 * 1024 * 1024 * 1024,
-            max_blob_fetches: 200,
-            max_rate_limit_wait_seconds: 900,
-            timeout_seconds: 60,
-        }
-    }
-}
-
-impl Default for WebSettings {
-    fn default() -> Self {
-        WebSettings {
-            user_agent: format!("chroma-syncd/{}", env!("CARGO_PKG_VERSION")),
-            allow_private_networks: false,
-            max_page_bytes: 5 * 1024 * 1024,
-            timeout_seconds: 30,
-            max_concurrency_per_host: 2,
-            requests_per_second: 4.0,
-            max_retry_after_seconds: 60,
-            default_max_depth: 5,
-            default_page_limit: 1000,
-            max_sitemap_urls: 50_000,
-            max_removal_fraction: 0.5,
-        }
-    }
-}
-
-impl Default for FilesystemSettings {
-    fn default() -> Self {
-        FilesystemSettings {
-            allowed_roots: Vec::new(),
-            max_file_bytes: 1024 * 1024,
-            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
-            max_files: 1_000_000,
-            watch_debounce_ms: 500,
-            watch: WatchMode::Auto,
-            watch_poll_interval_ms: 10_000,
-        }
-    }
-}
-
-impl FilesystemSettings {
-    /// The watcher's quiet time; at least 1 ms, since a zero window would
-    /// hand every event over on its own.
-    pub fn watch_debounce(&self) -> Duration {
-        Duration::from_millis(self.watch_debounce_ms.max(1))
-    }
-
-    /// The polling watcher's period; at least 100 ms, since every poll
-    /// walks the whole tree.
-    pub fn watch_poll_interval(&self) -> Duration {
-        Duration::from_millis(self.watch_poll_interval_ms.max(100))
     }
 }
 
@@ -1287,63 +1016,11 @@ impl Config {
                 }
             });
         }
-        if let Some(url) = get("CHROMA_SYNCD_GITHUB_API_URL").filter(|u| !u.is_empty()) {
-            self.github.api_url = url;
-        }
-        if let Some(token) = get("CHROMA_SYNCD_GITHUB_TOKEN").filter(|t| !t.is_empty()) {
-            self.github.token = Some(Secret::new(token));
-        }
-        if let Some(origins) = get("CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS") {
-            self.s3.allowed_endpoints =
-                AllowedOrigins::parse(origins.split(',')).map_err(|message| ConfigError::Env {
-                    name: "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS",
-                    message,
-                })?;
-        }
         if let Some(origins) = get("CHROMA_SYNCD_WEBHOOK_ALLOWED_ORIGINS") {
             self.webhooks.allowed_origins =
                 AllowedOrigins::parse(origins.split(',')).map_err(|message| ConfigError::Env {
                     name: "CHROMA_SYNCD_WEBHOOK_ALLOWED_ORIGINS",
                     message,
-                })?;
-        }
-        if let Some(roots) = get("CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS") {
-            self.filesystem.allowed_roots =
-                parse_allowed_roots(&roots).map_err(|message| ConfigError::Env {
-                    name: "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
-                    message,
-                })?;
-        }
-        if let Some(mode) = get("CHROMA_SYNCD_FILESYSTEM_WATCH") {
-            self.filesystem.watch = mode.parse().map_err(|message| ConfigError::Env {
-                name: "CHROMA_SYNCD_FILESYSTEM_WATCH",
-                message,
-            })?;
-        }
-        if let Some(agent) = get("CHROMA_SYNCD_WEB_USER_AGENT").filter(|a| !a.trim().is_empty()) {
-            self.web.user_agent = agent;
-        }
-        if let Some(allow) = get("CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS") {
-            self.web.allow_private_networks = match allow.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" | "" => false,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS",
-                        message: format!("`{allow}` is not true or false"),
-                    });
-                }
-            };
-        }
-        if let Some(fraction) = get("CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION") {
-            self.web.max_removal_fraction = fraction
-                .trim()
-                .parse()
-                .ok()
-                .filter(|f: &f64| (0.0..=1.0).contains(f))
-                .ok_or_else(|| ConfigError::Env {
-                    name: "CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION",
-                    message: format!("`{fraction}` is not a fraction between 0 and 1"),
                 })?;
         }
         if let Some(url) = get("CHROMA_SYNCD_QUEUE_URL").filter(|u| !u.trim().is_empty()) {
@@ -1381,20 +1058,6 @@ impl Config {
 
     /// Checks values the types alone do not bound.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if let Some(relative) = self
-            .filesystem
-            .allowed_roots
-            .iter()
-            .map(|root| &root.path)
-            .find(|root| !root.is_absolute())
-        {
-            // A relative root would depend on the directory the daemon was
-            // started from.
-            return Err(ConfigError::Invalid {
-                key: "filesystem.allowed_roots",
-                message: format!("`{}` is not an absolute path", relative.display()),
-            });
-        }
         let seconds = self.extract.max_seconds_per_document;
         if !(seconds.is_finite() && seconds > 0.0) {
             return Err(ConfigError::Invalid {
@@ -1485,13 +1148,6 @@ impl Config {
                 message: "max_file_bytes and max_in_flight must be positive".to_string(),
             });
         }
-        let fraction = self.web.max_removal_fraction;
-        if !(0.0..=1.0).contains(&fraction) {
-            return Err(ConfigError::Invalid {
-                key: "web.max_removal_fraction",
-                message: format!("{fraction} is not a fraction between 0 and 1"),
-            });
-        }
         // A worker stops its attempt when it has not renewed by the lease
         // minus a margin; a heartbeat that comes later than that (plus one
         // renewal's time) would stop every job that runs longer.
@@ -1520,6 +1176,46 @@ impl Config {
 
     pub fn queue_path(&self) -> PathBuf {
         self.state_dir.join("queue.sqlite3")
+    }
+
+    /// Source kind section `name` as the file gives it (defaults for what
+    /// it leaves out), with the process environment's overrides, checked.
+    pub fn section<T: KindSection>(&self, name: &str) -> Result<T, ConfigError> {
+        self.section_with_env(name, &|variable| std::env::var(variable).ok())
+    }
+
+    /// Section `name` of a config file's `text`, without the environment:
+    /// what the kinds' tests of their sections read.
+    #[cfg(test)]
+    pub(crate) fn section_of_toml<T: KindSection>(
+        text: &str,
+        name: &str,
+    ) -> Result<T, ConfigError> {
+        let config: Config = toml::from_str(text).expect("the TOML of a config");
+        config.section_with_env(name, &|_| None)
+    }
+
+    /// [`Config::section`] with the environment read through `get`.
+    pub fn section_with_env<T: KindSection>(
+        &self,
+        name: &str,
+        get: &dyn Fn(&'static str) -> Option<String>,
+    ) -> Result<T, ConfigError> {
+        let mut section = match self.sections.get(name) {
+            None => T::default(),
+            Some(value) => {
+                value
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| ConfigError::Section {
+                        name: name.to_string(),
+                        message: e.message().to_string(),
+                    })?
+            }
+        };
+        section.apply_env(get)?;
+        section.check()?;
+        Ok(section)
     }
 }
 
@@ -1594,64 +1290,7 @@ impl QueueSettings {
     }
 }
 
-impl GitHubSettings {
-    /// The token for sources without an app: env wins over `token_file`.
-    pub fn resolve_token(&self) -> Result<Option<Secret>, ConfigError> {
-        if let Some(token) = &self.token {
-            return Ok(Some(token.clone()));
-        }
-        match &self.token_file {
-            Some(path) => read_secret_file(path)
-                .map(Some)
-                .map_err(|message| ConfigError::Env {
-                    name: "CHROMA_SYNCD_GITHUB_TOKEN",
-                    message,
-                }),
-            None => Ok(None),
-        }
-    }
-}
-
-impl GitHubAppConfig {
-    /// The app's PEM private key.
-    pub fn resolve_key(&self, app_id: &str) -> Result<Secret, ConfigError> {
-        let error = |message| ConfigError::Credential {
-            id: format!("github app {app_id}"),
-            message,
-        };
-        if let Some(name) = &self.private_key_env {
-            return std::env::var(name)
-                .map(Secret::new)
-                .map_err(|_| error(format!("environment variable {name} is not set")));
-        }
-        match &self.private_key_file {
-            Some(path) => read_secret_file(path).map_err(error),
-            None => Err(error(
-                "neither private_key_env nor private_key_file is given".to_string(),
-            )),
-        }
-    }
-}
-
-/// `CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS`: comma-separated absolute paths;
-/// blanks are ignored, so an empty value disables the source type.
-fn parse_allowed_roots(value: &str) -> Result<Vec<AllowedRoot>, String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|root| !root.is_empty())
-        .map(|root| {
-            let path = PathBuf::from(root);
-            if path.is_absolute() {
-                Ok(AllowedRoot::from(path))
-            } else {
-                Err(format!("`{root}` is not an absolute path"))
-            }
-        })
-        .collect()
-}
-
-fn read_secret_file(path: &Path) -> Result<Secret, String> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, String> {
     std::fs::read_to_string(path)
         .map(|s| Secret::new(s.trim().to_string()))
         .map_err(|e| format!("reading {}: {e}", path.display()))
@@ -1715,14 +1354,9 @@ mod tests {
             "CHROMA_SYNCD_WORKERS" => Some("7".to_string()),
             "CHROMA_SYNCD_API_TOKENS" => Some("a, b".to_string()),
             "CHROMA_API_KEY" => Some("ck-secret".to_string()),
-            "CHROMA_SYNCD_WEB_ALLOW_PRIVATE_NETWORKS" => Some("true".to_string()),
-            "CHROMA_SYNCD_WEB_USER_AGENT" => Some("docs-bot/1.0".to_string()),
             _ => None,
         };
-        assert!(!config.web.allow_private_networks, "refused by default");
         config.apply_env(env).unwrap();
-        assert!(config.web.allow_private_networks);
-        assert_eq!(config.web.user_agent, "docs-bot/1.0");
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.workers, 7);
         assert_eq!(config.api.tokens.len(), 2);
@@ -1800,32 +1434,6 @@ mod tests {
     }
 
     #[test]
-    fn max_removal_fraction_comes_from_the_file_or_the_environment() {
-        assert_eq!(Config::default().web.max_removal_fraction, 0.5);
-        let mut config: Config = toml::from_str("[web]\nmax_removal_fraction = 0.8\n").unwrap();
-        assert_eq!(config.web.max_removal_fraction, 0.8);
-        config
-            .apply_env(|name| {
-                (name == "CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION").then(|| " 0.25 ".to_string())
-            })
-            .unwrap();
-        assert_eq!(config.web.max_removal_fraction, 0.25);
-        let err = config
-            .apply_env(|name| {
-                (name == "CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION").then(|| "half".to_string())
-            })
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("CHROMA_SYNCD_WEB_MAX_REMOVAL_FRACTION"),
-            "{err}"
-        );
-        let config: Config = toml::from_str("[web]\nmax_removal_fraction = 2.0\n").unwrap();
-        let err = config.check().unwrap_err().to_string();
-        assert!(err.contains("web.max_removal_fraction"), "{err}");
-    }
-
-    #[test]
     fn a_heartbeat_too_slow_for_its_lease_is_refused() {
         let config: Config =
             toml::from_str("[queue]\nlease_seconds = 10\nheartbeat_seconds = 10\n").unwrap();
@@ -1852,112 +1460,6 @@ mod tests {
                 "{lease:?}"
             );
         }
-    }
-
-    #[test]
-    fn s3_allowed_endpoints_come_from_the_file_or_the_environment() {
-        let config: Config =
-            toml::from_str("[s3]\nallowed_endpoints = [\"http://minio.internal:9000\"]\n").unwrap();
-        let minio = url::Url::parse("http://minio.internal:9000/bucket").unwrap();
-        assert!(config.s3.allowed_endpoints.contains(&minio));
-        let err =
-            toml::from_str::<Config>("[s3]\nallowed_endpoints = [\"minio:9000/x\"]\n").unwrap_err();
-        assert!(err.to_string().contains("origin"), "{err}");
-        let mut config = Config::default();
-        assert!(
-            config.s3.allowed_endpoints.is_empty(),
-            "nothing allowed by default"
-        );
-        config
-            .apply_env(|name| {
-                (name == "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS")
-                    .then(|| "http://127.0.0.1:9000, http://minio.internal:9000".to_string())
-            })
-            .unwrap();
-        assert!(config.s3.allowed_endpoints.contains(&minio));
-        let err = config
-            .apply_env(|name| {
-                (name == "CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS").then(|| "http://a/b".to_string())
-            })
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("CHROMA_SYNCD_S3_ALLOWED_ENDPOINTS"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn filesystem_allowed_roots_come_from_the_file_or_the_environment() {
-        let config = Config::default();
-        assert!(
-            config.filesystem.allowed_roots.is_empty(),
-            "the source type is disabled by default"
-        );
-        assert_eq!(config.filesystem.max_file_bytes, 1024 * 1024);
-        let mut config: Config = toml::from_str(
-            "[filesystem]\nallowed_roots = [\"/srv/docs\"]\nmax_files = 10\nwatch_debounce_ms = 50\n",
-        )
-        .unwrap();
-        assert_eq!(
-            config.filesystem.allowed_roots,
-            [PathBuf::from("/srv/docs")]
-        );
-        assert_eq!(config.filesystem.max_files, 10);
-        assert_eq!(
-            config.filesystem.watch_debounce(),
-            Duration::from_millis(50)
-        );
-        config.check().unwrap();
-        config
-            .apply_env(|name| {
-                (name == "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS")
-                    .then(|| " /srv/a , /srv/b,".to_string())
-            })
-            .unwrap();
-        assert_eq!(
-            config.filesystem.allowed_roots,
-            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")],
-            "the environment replaces the file's list"
-        );
-        config
-            .apply_env(|name| (name == "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS").then(String::new))
-            .unwrap();
-        assert!(config.filesystem.allowed_roots.is_empty(), "empty disables");
-        let err = config
-            .apply_env(|name| {
-                (name == "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS").then(|| "docs".to_string())
-            })
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS"),
-            "{err}"
-        );
-        let config: Config = toml::from_str("[filesystem]\nallowed_roots = [\"docs\"]\n").unwrap();
-        let err = config.check().unwrap_err().to_string();
-        assert!(err.contains("filesystem.allowed_roots"), "{err}");
-        assert!(toml::from_str::<Config>("[filesystem]\nroots = []\n").is_err());
-    }
-
-    #[test]
-    fn credentials_are_bound_to_databases_when_a_list_is_given() {
-        let config: Config = toml::from_str(
-            "[github]\ntoken_databases = [\"code\"]\n\
-             [github.apps.7]\nprivate_key_env = \"K\"\ndatabases = [\"*\"]\n\
-             [aws_credentials.1]\naccess_key_id_env = \"A\"\nsecret_access_key_env = \"S\"\n\
-             databases = [\"docs\"]\n",
-        )
-        .unwrap();
-        let aws = config.aws_credentials["1"].databases.as_deref();
-        assert!(binds(aws, "docs") && !binds(aws, "code"));
-        let token = config.github.token_databases.as_deref();
-        assert!(binds(token, "code") && !binds(token, "docs"));
-        assert!(binds(
-            config.github.apps["7"].databases.as_deref(),
-            "anything"
-        ));
-        assert!(binds(None, "anything"), "absent means every database");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use chroma_syncd::app::{Daemon, RunOptions, RunSummary, RunTarget};
 use chroma_syncd::client::{ApiClient, ListInvocations, ListSources, UploadFields};
 use chroma_syncd::config::Config;
+use chroma_syncd::domain::sources::{Flag, FlagValue, SourceSpec};
 use chroma_syncd::model::{
-    CreateJobPayload, CreateSourcePayload, GitRefIdentifier, Job, JobStatus, SourceType,
+    CreateJobPayload, CreateSourcePayload, GitRefIdentifier, Job, JobStatus,
 };
 use chroma_syncd::progress;
 use clap::{Parser, Subcommand};
@@ -176,10 +177,7 @@ enum Command {
 
 /// `run --help`'s list of source kinds, read from the list of kinds.
 fn source_kinds_help() -> String {
-    let kinds: Vec<&str> = SourceType::SOURCES
-        .iter()
-        .map(|kind| kind.as_str())
-        .collect();
+    let kinds = chroma_syncd::domain::sources::SourceSpec::kind_fields();
     format!(
         "Source kinds (the --source JSON has exactly one of these fields): {}",
         kinds.join(", ")
@@ -207,30 +205,16 @@ enum SourceCommand {
 #[derive(Subcommand)]
 enum InvocationCommand {
     /// Create an invocation of a source; prints its id (or, with --wait, the finished job).
+    /// Its other flags set the invocation's fields, as the source kinds
+    /// declare them (`field_flags`).
     Create {
         source_id: String,
-        #[arg(long)]
-        object_key: Option<String>,
-        #[arg(long)]
-        custom_id: Option<String>,
-        /// JSON object merged into every chunk's metadata.
-        #[arg(long)]
-        metadata: Option<String>,
-        #[arg(long)]
-        target_collection_name: Option<String>,
-        /// GitHub: branch to sync (default: the repository's default branch).
-        #[arg(long, conflicts_with = "sha")]
-        branch: Option<String>,
-        /// GitHub: commit to sync.
-        #[arg(long)]
-        sha: Option<String>,
-        /// Filesystem: the file or directory (relative to the root) to sync;
-        /// default: the whole root.
-        #[arg(long)]
-        path: Option<String>,
         /// Follow the invocation to its end; exit non-zero unless it completes.
         #[arg(long)]
         wait: bool,
+        /// The field flags given: (field, flag, text).
+        #[arg(skip)]
+        fields: Vec<(&'static str, Flag, String)>,
     },
     Get {
         id: String,
@@ -341,7 +325,7 @@ fn json_arg<T: serde::de::DeserializeOwned>(
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let mut cli = Cli::parse();
+    let mut cli = parse_cli();
     if let Command::ExtractDocument {
         format,
         max_extracted_bytes,
@@ -671,25 +655,10 @@ async fn invocation_command(api: &ApiClient, command: InvocationCommand) -> Resu
     match command {
         InvocationCommand::Create {
             source_id,
-            object_key,
-            custom_id,
-            metadata,
-            target_collection_name,
-            branch,
-            sha,
-            path,
             wait,
+            fields,
         } => {
-            let payload = CreateJobPayload {
-                path,
-                custom_id,
-                metadata: metadata
-                    .map(|m| read_json(&m, "--metadata must be a JSON object"))
-                    .transpose()?,
-                object_key,
-                ref_identifier: git_ref(branch, sha),
-                target_collection_name,
-            };
+            let payload = invocation_payload(fields)?;
             let source_id = parse_id("source id", &source_id)?;
             let created = api.create_invocation(source_id, &payload).await?;
             if !wait {
@@ -763,6 +732,103 @@ fn git_ref(branch: Option<String>, sha: Option<String>) -> Option<GitRefIdentifi
 
 /// Parses a JSON argument, inline or `@file`, as `T`; `invalid` starts the
 /// message when it does not parse (serde's reason, with line and column, follows).
+/// The flags of `invocation create` that set invocation fields: each
+/// kind's declared flags (`InvocationField::flags`; a field declaring none
+/// gets `--<field>`), once each, as (field, flag).
+fn field_flags() -> Vec<(&'static str, Flag)> {
+    let mut flags: Vec<(&'static str, Flag)> = Vec::new();
+    for field in SourceSpec::invocation_fields() {
+        let declared = match field.flags {
+            [] => vec![Flag::text("", "")],
+            flags => flags.to_vec(),
+        };
+        for flag in declared {
+            if !flags
+                .iter()
+                .any(|(name, known)| *name == field.name && known.long == flag.long)
+            {
+                flags.push((field.name, flag));
+            }
+        }
+    }
+    flags
+}
+
+/// A flag's `--long`: its own, or the field's name with dashes.
+fn long_of(field: &str, flag: &Flag) -> String {
+    match flag.long {
+        "" => field.replace('_', "-"),
+        long => long.to_string(),
+    }
+}
+
+/// Parses the command line, with `invocation create`'s field flags added
+/// from the source kinds' declarations (flags setting one field exclude
+/// each other: `--branch` or `--sha`).
+fn parse_cli() -> Cli {
+    use clap::{Arg, CommandFactory, FromArgMatches};
+    let flags = field_flags();
+    let command = Cli::command().mut_subcommand("invocation", |invocation| {
+        invocation.mut_subcommand("create", |mut create| {
+            for (field, flag) in &flags {
+                let long = long_of(field, flag);
+                let others: Vec<String> = flags
+                    .iter()
+                    .filter(|(other, known)| other == field && long_of(other, known) != long)
+                    .map(|(other, known)| long_of(other, known))
+                    .collect();
+                create = create.arg(
+                    Arg::new(long.clone())
+                        .long(long)
+                        .value_name("VALUE")
+                        .help(flag.help)
+                        .conflicts_with_all(others),
+                );
+            }
+            create
+        })
+    });
+    let matches = command.get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Invocation {
+        command: InvocationCommand::Create { fields, .. },
+    } = &mut cli.command
+        && let Some(create) = matches
+            .subcommand_matches("invocation")
+            .and_then(|m| m.subcommand_matches("create"))
+    {
+        for (field, flag) in flags {
+            if let Some(text) = create.get_one::<String>(&long_of(field, &flag)) {
+                fields.push((field, flag, text.clone()));
+            }
+        }
+    }
+    cli
+}
+
+/// The body of `invocation create` from its field flags.
+fn invocation_payload(fields: Vec<(&'static str, Flag, String)>) -> Result<CreateJobPayload> {
+    let mut body = serde_json::Map::new();
+    for (field, flag, text) in fields {
+        let long = long_of(field, &flag);
+        let value = match flag.value {
+            FlagValue::Text => serde_json::Value::String(text),
+            FlagValue::JsonObject => serde_json::Value::Object(read_json(
+                &text,
+                &format!("--{long} must be a JSON object"),
+            )?),
+            FlagValue::Within(key) => serde_json::json!({ key: text }),
+        };
+        // Each flag is checked on its own, so an error names it.
+        let alone = serde_json::json!({ field: value });
+        serde_json::from_value::<CreateJobPayload>(alone)
+            .with_context(|| format!("--{long}: not a valid `{field}`"))?;
+        body.insert(field.to_string(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(body))
+        .context("the invocation's fields do not make an invocation")
+}
+
 fn read_json<T: DeserializeOwned>(arg: &str, invalid: &str) -> Result<T> {
     match arg.strip_prefix('@') {
         Some(path) => {

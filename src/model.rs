@@ -623,49 +623,109 @@ pub struct Source {
     pub ocr: Option<SourceOcrConfig>,
 }
 
-/// `source_type` filter values and the `source_type` chunk metadata.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceType {
-    Github,
-    WebScrape,
-    S3,
-    Filesystem,
-    /// Not a source: a file sent to `POST /api/v1/add-file`.
-    Upload,
+/// `source_type` filter values and the `source_type` chunk metadata: a
+/// kind's name on the wire, or [`SourceType::UPLOAD`].
+///
+/// Which names are kinds is the registry's to say (`domain::sources`:
+/// each kind's `SOURCE_TYPE`, and `SourceSpec::source_type_named` for
+/// input), so this type names none: it holds any short snake_case name,
+/// inline so that it stays `Copy`. [`SourceType::parse`] checks only that
+/// shape; it reads back what the daemon itself stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceType {
+    len: u8,
+    bytes: [u8; SourceType::MAX_LEN],
 }
 
 impl SourceType {
-    /// Every kind of source (all but `Upload`, which has no source), in
-    /// this enum's order.
-    pub const SOURCES: [SourceType; 4] = [
-        SourceType::Github,
-        SourceType::WebScrape,
-        SourceType::S3,
-        SourceType::Filesystem,
-    ];
+    /// The longest name a kind may have.
+    pub const MAX_LEN: usize = 23;
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceType::Github => "github",
-            SourceType::WebScrape => "web_scrape",
-            SourceType::S3 => "s3",
-            SourceType::Filesystem => "filesystem",
-            SourceType::Upload => "upload",
+    /// Not a source: a file sent to `POST /api/v1/add-file`.
+    pub const UPLOAD: SourceType = SourceType::named("upload");
+
+    /// A kind's name, for its `SOURCE_TYPE` constant. A name that is not
+    /// 1–23 of `a-z`, `0-9` and `_` fails the build (const evaluation).
+    pub const fn named(name: &str) -> Self {
+        let source = name.as_bytes();
+        assert!(
+            !source.is_empty() && source.len() <= Self::MAX_LEN,
+            "a source type has 1 to 23 characters"
+        );
+        let mut bytes = [0u8; Self::MAX_LEN];
+        let mut i = 0;
+        while i < source.len() {
+            let b = source[i];
+            assert!(
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_',
+                "a source type is snake_case"
+            );
+            bytes[i] = b;
+            i += 1;
+        }
+        SourceType {
+            len: source.len() as u8,
+            bytes,
         }
     }
 
+    pub fn as_str(&self) -> &str {
+        // `named` and `parse` admit ASCII only.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+
+    /// A name of the right shape (what the daemon stores), not checked
+    /// against the registry: input from callers goes through the registry.
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "github" => Some(SourceType::Github),
-            "web_scrape" => Some(SourceType::WebScrape),
-            "s3" => Some(SourceType::S3),
-            "filesystem" => Some(SourceType::Filesystem),
-            "upload" => Some(SourceType::Upload),
-            _ => None,
-        }
+        let shaped = !value.is_empty()
+            && value.len() <= Self::MAX_LEN
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        shaped.then(|| SourceType::named(value))
     }
 }
+
+impl std::fmt::Debug for SourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourceType({})", self.as_str())
+    }
+}
+
+impl std::fmt::Display for SourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SourceType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        SourceType::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{name}` is not a source type")))
+    }
+}
+
+/// A string; the OpenAPI document lists the registry's names as its
+/// `enum` (`api::openapi`).
+impl utoipa::PartialSchema for SourceType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "`source_type` filter values and the `source_type` chunk metadata.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SourceType {}
 
 // ---------------------------------------------------------------- invocations
 
@@ -869,28 +929,23 @@ impl JobState {
 /// Seed 001's `IndexJobMetadata`: the kind merged with database and collection.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct IndexJobMetadata {
+    /// Its schema is the kinds' (`api::openapi`).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub kind: JobKind,
     pub database_name: String,
     pub collection_name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    S3(S3JobMetadata),
-    Github {
-        git_ref_identifier: GitRefIdentifier,
-    },
-    /// Serialised as `"web_scrape": null`.
-    WebScrape(()),
-    /// Extension: `"filesystem": {"path": …}` (`null` path: the whole root).
-    Filesystem {
-        path: Option<String>,
-    },
-    /// A file sent to `POST /api/v1/add-file`.
-    File(FileJobMetadata),
-}
+/// A job's kind and what it syncs: one field named for the kind
+/// (`"s3": {…}`, `"github": {…}`, `"web_scrape": null`, or `"file": {…}`
+/// for an upload), carried untyped like a source's settings. Each kind
+/// defines its job metadata type in its folder (`SourceKind::JobMetadata`)
+/// and writes it with [`KindSettings::of`]; only the API reads it back.
+pub type JobKind = KindSettings;
+
+/// The job metadata field of a file sent to `POST /api/v1/add-file`.
+pub const FILE_JOB_FIELD: &str = "file";
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct FileJobMetadata {
@@ -908,16 +963,6 @@ pub struct FileJobMetadata {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AddFileResponse {
     pub invocation_id: Uuid,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-pub struct S3JobMetadata {
-    pub bucket_name: String,
-    pub object_key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub additional_metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -1194,21 +1239,28 @@ mod tests {
     }
 
     #[test]
-    fn every_source_kind_is_listed_in_sources() {
-        // A new variant does not compile here until it is sorted in or out.
-        let is_source = |kind: SourceType| match kind {
-            SourceType::Github
-            | SourceType::WebScrape
-            | SourceType::S3
-            | SourceType::Filesystem => true,
-            SourceType::Upload => false,
-        };
-        let named: Vec<SourceType> = ["github", "web_scrape", "s3", "filesystem", "upload"]
-            .into_iter()
-            .filter_map(SourceType::parse)
-            .filter(|kind| is_source(*kind))
-            .collect();
-        assert_eq!(named, SourceType::SOURCES);
+    fn a_source_type_reads_back_what_it_wrote_and_refuses_other_shapes() {
+        for name in ["s3", "web_scrape", "upload", "a2_b"] {
+            let kind = SourceType::parse(name).unwrap();
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            let back: SourceType = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(back, kind);
+        }
+        assert_eq!(SourceType::parse("upload"), Some(SourceType::UPLOAD));
+        let longest = "a".repeat(SourceType::MAX_LEN);
+        assert_eq!(SourceType::parse(&longest).unwrap().as_str(), longest);
+        for bad in [
+            "",
+            "S3",
+            "web-scrape",
+            "s3 ",
+            "ü",
+            &"a".repeat(SourceType::MAX_LEN + 1),
+        ] {
+            assert_eq!(SourceType::parse(bad), None, "{bad:?}");
+            assert!(serde_json::from_value::<SourceType>(serde_json::json!(bad)).is_err());
+        }
     }
 
     #[test]
@@ -1221,7 +1273,7 @@ mod tests {
         let failed = serde_json::to_value(JobStatus::Failed { error: "x".into() }).unwrap();
         assert_eq!(failed, serde_json::json!({"failed": {"error": "x"}}));
         let web = IndexJobMetadata {
-            kind: JobKind::WebScrape(()),
+            kind: JobKind::of("web_scrape", &()).unwrap(),
             database_name: "d".into(),
             collection_name: "c".into(),
         };

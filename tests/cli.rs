@@ -33,9 +33,99 @@ fn run_help_names_every_source_kind() {
         .lines()
         .find(|line| line.starts_with("Source kinds"))
         .unwrap_or_else(|| panic!("no list of source kinds in:\n{help}"));
-    for kind in chroma_syncd::model::SourceType::SOURCES {
+    for kind in chroma_syncd::domain::sources::SourceSpec::source_types() {
         assert!(kinds.contains(kind.as_str()), "{kind:?} missing: {kinds}");
     }
+}
+
+/// `invocation create`'s flags come from what the source kinds declare;
+/// the words users type stay the same.
+#[test]
+fn invocation_create_offers_each_kinds_fields_as_flags() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chroma-syncd"))
+        .args(["invocation", "create", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let help = stdout(&output);
+    for flag in [
+        "--object-key",
+        "--custom-id",
+        "--metadata",
+        "--target-collection-name",
+        "--branch",
+        "--sha",
+        "--path",
+        "--wait",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    assert!(
+        help.contains("JSON object merged into every chunk's metadata"),
+        "{help}"
+    );
+    // Two flags setting one field exclude each other.
+    let id = "00000000-0000-0000-0000-000000000000";
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chroma-syncd"))
+        .args([
+            "invocation",
+            "create",
+            id,
+            "--branch",
+            "main",
+            "--sha",
+            "abc",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        describe(&output).contains("cannot be used with"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A filesystem source's one file, synced with `invocation create --path`.
+#[test]
+fn invocation_create_syncs_one_file_of_a_directory_by_its_path() {
+    let chroma = Chroma::start();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.md"), "# Alpha\n\nThe first file.\n").unwrap();
+    std::fs::write(root.path().join("b.md"), "# Beta\n\nThe second file.\n").unwrap();
+    let root = root.path().canonicalize().unwrap();
+    let daemon = Daemon::start_with(
+        &chroma.url(),
+        TEST_CONFIG,
+        &[(
+            "CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS",
+            root.to_str().unwrap(),
+        )],
+    );
+    let source = daemon.create_source(json!({
+        "database_name": "testdb",
+        "filesystem": {"root": root, "collection_name": "cli-path"},
+    }));
+    let output = binary(&chroma.url(), daemon.state.path())
+        .env("CHROMA_SYNCD_API_URL", daemon.url())
+        .args(["invocation", "create", &source, "--path", "a.md", "--wait"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let job: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(job["status"]["complete"].is_object(), "{job}");
+    assert_eq!(job["metadata"]["filesystem"]["path"], "a.md", "{job}");
+    let records = chroma.records("testdb", "cli-path");
+    let keys: std::collections::BTreeSet<_> = records
+        .rows
+        .iter()
+        .map(|row| row.metadata["document_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        keys.into_iter().collect::<Vec<_>>(),
+        ["a.md"],
+        "only the named file"
+    );
 }
 
 fn seed_bucket(s3: &S3) {
@@ -307,7 +397,10 @@ fn worker_mode_runs_jobs_from_the_shared_queue_without_an_api() {
         let payload: CreateSourcePayload =
             serde_json::from_value(s3_source(&s3, "kb-bucket", "from-worker", Some("kb/")))
                 .unwrap();
-        let source = queue.create_source(SourceType::S3, &payload).await.unwrap();
+        let source = queue
+            .create_source(SourceType::named("s3"), &payload)
+            .await
+            .unwrap();
         let sources = Sources::new(&Config::default()).unwrap();
         let job = plan_job(
             &sources,

@@ -17,12 +17,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chroma_syncd::domain::sources::s3::S3SourceConfig;
 use chroma_syncd::domain::sources::s3::synced::{MetaJsonDocument, MetaJsonMemory};
+use chroma_syncd::domain::sources::s3::{S3JobMetadata, S3SourceConfig};
 use chroma_syncd::domain::sources::web::links::{LinkMemory, PageLinks};
 use chroma_syncd::model::{
     CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, JobStats, JobStatus,
-    KindSettings, S3JobMetadata, SourceType, Trigger, WebhookEvent,
+    KindSettings, SourceType, Trigger, WebhookEvent,
 };
 use chroma_syncd::queue::{
     CancelOutcome, ClaimedJob, DeliveryResult, HeartbeatOutcome, IdempotencyKey, JobFilter,
@@ -52,10 +52,7 @@ impl Backend {
     /// A fresh queue holding one S3 source.
     async fn with_source(&self) -> (Box<dyn Queue>, SourceRecord) {
         let queue = self.open().await;
-        let source = queue
-            .create_source(SourceType::S3, &s3_source("db1"))
-            .await
-            .unwrap();
+        let source = queue.create_source(S3, &s3_source("db1")).await.unwrap();
         (queue, source)
     }
 
@@ -312,18 +309,22 @@ fn job(source_id: Uuid, key: &str, dedupe: &str) -> NewJob {
 fn job_in(source_id: Uuid, database: &str, key: &str, dedupe: &str) -> NewJob {
     NewJob {
         source_id,
-        source_type: SourceType::S3,
+        source_type: S3,
         payload: CreateJobPayload {
             object_key: Some(key.into()),
             ..CreateJobPayload::default()
         },
         metadata: IndexJobMetadata {
-            kind: JobKind::S3(S3JobMetadata {
-                bucket_name: "bucket".into(),
-                object_key: Some(key.into()),
-                custom_id: None,
-                additional_metadata: None,
-            }),
+            kind: JobKind::of(
+                "s3",
+                &S3JobMetadata {
+                    bucket_name: "bucket".into(),
+                    object_key: Some(key.into()),
+                    custom_id: None,
+                    additional_metadata: None,
+                },
+            )
+            .unwrap(),
             database_name: database.into(),
             collection_name: "coll".into(),
         },
@@ -340,6 +341,10 @@ fn job_in(source_id: Uuid, database: &str, key: &str, dedupe: &str) -> NewJob {
 
 /// Short enough to wait for, long enough that the next call of a test
 /// comes before it ends.
+/// Source kinds' names as the queue stores them.
+const S3: SourceType = SourceType::named("s3");
+const GITHUB: SourceType = SourceType::named("github");
+
 const SHORT: Duration = Duration::from_millis(1000);
 const LONG: Duration = Duration::from_secs(60);
 /// Polling rounds of [`POLL`] before a wait gives up (about 20 s).
@@ -518,7 +523,7 @@ async fn transient_failures_wait_for_their_backoff_then_exhaust_attempts(backend
 async fn cancel_duplicates_and_per_key_exclusion(backend: Backend) {
     let (queue, source) = backend.with_source().await;
     assert!(matches!(
-        queue.create_source(SourceType::S3, &s3_source("db1")).await,
+        queue.create_source(S3, &s3_source("db1")).await,
         Err(QueueError::Duplicate(_))
     ));
 
@@ -637,10 +642,7 @@ async fn concurrent_claims_never_run_two_jobs_of_one_key(backend: Backend) {
 async fn jobs_survive_reopening_the_queue(backend: Backend) {
     let id = {
         let queue = backend.open().await;
-        let source = queue
-            .create_source(SourceType::S3, &s3_source("db1"))
-            .await
-            .unwrap();
+        let source = queue.create_source(S3, &s3_source("db1")).await.unwrap();
         queue.enqueue(job(source.id, "a", "d")).await.unwrap().id
     };
     let queue = backend.open().await;
@@ -746,10 +748,7 @@ async fn leases_are_granted_and_judged_on_the_database_clock(backend: Backend) {
 /// even after the first finished.
 async fn idempotency_keys_find_the_original_job(backend: Backend) {
     let (queue, source) = backend.with_source().await;
-    let other = queue
-        .create_source(SourceType::S3, &s3_source("db2"))
-        .await
-        .unwrap();
+    let other = queue.create_source(S3, &s3_source("db2")).await.unwrap();
     let keyed = |source_id: Uuid, dedupe: &str, key: &str, hash: &str| {
         let mut new = job(source_id, "a", dedupe);
         new.idempotency = Some(IdempotencyKey {
@@ -848,22 +847,13 @@ async fn deleting_a_source_cancels_its_pending_jobs_and_stops_running_ones(backe
     );
     assert!(!queue.delete_source(source.id).await.unwrap());
     // The identical source can be created again.
-    queue
-        .create_source(SourceType::S3, &s3_source("db1"))
-        .await
-        .unwrap();
+    queue.create_source(S3, &s3_source("db1")).await.unwrap();
 }
 
 async fn jobs_and_sources_are_listed_page_by_page_with_filters(backend: Backend) {
     let queue = backend.open().await;
-    let one = queue
-        .create_source(SourceType::S3, &s3_source("db1"))
-        .await
-        .unwrap();
-    let two = queue
-        .create_source(SourceType::S3, &s3_source("db2"))
-        .await
-        .unwrap();
+    let one = queue.create_source(S3, &s3_source("db1")).await.unwrap();
+    let two = queue.create_source(S3, &s3_source("db2")).await.unwrap();
     let mut created = Vec::new();
     for i in 0..5 {
         let new = job_in(one.id, "db1", &format!("k{i}"), &format!("d{i}"));
@@ -932,8 +922,8 @@ async fn jobs_and_sources_are_listed_page_by_page_with_filters(backend: Backend)
         limit: 10,
         ..JobFilter::default()
     };
-    assert_eq!(list(of_type(SourceType::S3)).await.len(), 6);
-    assert!(list(of_type(SourceType::Github)).await.is_empty());
+    assert_eq!(list(of_type(S3)).await.len(), 6);
+    assert!(list(of_type(GITHUB)).await.is_empty());
 
     // Sources: the same paging and filters.
     let sources = |filter: SourceFilter| {
@@ -976,12 +966,12 @@ async fn jobs_and_sources_are_listed_page_by_page_with_filters(backend: Backend)
     };
     assert!(sources(no_sources).await.is_empty());
     let github = SourceFilter {
-        source_type: Some(SourceType::Github),
+        source_type: Some(GITHUB),
         limit: 10,
         ..SourceFilter::default()
     };
     assert!(sources(github).await.is_empty());
-    let all = chroma_syncd::queue::all_sources(queue.as_ref(), Some(SourceType::S3))
+    let all = chroma_syncd::queue::all_sources(queue.as_ref(), Some(S3))
         .await
         .unwrap();
     assert_eq!(
@@ -1001,10 +991,7 @@ async fn latest_by_keys_answers_the_newest_job_of_each_key(backend: Backend) {
     );
     let new_a = queue.enqueue(job(source.id, "a", "d-a2")).await.unwrap();
     let b = queue.enqueue(job(source.id, "b", "d-b")).await.unwrap();
-    let other = queue
-        .create_source(SourceType::S3, &s3_source("db2"))
-        .await
-        .unwrap();
+    let other = queue.create_source(S3, &s3_source("db2")).await.unwrap();
     queue.enqueue(job(other.id, "c", "d-c")).await.unwrap();
 
     let keys: Vec<String> = ["b", "missing", "a", "c"].map(String::from).to_vec();
@@ -1122,10 +1109,7 @@ async fn a_schedule_slot_is_claimed_once_and_records_its_outcome(backend: Backen
             .await
             .unwrap()
     );
-    let other = queue
-        .create_source(SourceType::S3, &s3_source("db2"))
-        .await
-        .unwrap();
+    let other = queue.create_source(S3, &s3_source("db2")).await.unwrap();
     assert!(
         other_daemon
             .claim_schedule_slot(other.id, at(60))
@@ -1380,10 +1364,7 @@ async fn remembered_page_links_are_replaced_forgotten_and_deleted_with_their_sou
 ) {
     let (queue, source) = backend.with_source().await;
     let queue: Arc<dyn Queue> = Arc::from(queue);
-    let other = queue
-        .create_source(SourceType::S3, &s3_source("db2"))
-        .await
-        .unwrap();
+    let other = queue.create_source(S3, &s3_source("db2")).await.unwrap();
     let (a, b, c) = ("https://x.test/a", "https://x.test/b", "https://x.test/c");
     let first_a = page_links(a, "1", &[b, c]);
     let mut skipped_b = page_links(b, "1", &[]);
@@ -1520,10 +1501,7 @@ async fn meta_json_documents_are_remembered_per_file_and_go_with_their_source(ba
     );
 
     // Per source, and deleted with it.
-    let second = queue
-        .create_source(SourceType::S3, &s3_source("db2"))
-        .await
-        .unwrap();
+    let second = queue.create_source(S3, &s3_source("db2")).await.unwrap();
     MetaJsonMemory::new(&*queue, second.id)
         .put(file, &document("c", "r9", "docs/z.md"))
         .await

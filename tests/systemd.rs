@@ -93,7 +93,14 @@ fn the_environment_file_example_names_only_variables_the_daemon_reads() {
     let example = std::fs::read_to_string("systemd/chroma-syncd.env.example").unwrap();
     let unit = std::fs::read_to_string("systemd/chroma-syncd.service").unwrap();
     assert!(unit.contains("EnvironmentFile=-/etc/chroma-syncd/env"));
-    let config = std::fs::read_to_string("src/config.rs").unwrap();
+    // The daemon's own variables, and each source kind's (read by its
+    // section of the config, `<kind>/section.rs`).
+    let mut config = std::fs::read_to_string("src/config.rs").unwrap();
+    for entry in std::fs::read_dir("src/domain/sources").unwrap().flatten() {
+        if let Ok(section) = std::fs::read_to_string(entry.path().join("section.rs")) {
+            config.push_str(&section);
+        }
+    }
     let names: Vec<&str> = example
         .lines()
         .map(|line| line.trim_start_matches('#'))

@@ -178,6 +178,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::domain::Sources;
+    use crate::domain::sources::SourceKind;
+    use crate::domain::sources::web::WebSource;
 
     fn answer() -> Vec<SourceTypeInfo> {
         let sources = Sources::new(&Config::default()).expect("the default config's sources");
@@ -223,13 +225,15 @@ mod tests {
                 "every declared field is one of CreateJobPayload's"
             );
         }
-        let web = answer()
+        // A default is the daemon's: its config's, not the settings type's.
+        let config: Config = toml::from_str("[web]\ndefault_max_depth = 7\n").unwrap();
+        let sources = Sources::new(&config).unwrap();
+        let web = sources
+            .kinds()
             .into_iter()
-            .find(|kind| kind.source_type == SourceType::WebScrape)
+            .map(info)
+            .find(|kind| kind.source_type == <WebSource as SourceKind>::SOURCE_TYPE)
             .unwrap();
-        assert_eq!(
-            web.schema["properties"]["max_depth"]["default"],
-            Config::default().web.default_max_depth
-        );
+        assert_eq!(web.schema["properties"]["max_depth"]["default"], 7);
     }
 }

@@ -66,7 +66,7 @@ pub fn parse_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 pub fn parse_source_type(value: Option<&str>) -> Result<Option<SourceType>, ApiError> {
     value
         .map(|v| {
-            SourceType::parse(v).ok_or_else(|| {
+            SourceSpec::source_type_named(v).ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "source_type must be {}, not `{v}`",
                     either(&SourceSpec::kind_fields())

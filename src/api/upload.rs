@@ -23,7 +23,7 @@ use crate::domain::plan::validate_custom_id;
 use crate::domain::validate_settings;
 use crate::model::{
     AddFileResponse, ChunkingConfig, CreateJobPayload, EmbeddingConfig, ErrorResponse,
-    FileJobMetadata, IndexJobMetadata, JobKind, SourceType, Trigger, UploadSpec,
+    FILE_JOB_FIELD, FileJobMetadata, IndexJobMetadata, JobKind, SourceType, Trigger, UploadSpec,
 };
 use crate::queue::NewJob;
 use crate::sink::records::validate_user_metadata;
@@ -184,7 +184,7 @@ pub async fn add_file(
         .or(part_type.filter(|t| t != "application/octet-stream"));
     let job = NewJob {
         source_id: Uuid::nil(),
-        source_type: SourceType::Upload,
+        source_type: SourceType::UPLOAD,
         payload: CreateJobPayload {
             custom_id: fields.custom_id.clone(),
             metadata: fields.metadata.clone(),
@@ -192,12 +192,12 @@ pub async fn add_file(
             ..CreateJobPayload::default()
         },
         metadata: IndexJobMetadata {
-            kind: JobKind::File(FileJobMetadata {
+            kind: file_job(FileJobMetadata {
                 file_name: filename.clone(),
                 size,
                 custom_id: fields.custom_id,
                 additional_metadata: fields.metadata,
-            }),
+            })?,
             database_name: database.clone(),
             collection_name: collection.clone(),
         },
@@ -467,4 +467,10 @@ fn busy(code: &str, message: String) -> Response {
         }),
     )
         .into_response()
+}
+
+/// An upload's job metadata: `"file": {…}`.
+fn file_job(metadata: FileJobMetadata) -> Result<JobKind, ApiError> {
+    JobKind::of(FILE_JOB_FIELD, &metadata)
+        .map_err(|e| ApiError::internal(format!("job metadata: {e}")))
 }

@@ -100,7 +100,10 @@ impl Drop for Reservation {
 }
 
 impl UploadStore {
-    pub fn new(config: &crate::config::Config) -> Self {
+    /// A store for `config`'s uploads, whose text files are written in
+    /// segments of `segment_bytes` (what the registry gives: S3's
+    /// `stream_segment_bytes`, as uploads stream as S3 objects do).
+    pub fn new(config: &crate::config::Config, segment_bytes: u64) -> Self {
         UploadStore {
             kind: if config.queue.url.is_some() {
                 UploadStoreKind::Queue
@@ -108,7 +111,7 @@ impl UploadStore {
                 UploadStoreKind::Directory
             },
             directory: config.state_dir.join("uploads"),
-            segment_bytes: config.s3.stream_segment_bytes,
+            segment_bytes,
             request_timeout: config.uploads.request_timeout(),
             max_pending_bytes: config.uploads.max_pending_bytes,
             min_free_bytes: config.uploads.min_free_bytes,
@@ -539,7 +542,7 @@ pub async fn run(store: &UploadStore, job: &JobRun<'_>, spec: &UploadSpec) -> Re
     let queue = job.services.queue.as_ref();
     let id = job.claimed.job.id;
     let collection = job.open_collection().await?;
-    let mut context = job.documents(&collection, SourceType::Upload);
+    let mut context = job.documents(&collection, SourceType::UPLOAD);
     context.custom_id = job.claimed.payload.custom_id.as_deref();
     context.user_metadata = job.claimed.payload.metadata.as_ref();
     job.state.set_progress(

@@ -100,6 +100,15 @@ pub trait SourceKind: Send + Sync {
         + Sync
         + utoipa::ToSchema;
 
+    /// The kind's section of the daemon's config (`[s3]`, …), defined in
+    /// its folder (`section.rs`).
+    type Settings: crate::config::KindSection;
+
+    /// What a job of this kind syncs, as its `metadata` names it under the
+    /// kind's field (seed 001's `IndexJobMetadata`); a unit struct is
+    /// `null`. Its schema is one of the OpenAPI document's `JobKind`s.
+    type JobMetadata: serde::Serialize + utoipa::ToSchema;
+
     /// The kind's name on the wire: the `source_type` of its sources and
     /// jobs, and the create payload's field holding its settings.
     const SOURCE_TYPE: SourceType;
@@ -121,9 +130,10 @@ pub trait SourceKind: Send + Sync {
     /// files (`.meta.json`) name.
     const META_JSON_FILES: bool = false;
 
-    /// The kind's handler, with its clients and its `[<kind>]` settings of
-    /// the daemon's config; an error says what in the config is wrong.
-    fn build(config: &Config) -> Result<Self, String>
+    /// The kind's handler, with its clients, from its `settings` (its
+    /// section of the daemon's config, `[<field>]` after its registry line)
+    /// and the rest of `config`; an error says what in the config is wrong.
+    fn build(config: &Config, settings: Self::Settings) -> Result<Self, String>
     where
         Self: Sized;
 
@@ -250,6 +260,9 @@ pub struct InvocationField {
     /// any: what a retry of the job reads back. (`target_collection_name`
     /// is recorded as every job's `metadata.collection_name`.)
     pub recorded_as: Option<&'static str>,
+    /// The flags of `chroma-syncd invocation create` that set it; none
+    /// means one, `--<name>` (dashes for underscores), taking the text.
+    pub flags: &'static [Flag],
 }
 
 impl InvocationField {
@@ -258,6 +271,7 @@ impl InvocationField {
             name,
             required: false,
             recorded_as: None,
+            flags: &[],
         }
     }
 
@@ -266,13 +280,68 @@ impl InvocationField {
             name,
             required: true,
             recorded_as: None,
+            flags: &[],
         }
+    }
+
+    pub const fn flags(self, flags: &'static [Flag]) -> Self {
+        InvocationField { flags, ..self }
     }
 
     pub const fn recorded_as(self, field: &'static str) -> Self {
         InvocationField {
             recorded_as: Some(field),
             ..self
+        }
+    }
+}
+
+/// A command-line flag that sets an invocation field
+/// ([`InvocationField::flags`]): the CLI builds `invocation create`'s flags
+/// from the kinds' declarations, so it names no kind's field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag {
+    /// `--<long>`.
+    pub long: &'static str,
+    /// What `--help` says of it.
+    pub help: &'static str,
+    pub value: FlagValue,
+}
+
+/// How a flag's text becomes its field's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagValue {
+    /// The text, as a string.
+    Text,
+    /// A JSON object (inline, or `@file`).
+    JsonObject,
+    /// `{"<key>": text}`: one of the field's shapes (a field with several
+    /// flags takes one of them).
+    Within(&'static str),
+}
+
+impl Flag {
+    pub const fn text(long: &'static str, help: &'static str) -> Self {
+        Flag {
+            long,
+            help,
+            value: FlagValue::Text,
+        }
+    }
+
+    pub const fn json_object(long: &'static str, help: &'static str) -> Self {
+        Flag {
+            long,
+            help,
+            value: FlagValue::JsonObject,
+        }
+    }
+
+    pub const fn within(long: &'static str, key: &'static str, help: &'static str) -> Self {
+        Flag {
+            long,
+            help,
+            value: FlagValue::Within(key),
         }
     }
 }
@@ -317,7 +386,7 @@ fn describe<K: SourceKind>(kind: &K) -> KindDescription {
 /// ([`Sources::settings_schemas`]).
 pub struct SettingsSchema {
     /// The payload's field (the kind's `source_type`).
-    pub field: &'static str,
+    pub field: String,
     /// The settings type's name in the OpenAPI document's schemas.
     pub name: String,
     /// See [`SourceKind::FIELD_DOC`].
@@ -328,17 +397,32 @@ pub struct SettingsSchema {
         String,
         utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
     )>,
+    /// The name of the kind's job metadata type (one of `JobKind`'s).
+    pub job_name: String,
+    /// That type's schema, and the named schemas it refers to.
+    pub job_schemas: Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
 }
 
 fn settings_schema<K: SourceKind>() -> SettingsSchema {
+    use utoipa::{PartialSchema, ToSchema};
     let mut schemas = Vec::new();
-    <K::Config as utoipa::ToSchema>::schemas(&mut schemas);
+    K::Config::schemas(&mut schemas);
+    let mut job_schemas = vec![(
+        K::JobMetadata::name().into_owned(),
+        K::JobMetadata::schema(),
+    )];
+    K::JobMetadata::schemas(&mut job_schemas);
     SettingsSchema {
-        field: K::SOURCE_TYPE.as_str(),
-        name: <K::Config as utoipa::ToSchema>::name().into_owned(),
+        field: K::SOURCE_TYPE.as_str().to_string(),
+        name: K::Config::name().into_owned(),
         field_doc: K::FIELD_DOC,
-        schema: <K::Config as utoipa::PartialSchema>::schema(),
+        schema: K::Config::schema(),
         schemas,
+        job_name: K::JobMetadata::name().into_owned(),
+        job_schemas,
     }
 }
 
@@ -346,8 +430,8 @@ fn settings_schema<K: SourceKind>() -> SettingsSchema {
 /// (stored sources were checked when created, so `None` means another
 /// kind).
 pub fn settings_of<K: SourceKind>(payload: &CreateSourcePayload) -> Option<K::Config> {
-    let field = K::SOURCE_TYPE.as_str();
-    spec::settings_of(field, payload.kind.get(field)?).ok()
+    let kind = K::SOURCE_TYPE;
+    spec::settings_of(kind.as_str(), payload.kind.get(kind.as_str())?).ok()
 }
 
 /// What a source type decides about one invocation; [`Planned::into_job`]
@@ -362,6 +446,24 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// A job of kind `K` that syncs what `metadata` names into `collection`.
+    pub fn of<K: SourceKind>(
+        metadata: &K::JobMetadata,
+        collection: String,
+        concurrency_key: String,
+    ) -> Result<Self, DomainError> {
+        let kind = K::SOURCE_TYPE;
+        // Plain data always serializes; were it not to, the plan fails
+        // rather than storing a job that says nothing of what it syncs.
+        let kind = JobKind::of(kind.as_str(), metadata)
+            .map_err(|e| DomainError::Source(format!("job metadata: {e}")))?;
+        Ok(Planned {
+            kind,
+            collection,
+            concurrency_key,
+        })
+    }
+
     pub fn into_job(
         self,
         record: &SourceRecord,
@@ -393,10 +495,18 @@ impl Planned {
     }
 }
 
+impl Sources {
+    /// One of each kind, built from the daemon's config.
+    pub fn new(config: &Config) -> Result<Self, String> {
+        // Uploads are written in the segments S3 objects are streamed in.
+        Sources::build(config, |sources| sources.s3.stream_segment_bytes)
+    }
+}
+
 registry! {
-    S3 => s3: s3::S3Source,
     Github => github: github::GithubSource,
     WebScrape => web: web::WebSource,
+    S3 => s3: s3::S3Source,
     Filesystem => filesystem: filesystem::FilesystemSource,
 }
 
@@ -490,7 +600,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             spec.source_type(),
-            SourceType::S3,
+            s3::S3Source::SOURCE_TYPE,
             "a null kind is a kind left out"
         );
 

@@ -11,8 +11,9 @@
 //! kind one line in `sources/mod.rs`'s `registry!` call.
 
 /// `registry! { Variant => field: path::KindType, … }`: see the module doc.
-/// The order of the lines is the order `GET /api/v1/source-types` lists the
-/// kinds in.
+/// The order of the lines is the order the kinds are listed in everywhere:
+/// `GET /api/v1/source-types`, the OpenAPI document's `SourceType`, refusals
+/// and `run --help`.
 macro_rules! registry {
     ($($variant:ident => $field:ident : $kind:ty),+ $(,)?) => {
         /// A source's kind and its kind-specific settings: the payload's
@@ -56,12 +57,37 @@ macro_rules! registry {
                 }
             }
 
-            /// The payload's fields that name a kind, in the order the
-            /// wire's `source_type` lists them (messages name them so).
+            /// The payload's fields that name a kind: the kinds'
+            /// `source_type`s, in the registry's order (messages, the
+            /// OpenAPI document's `SourceType` and `run --help` list them so).
             pub fn kind_fields() -> Vec<&'static str> {
-                let mut kinds = vec![$(<$kind as SourceKind>::SOURCE_TYPE),+];
-                kinds.sort_by_key(|kind| SourceType::SOURCES.iter().position(|k| k == kind));
-                kinds.into_iter().map(SourceType::as_str).collect()
+                vec![$({
+                    static NAME: SourceType = <$kind as SourceKind>::SOURCE_TYPE;
+                    NAME.as_str()
+                }),+]
+            }
+
+            /// Every kind's invocation fields, in the registry's order (a
+            /// field several kinds take comes once per kind).
+            pub fn invocation_fields() -> Vec<&'static InvocationField> {
+                let mut fields = Vec::new();
+                $(fields.extend(<$kind as SourceKind>::INVOCATION_FIELDS);)+
+                fields
+            }
+
+            /// Every kind's `source_type`, in the registry's order.
+            pub fn source_types() -> Vec<SourceType> {
+                vec![$(<$kind as SourceKind>::SOURCE_TYPE),+]
+            }
+
+            /// The `source_type` a caller names (a filter), if it is a
+            /// kind's or [`SourceType::UPLOAD`]: what input is checked
+            /// against, where [`SourceType::parse`] checks only the shape.
+            pub fn source_type_named(name: &str) -> Option<SourceType> {
+                Self::source_types()
+                    .into_iter()
+                    .chain([SourceType::UPLOAD])
+                    .find(|kind| kind.as_str() == name)
             }
 
             pub fn source_type(&self) -> SourceType {
@@ -72,7 +98,8 @@ macro_rules! registry {
 
             /// Puts this spec into the source's wire form (`GET /sources/{id}`).
             pub fn write_into(self, source: &mut Source) {
-                let field = self.source_type().as_str();
+                let kind = self.source_type();
+                let field = kind.as_str();
                 let settings = match self {
                     $(SourceSpec::$variant(config) => KindSettings::of(field, &config),)+
                 };
@@ -105,12 +132,30 @@ macro_rules! registry {
         }
 
         impl Sources {
-            pub fn new(config: &Config) -> Result<Self, String> {
-                Ok(Sources {
-                    $($field: <$kind as SourceKind>::build(config)?,)+
+            /// Builds every kind from its section of `config` (named for
+            /// its field); a section no kind reads is refused. The upload
+            /// store streams in segments of `upload_segment_bytes`.
+            fn build(config: &Config, upload_segment_bytes: impl FnOnce(&Self) -> u64) -> Result<Self, String> {
+                let sections = [$(stringify!($field)),+];
+                if let Some(unknown) = config.sections.keys().find(|name| !sections.contains(&name.as_str())) {
+                    return Err(format!(
+                        "config: unknown section or key `{unknown}` (sections of source kinds: {})",
+                        sections.join(", ")
+                    ));
+                }
+                let mut sources = Sources {
+                    $($field: {
+                        let settings = config
+                            .section(stringify!($field))
+                            .map_err(|e| e.to_string())?;
+                        <$kind as SourceKind>::build(config, settings)?
+                    },)+
                     webhooks: $crate::domain::webhook::WebhookRules::new(&config.webhooks)?,
-                    uploads: $crate::domain::upload::UploadStore::new(config),
-                })
+                    uploads: $crate::domain::upload::UploadStore::new(config, 0),
+                };
+                let segment_bytes = upload_segment_bytes(&sources);
+                sources.uploads = $crate::domain::upload::UploadStore::new(config, segment_bytes);
+                Ok(sources)
             }
 
             /// Every kind, as it describes itself.

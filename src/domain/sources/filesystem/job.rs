@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
+use super::FilesystemSettings;
 use super::read::read_document;
 use super::root::{Resolved, Root};
 use super::settings::FilesystemSourceConfig;
 use super::walk::{Walk, walk, walk_under};
 use super::{PathFilter, open_root, path_filter};
-use crate::config::FilesystemSettings;
-use crate::model::{SourceType, Trigger};
+use crate::domain::sources::SourceKind;
+use crate::model::Trigger;
 use crate::pipeline::{
     DEFAULT_MAX_REMOVAL_FRACTION, DocumentContext, Fetched, JobError, JobRun, RemovalPolicy,
     SourceError,
@@ -31,7 +32,7 @@ pub(super) async fn run(
         .map_err(|e| JobError::Permanent(format!("filesystem.root: {e}")))?;
     let filter = Arc::new(path_filter(config).map_err(JobError::Permanent)?);
     let collection = job.open_collection().await?;
-    let context = job.documents(&collection, SourceType::Filesystem);
+    let context = job.documents(&collection, super::FilesystemSource::SOURCE_TYPE);
     let removal = job.removal_policy(DEFAULT_MAX_REMOVAL_FRACTION, "max_removal_fraction");
     let sync = Sync {
         removal: &removal,

@@ -11,6 +11,7 @@
 mod job;
 pub mod read;
 pub mod root;
+pub mod section;
 pub mod settings;
 pub mod walk;
 pub mod watch;
@@ -32,25 +33,26 @@ fn open_root(
 }
 use super::globs::PathFilter;
 use super::{
-    InvocationField, Planned, Reconcile, SourceKind, WholeSource, collection_concurrency_key,
+    Flag, InvocationField, Planned, Reconcile, SourceKind, WholeSource, collection_concurrency_key,
     collection_of,
 };
-use crate::config::{Config, FilesystemSettings};
+use crate::config::Config;
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{AutoSync, CreateJobPayload, JobKind, SourceType};
+use crate::model::{AutoSync, CreateJobPayload, SourceType};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
-pub use settings::FilesystemSourceConfig;
+pub use section::{AllowedRoot, FilesystemSettings, WatchMode};
+pub use settings::{FilesystemJobMetadata, FilesystemSourceConfig};
 
 pub struct FilesystemSource {
     settings: Arc<FilesystemSettings>,
 }
 
 impl FilesystemSource {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(settings: FilesystemSettings) -> Self {
         FilesystemSource {
-            settings: Arc::new(config.filesystem.clone()),
+            settings: Arc::new(settings),
         }
     }
 }
@@ -65,21 +67,29 @@ pub fn path_filter(config: &FilesystemSourceConfig) -> Result<PathFilter, String
 
 impl SourceKind for FilesystemSource {
     type Config = FilesystemSourceConfig;
+    type JobMetadata = FilesystemJobMetadata;
+    type Settings = FilesystemSettings;
 
-    const SOURCE_TYPE: SourceType = SourceType::Filesystem;
+    const SOURCE_TYPE: SourceType = SourceType::named("filesystem");
     const TITLE: &'static str = "Local directory";
     const DESCRIPTION: &'static str = "A directory on the daemon's host, inside one of its \
         `[filesystem] allowed_roots`: an invocation syncs the whole root, or one file or \
         directory of it, into one collection. With auto-sync the root is watched.";
     const INVOCATION_FIELDS: &'static [InvocationField] = &[
-        InvocationField::optional("path").recorded_as("path"),
+        InvocationField::optional("path")
+            .recorded_as("path")
+            .flags(&[Flag::text(
+                "path",
+                "Filesystem: the file or directory (relative to the root) to sync; default: \
+                 the whole root.",
+            )]),
         InvocationField::optional("target_collection_name"),
     ];
     const CALLED: &'static str = "filesystem";
     const FIELD_DOC: Option<&'static str> = Some("Extension: a directory on the daemon's host.");
 
-    fn build(config: &Config) -> Result<Self, String> {
-        Ok(FilesystemSource::new(config))
+    fn build(_: &Config, settings: FilesystemSettings) -> Result<Self, String> {
+        Ok(FilesystemSource::new(settings))
     }
 
     /// Watches the root of every `auto_sync: "direct"` filesystem source
@@ -184,11 +194,9 @@ fn plan_path(
         root.resolve(path)
             .map_err(|e| DomainError::invalid(format!("path `{path}`: {e}")))?;
     }
-    Ok(Planned {
-        kind: JobKind::Filesystem {
-            path: payload.path.clone(),
-        },
-        concurrency_key: collection_concurrency_key(record, &collection),
-        collection,
-    })
+    let metadata = FilesystemJobMetadata {
+        path: payload.path.clone(),
+    };
+    let concurrency_key = collection_concurrency_key(record, &collection);
+    Planned::of::<FilesystemSource>(&metadata, collection, concurrency_key)
 }

@@ -11,7 +11,7 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use crate::config::FilesystemSettings;
+use super::FilesystemSettings;
 
 /// Longest relative path accepted, in bytes (Linux's `PATH_MAX`): longer
 /// ones cannot be opened anyway, and the bound keeps error messages and
@@ -300,7 +300,7 @@ pub(crate) mod tests {
         FilesystemSettings {
             allowed_roots: dirs
                 .iter()
-                .map(|d| crate::config::AllowedRoot::from(d.to_path_buf()))
+                .map(|d| crate::domain::sources::filesystem::AllowedRoot::from(d.to_path_buf()))
                 .collect(),
             ..FilesystemSettings::default()
         }

@@ -29,3 +29,10 @@ pub struct FilesystemSourceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_sync: Option<AutoSync>,
 }
+
+/// Extension: a job's `filesystem` metadata, `{"path": …}` (`null` path:
+/// the whole root).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FilesystemJobMetadata {
+    pub path: Option<String>,
+}

@@ -17,9 +17,10 @@ use uuid::Uuid;
 use super::root::{Resolved, Root};
 use super::settings::FilesystemSourceConfig;
 use super::watch::{Batch, Mechanism, Watcher};
+use super::{FilesystemSettings, WatchMode};
 use super::{PathFilter, path_filter, plan_path};
-use crate::config::{FilesystemSettings, WatchMode};
-use crate::model::{AutoSync, CreateJobPayload, SourceType, Trigger};
+use crate::domain::sources::SourceKind;
+use crate::model::{AutoSync, CreateJobPayload, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
 
 /// How often the set of watched sources is re-read.
@@ -76,7 +77,8 @@ pub(super) async fn watch_loop(
 async fn watched_sources(
     queue: &dyn Queue,
 ) -> Result<Vec<(SourceRecord, FilesystemSourceConfig)>, QueueError> {
-    let sources = crate::queue::all_sources(queue, Some(SourceType::Filesystem)).await?;
+    let sources =
+        crate::queue::all_sources(queue, Some(super::FilesystemSource::SOURCE_TYPE)).await?;
     Ok(sources
         .into_iter()
         .filter_map(|record| {

@@ -39,8 +39,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{Document, Fetched, SourceError};
 
+use super::GitHubSettings;
 use super::settings::GithubSourceConfig;
-use crate::config::{GitHubSettings, Secret};
+use crate::config::Secret;
 pub use crate::domain::sources::globs::{DEFAULT_EXCLUDE_GLOBS, PathFilter};
 use crate::model::GitRefIdentifier;
 

@@ -25,7 +25,8 @@ use super::client::{
     DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason_for,
 };
 use super::settings::GithubSourceConfig;
-use crate::model::{GitRefIdentifier, JobStatus, SourceType};
+use crate::domain::sources::SourceKind;
+use crate::model::{GitRefIdentifier, JobStatus};
 use crate::pipeline::{
     DEFAULT_MAX_REMOVAL_FRACTION, DocumentContext, Fetched, JobError, JobRun, RemovalPolicy,
     Services, SourceError,
@@ -66,7 +67,7 @@ pub(super) async fn run(
         git_ref: label,
         commit_sha: sha.clone(),
     };
-    let context = job.documents(&collection, SourceType::Github);
+    let context = job.documents(&collection, super::GithubSource::SOURCE_TYPE);
     let removal = job.removal_policy(DEFAULT_MAX_REMOVAL_FRACTION, "max_removal_fraction");
     let sync = Sync {
         settings: source.clients.settings(),
@@ -167,7 +168,7 @@ struct Diff {
 }
 
 struct Sync<'a> {
-    settings: &'a crate::config::GitHubSettings,
+    settings: &'a super::GitHubSettings,
     removal: &'a RemovalPolicy,
     context: &'a DocumentContext<'a>,
     repo: &'a GitHubRepo,
@@ -371,7 +372,7 @@ impl Sync<'_> {
             .map(|_| ())
     }
 
-    fn repo_settings(&self) -> &crate::config::GitHubSettings {
+    fn repo_settings(&self) -> &super::GitHubSettings {
         self.settings
     }
 }

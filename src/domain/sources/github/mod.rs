@@ -3,6 +3,7 @@
 
 pub mod client;
 mod job;
+pub mod section;
 pub mod settings;
 
 use std::sync::Arc;
@@ -12,14 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use self::client::{GitHubClients, path_filter, split_repository};
 use super::{
-    InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key, collection_of,
+    Flag, InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key,
+    collection_of,
 };
 use crate::config::{Config, Secret};
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{CreateJobPayload, GitRefIdentifier, JobKind, SourceSchedule, SourceType};
+use crate::model::{CreateJobPayload, GitRefIdentifier, SourceSchedule, SourceType};
 use crate::pipeline::{JobError, JobRun, SourceError};
 use crate::queue::SourceRecord;
-pub use settings::GithubSourceConfig;
+pub use section::{GitHubAppConfig, GitHubSettings};
+pub use settings::{GithubJobMetadata, GithubSourceConfig};
 
 /// How long planning an invocation may wait for GitHub to name the default branch.
 const DEFAULT_BRANCH_LOOKUP: Duration = Duration::from_secs(20);
@@ -31,31 +34,40 @@ pub struct GithubSource {
 }
 
 impl GithubSource {
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub fn new(settings: GitHubSettings) -> Result<Self, String> {
         Ok(GithubSource {
-            clients: Arc::new(
-                GitHubClients::new(config.github.clone()).map_err(|e| e.to_string())?,
-            ),
+            clients: Arc::new(GitHubClients::new(settings).map_err(|e| e.to_string())?),
         })
     }
 }
 
 impl SourceKind for GithubSource {
     type Config = GithubSourceConfig;
+    type JobMetadata = GithubJobMetadata;
+    type Settings = GitHubSettings;
 
-    const SOURCE_TYPE: SourceType = SourceType::Github;
+    const SOURCE_TYPE: SourceType = SourceType::named("github");
     const TITLE: &'static str = "GitHub repository";
     const DESCRIPTION: &'static str = "A GitHub repository at a branch or a commit, synced into \
         one collection: fully the first time, then only what changed since the last synced \
         commit.";
     const INVOCATION_FIELDS: &'static [InvocationField] = &[
         InvocationField::required("target_collection_name"),
-        InvocationField::optional("ref_identifier").recorded_as("git_ref_identifier"),
+        InvocationField::optional("ref_identifier")
+            .recorded_as("git_ref_identifier")
+            .flags(&[
+                Flag::within(
+                    "branch",
+                    "branch",
+                    "GitHub: branch to sync (default: the repository's default branch).",
+                ),
+                Flag::within("sha", "sha", "GitHub: commit to sync."),
+            ]),
     ];
     const CALLED: &'static str = "GitHub";
 
-    fn build(config: &Config) -> Result<Self, String> {
-        GithubSource::new(config)
+    fn build(_: &Config, settings: GitHubSettings) -> Result<Self, String> {
+        GithubSource::new(settings)
     }
 
     fn secret_values(&self) -> Vec<Secret> {
@@ -165,13 +177,11 @@ impl SourceKind for GithubSource {
             DomainError::invalid("ref_identifier is required (the default branch was not resolved)")
         })?;
         validate_ref(&git_ref)?;
-        Ok(Planned {
-            kind: JobKind::Github {
-                git_ref_identifier: git_ref,
-            },
-            concurrency_key: collection_concurrency_key(record, &collection),
-            collection,
-        })
+        let metadata = GithubJobMetadata {
+            git_ref_identifier: git_ref,
+        };
+        let concurrency_key = collection_concurrency_key(record, &collection);
+        Planned::of::<Self>(&metadata, collection, concurrency_key)
     }
 
     async fn whole_source(

@@ -26,3 +26,9 @@ pub struct GithubSourceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_globs: Option<Vec<String>>,
 }
+
+/// A job's `github` metadata (seed 001): the ref it syncs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct GithubJobMetadata {
+    pub git_ref_identifier: crate::model::GitRefIdentifier,
+}

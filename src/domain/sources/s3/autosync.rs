@@ -48,6 +48,7 @@ use super::Reconcile;
 use super::client::S3Clients;
 use super::meta_json::is_meta_json;
 use super::settings::S3SourceConfig;
+use crate::domain::sources::SourceKind;
 use crate::model::{AutoSync, CreateJobPayload, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
 
@@ -235,7 +236,7 @@ async fn reconciled(reconcile: Arc<dyn Reconcile>, record: SourceRecord, stop: C
 }
 
 async fn autosynced_sources(queue: &dyn Queue) -> Result<Vec<SourceRecord>, QueueError> {
-    let mut sources = crate::queue::all_sources(queue, Some(crate::model::SourceType::S3)).await?;
+    let mut sources = crate::queue::all_sources(queue, Some(super::S3Source::SOURCE_TYPE)).await?;
     sources.retain(|r| {
         super::settings(r).is_some_and(|s3| {
             matches!(s3.auto_sync, Some(AutoSync::Direct | AutoSync::Metadata))

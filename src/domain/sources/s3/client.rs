@@ -31,8 +31,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::OnceCell;
 use url::Url;
 
+use super::S3Settings;
 use super::settings::S3SourceConfig;
-use crate::config::{AwsCredentialConfig, S3Settings, Secret};
+use crate::config::{AwsCredentialConfig, Secret};
 use crate::net::{ResolveError, forbidden_address, literal_ip, resolve_public};
 use crate::pipeline::segments::Segments;
 use crate::pipeline::{Document, Fetched, SegmentedDocument, SourceError};

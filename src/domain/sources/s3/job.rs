@@ -7,7 +7,8 @@ use super::S3Source;
 use super::client::{Opened, S3Object};
 use super::settings::S3SourceConfig;
 use super::synced::MetaJsonMemory;
-use crate::model::{SourceType, Trigger};
+use crate::domain::sources::SourceKind;
+use crate::model::Trigger;
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
 
 pub(super) async fn run(
@@ -35,7 +36,7 @@ pub(super) async fn run(
         segment_bytes: source.stream_segment_bytes,
     };
     let collection = job.open_collection().await?;
-    let mut context = job.documents(&collection, SourceType::S3);
+    let mut context = job.documents(&collection, super::S3Source::SOURCE_TYPE);
     context.custom_id = claimed.payload.custom_id.as_deref();
     context.user_metadata = claimed.payload.metadata.as_ref();
     let started = Instant::now();

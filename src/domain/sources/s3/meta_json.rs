@@ -46,7 +46,8 @@ use super::S3Source;
 use super::client::{Opened, S3Object, read_small};
 use super::settings::S3SourceConfig;
 use super::synced::{MetaJsonDocument, MetaJsonMemory};
-use crate::model::{CreateJobPayload, JobStatus, SourceType, Trigger};
+use crate::domain::sources::SourceKind;
+use crate::model::{CreateJobPayload, JobStatus, Trigger};
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
 
 /// What marks a metadata file.
@@ -283,7 +284,7 @@ pub(super) async fn run(
         segment_bytes: source.stream_segment_bytes,
     };
     let collection = job.open_collection_named(&collection_name).await?;
-    let mut context = job.documents(&collection, SourceType::S3);
+    let mut context = job.documents(&collection, super::S3Source::SOURCE_TYPE);
     context.custom_id = Some(&meta.id);
     context.user_metadata = meta.metadata.as_ref();
     let started = std::time::Instant::now();
@@ -396,7 +397,7 @@ async fn retire(
     let mut removed = 0;
     if holders.iter().all(|holder| holder == meta_key) {
         let collection = job.open_collection_named(&document.collection_name).await?;
-        let mut context = job.documents(&collection, SourceType::S3);
+        let mut context = job.documents(&collection, super::S3Source::SOURCE_TYPE);
         context.custom_id = Some(&document.custom_id);
         removed = context.remove_custom_document().await?;
         tracing::info!(meta_key, custom_id = %document.custom_id, collection = %document.collection_name, removed, "removed a metadata file's document");

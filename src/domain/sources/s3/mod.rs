@@ -9,6 +9,7 @@ pub mod autosync;
 pub mod client;
 mod job;
 pub mod meta_json;
+pub mod section;
 pub mod settings;
 pub mod synced;
 
@@ -18,16 +19,17 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{S3Clients, list_objects};
-use super::{InvocationField, Planned, Reconcile, SourceKind, WholeSource};
+use super::{Flag, InvocationField, Planned, Reconcile, SourceKind, WholeSource};
 use crate::config::{Config, Secret};
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{AutoSync, CreateJobPayload, JobKind, S3JobMetadata, SourceType};
+use crate::model::{AutoSync, CreateJobPayload, SourceType};
 use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
 use crate::sink::records::validate_user_metadata;
-pub use settings::S3SourceConfig;
+pub use section::S3Settings;
+pub use settings::{S3JobMetadata, S3SourceConfig};
 
 /// S3's own limit on key length.
 const MAX_OBJECT_KEY_BYTES: usize = 1024;
@@ -37,18 +39,15 @@ pub struct S3Source {
     /// Objects above this size are skipped.
     max_object_bytes: u64,
     /// Text objects above this size are read and written a segment at a time.
-    stream_segment_bytes: u64,
+    pub(super) stream_segment_bytes: u64,
 }
 
 impl S3Source {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, settings: S3Settings) -> Self {
         S3Source {
-            clients: Arc::new(S3Clients::new(
-                config.aws_credentials.clone(),
-                config.s3.clone(),
-            )),
-            max_object_bytes: config.s3.max_object_bytes,
-            stream_segment_bytes: config.s3.stream_segment_bytes,
+            max_object_bytes: settings.max_object_bytes,
+            stream_segment_bytes: settings.stream_segment_bytes,
+            clients: Arc::new(S3Clients::new(config.aws_credentials.clone(), settings)),
         }
     }
 }
@@ -60,8 +59,10 @@ pub(crate) fn settings(record: &SourceRecord) -> Option<S3SourceConfig> {
 
 impl SourceKind for S3Source {
     type Config = S3SourceConfig;
+    type JobMetadata = S3JobMetadata;
+    type Settings = S3Settings;
 
-    const SOURCE_TYPE: SourceType = SourceType::S3;
+    const SOURCE_TYPE: SourceType = SourceType::named("s3");
     const TITLE: &'static str = "S3 bucket";
     const DESCRIPTION: &'static str = "The objects of an S3 bucket (or an S3-compatible store: \
         MinIO, R2, …) under a path prefix, one job per object key. With auto-sync, the bucket's \
@@ -69,14 +70,19 @@ impl SourceKind for S3Source {
     const INVOCATION_FIELDS: &'static [InvocationField] = &[
         InvocationField::required("object_key").recorded_as("object_key"),
         InvocationField::optional("custom_id").recorded_as("custom_id"),
-        InvocationField::optional("metadata").recorded_as("additional_metadata"),
+        InvocationField::optional("metadata")
+            .recorded_as("additional_metadata")
+            .flags(&[Flag::json_object(
+                "metadata",
+                "JSON object merged into every chunk's metadata.",
+            )]),
         InvocationField::optional("target_collection_name"),
     ];
     const CALLED: &'static str = "S3";
     const META_JSON_FILES: bool = true;
 
-    fn build(config: &Config) -> Result<Self, String> {
-        Ok(S3Source::new(config))
+    fn build(config: &Config, settings: S3Settings) -> Result<Self, String> {
+        Ok(S3Source::new(config, settings))
     }
 
     fn secret_values(&self) -> Vec<Secret> {
@@ -291,16 +297,14 @@ pub fn plan_object(
              apply; custom_id and metadata cannot be given with it"
         )));
     }
-    Ok(Planned {
-        kind: JobKind::S3(S3JobMetadata {
-            bucket_name: s3.bucket_name.clone(),
-            object_key: Some(object_key.to_string()),
-            custom_id: payload.custom_id.clone(),
-            additional_metadata: payload.metadata.clone(),
-        }),
-        concurrency_key: format!("s3:{}:{collection}:{object_key}", record.id),
-        collection,
-    })
+    let metadata = S3JobMetadata {
+        bucket_name: s3.bucket_name.clone(),
+        object_key: Some(object_key.to_string()),
+        custom_id: payload.custom_id.clone(),
+        additional_metadata: payload.metadata.clone(),
+    };
+    let concurrency_key = format!("s3:{}:{collection}:{object_key}", record.id);
+    Planned::of::<S3Source>(&metadata, collection, concurrency_key)
 }
 
 /// Whether a key has a `.` or `..` segment. The prefix check is lexical:

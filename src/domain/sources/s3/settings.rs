@@ -40,3 +40,14 @@ pub struct S3SourceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqs_queue_url: Option<String>,
 }
+
+/// A job's `s3` metadata (seed 001): the object it syncs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct S3JobMetadata {
+    pub bucket_name: String,
+    pub object_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}

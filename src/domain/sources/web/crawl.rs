@@ -59,9 +59,10 @@ use url::Url;
 pub const HTTP_ETAG: &str = "http_etag";
 pub const HTTP_LAST_MODIFIED: &str = "http_last_modified";
 
+use super::WebSettings;
 use super::links::{self, LinkMemory, PageLinks};
 use super::settings::WebScrapeSourceConfig;
-use crate::config::{WebSettings, sha256_hex};
+use crate::config::sha256_hex;
 use crate::domain::sources::globs::{MAX_COMPILED_PATTERN_BYTES, check_pattern_list};
 use crate::net::{first_forbidden, forbidden_address, literal_ip};
 use crate::pipeline::{Document, Fetched, SourceError};

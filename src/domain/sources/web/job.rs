@@ -22,7 +22,7 @@ use super::WebSource;
 use super::crawl::{Crawl, HTTP_ETAG, HTTP_LAST_MODIFIED, KnownPage};
 use super::links::LinkMemory;
 use super::settings::WebScrapeSourceConfig;
-use crate::model::SourceType;
+use crate::domain::sources::SourceKind;
 use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun};
 use crate::sink::records::Stored;
 
@@ -33,7 +33,7 @@ pub(super) async fn run(
 ) -> Result<(), JobError> {
     let (state, cancel) = (job.state, job.cancel);
     let collection = job.open_collection().await?;
-    let context = job.documents(&collection, SourceType::WebScrape);
+    let context = job.documents(&collection, super::WebSource::SOURCE_TYPE);
     state.set_progress(1, 3, "reading what the collection holds".into());
     let known = known_pages(&context).await?;
     let source_id = job

@@ -4,17 +4,20 @@
 pub mod crawl;
 mod job;
 pub mod links;
+pub mod section;
 pub mod settings;
 
 use self::crawl::PathRules;
 use super::{
     InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key, collection_of,
 };
-use crate::config::{Config, WebSettings};
+use crate::config::Config;
 use crate::domain::{DomainError, RunTarget};
-use crate::model::{CreateJobPayload, JobKind, SourceType};
+use crate::model::{CreateJobPayload, SourceType};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::SourceRecord;
+pub use section::WebSettings;
+pub use settings::WebJobMetadata;
 pub use settings::WebScrapeSourceConfig;
 
 /// Deepest crawl and most pages one source may ask for.
@@ -26,17 +29,17 @@ pub struct WebSource {
 }
 
 impl WebSource {
-    pub fn new(config: &Config) -> Self {
-        WebSource {
-            settings: config.web.clone(),
-        }
+    pub fn new(settings: WebSettings) -> Self {
+        WebSource { settings }
     }
 }
 
 impl SourceKind for WebSource {
     type Config = WebScrapeSourceConfig;
+    type JobMetadata = WebJobMetadata;
+    type Settings = WebSettings;
 
-    const SOURCE_TYPE: SourceType = SourceType::WebScrape;
+    const SOURCE_TYPE: SourceType = SourceType::named("web_scrape");
     const TITLE: &'static str = "Website";
     const DESCRIPTION: &'static str = "A website crawled from its starting URL (and its \
         sitemap), politely and within a depth and a page budget, into one collection; a re-crawl \
@@ -45,8 +48,8 @@ impl SourceKind for WebSource {
         &[InvocationField::required("target_collection_name")];
     const CALLED: &'static str = "web";
 
-    fn build(config: &Config) -> Result<Self, String> {
-        Ok(WebSource::new(config))
+    fn build(_: &Config, settings: WebSettings) -> Result<Self, String> {
+        Ok(WebSource::new(settings))
     }
 
     /// The crawl's bounds come from `[web]` when a source gives none.
@@ -98,11 +101,8 @@ impl SourceKind for WebSource {
         payload: &CreateJobPayload,
     ) -> Result<Planned, DomainError> {
         let collection = collection_of(payload, "web_scrape", None)?;
-        Ok(Planned {
-            kind: JobKind::WebScrape(()),
-            concurrency_key: collection_concurrency_key(record, &collection),
-            collection,
-        })
+        let concurrency_key = collection_concurrency_key(record, &collection);
+        Planned::of::<Self>(&WebJobMetadata, collection, concurrency_key)
     }
 
     async fn whole_source(

@@ -28,3 +28,8 @@ pub struct WebScrapeSourceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_path_regexes: Option<Vec<String>>,
 }
+
+/// A job's `web_scrape` metadata: `null` (seed 001), as a crawl is the
+/// whole site.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct WebJobMetadata;
