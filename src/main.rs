@@ -9,9 +9,7 @@ use chroma_syncd::app::{Daemon, RunOptions, RunSummary, RunTarget};
 use chroma_syncd::client::{ApiClient, ListInvocations, ListSources, UploadFields};
 use chroma_syncd::config::Config;
 use chroma_syncd::domain::sources::{Flag, FlagValue, SourceSpec};
-use chroma_syncd::model::{
-    CreateJobPayload, CreateSourcePayload, GitRefIdentifier, Job, JobStatus,
-};
+use chroma_syncd::model::{CreateJobPayload, CreateSourcePayload, Job, JobStatus};
 use chroma_syncd::progress;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -57,25 +55,9 @@ enum Command {
         /// Source JSON (as for `POST /api/v1/sources`), inline or `@file`.
         #[arg(long)]
         source: String,
-        /// S3: object keys to sync; default: every key under the source's `path_prefix`.
-        #[arg(long = "object-key")]
-        object_keys: Vec<String>,
         /// Collection to write (required for GitHub; S3 defaults to the source's).
         #[arg(long)]
         collection: Option<String>,
-        /// GitHub: branch to sync (default: the repository's default branch).
-        #[arg(long, conflicts_with = "sha")]
-        branch: Option<String>,
-        /// GitHub: commit to sync.
-        #[arg(long)]
-        sha: Option<String>,
-        /// S3: sync only the `.meta.json` files under the prefix, each
-        /// syncing the object it names with its id, metadata and collection
-        /// (a backfill of `auto_sync: "metadata"`; always so for a source in
-        /// that mode). Without it every object is synced, and `.meta.json`
-        /// files are processed as they are in `direct` mode.
-        #[arg(long)]
-        meta_json: bool,
         /// Run every document even after one failed (default: stop at the
         /// first failure). The exit code is non-zero either way.
         #[arg(long)]
@@ -84,6 +66,10 @@ enum Command {
         /// (on a terminal a progress bar is drawn instead).
         #[arg(long, default_value_t = 10.0)]
         progress_interval: f64,
+        /// What the source's kind syncs of it beyond a collection: the
+        /// field flags the kinds declare, given (`parse_cli`).
+        #[arg(skip)]
+        fields: GivenFlags,
     },
     /// Internal: converts one document read from stdin to JSON on stdout.
     /// The daemon runs this as a child process with resource limits (see
@@ -212,9 +198,9 @@ enum InvocationCommand {
         /// Follow the invocation to its end; exit non-zero unless it completes.
         #[arg(long)]
         wait: bool,
-        /// The field flags given: (field, flag, text).
+        /// The field flags given (`parse_cli`).
         #[arg(skip)]
-        fields: Vec<(&'static str, Flag, String)>,
+        fields: GivenFlags,
     },
     Get {
         id: String,
@@ -454,19 +440,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker => serve(config, false).await,
         Command::Run {
             source,
-            object_keys,
             collection,
-            branch,
-            sha,
-            meta_json,
             keep_going,
             progress_interval,
+            fields,
         } => {
             let target = RunTarget {
-                object_keys,
                 collection,
-                git_ref: git_ref(branch, sha),
-                meta_json,
+                fields: fields.into_fields()?,
             };
             backfill(
                 config,
@@ -723,35 +704,53 @@ fn finished(job: &Job) -> Result<ExitCode> {
     })
 }
 
-/// `--branch` wins over `--sha` (clap already refuses both).
-fn git_ref(branch: Option<String>, sha: Option<String>) -> Option<GitRefIdentifier> {
-    branch
-        .map(GitRefIdentifier::Branch)
-        .or(sha.map(GitRefIdentifier::Sha))
-}
-
 /// Parses a JSON argument, inline or `@file`, as `T`; `invalid` starts the
 /// message when it does not parse (serde's reason, with line and column, follows).
+/// A flag that sets a field the source kinds declare: (field, flag).
+type FieldFlag = (&'static str, Flag);
+
+/// The field flags given on a command line: (field, flag, values) — none
+/// for a switch, one per use for a flag given many times.
+#[derive(Debug, Clone, Default)]
+struct GivenFlags(Vec<(&'static str, Flag, Vec<String>)>);
+
 /// The flags of `invocation create` that set invocation fields: each
 /// kind's declared flags (`InvocationField::flags`; a field declaring none
-/// gets `--<field>`), once each, as (field, flag).
-fn field_flags() -> Vec<(&'static str, Flag)> {
-    let mut flags: Vec<(&'static str, Flag)> = Vec::new();
+/// gets `--<field>`), once each.
+fn invocation_flags() -> Vec<FieldFlag> {
+    let mut flags = Vec::new();
     for field in SourceSpec::invocation_fields() {
-        let declared = match field.flags {
-            [] => vec![Flag::text("", "")],
-            flags => flags.to_vec(),
-        };
-        for flag in declared {
-            if !flags
-                .iter()
-                .any(|(name, known)| *name == field.name && known.long == flag.long)
-            {
-                flags.push((field.name, flag));
+        match field.flags {
+            [] => push_flag(&mut flags, field.name, Flag::text("", "")),
+            declared => {
+                for flag in declared {
+                    push_flag(&mut flags, field.name, *flag);
+                }
             }
         }
     }
     flags
+}
+
+/// The flags of `run` the kinds declare for what only they sync
+/// (`SourceKind::RUN_FIELDS`), once each.
+fn run_flags() -> Vec<FieldFlag> {
+    let mut flags = Vec::new();
+    for field in SourceSpec::run_fields() {
+        for flag in field.flags {
+            push_flag(&mut flags, field.name, *flag);
+        }
+    }
+    flags
+}
+
+fn push_flag(flags: &mut Vec<FieldFlag>, field: &'static str, flag: Flag) {
+    if !flags
+        .iter()
+        .any(|(name, known)| *name == field && long_of(name, known) == long_of(field, &flag))
+    {
+        flags.push((field, flag));
+    }
 }
 
 /// A flag's `--long`: its own, or the field's name with dashes.
@@ -762,70 +761,121 @@ fn long_of(field: &str, flag: &Flag) -> String {
     }
 }
 
-/// Parses the command line, with `invocation create`'s field flags added
-/// from the source kinds' declarations (flags setting one field exclude
-/// each other: `--branch` or `--sha`).
+/// `command` with `flags` added (flags setting one field exclude each
+/// other: `--branch` or `--sha`).
+fn with_flags(mut command: clap::Command, flags: &[FieldFlag]) -> clap::Command {
+    use clap::{Arg, ArgAction};
+    for (field, flag) in flags {
+        let long = long_of(field, flag);
+        let others: Vec<String> = flags
+            .iter()
+            .filter(|(other, known)| other == field && long_of(other, known) != long)
+            .map(|(other, known)| long_of(other, known))
+            .collect();
+        let arg = Arg::new(long.clone())
+            .long(long)
+            .help(flag.help)
+            .conflicts_with_all(others);
+        command = command.arg(match flag.value {
+            FlagValue::Switch => arg.action(ArgAction::SetTrue),
+            FlagValue::Many => arg.action(ArgAction::Append).value_name("VALUE"),
+            _ => arg.value_name("VALUE"),
+        });
+    }
+    command
+}
+
+/// The `flags` given in `matches`.
+fn given(matches: &clap::ArgMatches, flags: &[FieldFlag]) -> GivenFlags {
+    let mut given = Vec::new();
+    for (field, flag) in flags {
+        let long = long_of(field, flag);
+        let values: Option<Vec<String>> = match flag.value {
+            FlagValue::Switch => matches.get_flag(&long).then(Vec::new),
+            _ => matches
+                .get_many::<String>(&long)
+                .map(|values| values.cloned().collect()),
+        };
+        if let Some(values) = values {
+            given.push((*field, *flag, values));
+        }
+    }
+    GivenFlags(given)
+}
+
+/// Parses the command line, with the field flags of `invocation create`
+/// and `run` added from the source kinds' declarations, so this file
+/// names no kind's field.
 fn parse_cli() -> Cli {
-    use clap::{Arg, CommandFactory, FromArgMatches};
-    let flags = field_flags();
-    let command = Cli::command().mut_subcommand("invocation", |invocation| {
-        invocation.mut_subcommand("create", |mut create| {
-            for (field, flag) in &flags {
-                let long = long_of(field, flag);
-                let others: Vec<String> = flags
-                    .iter()
-                    .filter(|(other, known)| other == field && long_of(other, known) != long)
-                    .map(|(other, known)| long_of(other, known))
-                    .collect();
-                create = create.arg(
-                    Arg::new(long.clone())
-                        .long(long)
-                        .value_name("VALUE")
-                        .help(flag.help)
-                        .conflicts_with_all(others),
-                );
-            }
-            create
+    use clap::{CommandFactory, FromArgMatches};
+    let (invocation, run) = (invocation_flags(), run_flags());
+    let command = Cli::command()
+        .mut_subcommand("invocation", |command| {
+            command.mut_subcommand("create", |create| with_flags(create, &invocation))
         })
-    });
+        .mut_subcommand("run", |command| with_flags(command, &run));
     let matches = command.get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Command::Invocation {
-        command: InvocationCommand::Create { fields, .. },
-    } = &mut cli.command
-        && let Some(create) = matches
-            .subcommand_matches("invocation")
-            .and_then(|m| m.subcommand_matches("create"))
-    {
-        for (field, flag) in flags {
-            if let Some(text) = create.get_one::<String>(&long_of(field, &flag)) {
-                fields.push((field, flag, text.clone()));
+    match &mut cli.command {
+        Command::Invocation {
+            command: InvocationCommand::Create { fields, .. },
+        } => {
+            if let Some(create) = matches
+                .subcommand_matches("invocation")
+                .and_then(|m| m.subcommand_matches("create"))
+            {
+                *fields = given(create, &invocation);
             }
         }
+        Command::Run { fields, .. } => {
+            if let Some(command) = matches.subcommand_matches("run") {
+                *fields = given(command, &run);
+            }
+        }
+        _ => {}
     }
     cli
 }
 
+impl GivenFlags {
+    /// The fields the flags set, as JSON.
+    fn into_fields(self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        use serde_json::Value;
+        let mut fields = serde_json::Map::new();
+        for (field, flag, values) in self.0 {
+            let long = long_of(field, &flag);
+            let text = values.first().cloned().unwrap_or_default();
+            let value = match flag.value {
+                FlagValue::Text => Value::String(text),
+                FlagValue::JsonObject => Value::Object(read_json(
+                    &text,
+                    &format!("--{long} must be a JSON object"),
+                )?),
+                FlagValue::Within(key) => serde_json::json!({ key: text }),
+                FlagValue::Many => Value::from(values),
+                FlagValue::Switch => Value::Bool(true),
+            };
+            fields.insert(field.to_string(), value);
+        }
+        Ok(fields)
+    }
+}
+
 /// The body of `invocation create` from its field flags.
-fn invocation_payload(fields: Vec<(&'static str, Flag, String)>) -> Result<CreateJobPayload> {
-    let mut body = serde_json::Map::new();
-    for (field, flag, text) in fields {
-        let long = long_of(field, &flag);
-        let value = match flag.value {
-            FlagValue::Text => serde_json::Value::String(text),
-            FlagValue::JsonObject => serde_json::Value::Object(read_json(
-                &text,
-                &format!("--{long} must be a JSON object"),
-            )?),
-            FlagValue::Within(key) => serde_json::json!({ key: text }),
-        };
-        // Each flag is checked on its own, so an error names it.
-        let alone = serde_json::json!({ field: value });
+fn invocation_payload(flags: GivenFlags) -> Result<CreateJobPayload> {
+    let longs: Vec<(String, String)> = flags
+        .0
+        .iter()
+        .map(|(field, flag, _)| (field.to_string(), long_of(field, flag)))
+        .collect();
+    let fields = flags.into_fields()?;
+    // Each flag is checked on its own, so an error names it.
+    for (field, long) in longs {
+        let alone = serde_json::json!({ &field: fields[&field] });
         serde_json::from_value::<CreateJobPayload>(alone)
             .with_context(|| format!("--{long}: not a valid `{field}`"))?;
-        body.insert(field.to_string(), value);
     }
-    serde_json::from_value(serde_json::Value::Object(body))
+    serde_json::from_value(serde_json::Value::Object(fields))
         .context("the invocation's fields do not make an invocation")
 }
 

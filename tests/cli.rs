@@ -86,6 +86,54 @@ fn invocation_create_offers_each_kinds_fields_as_flags() {
     );
 }
 
+/// `run` takes what each kind declares it may be told (S3's keys and
+/// `--meta-json`, GitHub's ref), and refuses it for a kind that does not.
+#[test]
+fn run_takes_each_kinds_own_flags_and_refuses_another_kinds() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chroma-syncd"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&output);
+    for flag in [
+        "--object-key",
+        "--meta-json",
+        "--branch",
+        "--sha",
+        "--collection",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    let chroma = Chroma::start();
+    let state = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.md"), "# Alpha\n").unwrap();
+    let root = root.path().canonicalize().unwrap();
+    let source = json!({
+        "database_name": "testdb",
+        "filesystem": {"root": root, "collection_name": "cli-refused"},
+    })
+    .to_string();
+    for (flag, value) in [("--meta-json", None), ("--object-key", Some("a.md"))] {
+        let mut command = binary(&chroma.url(), state.path());
+        command
+            .env("CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS", &root)
+            .args(["run", "--source", &source, flag]);
+        command.args(value);
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{}", describe(&output));
+        assert!(
+            describe(&output).contains(&format!("{flag} applies to S3 sources only")),
+            "{}",
+            describe(&output)
+        );
+    }
+    let synced = chroma
+        .collection("testdb", "cli-refused")
+        .map_or(0, |_| chroma.records("testdb", "cli-refused").rows.len());
+    assert_eq!(synced, 0, "nothing synced");
+}
+
 /// A filesystem source's one file, synced with `invocation create --path`.
 #[test]
 fn invocation_create_syncs_one_file_of_a_directory_by_its_path() {

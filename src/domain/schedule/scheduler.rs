@@ -147,12 +147,18 @@ impl Scheduler {
         record: &SourceRecord,
         schedule: &SourceSchedule,
     ) -> Result<(u32, Option<String>), String> {
-        let target = RunTarget {
-            object_keys: Vec::new(),
+        let mut target = RunTarget {
             collection: schedule.target_collection_name.clone(),
-            git_ref: schedule.branch.clone().map(GitRefIdentifier::Branch),
-            meta_json: false,
+            ..RunTarget::default()
         };
+        // A schedule's branch is the ref a GitHub sync takes (schedules
+        // with one are refused for other kinds: `check_schedule`).
+        if let Some(branch) = &schedule.branch {
+            let git_ref = GitRefIdentifier::Branch(branch.clone());
+            if let Ok(git_ref) = serde_json::to_value(git_ref) {
+                target.fields.insert("git_ref".to_string(), git_ref);
+            }
+        }
         let done = enqueue_whole_source(
             &self.sources,
             &self.services,

@@ -32,8 +32,8 @@ use registry::registry;
 use super::DomainError;
 use crate::config::{Config, Secret, sha256_hex};
 use crate::model::{
-    CreateJobPayload, CreateSourcePayload, GitRefIdentifier, IndexJobMetadata, JobKind,
-    KindSettings, OrderedJson, Source, SourceSchedule, SourceType, Trigger, canonical_json,
+    CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, KindSettings, OrderedJson,
+    Source, SourceSchedule, SourceType, Trigger, canonical_json,
 };
 use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
@@ -42,16 +42,37 @@ use crate::queue::{NewJob, Queue, SourceRecord};
 /// What a one-shot `run` (or a schedule slot) syncs of its source.
 #[derive(Debug, Default, Clone)]
 pub struct RunTarget {
-    /// S3: these keys; none means every key under the source's prefix.
-    pub object_keys: Vec<String>,
     /// The collection to write (required where the source has no default).
     pub collection: Option<String>,
-    /// GitHub: the ref; none means the repository's default branch.
-    pub git_ref: Option<GitRefIdentifier>,
-    /// S3: sync only the prefix's `.meta.json` files (each syncs the object
-    /// it names), as `auto_sync: "metadata"` does; always so for a source
-    /// in that mode. Ignored when `object_keys` are given.
-    pub meta_json: bool,
+    /// What only some kinds take, by the name of the kind's [`RunField`],
+    /// as JSON: the `run` flags the kinds declare (S3's `object_keys` and
+    /// `meta_json`, GitHub's `git_ref`), and a schedule's branch. A kind is
+    /// never handed a field it does not declare ([`Sources::whole_source`]).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RunTarget {
+    /// Field `name` as a `T`, if given; a value of another shape is refused.
+    pub fn field<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, DomainError> {
+        self.fields
+            .get(name)
+            .map(|value| {
+                serde_json::from_value(value.clone())
+                    .map_err(|e| DomainError::invalid(format!("{name}: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// A field of [`RunTarget`] a kind takes, with the `run` flags that set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunField {
+    /// Its name in [`RunTarget::fields`].
+    pub name: &'static str,
+    pub flags: &'static [Flag],
 }
 
 /// The invocations that sync a whole source.
@@ -126,9 +147,10 @@ pub trait SourceKind: Send + Sync {
     /// the kind, if anything (a kind beyond Chroma Sync's says it is an
     /// extension).
     const FIELD_DOC: Option<&'static str> = None;
-    /// Whether `run --meta-json` applies: the kind syncs what metadata
-    /// files (`.meta.json`) name.
-    const META_JSON_FILES: bool = false;
+    /// What `run` (and a schedule slot) may tell the kind of what to sync
+    /// beyond a collection, and the `run` flags that say it; `run` refuses
+    /// the other kinds' for it.
+    const RUN_FIELDS: &'static [RunField] = &[];
 
     /// The kind's handler, with its clients, from its `settings` (its
     /// section of the daemon's config, `[<field>]` after its registry line)
@@ -315,6 +337,10 @@ pub enum FlagValue {
     Text,
     /// A JSON object (inline, or `@file`).
     JsonObject,
+    /// A text the flag may be given many times for: a list.
+    Many,
+    /// No value: `true` when given.
+    Switch,
     /// `{"<key>": text}`: one of the field's shapes (a field with several
     /// flags takes one of them).
     Within(&'static str),
@@ -334,6 +360,22 @@ impl Flag {
             long,
             help,
             value: FlagValue::JsonObject,
+        }
+    }
+
+    pub const fn many(long: &'static str, help: &'static str) -> Self {
+        Flag {
+            long,
+            help,
+            value: FlagValue::Many,
+        }
+    }
+
+    pub const fn switch(long: &'static str, help: &'static str) -> Self {
+        Flag {
+            long,
+            help,
+            value: FlagValue::Switch,
         }
     }
 
@@ -493,6 +535,25 @@ impl Planned {
             upload: None,
         }
     }
+}
+
+/// A run field the source's kind does not take, named as the flag that
+/// set it and the kinds that do take it.
+fn run_field_refused(name: &str) -> DomainError {
+    let owners: Vec<&str> = SourceSpec::run_fields_by_kind()
+        .into_iter()
+        .filter(|(_, fields)| fields.iter().any(|field| field.name == name))
+        .map(|(called, _)| called)
+        .collect();
+    let flag = SourceSpec::run_fields()
+        .into_iter()
+        .find(|field| field.name == name)
+        .and_then(|field| field.flags.first())
+        .map_or_else(|| name.to_string(), |flag| format!("--{}", flag.long));
+    DomainError::invalid(format!(
+        "{flag} applies to {} sources only",
+        spec::either(&owners)
+    ))
 }
 
 impl Sources {

@@ -75,6 +75,21 @@ macro_rules! registry {
                 fields
             }
 
+            /// Every kind's run fields, with what refusals call the kind,
+            /// in the registry's order.
+            pub fn run_fields_by_kind() -> Vec<(&'static str, &'static [RunField])> {
+                vec![$((<$kind as SourceKind>::CALLED, <$kind as SourceKind>::RUN_FIELDS)),+]
+            }
+
+            /// Every kind's run fields, in the registry's order (a field
+            /// several kinds take comes once per kind).
+            pub fn run_fields() -> Vec<&'static RunField> {
+                Self::run_fields_by_kind()
+                    .into_iter()
+                    .flat_map(|(_, fields)| fields)
+                    .collect()
+            }
+
             /// Every kind's `source_type`, in the registry's order.
             pub fn source_types() -> Vec<SourceType> {
                 vec![$(<$kind as SourceKind>::SOURCE_TYPE),+]
@@ -251,10 +266,13 @@ macro_rules! registry {
             ) -> Result<WholeSource, DomainError> {
                 match spec {
                     $(SourceSpec::$variant(config) => {
-                        if target.meta_json && !<$kind as SourceKind>::META_JSON_FILES {
-                            return Err(DomainError::invalid(
-                                "--meta-json applies to S3 sources only (their `.meta.json` files)",
-                            ));
+                        let declared = <$kind as SourceKind>::RUN_FIELDS;
+                        if let Some(name) = target
+                            .fields
+                            .keys()
+                            .find(|name| !declared.iter().any(|field| field.name == name.as_str()))
+                        {
+                            return Err(run_field_refused(name));
                         }
                         <$kind as SourceKind>::whole_source(&self.$field, record, config, target)
                             .await

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::client::{GitHubClients, path_filter, split_repository};
 use super::{
-    Flag, InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key,
+    Flag, InvocationField, Planned, RunField, SourceKind, WholeSource, collection_concurrency_key,
     collection_of,
 };
 use crate::config::{Config, Secret};
@@ -41,6 +41,16 @@ impl GithubSource {
     }
 }
 
+/// A ref is a branch or a commit, for `invocation create` and for `run`.
+const GIT_REF_FLAGS: &[Flag] = &[
+    Flag::within(
+        "branch",
+        "branch",
+        "GitHub: branch to sync (default: the repository's default branch).",
+    ),
+    Flag::within("sha", "sha", "GitHub: commit to sync."),
+];
+
 impl SourceKind for GithubSource {
     type Config = GithubSourceConfig;
     type JobMetadata = GithubJobMetadata;
@@ -55,16 +65,14 @@ impl SourceKind for GithubSource {
         InvocationField::required("target_collection_name"),
         InvocationField::optional("ref_identifier")
             .recorded_as("git_ref_identifier")
-            .flags(&[
-                Flag::within(
-                    "branch",
-                    "branch",
-                    "GitHub: branch to sync (default: the repository's default branch).",
-                ),
-                Flag::within("sha", "sha", "GitHub: commit to sync."),
-            ]),
+            .flags(GIT_REF_FLAGS),
     ];
     const CALLED: &'static str = "GitHub";
+    /// A schedule's `branch` is this field too.
+    const RUN_FIELDS: &'static [RunField] = &[RunField {
+        name: "git_ref",
+        flags: GIT_REF_FLAGS,
+    }];
 
     fn build(_: &Config, settings: GitHubSettings) -> Result<Self, String> {
         GithubSource::new(settings)
@@ -191,8 +199,8 @@ impl SourceKind for GithubSource {
         target: RunTarget,
     ) -> Result<WholeSource, DomainError> {
         let mut payload = CreateJobPayload {
+            ref_identifier: target.field("git_ref")?,
             target_collection_name: target.collection,
-            ref_identifier: target.git_ref,
             ..CreateJobPayload::default()
         };
         self.prepare(record, config, &mut payload).await?;

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{S3Clients, list_objects};
-use super::{Flag, InvocationField, Planned, Reconcile, SourceKind, WholeSource};
+use super::{Flag, InvocationField, Planned, Reconcile, RunField, SourceKind, WholeSource};
 use crate::config::{Config, Secret};
 use crate::domain::names::validate_chroma_name;
 use crate::domain::{DomainError, RunTarget};
@@ -79,7 +79,25 @@ impl SourceKind for S3Source {
         InvocationField::optional("target_collection_name"),
     ];
     const CALLED: &'static str = "S3";
-    const META_JSON_FILES: bool = true;
+    const RUN_FIELDS: &'static [RunField] = &[
+        RunField {
+            name: "object_keys",
+            flags: &[Flag::many(
+                "object-key",
+                "S3: object keys to sync; default: every key under the source's `path_prefix`.",
+            )],
+        },
+        RunField {
+            name: "meta_json",
+            flags: &[Flag::switch(
+                "meta-json",
+                "S3: sync only the `.meta.json` files under the prefix, each syncing the object \
+                 it names with its id, metadata and collection (a backfill of `auto_sync: \
+                 \"metadata\"`; always so for a source in that mode). Without it every object \
+                 is synced, and `.meta.json` files are processed as they are in `direct` mode.",
+            )],
+        },
+    ];
 
     fn build(config: &Config, settings: S3Settings) -> Result<Self, String> {
         Ok(S3Source::new(config, settings))
@@ -199,9 +217,11 @@ impl SourceKind for S3Source {
         s3: &S3SourceConfig,
         target: RunTarget,
     ) -> Result<WholeSource, DomainError> {
-        if !target.object_keys.is_empty() {
+        let object_keys: Vec<String> = target.field("object_keys")?.unwrap_or_default();
+        let meta_json = target.field("meta_json")?.unwrap_or(false);
+        if !object_keys.is_empty() {
             // Named keys are synced as asked, each by its job.
-            return Ok(payloads(target.object_keys, &target.collection).into());
+            return Ok(payloads(object_keys, &target.collection).into());
         }
         let client = self
             .clients
@@ -215,7 +235,7 @@ impl SourceKind for S3Source {
         // As `metadata` auto-sync does: only what metadata files name. Their
         // jobs read the file first, so the listing says nothing about what
         // is stored.
-        if target.meta_json || s3.auto_sync == Some(AutoSync::Metadata) {
+        if meta_json || s3.auto_sync == Some(AutoSync::Metadata) {
             objects.retain(|object| meta_json::is_meta_json(&object.key));
             let keys = objects.into_iter().map(|object| object.key).collect();
             return Ok(payloads(keys, &target.collection).into());
