@@ -652,6 +652,31 @@ mod tests {
         SourceSpec::from_payload(&payload).map_err(|e| e.to_string())
     }
 
+    /// Each kind reads its own section of the daemon's config; a section
+    /// no kind reads, or a kind's section with a key it does not know,
+    /// stops the daemon before it starts, naming it.
+    #[test]
+    fn each_kind_reads_its_section_and_a_stray_section_is_refused() {
+        let config = |text: &str| -> Config { toml::from_str(text).unwrap() };
+        let sources = Sources::new(&config("[web]\ndefault_max_depth = 3\n")).unwrap();
+        assert_eq!(sources.web.defaults()["max_depth"], 3);
+        let stray = Sources::new(&config("[bogus]\nx = 1\n")).err().unwrap();
+        assert!(stray.contains("unknown section or key `bogus`"), "{stray}");
+        let typo = Sources::new(&config("workerz = 3\n")).err().unwrap();
+        assert!(typo.contains("`workerz`"), "{typo}");
+        let unknown = Sources::new(&config("[filesystem]\nroots = []\n"))
+            .err()
+            .unwrap();
+        assert!(
+            unknown.contains("[filesystem]") && unknown.contains("unknown field `roots`"),
+            "{unknown}"
+        );
+        let checked = Sources::new(&config("[filesystem]\nallowed_roots = [\"docs\"]\n"))
+            .err()
+            .unwrap();
+        assert!(checked.contains("filesystem.allowed_roots"), "{checked}");
+    }
+
     #[test]
     fn the_kind_field_is_parsed_into_the_kinds_own_settings() {
         let s3 = serde_json::json!({"bucket_name": "b", "region": "r",
