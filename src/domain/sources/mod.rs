@@ -560,7 +560,8 @@ impl Sources {
     /// One of each kind, built from the daemon's config.
     pub fn new(config: &Config) -> Result<Self, String> {
         // Uploads are written in the segments S3 objects are streamed in.
-        Sources::build(config, |sources| sources.s3.stream_segment_bytes)
+        let s3: s3::S3Settings = config.section("s3").map_err(|e| e.to_string())?;
+        Sources::build(config, s3.stream_segment_bytes)
     }
 }
 

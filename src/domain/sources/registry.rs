@@ -150,7 +150,7 @@ macro_rules! registry {
             /// Builds every kind from its section of `config` (named for
             /// its field); a section no kind reads is refused. The upload
             /// store streams in segments of `upload_segment_bytes`.
-            fn build(config: &Config, upload_segment_bytes: impl FnOnce(&Self) -> u64) -> Result<Self, String> {
+            fn build(config: &Config, upload_segment_bytes: u64) -> Result<Self, String> {
                 let sections = [$(stringify!($field)),+];
                 if let Some(unknown) = config.sections.keys().find(|name| !sections.contains(&name.as_str())) {
                     return Err(format!(
@@ -158,7 +158,7 @@ macro_rules! registry {
                         sections.join(", ")
                     ));
                 }
-                let mut sources = Sources {
+                Ok(Sources {
                     $($field: {
                         let settings = config
                             .section(stringify!($field))
@@ -166,11 +166,8 @@ macro_rules! registry {
                         <$kind as SourceKind>::build(config, settings)?
                     },)+
                     webhooks: $crate::domain::webhook::WebhookRules::new(&config.webhooks)?,
-                    uploads: $crate::domain::upload::UploadStore::new(config, 0),
-                };
-                let segment_bytes = upload_segment_bytes(&sources);
-                sources.uploads = $crate::domain::upload::UploadStore::new(config, segment_bytes);
-                Ok(sources)
+                    uploads: $crate::domain::upload::UploadStore::new(config, upload_segment_bytes),
+                })
             }
 
             /// Every kind, as it describes itself.

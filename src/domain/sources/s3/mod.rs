@@ -39,7 +39,7 @@ pub struct S3Source {
     /// Objects above this size are skipped.
     max_object_bytes: u64,
     /// Text objects above this size are read and written a segment at a time.
-    pub(super) stream_segment_bytes: u64,
+    stream_segment_bytes: u64,
 }
 
 impl S3Source {
