@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chroma_syncd::domain::sources::s3::S3JobMetadata;
 use chroma_syncd::model::{
     CreateJobPayload, IndexJobMetadata, JobKind, JobStats, SourceType, Trigger,
 };
 use chroma_syncd::queue::{JobFilter, NewJob, Outcome, PostgresQueue, Queue, SqliteQueue};
+use chroma_syncd::sources::s3::S3JobMetadata;
 use common::*;
 
 const JOBS: usize = 4000;

@@ -20,7 +20,7 @@ use crate::net::AllowedOrigins;
 /// Every key is checked: a section no module reads is refused, here
 /// (`deny_unknown_fields` of each section type) or, for a top-level name
 /// that is not a section of this struct, when the source kinds are built
-/// (`domain::sources::Sources::new`: it must be a kind's section).
+/// (`domain::Sources::new`: it must be a kind's section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {

@@ -7,13 +7,15 @@
 //! - [`api`]: the HTTP API (axum), wire-compatible with Chroma Sync, and the
 //!   dashboard. Validates and enqueues; never runs jobs.
 //! - [`domain`]: what every way of creating work shares: a source validated
-//!   and an invocation planned into jobs ([`domain::plan`]); the source
-//!   kinds, one folder each behind one registry ([`domain::sources`]: `s3`,
-//!   `github`, `web`, `filesystem`, with their job drivers and auto-sync:
-//!   S3 event notifications from SQS, directory watches); uploads
+//!   and an invocation planned into jobs ([`domain::plan`]); the registry
+//!   of source kinds, one line each ([`domain::registry`]); uploads
 //!   ([`domain::upload`]); cron schedules and the loop that fires them
 //!   ([`domain::schedule`]); webhooks' rules, signing and the loop that
 //!   delivers them ([`domain::webhook`]).
+//! - [`sources`]: the source seam ([`sources::SourceKind`]) and the kinds,
+//!   one folder each (`s3`, `github`, `web`, `filesystem`, with their
+//!   settings, config sections, job drivers and auto-sync: S3 event
+//!   notifications from SQS, directory watches); below the domain.
 //! - [`queue`]: the durable queue (SQLite by default, PostgreSQL to scale
 //!   out) — the only state the API and the workers share. Leases,
 //!   heartbeats, retries, cancel, fencing.
@@ -55,5 +57,6 @@ pub mod queue;
 pub mod secrets;
 pub mod service;
 pub mod sink;
+pub mod sources;
 pub mod vision;
 pub mod worker;

@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 use chroma_syncd::app::{Daemon, RunOptions, RunSummary, RunTarget};
 use chroma_syncd::client::{ApiClient, ListInvocations, ListSources, UploadFields};
 use chroma_syncd::config::Config;
-use chroma_syncd::domain::sources::{Flag, FlagValue, SourceSpec};
+use chroma_syncd::domain::SourceSpec;
 use chroma_syncd::model::{CreateJobPayload, CreateSourcePayload, Job, JobStatus};
 use chroma_syncd::progress;
+use chroma_syncd::sources::{Flag, FlagValue};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -163,7 +164,7 @@ enum Command {
 
 /// `run --help`'s list of source kinds, read from the list of kinds.
 fn source_kinds_help() -> String {
-    let kinds = chroma_syncd::domain::sources::SourceSpec::kind_fields();
+    let kinds = chroma_syncd::domain::SourceSpec::kind_fields();
     format!(
         "Source kinds (the --source JSON has exactly one of these fields): {}",
         kinds.join(", ")

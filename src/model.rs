@@ -59,7 +59,7 @@ pub struct ErrorResponse {
 /// registry has) with its settings, and the settings every kind shares.
 ///
 /// The kind's field is carried untyped ([`KindSettings`]): the registry
-/// (`domain::sources::SourceSpec`) parses it into the kind's own settings
+/// (`domain::SourceSpec`) parses it into the kind's own settings
 /// type, defined in the kind's folder, and gives "none given", "two given"
 /// and an unknown field their precise 400 messages. So this layer names no
 /// kind, and adding one touches nothing here.
@@ -99,7 +99,7 @@ pub struct CreateSourcePayload {
 
 /// A source's kind and its settings as the wire carries them: the one
 /// field named for the kind (`"s3": {…}`), untyped. Only the registry
-/// (`domain::sources`) reads or writes it, with the kind's settings type.
+/// (`domain::registry`) reads or writes it, with the kind's settings type.
 ///
 /// Values are [`OrderedJson`] rather than `serde_json::Value`, whose
 /// objects sort their keys: the registry writes a kind's settings from its
@@ -626,7 +626,7 @@ pub struct Source {
 /// `source_type` filter values and the `source_type` chunk metadata: a
 /// kind's name on the wire, or [`SourceType::UPLOAD`].
 ///
-/// Which names are kinds is the registry's to say (`domain::sources`:
+/// Which names are kinds is the registry's to say (`domain::registry`, from
 /// each kind's `SOURCE_TYPE`, and `SourceSpec::source_type_named` for
 /// input), so this type names none: it holds any short snake_case name,
 /// inline so that it stays `Copy`. [`SourceType::parse`] checks only that

@@ -1,7 +1,7 @@
 //! Outbound address policy shared by every client that connects somewhere an
-//! API user named: the web crawler (`domain/sources/web/crawl.rs`) and the
+//! API user named: the web crawler (`sources/web/crawl.rs`) and the
 //! S3/SQS clients of sources with an `endpoint_url` or `sqs_queue_url`
-//! (`domain/sources/s3/client.rs`).
+//! (`sources/s3/client.rs`).
 //!
 //! One classification of addresses ([`forbidden_address`]) so the crawler and
 //! the AWS clients cannot drift apart, and one allowlist type for the origins

@@ -33,7 +33,7 @@ fn run_help_names_every_source_kind() {
         .lines()
         .find(|line| line.starts_with("Source kinds"))
         .unwrap_or_else(|| panic!("no list of source kinds in:\n{help}"));
-    for kind in chroma_syncd::domain::sources::SourceSpec::source_types() {
+    for kind in chroma_syncd::domain::SourceSpec::source_types() {
         assert!(kinds.contains(kind.as_str()), "{kind:?} missing: {kinds}");
     }
 }

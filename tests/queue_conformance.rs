@@ -17,9 +17,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chroma_syncd::domain::sources::s3::synced::{MetaJsonDocument, MetaJsonMemory};
-use chroma_syncd::domain::sources::s3::{S3JobMetadata, S3SourceConfig};
-use chroma_syncd::domain::sources::web::links::{LinkMemory, PageLinks};
 use chroma_syncd::model::{
     CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, JobStats, JobStatus,
     KindSettings, SourceType, Trigger, WebhookEvent,
@@ -29,6 +26,9 @@ use chroma_syncd::queue::{
     JobState, NewDelivery, NewJob, Outcome, PostgresQueue, Queue, QueueError, SlotOutcome,
     SourceFilter, SourceRecord, SqliteQueue,
 };
+use chroma_syncd::sources::s3::synced::{MetaJsonDocument, MetaJsonMemory};
+use chroma_syncd::sources::s3::{S3JobMetadata, S3SourceConfig};
+use chroma_syncd::sources::web::links::{LinkMemory, PageLinks};
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 

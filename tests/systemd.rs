@@ -96,7 +96,7 @@ fn the_environment_file_example_names_only_variables_the_daemon_reads() {
     // The daemon's own variables, and each source kind's (read by its
     // section of the config, `<kind>/section.rs`).
     let mut config = std::fs::read_to_string("src/config.rs").unwrap();
-    for entry in std::fs::read_dir("src/domain/sources").unwrap().flatten() {
+    for entry in std::fs::read_dir("src/sources").unwrap().flatten() {
         if let Ok(section) = std::fs::read_to_string(entry.path().join("section.rs")) {
             config.push_str(&section);
         }

@@ -8,7 +8,7 @@ use utoipa::openapi::{Object, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::source_types::{SourceTypeInfo, SourceTypes};
-use crate::domain::sources::{SourceSpec, Sources};
+use crate::domain::{SourceSpec, Sources};
 use crate::model::*;
 
 #[derive(OpenApi)]

@@ -1,5 +1,5 @@
 //! `GET /api/v1/source-types` (extension): every source kind the daemon
-//! has, as the kind describes itself (`domain::sources::SourceKind`): its
+//! has, as the kind describes itself (`sources::SourceKind`): its
 //! title and description, the create payload's field for its settings,
 //! their JSON Schema (from the wire config type's `ToSchema`, `$ref`s
 //! resolved, each optional setting's effective value as its `default`), and
@@ -17,8 +17,8 @@ use utoipa::openapi::schema::Schema;
 use utoipa::{PartialSchema, ToSchema};
 
 use super::AppState;
-use crate::domain::sources::{InvocationField, KindDescription};
 use crate::model::{CreateJobPayload, ErrorResponse, SourceType};
+use crate::sources::{InvocationField, KindDescription};
 
 /// Body of `GET /api/v1/source-types`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -178,8 +178,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::domain::Sources;
-    use crate::domain::sources::SourceKind;
-    use crate::domain::sources::web::WebSource;
+    use crate::sources::SourceKind;
+    use crate::sources::web::WebSource;
 
     fn answer() -> Vec<SourceTypeInfo> {
         let sources = Sources::new(&Config::default()).expect("the default config's sources");

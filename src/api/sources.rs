@@ -16,13 +16,13 @@ use uuid::Uuid;
 use super::auth::Principal;
 use super::error::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
-use crate::domain::sources::spec::either;
 use crate::domain::{SourceSpec, authorize_source, effective, validate_source};
 use crate::model::{
     CreateSourcePayload, CreateSourceResponse, ErrorResponse, ScheduleSlots, Source, SourceType,
     WebhookDeliveries, WebhookSecret,
 };
 use crate::queue::{SourceFilter, SourceRecord};
+use crate::sources::spec::either;
 
 /// How many of a source's schedule slots to list (newest first).
 #[derive(Debug, Deserialize, IntoParams)]

@@ -18,7 +18,6 @@ use super::auth::Principal;
 use super::multipart_guard::{GuardedField, GuardedMultipart};
 use super::{ApiError, AppState};
 use crate::config::sha256_hex;
-use crate::domain::names::validate_chroma_name;
 use crate::domain::plan::validate_custom_id;
 use crate::domain::validate_settings;
 use crate::model::{
@@ -27,6 +26,7 @@ use crate::model::{
 };
 use crate::queue::NewJob;
 use crate::sink::records::validate_user_metadata;
+use crate::sources::names::validate_chroma_name;
 
 /// The required header: the file's size in bytes.
 pub const LENGTH_HEADER: &str = "x-upload-content-length";

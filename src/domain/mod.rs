@@ -1,13 +1,14 @@
-//! The domain layer: what a source is, what an invocation of it becomes, and
-//! how each source type fetches and syncs its documents.
+//! The domain layer: what a source is and what an invocation of it
+//! becomes; the kinds, which fetch and sync, are below it (`crate::sources`).
 //!
 //! Layering (each layer uses only those below it; `tests/architecture.rs`
 //! checks there is no cycle, between top-level modules or between files):
 //!
 //! ```text
 //! main → app → api, worker                  (edges: HTTP, job loop)
-//!            → domain                       (this: plan, validate, sources,
-//!                                            schedules, webhooks)
+//!            → domain                       (this: plan, validate, the
+//!                                            registry, schedules, webhooks)
+//!            → sources                      (the seam and one folder per kind)
 //!            → pipeline                     (one document: extract → chunk → embed → sink)
 //!            → queue, sink, extract, chunk, embed, model, config
 //! ```
@@ -18,50 +19,23 @@
 //! schedule's parsing and its firing loop live in [`schedule`], a webhook's
 //! rules, signing and delivery loop in [`webhook`]; `app` starts the loops.
 
-pub mod names;
 pub mod plan;
+pub mod registry;
 pub mod schedule;
-pub mod sources;
 pub mod upload;
 pub mod webhook;
 
+pub use crate::sources::{DomainError, Reconcile, RunTarget, WholeSource, names};
 pub use plan::{
     Enqueued, Reconciler, SourceLimits, WholeSourcePlan, authorize_source, effective,
     enqueue_whole_source, plan_job, spec_of, validate_settings, validate_source, whole_source,
 };
-pub use sources::{Reconcile, RunTarget, SourceSpec, Sources, WholeSource};
+pub use registry::{SourceSpec, Sources};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{JobEmbedding, JobError, JobRun, JobState, Services};
-use crate::queue::{ClaimedJob, QueueError};
-
-/// Why a source or an invocation was refused, or could not be planned.
-#[derive(Debug, thiserror::Error)]
-pub enum DomainError {
-    /// The caller's input is wrong (400 over the API).
-    #[error("{0}")]
-    Invalid(String),
-    /// The input is well formed but the source may not use what it names:
-    /// a credential bound to other databases (403).
-    #[error("{0}")]
-    Forbidden(String),
-    /// Something the plan depends on did not answer in time; retrying may
-    /// help (503 with `code`).
-    #[error("{message}")]
-    Unavailable { code: &'static str, message: String },
-    /// Listing or reading the source failed (a bucket that cannot be listed).
-    #[error("{0}")]
-    Source(String),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
-
-impl DomainError {
-    pub fn invalid(message: impl Into<String>) -> Self {
-        DomainError::Invalid(message.into())
-    }
-}
+use crate::queue::ClaimedJob;
 
 /// Runs one claimed job to its end (or to the first error) with its
 /// source's driver.

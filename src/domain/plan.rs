@@ -11,7 +11,7 @@ use super::DomainError;
 use super::names::validate_chroma_name;
 /// Where `api/upload.rs` finds it (it lives with the other names).
 pub use super::names::validate_custom_id;
-use super::sources::{Reconcile, RunTarget, SourceSpec, Sources, WholeSource};
+use super::{Reconcile, RunTarget, SourceSpec, Sources, WholeSource};
 use crate::model::{
     BM25_MODEL, ChunkingConfig, CreateJobPayload, CreateSourcePayload, DEFAULT_EMBEDDING_MODEL,
     EmbeddingConfig, EmbeddingModel, KindSettings, SPLADE_MODEL, Source, SourceOcrConfig, Trigger,

@@ -83,7 +83,7 @@ impl From<ChromaError> for JobError {
 
 /// What every job needs, whatever its source, shared by all workers of a
 /// process. Source clients are not here: each source type holds its own
-/// (`domain::sources`), and the pipeline never needs to know which ran.
+/// (`sources`), and the pipeline never needs to know which ran.
 pub struct Services {
     pub queue: Arc<dyn Queue>,
     pub chroma: ChromaClient,

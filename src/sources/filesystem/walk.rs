@@ -8,7 +8,7 @@
 use walkdir::WalkDir;
 
 use super::root::{Resolved, Root};
-use crate::domain::sources::globs::PathFilter;
+use crate::sources::globs::PathFilter;
 
 /// A file to sync.
 #[derive(Debug, Clone, PartialEq, Eq)]

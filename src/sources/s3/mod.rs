@@ -19,15 +19,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{S3Clients, list_objects};
+use super::{DomainError, RunTarget};
 use super::{Flag, InvocationField, Planned, Reconcile, RunField, SourceKind, WholeSource};
 use crate::config::{Config, Secret};
-use crate::domain::names::validate_chroma_name;
-use crate::domain::{DomainError, RunTarget};
 use crate::model::{AutoSync, CreateJobPayload, SourceType};
 use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
 use crate::sink::records::validate_user_metadata;
+use crate::sources::names::validate_chroma_name;
 pub use section::S3Settings;
 pub use settings::{S3JobMetadata, S3SourceConfig};
 
@@ -363,7 +363,7 @@ pub fn check_object(
         )));
     }
     if let Some(custom_id) = &payload.custom_id {
-        crate::domain::names::validate_custom_id(custom_id)?;
+        crate::sources::names::validate_custom_id(custom_id)?;
     }
     if let Some(metadata) = &payload.metadata {
         validate_user_metadata(metadata, sparse).map_err(DomainError::Invalid)?;

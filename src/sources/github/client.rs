@@ -42,8 +42,8 @@ use crate::pipeline::{Document, Fetched, SourceError};
 use super::GitHubSettings;
 use super::settings::GithubSourceConfig;
 use crate::config::Secret;
-pub use crate::domain::sources::globs::{DEFAULT_EXCLUDE_GLOBS, PathFilter};
 use crate::model::GitRefIdentifier;
+pub use crate::sources::globs::{DEFAULT_EXCLUDE_GLOBS, PathFilter};
 
 /// Consecutive 5xx/transport failures of one request before giving up (to the queue's retry).
 const MAX_SERVER_ERRORS: u32 = 3;

@@ -1,16 +1,15 @@
-//! Parsing a create payload's kind field: what [`SourceSpec`] (written by
-//! the registry, `registry.rs`) needs that is not per kind — the kind's
-//! settings read from the untyped field with the path of what is wrong, and
-//! the messages for an unknown field, none or several kinds.
-//!
-//! [`SourceSpec`]: super::SourceSpec
+//! Parsing a create payload's kind field: what `SourceSpec` (written by
+//! the domain's registry, `domain/registry/generate.rs`) needs that is not
+//! per kind — the kind's settings read from the untyped field with the path
+//! of what is wrong, and the messages for an unknown field, none or several
+//! kinds.
 
 use serde::de::DeserializeOwned;
 use utoipa::PartialSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
-use crate::domain::DomainError;
+use super::DomainError;
 use crate::model::{CreateSourcePayload, OrderedJson};
 
 /// How a body that does not deserialize is refused (`api/error.rs` adds the
@@ -22,7 +21,7 @@ const BODY_ERROR: &str =
 /// The kind's settings in `value` (the payload's `field`), or a 400 naming
 /// the setting that is wrong, as a JSON body error would have:
 /// `invalid request body: s3.region: invalid type: …`.
-pub(super) fn settings_of<T: DeserializeOwned>(
+pub(crate) fn settings_of<T: DeserializeOwned>(
     field: &str,
     value: &OrderedJson,
 ) -> Result<T, DomainError> {
@@ -39,7 +38,7 @@ pub(super) fn settings_of<T: DeserializeOwned>(
 
 /// A payload field that is neither a kind nor a shared setting; lists what
 /// is accepted, as serde's own message for an unknown field does.
-pub(super) fn unknown_field(field: &str, kind_fields: &[&str]) -> DomainError {
+pub(crate) fn unknown_field(field: &str, kind_fields: &[&str]) -> DomainError {
     let mut accepted: Vec<String> = kind_fields.iter().map(|f| format!("`{f}`")).collect();
     accepted.extend(shared_fields().into_iter().map(|f| format!("`{f}`")));
     DomainError::invalid(format!(
@@ -58,7 +57,7 @@ fn shared_fields() -> Vec<String> {
 }
 
 /// "`a`, `b` or `c`".
-pub(super) fn one_of(fields: &[&str]) -> String {
+pub(crate) fn one_of(fields: &[&str]) -> String {
     let quoted: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
     either(&quoted)
 }

@@ -19,9 +19,9 @@ use super::settings::FilesystemSourceConfig;
 use super::watch::{Batch, Mechanism, Watcher};
 use super::{FilesystemSettings, WatchMode};
 use super::{PathFilter, path_filter, plan_path};
-use crate::domain::sources::SourceKind;
 use crate::model::{AutoSync, CreateJobPayload, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
+use crate::sources::SourceKind;
 
 /// How often the set of watched sources is re-read.
 const REFRESH: Duration = Duration::from_secs(5);

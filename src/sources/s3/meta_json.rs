@@ -46,9 +46,9 @@ use super::S3Source;
 use super::client::{Opened, S3Object, read_small};
 use super::settings::S3SourceConfig;
 use super::synced::{MetaJsonDocument, MetaJsonMemory};
-use crate::domain::sources::SourceKind;
 use crate::model::{CreateJobPayload, JobStatus, Trigger};
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
+use crate::sources::SourceKind;
 
 /// What marks a metadata file.
 pub const META_JSON_SUFFIX: &str = ".meta.json";

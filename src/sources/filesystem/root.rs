@@ -300,7 +300,7 @@ pub(crate) mod tests {
         FilesystemSettings {
             allowed_roots: dirs
                 .iter()
-                .map(|d| crate::domain::sources::filesystem::AllowedRoot::from(d.to_path_buf()))
+                .map(|d| crate::sources::filesystem::AllowedRoot::from(d.to_path_buf()))
                 .collect(),
             ..FilesystemSettings::default()
         }

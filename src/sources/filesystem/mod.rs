@@ -32,16 +32,16 @@ fn open_root(
     Root::open(settings, &config.root).map_err(|e| format!("filesystem.root: {e}"))
 }
 use super::globs::PathFilter;
+use super::{DomainError, RunTarget};
 use super::{
     Flag, InvocationField, Planned, Reconcile, SourceKind, WholeSource, collection_concurrency_key,
     collection_of,
 };
 use crate::config::Config;
-use crate::domain::names::validate_chroma_name;
-use crate::domain::{DomainError, RunTarget};
 use crate::model::{AutoSync, CreateJobPayload, SourceType};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{Queue, SourceRecord};
+use crate::sources::names::validate_chroma_name;
 pub use section::{AllowedRoot, FilesystemSettings, WatchMode};
 pub use settings::{FilesystemJobMetadata, FilesystemSourceConfig};
 

@@ -48,9 +48,9 @@ use super::Reconcile;
 use super::client::S3Clients;
 use super::meta_json::is_meta_json;
 use super::settings::S3SourceConfig;
-use crate::domain::sources::SourceKind;
 use crate::model::{AutoSync, CreateJobPayload, Trigger};
 use crate::queue::{Queue, QueueError, SourceRecord};
+use crate::sources::SourceKind;
 
 /// How often the set of auto-synced sources is re-read.
 const REFRESH: Duration = Duration::from_secs(5);

@@ -1,6 +1,6 @@
 //! Names and identifiers callers choose, checked before anything is stored.
 
-use super::DomainError;
+use super::error::DomainError;
 
 /// Chroma's rule for database and collection names.
 pub fn validate_chroma_name(what: &str, name: &str) -> Result<(), DomainError> {

@@ -12,12 +12,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{GitHubClients, path_filter, split_repository};
+use super::{DomainError, RunTarget};
 use super::{
     Flag, InvocationField, Planned, RunField, SourceKind, WholeSource, collection_concurrency_key,
     collection_of,
 };
 use crate::config::{Config, Secret};
-use crate::domain::{DomainError, RunTarget};
 use crate::model::{CreateJobPayload, GitRefIdentifier, SourceSchedule, SourceType};
 use crate::pipeline::{JobError, JobRun, SourceError};
 use crate::queue::SourceRecord;

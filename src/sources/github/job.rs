@@ -25,13 +25,13 @@ use super::client::{
     DocumentLabels, GitHubRepo, PathFilter, TreeEntry, path_filter, skip_reason_for,
 };
 use super::settings::GithubSourceConfig;
-use crate::domain::sources::SourceKind;
 use crate::model::{GitRefIdentifier, JobStatus};
 use crate::pipeline::{
     DEFAULT_MAX_REMOVAL_FRACTION, DocumentContext, Fetched, JobError, JobRun, RemovalPolicy,
     Services, SourceError,
 };
 use crate::queue::{ClaimedJob, JobFilter};
+use crate::sources::SourceKind;
 
 /// Jobs of the source looked at to find the collection's current commit.
 const HISTORY: u32 = 200;

@@ -22,9 +22,9 @@ use super::WebSource;
 use super::crawl::{Crawl, HTTP_ETAG, HTTP_LAST_MODIFIED, KnownPage};
 use super::links::LinkMemory;
 use super::settings::WebScrapeSourceConfig;
-use crate::domain::sources::SourceKind;
 use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun};
 use crate::sink::records::Stored;
+use crate::sources::SourceKind;
 
 pub(super) async fn run(
     source: &WebSource,

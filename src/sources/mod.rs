@@ -2,10 +2,13 @@
 //! directories) lives in its own folder — its settings on the wire
 //! (`settings.rs`), its [`SourceKind`] impl, its client or reader, its job,
 //! its auto-sync and what it remembers — and is registered by one line of
-//! the `registry!` call below. The rest of the daemon knows only
-//! [`SourceSpec`] (a source's parsed kind) and [`Sources`] (the registry,
-//! built once per process, holding each kind's clients); both are written
-//! by the macro (`registry.rs` says why a macro and not trait objects).
+//! the domain's `registry!` call (`domain/registry/mod.rs`). The rest of
+//! the daemon knows only `SourceSpec` (a source's parsed kind) and
+//! `Sources` (the registry, built once per process, holding each kind's
+//! clients); both are written by the macro (`domain/registry/generate.rs`
+//! says why a macro and not trait objects). Nothing here imports the
+//! domain: what a kind answers in (`DomainError`, `Planned`, `RunTarget`,
+//! the name checks) is defined here.
 //!
 //! Adding a source: a folder here with its settings type and a
 //! [`SourceKind`] impl, and its line in `registry!`. What the kind tells of
@@ -13,10 +16,11 @@
 //! its settings) lives on its impl: the API's `GET /api/v1/source-types`,
 //! the OpenAPI document and the dashboard read it from there.
 
+pub mod error;
 pub mod filesystem;
 pub mod github;
 pub mod globs;
-mod registry;
+pub mod names;
 pub mod s3;
 pub mod spec;
 pub mod web;
@@ -27,17 +31,15 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use registry::registry;
-
-use super::DomainError;
 use crate::config::{Config, Secret, sha256_hex};
 use crate::model::{
-    CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, KindSettings, OrderedJson,
-    Source, SourceSchedule, SourceType, Trigger, canonical_json,
+    CreateJobPayload, CreateSourcePayload, IndexJobMetadata, JobKind, SourceSchedule, SourceType,
+    Trigger, canonical_json,
 };
 use crate::pipeline::listing::Listing;
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::{NewJob, Queue, SourceRecord};
+pub use error::DomainError;
 
 /// What a one-shot `run` (or a schedule slot) syncs of its source.
 #[derive(Debug, Default, Clone)]
@@ -47,7 +49,7 @@ pub struct RunTarget {
     /// What only some kinds take, by the name of the kind's [`RunField`],
     /// as JSON: the `run` flags the kinds declare (S3's `object_keys` and
     /// `meta_json`, GitHub's `git_ref`), and a schedule's branch. A kind is
-    /// never handed a field it does not declare ([`Sources::whole_source`]).
+    /// never handed a field it does not declare (`Sources::whole_source`).
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -108,7 +110,7 @@ pub trait Reconcile: Send + Sync {
 }
 
 /// What every source type provides. One implementation per source folder;
-/// [`Sources`] dispatches to them on [`SourceSpec`].
+/// `Sources` dispatches to them on `SourceSpec`.
 pub trait SourceKind: Send + Sync {
     /// The kind's settings, as the create payload gives them. Its schema
     /// (`ToSchema`) is what `GET /api/v1/source-types` shows of them.
@@ -138,7 +140,7 @@ pub trait SourceKind: Send + Sync {
     /// What a source of this kind syncs, in a sentence or two.
     const DESCRIPTION: &'static str;
     /// The invocation body fields this kind accepts; the planner refuses
-    /// the others, for every kind alike ([`Sources::refuse_undeclared`]).
+    /// the others, for every kind alike (`Sources::refuse_undeclared`).
     const INVOCATION_FIELDS: &'static [InvocationField];
     /// What refusals call the kind: `"{field} is only allowed for {CALLED}
     /// sources"`.
@@ -388,7 +390,7 @@ impl Flag {
     }
 }
 
-/// What a kind tells of itself ([`Sources::kinds`]): the API answers
+/// What a kind tells of itself (`Sources::kinds`): the API answers
 /// `GET /api/v1/source-types` with it.
 #[derive(Clone)]
 pub struct KindDescription {
@@ -410,7 +412,7 @@ pub struct KindDescription {
 }
 
 /// What `kind` tells of itself, with its config type's schema.
-fn describe<K: SourceKind>(kind: &K) -> KindDescription {
+pub fn describe<K: SourceKind>(kind: &K) -> KindDescription {
     let settings = settings_schema::<K>();
     KindDescription {
         source_type: K::SOURCE_TYPE,
@@ -425,7 +427,7 @@ fn describe<K: SourceKind>(kind: &K) -> KindDescription {
 }
 
 /// A kind's wire settings type, by the create payload's field naming it
-/// ([`Sources::settings_schemas`]).
+/// (`Sources::settings_schemas`).
 pub struct SettingsSchema {
     /// The payload's field (the kind's `source_type`).
     pub field: String,
@@ -448,7 +450,7 @@ pub struct SettingsSchema {
     )>,
 }
 
-fn settings_schema<K: SourceKind>() -> SettingsSchema {
+pub fn settings_schema<K: SourceKind>() -> SettingsSchema {
     use utoipa::{PartialSchema, ToSchema};
     let mut schemas = Vec::new();
     K::Config::schemas(&mut schemas);
@@ -537,81 +539,6 @@ impl Planned {
     }
 }
 
-/// A run field the source's kind does not take, named as the flag that
-/// set it and the kinds that do take it.
-fn run_field_refused(name: &str) -> DomainError {
-    let owners: Vec<&str> = SourceSpec::run_fields_by_kind()
-        .into_iter()
-        .filter(|(_, fields)| fields.iter().any(|field| field.name == name))
-        .map(|(called, _)| called)
-        .collect();
-    let flag = SourceSpec::run_fields()
-        .into_iter()
-        .find(|field| field.name == name)
-        .and_then(|field| field.flags.first())
-        .map_or_else(|| name.to_string(), |flag| format!("--{}", flag.long));
-    DomainError::invalid(format!(
-        "{flag} applies to {} sources only",
-        spec::either(&owners)
-    ))
-}
-
-impl Sources {
-    /// One of each kind, built from the daemon's config.
-    pub fn new(config: &Config) -> Result<Self, String> {
-        // Uploads are written in the segments S3 objects are streamed in.
-        let s3: s3::S3Settings = config.section("s3").map_err(|e| e.to_string())?;
-        Sources::build(config, s3.stream_segment_bytes)
-    }
-}
-
-registry! {
-    Github => github: github::GithubSource,
-    WebScrape => web: web::WebSource,
-    S3 => s3: s3::S3Source,
-    Filesystem => filesystem: filesystem::FilesystemSource,
-}
-
-impl Sources {
-    /// Refuses each invocation field the source's kind does not declare
-    /// ([`SourceKind::INVOCATION_FIELDS`]), naming the kinds that take it:
-    /// one check for every kind, before anything is asked of the source.
-    pub fn refuse_undeclared(
-        &self,
-        spec: &SourceSpec,
-        payload: &CreateJobPayload,
-    ) -> Result<(), DomainError> {
-        let declared = self.declared_fields(spec);
-        let given = [
-            ("object_key", payload.object_key.is_some()),
-            ("custom_id", payload.custom_id.is_some()),
-            ("metadata", payload.metadata.is_some()),
-            ("ref_identifier", payload.ref_identifier.is_some()),
-            ("path", payload.path.is_some()),
-            (
-                "target_collection_name",
-                payload.target_collection_name.is_some(),
-            ),
-        ];
-        let Some((name, _)) = given
-            .into_iter()
-            .find(|(name, given)| *given && !declared.iter().any(|field| field.name == *name))
-        else {
-            return Ok(());
-        };
-        let owners: Vec<String> = self
-            .kinds()
-            .iter()
-            .filter(|kind| kind.invocation_fields.iter().any(|f| f.name == name))
-            .map(|kind| format!("{} sources", kind.called))
-            .collect();
-        Err(DomainError::invalid(format!(
-            "{name} is only allowed for {}",
-            owners.join(" and ")
-        )))
-    }
-}
-
 /// The collection a whole-source job (a repository at a ref, a crawl, a
 /// directory) writes: `target_collection_name`, or `default` when the
 /// source has one.
@@ -629,7 +556,7 @@ pub(crate) fn collection_of(
             )));
         }
     };
-    super::names::validate_chroma_name("target_collection_name", &collection)?;
+    names::validate_chroma_name("target_collection_name", &collection)?;
     Ok(collection)
 }
 
@@ -642,83 +569,4 @@ pub(crate) fn collection_concurrency_key(record: &SourceRecord, collection: &str
         record.id,
         record.payload.database_name
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parsed(body: serde_json::Value) -> Result<SourceSpec, String> {
-        let payload: CreateSourcePayload = serde_json::from_value(body).unwrap();
-        SourceSpec::from_payload(&payload).map_err(|e| e.to_string())
-    }
-
-    /// Each kind reads its own section of the daemon's config; a section
-    /// no kind reads, or a kind's section with a key it does not know,
-    /// stops the daemon before it starts, naming it.
-    #[test]
-    fn each_kind_reads_its_section_and_a_stray_section_is_refused() {
-        let config = |text: &str| -> Config { toml::from_str(text).unwrap() };
-        let sources = Sources::new(&config("[web]\ndefault_max_depth = 3\n")).unwrap();
-        assert_eq!(sources.web.defaults()["max_depth"], 3);
-        let stray = Sources::new(&config("[bogus]\nx = 1\n")).err().unwrap();
-        assert!(stray.contains("unknown section or key `bogus`"), "{stray}");
-        let typo = Sources::new(&config("workerz = 3\n")).err().unwrap();
-        assert!(typo.contains("`workerz`"), "{typo}");
-        let unknown = Sources::new(&config("[filesystem]\nroots = []\n"))
-            .err()
-            .unwrap();
-        assert!(
-            unknown.contains("[filesystem]") && unknown.contains("unknown field `roots`"),
-            "{unknown}"
-        );
-        let checked = Sources::new(&config("[filesystem]\nallowed_roots = [\"docs\"]\n"))
-            .err()
-            .unwrap();
-        assert!(checked.contains("filesystem.allowed_roots"), "{checked}");
-    }
-
-    #[test]
-    fn the_kind_field_is_parsed_into_the_kinds_own_settings() {
-        let s3 = serde_json::json!({"bucket_name": "b", "region": "r",
-            "collection_name": "c", "aws_credential_id": 0});
-        let spec = parsed(serde_json::json!({"database_name": "db", "s3": s3.clone(),
-            "github": null}))
-        .unwrap();
-        assert_eq!(
-            spec.source_type(),
-            s3::S3Source::SOURCE_TYPE,
-            "a null kind is a kind left out"
-        );
-
-        let none = parsed(serde_json::json!({"database_name": "db", "github": null}));
-        assert!(
-            none.unwrap_err()
-                .contains("needs exactly one of `github`, `web_scrape`, `s3` or `filesystem`")
-        );
-        let several = parsed(serde_json::json!({"database_name": "db", "s3": s3,
-            "web_scrape": {"starting_url": "https://example.com/"}}));
-        assert!(several.unwrap_err().contains("not several"));
-        let unknown = parsed(serde_json::json!({"database_name": "db", "sftp": {}}));
-        let unknown = unknown.unwrap_err();
-        assert!(
-            unknown.contains("unknown field `sftp`, expected one of `github`"),
-            "{unknown}"
-        );
-        assert!(unknown.contains("`database_name`"), "{unknown}");
-        let wrong = parsed(serde_json::json!({"database_name": "db",
-            "filesystem": {"root": "/srv", "collection_name": 5}}));
-        let wrong = wrong.unwrap_err();
-        assert!(
-            wrong.contains("filesystem.collection_name: invalid type: integer `5`"),
-            "{wrong}"
-        );
-        let extra = parsed(serde_json::json!({"database_name": "db",
-            "filesystem": {"root": "/srv", "collection_name": "c", "depth": 1}}));
-        assert!(
-            extra
-                .unwrap_err()
-                .contains("filesystem.depth: unknown field `depth`")
-        );
-    }
 }

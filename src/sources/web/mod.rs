@@ -8,11 +8,11 @@ pub mod section;
 pub mod settings;
 
 use self::crawl::PathRules;
+use super::{DomainError, RunTarget};
 use super::{
     InvocationField, Planned, SourceKind, WholeSource, collection_concurrency_key, collection_of,
 };
 use crate::config::Config;
-use crate::domain::{DomainError, RunTarget};
 use crate::model::{CreateJobPayload, SourceType};
 use crate::pipeline::{JobError, JobRun};
 use crate::queue::SourceRecord;

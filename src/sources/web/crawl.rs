@@ -63,9 +63,9 @@ use super::WebSettings;
 use super::links::{self, LinkMemory, PageLinks};
 use super::settings::WebScrapeSourceConfig;
 use crate::config::sha256_hex;
-use crate::domain::sources::globs::{MAX_COMPILED_PATTERN_BYTES, check_pattern_list};
 use crate::net::{first_forbidden, forbidden_address, literal_ip};
 use crate::pipeline::{Document, Fetched, SourceError};
+use crate::sources::globs::{MAX_COMPILED_PATTERN_BYTES, check_pattern_list};
 
 /// Query parameters that only track visitors: dropped from URLs.
 const TRACKING_PARAMETERS: &[&str] = &["fbclid", "gclid", "msclkid", "mc_cid", "mc_eid", "_ga"];

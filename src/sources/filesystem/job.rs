@@ -14,12 +14,12 @@ use super::root::{Resolved, Root};
 use super::settings::FilesystemSourceConfig;
 use super::walk::{Walk, walk, walk_under};
 use super::{PathFilter, open_root, path_filter};
-use crate::domain::sources::SourceKind;
 use crate::model::Trigger;
 use crate::pipeline::{
     DEFAULT_MAX_REMOVAL_FRACTION, DocumentContext, Fetched, JobError, JobRun, RemovalPolicy,
     SourceError,
 };
+use crate::sources::SourceKind;
 
 pub(super) async fn run(
     settings: &FilesystemSettings,

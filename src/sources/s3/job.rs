@@ -7,9 +7,9 @@ use super::S3Source;
 use super::client::{Opened, S3Object};
 use super::settings::S3SourceConfig;
 use super::synced::MetaJsonMemory;
-use crate::domain::sources::SourceKind;
 use crate::model::Trigger;
 use crate::pipeline::{JobError, JobRun, SourceError, elapsed_ms};
+use crate::sources::SourceKind;
 
 pub(super) async fn run(
     source: &S3Source,
