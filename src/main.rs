@@ -164,7 +164,7 @@ enum Command {
 
 /// `run --help`'s list of source kinds, read from the list of kinds.
 fn source_kinds_help() -> String {
-    let kinds = chroma_syncd::domain::SourceSpec::kind_fields();
+    let kinds = SourceSpec::kind_fields();
     format!(
         "Source kinds (the --source JSON has exactly one of these fields): {}",
         kinds.join(", ")
@@ -193,7 +193,7 @@ enum SourceCommand {
 enum InvocationCommand {
     /// Create an invocation of a source; prints its id (or, with --wait, the finished job).
     /// Its other flags set the invocation's fields, as the source kinds
-    /// declare them (`field_flags`).
+    /// declare them (`invocation_flags`).
     Create {
         source_id: String,
         /// Follow the invocation to its end; exit non-zero unless it completes.

@@ -114,7 +114,23 @@ fn run_takes_each_kinds_own_flags_and_refuses_another_kinds() {
         "filesystem": {"root": root, "collection_name": "cli-refused"},
     })
     .to_string();
-    for (flag, value) in [("--meta-json", None), ("--object-key", Some("a.md"))] {
+    for (flag, value, refusal) in [
+        (
+            "--meta-json",
+            None,
+            "--meta-json applies to S3 sources only",
+        ),
+        (
+            "--object-key",
+            Some("a.md"),
+            "--object-key applies to S3 sources only",
+        ),
+        (
+            "--sha",
+            Some("abc"),
+            "--branch/--sha applies to GitHub sources only",
+        ),
+    ] {
         let mut command = binary(&chroma.url(), state.path());
         command
             .env("CHROMA_SYNCD_FILESYSTEM_ALLOWED_ROOTS", &root)
@@ -122,11 +138,7 @@ fn run_takes_each_kinds_own_flags_and_refuses_another_kinds() {
         command.args(value);
         let output = command.output().unwrap();
         assert!(!output.status.success(), "{}", describe(&output));
-        assert!(
-            describe(&output).contains(&format!("{flag} applies to S3 sources only")),
-            "{}",
-            describe(&output)
-        );
+        assert!(describe(&output).contains(refusal), "{}", describe(&output));
     }
     let synced = chroma
         .collection("testdb", "cli-refused")

@@ -35,11 +35,23 @@ fn run_field_refused(name: &str) -> DomainError {
         .filter(|(_, fields)| fields.iter().any(|field| field.name == name))
         .map(|(called, _)| called)
         .collect();
-    let flag = SourceSpec::run_fields()
+    // The field's flags (`--branch/--sha`), or its name when it has none.
+    let flags: Vec<String> = SourceSpec::run_fields()
         .into_iter()
         .find(|field| field.name == name)
-        .and_then(|field| field.flags.first())
-        .map_or_else(|| name.to_string(), |flag| format!("--{}", flag.long));
+        .map(|field| {
+            field
+                .flags
+                .iter()
+                .map(|f| format!("--{}", f.long))
+                .collect()
+        })
+        .unwrap_or_default();
+    let flag = if flags.is_empty() {
+        name.to_string()
+    } else {
+        flags.join("/")
+    };
     DomainError::invalid(format!(
         "{flag} applies to {} sources only",
         spec::either(&owners)
