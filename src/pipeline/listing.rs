@@ -107,7 +107,7 @@ pub async fn compare(
         .chroma
         .scan(
             &collection,
-            Filter::source(scope.source_id).to_where(),
+            &Filter::source(scope.source_id),
             true,
             &doing,
             |page| {

@@ -320,7 +320,7 @@ impl DocumentContext<'_> {
             .chroma
             .scan(
                 self.collection,
-                Filter::source(self.source_id).to_where(),
+                &Filter::source(self.source_id),
                 true,
                 &doing,
                 |page| {
@@ -362,7 +362,7 @@ impl DocumentContext<'_> {
             .chroma
             .scan_all(
                 self.collection,
-                Filter::document(self.source_id, key, None).to_where(),
+                &Filter::document(self.source_id, key, None),
                 &doing,
             )
             .await?;
@@ -385,7 +385,7 @@ impl DocumentContext<'_> {
             .chroma
             .scan_all(
                 self.collection,
-                Filter::first_chunks(self.source_id).to_where(),
+                &Filter::first_chunks(self.source_id),
                 &doing,
             )
             .await?;
@@ -401,13 +401,12 @@ impl DocumentContext<'_> {
             .chroma
             .find(
                 self.collection,
-                Filter::document_at(
+                &Filter::document_at(
                     self.source_id,
                     identity.key,
                     identity.custom_id,
                     identity.version,
-                )
-                .to_where(),
+                ),
                 1,
                 &doing,
             )
@@ -438,7 +437,7 @@ impl DocumentContext<'_> {
         let existing: HashMap<String, serde_json::Map<String, Value>> = chroma
             .scan_all(
                 self.collection,
-                Filter::document(self.source_id, key, self.custom_id).to_where(),
+                &Filter::document(self.source_id, key, self.custom_id),
                 &doing,
             )
             .await?
@@ -475,7 +474,7 @@ impl DocumentContext<'_> {
             .chroma
             .delete_matching(
                 self.collection,
-                Filter::custom_document(self.source_id, custom_id).to_where(),
+                &Filter::custom_document(self.source_id, custom_id),
                 &doing,
             )
             .await?;
@@ -566,7 +565,7 @@ impl DocumentContext<'_> {
             .chroma
             .delete_matching(
                 self.collection,
-                Filter::document_from(self.source_id, &key, self.custom_id, next_index).to_where(),
+                &Filter::document_from(self.source_id, &key, self.custom_id, next_index),
                 &doing,
             )
             .await?;
@@ -805,7 +804,7 @@ impl DocumentContext<'_> {
                 .chroma
                 .embeddings_matching(
                     self.collection,
-                    Filter::same_input(&model, &missing).to_where(),
+                    &Filter::same_input(&model, &missing),
                     missing.len(),
                     &doing,
                 )

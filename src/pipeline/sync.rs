@@ -190,7 +190,7 @@ impl DocumentContext<'_> {
             .chroma
             .find(
                 self.collection,
-                Filter::source_version(self.source_id, version).to_where(),
+                &Filter::source_version(self.source_id, version),
                 1,
                 "checking the collection's version",
             )
@@ -224,7 +224,7 @@ impl DocumentContext<'_> {
             let page = chroma
                 .find(
                     self.collection,
-                    filter.to_where(),
+                    &filter,
                     batch,
                     "finding chunks to re-stamp",
                 )

@@ -15,10 +15,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
-use super::records::Record;
+use super::group_commit::{GroupCommit, Part};
+use super::records::{Filter, Record};
 use crate::config::{ChromaConfig, Secret};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ChromaError {
     /// Connection refused, reset or timed out: Chroma may come back.
     #[error("Chroma unreachable while {doing}: {message}")]
@@ -96,6 +97,9 @@ pub struct ChromaClient {
     api_key: Option<Secret>,
     max_batch_size: usize,
     server_batch_size: Arc<OnceCell<usize>>,
+    /// Upserts that arrive while one is in flight go together
+    /// ([`GroupCommit`]); shared by the client's clones.
+    group_commit: GroupCommit,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +219,7 @@ impl ChromaClient {
             api_key: config.api_key.clone(),
             max_batch_size: config.max_batch_size.max(1),
             server_batch_size: Arc::new(OnceCell::new()),
+            group_commit: GroupCommit::default(),
         })
     }
 
@@ -406,32 +411,46 @@ impl ChromaClient {
     }
 
     /// Upserts one batch (the caller keeps batches within [`Self::batch_size`]).
+    /// Batches other writers upsert into the same collection meanwhile may
+    /// go in the same request ([`GroupCommit`]); this batch is written when
+    /// this returns `Ok`.
     pub async fn upsert(
         &self,
         collection: &CollectionHandle,
         records: &[Record],
         embeddings: &[Vec<f32>],
     ) -> Result<(), ChromaError> {
-        let body = json!({
-            "ids": records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            "documents": records.iter().map(|r| r.document.as_str()).collect::<Vec<_>>(),
-            "metadatas": records.iter().map(|r| &r.metadata).collect::<Vec<_>>(),
-            "embeddings": embeddings,
-        });
-        let doing = format!(
-            "upserting {} records into {}/{}",
-            records.len(),
-            collection.database,
-            collection.name
-        );
-        self.call_ok(
-            Method::POST,
-            &format!("{}/upsert", self.collection_path(collection)),
-            Some(&body),
-            &doing,
-        )
-        .await
-        .map(|_| ())
+        let part = Part {
+            ids: records.iter().map(|r| r.id.clone()).collect(),
+            documents: records.iter().map(|r| r.document.clone()).collect(),
+            metadatas: records.iter().map(|r| r.metadata.clone()).collect(),
+            embeddings: embeddings.to_vec(),
+        };
+        let path = self.collection_path(collection);
+        let max_records = self.batch_size().await?;
+        let upsert = format!("{path}/upsert");
+        self.group_commit
+            .write(&path, part, max_records, |parts| {
+                let body = json!({
+                    "ids": parts.iter().flat_map(|p| &p.ids).collect::<Vec<_>>(),
+                    "documents": parts.iter().flat_map(|p| &p.documents).collect::<Vec<_>>(),
+                    "metadatas": parts.iter().flat_map(|p| &p.metadatas).collect::<Vec<_>>(),
+                    "embeddings": parts.iter().flat_map(|p| &p.embeddings).collect::<Vec<_>>(),
+                });
+                let doing = format!(
+                    "upserting {} records into {}/{}",
+                    parts.iter().map(|p| p.len()).sum::<usize>(),
+                    collection.database,
+                    collection.name
+                );
+                let upsert = &upsert;
+                async move {
+                    self.call_ok(Method::POST, upsert, Some(&body), &doing)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
     }
 
     /// IDs and metadata of those of `ids` the collection holds.
@@ -460,43 +479,58 @@ impl ChromaClient {
     pub async fn embeddings_matching(
         &self,
         collection: &CollectionHandle,
-        filter: &Value,
+        filter: &Filter,
         limit: usize,
         doing: &str,
     ) -> Result<Vec<(Map<String, Value>, Vec<f32>)>, ChromaError> {
-        let body = json!({
-            "where": filter,
-            "include": ["metadatas", "embeddings"],
-            "limit": limit,
-        });
-        let value = self.get(collection, &body, doing).await?;
-        // An answer without the arrays reuses nothing: the chunks are
-        // embedded as if nothing were stored.
-        let empty = Vec::new();
-        let metadatas = value
-            .get("metadatas")
-            .and_then(Value::as_array)
-            .unwrap_or(&empty);
-        let embeddings = value
-            .get("embeddings")
-            .and_then(Value::as_array)
-            .unwrap_or(&empty);
-        Ok(metadatas
-            .iter()
-            .zip(embeddings)
-            .filter_map(|(metadata, embedding)| {
-                let metadata = metadata.as_object()?.clone();
-                let vector: Vec<f32> = serde_json::from_value(embedding.clone()).ok()?;
-                Some((metadata, vector))
-            })
-            .collect())
+        let page = limit.max(1);
+        let mut found = Vec::new();
+        for offset in (0..).step_by(page) {
+            let body = json!({
+                "where": filter.to_where(),
+                "include": ["metadatas", "embeddings"],
+                "limit": page,
+                "offset": offset,
+            });
+            let value = self.get(collection, &body, doing).await?;
+            // An answer without the arrays reuses nothing: the chunks are
+            // embedded as if nothing were stored.
+            let empty = Vec::new();
+            let metadatas = value
+                .get("metadatas")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty);
+            let embeddings = value
+                .get("embeddings")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty);
+            let count = metadatas.len();
+            found.extend(
+                metadatas
+                    .iter()
+                    .zip(embeddings)
+                    .filter_map(|(metadata, embedding)| {
+                        let metadata = metadata.as_object()?;
+                        if !filter.admits(metadata) {
+                            return None;
+                        }
+                        let vector: Vec<f32> = serde_json::from_value(embedding.clone()).ok()?;
+                        Some((metadata.clone(), vector))
+                    }),
+            );
+            if filter.is_exact() || found.len() >= limit || count < page {
+                break;
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 
     /// Deletes every record matching `filter`; how many there were.
     pub async fn delete_matching(
         &self,
         collection: &CollectionHandle,
-        filter: &Value,
+        filter: &Filter,
         doing: &str,
     ) -> Result<usize, ChromaError> {
         let mut stale = Vec::new();
@@ -516,7 +550,7 @@ impl ChromaClient {
     pub async fn scan_all(
         &self,
         collection: &CollectionHandle,
-        filter: &Value,
+        filter: &Filter,
         doing: &str,
     ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
         let mut found = Vec::new();
@@ -532,31 +566,56 @@ impl ChromaClient {
     pub async fn find(
         &self,
         collection: &CollectionHandle,
-        filter: &Value,
+        filter: &Filter,
         limit: usize,
         doing: &str,
     ) -> Result<Vec<(String, Map<String, Value>)>, ChromaError> {
-        self.get_page(collection, filter, true, limit, 0, doing)
-            .await
+        if filter.is_exact() {
+            return self
+                .get_page(collection, filter.to_where(), true, limit, 0, doing)
+                .await;
+        }
+        let mut found = Vec::new();
+        self.scan(collection, filter, true, doing, |page| {
+            found.extend(page);
+            found.len() < limit
+        })
+        .await?;
+        found.truncate(limit);
+        Ok(found)
     }
 
-    /// Pages through every record matching `filter`, handing each page to
-    /// `visit` until it returns false. Memory holds one page at a time.
+    /// Pages through every record matching `filter`, handing each page (of
+    /// the records [`Filter::admits`]) to `visit` until it returns false.
+    /// Memory holds one page at a time.
     pub async fn scan(
         &self,
         collection: &CollectionHandle,
-        filter: &Value,
+        filter: &Filter,
         with_metadata: bool,
         doing: &str,
         mut visit: impl FnMut(Vec<(String, Map<String, Value>)>) -> bool,
     ) -> Result<(), ChromaError> {
         let page = 1000usize;
+        // A check reads the metadata, whether or not the caller wants it.
+        let with_metadata = with_metadata || !filter.is_exact();
         for offset in (0..).step_by(page) {
             let found = self
-                .get_page(collection, filter, with_metadata, page, offset, doing)
+                .get_page(
+                    collection,
+                    filter.to_where(),
+                    with_metadata,
+                    page,
+                    offset,
+                    doing,
+                )
                 .await?;
             let count = found.len();
-            if !visit(found) || count < page {
+            let admitted = found
+                .into_iter()
+                .filter(|(_, metadata)| filter.admits(metadata))
+                .collect();
+            if !visit(admitted) || count < page {
                 break;
             }
         }
