@@ -140,19 +140,18 @@ impl Lead<'_> {
     fn gather(&mut self, own: &Part, max_records: usize) {
         let mut queues = self.commit.queues.lock().expect("group-commit queues");
         let queue = queues.get_mut(self.key).expect("a busy queue");
-        let mut ids: HashSet<&str> = own.ids.iter().map(String::as_str).collect();
+        let mut ids: HashSet<String> = own.ids.iter().cloned().collect();
         let mut total = own.len();
         while let Some(next) = queue.waiting.front() {
             if total + next.part.len() > max_records
-                || next.part.ids.iter().any(|id| ids.contains(id.as_str()))
+                || next.part.ids.iter().any(|id| ids.contains(id))
             {
                 break;
             }
             let Waiting { part, reply } = queue.waiting.pop_front().expect("front");
             total += part.len();
+            ids.extend(part.ids.iter().cloned());
             self.riders.push((reply, part));
-            let (_, part) = self.riders.last().expect("just pushed");
-            ids.extend(part.ids.iter().map(String::as_str));
         }
     }
 
