@@ -13,7 +13,8 @@
 //! The waiting write at the head of the queue *leads* the next request: it
 //! sends its own part and those queued behind it, up to the batch size, and
 //! answers each. No task is spawned; a leader that is dropped mid-request
-//! (its job cancelled) hands the lead on ([`Lead`]'s `Drop`), and the
+//! (its job cancelled) hands the lead on ([`Lead`]'s `Drop`; a waiting write
+//! given the lead as it is dropped does too, [`Waiter`]'s), and the
 //! writes it carried are answered with a transient error, to be retried.
 //!
 //! What a document relies on is unchanged: its own batches still go one
@@ -105,13 +106,20 @@ impl GroupCommit {
         };
         let own = match own {
             Some(part) => part,
-            None => match answer.await {
-                Ok(Turn::Done(result)) => return result,
-                Ok(Turn::Lead(part)) => part,
-                // The leader carrying this part was dropped mid-request:
-                // written or not, an upsert may be sent again.
-                Err(_) => return Err(abandoned(key)),
-            },
+            None => {
+                let mut waiter = Waiter {
+                    commit: self,
+                    key,
+                    answer: Some(answer),
+                };
+                match waiter.turn().await {
+                    Ok(Turn::Done(result)) => return result,
+                    Ok(Turn::Lead(part)) => part,
+                    // The leader carrying this part was dropped mid-request:
+                    // written or not, an upsert may be sent again.
+                    Err(_) => return Err(abandoned(key)),
+                }
+            }
         };
         let mut lead = Lead {
             commit: self,
@@ -195,18 +203,55 @@ impl Drop for Lead<'_> {
         for (reply, _) in self.riders.drain(..) {
             let _ = reply.send(Turn::Done(Err(abandoned(self.key))));
         }
-        let mut queues = self.commit.queues.lock().expect("group-commit queues");
-        let Some(queue) = queues.get_mut(self.key) else {
+        self.commit.hand_on(self.key);
+    }
+}
+
+impl GroupCommit {
+    /// The lead passes to the next waiting write, or the queue goes idle.
+    /// A write whose caller has gone is skipped (its part goes with it:
+    /// nobody waits for its answer).
+    fn hand_on(&self, key: &str) {
+        let mut queues = self.queues.lock().expect("group-commit queues");
+        let Some(queue) = queues.get_mut(key) else {
             return;
         };
-        // The next waiting write leads; one whose caller has gone is
-        // skipped (its part goes with it: nobody waits for its answer).
         while let Some(Waiting { part, reply }) = queue.waiting.pop_front() {
             if reply.send(Turn::Lead(part)).is_ok() {
                 return;
             }
         }
-        queues.remove(self.key);
+        queues.remove(key);
+    }
+}
+
+/// A queued write waiting for its turn. The lead can be handed to it just
+/// as its caller gives up (the message sent, never read): dropping it then
+/// hands the lead on, so the queue never waits for a leader that is gone.
+struct Waiter<'a> {
+    commit: &'a GroupCommit,
+    key: &'a str,
+    /// `None` once the turn has been read.
+    answer: Option<oneshot::Receiver<Turn>>,
+}
+
+impl Waiter<'_> {
+    async fn turn(&mut self) -> Result<Turn, oneshot::error::RecvError> {
+        let turn = self.answer.as_mut().expect("not read yet").await;
+        self.answer = None;
+        turn
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let Some(mut answer) = self.answer.take() else {
+            return;
+        };
+        answer.close();
+        if let Ok(Turn::Lead(_)) = answer.try_recv() {
+            self.commit.hand_on(self.key);
+        }
     }
 }
 
@@ -366,6 +411,31 @@ mod tests {
         let next = tokio::time::timeout(Duration::from_secs(5), follower).await;
         assert!(matches!(next, Ok(Ok(()))), "the follower leads: {next:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(commit.queues.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_write_given_the_lead_as_it_is_dropped_hands_it_on() {
+        let commit = GroupCommit::default();
+        let slow = |_: &[&Part]| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(())
+        };
+        let mut leader = Box::pin(commit.write("c", part(&["a"]), 100, slow));
+        let mut first = Box::pin(commit.write("c", part(&["b"]), 100, slow));
+        let mut second = Box::pin(commit.write("c", part(&["c"]), 100, slow));
+        assert!(futures::poll!(&mut leader).is_pending());
+        assert!(futures::poll!(&mut first).is_pending());
+        assert!(futures::poll!(&mut second).is_pending());
+        // The leader finishes and hands the lead to `first`, whose caller
+        // gives up before reading it.
+        assert!(leader.await.is_ok());
+        drop(first);
+        let next = tokio::time::timeout(Duration::from_secs(5), second).await;
+        assert!(
+            matches!(next, Ok(Ok(()))),
+            "the lead reached `second`: {next:?}"
+        );
         assert!(commit.queues.lock().unwrap().is_empty());
     }
 }
