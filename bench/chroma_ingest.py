@@ -6,8 +6,9 @@ measures Chroma alone, in one run: a fresh local server (`chroma run`, the
 test venv's) per batch size, each upserting the same number of generated
 3.3 KB documents with random 384-dimension vectors, a batch at a time, as
 the daemon does per document (BATCHES, default `10,100`: a ~33 KB document's
-chunks, or a hundred of them). Prints records per second for each and the
-ratio to the first; one server runs at a time.
+chunks, or a hundred of them). Prints records per second for each, the
+ratio to the first, and the rate over each 10,000 records written (how it
+falls as the collection grows); one server runs at a time.
 
 Usage: bench/chroma_ingest.py [RECORDS]   (default 12000)
 """
@@ -46,6 +47,7 @@ def ingest(batch, total, work):
         rng = random.Random(1)
         words = [hashlib.md5(str(i).encode()).hexdigest()[:7] for i in range(5000)]
         start, written = time.time(), 0
+        last, stretches = start, []
         while written < total:
             ids = [f"r{written + i}" for i in range(batch)]
             texts = [" ".join(rng.choice(words) for _ in range(410)) for _ in range(batch)]
@@ -54,7 +56,11 @@ def ingest(batch, total, work):
                          for i in range(batch)]
             collection.upsert(ids=ids, documents=texts, embeddings=vectors, metadatas=metadatas)
             written += batch
-        return written / (time.time() - start)
+            if written % 10000 == 0:
+                now = time.time()
+                stretches.append(round(10000 / (now - last), 1))
+                last = now
+        return written / (time.time() - start), stretches
     finally:
         server.kill()
         shutil.rmtree(path, ignore_errors=True)
@@ -65,13 +71,17 @@ def main(args):
     batches = [int(b) for b in os.environ.get("BATCHES", "10,100").split(",")]
     work = tempfile.mkdtemp(prefix="chroma-ingest-")
     try:
-        rates = {batch: ingest(batch, total, work) for batch in batches}
+        measured = {batch: ingest(batch, total, work) for batch in batches}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    rates = {batch: rate for batch, (rate, _) in measured.items()}
     first = rates[batches[0]]
     print(json.dumps({"cpu": e2e.cpu_model(), "records": total, "records_per_second": {
         str(b): round(r, 1) for b, r in rates.items()},
-        "over_first": {str(b): round(r / first, 2) for b, r in rates.items()}}, indent=2))
+        "over_first": {str(b): round(r / first, 2) for b, r in rates.items()},
+        # How the pace changes as the collection grows: records/s over each
+        # 10,000 written (batch sizes that divide 10,000).
+        "per_10000": {str(b): stretches for b, (_, stretches) in measured.items()}}, indent=2))
 
 
 if __name__ == "__main__":
