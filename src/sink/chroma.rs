@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
-use super::group_commit::{GroupCommit, Part};
+use super::group_commit::{GroupCommit, Part, WriteError};
 use super::records::{Filter, Record};
 use crate::config::{ChromaConfig, Secret};
 
@@ -42,6 +42,19 @@ impl ChromaError {
             ChromaError::Unreachable { .. } => true,
             ChromaError::Status { status, .. } => *status >= 500 || *status == 429,
             ChromaError::Incompatible(_) => false,
+        }
+    }
+}
+
+impl WriteError for ChromaError {
+    fn is_transient(&self) -> bool {
+        ChromaError::is_transient(self)
+    }
+
+    fn abandoned(collection: &str) -> Self {
+        ChromaError::Unreachable {
+            doing: format!("upserting into {collection}"),
+            message: "the request this write joined was abandoned; it may be sent again".into(),
         }
     }
 }
@@ -99,7 +112,7 @@ pub struct ChromaClient {
     server_batch_size: Arc<OnceCell<usize>>,
     /// Upserts that arrive while one is in flight go together
     /// ([`GroupCommit`]); shared by the client's clones.
-    group_commit: GroupCommit,
+    group_commit: GroupCommit<ChromaError>,
 }
 
 #[derive(Deserialize)]

@@ -30,7 +30,15 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::chroma::ChromaError;
+/// What group commit needs of a write's error.
+pub trait WriteError: Clone {
+    /// Whether the same request may succeed later: a refusal that is not
+    /// transient may be one part's doing.
+    fn is_transient(&self) -> bool;
+    /// The answer to a write whose request was abandoned mid-flight: written
+    /// or not, it may be sent again.
+    fn abandoned(collection: &str) -> Self;
+}
 
 /// One caller's records for one upsert.
 #[derive(Debug, Default)]
@@ -52,31 +60,54 @@ impl Part {
 }
 
 /// What a waiting write is told: its result, or that it leads next.
-enum Turn {
-    Done(Result<(), ChromaError>),
+enum Turn<E> {
+    Done(Result<(), E>),
     Lead(Part),
 }
 
-struct Waiting {
+struct Waiting<E> {
     part: Part,
-    reply: oneshot::Sender<Turn>,
+    reply: oneshot::Sender<Turn<E>>,
 }
 
-#[derive(Default)]
-struct Queue {
+struct Queue<E> {
     /// A request into this collection is in flight (its leader will hand
     /// on the lead or clear this).
     busy: bool,
-    waiting: VecDeque<Waiting>,
+    waiting: VecDeque<Waiting<E>>,
 }
 
-/// The per-collection queues of one Chroma client.
-#[derive(Clone, Default)]
-pub struct GroupCommit {
-    queues: Arc<Mutex<HashMap<String, Queue>>>,
+impl<E> Default for Queue<E> {
+    fn default() -> Self {
+        Queue {
+            busy: false,
+            waiting: VecDeque::new(),
+        }
+    }
 }
 
-impl GroupCommit {
+/// The per-collection queues of one Chroma client; `E` is its error.
+pub struct GroupCommit<E> {
+    queues: Arc<Mutex<HashMap<String, Queue<E>>>>,
+}
+
+impl<E> Clone for GroupCommit<E> {
+    fn clone(&self) -> Self {
+        GroupCommit {
+            queues: self.queues.clone(),
+        }
+    }
+}
+
+impl<E> Default for GroupCommit<E> {
+    fn default() -> Self {
+        GroupCommit {
+            queues: Arc::default(),
+        }
+    }
+}
+
+impl<E: WriteError> GroupCommit<E> {
     /// Writes `part` into the collection at `key`, with whatever writes
     /// queue behind it up to `max_records` per request; `send` makes one
     /// request of the parts it is given, in order. Returns this part's
@@ -87,10 +118,10 @@ impl GroupCommit {
         part: Part,
         max_records: usize,
         send: F,
-    ) -> Result<(), ChromaError>
+    ) -> Result<(), E>
     where
         F: Fn(&[&Part]) -> Fut,
-        Fut: Future<Output = Result<(), ChromaError>>,
+        Fut: Future<Output = Result<(), E>>,
     {
         let (reply, answer) = oneshot::channel();
         let own = {
@@ -117,7 +148,7 @@ impl GroupCommit {
                     Ok(Turn::Lead(part)) => part,
                     // The leader carrying this part was dropped mid-request:
                     // written or not, an upsert may be sent again.
-                    Err(_) => return Err(abandoned(key)),
+                    Err(_) => return Err(E::abandoned(key)),
                 }
             }
         };
@@ -134,14 +165,14 @@ impl GroupCommit {
 /// The write that leads a request. Dropping it — after the request, or
 /// when its caller gives up mid-request — answers the riders it still
 /// holds and hands the lead to the next waiting write.
-struct Lead<'a> {
-    commit: &'a GroupCommit,
+struct Lead<'a, E: WriteError> {
+    commit: &'a GroupCommit<E>,
     key: &'a str,
     /// The queued writes this request carries after the leader's own.
-    riders: Vec<(oneshot::Sender<Turn>, Part)>,
+    riders: Vec<(oneshot::Sender<Turn<E>>, Part)>,
 }
 
-impl Lead<'_> {
+impl<E: WriteError> Lead<'_, E> {
     /// Takes queued parts, in order, while the total with `own` stays
     /// within `max_records` and no ID repeats (Chroma refuses duplicate IDs
     /// in one request; two writes of one record stay apart, in order).
@@ -167,10 +198,10 @@ impl Lead<'_> {
     /// rider. A refusal that is not transient may be one rider's doing (a
     /// metadata value Chroma rejects), so the parts are then sent one by
     /// one and each gets its own answer.
-    async fn send<F, Fut>(mut self, own: &Part, send: &F) -> Result<(), ChromaError>
+    async fn send<F, Fut>(mut self, own: &Part, send: &F) -> Result<(), E>
     where
         F: Fn(&[&Part]) -> Fut,
-        Fut: Future<Output = Result<(), ChromaError>>,
+        Fut: Future<Output = Result<(), E>>,
     {
         if self.riders.is_empty() {
             return send(&[own]).await;
@@ -198,16 +229,16 @@ impl Lead<'_> {
     }
 }
 
-impl Drop for Lead<'_> {
+impl<E: WriteError> Drop for Lead<'_, E> {
     fn drop(&mut self) {
         for (reply, _) in self.riders.drain(..) {
-            let _ = reply.send(Turn::Done(Err(abandoned(self.key))));
+            let _ = reply.send(Turn::Done(Err(E::abandoned(self.key))));
         }
         self.commit.hand_on(self.key);
     }
 }
 
-impl GroupCommit {
+impl<E> GroupCommit<E> {
     /// The lead passes to the next waiting write, or the queue goes idle.
     /// A write whose caller has gone is skipped (its part goes with it:
     /// nobody waits for its answer).
@@ -228,22 +259,22 @@ impl GroupCommit {
 /// A queued write waiting for its turn. The lead can be handed to it just
 /// as its caller gives up (the message sent, never read): dropping it then
 /// hands the lead on, so the queue never waits for a leader that is gone.
-struct Waiter<'a> {
-    commit: &'a GroupCommit,
+struct Waiter<'a, E> {
+    commit: &'a GroupCommit<E>,
     key: &'a str,
     /// `None` once the turn has been read.
-    answer: Option<oneshot::Receiver<Turn>>,
+    answer: Option<oneshot::Receiver<Turn<E>>>,
 }
 
-impl Waiter<'_> {
-    async fn turn(&mut self) -> Result<Turn, oneshot::error::RecvError> {
+impl<E> Waiter<'_, E> {
+    async fn turn(&mut self) -> Result<Turn<E>, oneshot::error::RecvError> {
         let turn = self.answer.as_mut().expect("not read yet").await;
         self.answer = None;
         turn
     }
 }
 
-impl Drop for Waiter<'_> {
+impl<E> Drop for Waiter<'_, E> {
     fn drop(&mut self) {
         let Some(mut answer) = self.answer.take() else {
             return;
@@ -255,18 +286,28 @@ impl Drop for Waiter<'_> {
     }
 }
 
-fn abandoned(key: &str) -> ChromaError {
-    ChromaError::Unreachable {
-        doing: format!("upserting into {key}"),
-        message: "the request this write joined was abandoned; it may be sent again".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    /// A request's error as the tests' sender gives it.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Refused {
+        /// Refused for what a part holds (Chroma's 4xx).
+        Bad,
+        Abandoned,
+    }
+
+    impl WriteError for Refused {
+        fn is_transient(&self) -> bool {
+            matches!(self, Refused::Abandoned)
+        }
+        fn abandoned(_: &str) -> Self {
+            Refused::Abandoned
+        }
+    }
 
     fn part(ids: &[&str]) -> Part {
         Part {
@@ -282,8 +323,8 @@ mod tests {
     fn recorder(
         sent: Arc<Mutex<Vec<Vec<String>>>>,
         bad: &'static str,
-    ) -> impl Fn(&[&Part]) -> std::pin::Pin<Box<dyn Future<Output = Result<(), ChromaError>> + Send>>
-    + Clone {
+    ) -> impl Fn(&[&Part]) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Refused>> + Send>> + Clone
+    {
         move |parts: &[&Part]| {
             let sent = sent.clone();
             let ids: Vec<String> = parts.iter().flat_map(|p| p.ids.clone()).collect();
@@ -291,11 +332,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 sent.lock().unwrap().push(ids.clone());
                 if ids.iter().any(|id| id == bad) {
-                    return Err(ChromaError::Status {
-                        doing: "upserting".into(),
-                        status: 400,
-                        message: "bad metadata".into(),
-                    });
+                    return Err(Refused::Bad);
                 }
                 Ok(())
             })
@@ -304,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_arriving_during_a_request_go_together_and_each_gets_its_answer() {
-        let commit = GroupCommit::default();
+        let commit = GroupCommit::<Refused>::default();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let send = recorder(sent.clone(), "bad");
         let writes = (0..5).map(|i| {
@@ -336,7 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_combination_is_retried_part_by_part() {
-        let commit = GroupCommit::default();
+        let commit = GroupCommit::<Refused>::default();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let send = recorder(sent.clone(), "bad");
         let first = commit.write("c", part(&["a"]), 100, send.clone());
@@ -349,7 +386,7 @@ mod tests {
         };
         let (first, (good, bad, good2)) = tokio::join!(first, later);
         assert!(first.is_ok() && good.is_ok() && good2.is_ok());
-        assert!(matches!(bad, Err(ChromaError::Status { status: 400, .. })));
+        assert_eq!(bad, Err(Refused::Bad));
         let sent = sent.lock().unwrap().clone();
         assert_eq!(sent[1], vec!["b", "bad", "e"], "combined first: {sent:?}");
         assert_eq!(&sent[2..], &[vec!["b"], vec!["bad"], vec!["e"]]);
@@ -357,7 +394,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_stay_within_the_limit_and_never_repeat_an_id() {
-        let commit = GroupCommit::default();
+        let commit = GroupCommit::<Refused>::default();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let send = recorder(sent.clone(), "-");
         let first = commit.write("c", part(&["a"]), 3, send.clone());
@@ -383,7 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_leader_dropped_mid_request_hands_on_the_lead() {
-        let commit = GroupCommit::default();
+        let commit = GroupCommit::<Refused>::default();
         let calls = Arc::new(AtomicUsize::new(0));
         let slow = {
             let calls = calls.clone();
@@ -416,7 +453,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_given_the_lead_as_it_is_dropped_hands_it_on() {
-        let commit = GroupCommit::default();
+        let commit = GroupCommit::<Refused>::default();
         let slow = |_: &[&Part]| async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(())
