@@ -323,8 +323,7 @@ mod tests {
     fn recorder(
         sent: Arc<Mutex<Vec<Vec<String>>>>,
         bad: &'static str,
-    ) -> impl Fn(&[&Part]) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Refused>> + Send>> + Clone
-    {
+    ) -> impl Fn(&[&Part]) -> futures::future::BoxFuture<'static, Result<(), Refused>> + Clone {
         move |parts: &[&Part]| {
             let sent = sent.clone();
             let ids: Vec<String> = parts.iter().flat_map(|p| p.ids.clone()).collect();
