@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,17 +31,10 @@ import e2e  # noqa: E402  (cpu_model, free_port)
 def ingest(batch, total, work):
     path = os.path.join(work, f"chroma-{batch}")
     port = e2e.free_port()
-    server = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "chroma"), "run", "--path", path,
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = e2e.start_chroma(path, port)
     try:
-        for _ in range(200):
-            try:
-                client = chromadb.HttpClient(port=port)
-                client.heartbeat()
-                break
-            except Exception:
-                time.sleep(0.2)
+        e2e.wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat")
+        client = chromadb.HttpClient(port=port)
         collection = client.create_collection(f"ingest-{batch}")
         rng = random.Random(1)
         words = [hashlib.md5(str(i).encode()).hexdigest()[:7] for i in range(5000)]

@@ -25,7 +25,6 @@ import hashlib
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,18 +48,10 @@ def main(sizes):
     print(e2e.cpu_model(), flush=True)
     work = tempfile.mkdtemp(prefix="chroma-lookup-")
     port = e2e.free_port()
-    server = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "chroma"), "run", "--path",
-         os.path.join(work, "chroma"), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = e2e.start_chroma(os.path.join(work, "chroma"), port)
     try:
-        for _ in range(200):
-            try:
-                client = chromadb.HttpClient(port=port)
-                client.heartbeat()
-                break
-            except Exception:
-                time.sleep(0.2)
+        e2e.wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat")
+        client = chromadb.HttpClient(port=port)
         collection = client.create_collection("lookup")
         rng = random.Random(1)
         words = [hashlib.md5(str(i).encode()).hexdigest()[:7] for i in range(5000)]

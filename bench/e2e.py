@@ -91,15 +91,21 @@ def wait_http(url, limit=90):
     raise SystemExit(f"{url} did not answer")
 
 
+def start_chroma(path, port, logs=subprocess.DEVNULL):
+    """A local Chroma server (`chroma run`, the test venv's) keeping its data
+    in `path`, on loopback `port`; not yet answering."""
+    return subprocess.Popen([f"{VENV}/bin/chroma", "run", "--host", "127.0.0.1", "--port", str(port),
+                             "--path", path], stdout=logs, stderr=logs,
+                            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+
+
 def start_servers(work):
     """A Chroma and a moto S3 server on free loopback ports, logging into
     `work`: (processes to kill, chroma port, s3 port, boto3 S3 client)."""
     chroma_port, s3_port = free_port(), free_port()
     logs = open(os.path.join(work, "servers.log"), "w")
     servers = [
-        subprocess.Popen([f"{VENV}/bin/chroma", "run", "--host", "127.0.0.1", "--port", str(chroma_port),
-                          "--path", os.path.join(work, "chroma")], stdout=logs, stderr=logs,
-                         env={**os.environ, "ANONYMIZED_TELEMETRY": "False"}),
+        start_chroma(os.path.join(work, "chroma"), chroma_port, logs),
         subprocess.Popen([f"{VENV}/bin/moto_server", "-H", "127.0.0.1", "-p", str(s3_port)], stdout=logs, stderr=logs),
     ]
     try:
