@@ -15,6 +15,10 @@ While a run goes, a progress line every BENCH_MEMORY_SAMPLE_SECONDS (60)
 gives its peak RSS so far and the chunks stored: a gigabyte takes hours
 where Chroma is the bottleneck, and a run stopped early still tells.
 
+After each first sync the same `run` goes again over the unchanged corpus
+(unless BENCH_MEMORY_RESYNC=0): its wall time over the first sync's is the
+unchanged re-sync ratio at that size, and its peak RSS is reported too.
+
 Usage: bench/memory.py [SIZE_MB ...]   (default: 10 100)
 Needs a release build and the test venv (scripts/test-venv). The daemon
 limits glibc's malloc arenas to 2 unless MALLOC_ARENA_MAX is set: run with
@@ -191,9 +195,21 @@ max_input_tokens = 4000
                 wall, rss, out = timed_with_samples(
                     [e2e.BINARY, "run", "--config", config, "--source", json.dumps(source)], run_env,
                     chroma_port, collection, {"source": kind, "corpus_mb": round(total / 2**20, 1)})
-                results["runs"].append({"source": kind, "corpus_mb": round(total / 2**20, 1),
-                                        "files": len(files), "wall_seconds": round(wall, 1),
-                                        "peak_rss_mb": rss, "summary": out.strip().splitlines()[0]})
+                run = {"source": kind, "corpus_mb": round(total / 2**20, 1),
+                       "files": len(files), "wall_seconds": round(wall, 1),
+                       "peak_rss_mb": rss, "summary": out.strip().splitlines()[0]}
+                if os.environ.get("BENCH_MEMORY_RESYNC", "1") != "0":
+                    # The same `run` again over the unchanged corpus: what a
+                    # nightly re-sync of a collection this size costs, now
+                    # that the collection holds every chunk (whole-source
+                    # reads page through all of them).
+                    again, again_rss, again_out = e2e.timed(
+                        [e2e.BINARY, "run", "--config", config, "--source", json.dumps(source)],
+                        run_env)
+                    run.update(resync_wall_seconds=round(again, 1), resync_peak_rss_mb=again_rss,
+                               resync_over_first=round(again / wall, 4),
+                               resync_summary=again_out.strip().splitlines()[0])
+                results["runs"].append(run)
                 print(json.dumps(results["runs"][-1]), flush=True)
         for kind in sources:
             runs = [r for r in results["runs"] if r["source"] == kind]
