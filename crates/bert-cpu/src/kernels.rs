@@ -4,7 +4,7 @@
 //! a [`PackedB`], laid out once (weights at load time; attention's small
 //! operands per head) for the backend that will multiply it:
 //! - AVX2, AVX-512 and NEON run the `gemm` crate's kernels
-//!   ([`crate::crate_gemm`]: measured fastest on AVX2 and AVX-512; on NEON
+//!   (the private `crate_gemm` module: measured fastest on AVX2 and AVX-512; on NEON
 //!   the only maintained kernels we found, unmeasured for speed here);
 //! - the portable path runs our own Goto-style loops: B in panels of [`NR`]
 //!   = 32 columns, k-major, blocks of [`KC`] k-steps, tiles of [`MR`] = 14

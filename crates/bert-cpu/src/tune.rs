@@ -173,7 +173,7 @@ pub fn measure_slowing(paths: &[Isa], slow: &[Isa]) -> Measurement {
 /// A string naming this CPU closely enough that a choice measured on it
 /// holds for it: vendor, model name, family/model/stepping (or the ARM
 /// implementer and part), the paths it has, this crate's version (new
-/// kernels deserve a new measurement) and the race's [`METHOD`] (so does a
+/// kernels deserve a new measurement) and the race's method number (so does a
 /// better way of measuring).
 pub fn cpu_identity() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
