@@ -192,8 +192,9 @@ max_input_tokens = 4000
                 source.update(database_name="bench", embedding_model={"model": MODEL})
                 run_env = {**env, **extra,
                            "CHROMA_SYNCD_STATE_DIR": os.path.join(work, f"state-{collection}")}
+                command = [e2e.BINARY, "run", "--config", config, "--source", json.dumps(source)]
                 wall, rss, out = timed_with_samples(
-                    [e2e.BINARY, "run", "--config", config, "--source", json.dumps(source)], run_env,
+                    command, run_env,
                     chroma_port, collection, {"source": kind, "corpus_mb": round(total / 2**20, 1)})
                 run = {"source": kind, "corpus_mb": round(total / 2**20, 1),
                        "files": len(files), "wall_seconds": round(wall, 1),
@@ -203,9 +204,7 @@ max_input_tokens = 4000
                     # nightly re-sync of a collection this size costs, now
                     # that the collection holds every chunk (whole-source
                     # reads page through all of them).
-                    again, again_rss, again_out = e2e.timed(
-                        [e2e.BINARY, "run", "--config", config, "--source", json.dumps(source)],
-                        run_env)
+                    again, again_rss, again_out = e2e.timed(command, run_env)
                     run.update(resync_wall_seconds=round(again, 1), resync_peak_rss_mb=again_rss,
                                resync_over_first=round(again / wall, 4),
                                resync_summary=again_out.strip().splitlines()[0])
