@@ -18,6 +18,10 @@ where Chroma is the bottleneck, and a run stopped early still tells.
 After each first sync the same `run` goes again over the unchanged corpus
 (unless BENCH_MEMORY_RESYNC=0): its wall time over the first sync's is the
 unchanged re-sync ratio at that size, and its peak RSS is reported too.
+BENCH_MEMORY_BASELINE=PATH (another build of chroma-syncd, e.g. the last
+release's) runs that binary's re-sync first over the same collection, so
+the two re-syncs compare in one run (`baseline_resync_wall_seconds`,
+`resync_over_baseline`).
 
 Usage: bench/memory.py [SIZE_MB ...]   (default: 10 100)
 Needs a release build and the test venv (scripts/test-venv). The daemon
@@ -204,7 +208,15 @@ max_input_tokens = 4000
                     # nightly re-sync of a collection this size costs, now
                     # that the collection holds every chunk (whole-source
                     # reads page through all of them).
+                    baseline = os.environ.get("BENCH_MEMORY_BASELINE")
+                    if baseline:
+                        before, _, before_out = e2e.timed([baseline, *command[1:]], run_env)
+                        run.update(baseline_resync_wall_seconds=round(before, 1),
+                                   baseline_resync_over_first=round(before / wall, 4),
+                                   baseline_resync_summary=before_out.strip().splitlines()[0])
                     again, again_rss, again_out = e2e.timed(command, run_env)
+                    if baseline:
+                        run.update(resync_over_baseline=round(again / before, 4))
                     run.update(resync_wall_seconds=round(again, 1), resync_peak_rss_mb=again_rss,
                                resync_over_first=round(again / wall, 4),
                                resync_summary=again_out.strip().splitlines()[0])

@@ -557,13 +557,15 @@ async fn backfill(
 fn print_run_summary(summary: &RunSummary) {
     println!(
         "synced {} documents in {:.1}s: {} chunks embedded ({} with a vector reused), {} \
-         unchanged, {} read; of {} jobs {} complete, {} failed, {} cancelled, {} unfinished",
+         unchanged, {} read ({} documents left unread); of {} jobs \
+         {} complete, {} failed, {} cancelled, {} unfinished",
         summary.documents,
         summary.elapsed.as_secs_f64(),
         summary.chunks,
         summary.stats.chunks_embedding_reused,
         summary.chunks_unchanged,
         indicatif::HumanBytes(summary.bytes),
+        summary.stats.unchanged_unread,
         summary.complete + summary.failed.len() + summary.cancelled + summary.unfinished,
         summary.complete,
         summary.failed.len(),

@@ -1003,6 +1003,10 @@ pub struct JobStats {
     /// Documents found unchanged (same version as stored): nothing re-embedded.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unchanged: u64,
+    /// Of `unchanged`, documents known unchanged without being read
+    /// (filesystem: the file's stat is the one stored with it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged_unread: u64,
     /// Wall time spent waiting for the source (fetching), extracting and
     /// chunking, embedding, and writing to Chroma, in milliseconds.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -173,6 +173,7 @@ pub fn add_stats(total: &mut JobStats, job: &JobStats) {
     total.chunks_restamped += job.chunks_restamped;
     total.chunks_embedding_reused += job.chunks_embedding_reused;
     total.unchanged += job.unchanged;
+    total.unchanged_unread += job.unchanged_unread;
     total.bytes += job.bytes;
     total.fetch_ms += job.fetch_ms;
     total.extract_ms += job.extract_ms;

@@ -801,4 +801,73 @@ fn a_re_sync_makes_jobs_only_for_what_changed_or_what_the_collection_lost() {
         "{}",
         describe(&third)
     );
+
+    // Another source shares the collection; then a page is deleted from the
+    // bucket. The re-sync removes that page alone: the neighbour's
+    // documents are neither gone nor changed for it, and the neighbour's
+    // own re-sync finds nothing to do either.
+    s3.create_bucket("neighbour");
+    s3.put("neighbour", "notes/a.md", page(20, "neighbour"), None);
+    s3.put("neighbour", "notes/b.md", page(21, "neighbour"), None);
+    let neighbour = s3_source(&s3, "neighbour", "nightly", None).to_string();
+    let run_neighbour = || {
+        binary(&chroma.url(), state.path())
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--source", &neighbour])
+            .output()
+            .unwrap()
+    };
+    let theirs = run_neighbour();
+    assert!(theirs.status.success(), "{}", describe(&theirs));
+    assert_eq!(summary_count(&theirs, "jobs"), 2, "{}", describe(&theirs));
+    let neighbours_records = chroma.records("testdb", "nightly");
+    let neighbours_chunks = |records: &Records| -> Vec<String> {
+        ["notes/a.md", "notes/b.md"]
+            .iter()
+            .flat_map(|key| records.of_key(key))
+            .map(|r| r.id.clone())
+            .collect()
+    };
+    let theirs_stored = neighbours_chunks(&neighbours_records);
+    assert!(!theirs_stored.is_empty());
+
+    s3.delete("nightly", "kb/5.md");
+    let fourth = run();
+    assert!(fourth.status.success(), "{}", describe(&fourth));
+    assert_eq!(
+        summary_count(&fourth, "jobs"),
+        1,
+        "one job, to remove the deleted page: {}",
+        describe(&fourth)
+    );
+    let after = chroma.records("testdb", "nightly");
+    assert!(
+        after.of_key("kb/5.md").is_empty(),
+        "the deleted page is removed"
+    );
+    assert_eq!(
+        after.of_key("kb/0.md").len(),
+        records.of_key("kb/0.md").len(),
+        "the other pages stay"
+    );
+    assert_eq!(
+        neighbours_chunks(&after),
+        theirs_stored,
+        "the neighbour's stay"
+    );
+    let theirs_again = run_neighbour();
+    assert!(theirs_again.status.success(), "{}", describe(&theirs_again));
+    assert_eq!(
+        summary_count(&theirs_again, "jobs"),
+        0,
+        "{}",
+        describe(&theirs_again)
+    );
+    assert_eq!(
+        summary_count(&theirs_again, "unchanged"),
+        theirs_stored.len() as u64,
+        "{}",
+        describe(&theirs_again)
+    );
 }

@@ -171,6 +171,122 @@ fn a_directory_syncs_then_only_what_changed_is_rewritten() {
     assert_eq!(chroma.records("testdb", "runbooks").ids(), kept);
 }
 
+/// Waits until files written now are older than the daemon's margin for
+/// racy writes (`sources::filesystem::stat::SETTLE`, two seconds): only
+/// then does a file's stat vouch for its content.
+fn let_files_settle() {
+    std::thread::sleep(Duration::from_millis(2_500));
+}
+
+fn file_stats(records: &Records) -> std::collections::BTreeMap<String, Value> {
+    records
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.metadata["document_key"].as_str().unwrap().to_string(),
+                r.metadata["file_stat"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_unchanged_file_is_not_read_again_and_a_touched_one_is_only_re_stamped() {
+    let chroma = Chroma::start();
+    let allowed = tempfile::tempdir().unwrap();
+    let root = allowed.path().join("runbooks");
+    write(&root, "disk-full.md", &runbook("Disk full", 3));
+    write(&root, "dns.md", &runbook("DNS outage", 4));
+    write(&root, "tls.md", &runbook("Expired certificate", 2));
+    let_files_settle();
+    let daemon = daemon_for(&chroma, allowed.path());
+    let source = daemon.create_source(filesystem_source(&root, "runbooks", json!({})));
+
+    // Every chunk carries its file's stat: size first.
+    let first = daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    assert_eq!(first["stats"]["documents"], 3, "{}", first["stats"]);
+    let records = chroma.records("testdb", "runbooks");
+    for record in &records.rows {
+        let path = record.metadata["document_key"].as_str().unwrap();
+        let size = std::fs::metadata(root.join(path)).unwrap().len();
+        let stat = record.metadata["file_stat"].as_str().unwrap();
+        assert!(stat.starts_with(&format!("{size}:")), "{path}: {stat}");
+    }
+
+    // Nothing changed: no file is even read.
+    let again = daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    assert_eq!(again["stats"]["unchanged"], 3, "{}", again["stats"]);
+    assert_eq!(again["stats"]["unchanged_unread"], 3, "{}", again["stats"]);
+    assert_eq!(again["stats"]["chunks_upserted"], 0, "{}", again["stats"]);
+    assert_eq!(chroma.records("testdb", "runbooks").ids(), records.ids());
+
+    // One file touched (same content, new modification time); another
+    // rewritten with its size and modification time kept, as `cp -p` or
+    // `rsync -t` would. The first is re-stamped, the second re-embedded.
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(root.join("dns.md"))
+        .unwrap();
+    touched
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let tls = root.join("tls.md");
+    let old = std::fs::metadata(&tls).unwrap();
+    let same_size = runbook("Expired certificaTE", 2);
+    assert_eq!(same_size.len() as u64, old.len());
+    std::fs::write(&tls, &same_size).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tls)
+        .unwrap()
+        .set_modified(old.modified().unwrap())
+        .unwrap();
+    let_files_settle();
+    let third = daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    assert_eq!(third["stats"]["unchanged_unread"], 1, "{}", third["stats"]);
+    assert_eq!(third["stats"]["documents"], 2, "{}", third["stats"]);
+    let after = chroma.records("testdb", "runbooks");
+    assert!(
+        after.of_key("tls.md")[0].document.contains("certificaTE"),
+        "the rewritten file is stored as rewritten"
+    );
+    let dns_chunks = records.of_key("dns.md").len() as u64;
+    assert!(
+        third["stats"]["chunks_restamped"].as_u64().unwrap() >= dns_chunks,
+        "{}",
+        third["stats"]
+    );
+    let (before, now) = (file_stats(&records), file_stats(&after));
+    assert_eq!(before["disk-full.md"], now["disk-full.md"]);
+    assert_ne!(
+        before["dns.md"], now["dns.md"],
+        "re-stamped with its new stat"
+    );
+    assert_eq!(
+        records
+            .of_key("dns.md")
+            .iter()
+            .map(|r| &r.embedding)
+            .collect::<Vec<_>>(),
+        after
+            .of_key("dns.md")
+            .iter()
+            .map(|r| &r.embedding)
+            .collect::<Vec<_>>(),
+        "a touched file keeps its vectors"
+    );
+
+    // And from then on none is read.
+    let fourth = daemon.wait_complete(&daemon.invoke(&source, json!({})));
+    assert_eq!(
+        fourth["stats"]["unchanged_unread"], 3,
+        "{}",
+        fourth["stats"]
+    );
+    assert_eq!(fourth["stats"]["chunks_upserted"], 0, "{}", fourth["stats"]);
+}
+
 #[test]
 fn nothing_outside_the_allowed_roots_can_be_read() {
     let chroma = Chroma::start();

@@ -5,7 +5,8 @@
 //! A job would fetch the object, chunk it and compare each chunk with what
 //! is stored, to find nothing to do; an unchanged nightly re-sync of a
 //! bucket was a job, a GET and a Chroma read per object. Here it is one
-//! paged read of the source's chunk metadata for the whole listing.
+//! read of chunk metadata per few hundred listed keys, and one paged read
+//! of the source's first chunks for what is gone.
 //!
 //! A document counts as unchanged only when every one of its stored chunks
 //! carries the listed version, its chunk indices run 0..n without a gap,
@@ -80,10 +81,31 @@ pub struct Scope<'a> {
     pub embedding: &'a JobEmbedding,
 }
 
+/// Listed keys asked of Chroma at once (`document_key` `$in` the batch).
+///
+/// A read by keys costs in proportion to the chunks it returns, not to
+/// the source: measured on the real server holding 300,000 records (Intel
+/// Xeon, `bench/chroma_pages.py --fill`), 10 keys cost 100 ms for 100
+/// chunks, 100 keys 248 ms for 1,000, 300 keys 278 ms for 3,000 and 1,000
+/// keys 1,106 ms for 10,000. Past a few hundred keys a batch gains nothing
+/// and its request grows (a key may be 1 KB).
+const KEYS_PER_READ: usize = 300;
+
 /// The documents of `listing` the collection holds at their listed version
 /// and identity, and (for a complete listing) the stored documents it
-/// lacks. Reads only chunk metadata, a page at a time; memory holds a few
-/// bytes per stored document.
+/// lacks.
+///
+/// Reads only chunk metadata, and never the whole source page by page: a
+/// `where` that meets the whole source costs, on every page, time in
+/// proportion to the source (a quadratic read: 305 pages and 424 s at
+/// 305,000 chunks, `bench/results/memory.md`). The listed documents' chunks
+/// are read by their keys, [`KEYS_PER_READ`] at a time; what is gone is
+/// found from the source's first chunks, one per document. Memory holds a
+/// page of records, and a few bytes per listed and per stored document.
+///
+/// A document none of whose chunks is a first chunk (a job that wrote part
+/// of a new document, then stopped) is not found gone here; the job's retry
+/// finds it gone at the source and removes what it wrote.
 pub async fn compare(
     services: &Services,
     scope: &Scope<'_>,
@@ -102,61 +124,94 @@ pub async fn compare(
         scope.source_id, listing.collection
     );
     let mut seen: HashMap<&str, Seen> = HashMap::new();
-    let mut stored: HashSet<String> = HashSet::new();
-    services
-        .chroma
-        .scan(
-            &collection,
-            &Filter::source(scope.source_id),
-            true,
-            &doing,
-            |page| {
-                for (_, metadata) in &page {
-                    let chunk = Stored(metadata);
-                    let Some(document) = chunk.document_key() else {
-                        continue;
-                    };
-                    if !stored.contains(document) {
-                        stored.insert(document.to_string());
+    let keys: Vec<&str> = listing.versions.keys().map(String::as_str).collect();
+    for batch in keys.chunks(KEYS_PER_READ) {
+        services
+            .chroma
+            .scan(
+                &collection,
+                &Filter::documents(scope.source_id, batch),
+                true,
+                &doing,
+                |page| {
+                    for (_, metadata) in &page {
+                        see(scope, listing, &mut seen, metadata);
                     }
-                    let Some((key, listed)) = listing.versions.get_key_value(document) else {
-                        continue;
-                    };
-                    let entry = seen.entry(key.as_str()).or_default();
-                    entry.chunks += 1;
-                    let index = chunk.chunk_index();
-                    entry.max_index = entry.max_index.max(index.unwrap_or(u64::MAX));
-                    if chunk.version_key() != Some(listed.as_str()) || index.is_none() {
-                        entry.stale = true;
-                    }
-                    if index == Some(0) {
-                        entry.identity = is_same_identity(scope, listing, key, listed, metadata);
-                    }
-                }
-                true
-            },
-        )
-        .await?;
+                    true
+                },
+            )
+            .await?;
+    }
     let mut unchanged = Unchanged::default();
+    let mut held = 0;
     for (key, seen) in seen {
+        held += 1;
         if !seen.stale && seen.identity && seen.max_index.checked_add(1) == Some(seen.chunks) {
             unchanged.documents.insert(key.to_string(), seen.chunks);
         }
     }
-    let mut gone: Vec<String> = match &listing.complete {
-        Some(listed) => stored
-            .iter()
-            .filter(|key| !listed.contains(key.as_str()))
-            .cloned()
-            .collect(),
-        None => Vec::new(),
+    let (gone, stored) = match &listing.complete {
+        Some(listed) => {
+            let mut gone = Vec::new();
+            let mut stored = 0;
+            services
+                .chroma
+                .scan(
+                    &collection,
+                    &Filter::first_chunks(scope.source_id),
+                    true,
+                    &doing,
+                    |page| {
+                        for (_, metadata) in &page {
+                            let Some(key) = Stored(metadata).document_key() else {
+                                continue;
+                            };
+                            stored += 1;
+                            if !listed.contains(key) {
+                                gone.push(key.to_string());
+                            }
+                        }
+                        true
+                    },
+                )
+                .await?;
+            gone.sort();
+            gone.dedup();
+            (gone, stored)
+        }
+        None => (Vec::new(), held),
     };
-    gone.sort();
     Ok(Comparison {
         unchanged,
         gone,
-        stored: stored.len(),
+        stored,
     })
+}
+
+/// Counts one stored chunk of a listed document towards what is seen of it.
+fn see<'l>(
+    scope: &Scope<'_>,
+    listing: &'l Listing,
+    seen: &mut HashMap<&'l str, Seen>,
+    metadata: &Map<String, Value>,
+) {
+    let chunk = Stored(metadata);
+    let Some(document) = chunk.document_key() else {
+        return;
+    };
+    let Some((key, listed)) = listing.versions.get_key_value(document) else {
+        return;
+    };
+    let entry = seen.entry(key.as_str()).or_default();
+    entry.chunks += 1;
+    let index = chunk.chunk_index();
+    entry.max_index = entry.max_index.max(index.unwrap_or(u64::MAX));
+    if chunk.version_key() != Some(listed.as_str()) || index.is_none() {
+        entry.stale = true;
+    }
+    if index == Some(0) {
+        entry.identity = is_same_identity(scope, listing, key, listed, metadata);
+    }
 }
 
 /// What the scan found of one listed document.

@@ -339,17 +339,17 @@ impl DocumentContext<'_> {
     /// The version of each document of this job's source the collection
     /// holds, read from its first chunk.
     pub async fn stored_versions(&self) -> Result<HashMap<String, String>, JobError> {
-        let firsts = self.first_chunks().await?;
-        Ok(firsts
-            .iter()
-            .filter_map(|metadata| {
-                let stored = Stored(metadata);
-                Some((
-                    stored.document_key()?.to_string(),
+        let mut versions = HashMap::new();
+        self.visit_first_chunks(|stored| {
+            if let Some(key) = stored.document_key() {
+                versions.insert(
+                    key.to_string(),
                     stored.version_key().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect())
+                );
+            }
+        })
+        .await?;
+        Ok(versions)
     }
 
     /// The IDs under which the collection holds document `key` of this
@@ -375,21 +375,30 @@ impl DocumentContext<'_> {
         Ok(ids)
     }
 
-    /// The metadata of the first chunk of each document of this job's
-    /// source: one record per document, which carries what the source
-    /// stored about it (version, validators).
-    pub async fn first_chunks(&self) -> Result<Vec<serde_json::Map<String, Value>>, JobError> {
+    /// Hands `visit` the metadata of the first chunk of each document of
+    /// this job's source: one record per document, which carries what the
+    /// source stored about it (version, validators). Memory holds one page.
+    pub async fn visit_first_chunks(
+        &self,
+        mut visit: impl FnMut(Stored<'_>),
+    ) -> Result<(), JobError> {
         let doing = format!("listing stored documents in {}", self.collection.name);
-        let firsts = self
-            .services
+        self.services
             .chroma
-            .scan_all(
+            .scan(
                 self.collection,
                 &Filter::first_chunks(self.source_id),
+                true,
                 &doing,
+                |page| {
+                    for (_, metadata) in &page {
+                        visit(Stored(metadata));
+                    }
+                    true
+                },
             )
             .await?;
-        Ok(firsts.into_iter().map(|(_, metadata)| metadata).collect())
+        Ok(())
     }
 
     /// Whether the collection holds the document at `identity`'s version

@@ -235,6 +235,13 @@ impl Filter {
         }
     }
 
+    /// Every chunk one source wrote of these documents (by key): what a
+    /// listing's page of keys reads, at a cost in proportion to the chunks
+    /// it returns rather than to the whole source.
+    pub fn documents(source_id: &str, keys: &[&str]) -> Self {
+        Self::of_source(source_id, json!({field::DOCUMENT_KEY: {"$in": keys}}))
+    }
+
     /// Every chunk of one source.
     pub fn source(source_id: &str) -> Self {
         Self::exact(json!({field::SOURCE_ID: source_id}))

@@ -12,7 +12,8 @@ use super::FilesystemSettings;
 use super::read::read_document;
 use super::root::{Resolved, Root};
 use super::settings::FilesystemSourceConfig;
-use super::walk::{Walk, walk, walk_under};
+use super::stat::FILE_STAT;
+use super::walk::{Walk, WalkedFile, walk, walk_under};
 use super::{PathFilter, open_root, path_filter};
 use crate::model::Trigger;
 use crate::pipeline::{
@@ -62,6 +63,26 @@ pub(super) async fn run(
     job.finish(&collection).await
 }
 
+/// What the collection holds of a file, from its document's first chunk.
+struct StoredFile {
+    version: String,
+    /// [`FILE_STAT`]: absent on documents stored before stats were.
+    stat: Option<String>,
+}
+
+impl StoredFile {
+    /// Whether `document`, just read, is stored as it is: same content and
+    /// same stat.
+    fn holds(&self, document: &crate::pipeline::Document) -> bool {
+        let stat = document
+            .metadata
+            .iter()
+            .find(|(name, _)| name == FILE_STAT)
+            .and_then(|(_, value)| value.as_str());
+        self.version == document.version && self.stat.as_deref() == stat
+    }
+}
+
 struct Sync<'a> {
     removal: &'a RemovalPolicy,
     root: Arc<Root>,
@@ -82,13 +103,7 @@ impl Sync<'_> {
         );
         let walked = self.walk(under).await?;
         let prefix = under.map(|dir| format!("{}/", dir.trim_end_matches('/')));
-        let stored: HashMap<String, String> = self
-            .context
-            .stored_versions()
-            .await?
-            .into_iter()
-            .filter(|(key, _)| prefix.as_ref().is_none_or(|p| key.starts_with(p.as_str())))
-            .collect();
+        let stored = self.stored_files(prefix.as_deref()).await?;
         if walked.files.is_empty() && walked.skipped.is_empty() && !stored.is_empty() {
             // An unmounted volume looks like an empty directory.
             return Err(JobError::Permanent(format!(
@@ -108,9 +123,9 @@ impl Sync<'_> {
         let files = futures::stream::iter(0..total)
             .then(|done| {
                 let file = &walked.files[done];
-                let stored = stored.get(&file.path).map(String::as_str);
+                let stored = stored.get(&file.path);
                 state.set_progress(2, 3, format!("{} ({} of {total})", file.path, done + 1));
-                self.fetch(&file.path, stored)
+                self.fetch(&file.path, stored, Some(file))
             })
             .boxed();
         self.context.process_all(files, &|_| false).await?;
@@ -137,6 +152,31 @@ impl Sync<'_> {
         Ok(())
     }
 
+    /// Each stored document (under `prefix`, when given) by its first chunk.
+    async fn stored_files(
+        &self,
+        prefix: Option<&str>,
+    ) -> Result<HashMap<String, StoredFile>, JobError> {
+        let mut stored = HashMap::new();
+        self.context
+            .visit_first_chunks(|chunk| {
+                let Some(key) = chunk.document_key() else {
+                    return;
+                };
+                if prefix.is_none_or(|prefix| key.starts_with(prefix)) {
+                    stored.insert(
+                        key.to_string(),
+                        StoredFile {
+                            version: chunk.version_key().unwrap_or_default().to_string(),
+                            stat: chunk.text(FILE_STAT).map(str::to_string),
+                        },
+                    );
+                }
+            })
+            .await?;
+        Ok(stored)
+    }
+
     async fn walk(&self, under: Option<&str>) -> Result<Walk, JobError> {
         let (root, filter, max_files) = (
             Arc::clone(&self.root),
@@ -155,15 +195,28 @@ impl Sync<'_> {
 
     /// Syncs one file; `stored` is the version the collection holds, when
     /// known (an unchanged file is then not even chunked).
-    async fn file(&self, path: &str, stored: Option<&str>) -> Result<(), JobError> {
-        let fetched = self.fetch(path, stored).await?;
+    async fn file(&self, path: &str, stored: Option<&StoredFile>) -> Result<(), JobError> {
+        let fetched = self.fetch(path, stored, None).await?;
         self.context.process(fetched).await
     }
 
     /// Reads one file for the pipeline: excluded by the globs, unchanged
     /// since it was stored (`stored`, when known), gone since the walk, or
     /// the document to convert and chunk.
-    async fn fetch(&self, path: &str, stored: Option<&str>) -> Result<Fetched, SourceError> {
+    ///
+    /// A file the walk `listed` with the stat its stored document carries
+    /// (and within the size limit) is unchanged without being read
+    /// ([`super::stat::FileStat::vouches_for`]). One read
+    /// whose content hash is the stored version is unchanged too, unless
+    /// its stat is not the stored one: then it goes to the pipeline, which
+    /// re-stamps the chunks' metadata without embedding anything, so the
+    /// next sync need not read it.
+    async fn fetch(
+        &self,
+        path: &str,
+        stored: Option<&StoredFile>,
+        listed: Option<&WalkedFile>,
+    ) -> Result<Fetched, SourceError> {
         if !self.filter.accepts(path) {
             return Ok(Fetched::Skipped {
                 key: path.to_string(),
@@ -175,12 +228,26 @@ impl Sync<'_> {
             self.settings.max_file_bytes,
             self.settings.max_document_bytes,
         );
+        if let (Some(stored), Some(listed)) = (stored, listed)
+            && listed.size <= limit.0
+            && listed.stat.vouches_for(stored.stat.as_deref())
+        {
+            self.context
+                .state
+                .update(|stats| stats.unchanged_unread += 1);
+            return Ok(Fetched::Kept {
+                key: path.to_string(),
+                reason: None,
+            });
+        }
         let (root, relative) = (Arc::clone(&self.root), path.to_string());
         let read = tokio::task::spawn_blocking(move || read_document(&root, &relative, limit))
             .await
             .map_err(|e| SourceError::Permanent(format!("reading {path} failed: {e}")))?;
         match read {
-            Ok(Fetched::Document(document)) if stored == Some(document.version.as_str()) => {
+            Ok(Fetched::Document(document))
+                if stored.is_some_and(|stored| stored.holds(&document)) =>
+            {
                 Ok(Fetched::Kept {
                     key: document.key,
                     reason: None,

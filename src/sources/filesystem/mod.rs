@@ -13,6 +13,7 @@ pub mod read;
 pub mod root;
 pub mod section;
 pub mod settings;
+pub mod stat;
 pub mod walk;
 pub mod watch;
 mod watching;

@@ -7,10 +7,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
 use super::root::{Resolved, Root};
+use super::stat::{FILE_STAT, FileStat};
 use super::walk::NOT_REGULAR;
 use crate::config::sha256_hex;
 use crate::pipeline::{Document, Fetched, SourceError};
@@ -48,7 +50,9 @@ impl From<(u64, &'static str)> for SizeLimit {
 /// - A file over `max_bytes`, a directory or a special file is
 ///   [`Fetched::Skipped`] with the reason.
 /// - Otherwise a [`Document`] keyed by `relative`, versioned by the SHA-256
-///   of its content, so an unchanged file is recognised whatever its mtime.
+///   of its content, so an unchanged file is recognised whatever its mtime,
+///   with the file's stat ([`FILE_STAT`]) in its metadata: what a later
+///   walk compares to leave the file unread.
 pub fn read_document(
     root: &Root,
     relative: &str,
@@ -80,6 +84,9 @@ pub fn read_document(
     let io_error = |error: io::Error| classify(root, relative, error);
     let file = open_without_following(&path).map_err(io_error)?;
     let metadata = file.metadata().map_err(io_error)?;
+    // Taken before the content is read: a write during the read changes
+    // the file's stat, so the next sync reads it again.
+    let stat = FileStat::of(&metadata, SystemTime::now());
     if !metadata.is_file() {
         return skipped(NOT_REGULAR.to_string());
     }
@@ -103,7 +110,7 @@ pub fn read_document(
         version: sha256_hex(&bytes),
         content_type: None,
         bytes: Bytes::from(bytes),
-        metadata: vec![],
+        metadata: vec![(FILE_STAT.to_string(), stat.as_str().into())],
     }))
 }
 
@@ -201,7 +208,11 @@ mod tests {
         assert_eq!(&doc.bytes[..], b"# Title\n");
         assert_eq!(doc.version, sha256_hex(b"# Title\n"));
         assert_eq!(doc.content_type, None);
-        assert!(doc.metadata.is_empty());
+        // Written just now: too fresh for its stat to vouch for it.
+        assert_eq!(
+            doc.metadata,
+            vec![(FILE_STAT.to_string(), super::super::stat::UNSETTLED.into())]
+        );
     }
 
     #[test]

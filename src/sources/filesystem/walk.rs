@@ -8,6 +8,7 @@
 use walkdir::WalkDir;
 
 use super::root::{Resolved, Root};
+use super::stat::FileStat;
 use crate::sources::globs::PathFilter;
 
 /// A file to sync.
@@ -17,6 +18,9 @@ pub struct WalkedFile {
     pub path: String,
     /// Bytes, as listed (a file can change before it is read).
     pub size: u64,
+    /// Its stat, as listed: when the stored document's is the same, the
+    /// file is not read.
+    pub stat: FileStat,
 }
 
 /// An entry the globs accept but that is not synced, and why (recorded in
@@ -117,16 +121,20 @@ fn walk_from(
             let metadata = entry
                 .metadata()
                 .map_err(|error| format!("reading {relative:?} under {root}: {error}"))?;
-            Ok(metadata.len())
+            Ok((
+                metadata.len(),
+                FileStat::of(&metadata, std::time::SystemTime::now()),
+            ))
         } else if file_type.is_symlink() {
             follow_file_link(root, entry.path())
         } else {
             Err(NOT_REGULAR.to_string())
         };
         match listed {
-            Ok(size) => walk.files.push(WalkedFile {
+            Ok((size, stat)) => walk.files.push(WalkedFile {
                 path: relative,
                 size,
+                stat,
             }),
             Err(reason) => walk.skipped.push(SkippedEntry {
                 path: relative,
@@ -152,8 +160,8 @@ fn check_bound(walk: &Walk, root: &Root, max_files: usize) -> Result<(), String>
     Ok(())
 }
 
-/// The size of the file a link leads to, or why it is skipped.
-fn follow_file_link(root: &Root, link: &std::path::Path) -> Result<u64, String> {
+/// The size and stat of the file a link leads to, or why it is skipped.
+fn follow_file_link(root: &Root, link: &std::path::Path) -> Result<(u64, FileStat), String> {
     let target = match std::fs::canonicalize(link) {
         Ok(target) => target,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -169,7 +177,10 @@ fn follow_file_link(root: &Root, link: &std::path::Path) -> Result<u64, String> 
     if metadata.is_dir() {
         Err("symbolic link to a directory (not followed)".to_string())
     } else if metadata.is_file() {
-        Ok(metadata.len())
+        Ok((
+            metadata.len(),
+            FileStat::of(&metadata, std::time::SystemTime::now()),
+        ))
     } else {
         Err(NOT_REGULAR.to_string())
     }

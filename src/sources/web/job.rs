@@ -23,7 +23,6 @@ use super::crawl::{Crawl, HTTP_ETAG, HTTP_LAST_MODIFIED, KnownPage};
 use super::links::LinkMemory;
 use super::settings::WebScrapeSourceConfig;
 use crate::pipeline::{DocumentContext, Fetched, JobError, JobRun};
-use crate::sink::records::Stored;
 use crate::sources::SourceKind;
 
 pub(super) async fn run(
@@ -105,18 +104,19 @@ async fn known_pages(
     context: &DocumentContext<'_>,
 ) -> Result<HashMap<String, KnownPage>, JobError> {
     let mut known = HashMap::new();
-    for metadata in &context.first_chunks().await? {
-        let stored = Stored(metadata);
-        if let Some(key) = stored.document_key() {
-            known.insert(
-                key.to_string(),
-                KnownPage {
-                    version: stored.version_key().unwrap_or_default().to_string(),
-                    etag: stored.text(HTTP_ETAG).map(str::to_string),
-                    last_modified: stored.text(HTTP_LAST_MODIFIED).map(str::to_string),
-                },
-            );
-        }
-    }
+    context
+        .visit_first_chunks(|stored| {
+            if let Some(key) = stored.document_key() {
+                known.insert(
+                    key.to_string(),
+                    KnownPage {
+                        version: stored.version_key().unwrap_or_default().to_string(),
+                        etag: stored.text(HTTP_ETAG).map(str::to_string),
+                        last_modified: stored.text(HTTP_LAST_MODIFIED).map(str::to_string),
+                    },
+                );
+            }
+        })
+        .await?;
     Ok(known)
 }
