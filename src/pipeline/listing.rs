@@ -95,13 +95,15 @@ const KEYS_PER_READ: usize = 300;
 /// and identity, and (for a complete listing) the stored documents it
 /// lacks.
 ///
-/// Reads only chunk metadata, and never the whole source page by page: a
-/// `where` that meets the whole source costs, on every page, time in
-/// proportion to the source (a quadratic read: 305 pages and 424 s at
-/// 305,000 chunks, `bench/results/memory.md`). The listed documents' chunks
-/// are read by their keys, [`KEYS_PER_READ`] at a time; what is gone is
-/// found from the source's first chunks, one per document. Memory holds a
-/// page of records, and a few bytes per listed and per stored document.
+/// Reads only chunk metadata, and never every chunk of the source page by
+/// page: a `where` that meets the whole source costs, on every page, time
+/// in proportion to the source (a quadratic read: 305 pages and 424 s at
+/// 305,000 chunks, `bench/results/memory.md`). For a complete listing the
+/// source's first chunks, one per document, say what is gone and which
+/// listed documents may be unchanged; only those are read whole, by key,
+/// [`KEYS_PER_READ`] at a time (a listing of named keys reads them all so).
+/// Memory holds a page of records, and a few bytes per listed and per
+/// stored document.
 ///
 /// A document none of whose chunks is a first chunk (a job that wrote part
 /// of a new document, then stopped) is not found gone here; the job's retry
@@ -123,35 +125,14 @@ pub async fn compare(
         "comparing the listing of source {} with {}",
         scope.source_id, listing.collection
     );
-    let mut seen: HashMap<&str, Seen> = HashMap::new();
-    let keys: Vec<&str> = listing.versions.keys().map(String::as_str).collect();
-    for batch in keys.chunks(KEYS_PER_READ) {
-        services
-            .chroma
-            .scan(
-                &collection,
-                &Filter::documents(scope.source_id, batch),
-                true,
-                &doing,
-                |page| {
-                    for (_, metadata) in &page {
-                        see(scope, listing, &mut seen, metadata);
-                    }
-                    true
-                },
-            )
-            .await?;
-    }
-    let mut unchanged = Unchanged::default();
-    let mut held = 0;
-    for (key, seen) in seen {
-        held += 1;
-        if !seen.stale && seen.identity && seen.max_index.checked_add(1) == Some(seen.chunks) {
-            unchanged.documents.insert(key.to_string(), seen.chunks);
-        }
-    }
-    let (gone, stored) = match &listing.complete {
+    // A complete listing: the source's first chunks say what is gone, and
+    // which listed documents may be unchanged (a first chunk at the listed
+    // version, with the identity a job would write). Only those are read
+    // whole: a first sync reads no chunk by key, a re-sync of changed
+    // objects few.
+    let (candidates, gone, stored) = match &listing.complete {
         Some(listed) => {
+            let mut candidates: Vec<&str> = Vec::new();
             let mut gone = Vec::new();
             let mut stored = 0;
             services
@@ -169,6 +150,11 @@ pub async fn compare(
                             stored += 1;
                             if !listed.contains(key) {
                                 gone.push(key.to_string());
+                            } else if let Some((key, version)) = listing.versions.get_key_value(key)
+                                && Stored(metadata).version_key() == Some(version.as_str())
+                                && is_same_identity(scope, listing, key, version, metadata)
+                            {
+                                candidates.push(key.as_str());
                             }
                         }
                         true
@@ -177,14 +163,45 @@ pub async fn compare(
                 .await?;
             gone.sort();
             gone.dedup();
-            (gone, stored)
+            candidates.sort_unstable();
+            candidates.dedup();
+            (candidates, gone, Some(stored))
         }
-        None => (Vec::new(), held),
+        None => (
+            listing.versions.keys().map(String::as_str).collect(),
+            Vec::new(),
+            None,
+        ),
     };
+    let mut seen: HashMap<&str, Seen> = HashMap::new();
+    for batch in candidates.chunks(KEYS_PER_READ) {
+        services
+            .chroma
+            .scan(
+                &collection,
+                &Filter::documents(scope.source_id, batch),
+                true,
+                &doing,
+                |page| {
+                    for (_, metadata) in &page {
+                        see(scope, listing, &mut seen, metadata);
+                    }
+                    true
+                },
+            )
+            .await?;
+    }
+    let held = seen.len();
+    let mut unchanged = Unchanged::default();
+    for (key, seen) in seen {
+        if !seen.stale && seen.identity && seen.max_index.checked_add(1) == Some(seen.chunks) {
+            unchanged.documents.insert(key.to_string(), seen.chunks);
+        }
+    }
     Ok(Comparison {
         unchanged,
         gone,
-        stored,
+        stored: stored.unwrap_or(held),
     })
 }
 

@@ -193,7 +193,7 @@ impl Sync<'_> {
         .map_err(JobError::Permanent)
     }
 
-    /// Syncs one file; `stored` is the version the collection holds, when
+    /// Syncs one file; `stored` is what the collection holds of it, when
     /// known (an unchanged file is then not even chunked).
     async fn file(&self, path: &str, stored: Option<&StoredFile>) -> Result<(), JobError> {
         let fetched = self.fetch(path, stored, None).await?;
