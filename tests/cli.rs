@@ -730,14 +730,15 @@ fn a_re_sync_makes_jobs_only_for_what_changed_or_what_the_collection_lost() {
     let config = state.path().join("run.toml");
     std::fs::write(&config, TEST_CONFIG).unwrap();
     let source = s3_source(&s3, "nightly", "nightly", Some("kb/")).to_string();
-    let run = || {
+    let run_source = |source: &str| {
         binary(&chroma.url(), state.path())
             .args(["run", "--config"])
             .arg(&config)
-            .args(["--source", &source])
+            .args(["--source", source])
             .output()
             .unwrap()
     };
+    let run = || run_source(&source);
     let first = run();
     assert!(first.status.success(), "{}", describe(&first));
     assert_eq!(summary_count(&first, "jobs"), 6, "{}", describe(&first));
@@ -810,14 +811,7 @@ fn a_re_sync_makes_jobs_only_for_what_changed_or_what_the_collection_lost() {
     s3.put("neighbour", "notes/a.md", page(20, "neighbour"), None);
     s3.put("neighbour", "notes/b.md", page(21, "neighbour"), None);
     let neighbour = s3_source(&s3, "neighbour", "nightly", None).to_string();
-    let run_neighbour = || {
-        binary(&chroma.url(), state.path())
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--source", &neighbour])
-            .output()
-            .unwrap()
-    };
+    let run_neighbour = || run_source(&neighbour);
     let theirs = run_neighbour();
     assert!(theirs.status.success(), "{}", describe(&theirs));
     assert_eq!(summary_count(&theirs, "jobs"), 2, "{}", describe(&theirs));
