@@ -713,6 +713,59 @@ fn an_interrupted_run_resumes_without_redoing_finished_documents() {
 /// A nightly re-sync of a bucket where little changed: the listing's ETags
 /// are compared with what the collection holds, and only what changed (or
 /// what the collection lost) gets a job.
+/// The listing comparison reads the stored documents a few hundred keys at
+/// a time (`pipeline::listing::KEYS_PER_READ`, 300): a bucket of more
+/// objects than one read holds is compared whole, and one object changed in
+/// the second read's share gets the only job.
+#[test]
+fn a_re_sync_of_more_objects_than_one_read_holds_makes_a_job_only_for_the_changed_one() {
+    let chroma = Chroma::start();
+    let s3 = S3::start();
+    s3.create_bucket("many");
+    let note = |i: usize, edition: &str| format!("Note {i} of the archive, {edition} edition.\n");
+    for i in 0..320 {
+        s3.put("many", &format!("notes/{i:03}.md"), note(i, "first"), None);
+    }
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("run.toml");
+    std::fs::write(&config, TEST_CONFIG).unwrap();
+    let source = s3_source(&s3, "many", "many", None).to_string();
+    let run = || {
+        binary(&chroma.url(), state.path())
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--source", &source])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", describe(&first));
+    assert_eq!(summary_count(&first, "jobs"), 320, "{}", describe(&first));
+
+    let again = run();
+    assert!(again.status.success(), "{}", describe(&again));
+    assert_eq!(summary_count(&again, "jobs"), 0, "{}", describe(&again));
+    assert_eq!(
+        summary_count(&again, "unchanged"),
+        320,
+        "{}",
+        describe(&again)
+    );
+
+    // Whichever read its key falls in, the changed note is found.
+    for i in [7, 311] {
+        s3.put("many", &format!("notes/{i:03}.md"), note(i, "second"), None);
+    }
+    let third = run();
+    assert!(third.status.success(), "{}", describe(&third));
+    assert_eq!(summary_count(&third, "jobs"), 2, "{}", describe(&third));
+    let records = chroma.records("testdb", "many");
+    for i in [7, 311] {
+        let stored = records.of_key(&format!("notes/{i:03}.md"));
+        assert!(stored[0].document.contains("second edition"), "{stored:?}");
+    }
+}
+
 #[test]
 fn a_re_sync_makes_jobs_only_for_what_changed_or_what_the_collection_lost() {
     let chroma = Chroma::start();
