@@ -715,8 +715,9 @@ fn an_interrupted_run_resumes_without_redoing_finished_documents() {
 /// what the collection lost) gets a job.
 /// The listing comparison reads the stored documents a few hundred keys at
 /// a time (`pipeline::listing::KEYS_PER_READ`, 300): a bucket of more
-/// objects than one read holds is compared whole, and one object changed in
-/// the second read's share gets the only job.
+/// objects than one read holds is compared whole (were the second read
+/// left out, its 20 notes would get jobs), and the changed objects get the
+/// only jobs.
 #[test]
 fn a_re_sync_of_more_objects_than_one_read_holds_makes_a_job_only_for_the_changed_one() {
     let chroma = Chroma::start();
@@ -752,7 +753,7 @@ fn a_re_sync_of_more_objects_than_one_read_holds_makes_a_job_only_for_the_change
         describe(&again)
     );
 
-    // Whichever read its key falls in, the changed note is found.
+    // One note in the first read's share, one in the second's.
     for i in [7, 311] {
         s3.put("many", &format!("notes/{i:03}.md"), note(i, "second"), None);
     }
