@@ -84,6 +84,12 @@ pub struct ChromaConfig {
     /// (Chroma Cloud accepts at most 300). The server's pre-flight limit wins
     /// when it is lower.
     pub max_batch_size: usize,
+    /// Records per page of a paged read (`get` with `limit` and `offset`).
+    /// Chroma has no cursor and the local server evaluates a read's `where`
+    /// anew for every page, so large pages make long reads cheaper
+    /// (`sink::chroma::SCAN_PAGE`, the default); Chroma Cloud returns at
+    /// most 300 records a read.
+    pub read_page_size: usize,
     /// Per-request timeout.
     pub timeout_seconds: u64,
     /// Sent as `x-chroma-token` (Chroma Cloud). Env only: `CHROMA_API_KEY`.
@@ -831,6 +837,7 @@ impl Default for ChromaConfig {
             url: "http://127.0.0.1:8000".to_string(),
             tenant: "default_tenant".to_string(),
             max_batch_size: 300,
+            read_page_size: crate::sink::chroma::SCAN_PAGE,
             timeout_seconds: 60,
             api_key: None,
         }

@@ -18,6 +18,16 @@ fn client(chroma: &Chroma) -> ChromaClient {
     .unwrap()
 }
 
+/// A client reading pages of 300 records, the most Chroma Cloud returns.
+fn client_with_cloud_pages(chroma: &Chroma) -> ChromaClient {
+    ChromaClient::new(&ChromaConfig {
+        url: chroma.url(),
+        read_page_size: 300,
+        ..ChromaConfig::default()
+    })
+    .unwrap()
+}
+
 async fn collection(client: &ChromaClient, name: &str) -> CollectionHandle {
     let function = json!({"type": "known", "name": "openai", "config": {"model_name": "tiny-3"}});
     client
@@ -76,12 +86,12 @@ fn ids(found: &[(String, Map<String, Value>)]) -> Vec<String> {
 #[test]
 fn a_sources_document_is_found_past_pages_of_another_sources_document_of_that_name() {
     let chroma = Chroma::start();
-    let client = client(&chroma);
+    let client = client_with_cloud_pages(&chroma);
     runtime().block_on(async {
         let shared = collection(&client, "shared").await;
-        // Another source wrote README.md first, in more chunks than a page
-        // of answers (1,000): Chroma is asked for the key alone, so ours
-        // come after all of theirs.
+        // Another source wrote README.md first, in more chunks than four
+        // pages of answers (300 each, `[chroma] read_page_size`): Chroma is
+        // asked for the key alone, so ours come after all of theirs.
         let theirs: Vec<Record> = (0..1205)
             .map(|i| chunk("theirs", "README.md", i, "tiny-3"))
             .collect();

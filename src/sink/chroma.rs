@@ -19,7 +19,8 @@ use super::group_commit::{GroupCommit, Part, WriteError};
 use super::records::{Filter, Record};
 use crate::config::{ChromaConfig, Secret};
 
-/// Records per page of a [`ChromaClient::scan`].
+/// Records per page of a [`ChromaClient::scan`] unless `[chroma]
+/// read_page_size` says otherwise.
 ///
 /// Chroma has no cursor: every page is a `get` with an `offset`, and the
 /// local server evaluates the `where` over every record it meets before it
@@ -124,6 +125,8 @@ pub struct ChromaClient {
     tenant: String,
     api_key: Option<Secret>,
     max_batch_size: usize,
+    /// Records per page of [`ChromaClient::scan`] (`[chroma] read_page_size`).
+    read_page: usize,
     server_batch_size: Arc<OnceCell<usize>>,
     /// Upserts that arrive while one is in flight go together
     /// ([`GroupCommit`]); shared by the client's clones.
@@ -246,6 +249,7 @@ impl ChromaClient {
             tenant: config.tenant.clone(),
             api_key: config.api_key.clone(),
             max_batch_size: config.max_batch_size.max(1),
+            read_page: config.read_page_size.max(1),
             server_batch_size: Arc::new(OnceCell::new()),
             group_commit: GroupCommit::default(),
         })
@@ -615,7 +619,8 @@ impl ChromaClient {
 
     /// Pages through every record matching `filter`, handing each page (of
     /// the records [`Filter::admits`]) to `visit` until it returns false.
-    /// Memory holds one page at a time ([`SCAN_PAGE`] records).
+    /// Memory holds one page at a time (`[chroma] read_page_size` records,
+    /// [`SCAN_PAGE`] by default).
     pub async fn scan(
         &self,
         collection: &CollectionHandle,
@@ -624,7 +629,7 @@ impl ChromaClient {
         doing: &str,
         mut visit: impl FnMut(Vec<(String, Map<String, Value>)>) -> bool,
     ) -> Result<(), ChromaError> {
-        let page = SCAN_PAGE;
+        let page = self.read_page;
         // A check reads the metadata, whether or not the caller wants it.
         let with_metadata = with_metadata || !filter.is_exact();
         for offset in (0..).step_by(page) {
