@@ -730,6 +730,13 @@ mod tests {
             &json!({"content_sha256": {"$in": ["h"]}})
         );
         assert!(Filter::source("s").is_exact());
+        let listed = Filter::documents("s", &["a.md", "b.md"]);
+        assert_eq!(
+            listed.to_where(),
+            &json!({"document_key": {"$in": ["a.md", "b.md"]}})
+        );
+        assert!(!listed.is_exact(), "the source is checked on the answer");
+        assert!(!listed.admits(&json!({"source_id": "t"}).as_object().unwrap().clone()));
         let labels = vec![("ref".to_string(), Value::from("main"))];
         assert_eq!(
             Filter::source_not_at("s", "abc", &labels).to_where(),
