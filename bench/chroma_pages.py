@@ -13,7 +13,7 @@ Usage:
       starts its own Chroma (the test venv's) in a temporary directory and
       fills a collection with DOCS documents of 10 chunks each, carrying the
       metadata an S3 source writes (a tenth of them another source's), then
-      times the reads; the figures `sink::chroma::SCAN_PAGE` and
+      times the reads; the figures `config::DEFAULT_READ_PAGE_SIZE` and
       `pipeline::listing::KEYS_PER_READ` were chosen by.
   bench/chroma_pages.py CHROMA_PORT [DATABASE [COLLECTION]]
       the same reads against a running Chroma that holds a large source —

@@ -19,22 +19,6 @@ use super::group_commit::{GroupCommit, Part, WriteError};
 use super::records::{Filter, Record};
 use crate::config::{ChromaConfig, Secret};
 
-/// Records per page of a [`ChromaClient::scan`] unless `[chroma]
-/// read_page_size` says otherwise.
-///
-/// Chroma has no cursor: every page is a `get` with an `offset`, and the
-/// local server evaluates the `where` over every record it meets before it
-/// skips to the offset, so a page costs a fixed part in proportion to the
-/// records the filter meets plus a part per record returned. Measured on
-/// the real server holding 300,000 records (Intel Xeon, `bench/chroma_pages.py
-/// --fill`), a page of one source's chunks (270,000 of them) cost 496 ms at
-/// 1,000 records, 1,348 ms at 10,000: a whole-source read at 10,000 a
-/// page costs a quarter of what it did at 1,000. Larger pages gain little
-/// more (2,052 ms at 20,000) and hold more in memory: a page of chunk
-/// metadata is a few megabytes at 10,000. (Chroma refuses a page of 50,000
-/// outright: "too many SQL variables".)
-pub const SCAN_PAGE: usize = 10_000;
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChromaError {
     /// Connection refused, reset or timed out: Chroma may come back.
@@ -620,7 +604,7 @@ impl ChromaClient {
     /// Pages through every record matching `filter`, handing each page (of
     /// the records [`Filter::admits`]) to `visit` until it returns false.
     /// Memory holds one page at a time (`[chroma] read_page_size` records,
-    /// [`SCAN_PAGE`] by default).
+    /// [`crate::config::DEFAULT_READ_PAGE_SIZE`] by default).
     pub async fn scan(
         &self,
         collection: &CollectionHandle,
