@@ -743,15 +743,7 @@ fn a_re_sync_of_more_objects_than_one_read_holds_makes_a_job_only_for_the_change
     assert!(first.status.success(), "{}", describe(&first));
     assert_eq!(summary_count(&first, "jobs"), 320, "{}", describe(&first));
 
-    let again = run();
-    assert!(again.status.success(), "{}", describe(&again));
-    assert_eq!(summary_count(&again, "jobs"), 0, "{}", describe(&again));
-    assert_eq!(
-        summary_count(&again, "unchanged"),
-        320,
-        "{}",
-        describe(&again)
-    );
+    assert_nothing_to_do(&run(), 320);
 
     // One note in the first read's share, one in the second's.
     for i in [7, 311] {
@@ -847,15 +839,8 @@ fn a_re_sync_makes_jobs_only_for_what_changed_or_what_the_collection_lost() {
 
     // Nothing changed since: no job at all.
     let third = run();
-    assert!(third.status.success(), "{}", describe(&third));
-    assert_eq!(summary_count(&third, "jobs"), 0, "{}", describe(&third));
+    assert_nothing_to_do(&third, records.rows.len());
     assert_eq!(summary_count(&third, "chunks"), 0, "{}", describe(&third));
-    assert_eq!(
-        summary_count(&third, "unchanged"),
-        records.rows.len() as u64,
-        "{}",
-        describe(&third)
-    );
 
     // Another source shares the collection. Each re-sync counts only its
     // own documents and leaves the other's alone.
@@ -877,32 +862,24 @@ fn a_re_sync_makes_jobs_only_for_what_changed_or_what_the_collection_lost() {
     let theirs_stored = neighbours_chunks(&chroma.records("testdb", "nightly"));
     assert!(!theirs_stored.is_empty());
 
-    let fourth = run();
-    assert!(fourth.status.success(), "{}", describe(&fourth));
-    assert_eq!(summary_count(&fourth, "jobs"), 0, "{}", describe(&fourth));
-    assert_eq!(
-        summary_count(&fourth, "unchanged"),
-        records.rows.len() as u64,
-        "only its own: {}",
-        describe(&fourth)
-    );
+    // Only its own chunks count as unchanged.
+    assert_nothing_to_do(&run(), records.rows.len());
     assert_eq!(
         neighbours_chunks(&chroma.records("testdb", "nightly")),
         theirs_stored,
         "the neighbour's stay"
     );
-    let theirs_again = run_neighbour();
-    assert!(theirs_again.status.success(), "{}", describe(&theirs_again));
+    assert_nothing_to_do(&run_neighbour(), theirs_stored.len());
+}
+
+/// A run that succeeded with no job, counting `unchanged` chunks as such.
+fn assert_nothing_to_do(output: &Output, unchanged: usize) {
+    assert!(output.status.success(), "{}", describe(output));
+    assert_eq!(summary_count(output, "jobs"), 0, "{}", describe(output));
     assert_eq!(
-        summary_count(&theirs_again, "jobs"),
-        0,
+        summary_count(output, "unchanged"),
+        unchanged as u64,
         "{}",
-        describe(&theirs_again)
-    );
-    assert_eq!(
-        summary_count(&theirs_again, "unchanged"),
-        theirs_stored.len() as u64,
-        "{}",
-        describe(&theirs_again)
+        describe(output)
     );
 }
