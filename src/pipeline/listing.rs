@@ -5,8 +5,9 @@
 //! A job would fetch the object, chunk it and compare each chunk with what
 //! is stored, to find nothing to do; an unchanged nightly re-sync of a
 //! bucket was a job, a GET and a Chroma read per object. Here it is one
-//! read of chunk metadata per few hundred listed keys, and one paged read
-//! of the source's first chunks for what is gone.
+//! paged read of the source's first chunks (what is gone, and what may be
+//! unchanged), then one read of chunk metadata per few hundred of the
+//! documents that may be.
 //!
 //! A document counts as unchanged only when every one of its stored chunks
 //! carries the listed version, its chunk indices run 0..n without a gap,
