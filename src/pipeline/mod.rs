@@ -336,22 +336,6 @@ impl DocumentContext<'_> {
         Ok(keys)
     }
 
-    /// The version of each document of this job's source the collection
-    /// holds, read from its first chunk.
-    pub async fn stored_versions(&self) -> Result<HashMap<String, String>, JobError> {
-        let mut versions = HashMap::new();
-        self.visit_first_chunks(|stored| {
-            if let Some(key) = stored.document_key() {
-                versions.insert(
-                    key.to_string(),
-                    stored.version_key().unwrap_or_default().to_string(),
-                );
-            }
-        })
-        .await?;
-        Ok(versions)
-    }
-
     /// The IDs under which the collection holds document `key` of this
     /// job's source (chunks an invocation or an S3 `.meta.json` file wrote
     /// with a `custom_id`), sorted; empty when it holds it under none.

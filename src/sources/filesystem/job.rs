@@ -267,7 +267,7 @@ impl Sync<'_> {
     /// `path/` (a removed directory); how many.
     async fn remove_under(&self, path: &str) -> Result<usize, JobError> {
         let prefix = format!("{}/", path.trim_end_matches('/'));
-        let stored = self.context.stored_versions().await?;
+        let stored = self.stored_files(None).await?;
         let mut removed = 0;
         for key in stored
             .keys()

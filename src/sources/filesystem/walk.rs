@@ -121,10 +121,7 @@ fn walk_from(
             let metadata = entry
                 .metadata()
                 .map_err(|error| format!("reading {relative:?} under {root}: {error}"))?;
-            Ok((
-                metadata.len(),
-                FileStat::of(&metadata, std::time::SystemTime::now()),
-            ))
+            Ok(listed(&metadata))
         } else if file_type.is_symlink() {
             follow_file_link(root, entry.path())
         } else {
@@ -160,6 +157,14 @@ fn check_bound(walk: &Walk, root: &Root, max_files: usize) -> Result<(), String>
     Ok(())
 }
 
+/// What a walk lists of a regular file: its size and its stat now.
+fn listed(metadata: &std::fs::Metadata) -> (u64, FileStat) {
+    (
+        metadata.len(),
+        FileStat::of(metadata, std::time::SystemTime::now()),
+    )
+}
+
 /// The size and stat of the file a link leads to, or why it is skipped.
 fn follow_file_link(root: &Root, link: &std::path::Path) -> Result<(u64, FileStat), String> {
     let target = match std::fs::canonicalize(link) {
@@ -177,10 +182,7 @@ fn follow_file_link(root: &Root, link: &std::path::Path) -> Result<(u64, FileSta
     if metadata.is_dir() {
         Err("symbolic link to a directory (not followed)".to_string())
     } else if metadata.is_file() {
-        Ok((
-            metadata.len(),
-            FileStat::of(&metadata, std::time::SystemTime::now()),
-        ))
+        Ok(listed(&metadata))
     } else {
         Err(NOT_REGULAR.to_string())
     }
