@@ -847,6 +847,10 @@ impl Default for Config {
 /// outright: "too many SQL variables".)
 pub const DEFAULT_READ_PAGE_SIZE: usize = 10_000;
 
+/// The largest `[chroma] read_page_size` accepted: Chroma's local server
+/// answered pages of 30,000 and refused 50,000 ("too many SQL variables").
+pub const MAX_READ_PAGE_SIZE: usize = 30_000;
+
 impl Default for ChromaConfig {
     fn default() -> Self {
         ChromaConfig {
@@ -1081,6 +1085,16 @@ impl Config {
 
     /// Checks values the types alone do not bound.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_READ_PAGE_SIZE).contains(&self.chroma.read_page_size) {
+            return Err(ConfigError::Invalid {
+                key: "chroma.read_page_size",
+                message: format!(
+                    "{} is not between 1 and {MAX_READ_PAGE_SIZE} records (Chroma's local server \
+                     refuses larger pages; Chroma Cloud returns at most 300)",
+                    self.chroma.read_page_size
+                ),
+            });
+        }
         let seconds = self.extract.max_seconds_per_document;
         if !(seconds.is_finite() && seconds > 0.0) {
             return Err(ConfigError::Invalid {
@@ -1385,6 +1399,19 @@ mod tests {
         assert_eq!(config.api.tokens.len(), 2);
         assert_eq!(config.api.tokens[0].sha256, sha256_hex(b"a"));
         assert_eq!(format!("{:?}", config.chroma.api_key), "Some(***)");
+    }
+
+    #[test]
+    fn a_read_page_chroma_would_refuse_is_a_clear_error() {
+        let mut config = Config::default();
+        config.check().unwrap();
+        for refused in [0, MAX_READ_PAGE_SIZE + 1] {
+            config.chroma.read_page_size = refused;
+            let err = config.check().unwrap_err().to_string();
+            assert!(err.contains("chroma.read_page_size"), "{err}");
+        }
+        config.chroma.read_page_size = 300;
+        config.check().unwrap();
     }
 
     #[test]
